@@ -1,0 +1,265 @@
+/**
+ * Pumice's configuration: one INI file whose option names follow cinder.conf,
+ * keystone.conf and glance-api.conf where those exist, so an operator's
+ * existing sections read naturally. Unknown options, wrong types and missing
+ * backend sections are reported at start with file, line and what was expected.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, parseIni, type IniFile, type IniSection } from './ini.ts';
+
+type OptionType = 'string' | 'int' | 'float' | 'bool' | 'list' | 'float_or_auto';
+
+interface OptionSpec {
+  type: OptionType;
+  default: string | number | boolean | string[] | null;
+  min?: number;
+  help: string;
+}
+
+const defaultOptions = {
+  host: { type: 'string', default: 'pumice', help: 'name of this host in service and backend host strings (host@backend#pool)' },
+  enabled_backends: { type: 'list', default: ['local'], help: 'backend section names, comma separated' },
+  default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
+  storage_availability_zone: { type: 'string', default: 'nova', help: 'availability zone of this host' },
+  default_availability_zone: { type: 'string', default: null, help: 'zone for volumes created without one' },
+  report_interval: { type: 'int', default: 10, min: 1, help: 'seconds between service heartbeats' },
+  service_down_time: { type: 'int', default: 60, min: 1, help: 'seconds without heartbeat after which a service is down' },
+  osapi_max_limit: { type: 'int', default: 1000, min: 1, help: 'largest page a list call returns' },
+  public_endpoint: { type: 'string', default: null, help: 'base URL advertised in the catalog (default: the address the client used)' },
+  quota_volumes: { type: 'int', default: 10, min: -1, help: 'default volumes per project (-1 unlimited)' },
+  quota_snapshots: { type: 'int', default: 10, min: -1, help: 'default snapshots per project' },
+  quota_gigabytes: { type: 'int', default: 1000, min: -1, help: 'default GiB of volumes and snapshots per project' },
+  quota_backups: { type: 'int', default: 10, min: -1, help: 'default backups per project' },
+  quota_backup_gigabytes: { type: 'int', default: 1000, min: -1, help: 'default GiB of backups per project' },
+  per_volume_size_limit: { type: 'int', default: -1, min: -1, help: 'largest volume in GiB (-1 unlimited)' },
+  no_snapshot_gb_quota: { type: 'bool', default: false, help: 'do not count snapshots against gigabytes' },
+  scheduler_default_filters: {
+    type: 'list',
+    default: ['AvailabilityZoneFilter', 'CapacityFilter', 'CapabilitiesFilter'],
+    help: 'scheduler filters in order',
+  },
+  scheduler_default_weighers: { type: 'list', default: ['CapacityWeigher'], help: 'scheduler weighers' },
+  volume_task_concurrency: { type: 'int', default: 8, min: 1, help: 'volume tasks run at once per backend' },
+  debug: { type: 'bool', default: false, help: 'log every request' },
+} satisfies Record<string, OptionSpec>;
+
+const tokenOptions = {
+  expiration: { type: 'int', default: 3600, min: 60, help: 'token lifetime in seconds' },
+} satisfies Record<string, OptionSpec>;
+
+const databaseOptions = {
+  connection: { type: 'string', default: null, help: 'database URL (default: SQLite in the data directory)' },
+} satisfies Record<string, OptionSpec>;
+
+const middlewareOptions = {
+  max_request_body_size: { type: 'int', default: 114688, min: 1024, help: 'largest JSON request body in bytes' },
+} satisfies Record<string, OptionSpec>;
+
+const backendOptions = {
+  volume_driver: { type: 'string', default: null, help: "driver: 'local' (sparse files); 'rbd' comes with the Ceph backend" },
+  volume_backend_name: { type: 'string', default: null, help: 'name volume types match with volume_backend_name (default: section name)' },
+  backend_availability_zone: { type: 'string', default: null, help: 'zone of this backend (default: storage_availability_zone)' },
+  max_over_subscription_ratio: { type: 'float_or_auto', default: 20, help: 'thin provisioning ratio, a float >= 1 or auto' },
+  reserved_percentage: { type: 'int', default: 0, min: 0, help: 'percent of capacity kept free' },
+  local_volume_dir: { type: 'string', default: null, help: 'directory of the local backend (default: DATA_DIR/volumes/SECTION)' },
+  report_discard_supported: { type: 'bool', default: false, help: 'tell consumers discard/unmap is supported' },
+  // Ceph RBD options (scenario §4); read here so the scenario's section parses,
+  // used by the RBD driver.
+  rbd_pool: { type: 'string', default: 'rbd', help: 'Ceph pool of volumes' },
+  rbd_user: { type: 'string', default: null, help: 'Ceph user (client.NAME)' },
+  rbd_ceph_conf: { type: 'string', default: '', help: 'path of ceph.conf' },
+  rbd_keyring_conf: { type: 'string', default: null, help: 'path of the keyring' },
+  rbd_cluster_name: { type: 'string', default: 'ceph', help: 'Ceph cluster name' },
+  rbd_secret_uuid: { type: 'string', default: null, help: 'libvirt secret uuid' },
+  rbd_flatten_volume_from_snapshot: { type: 'bool', default: false, help: 'flatten volumes created from snapshots' },
+  rbd_max_clone_depth: { type: 'int', default: 5, min: 0, help: 'clone chain length before flatten' },
+  rbd_store_chunk_size: { type: 'int', default: 4, min: 1, help: 'RBD object size in MiB' },
+  rados_connect_timeout: { type: 'int', default: -1, min: -1, help: 'seconds to wait for the cluster (-1: library default)' },
+} satisfies Record<string, OptionSpec>;
+
+type Value<S extends OptionSpec> = S['type'] extends 'int' | 'float'
+  ? number
+  : S['type'] extends 'bool'
+    ? boolean
+    : S['type'] extends 'list'
+      ? string[]
+      : S['type'] extends 'float_or_auto'
+        ? number | 'auto'
+        : S['default'] extends null
+          ? string | null
+          : string;
+type Values<T extends Record<string, OptionSpec>> = { -readonly [K in keyof T]: Value<T[K]> };
+
+export type DefaultConfig = Values<typeof defaultOptions>;
+export type BackendConfig = Values<typeof backendOptions> & { section: string; volume_driver: string; volume_backend_name: string };
+
+export interface PumiceConfig {
+  path: string | null;
+  dataDir: string;
+  DEFAULT: DefaultConfig;
+  token: Values<typeof tokenOptions>;
+  database: Values<typeof databaseOptions>;
+  oslo_middleware: Values<typeof middlewareOptions>;
+  backends: BackendConfig[];
+}
+
+const fixedSections: Record<string, Record<string, OptionSpec>> = {
+  DEFAULT: defaultOptions,
+  token: tokenOptions,
+  database: databaseOptions,
+  oslo_middleware: middlewareOptions,
+};
+
+/** Loads and validates a configuration file; `path` null gives the embedded defaults. */
+export function loadConfig(path: string | null, dataDir: string): PumiceConfig {
+  const ini: IniFile = path
+    ? parseIni(readText(path), path)
+    : { path: '(defaults)', sections: new Map() };
+  return buildConfig(ini, dataDir, path);
+}
+
+export function parseConfigText(text: string, dataDir: string, path = 'pumice.conf'): PumiceConfig {
+  return buildConfig(parseIni(text, path), dataDir, path);
+}
+
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(path, undefined, `cannot read the configuration file: ${(error as Error).message}`);
+  }
+}
+
+function buildConfig(ini: IniFile, dataDir: string, path: string | null): PumiceConfig {
+  const read = <T extends Record<string, OptionSpec>>(name: string, specs: T): Values<T> =>
+    readSection(ini, ini.sections.get(name), specs);
+  const DEFAULT = read('DEFAULT', defaultOptions);
+  const backendNames = DEFAULT.enabled_backends;
+  if (backendNames.length === 0) {
+    throw new ConfigError(ini.path, lineOf(ini, 'DEFAULT', 'enabled_backends'), 'enabled_backends is empty: name at least one backend section');
+  }
+  const backends = backendNames.map((section): BackendConfig => {
+    const iniSection = ini.sections.get(section);
+    if (!iniSection && ini.sections.size > 0) {
+      throw new ConfigError(
+        ini.path,
+        lineOf(ini, 'DEFAULT', 'enabled_backends'),
+        `enabled_backends names '${section}' but the file has no [${section}] section; add it with at least 'volume_driver = local'`,
+      );
+    }
+    const values = readSection(ini, iniSection, backendOptions);
+    const driver = values.volume_driver ?? (section === 'local' || !iniSection ? 'local' : null);
+    if (!driver) {
+      throw new ConfigError(ini.path, iniSection?.line, `[${section}] has no volume_driver; set 'volume_driver = local' (or rbd)`);
+    }
+    return {
+      ...values,
+      section,
+      volume_driver: driver,
+      volume_backend_name: values.volume_backend_name ?? section,
+      local_volume_dir: values.local_volume_dir ?? join(dataDir, 'volumes', section),
+      backend_availability_zone: values.backend_availability_zone ?? DEFAULT.storage_availability_zone,
+    };
+  });
+  for (const [name, section] of ini.sections) {
+    if (name in fixedSections || backendNames.includes(name)) continue;
+    throw new ConfigError(
+      ini.path,
+      section.line,
+      `unknown section [${name}]; expected one of ${Object.keys(fixedSections).map((s) => `[${s}]`).join(', ')} or a backend named in enabled_backends (${backendNames.join(', ')})${suggest(name, [...Object.keys(fixedSections), ...backendNames])}`,
+    );
+  }
+  return {
+    path,
+    dataDir,
+    DEFAULT,
+    token: read('token', tokenOptions),
+    database: read('database', databaseOptions),
+    oslo_middleware: read('oslo_middleware', middlewareOptions),
+    backends,
+  };
+}
+
+function lineOf(ini: IniFile, section: string, key: string): number | undefined {
+  return ini.sections.get(section)?.entries.get(key)?.line;
+}
+
+function readSection<T extends Record<string, OptionSpec>>(ini: IniFile, section: IniSection | undefined, specs: T): Values<T> {
+  const out: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(specs)) out[key] = spec.default;
+  if (!section) return out as Values<T>;
+  for (const [key, entry] of section.entries) {
+    const spec = specs[key];
+    if (!spec) {
+      throw new ConfigError(
+        ini.path,
+        entry.line,
+        `unknown option '${key}' in [${section.name}]${suggest(key, Object.keys(specs))}`,
+      );
+    }
+    out[key] = convert(ini.path, entry.line, section.name, key, entry.value, spec);
+  }
+  return out as Values<T>;
+}
+
+function convert(path: string, line: number, section: string, key: string, raw: string, spec: OptionSpec): unknown {
+  const value = raw.trim();
+  const fail = (expected: string): never => {
+    throw new ConfigError(path, line, `[${section}] ${key} = '${value}' is not valid: expected ${expected} (${spec.help})`);
+  };
+  switch (spec.type) {
+    case 'string':
+      return value;
+    case 'list':
+      return value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    case 'bool': {
+      const lower = value.toLowerCase();
+      if (['true', 'yes', '1', 'on'].includes(lower)) return true;
+      if (['false', 'no', '0', 'off'].includes(lower)) return false;
+      return fail('true or false');
+    }
+    case 'int': {
+      if (!/^-?\d+$/.test(value)) return fail('an integer');
+      const n = Number(value);
+      if (spec.min !== undefined && n < spec.min) fail(`an integer >= ${spec.min}`);
+      return n;
+    }
+    case 'float':
+    case 'float_or_auto': {
+      if (spec.type === 'float_or_auto' && value.toLowerCase() === 'auto') return 'auto';
+      const n = Number(value);
+      if (value === '' || !Number.isFinite(n)) return fail(spec.type === 'float' ? 'a number' : "a number or 'auto'");
+      if (spec.type === 'float_or_auto' && n < 1) fail("a number >= 1 or 'auto'");
+      return n;
+    }
+  }
+}
+
+function suggest(name: string, candidates: string[]): string {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      bestDistance = d;
+      best = candidate;
+    }
+  }
+  if (best && bestDistance <= Math.max(2, Math.floor(best.length / 4))) return `; did you mean '${best}'?`;
+  return `; known options: ${candidates.join(', ')}`;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let previous = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const current = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
+      previous = current;
+    }
+  }
+  return row[b.length]!;
+}

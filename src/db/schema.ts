@@ -1,0 +1,124 @@
+/**
+ * Schema migrations, applied in order at start. Never edit a released
+ * migration; add a new one. Timestamps are ISO-8601 UTC strings.
+ */
+export const migrations: { version: number; sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+CREATE TABLE domains (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT NOT NULL DEFAULT '',
+  enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE projects (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, domain_id TEXT NOT NULL REFERENCES domains(id),
+  description TEXT NOT NULL DEFAULT '', enabled INTEGER NOT NULL DEFAULT 1,
+  parent_id TEXT, tags TEXT NOT NULL DEFAULT '[]', options TEXT NOT NULL DEFAULT '{}',
+  UNIQUE (domain_id, name)
+);
+CREATE TABLE users (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, domain_id TEXT NOT NULL REFERENCES domains(id),
+  password_hash TEXT, enabled INTEGER NOT NULL DEFAULT 1, default_project_id TEXT,
+  description TEXT, email TEXT, extra TEXT NOT NULL DEFAULT '{}',
+  password_changed_at TEXT,
+  UNIQUE (domain_id, name)
+);
+CREATE TABLE roles (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, domain_id TEXT
+);
+CREATE TABLE role_assignments (
+  actor_id TEXT NOT NULL, target_id TEXT NOT NULL, target_type TEXT NOT NULL CHECK (target_type IN ('project','domain')),
+  role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+  PRIMARY KEY (actor_id, target_id, role_id)
+);
+CREATE INDEX role_assignments_target ON role_assignments(target_id);
+CREATE INDEX role_assignments_role ON role_assignments(role_id);
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL, project_id TEXT, domain_id TEXT,
+  methods TEXT NOT NULL, audit_id TEXT NOT NULL, audit_chain_id TEXT,
+  issued_at TEXT NOT NULL, expires_at TEXT NOT NULL, revoked INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX tokens_expires ON tokens(expires_at);
+CREATE INDEX tokens_user ON tokens(user_id);
+CREATE TABLE regions (
+  id TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', parent_region_id TEXT
+);
+CREATE TABLE catalog_services (
+  id TEXT PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', description TEXT NOT NULL DEFAULT '',
+  enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE catalog_endpoints (
+  id TEXT PRIMARY KEY, service_id TEXT NOT NULL REFERENCES catalog_services(id) ON DELETE CASCADE,
+  interface TEXT NOT NULL CHECK (interface IN ('public','internal','admin')),
+  region_id TEXT, url TEXT NOT NULL, enabled INTEGER NOT NULL DEFAULT 1
+);
+
+CREATE TABLE volume_types (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, is_public INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE TABLE volume_type_extra_specs (
+  volume_type_id TEXT NOT NULL REFERENCES volume_types(id) ON DELETE CASCADE,
+  key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (volume_type_id, key)
+);
+CREATE TABLE volume_type_projects (
+  volume_type_id TEXT NOT NULL REFERENCES volume_types(id) ON DELETE CASCADE,
+  project_id TEXT NOT NULL, PRIMARY KEY (volume_type_id, project_id)
+);
+CREATE TABLE volumes (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+  name TEXT, description TEXT, size_gib INTEGER NOT NULL,
+  status TEXT NOT NULL, attach_status TEXT NOT NULL DEFAULT 'detached',
+  migration_status TEXT, availability_zone TEXT NOT NULL,
+  volume_type_id TEXT REFERENCES volume_types(id),
+  host TEXT, backend TEXT, bootable INTEGER NOT NULL DEFAULT 0, read_only INTEGER NOT NULL DEFAULT 0,
+  multiattach INTEGER NOT NULL DEFAULT 0,
+  source_volid TEXT, snapshot_id TEXT, metadata TEXT NOT NULL DEFAULT '{}',
+  status_reason TEXT, previous_status TEXT,
+  created_at TEXT NOT NULL, updated_at TEXT, launched_at TEXT
+);
+CREATE INDEX volumes_project ON volumes(project_id, created_at);
+CREATE INDEX volumes_created ON volumes(created_at, id);
+CREATE INDEX volumes_status ON volumes(status);
+CREATE TABLE volume_attachments (
+  id TEXT PRIMARY KEY, volume_id TEXT NOT NULL REFERENCES volumes(id) ON DELETE CASCADE,
+  instance_uuid TEXT, attached_host TEXT, mountpoint TEXT, attach_mode TEXT NOT NULL DEFAULT 'rw',
+  attach_status TEXT NOT NULL, connector TEXT, attach_time TEXT, detach_time TEXT
+);
+CREATE INDEX volume_attachments_volume ON volume_attachments(volume_id);
+CREATE TABLE snapshots (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+  volume_id TEXT NOT NULL, name TEXT, description TEXT, size_gib INTEGER NOT NULL,
+  status TEXT NOT NULL, progress TEXT NOT NULL DEFAULT '0%', metadata TEXT NOT NULL DEFAULT '{}',
+  status_reason TEXT, created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE INDEX snapshots_volume ON snapshots(volume_id);
+CREATE INDEX snapshots_project ON snapshots(project_id, created_at);
+CREATE TABLE quotas (
+  project_id TEXT NOT NULL, resource TEXT NOT NULL, hard_limit INTEGER NOT NULL,
+  PRIMARY KEY (project_id, resource)
+);
+CREATE TABLE tasks (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, resource_id TEXT NOT NULL,
+  queue TEXT NOT NULL, payload TEXT NOT NULL DEFAULT '{}',
+  state TEXT NOT NULL CHECK (state IN ('queued','running','done','failed')),
+  attempts INTEGER NOT NULL DEFAULT 0, claimed_by TEXT, last_error TEXT,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX tasks_claim ON tasks(state, queue, id);
+CREATE INDEX tasks_resource ON tasks(resource_id);
+CREATE TABLE services (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, binary TEXT NOT NULL, host TEXT NOT NULL, zone TEXT NOT NULL,
+  disabled INTEGER NOT NULL DEFAULT 0, disabled_reason TEXT, frozen INTEGER NOT NULL DEFAULT 0,
+  heartbeat_at TEXT, state_reason TEXT, created_at TEXT NOT NULL, updated_at TEXT,
+  UNIQUE (binary, host)
+);
+CREATE TABLE messages (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, request_id TEXT, resource_type TEXT, resource_uuid TEXT,
+  event_id TEXT NOT NULL, message_level TEXT NOT NULL, user_message TEXT NOT NULL,
+  created_at TEXT NOT NULL, expires_at TEXT NOT NULL
+);
+CREATE INDEX messages_project ON messages(project_id, created_at);
+`,
+  },
+];

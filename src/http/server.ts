@@ -1,0 +1,161 @@
+/**
+ * The one HTTP listener: every API lives under its path prefix, as in an
+ * all-in-one OpenStack (`/identity`, `/volume`, `/image`). This module owns
+ * body limits, JSON parsing, token authentication and fault rendering;
+ * services only see a RequestContext and return a Reply.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { errors, PumiceError } from '../errors.ts';
+import { toFault, type FaultStyle } from './faults.ts';
+import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
+
+export interface ServiceApp {
+  /** Path prefix without trailing slash, e.g. `/volume`. */
+  prefix: string;
+  router: Router;
+  faultStyle: FaultStyle;
+  /** Runs after routing and authentication, before the handler; returns headers to add to every reply (also faults). */
+  prepare?: (ctx: RequestContext) => Record<string, string> | undefined;
+  /** Headers added to every reply of this service, including faults before `prepare` ran. */
+  baseHeaders?: (ctx: { headers: IncomingMessage['headers'] }) => Record<string, string>;
+  /** Rewrites the path below the prefix before routing (e.g. strips a project id). */
+  rewritePath?: (path: string) => string;
+}
+
+export interface TokenValidator {
+  /** Returns the token's context or throws a 401 PumiceError. */
+  validateToken(tokenId: string): AuthContext;
+}
+
+export interface HttpServerOptions {
+  apps: ServiceApp[];
+  tokens: TokenValidator;
+  requestBodyBytesMax: number;
+  publicEndpoint: string | null;
+  log: (message: string) => void;
+  debug: boolean;
+  /** Reply for `GET /`: lists the services. */
+  rootDocument: (baseUrl: string) => unknown;
+}
+
+export function createHttpServer(options: HttpServerOptions): Server {
+  const apps = [...options.apps].sort((a, b) => b.prefix.length - a.prefix.length);
+  const server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      options.log(`response failed: ${error instanceof Error ? error.stack : String(error)}`);
+      if (!res.headersSent) send(res, 500, { computeFault: { code: 500, message: 'internal error' } }, {});
+      else res.destroy();
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 300_000;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = process.hrtime.bigint();
+    const requestId = `req-${randomUUID()}`;
+    const url = new URL(req.url ?? '/', 'http://placeholder');
+    const baseUrl = options.publicEndpoint?.replace(/\/+$/, '') ?? `http://${req.headers.host ?? '127.0.0.1'}`;
+    const pathname = url.pathname.replace(/\/{2,}/g, '/');
+    const app = apps.find((a) => pathname === a.prefix || pathname.startsWith(a.prefix + '/'));
+    let status = 500;
+    const headers: Record<string, string> = { 'x-openstack-request-id': requestId };
+    try {
+      if (!app) {
+        if (pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
+          status = 200;
+          send(res, 200, options.rootDocument(baseUrl), headers);
+          return;
+        }
+        throw errors.routeNotFound(req.method ?? 'GET', pathname);
+      }
+      Object.assign(headers, app.baseHeaders?.({ headers: req.headers }));
+      try {
+        let subPath = pathname.slice(app.prefix.length) || '/';
+        if (app.rewritePath) subPath = app.rewritePath(subPath);
+        const match = app.router.match(req.method ?? 'GET', subPath);
+        const ctx: RequestContext = {
+          method: req.method ?? 'GET',
+          path: subPath,
+          params: match.params,
+          query: url.searchParams,
+          headers: req.headers,
+          requestId,
+          baseUrl,
+          serviceUrl: baseUrl + app.prefix,
+          body: undefined,
+          stream: req,
+          auth: null,
+          microversion: 0,
+        };
+        if (!match.options.public) {
+          const token = req.headers['x-auth-token'];
+          if (typeof token !== 'string' || token.length === 0) throw errors.unauthorized();
+          ctx.auth = options.tokens.validateToken(token);
+        }
+        Object.assign(headers, app.prepare?.(ctx));
+        if (!match.options.rawBody) ctx.body = await readJsonBody(req, options.requestBodyBytesMax);
+        const reply: Reply = await match.handler(ctx);
+        status = reply.status;
+        send(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
+      } catch (error) {
+        const fault = toFault(error, app.faultStyle, options.log);
+        status = fault.status;
+        // An unread body would otherwise be parsed as the next request on this connection.
+        if (!req.complete) res.setHeader('Connection', 'close');
+        send(res, fault.status, req.method === 'HEAD' ? undefined : fault.body, { ...headers, ...fault.headers });
+      }
+    } catch (error) {
+      const fault = toFault(error, 'openstack', options.log);
+      status = fault.status;
+      send(res, fault.status, fault.body, { ...headers, ...fault.headers });
+    } finally {
+      if (options.debug || status >= 500) {
+        const ms = Number(process.hrtime.bigint() - started) / 1e6;
+        options.log(`${req.method} ${pathname} ${status} ${ms.toFixed(1)}ms ${requestId}`);
+      }
+    }
+  }
+
+  return server;
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
+  if (body === undefined || status === 204) {
+    res.writeHead(status, { ...headers, 'Content-Length': '0' });
+    res.end();
+    return;
+  }
+  const payload = Buffer.from(JSON.stringify(body));
+  res.writeHead(status, {
+    'Content-Type': 'application/json',
+    'Content-Length': String(payload.length),
+    ...headers,
+  });
+  res.end(payload);
+}
+
+/** Reads and parses a JSON body, bounded by `bytesMax`; returns undefined for an empty body. */
+async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > bytesMax) throw errors.bodyTooLarge(bytesMax);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > bytesMax) throw errors.bodyTooLarge(bytesMax);
+    chunks.push(chunk);
+  }
+  if (total === 0) return undefined;
+  const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
+  if (!contentType.endsWith('json')) throw errors.unsupportedMediaType(contentType);
+  const text = Buffer.concat(chunks, total).toString('utf8');
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw errors.malformedBody((error as Error).message);
+  }
+}
+
+export { PumiceError };

@@ -1,0 +1,385 @@
+/**
+ * Identity domain logic: domains, projects, users, roles, assignments, the
+ * service catalog and tokens. Tokens are opaque random ids stored in the
+ * database (so revocations survive a restart) with an in-memory validation
+ * cache that every identity change clears.
+ */
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { Db } from '../db/db.ts';
+import { errors, PumiceError } from '../errors.ts';
+import type { AuthContext } from '../http/router.ts';
+import { hashPassword, verifyPassword } from './passwords.ts';
+
+export interface DomainRow { id: string; name: string; description: string; enabled: number }
+export interface ProjectRow { id: string; name: string; domain_id: string; description: string; enabled: number; parent_id: string | null; tags: string; options: string }
+export interface UserRow { id: string; name: string; domain_id: string; password_hash: string | null; enabled: number; default_project_id: string | null; description: string | null; email: string | null; extra: string; password_changed_at: string | null }
+export interface RoleRow { id: string; name: string; description: string | null; domain_id: string | null }
+export interface AssignmentRow { actor_id: string; target_id: string; target_type: 'project' | 'domain'; role_id: string }
+export interface CatalogServiceRow { id: string; type: string; name: string; description: string; enabled: number }
+export interface EndpointRow { id: string; service_id: string; interface: string; region_id: string | null; url: string; enabled: number }
+export interface RegionRow { id: string; description: string; parent_region_id: string | null }
+interface TokenRow { id: string; user_id: string; project_id: string | null; domain_id: string | null; methods: string; audit_id: string; audit_chain_id: string | null; issued_at: string; expires_at: string; revoked: number }
+
+export const defaultDomainId = 'default';
+const validationCacheMax = 50_000;
+
+export function newId(): string {
+  return randomUUID().replace(/-/g, '');
+}
+
+export type Scope =
+  | { kind: 'unscoped' }
+  | { kind: 'project'; projectId: string }
+  | { kind: 'domain'; domainId: string };
+
+export class IdentityService {
+  private readonly validationCache = new Map<string, AuthContext>();
+
+  constructor(
+    private readonly db: Db,
+    private readonly tokenLifetimeSeconds: number,
+  ) {}
+
+  /** Clears cached token validations; called after any change to users, roles or assignments. */
+  invalidateCache(): void {
+    this.validationCache.clear();
+  }
+
+  // ---- lookups ----
+  domain(id: string): DomainRow {
+    return this.db.get<DomainRow>('SELECT * FROM domains WHERE id = ?', id) ?? notFound('Could not find domain', id);
+  }
+  findDomainByName(name: string): DomainRow | undefined {
+    return this.db.get<DomainRow>('SELECT * FROM domains WHERE name = ?', name);
+  }
+  project(id: string): ProjectRow {
+    return this.db.get<ProjectRow>('SELECT * FROM projects WHERE id = ?', id) ?? notFound('Could not find project', id);
+  }
+  findProject(id: string): ProjectRow | undefined {
+    return this.db.get<ProjectRow>('SELECT * FROM projects WHERE id = ?', id);
+  }
+  findProjectByName(name: string, domainId: string): ProjectRow | undefined {
+    return this.db.get<ProjectRow>('SELECT * FROM projects WHERE name = ? AND domain_id = ?', name, domainId);
+  }
+  user(id: string): UserRow {
+    return this.db.get<UserRow>('SELECT * FROM users WHERE id = ?', id) ?? notFound('Could not find user', id);
+  }
+  findUserByName(name: string, domainId: string): UserRow | undefined {
+    return this.db.get<UserRow>('SELECT * FROM users WHERE name = ? AND domain_id = ?', name, domainId);
+  }
+  role(id: string): RoleRow {
+    return this.db.get<RoleRow>('SELECT * FROM roles WHERE id = ?', id) ?? notFound('Could not find role', id);
+  }
+  findRoleByName(name: string): RoleRow | undefined {
+    return this.db.get<RoleRow>('SELECT * FROM roles WHERE name = ?', name);
+  }
+
+  // ---- writes ----
+  createDomain(name: string, description = '', id = newId()): DomainRow {
+    if (this.findDomainByName(name)) throw errors.conflict(`Conflict occurred attempting to store domain - Duplicate entry: a domain named '${name}' exists.`);
+    this.db.run('INSERT INTO domains (id, name, description) VALUES (?, ?, ?)', id, name, description);
+    return this.domain(id);
+  }
+
+  createProject(input: { name: string; domainId: string; description?: string; enabled?: boolean; tags?: string[]; id?: string }): ProjectRow {
+    this.domain(input.domainId);
+    if (this.findProjectByName(input.name, input.domainId)) {
+      throw errors.conflict(`Conflict occurred attempting to store project - it is not permitted to have two projects with the same name in the same domain: ${input.name}.`);
+    }
+    const id = input.id ?? newId();
+    this.db.run(
+      'INSERT INTO projects (id, name, domain_id, description, enabled, parent_id, tags) VALUES (?, ?, ?, ?, ?, ?, ?)',
+      id, input.name, input.domainId, input.description ?? '', input.enabled === false ? 0 : 1, input.domainId, JSON.stringify(input.tags ?? []),
+    );
+    return this.project(id);
+  }
+
+  updateProject(id: string, changes: { name?: string; description?: string; enabled?: boolean; tags?: string[] }): ProjectRow {
+    const project = this.project(id);
+    if (changes.name !== undefined && changes.name !== project.name && this.findProjectByName(changes.name, project.domain_id)) {
+      throw errors.conflict(`Conflict occurred attempting to update project - a project named '${changes.name}' exists in this domain.`);
+    }
+    this.db.run(
+      'UPDATE projects SET name = ?, description = ?, enabled = ?, tags = ? WHERE id = ?',
+      changes.name ?? project.name,
+      changes.description ?? project.description,
+      changes.enabled === undefined ? project.enabled : changes.enabled ? 1 : 0,
+      changes.tags ? JSON.stringify(changes.tags) : project.tags,
+      id,
+    );
+    this.invalidateCache();
+    return this.project(id);
+  }
+
+  deleteProject(id: string): void {
+    this.project(id);
+    this.db.transaction(() => {
+      this.db.run('DELETE FROM role_assignments WHERE target_id = ?', id);
+      this.db.run('UPDATE tokens SET revoked = 1 WHERE project_id = ?', id);
+      this.db.run('DELETE FROM projects WHERE id = ?', id);
+    });
+    this.invalidateCache();
+  }
+
+  async createUser(input: { name: string; domainId: string; password?: string | null; enabled?: boolean; defaultProjectId?: string | null; description?: string | null; email?: string | null; id?: string }): Promise<UserRow> {
+    this.domain(input.domainId);
+    if (this.findUserByName(input.name, input.domainId)) {
+      throw errors.conflict(`Conflict occurred attempting to store user - Duplicate entry found with name ${input.name} at domain ID ${input.domainId}.`);
+    }
+    if (input.defaultProjectId) this.project(input.defaultProjectId);
+    const hash = input.password ? await hashPassword(input.password) : null;
+    const id = input.id ?? newId();
+    this.db.run(
+      'INSERT INTO users (id, name, domain_id, password_hash, enabled, default_project_id, description, email, password_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      id, input.name, input.domainId, hash, input.enabled === false ? 0 : 1, input.defaultProjectId ?? null, input.description ?? null, input.email ?? null,
+      hash ? new Date().toISOString() : null,
+    );
+    return this.user(id);
+  }
+
+  async updateUser(id: string, changes: { name?: string; password?: string | null; enabled?: boolean; defaultProjectId?: string | null; description?: string | null; email?: string | null }): Promise<UserRow> {
+    const user = this.user(id);
+    if (changes.name !== undefined && changes.name !== user.name && this.findUserByName(changes.name, user.domain_id)) {
+      throw errors.conflict(`Conflict occurred attempting to update user - a user named '${changes.name}' exists in this domain.`);
+    }
+    if (changes.defaultProjectId) this.project(changes.defaultProjectId);
+    const hash = changes.password !== undefined ? (changes.password ? await hashPassword(changes.password) : null) : user.password_hash;
+    this.db.transaction(() => {
+      this.db.run(
+        'UPDATE users SET name = ?, password_hash = ?, enabled = ?, default_project_id = ?, description = ?, email = ?, password_changed_at = ? WHERE id = ?',
+        changes.name ?? user.name,
+        hash,
+        changes.enabled === undefined ? user.enabled : changes.enabled ? 1 : 0,
+        changes.defaultProjectId === undefined ? user.default_project_id : changes.defaultProjectId,
+        changes.description === undefined ? user.description : changes.description,
+        changes.email === undefined ? user.email : changes.email,
+        changes.password !== undefined ? new Date().toISOString() : user.password_changed_at,
+        id,
+      );
+      // Keystone revokes a user's tokens when the user is disabled or the password changes.
+      if (changes.enabled === false || changes.password !== undefined) this.db.run('UPDATE tokens SET revoked = 1 WHERE user_id = ?', id);
+    });
+    this.invalidateCache();
+    return this.user(id);
+  }
+
+  deleteUser(id: string): void {
+    this.user(id);
+    this.db.transaction(() => {
+      this.db.run('DELETE FROM role_assignments WHERE actor_id = ?', id);
+      this.db.run('UPDATE tokens SET revoked = 1 WHERE user_id = ?', id);
+      this.db.run('DELETE FROM users WHERE id = ?', id);
+    });
+    this.invalidateCache();
+  }
+
+  createRole(name: string, description: string | null = null, id = newId()): RoleRow {
+    if (this.findRoleByName(name)) throw errors.conflict(`Conflict occurred attempting to store role - Duplicate entry found with name ${name}.`);
+    this.db.run('INSERT INTO roles (id, name, description) VALUES (?, ?, ?)', id, name, description);
+    return this.role(id);
+  }
+
+  updateRole(id: string, changes: { name?: string; description?: string | null }): RoleRow {
+    const role = this.role(id);
+    if (changes.name && changes.name !== role.name && this.findRoleByName(changes.name)) {
+      throw errors.conflict(`Conflict occurred attempting to update role - a role named '${changes.name}' exists.`);
+    }
+    this.db.run('UPDATE roles SET name = ?, description = ? WHERE id = ?', changes.name ?? role.name, changes.description === undefined ? role.description : changes.description, id);
+    this.invalidateCache();
+    return this.role(id);
+  }
+
+  deleteRole(id: string): void {
+    this.role(id);
+    this.db.run('DELETE FROM roles WHERE id = ?', id);
+    this.invalidateCache();
+  }
+
+  grantRole(actorId: string, targetType: 'project' | 'domain', targetId: string, roleId: string): void {
+    this.user(actorId);
+    if (targetType === 'project') this.project(targetId);
+    else this.domain(targetId);
+    this.role(roleId);
+    this.db.run('INSERT OR IGNORE INTO role_assignments (actor_id, target_id, target_type, role_id) VALUES (?, ?, ?, ?)', actorId, targetId, targetType, roleId);
+    this.invalidateCache();
+  }
+
+  revokeRole(actorId: string, targetId: string, roleId: string): void {
+    const { changes } = this.db.run('DELETE FROM role_assignments WHERE actor_id = ? AND target_id = ? AND role_id = ?', actorId, targetId, roleId);
+    if (changes === 0) throw errors.notFound('Role assignment', `${roleId} of ${actorId} on ${targetId}`);
+    this.invalidateCache();
+  }
+
+  hasRole(actorId: string, targetId: string, roleId: string): boolean {
+    return !!this.db.get('SELECT 1 FROM role_assignments WHERE actor_id = ? AND target_id = ? AND role_id = ?', actorId, targetId, roleId);
+  }
+
+  /** Roles of a user on a target, with implied roles: admin implies member implies reader (Keystone's default roles). */
+  effectiveRoles(actorId: string, targetId: string): RoleRow[] {
+    const direct = this.db.all<RoleRow>(
+      'SELECT r.* FROM role_assignments a JOIN roles r ON r.id = a.role_id WHERE a.actor_id = ? AND a.target_id = ? ORDER BY r.name',
+      actorId, targetId,
+    );
+    const names = new Set(direct.map((r) => r.name));
+    const implied: string[] = [];
+    if (names.has('admin')) implied.push('member', 'reader');
+    if (names.has('member')) implied.push('reader');
+    const result = [...direct];
+    for (const name of implied) {
+      if (names.has(name)) continue;
+      const role = this.findRoleByName(name);
+      if (role) {
+        result.push(role);
+        names.add(name);
+      }
+    }
+    return result;
+  }
+
+  // ---- authentication ----
+  async authenticatePassword(user: UserRow | undefined, password: string): Promise<UserRow> {
+    // Same message whatever was wrong, so a caller learns nothing about which part failed.
+    const generic = errors.unauthorized('The request you have made requires authentication.');
+    if (!user) {
+      await verifyPassword(password, null);
+      throw generic;
+    }
+    if (!(await verifyPassword(password, user.password_hash))) throw generic;
+    if (!user.enabled) throw generic;
+    return user;
+  }
+
+  /** Issues a token for an authenticated user with the requested scope. */
+  issueToken(user: UserRow, scope: Scope, methods: string[], parent?: { expiresAt: string; auditId: string }): AuthContext {
+    if (scope.kind === 'project') {
+      const project = this.project(scope.projectId);
+      if (!project.enabled) throw errors.unauthorized(`Project ${project.id} is disabled.`);
+      if (this.effectiveRoles(user.id, project.id).length === 0) {
+        throw errors.unauthorized(`User ${user.id} has no access to project ${project.id}.`);
+      }
+    } else if (scope.kind === 'domain') {
+      this.domain(scope.domainId);
+      if (this.effectiveRoles(user.id, scope.domainId).length === 0) {
+        throw errors.unauthorized(`User ${user.id} has no access to domain ${scope.domainId}.`);
+      }
+    }
+    const issuedAt = new Date();
+    const lifetimeEnd = new Date(issuedAt.getTime() + this.tokenLifetimeSeconds * 1000).toISOString();
+    // A token issued from another token never outlives it (Keystone behaviour).
+    const expiresAt = parent && parent.expiresAt < lifetimeEnd ? parent.expiresAt : lifetimeEnd;
+    const tokenId = randomBytes(32).toString('base64url');
+    const auditId = randomBytes(16).toString('base64url');
+    this.db.run(
+      'INSERT INTO tokens (id, user_id, project_id, domain_id, methods, audit_id, audit_chain_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      tokenId, user.id,
+      scope.kind === 'project' ? scope.projectId : null,
+      scope.kind === 'domain' ? scope.domainId : null,
+      JSON.stringify(methods), auditId, parent?.auditId ?? null, issuedAt.toISOString(), expiresAt,
+    );
+    return this.validateToken(tokenId);
+  }
+
+  /** Validates a token; a 401 for unknown, revoked or expired tokens, and when its user or project was disabled. */
+  validateToken(tokenId: string): AuthContext {
+    const cached = this.validationCache.get(tokenId);
+    if (cached) {
+      if (cached.expiresAt > new Date().toISOString()) return cached;
+      this.validationCache.delete(tokenId);
+    }
+    const row = this.db.get<TokenRow>('SELECT * FROM tokens WHERE id = ?', tokenId);
+    const invalid = errors.unauthorized('The token is invalid, expired or revoked. Request a new token (openstack token issue).');
+    if (!row || row.revoked || row.expires_at <= new Date().toISOString()) throw invalid;
+    const user = this.db.get<UserRow>('SELECT * FROM users WHERE id = ?', row.user_id);
+    if (!user || !user.enabled) throw invalid;
+    let project: ProjectRow | undefined;
+    let roles: RoleRow[] = [];
+    if (row.project_id) {
+      project = this.findProject(row.project_id);
+      if (!project || !project.enabled) throw invalid;
+      roles = this.effectiveRoles(user.id, project.id);
+      if (roles.length === 0) throw invalid;
+    } else if (row.domain_id) {
+      roles = this.effectiveRoles(user.id, row.domain_id);
+      if (roles.length === 0) throw invalid;
+    }
+    const roleNames = roles.map((r) => r.name);
+    const context: AuthContext = {
+      tokenId,
+      userId: user.id,
+      userName: user.name,
+      userDomainId: user.domain_id,
+      projectId: project?.id ?? null,
+      projectName: project?.name ?? null,
+      projectDomainId: project?.domain_id ?? null,
+      domainId: row.domain_id,
+      roles: roleNames,
+      isAdmin: roleNames.includes('admin'),
+      expiresAt: row.expires_at,
+      issuedAt: row.issued_at,
+      methods: JSON.parse(row.methods) as string[],
+      auditId: row.audit_id,
+    };
+    if (this.validationCache.size >= validationCacheMax) this.validationCache.clear();
+    this.validationCache.set(tokenId, context);
+    return context;
+  }
+
+  revokeToken(tokenId: string): void {
+    const { changes } = this.db.run('UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0', tokenId);
+    this.validationCache.delete(tokenId);
+    if (changes === 0) throw new PumiceError('NotFound', 'Could not find token: it does not exist or was already revoked.');
+  }
+
+  /** Removes expired tokens; called periodically so the table stays bounded. */
+  purgeExpiredTokens(): number {
+    return this.db.run('DELETE FROM tokens WHERE expires_at < ?', new Date(Date.now() - 3600_000).toISOString()).changes;
+  }
+
+  roleRefs(context: AuthContext): { id: string; name: string }[] {
+    return context.roles.map((name) => {
+      const role = this.findRoleByName(name);
+      return { id: role?.id ?? name, name };
+    });
+  }
+
+  // ---- catalog ----
+  services(): CatalogServiceRow[] {
+    return this.db.all<CatalogServiceRow>('SELECT * FROM catalog_services ORDER BY type');
+  }
+  endpoints(): EndpointRow[] {
+    return this.db.all<EndpointRow>('SELECT * FROM catalog_endpoints ORDER BY service_id, interface');
+  }
+
+  /** The catalog as a token carries it: templates rendered for the caller's base URL and project. */
+  catalog(baseUrl: string, projectId: string | null): unknown[] {
+    const endpoints = this.endpoints().filter((e) => e.enabled);
+    return this.services()
+      .filter((s) => s.enabled)
+      .map((service) => ({
+        id: service.id,
+        type: service.type,
+        name: service.name,
+        endpoints: endpoints
+          .filter((e) => e.service_id === service.id)
+          .filter((e) => projectId !== null || !/\$\((project|tenant)_id\)s|%\((project|tenant)_id\)s/.test(e.url))
+          .map((e) => ({
+            id: e.id,
+            interface: e.interface,
+            region: e.region_id,
+            region_id: e.region_id,
+            url: renderEndpointUrl(e.url, baseUrl, projectId),
+          })),
+      }));
+  }
+}
+
+/** Substitutes `$(base_url)s` (Pumice) and `$(project_id)s`/`%(tenant_id)s` (Keystone) in an endpoint template. */
+export function renderEndpointUrl(template: string, baseUrl: string, projectId: string | null): string {
+  let url = template.replace(/\$\(base_url\)s/g, baseUrl);
+  if (projectId !== null) url = url.replace(/\$\((project|tenant)_id\)s|%\((project|tenant)_id\)s/g, projectId);
+  return url;
+}
+
+function notFound(what: string, id: string): never {
+  throw new PumiceError('NotFound', `${what}: ${id}.`);
+}

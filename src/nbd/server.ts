@@ -1,0 +1,684 @@
+/**
+ * NBD server exporting local (sparse) files over TCP.
+ *
+ * Implements the fixed-newstyle handshake and the transmission phase with
+ * simple replies only (structured replies, meta contexts, TLS and extended
+ * headers are refused, which every client must tolerate). Consumers such as
+ * qemu-img/qemu-io, nbdcopy and nbdinfo work against it.
+ *
+ * Robustness rules: a malformed or hostile client only ever costs its own
+ * connection; memory per connection is bounded by the in-flight limits below.
+ */
+import net from 'node:net';
+import { open, type FileHandle } from 'node:fs/promises';
+import {
+  NBD_CLIENT_FLAGS_KNOWN,
+  NBD_CMD_DISC,
+  NBD_CMD_FLAG_FAST_ZERO,
+  NBD_CMD_FLAG_FUA,
+  NBD_CMD_FLAG_NO_HOLE,
+  NBD_CMD_FLUSH,
+  NBD_CMD_READ,
+  NBD_CMD_WRITE,
+  NBD_CMD_WRITE_ZEROES,
+  NBD_EINVAL,
+  NBD_EIO,
+  NBD_ENOSPC,
+  NBD_ENOTSUP,
+  NBD_EPERM,
+  NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_FIXED_NEWSTYLE,
+  NBD_FLAG_HAS_FLAGS,
+  NBD_FLAG_NO_ZEROES,
+  NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH,
+  NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_WRITE_ZEROES,
+  NBD_IHAVEOPT,
+  NBD_MAGIC,
+  NBD_OK,
+  NBD_OPT_ABORT,
+  NBD_OPT_EXPORT_NAME,
+  NBD_OPT_GO,
+  NBD_OPT_INFO,
+  NBD_OPT_LIST,
+  NBD_REP_ACK,
+  NBD_REP_ERR_INVALID,
+  NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_UNKNOWN,
+  NBD_REP_ERR_UNSUP,
+  NBD_REP_INFO,
+  OPTION_HEADER_BYTES,
+  REQUEST_HEADER_BYTES,
+  encodeInfoBlockSize,
+  encodeInfoExport,
+  encodeOptionReply,
+  encodeSimpleReply,
+  parseGoOptionData,
+  parseRequestHeader,
+  type NbdRequest,
+} from './protocol.js';
+
+export interface NbdExport {
+  path: string;
+  sizeBytes: number;
+  readOnly: boolean;
+}
+
+export type NbdExportResolver = (exportName: string) => NbdExport | undefined;
+
+export interface NbdServerOptions {
+  host: string;
+  /** 0 = ephemeral port. */
+  port: number;
+  resolveExport: NbdExportResolver;
+  /** Default 64. */
+  connectionsMax?: number;
+  log?: (msg: string) => void;
+}
+
+/** Largest READ/WRITE payload; also advertised as the maximum block size. */
+export const requestBytesMax = 32 * 1024 * 1024;
+/** Advertised preferred block size: matches the page size / typical fs block. */
+export const blockSizePreferredBytes = 4096;
+/** Advertised minimum block size: we do byte-granular positional I/O. */
+export const blockSizeMinimumBytes = 1;
+/** Option payloads are tiny in practice (export name <= 4 KiB per spec). */
+export const optionBytesMax = 64 * 1024;
+/** A client that cannot finish negotiating in this time is dropped. */
+export const handshakeTimeoutMs = 10_000;
+/** Guards against a client looping on cheap options until the timeout. */
+export const handshakeOptionsMax = 1024;
+/** Requests being served at once per connection; beyond this we stop reading the socket. */
+export const inFlightRequestsMax = 16;
+/** Payload/reply bytes held per connection; bounds memory with pipelined 32 MiB requests. */
+export const inFlightBytesMax = 64 * 1024 * 1024;
+/** Unconsumed socket data buffered before pausing the socket (back-pressure). */
+export const readAheadBytesMax = 1024 * 1024;
+/** WRITE_ZEROES is processed in chunks of this size to bound memory. */
+export const zeroChunkBytes = 1024 * 1024;
+/** After a graceful end(), force-close if the peer never closes its side. */
+export const gracefulCloseTimeoutMs = 5_000;
+export const connectionsMaxDefault = 64;
+
+/** Shared, never-mutated source of zeros for WRITE_ZEROES and comparisons. */
+const zeroChunk = Buffer.alloc(zeroChunkBytes);
+
+class ConnectionClosedError extends Error {
+  constructor() {
+    super('connection closed');
+  }
+}
+
+/** Protocol violation that ends the connection (logged, not thrown further). */
+class ProtocolError extends Error {}
+
+/**
+ * Buffered reader over a socket: `read(n)` resolves with exactly n bytes,
+ * however the data was split into TCP chunks. Pauses the socket when enough
+ * unread data has accumulated so a fast client cannot grow our memory.
+ */
+class SocketReader {
+  private chunks: Buffer[] = [];
+  private bufferedBytes = 0;
+  private pending: { bytes: number; resolve: (buf: Buffer) => void; reject: (err: Error) => void } | undefined;
+  private ended = false;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('close', () => this.onEnd());
+  }
+
+  read(bytes: number): Promise<Buffer> {
+    if (this.pending) return Promise.reject(new Error('SocketReader: concurrent read'));
+    if (this.bufferedBytes >= bytes) return Promise.resolve(this.take(bytes));
+    if (this.ended) return Promise.reject(new ConnectionClosedError());
+    return new Promise<Buffer>((resolve, reject) => {
+      this.pending = { bytes, resolve, reject };
+      this.socket.resume();
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.bufferedBytes += chunk.length;
+    const pending = this.pending;
+    if (pending && this.bufferedBytes >= pending.bytes) {
+      this.pending = undefined;
+      pending.resolve(this.take(pending.bytes));
+    }
+    if (!this.pending && this.bufferedBytes >= readAheadBytesMax) this.socket.pause();
+  }
+
+  private onEnd(): void {
+    this.ended = true;
+    const pending = this.pending;
+    if (pending) {
+      this.pending = undefined;
+      pending.reject(new ConnectionClosedError());
+    }
+  }
+
+  private take(bytes: number): Buffer {
+    this.bufferedBytes -= bytes;
+    const first = this.chunks[0];
+    if (first !== undefined && first.length >= bytes) {
+      if (first.length === bytes) this.chunks.shift();
+      else this.chunks[0] = first.subarray(bytes);
+      return first.subarray(0, bytes);
+    }
+    const out = Buffer.allocUnsafe(bytes);
+    let filled = 0;
+    while (filled < bytes) {
+      const chunk = this.chunks[0];
+      if (chunk === undefined) throw new Error('SocketReader: buffer underflow');
+      const n = Math.min(chunk.length, bytes - filled);
+      chunk.copy(out, filled, 0, n);
+      filled += n;
+      if (n === chunk.length) this.chunks.shift();
+      else this.chunks[0] = chunk.subarray(n);
+    }
+    return out;
+  }
+}
+
+interface CommandResult {
+  error: number;
+  data?: Buffer;
+}
+
+interface OpenExport {
+  name: string;
+  spec: NbdExport;
+  file: FileHandle;
+  transmissionFlags: number;
+}
+
+function transmissionFlagsFor(spec: NbdExport): number {
+  let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA;
+  // TRIM is not advertised: Node has no fallocate(PUNCH_HOLE), and WRITE_ZEROES
+  // below already avoids allocating blocks that are still holes.
+  if (spec.readOnly) flags |= NBD_FLAG_READ_ONLY;
+  else flags |= NBD_FLAG_SEND_WRITE_ZEROES;
+  return flags;
+}
+
+function isValidExport(spec: NbdExport): boolean {
+  return (
+    typeof spec.path === 'string' &&
+    spec.path.length > 0 &&
+    Number.isSafeInteger(spec.sizeBytes) &&
+    spec.sizeBytes >= 0 &&
+    typeof spec.readOnly === 'boolean'
+  );
+}
+
+function errnoToNbd(err: unknown): number {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') return NBD_ENOSPC;
+  return NBD_EIO;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Read until `buf` is full or EOF; returns bytes read (the rest is untouched). */
+async function readFully(file: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await file.read(buf, done, buf.length - done, position + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+async function writeFully(file: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await file.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw Object.assign(new Error('short write'), { code: 'EIO' });
+    done += bytesWritten;
+  }
+}
+
+class NbdConnection {
+  private readonly reader: SocketReader;
+  private handshakeTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private opened: OpenExport | undefined;
+  /** Export selected by the client (set before the file is opened, for disconnectExport). */
+  exportName: string | undefined;
+
+  private inFlightCount = 0;
+  private inFlightBytes = 0;
+  private budgetWaiters: Array<() => void> = [];
+  /** File I/O still running; the file is closed only after these settle. */
+  private readonly pendingIo = new Set<Promise<CommandResult>>();
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly id: number,
+    private readonly resolveExport: NbdExportResolver,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.reader = new SocketReader(socket);
+    socket.on('error', (err) => this.log(`nbd[${this.id}]: socket error: ${err.message}`));
+    socket.on('close', () => {
+      this.closed = true;
+      this.wakeBudgetWaiters();
+    });
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  async run(): Promise<void> {
+    this.handshakeTimer = setTimeout(() => {
+      this.log(`nbd[${this.id}]: handshake timed out after ${handshakeTimeoutMs} ms`);
+      this.socket.destroy();
+    }, handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+    try {
+      const ready = await this.handshake();
+      clearTimeout(this.handshakeTimer);
+      if (ready) await this.transmission();
+    } catch (err) {
+      if (!(err instanceof ConnectionClosedError)) {
+        this.log(`nbd[${this.id}]: closing connection: ${errorMessage(err)}`);
+      }
+      this.socket.destroy();
+    } finally {
+      clearTimeout(this.handshakeTimer);
+      // A graceful end() may still be flushing; otherwise make sure it is gone.
+      if (!this.socket.writableEnded) this.socket.destroy();
+      await Promise.allSettled([...this.pendingIo]);
+      if (this.opened) {
+        await this.opened.file.close().catch((err: unknown) => {
+          this.log(`nbd[${this.id}]: closing ${this.opened?.spec.path}: ${errorMessage(err)}`);
+        });
+      }
+    }
+  }
+
+  /** Half-close after flushing replies; force-close if the peer lingers. */
+  private endGracefully(): void {
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), gracefulCloseTimeoutMs).unref();
+  }
+
+  private write(buf: Buffer, cb?: (err?: Error | null) => void): void {
+    if (this.socket.destroyed || this.socket.writableEnded) {
+      cb?.(new ConnectionClosedError());
+      return;
+    }
+    this.socket.write(buf, cb);
+  }
+
+  /** During the handshake, don't queue replies for a client that isn't reading them. */
+  private async waitWritable(): Promise<void> {
+    if (!this.socket.writableNeedDrain) return;
+    await new Promise<void>((resolve, reject) => {
+      const onDrain = (): void => {
+        this.socket.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        this.socket.off('drain', onDrain);
+        reject(new ConnectionClosedError());
+      };
+      this.socket.once('drain', onDrain);
+      this.socket.once('close', onClose);
+    });
+  }
+
+  private resolve(name: string): NbdExport | undefined {
+    let spec: NbdExport | undefined;
+    try {
+      spec = this.resolveExport(name);
+    } catch (err) {
+      this.log(`nbd[${this.id}]: export resolver failed for ${JSON.stringify(name)}: ${errorMessage(err)}`);
+      return undefined;
+    }
+    if (spec && !isValidExport(spec)) {
+      this.log(`nbd[${this.id}]: resolver returned an invalid export for ${JSON.stringify(name)}`);
+      return undefined;
+    }
+    return spec;
+  }
+
+  private async openExport(name: string, spec: NbdExport): Promise<OpenExport | undefined> {
+    this.exportName = name;
+    let file: FileHandle;
+    try {
+      file = await open(spec.path, spec.readOnly ? 'r' : 'r+');
+    } catch (err) {
+      this.log(`nbd[${this.id}]: cannot open ${spec.path} for export ${JSON.stringify(name)}: ${errorMessage(err)}`);
+      return undefined;
+    }
+    this.opened = { name, spec, file, transmissionFlags: transmissionFlagsFor(spec) };
+    // disconnectExport() may have fired while we were opening.
+    if (this.socket.destroyed) throw new ConnectionClosedError();
+    return this.opened;
+  }
+
+  /** Returns true when the transmission phase should start. */
+  private async handshake(): Promise<boolean> {
+    const greeting = Buffer.alloc(18);
+    greeting.writeBigUInt64BE(NBD_MAGIC, 0);
+    greeting.writeBigUInt64BE(NBD_IHAVEOPT, 8);
+    greeting.writeUInt16BE(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES, 16);
+    this.write(greeting);
+
+    const clientFlags = (await this.reader.read(4)).readUInt32BE(0);
+    if ((clientFlags & ~NBD_CLIENT_FLAGS_KNOWN) !== 0) {
+      throw new ProtocolError(`unknown client flags 0x${clientFlags.toString(16)}`);
+    }
+    const noZeroes = (clientFlags & NBD_FLAG_C_NO_ZEROES) !== 0;
+
+    for (let optionCount = 0; ; optionCount++) {
+      if (optionCount >= handshakeOptionsMax) throw new ProtocolError('too many handshake options');
+      await this.waitWritable();
+      const header = await this.reader.read(OPTION_HEADER_BYTES);
+      if (header.readBigUInt64BE(0) !== NBD_IHAVEOPT) throw new ProtocolError('bad option magic');
+      const option = header.readUInt32BE(8);
+      const dataBytes = header.readUInt32BE(12);
+      // Too large to skip safely; a legitimate client never sends this.
+      if (dataBytes > optionBytesMax) throw new ProtocolError(`option ${option} data too large (${dataBytes} bytes)`);
+      const data = dataBytes > 0 ? await this.reader.read(dataBytes) : Buffer.alloc(0);
+
+      switch (option) {
+        case NBD_OPT_EXPORT_NAME: {
+          // This option has no error reply: the only way to refuse is to close.
+          const name = data.toString('utf8');
+          const spec = this.resolve(name);
+          if (!spec) throw new ProtocolError(`unknown export ${JSON.stringify(name)}`);
+          const opened = await this.openExport(name, spec);
+          if (!opened) throw new ProtocolError(`export ${JSON.stringify(name)} unavailable`);
+          const reply = Buffer.alloc(noZeroes ? 10 : 134);
+          reply.writeBigUInt64BE(BigInt(spec.sizeBytes), 0);
+          reply.writeUInt16BE(opened.transmissionFlags, 8);
+          this.write(reply);
+          return true;
+        }
+        case NBD_OPT_GO:
+        case NBD_OPT_INFO: {
+          const parsed = parseGoOptionData(data);
+          if (!parsed) {
+            this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from('malformed option data')));
+            break;
+          }
+          const spec = this.resolve(parsed.exportName);
+          if (!spec) {
+            this.write(encodeOptionReply(option, NBD_REP_ERR_UNKNOWN, Buffer.from('unknown export')));
+            break;
+          }
+          let flags = transmissionFlagsFor(spec);
+          if (option === NBD_OPT_GO) {
+            const opened = await this.openExport(parsed.exportName, spec);
+            if (!opened) {
+              this.exportName = undefined;
+              this.write(encodeOptionReply(option, NBD_REP_ERR_UNKNOWN, Buffer.from('export unavailable')));
+              break;
+            }
+            flags = opened.transmissionFlags;
+          }
+          this.write(encodeOptionReply(option, NBD_REP_INFO, encodeInfoExport(spec.sizeBytes, flags)));
+          // Sent even if not requested: minimum 1 imposes no constraint on the client.
+          this.write(
+            encodeOptionReply(
+              option,
+              NBD_REP_INFO,
+              encodeInfoBlockSize(blockSizeMinimumBytes, blockSizePreferredBytes, requestBytesMax),
+            ),
+          );
+          this.write(encodeOptionReply(option, NBD_REP_ACK));
+          if (option === NBD_OPT_GO) return true;
+          break;
+        }
+        case NBD_OPT_ABORT:
+          this.write(encodeOptionReply(option, NBD_REP_ACK));
+          this.endGracefully();
+          return false;
+        case NBD_OPT_LIST:
+          // The resolver cannot enumerate exports, and volume names are not public anyway.
+          this.write(encodeOptionReply(option, NBD_REP_ERR_POLICY, Buffer.from('export listing disabled')));
+          break;
+        default:
+          // Includes STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers.
+          this.write(encodeOptionReply(option, NBD_REP_ERR_UNSUP));
+          break;
+      }
+    }
+  }
+
+  private wakeBudgetWaiters(): void {
+    const waiters = this.budgetWaiters;
+    this.budgetWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Blocks (without reading the socket) until a request costing `bytes` fits. */
+  private async waitForBudget(bytes: number): Promise<void> {
+    while (
+      !this.closed &&
+      this.inFlightCount > 0 &&
+      (this.inFlightCount >= inFlightRequestsMax || this.inFlightBytes + bytes > inFlightBytesMax)
+    ) {
+      await new Promise<void>((resolve) => this.budgetWaiters.push(resolve));
+    }
+  }
+
+  private async drain(): Promise<void> {
+    while (!this.closed && this.inFlightCount > 0) {
+      await new Promise<void>((resolve) => this.budgetWaiters.push(resolve));
+    }
+  }
+
+  private async transmission(): Promise<void> {
+    const exp = this.opened;
+    if (!exp) throw new Error('transmission without an export');
+    for (;;) {
+      const header = await this.reader.read(REQUEST_HEADER_BYTES);
+      const req = parseRequestHeader(header);
+      if (!req) throw new ProtocolError('bad request magic');
+
+      if (req.type === NBD_CMD_DISC) {
+        // Spec: finish outstanding requests, then close.
+        await this.drain();
+        this.endGracefully();
+        return;
+      }
+
+      if (req.type === NBD_CMD_WRITE) {
+        // The payload must be consumed to stay in sync; refusing to buffer it means closing.
+        if (req.length > requestBytesMax) throw new ProtocolError(`write of ${req.length} bytes exceeds limit`);
+        await this.waitForBudget(req.length);
+        const payload = req.length > 0 ? await this.reader.read(req.length) : Buffer.alloc(0);
+        this.dispatch(exp, req, payload, req.length);
+      } else {
+        let cost = 0;
+        if (req.type === NBD_CMD_READ && req.length <= requestBytesMax) cost = req.length;
+        else if (req.type === NBD_CMD_WRITE_ZEROES) cost = Math.min(req.length, zeroChunkBytes);
+        await this.waitForBudget(cost);
+        this.dispatch(exp, req, undefined, cost);
+      }
+    }
+  }
+
+  private dispatch(exp: OpenExport, req: NbdRequest, payload: Buffer | undefined, cost: number): void {
+    this.inFlightCount++;
+    this.inFlightBytes += cost;
+    const io = this.execute(exp, req, payload);
+    this.pendingIo.add(io);
+    void io.then((result) => {
+      this.pendingIo.delete(io);
+      const release = (): void => {
+        this.inFlightCount--;
+        this.inFlightBytes -= cost;
+        this.wakeBudgetWaiters();
+      };
+      const header = encodeSimpleReply(result.error, req.handle);
+      if (result.data && result.data.length > 0) {
+        // Two synchronous writes cannot interleave with another reply.
+        this.write(header);
+        this.write(result.data, release);
+      } else {
+        this.write(header, release);
+      }
+    });
+  }
+
+  /** Never rejects: every failure becomes an NBD error code. */
+  private async execute(exp: OpenExport, req: NbdRequest, payload: Buffer | undefined): Promise<CommandResult> {
+    const { spec, file } = exp;
+    const inRange = (): boolean => req.offset + BigInt(req.length) <= BigInt(spec.sizeBytes);
+    const offset = Number(req.offset); // Only used after inRange(), so it is a safe integer.
+    try {
+      switch (req.type) {
+        case NBD_CMD_READ: {
+          if (req.length > requestBytesMax || !inRange()) return { error: NBD_EINVAL };
+          const buf = Buffer.allocUnsafe(req.length);
+          const got = await readFully(file, buf, offset);
+          // Past the end of a short backing file the volume reads as zeros.
+          buf.fill(0, got);
+          return { error: NBD_OK, data: buf };
+        }
+        case NBD_CMD_WRITE: {
+          if (spec.readOnly) return { error: NBD_EPERM };
+          if (!inRange()) return { error: NBD_EINVAL };
+          await writeFully(file, payload ?? Buffer.alloc(0), offset);
+          if (req.flags & NBD_CMD_FLAG_FUA) await file.datasync();
+          return { error: NBD_OK };
+        }
+        case NBD_CMD_FLUSH: {
+          if (!spec.readOnly) await file.datasync();
+          return { error: NBD_OK };
+        }
+        case NBD_CMD_WRITE_ZEROES: {
+          if (spec.readOnly) return { error: NBD_EPERM };
+          // We cannot promise "fast" zeroing (not advertised either).
+          if (req.flags & NBD_CMD_FLAG_FAST_ZERO) return { error: NBD_ENOTSUP };
+          if (!inRange()) return { error: NBD_EINVAL };
+          await this.writeZeroes(file, offset, req.length, (req.flags & NBD_CMD_FLAG_NO_HOLE) !== 0);
+          if (req.flags & NBD_CMD_FLAG_FUA) await file.datasync();
+          return { error: NBD_OK };
+        }
+        default:
+          // TRIM, CACHE, BLOCK_STATUS are not advertised; anything else is unknown.
+          return { error: NBD_EINVAL };
+      }
+    } catch (err) {
+      if (err instanceof ConnectionClosedError) return { error: NBD_EIO };
+      this.log(`nbd[${this.id}]: I/O error on ${spec.path} (cmd ${req.type}): ${errorMessage(err)}`);
+      return { error: errnoToNbd(err) };
+    }
+  }
+
+  /**
+   * Zero a range in bounded chunks. Unless the client insists on allocation
+   * (NO_HOLE), chunks that already read as zero are skipped: reading a hole is
+   * cheap and this keeps sparse files sparse when clients (qemu-img convert,
+   * nbdcopy) zero a whole fresh disk.
+   */
+  private async writeZeroes(file: FileHandle, offset: number, length: number, allocate: boolean): Promise<void> {
+    const scratch = allocate ? undefined : Buffer.allocUnsafe(Math.min(length, zeroChunkBytes));
+    for (let done = 0; done < length; ) {
+      if (this.closed) throw new ConnectionClosedError();
+      const n = Math.min(zeroChunkBytes, length - done);
+      const position = offset + done;
+      let needWrite = true;
+      if (scratch) {
+        const view = scratch.subarray(0, n);
+        const got = await readFully(file, view, position);
+        // Bytes beyond EOF already read as zero, so only the part read matters.
+        needWrite = !view.subarray(0, got).equals(zeroChunk.subarray(0, got));
+      }
+      if (needWrite) await writeFully(file, zeroChunk.subarray(0, n), position);
+      done += n;
+    }
+  }
+}
+
+export class NbdServer {
+  private readonly server: net.Server;
+  private readonly connections = new Set<NbdConnection>();
+  private readonly connectionRuns = new Set<Promise<void>>();
+  private readonly connectionsMax: number;
+  private readonly log: (msg: string) => void;
+  private nextConnectionId = 1;
+  private stopping = false;
+
+  constructor(private readonly options: NbdServerOptions) {
+    this.connectionsMax = options.connectionsMax ?? connectionsMaxDefault;
+    this.log = options.log ?? (() => {});
+    this.server = net.createServer((socket) => this.onConnection(socket));
+    // Accept-time errors (e.g. EMFILE) must not crash the process.
+    this.server.on('error', (err) => this.log(`nbd: server error: ${err.message}`));
+  }
+
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
+  start(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.options.host, port: this.options.port }, () => {
+        this.server.off('error', onError);
+        const address = this.server.address();
+        if (address === null || typeof address === 'string') {
+          reject(new Error('nbd: unexpected listen address'));
+          return;
+        }
+        this.log(`nbd: listening on ${address.address}:${address.port}`);
+        resolve({ host: address.address, port: address.port });
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const closed = new Promise<void>((resolve) => {
+      if (!this.server.listening) resolve();
+      else this.server.close(() => resolve());
+    });
+    for (const conn of this.connections) conn.destroy();
+    await Promise.allSettled([...this.connectionRuns]);
+    await closed;
+  }
+
+  /** Close open connections to one export (used when a volume is detached/deleted). */
+  disconnectExport(exportName: string): void {
+    for (const conn of this.connections) {
+      if (conn.exportName === exportName) {
+        this.log(`nbd: disconnecting client of export ${JSON.stringify(exportName)}`);
+        conn.destroy();
+      }
+    }
+  }
+
+  private onConnection(socket: net.Socket): void {
+    if (this.stopping || this.connections.size >= this.connectionsMax) {
+      this.log(`nbd: refusing connection from ${socket.remoteAddress}: ${this.stopping ? 'stopping' : 'too many connections'}`);
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    const conn = new NbdConnection(socket, this.nextConnectionId++, this.options.resolveExport, this.log);
+    this.connections.add(conn);
+    const run = conn
+      .run()
+      .catch((err: unknown) => this.log(`nbd: connection failed: ${errorMessage(err)}`))
+      .finally(() => {
+        this.connections.delete(conn);
+        this.connectionRuns.delete(run);
+      });
+    this.connectionRuns.add(run);
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The storage driver contract. A backend implements the core interface and
+ * the capability interfaces it supports; the volume manager checks the
+ * capabilities when the backend loads and reports them to the scheduler.
+ * Every call is idempotent: it may be re-run after a crash at any point.
+ */
+
+export interface VolumeRef {
+  id: string;
+  sizeGiB: number;
+}
+
+export interface SnapshotRef {
+  id: string;
+  volumeId: string;
+  sizeGiB: number;
+}
+
+export interface CapacityReport {
+  totalCapacityGiB: number;
+  freeCapacityGiB: number;
+  /** Sum of the sizes of the volumes and snapshots the backend holds (thin provisioning maths). */
+  provisionedCapacityGiB?: number;
+  thinProvisioningSupport: boolean;
+  thickProvisioningSupport: boolean;
+  storageProtocol: string;
+}
+
+export interface Connector {
+  host?: string;
+  ip?: string;
+  initiator?: string;
+  multipath?: boolean;
+  [key: string]: unknown;
+}
+
+export interface ConnectionInfo {
+  driver_volume_type: string;
+  data: Record<string, unknown>;
+}
+
+/** Thrown by drivers for expected failures; `message` is shown to the user and must name the fix. */
+export class DriverError extends Error {
+  constructor(
+    readonly reason: 'NotFound' | 'NoSpace' | 'Unreachable' | 'Permission' | 'Invalid',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface VolumeBackend {
+  /** Section name in the configuration (e.g. `local`). */
+  readonly section: string;
+  readonly driverName: string;
+  readonly driverVersion: string;
+  /** Checks prerequisites and connects; throws DriverError naming the fix when it cannot. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Creates an empty (zeroed, thin) volume. Succeeds if it exists already with this size. */
+  createVolume(volume: VolumeRef): Promise<void>;
+  /** Deletes a volume and its data. Succeeds if it is already gone. Must not leak data to later volumes. */
+  deleteVolume(volume: VolumeRef): Promise<void>;
+  /** Grows a volume to `newSizeGiB`. Succeeds if it already has that size. */
+  extendVolume(volume: VolumeRef, newSizeGiB: number): Promise<void>;
+  reportCapacity(): Promise<CapacityReport>;
+  /** Returns what a consumer needs to reach the volume's bytes. */
+  initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo>;
+  terminateConnection(volume: VolumeRef, connector: Connector | null): Promise<void>;
+  /** Lists the volume and snapshot ids the backend holds, for reconciliation. */
+  listResources(): Promise<{ volumeIds: string[]; snapshotIds: string[] }>;
+}
+
+export interface Snapshots {
+  /** Point-in-time copy of a volume. Succeeds if the snapshot exists already. */
+  createSnapshot(snapshot: SnapshotRef): Promise<void>;
+  /** Succeeds if already gone. */
+  deleteSnapshot(snapshot: SnapshotRef): Promise<void>;
+  /** New volume with the snapshot's content, grown to `volume.sizeGiB`. */
+  createVolumeFromSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void>;
+  /** Puts the snapshot's content back into its volume (microversion 3.40). */
+  revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void>;
+}
+
+export interface Clones {
+  /** New volume with the source's current content, grown to `volume.sizeGiB`. */
+  cloneVolume(volume: VolumeRef, source: VolumeRef): Promise<void>;
+}
+
+export type FullBackend = VolumeBackend & Snapshots & Clones;
+
+export function hasSnapshots(backend: VolumeBackend): backend is VolumeBackend & Snapshots {
+  return typeof (backend as Partial<Snapshots>).createSnapshot === 'function';
+}
+
+export function hasClones(backend: VolumeBackend): backend is VolumeBackend & Clones {
+  return typeof (backend as Partial<Clones>).cloneVolume === 'function';
+}
+
+export const gib = 1024 ** 3;
