@@ -39,6 +39,8 @@ export interface RequestContext {
   /** The unread request stream for routes that take raw bodies. */
   stream: IncomingMessage;
   auth: AuthContext | null;
+  /** Project id given in the URL (`/v3/{project_id}/volumes`), if any. */
+  pathProjectId: string | null;
   /** Minor microversion of Block Storage v3 (e.g. 40 for 3.40); 0 elsewhere. */
   microversion: number;
 }

@@ -19,8 +19,8 @@ export interface ServiceApp {
   prepare?: (ctx: RequestContext) => Record<string, string> | undefined;
   /** Headers added to every reply of this service, including faults before `prepare` ran. */
   baseHeaders?: (ctx: { headers: IncomingMessage['headers'] }) => Record<string, string>;
-  /** Rewrites the path below the prefix before routing (e.g. strips a project id). */
-  rewritePath?: (path: string) => string;
+  /** Rewrites the path below the prefix before routing; returns the project id it stripped from the URL, if any. */
+  rewritePath?: (path: string) => { path: string; pathProjectId: string | null };
 }
 
 export interface TokenValidator {
@@ -73,7 +73,8 @@ export function createHttpServer(options: HttpServerOptions): Server {
       Object.assign(headers, app.baseHeaders?.({ headers: req.headers }));
       try {
         let subPath = pathname.slice(app.prefix.length) || '/';
-        if (app.rewritePath) subPath = app.rewritePath(subPath);
+        let pathProjectId: string | null = null;
+        if (app.rewritePath) ({ path: subPath, pathProjectId } = app.rewritePath(subPath));
         const match = app.router.match(req.method ?? 'GET', subPath);
         const ctx: RequestContext = {
           method: req.method ?? 'GET',
@@ -88,6 +89,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
           stream: req,
           auth: null,
           microversion: 0,
+          pathProjectId,
         };
         if (!match.options.public) {
           const token = req.headers['x-auth-token'];

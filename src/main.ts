@@ -1,0 +1,119 @@
+/**
+ * The `pumice` command line: `serve` runs every role in one process,
+ * `init` bootstraps a data directory and prints the admin credentials,
+ * `check-config` validates a configuration file.
+ */
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { startPumice } from './app.ts';
+import { loadConfig } from './config/config.ts';
+import { ConfigError } from './config/ini.ts';
+
+const usage = `usage: pumice <command> [options]
+
+commands:
+  serve         run every role (API, scheduler, volume) in one process
+  init          create and bootstrap the data directory, print the admin credentials, exit
+  check-config  validate a configuration file and exit
+
+options:
+  --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
+  --listen HOST:PORT   address of the API listener (default: 127.0.0.1:5000)
+  --config FILE        INI configuration (default: embedded defaults)
+`;
+
+function parseListen(value: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(value);
+  if (!m) throw new UsageError(`--listen '${value}' is not HOST:PORT (e.g. 127.0.0.1:5000)`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--listen port ${port} is out of range`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: rest,
+      options: {
+        'data-dir': { type: 'string' },
+        listen: { type: 'string' },
+        config: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }));
+  } catch (error) {
+    process.stderr.write(`pumice: ${(error as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if (!command || values.help || command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(usage);
+    return;
+  }
+  const dataDir = resolve(values['data-dir'] ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
+  const configPath = values.config ? resolve(values.config) : null;
+  try {
+    switch (command) {
+      case 'serve':
+        return await serve(dataDir, configPath, parseListen(values.listen ?? '127.0.0.1:5000'));
+      case 'init': {
+        const listen = parseListen(values.listen ?? '127.0.0.1:0');
+        const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port, log: () => undefined });
+        await pumice.stop();
+        process.stdout.write(`data directory ${dataDir} is ready; credentials in ${pumice.openrcPath}\n`);
+        if (pumice.generatedAdminPassword) process.stdout.write(`admin password (shown once): ${pumice.generatedAdminPassword}\n`);
+        return;
+      }
+      case 'check-config':
+        loadConfig(configPath, dataDir);
+        process.stdout.write(`${configPath ?? '(embedded defaults)'}: OK\n`);
+        return;
+      default:
+        throw new UsageError(`unknown command '${command}'`);
+    }
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`pumice: ${error.message}\n\n${usage}`);
+      process.exit(2);
+    }
+    if (error instanceof ConfigError) {
+      process.stderr.write(`pumice: configuration error: ${error.message}\n`);
+      process.exit(3);
+    }
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') {
+      process.stderr.write(`pumice: the address is in use: ${(error as Error).message}. Stop the other server or pass --listen with a free port.\n`);
+      process.exit(4);
+    }
+    process.stderr.write(`pumice: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
+async function serve(dataDir: string, configPath: string | null, listen: { host: string; port: number }): Promise<void> {
+  const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port });
+  if (pumice.generatedAdminPassword) {
+    process.stdout.write(`admin password (shown once, also in ${pumice.openrcPath}): ${pumice.generatedAdminPassword}\n`);
+  }
+  process.stdout.write(`credentials: source ${pumice.openrcPath}\n`);
+  process.stdout.write(`Pumice ready at ${pumice.url} (identity ${pumice.url}/identity/v3, block storage ${pumice.url}/volume/v3)\n`);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`${signal}: stopping\n`);
+    pumice.stop().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        process.stderr.write(`stop failed: ${(error as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}

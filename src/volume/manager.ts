@@ -1,0 +1,358 @@
+/**
+ * The volume role: loads the configured backends, keeps their capacity
+ * reports and service heartbeats, runs volume and snapshot tasks against the
+ * drivers, and reconciles the database with the storage at start.
+ */
+import { randomUUID } from 'node:crypto';
+import type { BackendConfig, PumiceConfig } from '../config/config.ts';
+import { nowIso, type Db } from '../db/db.ts';
+import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { DriverError, hasClones, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
+import { LocalBackend, type BlockExporter } from './drivers/local.ts';
+import type { SnapshotRow, VolumeRow } from './records.ts';
+import type { PoolState } from './scheduler/scheduler.ts';
+
+export interface BackendState {
+  config: BackendConfig;
+  driver: VolumeBackend;
+  host: string;
+  up: boolean;
+  downReason: string | null;
+  capacity: CapacityReport | null;
+}
+
+export interface CreatePayload {
+  source?: { kind: 'snapshot' | 'volume'; id: string };
+}
+
+export const schedulerBinary = 'cinder-scheduler';
+export const volumeBinary = 'cinder-volume';
+
+export class VolumeManager {
+  readonly backends = new Map<string, BackendState>();
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly config: PumiceConfig,
+    private readonly queue: TaskQueue,
+    exporter: BlockExporter,
+    private readonly log: (message: string) => void,
+  ) {
+    for (const backend of config.backends) {
+      this.backends.set(backend.section, {
+        config: backend,
+        driver: createDriver(backend, exporter),
+        host: `${config.DEFAULT.host}@${backend.section}`,
+        up: false,
+        downReason: 'not started yet',
+        capacity: null,
+      });
+    }
+  }
+
+  async start(): Promise<void> {
+    this.registerServices();
+    this.registerTasks();
+    await Promise.all([...this.backends.values()].map((state) => this.startBackend(state)));
+    await this.reconcile();
+    this.queue.start([...this.backends.keys()]);
+    await this.heartbeat();
+    this.heartbeatTimer = setInterval(() => {
+      this.heartbeat().catch((error: unknown) => this.log(`heartbeat failed: ${(error as Error).message}`));
+    }, this.config.DEFAULT.report_interval * 1000);
+    this.heartbeatTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    await this.queue.stop();
+    await Promise.all([...this.backends.values()].map((s) => s.driver.stop().catch(() => undefined)));
+  }
+
+  private async startBackend(state: BackendState): Promise<void> {
+    try {
+      await state.driver.start();
+      state.capacity = await state.driver.reportCapacity();
+      state.up = true;
+      state.downReason = null;
+    } catch (error) {
+      state.up = false;
+      state.downReason = (error as Error).message;
+      this.log(`backend [${state.config.section}] is down: ${state.downReason}`);
+    }
+  }
+
+  private registerServices(): void {
+    const now = nowIso();
+    const upsert = (binary: string, host: string, zone: string) =>
+      this.db.run(
+        'INSERT INTO services (binary, host, zone, created_at, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (binary, host) DO UPDATE SET zone = excluded.zone',
+        binary, host, zone, now, now,
+      );
+    upsert(schedulerBinary, this.config.DEFAULT.host, this.config.DEFAULT.storage_availability_zone);
+    for (const state of this.backends.values()) upsert(volumeBinary, state.host, state.config.backend_availability_zone!);
+  }
+
+  /** Refreshes capacity reports and writes heartbeats; a backend whose report fails stops heartbeating (shows down). */
+  async heartbeat(): Promise<void> {
+    const now = nowIso();
+    this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', now, schedulerBinary, this.config.DEFAULT.host);
+    for (const state of this.backends.values()) {
+      try {
+        if (!state.up) await state.driver.start();
+        state.capacity = await state.driver.reportCapacity();
+        if (!state.up) this.log(`backend [${state.config.section}] is up again`);
+        state.up = true;
+        state.downReason = null;
+        this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', now, volumeBinary, state.host);
+      } catch (error) {
+        state.up = false;
+        state.downReason = (error as Error).message;
+        this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', state.downReason, volumeBinary, state.host);
+      }
+    }
+  }
+
+  /** The scheduler's view of every backend, with provisioned capacity counted from the database. */
+  poolStates(): PoolState[] {
+    const provisioned = new Map<string, number>();
+    for (const row of this.db.all<{ backend: string; gb: number }>('SELECT backend, SUM(size_gib) AS gb FROM volumes WHERE backend IS NOT NULL GROUP BY backend')) {
+      provisioned.set(row.backend, row.gb);
+    }
+    const disabled = new Set(
+      this.db.all<{ host: string }>('SELECT host FROM services WHERE binary = ? AND disabled = 1', volumeBinary).map((r) => r.host),
+    );
+    return [...this.backends.values()].map((state) => ({
+      backend: state.config.section,
+      host: `${state.host}#${state.config.volume_backend_name}`,
+      volumeBackendName: state.config.volume_backend_name,
+      availabilityZone: state.config.backend_availability_zone!,
+      up: state.up,
+      disabled: disabled.has(state.host),
+      downReason: state.downReason,
+      totalCapacityGiB: state.capacity?.totalCapacityGiB ?? 0,
+      freeCapacityGiB: state.capacity?.freeCapacityGiB ?? 0,
+      provisionedCapacityGiB: state.capacity?.provisionedCapacityGiB ?? provisioned.get(state.config.section) ?? 0,
+      maxOverSubscriptionRatio: state.config.max_over_subscription_ratio,
+      reservedPercentage: state.config.reserved_percentage,
+      thinProvisioningSupport: state.capacity?.thinProvisioningSupport ?? true,
+      thickProvisioningSupport: state.capacity?.thickProvisioningSupport ?? false,
+      capabilities: {
+        storage_protocol: state.capacity?.storageProtocol ?? 'unknown',
+        driver_version: state.driver.driverVersion,
+        vendor_name: 'Pumice',
+        multiattach: false,
+        snapshot_support: hasSnapshots(state.driver),
+        clone_support: hasClones(state.driver),
+      },
+    }));
+  }
+
+  backend(section: string): BackendState {
+    const state = this.backends.get(section);
+    if (!state) throw new DriverError('Unreachable', `backend [${section}] is not configured on this host (enabled_backends)`);
+    return state;
+  }
+
+  private ready(section: string): VolumeBackend {
+    const state = this.backend(section);
+    if (!state.up) throw new DriverError('Unreachable', `backend [${section}] is down: ${state.downReason}`);
+    return state.driver;
+  }
+
+  // ---- tasks ----
+  private registerTasks(): void {
+    const volume = (id: string) => this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id);
+    const snapshot = (id: string) => this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id);
+    const setVolume = (id: string, status: string, reason: string | null = null) =>
+      this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', status, reason, nowIso(), id);
+
+    this.queue.register(
+      'volume.create',
+      async (task: Task) => {
+        const row = volume(task.resourceId);
+        if (!row || row.status !== 'creating') return;
+        const driver = this.ready(task.queue);
+        const ref = { id: row.id, sizeGiB: row.size_gib };
+        const { source } = task.payload as CreatePayload;
+        if (source?.kind === 'snapshot') {
+          const snap = snapshot(source.id);
+          if (!snap) throw new DriverError('NotFound', `source snapshot ${source.id} was deleted before the volume was made`);
+          if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot create volumes from snapshots`);
+          await driver.createVolumeFromSnapshot(ref, { id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        } else if (source?.kind === 'volume') {
+          const src = volume(source.id);
+          if (!src) throw new DriverError('NotFound', `source volume ${source.id} was deleted before the clone was made`);
+          if (!hasClones(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot clone volumes`);
+          await driver.cloneVolume(ref, { id: src.id, sizeGiB: src.size_gib });
+        } else {
+          await driver.createVolume(ref);
+        }
+        this.db.run("UPDATE volumes SET status = 'available', launched_at = ?, updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), nowIso(), row.id);
+      },
+      (task, reason) => {
+        setVolume(task.resourceId, 'error', reason);
+        this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_003', `create volume: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'volume.delete',
+      async (task: Task) => {
+        const row = volume(task.resourceId);
+        if (!row) return;
+        const driver = this.ready(task.queue);
+        const { cascade } = task.payload as { cascade?: boolean };
+        if (cascade && hasSnapshots(driver)) {
+          for (const snap of this.db.all<SnapshotRow>('SELECT * FROM snapshots WHERE volume_id = ?', row.id)) {
+            await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+            this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
+          }
+        }
+        await driver.deleteVolume({ id: row.id, sizeGiB: row.size_gib });
+        this.db.run('DELETE FROM volumes WHERE id = ?', row.id);
+      },
+      (task, reason) => {
+        setVolume(task.resourceId, 'error_deleting', reason);
+        this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_004', `delete volume: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'volume.extend',
+      async (task: Task) => {
+        const row = volume(task.resourceId);
+        if (!row || row.status !== 'extending') return;
+        const { newSizeGiB } = task.payload as { newSizeGiB: number };
+        await this.ready(task.queue).extendVolume({ id: row.id, sizeGiB: row.size_gib }, newSizeGiB);
+        this.db.run(
+          'UPDATE volumes SET size_gib = ?, status = COALESCE(previous_status, ?), previous_status = NULL, updated_at = ? WHERE id = ?',
+          newSizeGiB, 'available', nowIso(), row.id,
+        );
+      },
+      (task, reason) => {
+        setVolume(task.resourceId, 'error_extending', reason);
+        this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_005', `extend volume: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'volume.revert',
+      async (task: Task) => {
+        const row = volume(task.resourceId);
+        if (!row || row.status !== 'reverting') return;
+        const { snapshotId } = task.payload as { snapshotId: string };
+        const snap = snapshot(snapshotId);
+        if (!snap) throw new DriverError('NotFound', `snapshot ${snapshotId} was deleted before the revert`);
+        const driver = this.ready(task.queue);
+        if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] has no snapshots`);
+        await driver.revertToSnapshot({ id: row.id, sizeGiB: row.size_gib }, { id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        this.db.transaction(() => {
+          setVolume(row.id, 'available');
+          this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ?", nowIso(), snap.id);
+        });
+      },
+      (task, reason) => {
+        setVolume(task.resourceId, 'error', reason);
+        const { snapshotId } = JSON.parse(this.db.get<{ payload: string }>('SELECT payload FROM tasks WHERE id = ?', task.id)?.payload ?? '{}') as { snapshotId?: string };
+        if (snapshotId) this.db.run("UPDATE snapshots SET status = 'available' WHERE id = ? AND status = 'restoring'", snapshotId);
+        this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_006', `revert volume to snapshot: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'snapshot.create',
+      async (task: Task) => {
+        const snap = snapshot(task.resourceId);
+        if (!snap || snap.status !== 'creating') return;
+        const driver = this.ready(task.queue);
+        if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] has no snapshots`);
+        await driver.createSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        this.db.run("UPDATE snapshots SET status = 'available', progress = '100%', updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), snap.id);
+      },
+      (task, reason) => {
+        this.db.run("UPDATE snapshots SET status = 'error', status_reason = ?, updated_at = ? WHERE id = ?", reason, nowIso(), task.resourceId);
+        this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_001', `create snapshot: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'snapshot.delete',
+      async (task: Task) => {
+        const snap = snapshot(task.resourceId);
+        if (!snap) return;
+        const driver = this.ready(task.queue);
+        if (hasSnapshots(driver)) await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
+      },
+      (task, reason) => {
+        this.db.run("UPDATE snapshots SET status = 'error_deleting', status_reason = ?, updated_at = ? WHERE id = ?", reason, nowIso(), task.resourceId);
+        this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot: ${reason}`);
+      },
+    );
+  }
+
+  /** Records a user-visible message (GET /messages) about a failed operation on a resource. */
+  userMessage(resourceId: string, resourceType: 'VOLUME' | 'SNAPSHOT', eventId: string, text: string, requestId: string | null = null): void {
+    const table = resourceType === 'VOLUME' ? 'volumes' : 'snapshots';
+    const owner = this.db.get<{ project_id: string }>(`SELECT project_id FROM ${table} WHERE id = ?`, resourceId);
+    if (!owner) return;
+    const now = new Date();
+    this.db.run(
+      "INSERT INTO messages (id, project_id, request_id, resource_type, resource_uuid, event_id, message_level, user_message, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 'ERROR', ?, ?, ?)",
+      randomUUID(), owner.project_id, requestId, resourceType, resourceId, eventId, text, now.toISOString(),
+      new Date(now.getTime() + 30 * 86400_000).toISOString(),
+    );
+  }
+
+  /**
+   * Compares the database with the storage after a restart: volumes and
+   * snapshots stuck in a transitional state without a task go to error with a
+   * reason, and files no database row refers to are removed.
+   */
+  private async reconcile(): Promise<void> {
+    const stuckVolumes = this.db.all<VolumeRow>(
+      "SELECT v.* FROM volumes v WHERE v.status IN ('creating','deleting','extending','reverting') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
+    );
+    for (const row of stuckVolumes) {
+      const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
+      const reason = `the operation '${row.status}' was interrupted and has no pending task; the volume was set to ${errorStatus}`;
+      this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', errorStatus, reason, nowIso(), row.id);
+      this.log(`reconcile: volume ${row.id}: ${reason}`);
+    }
+    for (const state of this.backends.values()) {
+      if (!state.up) continue;
+      let listed: { volumeIds: string[]; snapshotIds: string[] };
+      try {
+        listed = await state.driver.listResources();
+      } catch (error) {
+        this.log(`reconcile: cannot list backend [${state.config.section}]: ${(error as Error).message}`);
+        continue;
+      }
+      for (const id of listed.volumeIds) {
+        if (this.db.get('SELECT 1 FROM volumes WHERE id = ?', id)) continue;
+        this.log(`reconcile: removing orphaned volume-${id} from backend [${state.config.section}] (no database row)`);
+        await state.driver.deleteVolume({ id, sizeGiB: 0 });
+      }
+      if (hasSnapshots(state.driver)) {
+        for (const id of listed.snapshotIds) {
+          if (this.db.get('SELECT 1 FROM snapshots WHERE id = ?', id)) continue;
+          this.log(`reconcile: removing orphaned snapshot-${id} from backend [${state.config.section}] (no database row)`);
+          await state.driver.deleteSnapshot({ id, volumeId: '', sizeGiB: 0 });
+        }
+      }
+    }
+  }
+}
+
+function createDriver(backend: BackendConfig, exporter: BlockExporter): VolumeBackend {
+  const driver = backend.volume_driver;
+  if (driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(driver)) {
+    return new LocalBackend({ section: backend.section, directory: backend.local_volume_dir!, exporter, reportDiscard: backend.report_discard_supported });
+  }
+  if (driver === 'rbd' || /RBDDriver$/.test(driver)) {
+    throw new Error(`[${backend.section}] volume_driver = ${driver}: the Ceph RBD driver is not available in this version of Pumice yet; use volume_driver = local`);
+  }
+  throw new Error(`[${backend.section}] volume_driver = ${driver} is unknown; use 'local' (sparse files) or 'rbd' (Ceph)`);
+}

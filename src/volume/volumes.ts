@@ -1,0 +1,564 @@
+/**
+ * Volume service domain logic on the API side: checks requests against
+ * states, quotas and ownership, writes the resource in its first state and
+ * enqueues its task in the same transaction. Drivers are only reached through
+ * tasks, except for the synchronous connection calls of the attach flow.
+ */
+import { randomUUID } from 'node:crypto';
+import type { PumiceConfig } from '../config/config.ts';
+import { nowIso, type Db, type SqlValue } from '../db/db.ts';
+import { errors, PumiceError } from '../errors.ts';
+import type { AuthContext } from '../http/router.ts';
+import type { TaskQueue } from '../tasks/queue.ts';
+import { DriverError, hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import type { CreatePayload, VolumeManager } from './manager.ts';
+import type { Quotas } from './quotas.ts';
+import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
+import { schedule } from './scheduler/scheduler.ts';
+import {
+  requireStatus,
+  snapshotDeletableStatuses,
+  volumeDeletableStatuses,
+  volumeExtendableStatuses,
+  volumeStatuses,
+  snapshotStatuses,
+} from './states.ts';
+
+export const defaultTypeName = '__DEFAULT__';
+
+export interface CreateVolumeInput {
+  size?: number | null;
+  name?: string | null;
+  description?: string | null;
+  volumeType?: string | null;
+  availabilityZone?: string | null;
+  metadata?: Record<string, string>;
+  sourceVolumeId?: string | null;
+  snapshotId?: string | null;
+  bootable?: boolean;
+}
+
+export interface Page<T> {
+  rows: T[];
+  hasMore: boolean;
+  count?: number;
+}
+
+export interface ListQuery {
+  conditions: string[];
+  params: SqlValue[];
+  sort: { key: string; dir: 'asc' | 'desc' }[];
+  limit: number;
+  marker: string | null;
+  withCount: boolean;
+}
+
+export class VolumeService {
+  constructor(
+    private readonly db: Db,
+    private readonly config: PumiceConfig,
+    private readonly queue: TaskQueue,
+    private readonly manager: VolumeManager,
+    readonly quotas: Quotas,
+  ) {}
+
+  // ---- access ----
+  /** A user may write only with the member or admin role. */
+  requireWriter(auth: AuthContext, action: string): void {
+    if (!auth.isAdmin && !auth.roles.includes('member')) throw errors.forbidden(`volume:${action} (the reader role can only read)`);
+  }
+
+  requireAdmin(auth: AuthContext, action: string): void {
+    if (!auth.isAdmin) throw errors.forbidden(action);
+  }
+
+  projectOf(auth: AuthContext): string {
+    if (!auth.projectId) throw errors.forbidden('block storage calls with a token that is not scoped to a project');
+    return auth.projectId;
+  }
+
+  /** Finds a volume the caller may see; another project's volume is a 404, never a 403. */
+  volume(auth: AuthContext, id: string): VolumeRow {
+    const row = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id);
+    if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Volume', id);
+    return row;
+  }
+
+  snapshot(auth: AuthContext, id: string): SnapshotRow {
+    const row = this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id);
+    if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Snapshot', id);
+    return row;
+  }
+
+  attachments(volumeId: string): AttachmentRow[] {
+    return this.db.all<AttachmentRow>('SELECT * FROM volume_attachments WHERE volume_id = ? ORDER BY attach_time', volumeId);
+  }
+
+  // ---- volume types ----
+  typesById(): Map<string, VolumeTypeRow> {
+    return new Map(this.db.all<VolumeTypeRow>('SELECT * FROM volume_types').map((t) => [t.id, t]));
+  }
+
+  extraSpecs(typeId: string): Record<string, string> {
+    const specs: Record<string, string> = {};
+    for (const row of this.db.all<{ key: string; value: string }>('SELECT key, value FROM volume_type_extra_specs WHERE volume_type_id = ? ORDER BY key', typeId)) {
+      specs[row.key] = row.value;
+    }
+    return specs;
+  }
+
+  typeAccessible(auth: AuthContext, type: VolumeTypeRow): boolean {
+    if (type.is_public || auth.isAdmin) return true;
+    return !!this.db.get('SELECT 1 FROM volume_type_projects WHERE volume_type_id = ? AND project_id = ?', type.id, auth.projectId ?? '');
+  }
+
+  /** Finds a type by id or name that the caller may use; a 404 otherwise. */
+  volumeType(auth: AuthContext, idOrName: string): VolumeTypeRow {
+    const row =
+      this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE id = ?', idOrName) ??
+      this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE name = ?', idOrName);
+    if (!row || !this.typeAccessible(auth, row)) throw errors.notFound('Volume type', idOrName);
+    return row;
+  }
+
+  defaultType(): VolumeTypeRow {
+    const name = this.config.DEFAULT.default_volume_type;
+    const row = this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE name = ?', name) ?? this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE name = ?', defaultTypeName);
+    if (!row) throw errors.badRequest(`The default volume type '${name}' does not exist: create it (openstack volume type create ${name}) or set default_volume_type.`);
+    return row;
+  }
+
+  /** Creates the `__DEFAULT__` type on first start, as Cinder does. */
+  ensureDefaultType(): void {
+    if (this.db.get('SELECT 1 FROM volume_types WHERE name = ?', defaultTypeName)) return;
+    this.db.run('INSERT INTO volume_types (id, name, description, is_public, created_at) VALUES (?, ?, ?, 1, ?)', randomUUID(), defaultTypeName, 'Default Volume Type', nowIso());
+  }
+
+  availabilityZones(): string[] {
+    return [...new Set([...this.manager.backends.values()].map((b) => b.config.backend_availability_zone!))];
+  }
+
+  // ---- volumes ----
+  createVolume(auth: AuthContext, input: CreateVolumeInput, requestId: string): VolumeRow {
+    this.requireWriter(auth, 'create');
+    const projectId = this.projectOf(auth);
+    let source: CreatePayload['source'];
+    let forcedBackend: string | null = null;
+    let size = input.size ?? null;
+    let typeRow: VolumeTypeRow | undefined;
+    let availabilityZone = input.availabilityZone ?? null;
+    let bootable = input.bootable ?? false;
+
+    if (input.snapshotId) {
+      const snap = this.snapshot(auth, input.snapshotId);
+      requireStatus('snapshot', snap.id, snap.status, 'creating a volume from it', ['available']);
+      const parent = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', snap.volume_id);
+      if (!parent) throw errors.notFound('Volume', snap.volume_id);
+      size ??= snap.size_gib;
+      if (size < snap.size_gib) throw errors.invalidInput(`Invalid input: volume size ${size} GiB is smaller than the snapshot's ${snap.size_gib} GiB; ask for at least ${snap.size_gib}.`);
+      source = { kind: 'snapshot', id: snap.id };
+      forcedBackend = parent.backend;
+      typeRow = parent.volume_type_id ? this.typesById().get(parent.volume_type_id) : undefined;
+      availabilityZone ??= parent.availability_zone;
+      bootable = bootable || !!parent.bootable;
+    } else if (input.sourceVolumeId) {
+      const src = this.volume(auth, input.sourceVolumeId);
+      requireStatus('volume', src.id, src.status, 'cloning it', ['available', 'in-use']);
+      size ??= src.size_gib;
+      if (size < src.size_gib) throw errors.invalidInput(`Invalid input: volume size ${size} GiB is smaller than the source volume's ${src.size_gib} GiB; ask for at least ${src.size_gib}.`);
+      source = { kind: 'volume', id: src.id };
+      forcedBackend = src.backend;
+      typeRow = src.volume_type_id ? this.typesById().get(src.volume_type_id) : undefined;
+      availabilityZone ??= src.availability_zone;
+      bootable = bootable || !!src.bootable;
+    }
+    if (size === null) throw errors.invalidInput("Invalid input: 'size' is required unless the volume is made from a snapshot or another volume.");
+    if (input.volumeType) {
+      const requested = this.volumeType(auth, input.volumeType);
+      if (typeRow && requested.id !== typeRow.id && forcedBackend) {
+        const specs = this.extraSpecs(requested.id);
+        const backendName = this.manager.backends.get(forcedBackend)?.config.volume_backend_name;
+        if (specs['volume_backend_name'] && specs['volume_backend_name'] !== backendName) {
+          throw errors.badRequest(`Invalid volume type: the source lives on backend '${backendName}' and volume type '${requested.name}' asks for '${specs['volume_backend_name']}'; create the volume with the source's type and retype it later.`);
+        }
+      }
+      typeRow = requested;
+    }
+    typeRow ??= this.defaultType();
+    const zones = this.availabilityZones();
+    if (availabilityZone !== null && !zones.includes(availabilityZone)) {
+      throw errors.badRequest(`Availability zone '${availabilityZone}' is invalid. Valid zones: ${zones.join(', ')}.`);
+    }
+    this.quotas.checkVolumeSize(projectId, size);
+    const extraSpecs = this.extraSpecs(typeRow.id);
+    const id = randomUUID();
+    const now = nowIso();
+    const sizeGiB = size;
+    const type = typeRow;
+    return this.db.transaction(() => {
+      this.quotas.check(projectId, { volumes: 1, gigabytes: sizeGiB });
+      const pools = this.manager.poolStates().filter((p) => forcedBackend === null || p.backend === forcedBackend);
+      const result = schedule(
+        pools,
+        { sizeGiB, availabilityZone: forcedBackend ? null : availabilityZone ?? this.config.DEFAULT.default_availability_zone, extraSpecs },
+        this.config.DEFAULT.scheduler_default_filters,
+        this.config.DEFAULT.scheduler_default_weighers,
+      );
+      const zone = result.ok ? result.pool.availabilityZone : availabilityZone ?? this.config.DEFAULT.default_availability_zone ?? this.config.DEFAULT.storage_availability_zone;
+      const reason = result.ok ? null : `No valid backend was found. ${result.reasons.join('; ')}.`;
+      this.db.run(
+        `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,
+           bootable, source_volid, snapshot_id, metadata, status_reason, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, projectId, auth.userId, input.name ?? null, input.description ?? null, sizeGiB, result.ok ? 'creating' : 'error', zone, type.id,
+        result.ok ? result.pool.host : null, result.ok ? result.pool.backend : null, bootable ? 1 : 0,
+        input.sourceVolumeId ?? null, input.snapshotId ?? null, JSON.stringify(input.metadata ?? {}), reason, now, now,
+      );
+      if (result.ok) {
+        this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload);
+      } else {
+        this.manager.userMessage(id, 'VOLUME', 'VOLUME_VOLUME_001_002', `schedule allocate volume: ${reason}`, requestId);
+      }
+      return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
+    });
+  }
+
+  deleteVolume(auth: AuthContext, id: string, options: { cascade: boolean; force: boolean }): void {
+    this.requireWriter(auth, 'delete');
+    if (options.force) this.requireAdmin(auth, 'volume_extension:volume_admin_actions:force_delete');
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      if (row.status === 'deleting') return;
+      if (!options.force) {
+        if (row.attach_status === 'attached' || row.status === 'in-use') {
+          throw errors.invalidState('volume', id, row.status, 'delete (detach it from its server first)', volumeDeletableStatuses);
+        }
+        requireStatus('volume', id, row.status, 'delete', volumeDeletableStatuses);
+      }
+      const snapshots = this.db.all<SnapshotRow>('SELECT * FROM snapshots WHERE volume_id = ?', id);
+      if (snapshots.length > 0 && !options.cascade) {
+        throw new PumiceError(
+          'VolumeHasSnapshots',
+          `Invalid volume: volume ${id} has ${snapshots.length} dependent snapshot(s) (${snapshots.map((s) => s.id).join(', ')}). Delete them first, or delete with cascade (openstack volume delete --purge / cinder delete --cascade).`,
+        );
+      }
+      const busy = snapshots.find((s) => !snapshotDeletableStatuses.includes(s.status as never));
+      if (busy) throw errors.invalidState('snapshot', busy.id, busy.status, 'cascade delete of its volume', snapshotDeletableStatuses);
+      if (!row.backend) {
+        // Never scheduled: nothing exists on any backend.
+        this.db.run('DELETE FROM snapshots WHERE volume_id = ?', id);
+        this.db.run('DELETE FROM volumes WHERE id = ?', id);
+        return;
+      }
+      this.db.run("UPDATE volumes SET status = 'deleting', status_reason = NULL, updated_at = ? WHERE id = ?", nowIso(), id);
+      this.db.run("UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE volume_id = ?", nowIso(), id);
+      this.queue.enqueue('volume.delete', id, row.backend, { cascade: options.cascade });
+    });
+  }
+
+  updateVolume(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null; metadata?: Record<string, string> }): VolumeRow {
+    this.requireWriter(auth, 'update');
+    const row = this.volume(auth, id);
+    this.db.run(
+      'UPDATE volumes SET name = ?, description = ?, metadata = ?, updated_at = ? WHERE id = ?',
+      changes.name === undefined ? row.name : changes.name,
+      changes.description === undefined ? row.description : changes.description,
+      changes.metadata === undefined ? row.metadata : JSON.stringify(changes.metadata),
+      nowIso(), id,
+    );
+    return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
+  }
+
+  extendVolume(auth: AuthContext, id: string, newSizeGiB: number, microversion: number): void {
+    this.requireWriter(auth, 'extend');
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      const allowed = microversion >= 42 ? volumeExtendableStatuses : ['available'];
+      requireStatus('volume', id, row.status, microversion >= 42 ? 'extend' : 'extend (an in-use volume needs microversion 3.42)', allowed);
+      if (newSizeGiB <= row.size_gib) {
+        throw errors.invalidInput(`Invalid input: new size ${newSizeGiB} GiB must be greater than the current size ${row.size_gib} GiB.`);
+      }
+      this.quotas.checkVolumeSize(row.project_id, newSizeGiB);
+      this.quotas.check(row.project_id, { gigabytes: newSizeGiB - row.size_gib });
+      const pool = this.manager.poolStates().find((p) => p.backend === row.backend);
+      if (pool && !pool.up) throw errors.backendUnavailable(`The volume's backend ${pool.host} is down (${pool.downReason}); try again when it is up.`);
+      this.db.run("UPDATE volumes SET previous_status = status, status = 'extending', updated_at = ? WHERE id = ?", nowIso(), id);
+      this.queue.enqueue('volume.extend', id, row.backend!, { newSizeGiB });
+    });
+  }
+
+  setBootable(auth: AuthContext, id: string, bootable: boolean): void {
+    this.requireWriter(auth, 'set_bootable');
+    this.volume(auth, id);
+    this.db.run('UPDATE volumes SET bootable = ?, updated_at = ? WHERE id = ?', bootable ? 1 : 0, nowIso(), id);
+  }
+
+  setReadOnly(auth: AuthContext, id: string, readOnly: boolean): void {
+    this.requireWriter(auth, 'update_readonly_flag');
+    const row = this.volume(auth, id);
+    requireStatus('volume', id, row.status, 'changing the read-only flag', ['available', 'in-use']);
+    this.db.run('UPDATE volumes SET read_only = ?, updated_at = ? WHERE id = ?', readOnly ? 1 : 0, nowIso(), id);
+  }
+
+  resetVolumeStatus(auth: AuthContext, id: string, changes: { status?: string; attach_status?: string; migration_status?: string | null }): void {
+    this.requireAdmin(auth, 'volume_extension:volume_admin_actions:reset_status');
+    const row = this.volume(auth, id);
+    if (changes.status !== undefined && !volumeStatuses.includes(changes.status as never)) {
+      throw errors.invalidInput(`Invalid input: status '${changes.status}' is not a volume status. Valid: ${volumeStatuses.join(', ')}.`);
+    }
+    this.db.transaction(() => {
+      this.db.run(
+        'UPDATE volumes SET status = ?, attach_status = ?, migration_status = ?, status_reason = NULL, updated_at = ? WHERE id = ?',
+        changes.status ?? row.status, changes.attach_status ?? row.attach_status,
+        changes.migration_status === undefined ? row.migration_status : changes.migration_status, nowIso(), id,
+      );
+      // A reset ends whatever task was pending on the volume, so it cannot overwrite the admin's choice.
+      this.db.run("UPDATE tasks SET state = 'failed', last_error = 'cancelled by os-reset_status' WHERE resource_id = ? AND state = 'queued'", id);
+    });
+  }
+
+  setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {
+    this.requireWriter(auth, 'update_volume_metadata');
+    const row = this.volume(auth, id);
+    const merged = replace ? metadata : { ...(JSON.parse(row.metadata) as Record<string, string>), ...metadata };
+    this.db.run('UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(merged), nowIso(), id);
+    return merged;
+  }
+
+  deleteMetadataKey(auth: AuthContext, id: string, key: string): void {
+    this.requireWriter(auth, 'delete_volume_metadata');
+    const row = this.volume(auth, id);
+    const metadata = JSON.parse(row.metadata) as Record<string, string>;
+    if (!(key in metadata)) throw errors.notFound('Metadata key', `'${key}' of volume ${id}`);
+    delete metadata[key];
+    this.db.run('UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(metadata), nowIso(), id);
+  }
+
+  revertToSnapshot(auth: AuthContext, id: string, snapshotId: string): void {
+    this.requireWriter(auth, 'revert_to_snapshot');
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      const snap = this.snapshot(auth, snapshotId);
+      if (snap.volume_id !== id) throw errors.badRequest(`Snapshot ${snapshotId} belongs to volume ${snap.volume_id}, not to volume ${id}.`);
+      requireStatus('volume', id, row.status, 'revert to a snapshot', ['available']);
+      requireStatus('snapshot', snap.id, snap.status, 'revert to it', ['available']);
+      const latest = this.db.get<{ id: string }>('SELECT id FROM snapshots WHERE volume_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1', id);
+      if (latest?.id !== snapshotId) throw errors.conflict(`Volume ${id} can only be reverted to its latest snapshot (${latest?.id}); ${snapshotId} is older. Delete the newer snapshots first.`);
+      if (snap.size_gib !== row.size_gib) throw errors.badRequest(`Volume ${id} was extended after snapshot ${snapshotId} (${row.size_gib} GiB vs ${snap.size_gib} GiB); a revert needs equal sizes.`);
+      this.db.run("UPDATE volumes SET status = 'reverting', updated_at = ? WHERE id = ?", nowIso(), id);
+      this.db.run("UPDATE snapshots SET status = 'restoring', updated_at = ? WHERE id = ?", nowIso(), snapshotId);
+      this.queue.enqueue('volume.revert', id, row.backend!, { snapshotId });
+    });
+  }
+
+  // ---- attach flow (os-reserve → os-initialize_connection → os-attach; os-begin_detaching → os-terminate_connection → os-detach) ----
+  reserve(auth: AuthContext, id: string): void {
+    this.requireWriter(auth, 'reserve');
+    const row = this.volume(auth, id);
+    requireStatus('volume', id, row.status, 'reserve', ['available']);
+    this.db.run("UPDATE volumes SET status = 'attaching', updated_at = ? WHERE id = ?", nowIso(), id);
+  }
+
+  unreserve(auth: AuthContext, id: string): void {
+    this.requireWriter(auth, 'unreserve');
+    const row = this.volume(auth, id);
+    if (row.status === 'attaching') {
+      const attached = this.attachments(id).some((a) => a.attach_status === 'attached');
+      this.db.run('UPDATE volumes SET status = ?, updated_at = ? WHERE id = ?', attached ? 'in-use' : 'available', nowIso(), id);
+    }
+  }
+
+  async initializeConnection(auth: AuthContext, id: string, connector: Connector): Promise<ConnectionInfo> {
+    this.requireWriter(auth, 'initialize_connection');
+    const row = this.volume(auth, id);
+    requireStatus('volume', id, row.status, 'initialize a connection', ['available', 'attaching', 'reserved', 'in-use', 'detaching', 'backing-up']);
+    const driver = this.driverFor(row);
+    const info = await driver.initializeConnection({ id: row.id, sizeGiB: row.size_gib }, { ...connector, mode: row.read_only ? 'ro' : 'rw' });
+    info.data['access_mode'] = row.read_only ? 'ro' : 'rw';
+    return info;
+  }
+
+  async terminateConnection(auth: AuthContext, id: string, connector: Connector | null): Promise<void> {
+    this.requireWriter(auth, 'terminate_connection');
+    const row = this.volume(auth, id);
+    await this.driverFor(row).terminateConnection({ id: row.id, sizeGiB: row.size_gib }, connector);
+  }
+
+  attach(auth: AuthContext, id: string, input: { instance_uuid?: string | null; host_name?: string | null; mountpoint: string; mode?: string }): void {
+    this.requireWriter(auth, 'attach');
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      requireStatus('volume', id, row.status, 'attach', ['available', 'attaching', 'reserved', 'in-use']);
+      if (row.status === 'in-use' && !row.multiattach) throw errors.invalidState('volume', id, row.status, 'attach (it is attached already and not multiattach)', ['available', 'attaching']);
+      const mode = input.mode ?? 'rw';
+      if (row.read_only && mode === 'rw') throw errors.badRequest(`Volume ${id} is read-only: attach it with mode 'ro' or clear the flag (os-update_readonly_flag).`);
+      const now = nowIso();
+      this.db.run(
+        "INSERT INTO volume_attachments (id, volume_id, instance_uuid, attached_host, mountpoint, attach_mode, attach_status, attach_time) VALUES (?, ?, ?, ?, ?, ?, 'attached', ?)",
+        randomUUID(), id, input.instance_uuid ?? null, input.host_name ?? null, input.mountpoint, mode, now,
+      );
+      this.db.run("UPDATE volumes SET status = 'in-use', attach_status = 'attached', updated_at = ? WHERE id = ?", now, id);
+    });
+  }
+
+  beginDetaching(auth: AuthContext, id: string): void {
+    this.requireWriter(auth, 'begin_detaching');
+    const row = this.volume(auth, id);
+    requireStatus('volume', id, row.status, 'begin detaching', ['in-use']);
+    this.db.run("UPDATE volumes SET status = 'detaching', updated_at = ? WHERE id = ?", nowIso(), id);
+  }
+
+  rollDetaching(auth: AuthContext, id: string): void {
+    this.requireWriter(auth, 'roll_detaching');
+    const row = this.volume(auth, id);
+    if (row.status === 'detaching') this.db.run("UPDATE volumes SET status = 'in-use', updated_at = ? WHERE id = ?", nowIso(), id);
+  }
+
+  detach(auth: AuthContext, id: string, attachmentId: string | null): void {
+    this.requireWriter(auth, 'detach');
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      requireStatus('volume', id, row.status, 'detach', ['in-use', 'detaching', 'attaching', 'error_deleting', 'maintenance']);
+      const attachments = this.attachments(id).filter((a) => a.attach_status === 'attached');
+      if (attachments.length > 1 && !attachmentId) {
+        throw errors.badRequest(`Volume ${id} has ${attachments.length} attachments: name the one to detach with attachment_id.`);
+      }
+      const target = attachmentId ? attachments.find((a) => a.id === attachmentId) : attachments[0];
+      if (attachmentId && !target) throw errors.notFound('Attachment', attachmentId);
+      if (target) this.db.run('DELETE FROM volume_attachments WHERE id = ?', target.id);
+      const remaining = attachments.length - (target ? 1 : 0);
+      this.db.run(
+        'UPDATE volumes SET status = ?, attach_status = ?, updated_at = ? WHERE id = ?',
+        remaining > 0 ? 'in-use' : 'available', remaining > 0 ? 'attached' : 'detached', nowIso(), id,
+      );
+    });
+  }
+
+  private driverFor(row: VolumeRow) {
+    if (!row.backend) throw errors.badRequest(`Volume ${row.id} was never placed on a backend (status ${row.status}): delete it and create it again.`);
+    const state = this.manager.backends.get(row.backend);
+    if (!state) throw errors.backendUnavailable(`Backend [${row.backend}] of volume ${row.id} is not served by this Pumice; check enabled_backends.`);
+    if (!state.up) throw errors.backendUnavailable(`Backend ${state.host} of volume ${row.id} is down: ${state.downReason}`);
+    return state.driver;
+  }
+
+  // ---- snapshots ----
+  createSnapshot(auth: AuthContext, input: { volumeId: string; name?: string | null; description?: string | null; force: boolean; metadata?: Record<string, string> }): SnapshotRow {
+    this.requireWriter(auth, 'create_snapshot');
+    const id = randomUUID();
+    return this.db.transaction(() => {
+      const volume = this.volume(auth, input.volumeId);
+      const allowed = input.force ? ['available', 'in-use'] : ['available'];
+      requireStatus('volume', volume.id, volume.status, input.force ? 'snapshot' : 'snapshot (use force for an in-use volume)', allowed);
+      const state = volume.backend ? this.manager.backends.get(volume.backend) : undefined;
+      if (!state || !hasSnapshots(state.driver)) throw errors.badRequest(`The backend of volume ${volume.id} does not support snapshots.`);
+      if (!state.up) throw errors.backendUnavailable(`Backend ${state.host} of volume ${volume.id} is down: ${state.downReason}`);
+      this.quotas.check(volume.project_id, { snapshots: 1, gigabytes: this.config.DEFAULT.no_snapshot_gb_quota ? 0 : volume.size_gib });
+      const now = nowIso();
+      this.db.run(
+        "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gib, status, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
+        id, volume.project_id, auth.userId, volume.id, input.name ?? null, input.description ?? null, volume.size_gib, JSON.stringify(input.metadata ?? {}), now, now,
+      );
+      this.queue.enqueue('snapshot.create', id, volume.backend!);
+      return this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id)!;
+    });
+  }
+
+  deleteSnapshot(auth: AuthContext, id: string, force: boolean): void {
+    this.requireWriter(auth, 'delete_snapshot');
+    if (force) this.requireAdmin(auth, 'volume_extension:snapshot_admin_actions:force_delete');
+    this.db.transaction(() => {
+      const snap = this.snapshot(auth, id);
+      if (snap.status === 'deleting') return;
+      if (!force) requireStatus('snapshot', id, snap.status, 'delete', snapshotDeletableStatuses);
+      const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', snap.volume_id);
+      if (!volume?.backend) {
+        this.db.run('DELETE FROM snapshots WHERE id = ?', id);
+        return;
+      }
+      this.db.run("UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE id = ?", nowIso(), id);
+      this.queue.enqueue('snapshot.delete', id, volume.backend);
+    });
+  }
+
+  updateSnapshot(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null }): SnapshotRow {
+    this.requireWriter(auth, 'update_snapshot');
+    const snap = this.snapshot(auth, id);
+    this.db.run(
+      'UPDATE snapshots SET name = ?, description = ?, updated_at = ? WHERE id = ?',
+      changes.name === undefined ? snap.name : changes.name,
+      changes.description === undefined ? snap.description : changes.description,
+      nowIso(), id,
+    );
+    return this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id)!;
+  }
+
+  setSnapshotMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {
+    this.requireWriter(auth, 'update_snapshot_metadata');
+    const snap = this.snapshot(auth, id);
+    const merged = replace ? metadata : { ...(JSON.parse(snap.metadata) as Record<string, string>), ...metadata };
+    this.db.run('UPDATE snapshots SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(merged), nowIso(), id);
+    return merged;
+  }
+
+  deleteSnapshotMetadataKey(auth: AuthContext, id: string, key: string): void {
+    this.requireWriter(auth, 'delete_snapshot_metadata');
+    const snap = this.snapshot(auth, id);
+    const metadata = JSON.parse(snap.metadata) as Record<string, string>;
+    if (!(key in metadata)) throw errors.notFound('Metadata key', `'${key}' of snapshot ${id}`);
+    delete metadata[key];
+    this.db.run('UPDATE snapshots SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(metadata), nowIso(), id);
+  }
+
+  resetSnapshotStatus(auth: AuthContext, id: string, status: string): void {
+    this.requireAdmin(auth, 'volume_extension:snapshot_admin_actions:reset_status');
+    this.snapshot(auth, id);
+    if (!snapshotStatuses.includes(status as never)) {
+      throw errors.invalidInput(`Invalid input: status '${status}' is not a snapshot status. Valid: ${snapshotStatuses.join(', ')}.`);
+    }
+    this.db.run('UPDATE snapshots SET status = ?, status_reason = NULL, updated_at = ? WHERE id = ?', status, nowIso(), id);
+  }
+
+  // ---- listing ----
+  /** Keyset pagination over `table` in the given sort order, with the marker row as the start. */
+  listPage<T extends { id: string }>(table: 'volumes' | 'snapshots', query: ListQuery, sortColumns: Record<string, string>): Page<T> {
+    const conditions = [...query.conditions];
+    const params = [...query.params];
+    const sort = [...query.sort];
+    if (!sort.some((s) => s.key === 'id')) sort.push({ key: 'id', dir: sort[0]?.dir ?? 'desc' });
+    const expressions = sort.map((s) => {
+      const column = sortColumns[s.key];
+      if (!column) throw errors.invalidInput(`Invalid input: sort key '${s.key}' is not supported. Valid keys: ${Object.keys(sortColumns).join(', ')}.`);
+      return { column, dir: s.dir };
+    });
+    let count: number | undefined;
+    const where = () => (conditions.length ? `WHERE ${conditions.join(' AND ')}` : '');
+    if (query.withCount) count = this.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM ${table} ${where()}`, ...params)!.n;
+    if (query.marker) {
+      const markerRow = this.db.get<Record<string, SqlValue>>(
+        `SELECT ${expressions.map((e, i) => `${e.column} AS k${i}`).join(', ')} FROM ${table} WHERE id = ? ${conditions.length ? 'AND ' + conditions.join(' AND ') : ''}`,
+        query.marker, ...query.params,
+      );
+      if (!markerRow) throw errors.notFound('Marker', query.marker);
+      const ors: string[] = [];
+      for (let i = 0; i < expressions.length; i++) {
+        const parts: string[] = [];
+        for (let j = 0; j < i; j++) {
+          parts.push(`${expressions[j]!.column} = ?`);
+          params.push(markerRow[`k${j}`]!);
+        }
+        parts.push(`${expressions[i]!.column} ${expressions[i]!.dir === 'asc' ? '>' : '<'} ?`);
+        params.push(markerRow[`k${i}`]!);
+        ors.push(`(${parts.join(' AND ')})`);
+      }
+      conditions.push(`(${ors.join(' OR ')})`);
+    }
+    const order = expressions.map((e) => `${e.column} ${e.dir.toUpperCase()}`).join(', ');
+    const rows = this.db.all<T>(`SELECT * FROM ${table} ${where()} ORDER BY ${order} LIMIT ?`, ...params, query.limit + 1);
+    const hasMore = rows.length > query.limit;
+    if (hasMore) rows.pop();
+    return { rows, hasMore, count };
+  }
+}
+
+export { DriverError };

@@ -1,0 +1,181 @@
+/**
+ * Test helpers: start a real `pumice serve` in a child process on a free
+ * port with a temporary data directory, talk to it over HTTP, and run the
+ * Debian `openstack`/`cinder` clients against it.
+ */
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+export const repoRoot = resolve(import.meta.dirname, '..', '..');
+const startTimeoutMs = 30_000;
+
+export interface PumiceProcess {
+  url: string;
+  dataDir: string;
+  adminPassword: string;
+  /** Environment for the openstack CLI as admin (from admin-openrc). */
+  adminEnv: Record<string, string>;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number | null>;
+  /** SIGKILL and wait for exit (crash simulation). */
+  kill9(): Promise<void>;
+  /** Removes the data directory (after stop). */
+  cleanup(): void;
+}
+
+export interface StartOptions {
+  /** INI text written to DATA_DIR/pumice.conf and passed with --config. */
+  config?: string;
+  /** Reuse a data directory (restart after a crash). */
+  dataDir?: string;
+  adminPassword?: string;
+  port?: number;
+}
+
+export async function startPumice(options: StartOptions = {}): Promise<PumiceProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pumice-test-'));
+  const args = [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${options.port ?? 0}`];
+  if (options.config !== undefined) {
+    const configPath = join(dataDir, 'pumice.conf');
+    writeFileSync(configPath, options.config);
+    args.push('--config', configPath);
+  }
+  const adminPassword = options.adminPassword ?? 'test-admin-password';
+  const proc = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { ...process.env, PUMICE_ADMIN_PASSWORD: adminPassword },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pumice did not become ready in ${startTimeoutMs} ms:\n${output}`)), startTimeoutMs);
+    const onData = () => {
+      const m = /ready at (http:\/\/[^\s]+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]!);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`pumice exited with ${code} before it was ready:\n${output}`));
+    });
+  });
+  const adminEnv = parseOpenrc(readFileSync(join(dataDir, 'admin-openrc'), 'utf8'));
+  return {
+    url,
+    dataDir,
+    adminPassword,
+    adminEnv,
+    proc,
+    output: () => output,
+    async stop() {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    async kill9() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    cleanup() {
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function parseOpenrc(text: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const m of text.matchAll(/^export (\w+)='?([^'\n]*)'?$/gm)) env[m[1]!] = m[2]!;
+  return env;
+}
+
+/** Environment for Debian's Python clients: no pyenv on PATH, no inherited OS_* variables. */
+export function cliEnv(osEnv: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: process.env['HOME'] ?? '/root', LANG: 'C.UTF-8' };
+  for (const [k, v] of Object.entries(osEnv)) env[k] = v;
+  return env;
+}
+
+/** Runs `/usr/bin/openstack ARGS` and returns stdout; throws with stderr on failure. */
+export async function openstack(osEnv: Record<string, string>, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync('/usr/bin/openstack', args, { env: cliEnv(osEnv), timeout: 120_000, maxBuffer: 64 << 20 });
+    return stdout;
+  } catch (error) {
+    const e = error as { stderr?: string; stdout?: string; message: string };
+    throw new Error(`openstack ${args.join(' ')} failed: ${e.stderr || e.message}`);
+  }
+}
+
+/** Runs `openstack ARGS -f json` and parses the output. */
+export async function openstackJson<T = Record<string, unknown>>(osEnv: Record<string, string>, args: string[]): Promise<T> {
+  return JSON.parse(await openstack(osEnv, [...args, '-f', 'json'])) as T;
+}
+
+/** A small HTTP client that authenticates once as the given user and project. */
+export class ApiClient {
+  token = '';
+  projectId = '';
+  volumeUrl = '';
+  constructor(readonly url: string) {}
+
+  static async login(url: string, user: string, password: string, project: string): Promise<ApiClient> {
+    const client = new ApiClient(url);
+    const res = await fetch(`${url}/identity/v3/auth/tokens`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        auth: {
+          identity: { methods: ['password'], password: { user: { name: user, domain: { name: 'Default' }, password } } },
+          scope: { project: { name: project, domain: { name: 'Default' } } },
+        },
+      }),
+    });
+    if (res.status !== 201) throw new Error(`login failed: ${res.status} ${await res.text()}`);
+    client.token = res.headers.get('x-subject-token')!;
+    const body = (await res.json()) as { token: { project: { id: string } } };
+    client.projectId = body.token.project.id;
+    client.volumeUrl = `${url}/volume/v3/${client.projectId}`;
+    return client;
+  }
+
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any; headers: Headers; text: string }> {
+    const res = await fetch(path.startsWith('http') ? path : `${this.url}${path}`, {
+      method,
+      headers: { 'X-Auth-Token': this.token, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = undefined;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = undefined;
+    }
+    return { status: res.status, body: parsed, headers: res.headers, text };
+  }
+
+  /** Polls a volume until its status is one of `statuses` (or fails after timeoutMs). */
+  async waitVolume(id: string, statuses: string[], timeoutMs = 30_000): Promise<any> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.request('GET', `/volume/v3/${this.projectId}/volumes/${id}`);
+      if (r.status === 404 && statuses.includes('deleted')) return null;
+      if (r.status === 200 && statuses.includes(r.body.volume.status)) return r.body.volume;
+      if (Date.now() > deadline) throw new Error(`volume ${id} did not reach ${statuses.join('/')}: last ${r.status} ${r.text}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+}
