@@ -141,9 +141,18 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
   if (backendNames.length === 0) {
     throw new ConfigError(ini.path, lineOf(ini, 'DEFAULT', 'enabled_backends'), 'enabled_backends is empty: name at least one backend section');
   }
+  for (const [name, section] of ini.sections) {
+    if (name in fixedSections || backendNames.includes(name)) continue;
+    throw new ConfigError(
+      ini.path,
+      section.line,
+      `unknown section [${name}]; expected one of ${Object.keys(fixedSections).map((s) => `[${s}]`).join(', ')} or a backend named in enabled_backends (${backendNames.join(', ')})${suggest(name, [...Object.keys(fixedSections), ...backendNames])}`,
+    );
+  }
+  const backendsExplicit = ini.sections.get('DEFAULT')?.entries.has('enabled_backends') ?? false;
   const backends = backendNames.map((section): BackendConfig => {
     const iniSection = ini.sections.get(section);
-    if (!iniSection && ini.sections.size > 0) {
+    if (!iniSection && backendsExplicit) {
       throw new ConfigError(
         ini.path,
         lineOf(ini, 'DEFAULT', 'enabled_backends'),
@@ -164,14 +173,6 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
       backend_availability_zone: values.backend_availability_zone ?? DEFAULT.storage_availability_zone,
     };
   });
-  for (const [name, section] of ini.sections) {
-    if (name in fixedSections || backendNames.includes(name)) continue;
-    throw new ConfigError(
-      ini.path,
-      section.line,
-      `unknown section [${name}]; expected one of ${Object.keys(fixedSections).map((s) => `[${s}]`).join(', ')} or a backend named in enabled_backends (${backendNames.join(', ')})${suggest(name, [...Object.keys(fixedSections), ...backendNames])}`,
-    );
-  }
   return {
     path,
     dataDir,

@@ -863,6 +863,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     },
     baseHeaders: () => ({ 'OpenStack-API-Version': 'volume 3.0', Vary: 'OpenStack-API-Version' }),
     prepare(ctx) {
+      // The version list at the root is how clients discover the range: like Cinder, it ignores the
+      // microversion header (cinderclient asks with its own maximum, e.g. 3.70, before negotiating).
+      if (ctx.path === '/') return undefined;
       ctx.microversion = parseMicroversion(ctx.headers['openstack-api-version'] ?? ctx.headers['openstack-volume-microversion']);
       if (ctx.pathProjectId && ctx.auth && ctx.auth.projectId !== ctx.pathProjectId) {
         throw errors.badRequest(`Malformed request URL: the URL's project_id '${ctx.pathProjectId}' does not match the token's project '${ctx.auth.projectId}'. Use the endpoint from the catalog of a token scoped to that project.`);

@@ -38,11 +38,13 @@ export class VolumeManager {
     private readonly queue: TaskQueue,
     exporter: BlockExporter,
     private readonly log: (message: string) => void,
+    /** Builds a backend's driver; tests pass a fake that implements the same interfaces. */
+    driverFactory: (backend: BackendConfig) => VolumeBackend = (backend) => createDriver(backend, exporter),
   ) {
     for (const backend of config.backends) {
       this.backends.set(backend.section, {
         config: backend,
-        driver: createDriver(backend, exporter),
+        driver: driverFactory(backend),
         host: `${config.DEFAULT.host}@${backend.section}`,
         up: false,
         downReason: 'not started yet',
