@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { startPumice } from './app.ts';
 import { loadConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
+import { runDoctor } from './doctor.ts';
 
 const usage = `usage: pumice <command> [options]
 
@@ -15,6 +16,7 @@ commands:
   serve         run every role (API, scheduler, volume) in one process
   init          create and bootstrap the data directory, print the admin credentials, exit
   check-config  validate a configuration file and exit
+  doctor        check every prerequisite of the configuration and name the fix for each failure
 
 options:
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
@@ -66,6 +68,12 @@ export async function main(argv: string[]): Promise<void> {
         await pumice.stop();
         process.stdout.write(`data directory ${dataDir} is ready; credentials in ${pumice.openrcPath}\n`);
         if (pumice.generatedAdminPassword) process.stdout.write(`admin password (shown once): ${pumice.generatedAdminPassword}\n`);
+        return;
+      }
+      case 'doctor': {
+        const checks = await runDoctor(configPath, dataDir);
+        for (const check of checks) process.stdout.write(`${check.ok ? 'ok  ' : 'FAIL'}  ${check.name}: ${check.detail}\n`);
+        if (checks.some((c) => !c.ok)) process.exit(1);
         return;
       }
       case 'check-config':

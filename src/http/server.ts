@@ -138,6 +138,9 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(payload);
 }
 
+/** Rejects invalid UTF-8; keeps a BOM in the text so JSON.parse refuses it as before. */
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 /** Reads and parses a JSON body, bounded by `bytesMax`; returns undefined for an empty body. */
 async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unknown> {
   const declared = Number(req.headers['content-length'] ?? '0');
@@ -152,7 +155,13 @@ async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unk
   if (total === 0) return undefined;
   const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
   if (!contentType.endsWith('json')) throw errors.unsupportedMediaType(contentType);
-  const text = Buffer.concat(chunks, total).toString('utf8');
+  // Buffer#toString would turn invalid UTF-8 into U+FFFD and store it; JSON must be valid UTF-8 (RFC 8259).
+  let text: string;
+  try {
+    text = utf8Strict.decode(Buffer.concat(chunks, total));
+  } catch {
+    throw errors.malformedBody('the body is not valid UTF-8');
+  }
   try {
     return JSON.parse(text);
   } catch (error) {

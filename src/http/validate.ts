@@ -82,20 +82,25 @@ function check(schema: Schema, value: unknown, path: string): unknown {
       const keys = Object.keys(input);
       if (schema.maxProperties !== undefined && keys.length > schema.maxProperties) fail(`at most ${schema.maxProperties} entries`);
       for (const key of keys) {
-        const propertySchema = properties[key];
+        // Own properties only: a body key such as 'constructor', 'toString' or '__proto__' must not
+        // find Object.prototype's member and pass as a known field.
+        const propertySchema = Object.hasOwn(properties, key) ? properties[key] : undefined;
         const childPath = path === 'body' ? key : `${path}/${key}`;
+        let checked: unknown;
         if (propertySchema) {
-          output[key] = check(propertySchema, input[key], childPath);
+          checked = check(propertySchema, input[key], childPath);
         } else if (schema.additional === true) {
-          output[key] = input[key];
+          checked = input[key];
         } else if (schema.additional) {
-          output[key] = check(schema.additional, input[key], childPath);
+          checked = check(schema.additional, input[key], childPath);
         } else {
           throw errors.unknownField(childPath, Object.keys(properties));
         }
+        // defineProperty, not assignment: a '__proto__' metadata key stays a plain entry instead of setting the prototype.
+        Object.defineProperty(output, key, { value: checked, enumerable: true, writable: true, configurable: true });
       }
       for (const key of schema.required ?? []) {
-        if (!(key in input)) {
+        if (!Object.hasOwn(input, key)) {
           throw errors.invalidInput(`Invalid input: '${path === 'body' ? key : `${path}/${key}`}' is a required property.`);
         }
       }

@@ -557,6 +557,9 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
     );
     const id = region.id ?? newId();
     if (db.get('SELECT 1 FROM regions WHERE id = ?', id)) throw errors.conflict(`Conflict occurred attempting to store region - Duplicate ID, ${id}.`);
+    if (region.parent_region_id && !db.get('SELECT 1 FROM regions WHERE id = ?', region.parent_region_id)) {
+      throw new PumiceError('NotFound', `Could not find region: ${region.parent_region_id} (the parent_region_id); create the parent region first.`);
+    }
     db.run('INSERT INTO regions (id, description, parent_region_id) VALUES (?, ?, ?)', id, region.description ?? '', region.parent_region_id ?? null);
     return { status: 201, body: { region: renderRegion(ctx, db.get<RegionRow>('SELECT * FROM regions WHERE id = ?', id)!) } };
   });
@@ -651,6 +654,10 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
       { type: 'object', required: ['endpoint'], properties: { endpoint: endpointBody } }, ctx.body,
     );
     if (endpoint.service_id) getService(endpoint.service_id);
+    const newRegionId = endpoint.region_id ?? endpoint.region;
+    if (newRegionId && !db.get('SELECT 1 FROM regions WHERE id = ?', newRegionId)) {
+      throw errors.badRequest(`Region ${newRegionId} does not exist: create it first (openstack region create ${newRegionId}).`);
+    }
     db.run('UPDATE catalog_endpoints SET interface = ?, region_id = ?, service_id = ?, url = ?, enabled = ? WHERE id = ?',
       endpoint.interface ?? current.interface, endpoint.region_id ?? endpoint.region ?? current.region_id, endpoint.service_id ?? current.service_id,
       endpoint.url ?? current.url, endpoint.enabled === undefined ? current.enabled : endpoint.enabled ? 1 : 0, current.id);

@@ -4,7 +4,7 @@
  * `volumes.ts`; this file never touches a driver.
  */
 import { cinderTime, type Db, type SqlValue } from '../db/db.ts';
-import { errors } from '../errors.ts';
+import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
 import { checkMetadataKeys, isUuid, metadataSchema, queryBool, validate, type Schema } from '../http/validate.ts';
@@ -147,10 +147,15 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
   router.post('/v3/volumes', (ctx) => {
     const { volume } = validate<{ volume: Record<string, unknown> }>(createVolumeSchema, ctx.body ?? null);
     if (volume['metadata']) checkMetadataKeys(volume['metadata'] as Record<string, string>);
-    if (volume['imageRef']) throw errors.notImplemented('Creating a volume from an image (imageRef)');
-    if (volume['backup_id']) throw errors.notImplemented('Creating a volume from a backup (backup_id)');
+    // No image, backup or group can exist in Pumice yet, so any reference to one is a client error (as in
+    // Cinder: 400 for an unusable image, 404 for an unknown backup or group), not a 501.
+    if (volume['imageRef']) {
+      throw errors.badRequest(`Invalid image identifier or unable to access requested image: image ${String(volume['imageRef'])} does not exist (Pumice's image service has no images yet).`);
+    }
+    if (volume['backup_id']) throw new PumiceError('NotFound', `Backup ${String(volume['backup_id'])} could not be found (Pumice has no backups yet).`);
     if (volume['multiattach']) throw errors.badRequest('Multiattach volumes are not supported by the configured backends.');
-    if (volume['consistencygroup_id'] || volume['group_id']) throw errors.notImplemented('Volume groups');
+    const groupId = volume['group_id'] ?? volume['consistencygroup_id'];
+    if (groupId) throw new PumiceError('NotFound', `Group ${String(groupId)} could not be found (Pumice has no volume groups yet).`);
     const row = service.createVolume(auth(ctx), {
       size: (volume['size'] as number | null | undefined) ?? null,
       name: (volume['name'] ?? volume['display_name']) as string | null | undefined,
@@ -217,7 +222,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       throw errors.badRequest(`A volume action body is an object with exactly one key, the action: one of ${Object.keys(actionSchemas).join(', ')}.`);
     }
     const [action, rawArgs] = Object.entries(body)[0]!;
-    const schema = actionSchemas[action];
+    const schema = Object.hasOwn(actionSchemas, action) ? actionSchemas[action] : undefined;
     if (!schema) throw errors.badRequest(`Invalid volume action '${action}'. Pumice supports: ${Object.keys(actionSchemas).join(', ')}.`);
     const args = validate<Record<string, unknown>>(schema, rawArgs ?? {}, action);
     const id = ctx.params['id']!;
@@ -294,13 +299,15 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     router.get(`${base}/:id/metadata/:key`, (ctx) => {
       const metadata = JSON.parse(get(auth(ctx), ctx.params['id']!).metadata) as Record<string, string>;
       const key = ctx.params['key']!;
-      if (!(key in metadata)) throw errors.notFound('Metadata key', `'${key}'`);
+      // hasOwn, not `in`: a key named 'constructor' or 'toString' is not in the metadata.
+      if (!Object.hasOwn(metadata, key)) throw errors.notFound('Metadata key', `'${key}'`);
       return { status: 200, body: { meta: { [key]: metadata[key] } } };
     });
     router.put(`${base}/:id/metadata/:key`, (ctx) => {
       const { meta } = validate<{ meta: Record<string, string> }>(metaItemBody, ctx.body ?? null);
       const key = ctx.params['key']!;
-      if (!(key in meta)) throw errors.badRequest(`Request body and URI mismatch: the body must set key '${key}'.`);
+      checkMetadataKeys(meta);
+      if (!Object.hasOwn(meta, key)) throw errors.badRequest(`Request body and URI mismatch: the body must set key '${key}'.`);
       set(auth(ctx), ctx.params['id']!, { [key]: meta[key]! }, false);
       return { status: 200, body: { meta: { [key]: meta[key] } } };
     });
@@ -461,6 +468,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       },
       ctx.body ?? null,
     );
+    if (input.extra_specs) checkMetadataKeys(input.extra_specs);
     if (db.get('SELECT 1 FROM volume_types WHERE name = ?', input.name)) throw errors.conflict(`Volume Type ${input.name} already exists.`);
     const id = randomUUID();
     const isPublic = input['os-volume-type-access:is_public'] ?? input.is_public ?? true;
@@ -518,7 +526,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     service.requireAdmin(auth(ctx), 'volume_extension:types_extra_specs:show');
     const specs = service.extraSpecs(typeById(ctx).id);
     const key = ctx.params['key']!;
-    if (!(key in specs)) throw errors.notFound('Volume type extra spec', key);
+    if (!Object.hasOwn(specs, key)) throw errors.notFound('Volume type extra spec', key);
     return { status: 200, body: { [key]: specs[key] } };
   });
   router.put('/v3/types/:id/extra_specs/:key', (ctx) => {
@@ -526,7 +534,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     const type = typeById(ctx);
     const key = ctx.params['key']!;
     const body = validate<Record<string, string>>({ ...metadataSchema, maxProperties: 1 } as Schema, ctx.body ?? null);
-    if (!(key in body)) throw errors.badRequest(`Request body and URI mismatch: the body must set key '${key}'.`);
+    checkMetadataKeys(body);
+    // hasOwn, not `in`: URL key 'toString' would otherwise find Object.prototype.toString and bind a function (500).
+    if (!Object.hasOwn(body, key)) throw errors.badRequest(`Request body and URI mismatch: the body must set key '${key}'.`);
     checkInUseBackendChange(type.id, body);
     db.run('INSERT INTO volume_type_extra_specs (volume_type_id, key, value) VALUES (?, ?, ?) ON CONFLICT (volume_type_id, key) DO UPDATE SET value = excluded.value', type.id, key, body[key]!);
     return { status: 200, body: { [key]: body[key] } };
@@ -820,8 +830,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
         if (!key) throw errors.invalidInput(`Invalid input: empty sort key in '${sortParam}'.`);
         sort.push({ key: key.trim(), dir: parseDir(dir?.trim()) });
       }
-    } else if (sortKey !== null) {
-      sort.push({ key: sortKey, dir: parseDir(q.get('sort_dir') ?? undefined) });
+    } else if (sortKey !== null || q.get('sort_dir') !== null) {
+      // sort_dir alone applies to the default key (as in Cinder); a bad value is a 400, not silently ignored.
+      sort.push({ key: sortKey ?? 'created_at', dir: parseDir(q.get('sort_dir') ?? undefined) });
     } else {
       sort.push({ key: 'created_at', dir: 'desc' });
     }

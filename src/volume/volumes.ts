@@ -329,7 +329,8 @@ export class VolumeService {
     this.requireWriter(auth, 'delete_volume_metadata');
     const row = this.volume(auth, id);
     const metadata = JSON.parse(row.metadata) as Record<string, string>;
-    if (!(key in metadata)) throw errors.notFound('Metadata key', `'${key}' of volume ${id}`);
+    // hasOwn, not `in`: 'constructor' or 'hasOwnProperty' is not a metadata key.
+    if (!Object.hasOwn(metadata, key)) throw errors.notFound('Metadata key', `'${key}' of volume ${id}`);
     delete metadata[key];
     this.db.run('UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(metadata), nowIso(), id);
   }
@@ -505,7 +506,7 @@ export class VolumeService {
     this.requireWriter(auth, 'delete_snapshot_metadata');
     const snap = this.snapshot(auth, id);
     const metadata = JSON.parse(snap.metadata) as Record<string, string>;
-    if (!(key in metadata)) throw errors.notFound('Metadata key', `'${key}' of snapshot ${id}`);
+    if (!Object.hasOwn(metadata, key)) throw errors.notFound('Metadata key', `'${key}' of snapshot ${id}`);
     delete metadata[key];
     this.db.run('UPDATE snapshots SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(metadata), nowIso(), id);
   }
@@ -554,6 +555,9 @@ export class VolumeService {
       conditions.push(`(${ors.join(' OR ')})`);
     }
     const order = expressions.map((e) => `${e.column} ${e.dir.toUpperCase()}`).join(', ');
+    // limit=0 asks for no rows (Cinder answers an empty list); reporting hasMore for an empty page
+    // made the caller build a next link from a row that does not exist (500).
+    if (query.limit === 0) return { rows: [], hasMore: false, count };
     const rows = this.db.all<T>(`SELECT * FROM ${table} ${where()} ORDER BY ${order} LIMIT ?`, ...params, query.limit + 1);
     const hasMore = rows.length > query.limit;
     if (hasMore) rows.pop();

@@ -171,6 +171,9 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones {
 
   async revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void> {
     // Copy beside the volume, then rename over it: a crash leaves either the old or the reverted content.
+    // Withdraw the export first: a connection opened before the rename would keep writing into the
+    // replaced file and its acknowledged writes would be lost; consumers re-initialize the connection.
+    this.options.exporter.unpublish(exportName(volume.id));
     await this.copyInto(this.snapshotPath(snapshot.id), this.volumePath(volume.id), `${volume.id}-revert`, volume.sizeGiB);
   }
 

@@ -1,0 +1,70 @@
+/**
+ * `pumice doctor`: checks every prerequisite of a configuration and names
+ * the fix for each one that fails, without starting the server.
+ */
+import { execFile } from 'node:child_process';
+import { accessSync, constants, mkdirSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { loadConfig, type PumiceConfig } from './config/config.ts';
+import { ConfigError } from './config/ini.ts';
+import { LocalBackend } from './volume/drivers/local.ts';
+
+const execFileAsync = promisify(execFile);
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export async function runDoctor(configPath: string | null, dataDir: string): Promise<Check[]> {
+  const checks: Check[] = [];
+  let config: PumiceConfig;
+  try {
+    config = loadConfig(configPath, dataDir);
+    checks.push({ name: 'configuration', ok: true, detail: configPath ?? 'embedded defaults' });
+  } catch (error) {
+    checks.push({ name: 'configuration', ok: false, detail: error instanceof ConfigError ? error.message : String(error) });
+    return checks;
+  }
+  try {
+    mkdirSync(dataDir, { recursive: true });
+    accessSync(dataDir, constants.W_OK);
+    checks.push({ name: 'data directory', ok: true, detail: dataDir });
+  } catch (error) {
+    checks.push({ name: 'data directory', ok: false, detail: `${dataDir} is not writable: ${(error as Error).message}. Pass --data-dir with a writable directory.` });
+  }
+  try {
+    await import('better-sqlite3');
+    checks.push({ name: 'SQLite (better-sqlite3)', ok: true, detail: 'loads' });
+  } catch (error) {
+    checks.push({ name: 'SQLite (better-sqlite3)', ok: false, detail: `${(error as Error).message}. Run npm ci (it builds better-sqlite3 with g++ and make).` });
+  }
+  for (const backend of config.backends) {
+    const name = `backend [${backend.section}] (${backend.volume_driver})`;
+    if (backend.volume_driver !== 'local' && !/LocalDriver$|LVMVolumeDriver$/.test(backend.volume_driver)) {
+      checks.push({ name, ok: false, detail: `volume_driver ${backend.volume_driver} is not available in this version; use volume_driver = local` });
+      continue;
+    }
+    const driver = new LocalBackend({
+      section: backend.section,
+      directory: backend.local_volume_dir!,
+      exporter: { publish() {}, unpublish() {}, address: () => ({ host: '', port: 0 }) },
+      reportDiscard: false,
+    });
+    try {
+      await driver.start();
+      const capacity = await driver.reportCapacity();
+      checks.push({ name, ok: true, detail: `${backend.local_volume_dir}: ${capacity.freeCapacityGiB.toFixed(1)} of ${capacity.totalCapacityGiB.toFixed(1)} GiB free` });
+    } catch (error) {
+      checks.push({ name, ok: false, detail: (error as Error).message });
+    }
+  }
+  try {
+    const { stdout } = await execFileAsync('cp', ['--version']);
+    checks.push({ name: 'cp (sparse copies)', ok: true, detail: stdout.split('\n')[0]! });
+  } catch {
+    checks.push({ name: 'cp (sparse copies)', ok: false, detail: 'GNU cp not found: install coreutils' });
+  }
+  return checks;
+}
