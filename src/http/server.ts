@@ -48,6 +48,16 @@ export function createHttpServer(options: HttpServerOptions): Server {
       else res.destroy();
     });
   });
+  // Requests Node's parser rejects (oversize headers, malformed HTTP) still get a fault body.
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const message = status === 431
+      ? 'Request headers or URL are too large (over 16 KiB): shorten the URL or query string.'
+      : 'Malformed HTTP request: the request line or headers could not be parsed.';
+    const body = JSON.stringify({ badRequest: { code: status, message } });
+    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.requestTimeout = 300_000;
