@@ -218,6 +218,11 @@ export class VolumeManager {
       (task, reason) => {
         setVolume(task.resourceId, 'error_deleting', reason);
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_004', `delete volume: ${reason}`);
+        // A cascade delete put the volume's snapshots in 'deleting'; left there, nothing could ever delete them again.
+        for (const snap of this.db.all<{ id: string }>("SELECT id FROM snapshots WHERE volume_id = ? AND status = 'deleting'", task.resourceId)) {
+          this.db.run("UPDATE snapshots SET status = 'error_deleting', status_reason = ?, updated_at = ? WHERE id = ?", `delete of volume ${task.resourceId}: ${reason}`, nowIso(), snap.id);
+          this.userMessage(snap.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot (cascade delete of volume ${task.resourceId}): ${reason}`);
+        }
       },
     );
 
@@ -321,6 +326,8 @@ export class VolumeManager {
       const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the volume was set to ${errorStatus}`;
       this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', errorStatus, reason, nowIso(), row.id);
+      // status_reason is not in the API: the user message is where the reason shows.
+      this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
     }
     for (const state of this.backends.values()) {
