@@ -17,6 +17,8 @@ commands:
   init          create and bootstrap the data directory, print the admin credentials, exit
   check-config  validate a configuration file and exit
   doctor        check every prerequisite of the configuration and name the fix for each failure
+  ceph-lab up|down|purge|status DIR
+                a throwaway single-host Ceph cluster in DIR, for tests and demos
 
 options:
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
@@ -37,8 +39,9 @@ class UsageError extends Error {}
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean };
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: rest,
       options: {
         'data-dir': { type: 'string' },
@@ -47,7 +50,10 @@ export async function main(argv: string[]): Promise<void> {
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
+      allowPositionals: true,
     }));
+    // Only ceph-lab takes positional arguments; the other commands stay strict.
+    if (command !== 'ceph-lab' && positionals.length > 0) throw new TypeError(`Unexpected argument '${positionals[0]}'`);
   } catch (error) {
     process.stderr.write(`pumice: ${(error as Error).message}\n\n${usage}`);
     process.exit(2);
@@ -80,6 +86,30 @@ export async function main(argv: string[]): Promise<void> {
         loadConfig(configPath, dataDir);
         process.stdout.write(`${configPath ?? '(embedded defaults)'}: OK\n`);
         return;
+      case 'ceph-lab': {
+        const [action, dir, ...extra] = positionals;
+        if (!action || !['up', 'down', 'purge', 'status'].includes(action) || !dir || extra.length > 0) {
+          throw new UsageError('ceph-lab takes an action and a directory: pumice ceph-lab up|down|purge|status DIR');
+        }
+        const lab = await import('./ceph/lab.ts');
+        const started = Date.now();
+        const took = () => `${((Date.now() - started) / 1000).toFixed(1)} s`;
+        if (action === 'up') {
+          const ready = await lab.labUp(dir, { log: (m) => process.stderr.write(`ceph-lab: ${m}\n`) });
+          process.stdout.write(`conf: ${ready.confPath}\nfsid: ${ready.fsid}\nready in ${took()}\n`);
+        } else if (action === 'down') {
+          await lab.labDown(dir);
+          process.stdout.write(`stopped in ${took()}\n`);
+        } else if (action === 'purge') {
+          await lab.labPurge(dir);
+          process.stdout.write(`purged in ${took()}\n`);
+        } else {
+          const status = await lab.labStatus(dir);
+          process.stdout.write(`running: ${status.running ? 'yes' : 'no'}\nhealth: ${status.health}\n`);
+          if (!status.running) process.exitCode = 1;
+        }
+        return;
+      }
       default:
         throw new UsageError(`unknown command '${command}'`);
     }

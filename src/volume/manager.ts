@@ -330,6 +330,17 @@ export class VolumeManager {
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
     }
+    const stuckSnapshots = this.db.all<SnapshotRow>(
+      "SELECT s.* FROM snapshots s WHERE s.status IN ('creating','deleting','restoring') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.state IN ('queued','running') AND (t.resource_id = s.id OR t.resource_id = s.volume_id))",
+    );
+    for (const row of stuckSnapshots) {
+      // A snapshot being restored from is intact: only the revert of its volume was cut short.
+      const next = row.status === 'deleting' ? 'error_deleting' : row.status === 'restoring' ? 'available' : 'error';
+      const reason = `the operation '${row.status}' was interrupted and has no pending task; the snapshot was set to ${next}`;
+      this.db.run('UPDATE snapshots SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', next, reason, nowIso(), row.id);
+      if (next !== 'available') this.userMessage(row.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_003', `${row.status} snapshot: ${reason}`);
+      this.log(`reconcile: snapshot ${row.id}: ${reason}`);
+    }
     for (const state of this.backends.values()) {
       if (!state.up) continue;
       let listed: { volumeIds: string[]; snapshotIds: string[] };
