@@ -40,7 +40,7 @@ const defaultOptions = {
     help: 'scheduler filters in order',
   },
   scheduler_default_weighers: { type: 'list', default: ['CapacityWeigher'], help: 'scheduler weighers' },
-  volume_task_concurrency: { type: 'int', default: 8, min: 1, help: 'volume tasks run at once per backend' },
+  volume_task_concurrency: { type: 'int', default: 16, min: 1, help: 'volume tasks run at once per backend' },
   debug: { type: 'bool', default: false, help: 'log every request' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: any free port)' },

@@ -121,4 +121,13 @@ CREATE TABLE messages (
 CREATE INDEX messages_project ON messages(project_id, created_at);
 `,
   },
+  {
+    version: 2,
+    sql: `
+CREATE INDEX volumes_backend_size ON volumes(backend, size_gib);
+CREATE INDEX volumes_project_size ON volumes(project_id, size_gib);
+CREATE INDEX snapshots_project_size ON snapshots(project_id, size_gib);
+CREATE INDEX volumes_project_created ON volumes(project_id, created_at, id);
+`,
+  },
 ];

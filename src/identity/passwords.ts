@@ -10,10 +10,22 @@ const blockSizeR = 8;
 const parallelP = 1;
 const keyBytes = 32;
 
-function derive(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password, salt, keyBytes, options, (error, key) => (error ? reject(error) : resolve(key)));
-  });
+/** Hashes at once; more wait, so logins never take every thread of the pool that file I/O needs. */
+const concurrentHashesMax = 2;
+let hashesRunning = 0;
+const waiting: (() => void)[] = [];
+
+async function derive(password: string, salt: Buffer, options: ScryptOptions): Promise<Buffer> {
+  if (hashesRunning >= concurrentHashesMax) await new Promise<void>((resolve) => waiting.push(resolve));
+  hashesRunning++;
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scrypt(password, salt, keyBytes, options, (error, key) => (error ? reject(error) : resolve(key)));
+    });
+  } finally {
+    hashesRunning--;
+    waiting.shift()?.();
+  }
 }
 
 export async function hashPassword(password: string): Promise<string> {

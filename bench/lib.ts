@@ -1,0 +1,281 @@
+/**
+ * Shared helpers for the benchmarks in bench/: start a real `pumice serve`
+ * in a child process (free port, temporary data directory), a small
+ * keep-alive HTTP client, percentiles, and resident-memory sampling from
+ * /proc. Benchmarks are not tests: they print figures and exit.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+
+export const repoRoot = resolve(import.meta.dirname, '..');
+export const adminPassword = 'bench-admin-password';
+
+export interface Server {
+  url: string;
+  pid: number;
+  dataDir: string;
+  proc: ChildProcess;
+  output(): string;
+  /** SIGTERM and wait for exit (SIGKILL after 10 s). */
+  stop(): Promise<void>;
+  /** Removes the data directory (after stop). */
+  cleanup(): void;
+}
+
+export interface ServerOptions {
+  /** Reuse an existing data directory (e.g. one prepared with rows inserted directly). */
+  dataDir?: string;
+  /** INI text written to DATA_DIR/pumice.conf. */
+  config?: string;
+  /** Extra node flags for the server process, e.g. ['--cpu-prof', '--cpu-prof-dir=/tmp/x']. */
+  nodeFlags?: string[];
+}
+
+export async function startServer(options: ServerOptions = {}): Promise<Server> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pumice-bench-'));
+  const args = [...(options.nodeFlags ?? []), join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'];
+  if (options.config !== undefined) {
+    writeFileSync(join(dataDir, 'pumice.conf'), options.config);
+    args.push('--config', join(dataDir, 'pumice.conf'));
+  }
+  const proc = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { ...process.env, PUMICE_ADMIN_PASSWORD: adminPassword },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pumice did not start in 30 s:\n${output}`)), 30_000);
+    proc.stdout!.on('data', () => {
+      const m = /ready at (http:\/\/\S+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]!);
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`pumice exited with ${code} before it was ready:\n${output}`));
+    });
+  });
+  let stopped = false;
+  // If the benchmark dies (an exception, EPIPE from `| head`), take the server and its data with it.
+  const onExit = () => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    if (basename(dataDir).startsWith('pumice-bench-')) rmSync(dataDir, { recursive: true, force: true });
+  };
+  process.once('exit', onExit);
+  void exited.then(() => process.removeListener('exit', onExit));
+  return {
+    url,
+    pid: proc.pid!,
+    dataDir,
+    proc,
+    output: () => output,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    cleanup() {
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Stops and removes the server on SIGINT/SIGTERM of the benchmark itself. */
+export function cleanupOnSignal(servers: () => Server[]): void {
+  const handler = async () => {
+    for (const s of servers()) {
+      await s.stop().catch(() => undefined);
+      s.cleanup();
+    }
+    process.exit(130);
+  };
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+}
+
+// ---- HTTP ----
+const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+
+export interface Response {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  json<T = any>(): T;
+}
+
+export function request(url: string, method: string, headers: Record<string, string> = {}, body?: unknown): Promise<Response> {
+  return new Promise((resolveRes, reject) => {
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const h: Record<string, string> = { Accept: 'application/json', ...headers };
+    if (payload) {
+      h['Content-Type'] = 'application/json';
+      h['Content-Length'] = String(payload.length);
+    }
+    const req = http.request(url, { method, headers: h, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolveRes({ status: res.statusCode ?? 0, headers: res.headers, text, json: () => JSON.parse(text) });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+export interface Session {
+  url: string;
+  token: string;
+  projectId: string;
+  volumeUrl: string;
+  call(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<Response>;
+}
+
+export function passwordAuthBody(user = 'admin', password = adminPassword, project = 'admin') {
+  return {
+    auth: {
+      identity: { methods: ['password'], password: { user: { name: user, domain: { name: 'Default' }, password } } },
+      scope: { project: { name: project, domain: { name: 'Default' } } },
+    },
+  };
+}
+
+export async function login(url: string): Promise<Session> {
+  const res = await request(`${url}/identity/v3/auth/tokens`, 'POST', {}, passwordAuthBody());
+  if (res.status !== 201) throw new Error(`login failed: ${res.status} ${res.text}`);
+  const token = String(res.headers['x-subject-token']);
+  const projectId = res.json<{ token: { project: { id: string } } }>().token.project.id;
+  const volumeUrl = `${url}/volume/v3/${projectId}`;
+  return {
+    url,
+    token,
+    projectId,
+    volumeUrl,
+    call: (method, path, body, headers = {}) =>
+      request(path.startsWith('http') ? path : `${url}${path}`, method, { 'X-Auth-Token': token, ...headers }, body),
+  };
+}
+
+/** Lifts the admin project's volume quotas (volumes, gigabytes, snapshots: unlimited). */
+export async function unlimitedQuota(s: Session): Promise<void> {
+  const res = await s.call('PUT', `/volume/v3/${s.projectId}/os-quota-sets/${s.projectId}`, { quota_set: { volumes: -1, gigabytes: -1, snapshots: -1 } });
+  if (res.status !== 200) throw new Error(`quota update failed: ${res.status} ${res.text}`);
+}
+
+// ---- figures ----
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length) - 1;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank))]!;
+}
+
+export function ms(n: number): string {
+  return `${n.toFixed(2)} ms`;
+}
+
+export function latencySummary(values: number[]): string {
+  return `n=${values.length} p50=${ms(percentile(values, 50))} p99=${ms(percentile(values, 99))} max=${ms(Math.max(...values))}`;
+}
+
+export const now = (): number => performance.now();
+export const sleep = (t: number): Promise<void> => new Promise((r) => setTimeout(r, t));
+
+/** VmRSS of a process in MiB, from /proc/PID/status. */
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Samples VmRSS every `intervalMs`; stop() returns the peak and the sample count. */
+export function sampleRss(pid: number, intervalMs = 100): { stop(): { peakMiB: number; samples: number; lastMiB: number } } {
+  let peak = 0;
+  let samples = 0;
+  let last = NaN;
+  const take = () => {
+    try {
+      last = rssMiB(pid);
+      peak = Math.max(peak, last);
+      samples++;
+    } catch {
+      // process gone
+    }
+  };
+  take();
+  const timer = setInterval(take, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      take();
+      return { peakMiB: peak, samples, lastMiB: last };
+    },
+  };
+}
+
+/** CPU seconds (user+system) a process used so far, from /proc/PID/stat. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return ticks / 100;
+}
+
+export function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? Number(process.argv[i + 1]) : fallback;
+}
+export function argString(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+export function flag(name: string): boolean {
+  return process.argv.includes(`--${name}`);
+}
+
+/** Busy CPU seconds of the whole machine (all cores) so far, from /proc/stat. */
+export function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+  const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+  return (user! + nice! + system! + irq! + softirq! + steal!) / 100;
+}
+
+/**
+ * Measures the CPU of the server, of this benchmark process and of everything
+ * else on the machine over a phase, so a figure taken while other work ran
+ * (tests of other sessions, say) can be recognised as such.
+ */
+export function cpuMeter(serverPid: number): { stop(): { elapsedS: number; serverS: number; benchS: number; otherS: number; text: string } } {
+  const t0 = now();
+  const server0 = cpuSeconds(serverPid);
+  const bench0 = process.cpuUsage();
+  const machine0 = machineBusySeconds();
+  return {
+    stop() {
+      const elapsedS = (now() - t0) / 1000;
+      const serverS = cpuSeconds(serverPid) - server0;
+      const b = process.cpuUsage(bench0);
+      const benchS = (b.user + b.system) / 1e6;
+      const otherS = Math.max(0, machineBusySeconds() - machine0 - serverS - benchS);
+      const pct = (x: number) => `${((x / elapsedS) * 100).toFixed(0)}%`;
+      return {
+        elapsedS, serverS, benchS, otherS,
+        text: `server ${pct(serverS)}, bench client ${pct(benchS)}, other processes ${pct(otherS)} of one core (machine has 2)`,
+      };
+    },
+  };
+}
