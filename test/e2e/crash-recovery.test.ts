@@ -66,7 +66,8 @@ describe('crash recovery after kill -9 mid-operation', { timeout: 120_000 }, () 
   let immutable = '';
   const servers: PumiceProcess[] = [];
   const start = async () => {
-    const p = await startPumice({ dataDir });
+    // Few task slots, so that copies hold them and the deletes behind them are still queued at the crash.
+    const p = await startPumice({ dataDir, config: '[DEFAULT]\nvolume_task_concurrency = 4\n' });
     servers.push(p);
     return p;
   };
