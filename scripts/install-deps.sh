@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 debian_packages=(
   python3-openstackclient python3-cinderclient python3-openstacksdk  # real API clients
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
-  g++ make python3                                                   # node-gyp build of better-sqlite3
+  g++ make python3                                                   # node-gyp builds (better-sqlite3, native/)
+  ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime                # the lab Ceph cluster tests start
+  librbd-dev librados-dev                                            # headers of the native librbd binding
+  qemu-block-extra                                                   # qemu-img with rbd: paths
 )
 missing=()
 for p in "${debian_packages[@]}"; do
@@ -24,4 +27,7 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# The librbd binding (native/): built here because the tests need it; `npm ci`
+# alone does not build it, so the embedded default never needs Ceph headers.
+npm run --silent build:native
 echo "install-deps: done"

@@ -16,7 +16,7 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -95,6 +95,27 @@ const PACKAGE_OF: Record<string, string> = {
 };
 
 // ---------------------------------------------------------------- processes
+
+function inPath(cmd: string): boolean {
+  for (const d of (process.env['PATH'] ?? '').split(':')) {
+    if (!d) continue;
+    try {
+      accessSync(path.join(d, cmd), constants.X_OK);
+      return true;
+    } catch {
+      /* next */
+    }
+  }
+  return false;
+}
+
+/** Fails with one message naming every missing program and the packages to install. */
+function assertTools(): void {
+  const missing = Object.keys(PACKAGE_OF).filter((cmd) => !inPath(cmd));
+  if (missing.length === 0) return;
+  const packages = [...new Set(missing.map((cmd) => PACKAGE_OF[cmd]!))];
+  throw new CephLabError(`${missing.join(', ')} not found in PATH: apt-get install ${packages.join(' ')}`);
+}
 
 function tail(text: string, lines = 15): string {
   const all = text.trim().split('\n');
@@ -369,7 +390,7 @@ async function launch(dir: string, name: DaemonName): Promise<number> {
 
 async function stopPid(pid: number, graceMs: number): Promise<void> {
   try {
-    process.kill(pid, 'SIGTERM');
+    process.kill(pid, graceMs > 0 ? 'SIGTERM' : 'SIGKILL');
   } catch {
     return;
   }
@@ -389,12 +410,15 @@ async function stopPid(pid: number, graceMs: number): Promise<void> {
   }
 }
 
-/** Stops one daemon of the lab (SIGTERM, SIGKILL after 20 s) and waits for it to exit. */
-export async function stopDaemon(dir: string, name: DaemonName): Promise<void> {
+/**
+ * Stops one daemon of the lab and waits for it to exit: SIGTERM (SIGKILL after
+ * 20 s), or with `{ kill: true }` SIGKILL at once, to simulate a crash.
+ */
+export async function stopDaemon(dir: string, name: DaemonName, options: { kill?: boolean } = {}): Promise<void> {
   const abs = path.resolve(dir);
   const info = daemonInfo(abs, name);
   const pid = labPid(abs, name);
-  if (pid !== null) await stopPid(pid, 20_000);
+  if (pid !== null) await stopPid(pid, options.kill ? 0 : 20_000);
   try {
     unlinkSync(info.pidFile);
   } catch {
@@ -663,6 +687,7 @@ export async function labUp(dir: string, options: LabUpOptions = {}): Promise<Ce
   const log = options.log ?? (() => undefined);
   const readyTimeoutMs = options.readyTimeoutMs ?? 180_000;
   if (/\s/.test(abs)) throw new CephLabError(`lab directory '${abs}' contains whitespace, which ceph.conf cannot express; choose another path`);
+  assertTools();
   let state = readState(abs);
 
   if (state && !state.complete) {
@@ -722,7 +747,14 @@ export async function labUp(dir: string, options: LabUpOptions = {}): Promise<Ce
     complete: false,
     createdAt: new Date().toISOString(),
   };
-  await createLab(abs, state, log, readyTimeoutMs);
+  try {
+    await createLab(abs, state, log, readyTimeoutMs);
+  } catch (error) {
+    // Free the ports; keep the directory (logs) for diagnosis. The next labUp clears it.
+    await labDown(abs).catch(() => undefined);
+    const message = (error as Error).message;
+    throw new CephLabError(`${message}\nCreating the lab in ${abs} failed; its daemons are stopped, logs are in ${path.join(abs, 'log')}. Retry (labUp clears a half-created lab) or purge: pumice ceph-lab purge ${abs}`);
+  }
   return labOf(abs, state.fsid);
 }
 

@@ -688,7 +688,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     const isUp = row.heartbeat_at !== null && Date.now() - Date.parse(row.heartbeat_at) <= serviceDownSeconds * 1000;
     const body: Record<string, unknown> = {
       binary: row.binary, host: row.host, zone: row.zone, status: row.disabled ? 'disabled' : 'enabled', state: isUp ? 'up' : 'down',
-      updated_at: cinderTime(row.heartbeat_at), disabled_reason: row.disabled_reason,
+      updated_at: cinderTime(row.heartbeat_at),
+      // A service that is down says why where operators look (volume service list --long).
+      disabled_reason: row.disabled_reason ?? (isUp ? null : row.state_reason),
     };
     if (row.binary === volumeBinary) {
       body['replication_status'] = 'disabled';

@@ -9,6 +9,7 @@ import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { DriverError, hasClones, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
+import { RbdBackend } from './drivers/rbd.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
 
@@ -39,7 +40,7 @@ export class VolumeManager {
     exporter: BlockExporter,
     private readonly log: (message: string) => void,
     /** Builds a backend's driver; tests pass a fake that implements the same interfaces. */
-    driverFactory: (backend: BackendConfig) => VolumeBackend = (backend) => createDriver(backend, exporter),
+    driverFactory: (backend: BackendConfig) => VolumeBackend = (backend) => createDriver(backend, exporter, log),
   ) {
     for (const backend of config.backends) {
       this.backends.set(backend.section, {
@@ -104,6 +105,7 @@ export class VolumeManager {
       try {
         if (!state.up) await state.driver.start();
         state.capacity = await state.driver.reportCapacity();
+        await state.driver.maintain?.();
         if (!state.up) this.log(`backend [${state.config.section}] is up again`);
         state.up = true;
         state.downReason = null;
@@ -366,13 +368,13 @@ export class VolumeManager {
   }
 }
 
-function createDriver(backend: BackendConfig, exporter: BlockExporter): VolumeBackend {
+function createDriver(backend: BackendConfig, exporter: BlockExporter, log: (message: string) => void): VolumeBackend {
   const driver = backend.volume_driver;
   if (driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(driver)) {
     return new LocalBackend({ section: backend.section, directory: backend.local_volume_dir!, exporter, reportDiscard: backend.report_discard_supported });
   }
   if (driver === 'rbd' || /RBDDriver$/.test(driver)) {
-    throw new Error(`[${backend.section}] volume_driver = ${driver}: the Ceph RBD driver is not available in this version of Pumice yet; use volume_driver = local`);
+    return new RbdBackend({ config: backend, log });
   }
   throw new Error(`[${backend.section}] volume_driver = ${driver} is unknown; use 'local' (sparse files) or 'rbd' (Ceph)`);
 }

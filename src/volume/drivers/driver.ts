@@ -69,6 +69,8 @@ export interface VolumeBackend {
   terminateConnection(volume: VolumeRef, connector: Connector | null): Promise<void>;
   /** Lists the volume and snapshot ids the backend holds, for reconciliation. */
   listResources(): Promise<{ volumeIds: string[]; snapshotIds: string[] }>;
+  /** Periodic housekeeping (e.g. removing parents kept for clones that are gone); called on heartbeats. */
+  maintain?(): Promise<void>;
 }
 
 export interface Snapshots {
