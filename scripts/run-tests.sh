@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test: type check, unit tests, then end-to-end tests against real
-# servers and real clients. Two test files at a time keeps this 2-core machine responsive.
+# Runs every test: type check, unit tests, end-to-end tests against real
+# servers and real clients, and the Ceph tests against one throwaway lab
+# cluster that scripts/with-ceph-lab.sh starts and purges around the run.
+# One test file at a time: the Ceph tests stop and start the shared monitor,
+# and this 2-core machine stays responsive.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc --noEmit -p .
 shopt -s nullglob
 files=(test/unit/*.test.ts test/e2e/*.test.ts)
-exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "${files[@]}"
+runner=(node --import tsx --test --test-concurrency=1 --test-reporter=spec)
+if command -v ceph-mon >/dev/null && [ -f native/build/Release/pumice_rbd.node ]; then
+  exec bash scripts/with-ceph-lab.sh "${runner[@]}" "${files[@]}" test/ceph/*.test.ts
+fi
+echo "run-tests: Ceph packages or the native binding are missing (run scripts/install-deps.sh): Ceph tests not run" >&2
+exec "${runner[@]}" "${files[@]}"

@@ -455,6 +455,13 @@ function pgSummary(json: unknown): { numPgs: number; byState: { name: string; nu
   return { numPgs, byState: byState as { name: string; num: number }[] };
 }
 
+function isActiveClean(state: string): boolean {
+  const flags = new Set(state.split('+'));
+  if (!flags.has('active') || !flags.has('clean')) return false;
+  const harmless = new Set(['active', 'clean', 'snaptrim', 'snaptrim_wait', 'scrubbing', 'deep', 'scrubbing+deep', 'laggy', 'wait']);
+  return [...flags].every((f) => harmless.has(f));
+}
+
 /** Ready = `ceph health` is HEALTH_OK and `ceph pg stat` shows at least `expectedPgs` PGs, all active+clean. */
 async function readiness(dir: string, expectedPgs: number, timeoutMs = 15_000): Promise<Readiness> {
   const [health, pgs] = await Promise.all([
@@ -471,7 +478,8 @@ async function readiness(dir: string, expectedPgs: number, timeoutMs = 15_000): 
         const s = pgSummary(JSON.parse(out));
         if (!s) return { ok: false, text: `unparsable pg stat: ${out.slice(0, 200)}` };
         const text = `${s.numPgs} pgs: ${s.byState.map((b) => `${b.num} ${b.name}`).join(', ') || 'none'}`;
-        const ok = s.numPgs >= expectedPgs && s.byState.every((b) => b.name === 'active+clean' || b.num === 0);
+        // Background work on healthy PGs (snaptrim after snapshot removal, scrubbing) still counts as ready.
+        const ok = s.numPgs >= expectedPgs && s.byState.every((b) => b.num === 0 || isActiveClean(b.name));
         return { ok, text };
       },
       (error: Error) => ({ ok: false, text: `ceph pg stat failed: ${error.message.split('\n')[0]}` }),

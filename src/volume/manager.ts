@@ -99,22 +99,32 @@ export class VolumeManager {
 
   /** Refreshes capacity reports and writes heartbeats; a backend whose report fails stops heartbeating (shows down). */
   async heartbeat(): Promise<void> {
-    const now = nowIso();
-    this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', now, schedulerBinary, this.config.DEFAULT.host);
-    for (const state of this.backends.values()) {
-      try {
-        if (!state.up) await state.driver.start();
-        state.capacity = await state.driver.reportCapacity();
-        await state.driver.maintain?.();
-        if (!state.up) this.log(`backend [${state.config.section}] is up again`);
-        state.up = true;
-        state.downReason = null;
-        this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', now, volumeBinary, state.host);
-      } catch (error) {
-        state.up = false;
-        state.downReason = (error as Error).message;
-        this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', state.downReason, volumeBinary, state.host);
-      }
+    this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), schedulerBinary, this.config.DEFAULT.host);
+    // Backends beat independently: a cluster that times out must not make the others look down.
+    await Promise.all([...this.backends.values()].map((state) => this.heartbeatBackend(state)));
+  }
+
+  private readonly heartbeatsRunning = new Set<string>();
+
+  private async heartbeatBackend(state: BackendState): Promise<void> {
+    const section = state.config.section;
+    if (this.heartbeatsRunning.has(section)) return;
+    this.heartbeatsRunning.add(section);
+    try {
+      if (!state.up) await state.driver.start();
+      state.capacity = await state.driver.reportCapacity();
+      await state.driver.maintain?.();
+      if (!state.up) this.log(`backend [${section}] is up again`);
+      state.up = true;
+      state.downReason = null;
+      this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), volumeBinary, state.host);
+    } catch (error) {
+      if (state.up) this.log(`backend [${section}] is down: ${(error as Error).message}`);
+      state.up = false;
+      state.downReason = (error as Error).message;
+      this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', state.downReason, volumeBinary, state.host);
+    } finally {
+      this.heartbeatsRunning.delete(section);
     }
   }
 

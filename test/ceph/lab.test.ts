@@ -83,7 +83,8 @@ describe('ceph lab', { timeout: 90_000 }, () => {
     assert.ok(Date.now() - t0 < 5000, `idempotent labUp took ${Date.now() - t0} ms`);
     const j = JSON.parse(await ceph('status', '--format', 'json')) as { fsid: string; pgmap: { num_pgs: number; pgs_by_state: { state_name: string }[] } };
     assert.equal(j.fsid, lab.fsid);
-    assert.deepEqual(j.pgmap.pgs_by_state.map((s) => s.state_name), ['active+clean']);
+    // A shared lab may still trim snapshots that earlier test files removed: active+clean all the same.
+    for (const state of j.pgmap.pgs_by_state.map((s) => s.state_name)) assert.match(state, /^active\+clean(\+snaptrim(_wait)?|\+scrubbing(\+deep)?)*$/);
   });
 
   test('ceph.conf keeps everything in the lab directory', () => {

@@ -208,9 +208,12 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     await this.call(`delete ${volumeImage(volume.id)}`, () => this.removeOrHide(volumeImage(volume.id)));
   }
 
-  /** Removes an image, or hides it while clones depend on one of its snapshots. Succeeds if already gone. */
-  private async removeOrHide(name: string): Promise<void> {
-    let parent: { pool: string; image: string; snapshot: string } | null = null;
+  /**
+   * Removes an image, or hides it while clones depend on one of its snapshots.
+   * Succeeds if already gone. `collectLockHeld` when called from a clean-up.
+   */
+  private async removeOrHide(name: string, collectLockHeld = false): Promise<void> {
+    let parent: ParentRef | null = null;
     let keep = false;
     try {
       await this.withImage(name, async (image) => {
@@ -237,7 +240,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     } catch (error) {
       if (!(error instanceof RbdError && error.code === 'ENOENT')) throw error;
     }
-    if (parent) await this.collectParent(parent);
+    if (parent) await (collectLockHeld ? this.collectParentLocked(parent) : this.collectParent(parent));
   }
 
   /** Unprotects and removes a snapshot unless clones depend on it; returns whether it is gone. */
@@ -248,29 +251,54 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     return true;
   }
 
-  /** After a child went away or was flattened: remove its parent's snapshot and image if they were only kept for it. */
-  private async collectParent(parent: { pool: string; image: string; snapshot: string }): Promise<void> {
-    if (parent.pool !== this.pool) return;
-    const hiddenImage = parent.image.endsWith(hiddenSuffix);
-    const hiddenSnap = parent.snapshot.endsWith(hiddenSuffix) || parent.snapshot.endsWith(cloneSnapSuffix);
-    if (!hiddenImage && !hiddenSnap) return;
+  /** Parent clean-ups (tasks and the periodic collector) run one at a time, so two never race on one image. */
+  private collecting: Promise<void> = Promise.resolve();
+
+  private withCollectLock(fn: () => Promise<void>): Promise<void> {
+    const run = this.collecting.then(fn, fn);
+    this.collecting = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * After a child went away or was flattened: remove its parent's snapshot and
+   * image if they were only kept for it. Best effort: the child's own
+   * operation has succeeded, and whatever fails here the collector retries.
+   */
+  private async collectParent(parent: ParentRef): Promise<void> {
+    if (!this.needsCollect(parent)) return;
+    await this.withCollectLock(() => this.collectParentLocked(parent));
+  }
+
+  private needsCollect(parent: ParentRef): boolean {
+    if (parent.pool !== this.pool) return false;
+    return parent.image.endsWith(hiddenSuffix) || parent.snapshot.endsWith(hiddenSuffix) || parent.snapshot.endsWith(cloneSnapSuffix);
+  }
+
+  /** The clean-up itself; the caller holds the collect lock. */
+  private async collectParentLocked(parent: ParentRef): Promise<void> {
+    if (!this.needsCollect(parent)) return;
     try {
-      if (hiddenImage) {
-        await this.removeOrHide(parent.image);
+      if (parent.image.endsWith(hiddenSuffix)) {
+        await this.removeOrHide(parent.image, true);
       } else {
         await this.withImage(parent.image, (image) => this.removeSnapshotIfChildless(image, parent.image, parent.snapshot));
       }
     } catch (error) {
-      if (!(error instanceof RbdError && error.code === 'ENOENT')) throw error;
+      if (!(error instanceof RbdError && error.code === 'ENOENT')) {
+        this.options.log(`[${this.section}] clean-up of ${parent.image}@${parent.snapshot} deferred to the collector: ${(error as Error).message}`);
+      }
     }
   }
 
   /** Removes hidden images and snapshots whose clones are all gone (after crashes or out-of-band flattens). */
   async maintain(): Promise<void> {
-    const names = await this.io().listImages();
-    for (const name of names.filter((n) => n.endsWith(hiddenSuffix))) {
-      await this.removeOrHide(name).catch((error: unknown) => this.options.log(`[${this.section}] collecting ${name}: ${(error as Error).message}`));
-    }
+    await this.withCollectLock(async () => {
+      const names = await this.io().listImages();
+      for (const name of names.filter((n) => n.endsWith(hiddenSuffix))) {
+        await this.removeOrHide(name, true).catch((error: unknown) => this.options.log(`[${this.section}] collecting ${name}: ${(error as Error).message}`));
+      }
+    });
   }
 
   async extendVolume(volume: VolumeRef, newSizeGiB: number): Promise<void> {
@@ -471,6 +499,12 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
   clusterFsid(): string {
     return this.fsid;
   }
+}
+
+interface ParentRef {
+  pool: string;
+  image: string;
+  snapshot: string;
 }
 
 export function volumeImage(volumeId: string): string {
