@@ -8,6 +8,8 @@ import { promisify } from 'node:util';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
 import { LocalBackend } from './volume/drivers/local.ts';
+import { RbdBackend } from './volume/drivers/rbd.ts';
+import type { BackendConfig } from './config/config.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -42,8 +44,12 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
   }
   for (const backend of config.backends) {
     const name = `backend [${backend.section}] (${backend.volume_driver})`;
+    if (backend.volume_driver === 'rbd' || /RBDDriver$/.test(backend.volume_driver)) {
+      checks.push(...(await checkRbdBackend(name, backend)));
+      continue;
+    }
     if (backend.volume_driver !== 'local' && !/LocalDriver$|LVMVolumeDriver$/.test(backend.volume_driver)) {
-      checks.push({ name, ok: false, detail: `volume_driver ${backend.volume_driver} is not available in this version; use volume_driver = local` });
+      checks.push({ name, ok: false, detail: `volume_driver ${backend.volume_driver} is unknown; use 'local' or 'rbd'` });
       continue;
     }
     const driver = new LocalBackend({
@@ -67,4 +73,27 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     checks.push({ name: 'cp (sparse copies)', ok: false, detail: 'GNU cp not found: install coreutils' });
   }
   return checks;
+}
+
+/** ceph.conf, keyring, monitors, pool and capabilities of an RBD backend, each with its fix (scenario §8). */
+async function checkRbdBackend(name: string, backend: BackendConfig): Promise<Check[]> {
+  const driver = new RbdBackend({ config: backend, log: () => undefined });
+  try {
+    await driver.start();
+    const capacity = await driver.reportCapacity();
+    const checks: Check[] = [
+      { name, ok: true, detail: `pool ${backend.rbd_pool} as client.${backend.rbd_user ?? 'admin'}: ${capacity.freeCapacityGiB.toFixed(1)} of ${capacity.totalCapacityGiB.toFixed(1)} GiB free (after replication)` },
+    ];
+    const fencing = await driver.fencingProblem();
+    // Not fatal: volumes work; only taking over a crashed client's lock needs it.
+    checks.push({ name: `${name} fencing`, ok: true, detail: fencing ? `warning: ${fencing}` : 'may blocklist crashed clients' });
+    if (!backend.rbd_secret_uuid) {
+      checks.push({ name: `${name} rbd_secret_uuid`, ok: true, detail: 'warning: rbd_secret_uuid is not set: compute hosts (libvirt) need it to attach volumes' });
+    }
+    return checks;
+  } catch (error) {
+    return [{ name, ok: false, detail: (error as Error).message }];
+  } finally {
+    await driver.stop();
+  }
 }

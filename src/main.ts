@@ -17,6 +17,7 @@ commands:
   init          create and bootstrap the data directory, print the admin credentials, exit
   check-config  validate a configuration file and exit
   doctor        check every prerequisite of the configuration and name the fix for each failure
+  ceph setup    create missing pools and users of the RBD backends, with their caps and keyrings (needs client.admin)
   ceph-lab up|down|purge|status DIR
                 a throwaway single-host Ceph cluster in DIR, for tests and demos
 
@@ -53,7 +54,7 @@ export async function main(argv: string[]): Promise<void> {
       allowPositionals: true,
     }));
     // Only ceph-lab takes positional arguments; the other commands stay strict.
-    if (command !== 'ceph-lab' && positionals.length > 0) throw new TypeError(`Unexpected argument '${positionals[0]}'`);
+    if (command !== 'ceph-lab' && command !== 'ceph' && positionals.length > 0) throw new TypeError(`Unexpected argument '${positionals[0]}'`);
   } catch (error) {
     process.stderr.write(`pumice: ${(error as Error).message}\n\n${usage}`);
     process.exit(2);
@@ -86,6 +87,13 @@ export async function main(argv: string[]): Promise<void> {
         loadConfig(configPath, dataDir);
         process.stdout.write(`${configPath ?? '(embedded defaults)'}: OK\n`);
         return;
+      case 'ceph': {
+        if (positionals[0] !== 'setup' || positionals.length > 1) throw new UsageError('usage: pumice ceph setup --config FILE (needs the admin keyring)');
+        const { cephSetup } = await import('./ceph/setup.ts');
+        const changes = await cephSetup(loadConfig(configPath, dataDir), (line) => process.stderr.write(`ceph setup: ${line}\n`));
+        process.stdout.write(changes.length ? changes.map((c) => `changed: ${c}`).join('\n') + '\n' : 'nothing to change: pools, users, caps and keyrings are as configured\n');
+        return;
+      }
       case 'ceph-lab': {
         const [action, dir, ...extra] = positionals;
         if (!action || !['up', 'down', 'purge', 'status'].includes(action) || !dir || extra.length > 0) {

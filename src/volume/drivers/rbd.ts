@@ -495,6 +495,26 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     await this.call(`revert ${name} to ${snapshotName(snapshot.id)}`, () => this.withImage(name, (image) => image.snapRollback(snapshotName(snapshot.id))));
   }
 
+  /**
+   * Whether this user may blocklist a client, which taking over the exclusive
+   * lock of a dead client needs (fencing, evacuation). The scenario's
+   * `mon 'allow r'` may not; `mon 'profile rbd'` may. Returns null when it
+   * can, else the explanation with the fix. Tries a harmless entry that
+   * expires in a second on an address no client has.
+   */
+  async fencingProblem(): Promise<string | null> {
+    if (!this.cluster) return 'not connected';
+    try {
+      await this.cluster.blocklistAdd('127.0.0.254:0/1', 1);
+      return null;
+    } catch (error) {
+      if (error instanceof RbdError && (error.code === 'EACCES' || error.code === 'EPERM')) {
+        return `client.${this.user} may not blocklist clients, so it cannot take over the exclusive lock of a crashed client (fencing, evacuation): give it mon 'profile rbd' (ceph auth caps client.${this.user} mon 'profile rbd' osd '...' with its current osd caps)`;
+      }
+      return `blocklist check failed: ${(error as Error).message}`;
+    }
+  }
+
   /** The cluster fsid (image locations `rbd://<fsid>/...`). */
   clusterFsid(): string {
     return this.fsid;

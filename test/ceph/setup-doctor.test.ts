@@ -1,0 +1,95 @@
+/**
+ * `pumice doctor` names each Ceph problem of scenario §8 with its fix, and
+ * `pumice ceph setup` creates what a configuration needs (pool, user, caps,
+ * keyring), idempotently. Runs the real CLI against the lab cluster.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
+import { repoRoot } from '../helpers/pumice.ts';
+
+const execFileAsync = promisify(execFile);
+const shared = process.env['PUMICE_CEPH_LAB'];
+let lab: CephLab;
+let privateDir = '';
+let work = '';
+
+async function pumice(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(process.execPath, [path.join(repoRoot, 'bin', 'pumice.mjs'), ...args], { timeout: 120_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function configFile(name: string, section: string): Promise<string> {
+  const file = path.join(work, `${name}.conf`);
+  await writeFile(file, `[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = rbd\nrados_connect_timeout = 5\nrbd_secret_uuid = 457eb676-33da-42ec-9a8c-9293d545c337\n${section}`);
+  return file;
+}
+
+before(async () => {
+  work = await mkdtemp(path.join(tmpdir(), 'pumice-setup-test-'));
+  if (shared) lab = readLab(shared);
+  else {
+    privateDir = path.join(work, 'lab');
+    lab = await labUp(privateDir);
+  }
+}, { timeout: 120_000 });
+
+after(async () => {
+  if (privateDir) await labPurge(privateDir);
+  await rm(work, { recursive: true, force: true });
+}, { timeout: 60_000 });
+
+describe('pumice doctor and pumice ceph setup', { timeout: 180_000 }, () => {
+  test('doctor: missing ceph.conf is named with the fix', async () => {
+    const conf = await configFile('noconf', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${work}/missing/ceph.conf\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd1'), '--config', conf]);
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /FAIL\s+backend \[ceph\] \(rbd\): .*ceph\.conf not found.*conf_read_file: errno EINVAL.*copy \/etc\/ceph\/ceph\.conf from a monitor host/);
+  });
+
+  test('doctor: a user without caps on the pool gets the caps to grant', async () => {
+    const conf = await configFile('nocaps', `rbd_pool = backups\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd2'), '--config', conf]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /FAIL\s+backend \[ceph\] \(rbd\): Permission denied for pool 'backups' as client\.cinder.*ceph auth caps client\.cinder/);
+  });
+
+  test("doctor: the scenario's cinder user works, with a warning that it cannot fence", async () => {
+    const conf = await configFile('scenario', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd3'), '--config', conf]);
+    assert.equal(r.code, 0, r.stdout);
+    assert.match(r.stdout, /ok\s+backend \[ceph\] \(rbd\): pool volumes as client\.cinder: [\d.]+ of [\d.]+ GiB free/);
+    assert.match(r.stdout, /warning: client\.cinder may not blocklist clients.*mon 'profile rbd'/);
+  });
+
+  test('ceph setup creates the missing pool, user, caps and keyring once; doctor is then happy', async () => {
+    const conf = await configFile('fresh', `rbd_pool = volumes2\nrbd_user = cinder2\nrbd_ceph_conf = ${lab.confPath}\n`);
+    const before = await pumice(['doctor', '--data-dir', path.join(work, 'd4'), '--config', conf]);
+    assert.equal(before.code, 1);
+    assert.match(before.stdout, /keyring .*ceph\.client\.cinder2\.keyring for client\.cinder2 not found.*ceph auth get client\.cinder2 -o/);
+
+    const first = await pumice(['ceph', 'setup', '--data-dir', path.join(work, 'd4'), '--config', conf]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stdout, /changed: created pool volumes2/);
+    assert.match(first.stdout, /changed: created client\.cinder2 with mon 'profile rbd' osd 'allow class-read object_prefix rbd_children, allow rwx pool=volumes2'/);
+    assert.match(first.stdout, /changed: wrote keyring .*ceph\.client\.cinder2\.keyring/);
+
+    const second = await pumice(['ceph', 'setup', '--data-dir', path.join(work, 'd4'), '--config', conf]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, /nothing to change/);
+
+    const after = await pumice(['doctor', '--data-dir', path.join(work, 'd4'), '--config', conf]);
+    assert.equal(after.code, 0, after.stdout);
+    assert.match(after.stdout, /ok\s+backend \[ceph\] \(rbd\) fencing: may blocklist crashed clients/);
+  });
+});
