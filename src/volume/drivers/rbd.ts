@@ -37,6 +37,7 @@ const volumeFeatures = featureLayering | featureExclusiveLock | featureObjectMap
 const hiddenSuffix = '.deleted';
 const cloneSnapSuffix = '.clone_snap';
 const flattenConcurrencyMax = 2;
+const removeAttemptsMax = 5;
 /** Used when rados_connect_timeout is -1 (wait forever), so a dead cluster still shows as down. */
 const connectTimeoutDefaultSeconds = 15;
 
@@ -152,6 +153,8 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
             'Unreachable',
             `Error connecting to ceph cluster: no answer from the monitors (${this.client?.monHost ?? 'mon host'}) within ${this.timeoutSeconds} s (rados_connect_timeout). Check that the monitors run and that this host reaches them on ports 3300/6789.`,
           );
+        case 'EBUSY':
+          return new DriverError('Invalid', `${action}: the image is still open by another client (a VM, qemu-img or rbd map?): detach or stop it, then try again (${error.message})`);
         case 'ENOSPC':
         case 'EDQUOT':
           return new DriverError('NoSpace', `Ceph ${target} is full or over quota during ${action}: add OSDs or raise the pool quota.`);
@@ -235,12 +238,25 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
       this.options.log(`[${this.section}] ${name} still has clones: kept hidden as ${name}${name.endsWith(hiddenSuffix) ? '' : hiddenSuffix} until they are gone`);
       return;
     }
-    try {
-      await this.io().removeImage(name);
-    } catch (error) {
-      if (!(error instanceof RbdError && error.code === 'ENOENT')) throw error;
-    }
+    await this.removeImageRetrying(name);
     if (parent) await (collectLockHeld ? this.collectParentLocked(parent) : this.collectParent(parent));
+  }
+
+  /**
+   * rbd_remove refuses (EBUSY) while another client has the image open, e.g.
+   * a consumer that is just closing it: a few tries before giving up.
+   */
+  private async removeImageRetrying(name: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.io().removeImage(name);
+        return;
+      } catch (error) {
+        if (error instanceof RbdError && error.code === 'ENOENT') return;
+        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      }
+    }
   }
 
   /** Unprotects and removes a snapshot unless clones depend on it; returns whether it is gone. */
@@ -324,23 +340,10 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     return {
       totalCapacityGiB: (storedBytes + pool.stats.max_avail) / gib,
       freeCapacityGiB: pool.stats.max_avail / gib,
-      provisionedCapacityGiB: await this.provisionedGiB(),
       thinProvisioningSupport: true,
       thickProvisioningSupport: false,
       storageProtocol: 'ceph',
     };
-  }
-
-  private async provisionedGiB(): Promise<number> {
-    let total = 0;
-    for (const name of await this.io().listImages()) {
-      try {
-        total += await this.withImage(name, async (image) => (await image.stat()).sizeBytes);
-      } catch {
-        // Removed while we listed: it no longer counts.
-      }
-    }
-    return total / gib;
   }
 
   async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {
