@@ -259,6 +259,10 @@ class IoctxWrap : public Napi::ObjectWrap<IoctxWrap> {
   Napi::Value ListImages(const Napi::CallbackInfo& info);
   Napi::Value OpenImage(const Napi::CallbackInfo& info);
   Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value TrashMove(const Napi::CallbackInfo& info);
+  Napi::Value TrashList(const Napi::CallbackInfo& info);
+  Napi::Value TrashRemove(const Napi::CallbackInfo& info);
+  Napi::Value TrashRestore(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   void OpDone(Napi::Env env);
   void StartClose(Napi::Env env);

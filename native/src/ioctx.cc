@@ -1,4 +1,4 @@
-// Pool I/O context: image create/remove/list/open/clone, close.
+// Pool I/O context: image create/remove/list/open/clone, trash, close.
 #include <cerrno>
 
 #include "common.h"
@@ -16,6 +16,10 @@ Napi::Function IoctxWrap::Define(Napi::Env env) {
                          InstanceMethod<&IoctxWrap::ListImages>("listImages"),
                          InstanceMethod<&IoctxWrap::OpenImage>("openImage"),
                          InstanceMethod<&IoctxWrap::Clone>("clone"),
+                         InstanceMethod<&IoctxWrap::TrashMove>("trashMove"),
+                         InstanceMethod<&IoctxWrap::TrashList>("trashList"),
+                         InstanceMethod<&IoctxWrap::TrashRemove>("trashRemove"),
+                         InstanceMethod<&IoctxWrap::TrashRestore>("trashRestore"),
                          InstanceMethod<&IoctxWrap::Close>("close"),
                      });
 }
@@ -251,6 +255,122 @@ Napi::Value IoctxWrap::Clone(const Napi::CallbackInfo& info) {
   t->Hold(Value());
   t->Hold(parentObj);
   return t->Start();
+}
+
+// ----------------------------------------------------------------- trash --
+// Trash entries are named by image id; their subject in messages is
+// "<pool>/trash:<id>".
+
+static std::string TrashSubject(const IoctxPtr& st, const std::string& id) {
+  return st->pool + "/trash:" + id;
+}
+
+// rbd_trash_image_source_t as `rbd trash ls` names it, in lower case.
+static const char* TrashSourceName(rbd_trash_image_source_t s) {
+  switch (s) {
+    case RBD_TRASH_IMAGE_SOURCE_USER: return "user";
+    case RBD_TRASH_IMAGE_SOURCE_MIRRORING: return "mirroring";
+    case RBD_TRASH_IMAGE_SOURCE_MIGRATION: return "migration";
+    case RBD_TRASH_IMAGE_SOURCE_REMOVING: return "removing";
+    case RBD_TRASH_IMAGE_SOURCE_USER_PARENT: return "user_parent";
+  }
+  return "unknown";
+}
+
+// trashMove(name, delaySeconds): the image leaves the directory (listImages)
+// at once; its data stays until trashRemove (refused before the delay ends
+// unless forced).
+Napi::Value IoctxWrap::TrashMove(const Napi::CallbackInfo& info) {
+  std::string name = ArgString(info, 0, "name");
+  std::string subject = st->pool + "/" + name;
+  IOCTX_GUARD("rbd_trash_move", subject);
+  uint64_t delay = ArgU64(info, 1, "delaySeconds");
+  auto st = this->st;
+  return NewTask(info.Env(), "rbd_trash_move", subject,
+                 [st, name, delay](TaskCtx&) -> int {
+                   return rbd_trash_move(st->io, name.c_str(), delay);
+                 })
+      ->Start();
+}
+
+struct TrashEntry {
+  std::string id, name, source;
+  int64_t deletionTime = 0, deferredUntil = 0;
+};
+
+// trashList() -> [{ id, name, source, deletionTime, deferredUntil }] (Unix seconds)
+Napi::Value IoctxWrap::TrashList(const Napi::CallbackInfo& info) {
+  IOCTX_GUARD("rbd_trash_list", st->pool);
+  auto st = this->st;
+  auto out = std::make_shared<std::vector<TrashEntry>>();
+  return NewTask(
+             info.Env(), "rbd_trash_list", st->pool,
+             [st, out](TaskCtx&) -> int {
+               size_t max = 64;
+               for (;;) {
+                 std::vector<rbd_trash_image_info_t> entries(max);
+                 size_t n = max;
+                 // returns the number of entries (>= 0), or -ERANGE with n = the number needed
+                 int r = rbd_trash_list(st->io, entries.data(), &n);
+                 if (r == -ERANGE) {
+                   max = n > max ? n : max * 2;
+                   continue;
+                 }
+                 if (r < 0) return r;
+                 if (n > max) n = max;
+                 for (size_t i = 0; i < n; i++) {
+                   const rbd_trash_image_info_t& e = entries[i];
+                   out->push_back({e.id ? e.id : "", e.name ? e.name : "", TrashSourceName(e.source),
+                                   static_cast<int64_t>(e.deletion_time),
+                                   static_cast<int64_t>(e.deferment_end_time)});
+                 }
+                 rbd_trash_list_cleanup(entries.data(), n);
+                 return 0;
+               }
+             },
+             [out](Napi::Env env) -> Napi::Value {
+               Napi::Array a = Napi::Array::New(env, out->size());
+               for (size_t i = 0; i < out->size(); i++) {
+                 const TrashEntry& e = (*out)[i];
+                 Napi::Object o = Napi::Object::New(env);
+                 o.Set("id", e.id);
+                 o.Set("name", e.name);
+                 o.Set("source", e.source);
+                 o.Set("deletionTime", Napi::Number::New(env, static_cast<double>(e.deletionTime)));
+                 o.Set("deferredUntil", Napi::Number::New(env, static_cast<double>(e.deferredUntil)));
+                 a.Set(static_cast<uint32_t>(i), o);
+               }
+               return a;
+             })
+      ->Start();
+}
+
+// trashRemove(id, force): deletes the image's data and the trash entry.
+// Without force, an entry whose delay has not ended is refused (EPERM).
+Napi::Value IoctxWrap::TrashRemove(const Napi::CallbackInfo& info) {
+  std::string id = ArgString(info, 0, "id");
+  std::string subject = TrashSubject(st, id);
+  IOCTX_GUARD("rbd_trash_remove", subject);
+  bool force = info.Length() > 1 && info[1].ToBoolean().Value();
+  auto st = this->st;
+  return NewTask(info.Env(), "rbd_trash_remove", subject,
+                 [st, id, force](TaskCtx&) -> int { return rbd_trash_remove(st->io, id.c_str(), force); })
+      ->Start();
+}
+
+// trashRestore(id, newName): back into the directory under newName.
+Napi::Value IoctxWrap::TrashRestore(const Napi::CallbackInfo& info) {
+  std::string id = ArgString(info, 0, "id");
+  std::string to = ArgString(info, 1, "new name");
+  std::string subject = TrashSubject(st, id);
+  IOCTX_GUARD("rbd_trash_restore", subject);
+  auto st = this->st;
+  return NewTask(info.Env(), "rbd_trash_restore", subject,
+                 [st, id, to](TaskCtx& ctx) -> int {
+                   ctx.detail = "to " + to;
+                   return rbd_trash_restore(st->io, id.c_str(), to.c_str());
+                 })
+      ->Start();
 }
 
 Napi::Value IoctxWrap::Close(const Napi::CallbackInfo& info) {

@@ -125,6 +125,10 @@ interface NativeIoctx {
   listImages(): Promise<{ id: string; name: string }[]>;
   openImage(name: string, snapshot: string | null, readOnly: boolean): Promise<NativeImage>;
   clone(parent: NativeIoctx, parentImage: string, parentSnap: string, childName: string, features: number | null, order: number | null, cloneFormat: number | null): Promise<void>;
+  trashMove(name: string, delaySeconds: number): Promise<void>;
+  trashList(): Promise<TrashEntry[]>;
+  trashRemove(id: string, force: boolean): Promise<void>;
+  trashRestore(id: string, newName: string): Promise<void>;
   close(): Promise<void>;
 }
 interface NativeImage {
@@ -323,6 +327,24 @@ export interface DiffOptions {
 }
 
 export type LockMode = 'exclusive' | 'shared';
+
+/** An image in a pool's RBD trash (rbd_trash_list). */
+export interface TrashEntry {
+  /** the image id: what trashRemove/trashRestore take */
+  id: string;
+  /** the image's name when it was moved */
+  name: string;
+  /**
+   * who moved it: 'user' (trashMove), 'mirroring', 'migration', 'removing'
+   * (an rbd_remove in progress) or 'user_parent' (a clone parent removed with
+   * rbd_move_parent_to_trash_on_remove); 'unknown' otherwise
+   */
+  source: string;
+  /** when it was moved, Unix time in seconds */
+  deletionTime: number;
+  /** Unix time in seconds before which trashRemove needs force */
+  deferredUntil: number;
+}
 
 export interface LockOwners {
   mode: LockMode;
@@ -580,6 +602,43 @@ export class IoCtx {
     return call(() =>
       this.native.clone(parent.native, opts.parentImage, opts.parentSnap, opts.childName, opts.features ?? null, orderFrom(opts), opts.cloneFormat ?? null),
     );
+  }
+
+  /**
+   * Moves an image to the pool's trash (rbd_trash_move): it leaves listImages()
+   * at once (no data is deleted), and trashRemove() refuses it (EPERM) for
+   * delaySeconds unless forced. Snapshots and clone children do not stop it:
+   * a clone parent moves too, its children keep reading it (their
+   * parentInfo().trash is true), and trashRemove() refuses it (ENOTEMPTY)
+   * until its snapshots are gone. Fails with ENOENT for an unknown name,
+   * EBUSY when its exclusive lock cannot be taken or it is migrating, EMLINK
+   * for a group member.
+   */
+  async trashMove(name: string, delaySeconds: number): Promise<void> {
+    if (!Number.isSafeInteger(delaySeconds) || delaySeconds < 0) {
+      throw new RangeError(`delaySeconds ${delaySeconds}: use a non-negative integer`);
+    }
+    return call(() => this.native.trashMove(name, delaySeconds));
+  }
+
+  /** The pool's trash (rbd_trash_list + rbd_trash_list_cleanup). */
+  trashList(): Promise<TrashEntry[]> {
+    return call(() => this.native.trashList());
+  }
+
+  /**
+   * Deletes a trashed image's data and its trash entry (rbd_trash_remove);
+   * it does the data deletion removeImage() does. ENOENT for an unknown id;
+   * EPERM before the entry's deferredUntil unless force; ENOTEMPTY while it
+   * has snapshots (the entry stays, restorable).
+   */
+  trashRemove(id: string, force = false): Promise<void> {
+    return call(() => this.native.trashRemove(id, force));
+  }
+
+  /** Puts a trashed image back under newName (rbd_trash_restore); EEXIST when the name is taken. */
+  trashRestore(id: string, newName: string): Promise<void> {
+    return call(() => this.native.trashRestore(id, newName));
   }
 
   /** Waits for this ioctx's calls in flight, then destroys it. Images opened from it stay usable. */

@@ -30,6 +30,7 @@ import {
   RBD_FEATURE_OBJECT_MAP,
   type RbdImage,
   RbdError,
+  type TrashEntry,
 } from '../../src/ceph/rbd.ts';
 
 const KiB = 1024;
@@ -116,6 +117,18 @@ async function removeImage(io: IoCtx, name: string): Promise<void> {
   }
 }
 
+/** Milliseconds since t0 (process.hrtime.bigint()). */
+function msSince(t0: bigint): number {
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+/** 'median m (min a, max b) ms' of a series of milliseconds. */
+function summary(ms: number[]): string {
+  const s = [...ms].sort((a, b) => a - b);
+  const mid = s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return `median ${mid.toFixed(1)} (min ${s[0]!.toFixed(1)}, max ${s.at(-1)!.toFixed(1)}) ms`;
+}
+
 function sortExtents(e: Extent[]): Extent[] {
   return [...e].sort((a, b) => a.offset - b.offset);
 }
@@ -155,6 +168,7 @@ describe('Ceph RBD binding as client.cinder', { skip }, () => {
   const parentName = `${tag}-parent`;
   const childName = `${tag}-child`;
   const created: { pool: string; name: string }[] = [];
+  const trashed = new Set<string>(); // ids of images this run left in volumes' trash
   const model = Buffer.alloc(IMAGE_SIZE); // parent content at snapshot 'base'
   let childModel: Buffer; // the child's content
   let childAtC2: Buffer;
@@ -186,7 +200,7 @@ describe('Ceph RBD binding as client.cinder', { skip }, () => {
 
   after(async () => {
     // Best-effort removal of what a failed run left (children first), then shutdown.
-    if (created.length > 0 && lab) {
+    if ((created.length > 0 || trashed.size > 0) && lab) {
       const c = cinder && !cinder.isShutdown ? cinder : await connectAs('cinder', lab.keyringPath('cinder')).catch(() => undefined);
       for (const { pool, name } of [...created].reverse()) {
         try {
@@ -198,6 +212,13 @@ describe('Ceph RBD binding as client.cinder', { skip }, () => {
             }
           });
           await removeImage(io, name);
+        } catch {
+          // already gone, or the lab is purged below anyway
+        }
+      }
+      for (const id of trashed) {
+        try {
+          await (await c!.openIoctx('volumes')).trashRemove(id, true);
         } catch {
           // already gone, or the lab is purged below anyway
         }
@@ -499,6 +520,161 @@ describe('Ceph RBD binding as client.cinder', { skip }, () => {
     await adminImg.close();
     await removeImage(volumes, name);
     created.pop();
+  });
+
+  test('trash: move hides the image, restore brings it back, remove deletes it; typed errors', async () => {
+    const name = `${tag}-trash`;
+    await volumes.createImage(name, 16 * MiB, { orderBits: 22, features: FEATURES });
+    created.push({ pool: 'volumes', name });
+    const data = randomBytes(64 * KiB);
+    await volumes.withImage(name, {}, (img) => img.write(OBJ - 1000, data));
+    const id = (await volumes.listImageSpecs()).find((s) => s.name === name)!.id;
+    assert.ok(id);
+    const entryOf = async (): Promise<TrashEntry | undefined> => (await volumes.trashList()).find((e) => e.id === id);
+
+    // move: gone from the directory, present in the trash under its name
+    const t0 = Math.floor(Date.now() / 1000);
+    await volumes.trashMove(name, 0);
+    trashed.add(id);
+    created.pop();
+    assert.ok(!(await volumes.listImages()).includes(name));
+    const entry = await entryOf();
+    assert.ok(entry, `trash holds ${id}`);
+    assert.equal(entry.name, name);
+    assert.equal(entry.source, 'user');
+    assert.ok(entry.deletionTime >= t0 - 5 && entry.deletionTime <= Date.now() / 1000 + 5, `deletionTime ${entry.deletionTime} ~ ${t0}`);
+    assert.equal(entry.deferredUntil, entry.deletionTime);
+    await assertRbdError(volumes.openImage(name), ['ENOENT'], 'rbd_open');
+    await assertRbdError(volumes.trashMove(name, 0), ['ENOENT'], 'rbd_trash_move', new RegExp(`^rbd_trash_move volumes/${name}: No such file or directory \\(ENOENT\\)$`));
+
+    // restore under a name that is taken: EEXIST; under its name: back, same id, same bytes
+    await volumes.createImage(name, MiB, { orderBits: 22, features: FEATURES });
+    await assertRbdError(volumes.trashRestore(id, name), ['EEXIST'], 'rbd_trash_restore', new RegExp(`^rbd_trash_restore volumes/trash:${id}: File exists \\(EEXIST\\): to ${name}$`));
+    await volumes.removeImage(name);
+    await volumes.trashRestore(id, name);
+    trashed.delete(id);
+    created.push({ pool: 'volumes', name });
+    assert.ok((await volumes.listImages()).includes(name));
+    assert.equal((await volumes.listImageSpecs()).find((s) => s.name === name)!.id, id);
+    assert.equal(await entryOf(), undefined);
+    await volumes.withImage(name, { readOnly: true }, async (img) => sameBytes(await img.read(OBJ - 1000, data.length), data, 'restored image'));
+
+    // move with a delay: removal refused (EPERM) until forced
+    await volumes.trashMove(name, 3600);
+    trashed.add(id);
+    created.pop();
+    const deferred = await entryOf();
+    assert.ok(deferred);
+    assert.equal(deferred.deferredUntil - deferred.deletionTime, 3600);
+    await assertRbdError(volumes.trashRemove(id, false), ['EPERM'], 'rbd_trash_remove', new RegExp(`^rbd_trash_remove volumes/trash:${id}: `));
+    assert.ok(await entryOf(), 'still in the trash after the refused removal');
+    await volumes.trashRemove(id, true);
+    trashed.delete(id);
+    assert.equal(await entryOf(), undefined);
+    assert.ok(!(await volumes.listImages()).includes(name));
+
+    // unknown ids and bad arguments
+    const unknown = `${tag}nosuchid`;
+    const e = await assertRbdError(volumes.trashRemove(unknown, false), ['ENOENT'], 'rbd_trash_remove', new RegExp(`^rbd_trash_remove volumes/trash:${unknown}: No such file or directory \\(ENOENT\\)$`));
+    assert.equal(e.errno, 2);
+    assert.equal(e.subject, `volumes/trash:${unknown}`);
+    await assertRbdError(volumes.trashRemove(unknown, true), ['ENOENT'], 'rbd_trash_remove');
+    await assertRbdError(volumes.trashRestore(unknown, name), ['ENOENT'], 'rbd_trash_restore');
+    await assert.rejects(volumes.trashMove(name, -1), RangeError);
+    await assert.rejects(volumes.trashMove(name, 1.5), RangeError);
+  });
+
+  test('trash: a clone parent whose protected snapshot has children', async () => {
+    // Per clone format: the parent has a protected snapshot 's' with one child.
+    const outcome: Record<string, string> = {};
+    for (const format of [1, 2] as const) {
+      const p = `${tag}-tp${format}`;
+      const c = `${tag}-tc${format}`;
+      await volumes.createImage(p, 16 * MiB, { orderBits: 22, features: FEATURES });
+      created.push({ pool: 'volumes', name: p });
+      const data = randomBytes(4 * KiB);
+      await volumes.withImage(p, {}, async (img) => {
+        await img.write(0, data);
+        await img.snapCreate('s');
+        await img.snapProtect('s');
+      });
+      await vms.clone({ parentIoctx: volumes, parentImage: p, parentSnap: 's', childName: c, features: FEATURES, cloneFormat: format });
+      created.push({ pool: 'vms', name: c });
+      const pid = (await volumes.listImageSpecs()).find((s) => s.name === p)!.id;
+
+      // rbd_trash_move does not look at snapshots or children: the parent goes to the trash
+      await volumes.trashMove(p, 0);
+      trashed.add(pid);
+      assert.ok(!(await volumes.listImages()).includes(p));
+      assert.equal((await volumes.trashList()).find((e) => e.id === pid)?.name, p);
+      // the child still reads through it, and sees its parent in the trash
+      await vms.withImage(c, { readOnly: true }, async (img) => {
+        sameBytes(await img.read(0, data.length), data, `format ${format} child with its parent in the trash`);
+        const pi = await img.parentInfo();
+        assert.equal(pi?.imageId, pid);
+        assert.equal(pi?.trash, true);
+      });
+      // but the trashed parent cannot be purged while it has snapshots
+      const refused = await assertRbdError(volumes.trashRemove(pid, true), ['ENOTEMPTY'], 'rbd_trash_remove');
+      outcome[`format ${format}`] = `trashMove allowed, trashRemove ${refused.code}`;
+      assert.ok((await volumes.trashList()).some((e) => e.id === pid));
+
+      // restore, then take everything down in order
+      await volumes.trashRestore(pid, p);
+      trashed.delete(pid);
+      await vms.removeImage(c);
+      created.pop();
+      await volumes.withImage(p, {}, async (img) => {
+        await img.snapUnprotect('s');
+        await img.snapRemove('s');
+      });
+      await volumes.removeImage(p);
+      created.pop();
+    }
+    console.log(`# trash move of a clone parent with a protected snapshot and a child: ${Object.entries(outcome).map(([k, v]) => `${k}: ${v}`).join('; ')}`);
+    // Ceph 16: allowed for both clone formats; the purge is refused until the snapshots are gone.
+    assert.deepEqual(outcome, { 'format 1': 'trashMove allowed, trashRemove ENOTEMPTY', 'format 2': 'trashMove allowed, trashRemove ENOTEMPTY' });
+  });
+
+  test('latency: createImage+removeImage vs createImage+trashMove, trashRemove (1 GiB, 4 MiB objects, features 61; printed)', async () => {
+    const GiB = 1024 * MiB;
+    const n = 10;
+    const t = { createR: [] as number[], remove: [] as number[], createT: [] as number[], move: [] as number[], trashRemove: [] as number[] };
+    const pair = { remove: [] as number[], move: [] as number[] };
+    for (let i = 0; i < n; i++) {
+      const a = `${tag}-lat-r${i}`;
+      let t0 = process.hrtime.bigint();
+      await volumes.createImage(a, GiB, { orderBits: 22, features: FEATURES });
+      const cr = msSince(t0);
+      t0 = process.hrtime.bigint();
+      await volumes.removeImage(a);
+      const rm = msSince(t0);
+      t.createR.push(cr);
+      t.remove.push(rm);
+      pair.remove.push(cr + rm);
+
+      const b = `${tag}-lat-t${i}`;
+      t0 = process.hrtime.bigint();
+      await volumes.createImage(b, GiB, { orderBits: 22, features: FEATURES });
+      const ct = msSince(t0);
+      const id = (await volumes.listImageSpecs()).find((s) => s.name === b)!.id; // not timed
+      t0 = process.hrtime.bigint();
+      await volumes.trashMove(b, 0);
+      const mv = msSince(t0);
+      trashed.add(id);
+      t0 = process.hrtime.bigint();
+      await volumes.trashRemove(id, false);
+      t.trashRemove.push(msSince(t0));
+      trashed.delete(id);
+      t.createT.push(ct);
+      t.move.push(mv);
+      pair.move.push(ct + mv);
+    }
+    assert.equal(FEATURES, 61);
+    console.log(`# RBD delete latency, ${n} x 1 GiB images, 4 MiB objects, features 61, client.cinder, pool volumes:`);
+    console.log(`#   createImage+removeImage: ${summary(pair.remove)}; createImage ${summary(t.createR)}, removeImage ${summary(t.remove)}`);
+    console.log(`#   createImage+trashMove:   ${summary(pair.move)}; createImage ${summary(t.createT)}, trashMove ${summary(t.move)}`);
+    console.log(`#   trashRemove (later, in the background): ${summary(t.trashRemove)}`);
   });
 
   test('throughput: 4 MiB sequential writes and reads of 256 MiB, 8 in flight (printed)', async () => {

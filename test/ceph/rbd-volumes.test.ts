@@ -36,8 +36,11 @@ async function rbdInfo(image: string): Promise<{ size: number; order: number; pa
   return JSON.parse(await rbd(['info', '--format', 'json', `volumes/${image}`]));
 }
 
+/** Images in the pool, and those still in its trash (deletes move there first and are purged in the background). */
 async function poolImages(): Promise<string[]> {
-  return (JSON.parse(await rbd(['ls', '--format', 'json', 'volumes'])) as string[]).sort();
+  const images = JSON.parse(await rbd(['ls', '--format', 'json', 'volumes'])) as string[];
+  const trash = (JSON.parse(await rbd(['trash', 'ls', '--format', 'json', 'volumes'])) as { name: string }[]).map((t) => `trash:${t.name}`);
+  return [...images, ...trash].sort();
 }
 
 function pattern(seed: number, length: number): Buffer {
@@ -227,18 +230,44 @@ describe('RBD backend with the scenario sequence', { timeout: 300_000 }, () => {
     await waitFor('snapshot s1 gone', async () => ((await openstackJson<unknown[]>(env, ['volume', 'snapshot', 'list'])).length === 0 ? true : undefined));
     await openstack(env, ['volume', 'delete', 'c1']);
     await waitFor('c1 gone from the API', async () => ((await openstackJson<{ Name: string }[]>(env, ['volume', 'list'])).some((v) => v.Name === 'c1') ? undefined : true));
-    const hidden = await poolImages();
+    const hidden = await waitFor('c1 hidden', async () => {
+      const names = await poolImages();
+      return names.includes(`volume-${ids['c1']}.deleted`) ? names : undefined;
+    });
     assert.ok(hidden.includes(`volume-${ids['c1']}.deleted`), `parent kept hidden: ${hidden.join(', ')}`);
     assert.ok(!hidden.includes(`volume-${ids['c1']}`));
     // The clones still read their data through the hidden parent.
     assert.ok((await readThroughBinding(`volume-${ids['c2']}`, 8 * MiB, 4 * MiB)).equals(pattern(1, 4 * MiB)));
 
     await openstack(env, ['volume', 'delete', 'c2']);
-    await waitFor('c2 image gone', async () => ((await poolImages()).includes(`volume-${ids['c2']}`) ? undefined : true));
+    await waitFor('c2 image gone', async () => ((await poolImages()).some((n) => n.includes(`volume-${ids['c2']}`)) ? undefined : true));
     assert.ok((await poolImages()).includes(`volume-${ids['c1']}.deleted`), 'still kept for c3');
     await openstack(env, ['volume', 'delete', 'c3']);
     await waitFor('pool empty', async () => ((await poolImages()).length === 0 ? true : undefined));
     assert.deepEqual(await openstackJson(env, ['volume', 'list']), []);
+  });
+
+  test("capacity: get_pools reports the pool's usable space (raw / replicas) for the thin-provisioning maths", async () => {
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const r = await api.request('GET', `/volume/v3/${api.projectId}/scheduler-stats/get_pools?detail=true`);
+    assert.equal(r.status, 200, r.text);
+    const ceph = r.body.pools.find((p: { name: string }) => p.name === 'pumice@ceph#ceph').capabilities;
+    const df = JSON.parse((await execFileAsync('ceph', ['--conf', lab.confPath, 'df', '--format', 'json'])).stdout) as { stats: { total_bytes: number } };
+    const rawGiB = df.stats.total_bytes / 1024 ** 3;
+    // 2 replicas: usable is about half the raw space (less what Ceph keeps back for full ratios).
+    assert.ok(ceph.total_capacity_gb > rawGiB * 0.3 && ceph.total_capacity_gb <= rawGiB / 2 + 0.5, `total ${ceph.total_capacity_gb} GiB for ${rawGiB.toFixed(1)} GiB raw`);
+    assert.ok(ceph.free_capacity_gb <= ceph.total_capacity_gb);
+    assert.equal(ceph.thin_provisioning_support, true);
+    assert.equal(ceph.max_over_subscription_ratio, '20');
+    assert.equal(ceph.storage_protocol, 'ceph');
+  });
+
+  test('deleting a volume whose image is already gone from Ceph succeeds', async () => {
+    await openstack(env, ['volume', 'create', '--type', 'ceph', '--size', '1', 'vanished']);
+    const id = (await waitVolume('vanished', 'available'))['id'] as string;
+    await rbd(['rm', '--no-progress', `volumes/volume-${id}`]);
+    await openstack(env, ['volume', 'delete', 'vanished']);
+    await waitFor('vanished gone', async () => ((await openstackJson<{ Name: string }[]>(env, ['volume', 'list'])).some((v) => v.Name === 'vanished') ? undefined : true));
   });
 
   test('a chain deeper than rbd_max_clone_depth is flattened in the background and keeps its bytes', async () => {

@@ -64,6 +64,13 @@ describe('pumice doctor and pumice ceph setup', { timeout: 180_000 }, () => {
     assert.match(r.stdout, /FAIL\s+backend \[ceph\] \(rbd\): Permission denied for pool 'backups' as client\.cinder.*ceph auth caps client\.cinder/);
   });
 
+  test('doctor: a missing pool is named with the commands that create it', async () => {
+    const conf = await configFile('nopool', `rbd_pool = nosuchpool\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd5'), '--config', conf]);
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stdout, /FAIL\s+backend \[ceph\] \(rbd\): Ceph pool 'nosuchpool' does not exist: create it \(ceph osd pool create nosuchpool; rbd pool init nosuchpool\) or run 'pumice ceph setup'/);
+  });
+
   test("doctor: the scenario's cinder user works, with a warning that it cannot fence", async () => {
     const conf = await configFile('scenario', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n`);
     const r = await pumice(['doctor', '--data-dir', path.join(work, 'd3'), '--config', conf]);

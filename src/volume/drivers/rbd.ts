@@ -38,6 +38,7 @@ const hiddenSuffix = '.deleted';
 const cloneSnapSuffix = '.clone_snap';
 const flattenConcurrencyMax = 2;
 const removeAttemptsMax = 5;
+const purgeConcurrencyMax = 2;
 /** Used when rados_connect_timeout is -1 (wait forever), so a dead cluster still shows as down. */
 const connectTimeoutDefaultSeconds = 15;
 
@@ -218,9 +219,11 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
   private async removeOrHide(name: string, collectLockHeld = false): Promise<void> {
     let parent: ParentRef | null = null;
     let keep = false;
+    let imageId = '';
     try {
       await this.withImage(name, async (image) => {
         parent = await image.parentInfo();
+        imageId = (await image.stat()).id;
         for (const snap of await image.snapList()) {
           const removed = await this.removeSnapshotIfChildless(image, name, snap.name);
           if (!removed) {
@@ -238,8 +241,60 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
       this.options.log(`[${this.section}] ${name} still has clones: kept hidden as ${name}${name.endsWith(hiddenSuffix) ? '' : hiddenSuffix} until they are gone`);
       return;
     }
+    if (!collectLockHeld) {
+      // A user's delete answers once the image is in the trash (~20 ms against ~70 ms for
+      // rbd_remove); the purge and the parent's clean-up follow in the background.
+      await this.trashMoveRetrying(name);
+      this.schedulePurge({ id: imageId, name, parent });
+      return;
+    }
     await this.removeImageRetrying(name);
-    if (parent) await (collectLockHeld ? this.collectParentLocked(parent) : this.collectParent(parent));
+    if (parent) await this.collectParentLocked(parent);
+  }
+
+  private readonly purgeQueue: { id: string; name: string; parent: ParentRef | null }[] = [];
+  private purgesRunning = 0;
+
+  private schedulePurge(entry: { id: string; name: string; parent: ParentRef | null }): void {
+    this.purgeQueue.push(entry);
+    while (this.purgesRunning < purgeConcurrencyMax && this.purgeQueue.length > 0) {
+      const next = this.purgeQueue.shift()!;
+      this.purgesRunning++;
+      this.purge(next)
+        .catch((error: unknown) => this.options.log(`[${this.section}] purge of ${next.name} from the trash deferred to the collector: ${(error as Error).message}`))
+        .finally(() => {
+          this.purgesRunning--;
+          if (this.purgeQueue.length > 0) this.schedulePurge(this.purgeQueue.shift()!);
+        });
+    }
+  }
+
+  /** Removes a trashed image for good, then its parent if that was only kept for it. */
+  private async purge(entry: { id: string; parent: ParentRef | null }): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.io().trashRemove(entry.id, false);
+        break;
+      } catch (error) {
+        if (error instanceof RbdError && error.code === 'ENOENT') break;
+        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      }
+    }
+    if (entry.parent) await this.collectParent(entry.parent);
+  }
+
+  private async trashMoveRetrying(name: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.io().trashMove(name, 0);
+        return;
+      } catch (error) {
+        if (error instanceof RbdError && error.code === 'ENOENT') return;
+        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+      }
+    }
   }
 
   /**
@@ -309,6 +364,13 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
 
   /** Removes hidden images and snapshots whose clones are all gone (after crashes or out-of-band flattens). */
   async maintain(): Promise<void> {
+    // Volumes moved to the trash whose purge was cut short (a crash, a busy image): purge them now.
+    if (this.purgesRunning === 0 && this.purgeQueue.length === 0) {
+      for (const entry of await this.io().trashList()) {
+        if (entry.source !== 'user' || !entry.name.startsWith('volume-') || entry.deferredUntil > Date.now() / 1000) continue;
+        await this.io().trashRemove(entry.id, false).catch((error: unknown) => this.options.log(`[${this.section}] purging ${entry.name} from the trash: ${(error as Error).message}`));
+      }
+    }
     await this.withCollectLock(async () => {
       const names = await this.io().listImages();
       for (const name of names.filter((n) => n.endsWith(hiddenSuffix))) {
