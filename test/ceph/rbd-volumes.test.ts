@@ -100,7 +100,7 @@ before(async () => {
   }
   pumice = await startPumice({
     config: `[DEFAULT]
-enabled_backends = ceph,local
+enabled_backends = ceph,ceph-flat,local
 report_interval = 1
 service_down_time = 4
 
@@ -115,6 +115,14 @@ rbd_flatten_volume_from_snapshot = false
 rbd_max_clone_depth = 2
 rbd_store_chunk_size = 4
 rados_connect_timeout = 5
+
+[ceph-flat]
+volume_driver = rbd
+volume_backend_name = ceph-flat
+rbd_pool = vms
+rbd_user = cinder
+rbd_ceph_conf = ${lab.confPath}
+rbd_flatten_volume_from_snapshot = true
 
 [local]
 volume_driver = local
@@ -145,6 +153,7 @@ describe('RBD backend with the scenario sequence', { timeout: 300_000 }, () => {
   test('volume service list: one row per backend, all up', async () => {
     const states = await serviceStates();
     assert.equal(states['pumice@ceph']?.state, 'up');
+    assert.equal(states['pumice@ceph-flat']?.state, 'up');
     assert.equal(states['pumice@local']?.state, 'up');
   });
 
@@ -268,6 +277,37 @@ describe('RBD backend with the scenario sequence', { timeout: 300_000 }, () => {
     await rbd(['rm', '--no-progress', `volumes/volume-${id}`]);
     await openstack(env, ['volume', 'delete', 'vanished']);
     await waitFor('vanished gone', async () => ((await openstackJson<{ Name: string }[]>(env, ['volume', 'list'])).some((v) => v.Name === 'vanished') ? undefined : true));
+  });
+
+  test('rbd_flatten_volume_from_snapshot = true: a volume from a snapshot ends independent of its parent (pool vms)', async () => {
+    await openstack(env, ['volume', 'type', 'create', 'ceph-flat', '--property', 'volume_backend_name=ceph-flat']);
+    await openstack(env, ['volume', 'create', '--type', 'ceph-flat', '--size', '1', 'f0']);
+    const f0 = (await waitVolume('f0', 'available'))['id'] as string;
+    assert.equal((await openstackJson(env, ['volume', 'show', 'f0']))['os-vol-host-attr:host'], 'pumice@ceph-flat#ceph-flat');
+    const vms = await cluster.openIoctx('vms');
+    try {
+      const img = await vms.openImage(`volume-${f0}`);
+      await img.write(0, pattern(5, MiB));
+      await img.close();
+      await openstack(env, ['volume', 'snapshot', 'create', '--volume', 'f0', 'fs']);
+      await waitFor('fs available', async () => ((await openstackJson(env, ['volume', 'snapshot', 'show', 'fs']))['status'] === 'available' ? true : undefined));
+      await openstack(env, ['volume', 'create', '--snapshot', 'fs', 'f1']);
+      const f1 = (await waitVolume('f1', 'available'))['id'] as string;
+      await waitFor('f1 flattened', async () => {
+        const info = JSON.parse(await rbd(['info', '--format', 'json', `vms/volume-${f1}`])) as { parent?: unknown };
+        return info.parent ? undefined : true;
+      });
+      const copy = await vms.openImage(`volume-${f1}`, { readOnly: true });
+      assert.ok((await copy.read(0, MiB)).equals(pattern(5, MiB)));
+      await copy.close();
+    } finally {
+      await vms.close();
+    }
+    await openstack(env, ['volume', 'delete', 'f1']);
+    await openstack(env, ['volume', 'snapshot', 'delete', 'fs']);
+    await waitFor('fs gone', async () => ((await openstackJson<unknown[]>(env, ['volume', 'snapshot', 'list'])).length === 0 ? true : undefined));
+    await openstack(env, ['volume', 'delete', 'f0']);
+    await waitFor('vms empty', async () => ((JSON.parse(await rbd(['ls', '--format', 'json', 'vms'])) as string[]).length === 0 ? true : undefined));
   });
 
   test('a chain deeper than rbd_max_clone_depth is flattened in the background and keeps its bytes', async () => {
