@@ -271,47 +271,21 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
 
   /** Removes a trashed image for good, then its parent if that was only kept for it. */
   private async purge(entry: { id: string; parent: ParentRef | null }): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.io().trashRemove(entry.id, false);
-        break;
-      } catch (error) {
-        if (error instanceof RbdError && error.code === 'ENOENT') break;
-        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
-      }
-    }
+    await retryWhileBusy(() => this.io().trashRemove(entry.id, false));
     if (entry.parent) await this.collectParent(entry.parent);
   }
 
-  private async trashMoveRetrying(name: string): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.io().trashMove(name, 0);
-        return;
-      } catch (error) {
-        if (error instanceof RbdError && error.code === 'ENOENT') return;
-        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
-      }
-    }
+  private trashMoveRetrying(name: string): Promise<void> {
+    return retryWhileBusy(() => this.io().trashMove(name, 0));
   }
+
 
   /**
    * rbd_remove refuses (EBUSY) while another client has the image open, e.g.
    * a consumer that is just closing it: a few tries before giving up.
    */
-  private async removeImageRetrying(name: string): Promise<void> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.io().removeImage(name);
-        return;
-      } catch (error) {
-        if (error instanceof RbdError && error.code === 'ENOENT') return;
-        if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
-      }
-    }
+  private removeImageRetrying(name: string): Promise<void> {
+    return retryWhileBusy(() => this.io().removeImage(name));
   }
 
   /** Unprotects and removes a snapshot unless clones depend on it; returns whether it is gone. */
@@ -583,6 +557,24 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
   /** The cluster fsid (image locations `rbd://<fsid>/...`). */
   clusterFsid(): string {
     return this.fsid;
+  }
+}
+
+/**
+ * Runs a removal, succeeding if the target is already gone (ENOENT) and
+ * retrying while librbd answers EBUSY: another client (a consumer just
+ * closing the image) still has it open.
+ */
+async function retryWhileBusy(operation: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await operation();
+      return;
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'ENOENT') return;
+      if (!(error instanceof RbdError && error.code === 'EBUSY') || attempt >= removeAttemptsMax) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
   }
 }
 
