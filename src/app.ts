@@ -8,11 +8,16 @@ import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { Db } from './db/db.ts';
+import { backupRoutes } from './backup/api.ts';
+import { BackupService } from './backup/backups.ts';
+import { BackupManager } from './backup/manager.ts';
 import { createHttpServer } from './http/server.ts';
 import { identityRouter } from './identity/api.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { IdentityService } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
+import { ImageService } from './image/images.ts';
+import { FileStore } from './image/stores/file.ts';
 import { NbdServer, type NbdExport } from './nbd/server.ts';
 import { TaskQueue } from './tasks/queue.ts';
 import { volumeApp } from './volume/api.ts';
@@ -76,12 +81,19 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const volumes = new VolumeService(db, config, queue, manager, quotas);
   volumes.ensureDefaultType();
   await manager.start();
+  const images = new ImageService(db, new FileStore(config.glance_store.filesystem_store_datadir), log);
+  await images.recover();
+  // The backup role has its own runner so long backups never hold the volume queues' slots.
+  const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000 });
+  const backupManager = new BackupManager(db, config, backupTasks, manager, log);
+  await backupManager.start();
+  const backups = new BackupService(db, backupTasks, volumes, manager, backupManager);
 
   const server = createHttpServer({
     apps: [
       { prefix: '/identity', router: identityRouter(identity, db), faultStyle: 'keystone' },
-      volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time),
-      imageApp(),
+      volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
+      imageApp(images),
     ],
     tokens: identity,
     requestBodyBytesMax: config.oslo_middleware.max_request_body_size,
@@ -124,6 +136,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
         server.close(() => r());
         server.closeIdleConnections();
       });
+      await backupManager.stop();
       await manager.stop();
       await nbd.stop();
       db.close();

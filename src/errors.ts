@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'VolumeHasSnapshots'
   | 'QuotaExceeded'
   | 'BodyTooLarge'
+  | 'RangeNotSatisfiable'
   | 'UnsupportedMediaType'
   | 'VersionNotSupported'
   | 'NotImplemented'
@@ -39,6 +40,7 @@ const statusByCode: Record<ErrorCode, number> = {
   VolumeHasSnapshots: 409,
   QuotaExceeded: 413,
   BodyTooLarge: 413,
+  RangeNotSatisfiable: 416,
   UnsupportedMediaType: 415,
   VersionNotSupported: 406,
   NotImplemented: 501,
@@ -87,6 +89,8 @@ export const errors = {
   quotaExceeded: (message: string) => new PumiceError('QuotaExceeded', message, { 'Retry-After': '0' }),
   bodyTooLarge: (limitBytes: number) =>
     new PumiceError('BodyTooLarge', `Request body is larger than the limit of ${limitBytes} bytes (max_request_body_size).`),
+  rangeNotSatisfiable: (range: string, sizeBytes: number) =>
+    new PumiceError('RangeNotSatisfiable', `Requested range '${range}' is not satisfiable: the data is ${sizeBytes} bytes.`, { 'Content-Range': `bytes */${sizeBytes}` }),
   unsupportedMediaType: (type: string) =>
     new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type}': send application/json.`),
   versionNotSupported: (requested: string, min: string, max: string) =>

@@ -44,6 +44,12 @@ const defaultOptions = {
   debug: { type: 'bool', default: false, help: 'log every request' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: any free port)' },
+  // Backup service (cinder.conf names): the directory driver is the embedded default.
+  backup_driver: { type: 'string', default: 'posix', help: "backup driver: 'posix' (chunks in a directory; cinder.backup.drivers.posix.PosixBackupDriver)" },
+  backup_posix_path: { type: 'string', default: null, help: 'directory of the posix backup driver (default: DATA_DIR/backups)' },
+  backup_file_size: { type: 'int', default: 33554432, min: 65536, help: 'chunk size in bytes of the posix backup driver (Pumice default 32 MiB)' },
+  backup_compression_algorithm: { type: 'string', default: 'brotli', help: "chunk codec: 'brotli' (quality 0) or 'none'" },
+  restore_discard_excess_bytes: { type: 'bool', default: true, help: 'zero the bytes of a restore target beyond the backup size' },
 } satisfies Record<string, OptionSpec>;
 
 const tokenOptions = {
@@ -56,6 +62,13 @@ const databaseOptions = {
 
 const middlewareOptions = {
   max_request_body_size: { type: 'int', default: 114688, min: 1024, help: 'largest JSON request body in bytes' },
+} satisfies Record<string, OptionSpec>;
+
+/** glance-api.conf's [glance_store]: only the file store so far. */
+const glanceStoreOptions = {
+  default_store: { type: 'string', default: 'file', help: "store of new images: 'file' (rbd comes with the RBD image store)" },
+  stores: { type: 'list', default: ['file'], help: 'enabled image stores' },
+  filesystem_store_datadir: { type: 'string', default: null, help: 'directory of the file image store (default: DATA_DIR/images)' },
 } satisfies Record<string, OptionSpec>;
 
 const backendOptions = {
@@ -103,6 +116,7 @@ export interface PumiceConfig {
   token: Values<typeof tokenOptions>;
   database: Values<typeof databaseOptions>;
   oslo_middleware: Values<typeof middlewareOptions>;
+  glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
   backends: BackendConfig[];
 }
 
@@ -111,6 +125,7 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   token: tokenOptions,
   database: databaseOptions,
   oslo_middleware: middlewareOptions,
+  glance_store: glanceStoreOptions,
 };
 
 /** Loads and validates a configuration file; `path` null gives the embedded defaults. */
@@ -180,8 +195,20 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     token: read('token', tokenOptions),
     database: read('database', databaseOptions),
     oslo_middleware: read('oslo_middleware', middlewareOptions),
+    glance_store: readGlanceStore(ini, dataDir),
     backends,
   };
+}
+
+function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_store'] {
+  const values = readSection(ini, ini.sections.get('glance_store'), glanceStoreOptions);
+  for (const [key, value] of [['default_store', [values.default_store]], ['stores', values.stores]] as const) {
+    const unknown = value.find((store) => store !== 'file');
+    if (unknown !== undefined) {
+      throw new ConfigError(ini.path, lineOf(ini, 'glance_store', key), `[glance_store] ${key}: store '${unknown}' is not available; this version has the 'file' store only`);
+    }
+  }
+  return { ...values, filesystem_store_datadir: values.filesystem_store_datadir ?? join(dataDir, 'images') };
 }
 
 function lineOf(ini: IniFile, section: string, key: string): number | undefined {

@@ -130,4 +130,46 @@ CREATE INDEX snapshots_project_size ON snapshots(project_id, size_gib);
 CREATE INDEX volumes_project_created ON volumes(project_id, created_at, id);
 `,
   },
+  {
+    version: 3,
+    sql: `
+CREATE TABLE backups (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+  volume_id TEXT NOT NULL, snapshot_id TEXT, name TEXT, description TEXT,
+  status TEXT NOT NULL, size_gib INTEGER NOT NULL, object_count INTEGER NOT NULL DEFAULT 0,
+  availability_zone TEXT, container TEXT, parent_id TEXT REFERENCES backups(id),
+  is_incremental INTEGER NOT NULL DEFAULT 0, fail_reason TEXT, metadata TEXT NOT NULL DEFAULT '{}',
+  volume_previous_status TEXT, restore_volume_id TEXT, host TEXT, service TEXT,
+  stored_bytes INTEGER NOT NULL DEFAULT 0, progress TEXT,
+  data_timestamp TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE INDEX backups_project_created ON backups(project_id, created_at, id);
+CREATE INDEX backups_created ON backups(created_at, id);
+CREATE INDEX backups_parent ON backups(parent_id);
+CREATE INDEX backups_volume ON backups(volume_id, created_at);
+`,
+  },
+  {
+    // Images (Glance v2): tags and properties are JSON columns of the image row;
+    // members are rows so a project's shared images are found by index.
+    version: 4,
+    sql: `
+CREATE TABLE images (
+  id TEXT PRIMARY KEY, name TEXT, owner TEXT NOT NULL, status TEXT NOT NULL,
+  visibility TEXT NOT NULL, protected INTEGER NOT NULL DEFAULT 0, os_hidden INTEGER NOT NULL DEFAULT 0,
+  disk_format TEXT, container_format TEXT, min_disk INTEGER NOT NULL DEFAULT 0, min_ram INTEGER NOT NULL DEFAULT 0,
+  size INTEGER, virtual_size INTEGER, checksum TEXT, os_hash_algo TEXT, os_hash_value TEXT, store TEXT,
+  tags TEXT NOT NULL DEFAULT '[]', properties TEXT NOT NULL DEFAULT '{}',
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX images_owner_created ON images(owner, created_at, id);
+CREATE INDEX images_visibility_created ON images(visibility, created_at, id);
+CREATE TABLE image_members (
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, member_id TEXT NOT NULL,
+  status TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+  PRIMARY KEY (image_id, member_id)
+);
+CREATE INDEX image_members_member ON image_members(member_id, status);
+`,
+  },
 ];

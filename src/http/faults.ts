@@ -19,6 +19,7 @@ const faultKeyByStatus: Record<number, string> = {
   409: 'conflictingRequest',
   413: 'overLimit',
   415: 'badMediaType',
+  416: 'requestRangeNotSatisfiable',
   501: 'notImplemented',
   503: 'serviceUnavailable',
 };
@@ -33,6 +34,7 @@ const titleByStatus: Record<number, string> = {
   409: 'Conflict',
   413: 'Request Entity Too Large',
   415: 'Unsupported Media Type',
+  416: 'Requested Range Not Satisfiable',
   500: 'Internal Server Error',
   501: 'Not Implemented',
   503: 'Service Unavailable',

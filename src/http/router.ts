@@ -3,6 +3,7 @@
  * routes on a `Router`; the server picks the router by path prefix.
  */
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import { errors } from '../errors.ts';
 
 export interface AuthContext {
@@ -49,6 +50,8 @@ export interface Reply {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
+  /** Raw bytes to stream as the body instead of JSON (image downloads); `headers` then carry its Content-Type and Content-Length. */
+  stream?: Readable;
 }
 
 export type Handler = (ctx: RequestContext) => Reply | Promise<Reply>;

@@ -6,6 +6,8 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { errors, PumiceError } from '../errors.ts';
 import { toFault, type FaultStyle } from './faults.ts';
 import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
@@ -110,6 +112,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
         if (!match.options.rawBody) ctx.body = await readJsonBody(req, options.requestBodyBytesMax);
         const reply: Reply = await match.handler(ctx);
         status = reply.status;
+        if (reply.stream) return await sendStream(res, req, reply.status, reply.stream, { ...headers, ...reply.headers });
         send(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
       } catch (error) {
         const fault = toFault(error, app.faultStyle, options.log);
@@ -148,6 +151,21 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(payload);
 }
 
+/** Streams a raw body; a failure after the headers went out can only end the connection. */
+async function sendStream(res: ServerResponse, req: IncomingMessage, status: number, body: Readable, headers: Record<string, string>): Promise<void> {
+  res.writeHead(status, headers);
+  if (req.method === 'HEAD') {
+    body.destroy();
+    res.end();
+    return;
+  }
+  try {
+    await pipeline(body, res);
+  } catch {
+    res.destroy();
+  }
+}
+
 /** Rejects invalid UTF-8; keeps a BOM in the text so JSON.parse refuses it as before. */
 const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -164,7 +182,8 @@ async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unk
   }
   if (total === 0) return undefined;
   const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
-  if (!contentType.endsWith('json')) throw errors.unsupportedMediaType(contentType);
+  // `application/openstack-images-v2.1-json-patch` is JSON too (Glance's PATCH).
+  if (!contentType.endsWith('json') && !contentType.endsWith('json-patch')) throw errors.unsupportedMediaType(contentType);
   // Buffer#toString would turn invalid UTF-8 into U+FFFD and store it; JSON must be valid UTF-8 (RFC 8259).
   let text: string;
   try {

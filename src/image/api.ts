@@ -1,17 +1,171 @@
 /**
- * The start of the Image API v2 (Glance): version discovery and an image
- * list, so clients that build an image client on every command (the
- * `openstack` CLI does for `volume create`) find the service. Images
- * themselves arrive with the images issue.
+ * Image API v2 (Glance) routes: parse and check the request, call the image
+ * service, render Glance's JSON. Policy and the state machine live in
+ * `images.ts`; bytes live in the store.
  */
-import { errors } from '../errors.ts';
+import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
-import { Router, type RequestContext } from '../http/router.ts';
+import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
+import { queryBool, validate, type Schema } from '../http/validate.ts';
+import {
+  containerFormats, diskFormats, glanceTime, limits, memberStatuses, sortKeys, visibilities,
+  type ImageRow, type ImageService, type ListQuery, type MemberRow,
+} from './images.ts';
 
 const imageApiVersions = ['2.16', '2.15', '2.9', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
+const jsonPatchTypes = ['application/openstack-images-v2.1-json-patch', 'application/openstack-images-v2.0-json-patch'];
+/** Import methods listed by /v2/info/import. */
+const importMethods = ['glance-direct'];
 
-export function imageApp(): ServiceApp {
+/** Query parameters with a meaning of their own; any other is a property filter, as in Glance. */
+const listParams = new Set(['limit', 'marker', 'sort_key', 'sort_dir', 'sort', 'member_status', 'name', 'status', 'visibility', 'owner', 'tag',
+  'disk_format', 'container_format', 'size_min', 'size_max', 'os_hidden', 'protected', 'id', 'created_at', 'updated_at']);
+
+export function renderImage(image: ImageRow): Record<string, unknown> {
+  const properties = JSON.parse(image.properties) as Record<string, string>;
+  return {
+    ...properties,
+    id: image.id,
+    name: image.name,
+    status: image.status,
+    visibility: image.visibility,
+    protected: image.protected === 1,
+    os_hidden: image.os_hidden === 1,
+    checksum: image.checksum,
+    os_hash_algo: image.os_hash_algo,
+    os_hash_value: image.os_hash_value,
+    size: image.size,
+    virtual_size: image.virtual_size,
+    disk_format: image.disk_format,
+    container_format: image.container_format,
+    min_disk: image.min_disk,
+    min_ram: image.min_ram,
+    owner: image.owner,
+    tags: JSON.parse(image.tags) as string[],
+    created_at: glanceTime(image.created_at),
+    updated_at: glanceTime(image.updated_at),
+    self: `/v2/images/${image.id}`,
+    file: `/v2/images/${image.id}/file`,
+    schema: '/v2/schemas/image',
+  };
+}
+
+function renderMember(member: MemberRow): Record<string, unknown> {
+  return {
+    image_id: member.image_id,
+    member_id: member.member_id,
+    status: member.status,
+    created_at: glanceTime(member.created_at),
+    updated_at: glanceTime(member.updated_at),
+    schema: '/v2/schemas/member',
+  };
+}
+
+const memberCreateSchema: Schema = { type: 'object', properties: { member: { type: 'string', minLength: 1, maxLength: 255 } }, required: ['member'] };
+/** openstacksdk sends the member's id along with the new status; Glance ignores it, so do we. */
+const memberUpdateSchema: Schema = {
+  type: 'object',
+  properties: { status: { type: 'string', enum: memberStatuses }, member: { type: 'string', maxLength: 255 }, member_id: { type: 'string', maxLength: 255 } },
+  required: ['status'],
+};
+
+function parseListQuery(query: URLSearchParams): ListQuery {
+  const one = (name: string): string | undefined => query.get(name) ?? undefined;
+  const limitText = one('limit');
+  let limit = limits.pageDefault;
+  if (limitText !== undefined) {
+    if (!/^\d{1,15}$/.test(limitText)) throw errors.invalidInput(`Invalid input: limit '${limitText.slice(0, 40)}' must be a non-negative integer.`);
+    limit = Math.min(Number(limitText), limits.pageMax);
+  }
+  let sortKey = one('sort_key') ?? 'created_at';
+  let sortDir = one('sort_dir') ?? 'desc';
+  const sort = one('sort');
+  if (sort !== undefined) {
+    const [key, dir] = sort.split(',')[0]!.split(':');
+    sortKey = key ?? sortKey;
+    sortDir = dir ?? 'desc';
+  }
+  if (!sortKeys.includes(sortKey)) throw errors.invalidInput(`Invalid sort key '${sortKey.slice(0, 40)}': expected one of ${sortKeys.join(', ')}.`);
+  if (sortDir !== 'asc' && sortDir !== 'desc') throw errors.invalidInput(`Invalid sort direction '${sortDir.slice(0, 40)}': expected asc or desc.`);
+  const filters: Record<string, string> = {};
+  for (const key of ['name', 'status', 'owner', 'disk_format', 'container_format', 'id']) {
+    const value = one(key);
+    if (value !== undefined) filters[key] = value;
+  }
+  const visibility = one('visibility');
+  if (visibility !== undefined) {
+    if (visibility !== 'all' && !(visibilities as readonly string[]).includes(visibility)) {
+      throw errors.invalidInput(`Invalid visibility value '${visibility.slice(0, 40)}': expected one of ${[...visibilities, 'all'].join(', ')}.`);
+    }
+    filters['visibility'] = visibility;
+  }
+  for (const key of ['size_min', 'size_max']) {
+    const value = one(key);
+    if (value === undefined) continue;
+    if (!/^\d{1,15}$/.test(value)) throw errors.invalidInput(`Invalid input: ${key} '${value.slice(0, 40)}' must be a non-negative integer.`);
+    filters[key] = value;
+  }
+  for (const key of ['os_hidden', 'protected']) {
+    const value = queryBool(query.get(key), key);
+    if (value !== undefined) filters[key] = String(value);
+  }
+  const tags = query.getAll('tag');
+  if (tags.length > 0) filters['tag'] = tags.join('\u0000');
+  for (const [key, value] of query) {
+    if (!listParams.has(key)) filters[`property:${key}`] = value;
+  }
+  const memberStatus = one('member_status') ?? 'accepted';
+  if (memberStatus !== 'all' && !(memberStatuses as readonly string[]).includes(memberStatus)) {
+    throw errors.invalidInput(`Invalid member_status '${memberStatus.slice(0, 40)}': expected pending, accepted, rejected or all.`);
+  }
+  return { filters, memberStatus, limit, marker: one('marker') ?? null, sortKey, sortDir };
+}
+
+/** Parses a single `bytes=` range; null means "send everything" (no or unusable header). */
+function parseRange(header: string | undefined, sizeBytes: number): { start: number; end: number } | null {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null;
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) throw errors.rangeNotSatisfiable(header, sizeBytes);
+    start = Math.max(0, sizeBytes - suffix);
+    end = sizeBytes - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? sizeBytes - 1 : Math.min(Number(m[2]), sizeBytes - 1);
+    if (end < start && m[2] !== '') throw errors.rangeNotSatisfiable(header, sizeBytes);
+  }
+  if (start >= sizeBytes) throw errors.rangeNotSatisfiable(header, sizeBytes);
+  return { start, end };
+}
+
+const importSchema: Schema = {
+  type: 'object',
+  properties: {
+    method: { type: 'object', properties: { name: { type: 'string', maxLength: 255 }, uri: { type: 'string', maxLength: 2048 } }, required: ['name'] },
+    stores: { type: 'array', items: { type: 'string', maxLength: 255 }, maxItems: 16 },
+    all_stores: { type: 'boolean' },
+    all_stores_must_succeed: { type: 'boolean' },
+  },
+  required: ['method'],
+};
+
+/** Checks the Content-Type of image data and returns its Content-Length, if announced. */
+function dataContentLength(ctx: RequestContext): number | null {
+  const type = (ctx.headers['content-type'] ?? 'application/octet-stream').split(';')[0]!.trim().toLowerCase();
+  if (type !== 'application/octet-stream') throw new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type}' for image data: send Content-Type: application/octet-stream.`);
+  const lengthHeader = ctx.headers['content-length'];
+  const contentLength = lengthHeader === undefined ? null : Number(lengthHeader);
+  if (contentLength !== null && !Number.isSafeInteger(contentLength)) throw errors.badRequest(`Invalid Content-Length '${lengthHeader}'.`);
+  return contentLength;
+}
+
+export function imageApp(service: ImageService): ServiceApp {
   const router = new Router();
+  const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
   const versions = (ctx: RequestContext) => ({
     versions: imageApiVersions.map((v, i) => ({
       id: `v${v}`,
@@ -22,13 +176,204 @@ export function imageApp(): ServiceApp {
   router.get('/', (ctx) => ({ status: 300, body: versions(ctx) }), { public: true });
   router.get('/versions', (ctx) => ({ status: 200, body: versions(ctx) }), { public: true });
   router.get('/v2', (ctx) => ({ status: 200, body: versions(ctx) }), { public: true });
+
+  // ---- discovery ----
+  router.get('/v2/schemas/image', () => ({ status: 200, body: imageSchema() }));
+  router.get('/v2/schemas/images', () => ({
+    status: 200,
+    body: {
+      name: 'images',
+      properties: {
+        images: { type: 'array', items: imageSchema() },
+        schema: { type: 'string' },
+        first: { type: 'string' },
+        next: { type: 'string' },
+      },
+      links: [{ rel: 'first', href: '{first}' }, { rel: 'next', href: '{next}' }, { rel: 'describedby', href: '{schema}' }],
+    },
+  }));
+  router.get('/v2/schemas/member', () => ({ status: 200, body: memberSchema() }));
+  router.get('/v2/schemas/members', () => ({
+    status: 200,
+    body: { name: 'members', properties: { members: { type: 'array', items: memberSchema() }, schema: { type: 'string' } }, links: [{ rel: 'describedby', href: '{schema}' }] },
+  }));
+  router.get('/v2/info/stores', () => ({
+    status: 200,
+    body: { stores: [{ id: service.store.id, description: 'Local file store (filesystem_store_datadir)', default: true }] },
+  }));
+  router.get('/v2/info/import', () => ({
+    status: 200,
+    body: { 'import-methods': { description: 'Import methods available.', type: 'array', value: importMethods } },
+  }));
+
+  // ---- images ----
   router.get('/v2/images', (ctx) => {
-    const limit = ctx.query.get('limit');
-    if (limit !== null && !/^\d+$/.test(limit)) throw errors.invalidInput(`Invalid input: limit '${limit}' must be a non-negative integer.`);
-    return { status: 200, body: { images: [], schema: '/v2/schemas/images', first: '/v2/images' } };
+    const query = parseListQuery(ctx.query);
+    const page = service.list(auth(ctx), query);
+    const body: Record<string, unknown> = { images: page.images.map(renderImage), first: '/v2/images', schema: '/v2/schemas/images' };
+    if (page.nextMarker) {
+      const next = new URLSearchParams(ctx.query);
+      next.set('marker', page.nextMarker);
+      next.set('limit', String(query.limit));
+      body['next'] = `/v2/images?${next.toString()}`;
+    }
+    return { status: 200, body };
   });
-  router.get('/v2/images/:id', (ctx) => {
-    throw errors.notFound('Image', ctx.params['id']!);
+  router.post('/v2/images', (ctx) => {
+    const image = service.create(auth(ctx), ctx.body);
+    return {
+      status: 201,
+      body: renderImage(image),
+      headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': importMethods.join(',') },
+    };
   });
+  router.get('/v2/images/:id', (ctx) => ({ status: 200, body: renderImage(service.get(auth(ctx), ctx.params['id']!)) }));
+  router.patch('/v2/images/:id', (ctx) => {
+    const type = (ctx.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (!jsonPatchTypes.includes(type)) {
+      throw new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type || '(none)'}' for PATCH: send Content-Type: application/openstack-images-v2.1-json-patch.`);
+    }
+    if (ctx.body === undefined) throw errors.badRequest('Invalid JSON patch: the body is empty; send a JSON array of operations.');
+    return { status: 200, body: renderImage(service.update(auth(ctx), ctx.params['id']!, ctx.body)) };
+  });
+  router.delete('/v2/images/:id', async (ctx) => {
+    await service.delete(auth(ctx), ctx.params['id']!);
+    return { status: 204 };
+  });
+
+  // ---- data ----
+  router.put('/v2/images/:id/file', async (ctx) => {
+    const contentLength = dataContentLength(ctx);
+    await service.upload(auth(ctx), ctx.params['id']!, ctx.stream, contentLength);
+    return { status: 204 };
+  }, { rawBody: true });
+  router.get('/v2/images/:id/file', async (ctx) => {
+    const image = service.openData(auth(ctx), ctx.params['id']!);
+    if (!image) return { status: 204 };
+    const sizeBytes = image.size ?? 0;
+    const stored = await service.store.sizeOf(image.id);
+    if (stored !== sizeBytes) {
+      throw errors.backendUnavailable(`The data of image ${image.id} is missing or damaged in store '${service.store.id}' (${stored ?? 'no'} bytes stored, ${sizeBytes} recorded).`);
+    }
+    const rangeHeader = ctx.headers['range'];
+    const range = sizeBytes > 0 ? parseRange(typeof rangeHeader === 'string' ? rangeHeader : undefined, sizeBytes) : null;
+    const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes' };
+    if (!range) {
+      headers['Content-Length'] = String(sizeBytes);
+      if (image.checksum) headers['Content-MD5'] = image.checksum;
+      return { status: 200, headers, stream: service.store.read(image.id) };
+    }
+    headers['Content-Length'] = String(range.end - range.start + 1);
+    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${sizeBytes}`;
+    return { status: 206, headers, stream: service.store.read(image.id, range) };
+  });
+
+  // ---- interoperable import (glance-direct) ----
+  router.put('/v2/images/:id/stage', async (ctx) => {
+    const contentLength = dataContentLength(ctx);
+    await service.stage(auth(ctx), ctx.params['id']!, ctx.stream, contentLength);
+    return { status: 204 };
+  }, { rawBody: true });
+  router.post('/v2/images/:id/import', async (ctx) => {
+    const body = validate<{ method: { name: string }; stores?: string[] }>(importSchema, ctx.body);
+    const unknownStore = (body.stores ?? []).find((s) => s !== service.store.id);
+    if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
+    await service.importStaged(auth(ctx), ctx.params['id']!, body.method.name);
+    return { status: 202 };
+  });
+
+  // ---- actions, tags ----
+  router.post('/v2/images/:id/actions/deactivate', (ctx) => {
+    service.deactivate(auth(ctx), ctx.params['id']!);
+    return { status: 204 };
+  });
+  router.post('/v2/images/:id/actions/reactivate', (ctx) => {
+    service.reactivate(auth(ctx), ctx.params['id']!);
+    return { status: 204 };
+  });
+  router.put('/v2/images/:id/tags/:tag', (ctx) => {
+    service.addTag(auth(ctx), ctx.params['id']!, ctx.params['tag']!);
+    return { status: 204 };
+  });
+  router.delete('/v2/images/:id/tags/:tag', (ctx) => {
+    service.removeTag(auth(ctx), ctx.params['id']!, ctx.params['tag']!);
+    return { status: 204 };
+  });
+
+  // ---- members ----
+  router.post('/v2/images/:id/members', (ctx) => {
+    const body = validate<{ member: string }>(memberCreateSchema, ctx.body);
+    return { status: 200, body: renderMember(service.addMember(auth(ctx), ctx.params['id']!, body.member)) };
+  });
+  router.get('/v2/images/:id/members', (ctx) => ({
+    status: 200,
+    body: { members: service.listMembers(auth(ctx), ctx.params['id']!).map(renderMember), schema: '/v2/schemas/members' },
+  }));
+  router.get('/v2/images/:id/members/:member', (ctx) => ({
+    status: 200,
+    body: renderMember(service.getMember(auth(ctx), ctx.params['id']!, ctx.params['member']!)),
+  }));
+  router.put('/v2/images/:id/members/:member', (ctx) => {
+    const body = validate<{ status: string }>(memberUpdateSchema, ctx.body);
+    return { status: 200, body: renderMember(service.updateMember(auth(ctx), ctx.params['id']!, ctx.params['member']!, body.status)) };
+  });
+  router.delete('/v2/images/:id/members/:member', (ctx) => {
+    service.removeMember(auth(ctx), ctx.params['id']!, ctx.params['member']!);
+    return { status: 204 };
+  });
+
   return { prefix: '/image', router, faultStyle: 'openstack' };
+}
+
+/** Glance's image schema, abridged to what Pumice stores; extra string properties are allowed. */
+function imageSchema(): Record<string, unknown> {
+  const str = (description: string, extra: Record<string, unknown> = {}) => ({ type: ['null', 'string'], description, ...extra });
+  const readOnly = { readOnly: true };
+  return {
+    name: 'image',
+    properties: {
+      id: { type: 'string', pattern: '^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$', description: 'An identifier for the image' },
+      name: str('Descriptive name for the image', { maxLength: 255 }),
+      status: { type: 'string', readOnly: true, description: 'Status of the image', enum: ['queued', 'saving', 'active', 'killed', 'deleted', 'uploading', 'importing', 'pending_delete', 'deactivated'] },
+      visibility: { type: 'string', enum: [...visibilities], description: 'Scope of image accessibility' },
+      protected: { type: 'boolean', description: 'If true, image will not be deletable.' },
+      os_hidden: { type: 'boolean', description: 'If true, image will not appear in default image list response.' },
+      checksum: str('md5 hash of image contents.', { ...readOnly, maxLength: 32 }),
+      os_hash_algo: str('Algorithm to calculate the os_hash_value', { ...readOnly, maxLength: 64 }),
+      os_hash_value: str('Hexdigest of the image contents using the algorithm specified by the os_hash_algo', { ...readOnly, maxLength: 128 }),
+      owner: str('Owner of the image', { maxLength: 255 }),
+      size: { type: ['null', 'integer'], readOnly: true, description: 'Size of image file in bytes' },
+      virtual_size: { type: ['null', 'integer'], readOnly: true, description: 'Virtual size of image in bytes' },
+      container_format: { type: ['null', 'string'], enum: [null, ...containerFormats], description: 'Format of the container' },
+      disk_format: { type: ['null', 'string'], enum: [null, ...diskFormats], description: 'Format of the disk' },
+      created_at: { type: 'string', readOnly: true, description: 'Date and time of image registration' },
+      updated_at: { type: 'string', readOnly: true, description: 'Date and time of the last image modification' },
+      tags: { type: 'array', items: { type: 'string', maxLength: 255 }, description: 'List of strings related to the image' },
+      min_ram: { type: 'integer', description: 'Amount of ram (in MB) required to boot image.' },
+      min_disk: { type: 'integer', description: 'Amount of disk space (in GB) required to boot image.' },
+      self: { type: 'string', readOnly: true, description: 'An image self url' },
+      file: { type: 'string', readOnly: true, description: 'An image file url' },
+      schema: { type: 'string', readOnly: true, description: 'An image schema url' },
+    },
+    additionalProperties: { type: 'string' },
+    links: [
+      { rel: 'self', href: '{self}' },
+      { rel: 'enclosure', href: '{file}' },
+      { rel: 'describedby', href: '{schema}' },
+    ],
+  };
+}
+
+function memberSchema(): Record<string, unknown> {
+  return {
+    name: 'member',
+    properties: {
+      created_at: { type: 'string', description: 'Date and time of image member creation' },
+      image_id: { type: 'string', description: 'An identifier for the image' },
+      member_id: { type: 'string', description: 'An identifier for the image member (tenantId)' },
+      status: { type: 'string', enum: [...memberStatuses], description: 'The status of this image member' },
+      updated_at: { type: 'string', description: 'Date and time of last modification of image member' },
+      schema: { type: 'string', readOnly: true },
+    },
+  };
 }

@@ -41,7 +41,16 @@ const uuidRef: Schema = { type: 'uuid', nullable: true };
 /** Largest volume one request may ask for: 1 PiB; beyond it is a typo, not a plan. */
 const volumeSizeGiBMax = 1024 * 1024;
 
-export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db, osapiMaxLimit: number, serviceDownSeconds: number): ServiceApp {
+/** What another service's routes on the Block Storage router (backups) share with the volume routes. */
+export interface VolumeApiHelpers {
+  render(ctx: RequestContext): RenderOptions;
+  listQuery(ctx: RequestContext, allowedFilters: string[]): ListQuery;
+  scopeToProject(ctx: RequestContext, query: ListQuery): void;
+  nextLink(ctx: RequestContext, lastId: string, limit: number): { href: string; rel: string };
+}
+export type VolumeApiExtension = (router: Router, helpers: VolumeApiHelpers) => void;
+
+export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db, osapiMaxLimit: number, serviceDownSeconds: number, extensions: VolumeApiExtension[] = []): ServiceApp {
   const router = new Router();
   const render = (ctx: RequestContext): RenderOptions => ({
     serviceUrl: ctx.serviceUrl,
@@ -152,7 +161,12 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     if (volume['imageRef']) {
       throw errors.badRequest(`Invalid image identifier or unable to access requested image: image ${String(volume['imageRef'])} does not exist (Pumice's image service has no images yet).`);
     }
-    if (volume['backup_id']) throw new PumiceError('NotFound', `Backup ${String(volume['backup_id'])} could not be found (Pumice has no backups yet).`);
+    if (volume['backup_id']) {
+      const backupId = String(volume['backup_id']);
+      const backup = db.get<{ project_id: string }>('SELECT project_id FROM backups WHERE id = ?', backupId);
+      if (!backup || (!auth(ctx).isAdmin && backup.project_id !== auth(ctx).projectId)) throw new PumiceError('NotFound', `Backup ${backupId} could not be found.`);
+      throw errors.badRequest(`Creating a volume from a backup (backup_id) is not supported by Pumice yet; restore the backup instead: openstack volume backup restore ${backupId} NEW_VOLUME_NAME.`);
+    }
     if (volume['multiattach']) throw errors.badRequest('Multiattach volumes are not supported by the configured backends.');
     const groupId = volume['group_id'] ?? volume['consistencygroup_id'];
     if (groupId) throw new PumiceError('NotFound', `Group ${String(groupId)} could not be found (Pumice has no volume groups yet).`);
@@ -864,6 +878,8 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     const path = ctx.pathProjectId ? `/v3/${ctx.pathProjectId}${ctx.path.slice(3)}` : ctx.path;
     return { href: `${ctx.serviceUrl}${path}?${params.toString()}`, rel: 'next' };
   }
+
+  for (const extend of extensions) extend(router, { render, listQuery, scopeToProject, nextLink });
 
   return {
     prefix: '/volume',

@@ -50,12 +50,13 @@ export class Quotas {
   usage(projectId: string): Usage {
     const volumes = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM volumes WHERE project_id = ?', projectId)!;
     const snapshots = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM snapshots WHERE project_id = ?', projectId)!;
+    const backups = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM backups WHERE project_id = ?', projectId)!;
     return {
       volumes: volumes.n,
       snapshots: snapshots.n,
       gigabytes: (volumes.gb ?? 0) + (this.defaults.no_snapshot_gb_quota ? 0 : snapshots.gb ?? 0),
-      backups: 0,
-      backup_gigabytes: 0,
+      backups: backups.n,
+      backup_gigabytes: backups.gb ?? 0,
       groups: 0,
     };
   }
@@ -76,7 +77,7 @@ export class Quotas {
   }
 
   /** Throws Cinder's 413 quota errors if adding `delta` would pass a limit. Call inside the writing transaction. */
-  check(projectId: string, delta: { volumes?: number; snapshots?: number; gigabytes?: number }): void {
+  check(projectId: string, delta: { volumes?: number; snapshots?: number; gigabytes?: number; backups?: number; backupGigabytes?: number }): void {
     const limits = this.limits(projectId);
     const usage = this.usage(projectId);
     const fix = 'Delete resources you no longer need, or ask an administrator to raise the quota (cinder quota-update).';
@@ -85,6 +86,14 @@ export class Quotas {
     }
     if (delta.snapshots && limits.snapshots >= 0 && usage.snapshots + delta.snapshots > limits.snapshots) {
       throw errors.quotaExceeded(`SnapshotLimitExceeded: Maximum number of snapshots allowed (${limits.snapshots}) exceeded for quota 'snapshots'. ${fix}`);
+    }
+    if (delta.backups && limits.backups >= 0 && usage.backups + delta.backups > limits.backups) {
+      throw errors.quotaExceeded(`BackupLimitExceeded: Maximum number of backups allowed (${limits.backups}) exceeded for quota 'backups'. ${fix}`);
+    }
+    if (delta.backupGigabytes && limits.backup_gigabytes >= 0 && usage.backup_gigabytes + delta.backupGigabytes > limits.backup_gigabytes) {
+      throw errors.quotaExceeded(
+        `VolumeBackupSizeExceedsAvailableQuota: Requested backup exceeds allowed Backup gigabytes quota. Requested ${delta.backupGigabytes}G, quota is ${limits.backup_gigabytes}G and ${usage.backup_gigabytes}G has been consumed. ${fix}`,
+      );
     }
     if (delta.gigabytes && limits.gigabytes >= 0 && usage.gigabytes + delta.gigabytes > limits.gigabytes) {
       const what = delta.snapshots ? 'snapshot' : 'volume';

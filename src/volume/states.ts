@@ -37,7 +37,7 @@ export const volumeStatuses: readonly VolumeStatus[] = [
 /** Moves a volume may make; the key is the current status. */
 const volumeTransitions: Record<VolumeStatus, readonly VolumeStatus[]> = {
   creating: ['available', 'error'],
-  available: ['deleting', 'extending', 'reserved', 'attaching', 'in-use', 'reverting', 'backing-up', 'uploading', 'maintenance', 'retyping'],
+  available: ['deleting', 'extending', 'reserved', 'attaching', 'in-use', 'reverting', 'backing-up', 'restoring-backup', 'uploading', 'maintenance', 'retyping'],
   reserved: ['available', 'attaching', 'in-use'],
   attaching: ['in-use', 'available', 'error'],
   detaching: ['available', 'in-use'],

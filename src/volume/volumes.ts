@@ -522,7 +522,7 @@ export class VolumeService {
 
   // ---- listing ----
   /** Keyset pagination over `table` in the given sort order, with the marker row as the start. */
-  listPage<T extends { id: string }>(table: 'volumes' | 'snapshots', query: ListQuery, sortColumns: Record<string, string>): Page<T> {
+  listPage<T extends { id: string }>(table: 'volumes' | 'snapshots' | 'backups', query: ListQuery, sortColumns: Record<string, string>): Page<T> {
     const conditions = [...query.conditions];
     const params = [...query.params];
     const sort = [...query.sort];

@@ -436,7 +436,10 @@ describe('bad input on every route', () => {
     ['GET', '/versions', 'none', false],
     ['GET', '/v2', 'none', false],
     ['GET', '/v2/images', 'member', false],
+    ['POST', '/v2/images', 'member', true],
     ['GET', `/v2/images/${UNKNOWN}`, 'member', false],
+    ['PATCH', `/v2/images/${UNKNOWN}`, 'member', false],
+    ['DELETE', `/v2/images/${UNKNOWN}`, 'member', false],
   ];
 
   /** A method that the path's route pattern does not serve, for the 405 cases. */
@@ -1137,8 +1140,8 @@ describe('bad input on every route', () => {
       { name: 'GET /image/v2/images/%E0%A4%A', method: 'GET', path: '/image/v2/images/%E0%A4%A', expect: 400 },
       { name: 'GET /image/v2/nope', method: 'GET', path: '/image/v2/nope', expect: 404 },
       { name: 'GET /image/v3', method: 'GET', path: '/image/v3', expect: 404 },
-      { name: 'POST /image/v2/images: create is not served', method: 'POST', path: '/image/v2/images', body: { name: 'x' }, expect: 405 },
-      { name: 'DELETE /image/v2/images/{id}: not served', method: 'DELETE', path: `/image/v2/images/${UNKNOWN}`, expect: 405 },
+      { name: 'POST /image/v2/images: unknown disk_format', method: 'POST', path: '/image/v2/images', body: { name: 'x', disk_format: 'qcow3' }, expect: 400 },
+      { name: 'DELETE /image/v2/images/{id}: unknown image', method: 'DELETE', path: `/image/v2/images/${UNKNOWN}`, expect: 404 },
     ];
   }
 

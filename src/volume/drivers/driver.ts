@@ -99,4 +99,18 @@ export function hasClones(backend: VolumeBackend): backend is VolumeBackend & Cl
   return typeof (backend as Partial<Clones>).cloneVolume === 'function';
 }
 
+/**
+ * A backend whose volumes are plain files on this host (the local backend): the backup role reads
+ * and restores their bytes directly. The path is stable while the volume is not being deleted.
+ */
+export interface FileAccess {
+  volumeFilePath(volume: VolumeRef): string;
+  /** Withdraws any consumer export of the volume before its bytes are replaced (restore). */
+  withdrawExport(volume: VolumeRef): void;
+}
+
+export function hasFileAccess(backend: VolumeBackend): backend is VolumeBackend & FileAccess {
+  return typeof (backend as Partial<FileAccess>).volumeFilePath === 'function';
+}
+
 export const gib = 1024 ** 3;

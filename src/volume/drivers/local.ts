@@ -19,6 +19,7 @@ import {
   type Clones,
   type ConnectionInfo,
   type Connector,
+  type FileAccess,
   type SnapshotRef,
   type Snapshots,
   type VolumeBackend,
@@ -42,7 +43,7 @@ export interface LocalBackendOptions {
   reportDiscard: boolean;
 }
 
-export class LocalBackend implements VolumeBackend, Snapshots, Clones {
+export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess {
   readonly driverName = 'local';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -61,6 +62,15 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones {
   }
   private tempPath(id: string): string {
     return join(this.directory, `.tmp-${id}`);
+  }
+
+  /** Read-only accessor for the backup role (FileAccess). */
+  volumeFilePath(volume: VolumeRef): string {
+    return this.volumePath(volume.id);
+  }
+
+  withdrawExport(volume: VolumeRef): void {
+    this.options.exporter.unpublish(exportName(volume.id));
   }
 
   async start(): Promise<void> {

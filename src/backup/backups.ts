@@ -1,0 +1,231 @@
+/**
+ * Backup service domain logic on the API side (Cinder's backup API): checks
+ * requests against states, quotas and ownership, writes the backup in its
+ * first state, moves the volume it holds, and enqueues the task in the same
+ * transaction. The state machine:
+ *
+ *   creating → available | error          (source volume: backing-up → its previous status)
+ *   available → restoring → available     (target volume: restoring-backup → available | error_restoring)
+ *   available | error → deleting → (gone) | error_deleting
+ *
+ * A backup some later incremental depends on cannot be deleted (409).
+ */
+import { randomUUID } from 'node:crypto';
+import { nowIso, type Db } from '../db/db.ts';
+import { errors, PumiceError } from '../errors.ts';
+import type { AuthContext } from '../http/router.ts';
+import type { TaskQueue } from '../tasks/queue.ts';
+import { hasFileAccess } from '../volume/drivers/driver.ts';
+import type { VolumeManager } from '../volume/manager.ts';
+import type { VolumeRow } from '../volume/records.ts';
+import { requireStatus } from '../volume/states.ts';
+import type { ListQuery, Page, VolumeService } from '../volume/volumes.ts';
+import { validContainer } from './drivers/posix.ts';
+import { backupQueue, posixDriverName, type BackupManager, type RestorePayload } from './manager.ts';
+import type { BackupRow } from './records.ts';
+
+export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
+export const backupStatuses: readonly BackupStatus[] = ['creating', 'available', 'deleting', 'error', 'error_deleting', 'restoring'];
+export const backupDeletableStatuses: readonly BackupStatus[] = ['available', 'error'];
+/** Statuses an admin may set with os-reset_status (Cinder's list). */
+export const backupResettableStatuses: readonly BackupStatus[] = ['available', 'error'];
+export const defaultContainer = 'volumebackups';
+
+export interface CreateBackupInput {
+  volumeId: string;
+  name?: string | null;
+  description?: string | null;
+  incremental?: boolean;
+  force?: boolean;
+  snapshotId?: string | null;
+  container?: string | null;
+  metadata?: Record<string, string>;
+  availabilityZone?: string | null;
+}
+
+export interface RestoreResult {
+  backupId: string;
+  volumeId: string;
+  volumeName: string | null;
+}
+
+export class BackupService {
+  constructor(
+    private readonly db: Db,
+    private readonly queue: TaskQueue,
+    private readonly volumes: VolumeService,
+    private readonly volumeManager: VolumeManager,
+    private readonly manager: BackupManager,
+  ) {}
+
+  /** Finds a backup the caller may see; another project's backup is a 404. */
+  backup(auth: AuthContext, id: string): BackupRow {
+    const row = this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id);
+    if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Backup', id);
+    return row;
+  }
+
+  /** Ids among `ids` that some other backup names as its parent. */
+  withDependents(ids: string[]): Set<string> {
+    if (ids.length === 0) return new Set();
+    return new Set(
+      this.db.all<{ parent_id: string }>(`SELECT DISTINCT parent_id FROM backups WHERE parent_id IN (${ids.map(() => '?').join(',')})`, ...ids).map((r) => r.parent_id),
+    );
+  }
+
+  list(query: ListQuery, sortColumns: Record<string, string>): Page<BackupRow> {
+    return this.volumes.listPage<BackupRow>('backups', query, sortColumns);
+  }
+
+  create(auth: AuthContext, input: CreateBackupInput): BackupRow {
+    this.volumes.requireWriter(auth, 'backup:create');
+    const projectId = this.volumes.projectOf(auth);
+    if (input.snapshotId) {
+      throw errors.badRequest('Invalid input: backups from a snapshot (snapshot_id) are not supported by Pumice yet; back up the volume itself, or create a volume from the snapshot and back that up.');
+    }
+    const container = input.container ?? defaultContainer;
+    if (!validContainer(container)) {
+      throw errors.invalidInput(`Invalid input: container '${container}' must be one directory name of letters, digits, '.', '_' or '-' (at most 255 characters).`);
+    }
+    if (input.availabilityZone && input.availabilityZone !== this.manager.zone) {
+      throw errors.badRequest(`Availability zone '${input.availabilityZone}' is invalid for backups. Valid zones: ${this.manager.zone}.`);
+    }
+    if (!this.manager.up) throw errors.backendUnavailable(`The backup service is down: ${this.manager.downReason}. Check backup_posix_path.`);
+    const id = randomUUID();
+    return this.db.transaction(() => {
+      const volume = this.volumes.volume(auth, input.volumeId);
+      const allowed = input.force ? ['available', 'in-use'] : ['available'];
+      if (volume.status === 'in-use' && !input.force) {
+        throw errors.invalidState('volume', volume.id, volume.status, 'a backup (pass force to back up an attached volume)', ['available']);
+      }
+      requireStatus('volume', volume.id, volume.status, 'a backup', allowed);
+      const backend = volume.backend ? this.volumeManager.backends.get(volume.backend) : undefined;
+      if (!backend || !hasFileAccess(backend.driver)) {
+        throw errors.badRequest(`Invalid volume: volume ${volume.id} is on backend '${volume.backend ?? 'none'}'; the posix backup driver backs up volumes of the local backend only (the Ceph backup driver is not implemented yet).`);
+      }
+      let parent: BackupRow | undefined;
+      if (input.incremental) {
+        parent = this.db.get<BackupRow>(
+          "SELECT * FROM backups WHERE volume_id = ? AND status = 'available' ORDER BY data_timestamp DESC, created_at DESC LIMIT 1",
+          volume.id,
+        );
+        if (!parent) {
+          throw errors.badRequest(`Invalid backup: no backups available to do an incremental backup of volume ${volume.id}; create a full backup first.`);
+        }
+      }
+      this.volumes.quotas.check(projectId, { backups: 1, backupGigabytes: volume.size_gib });
+      const now = nowIso();
+      this.db.run(
+        `INSERT INTO backups (id, project_id, user_id, volume_id, snapshot_id, name, description, status, size_gib, availability_zone, container,
+           parent_id, is_incremental, metadata, volume_previous_status, host, service, data_timestamp, created_at, updated_at)
+         VALUES (?, ?, ?, ?, NULL, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, projectId, auth.userId, volume.id, input.name ?? null, input.description ?? null, volume.size_gib, this.manager.zone, container,
+        parent?.id ?? null, parent ? 1 : 0, JSON.stringify(input.metadata ?? {}), volume.status, this.manager.host, posixDriverName, now, now, now,
+      );
+      const moved = this.db.run("UPDATE volumes SET status = 'backing-up', previous_status = ?, updated_at = ? WHERE id = ? AND status = ?", volume.status, now, volume.id, volume.status);
+      if (moved.changes !== 1) throw errors.conflict(`Invalid volume: volume ${volume.id} changed state while the backup was requested; retry.`);
+      this.queue.enqueue('backup.create', id, backupQueue, {});
+      return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id)!;
+    });
+  }
+
+  delete(auth: AuthContext, id: string, force: boolean): void {
+    this.volumes.requireWriter(auth, 'backup:delete');
+    if (force) this.volumes.requireAdmin(auth, 'backup:backup-delete --force');
+    this.db.transaction(() => {
+      const row = this.backup(auth, id);
+      if (row.status === 'deleting') return;
+      const allowed: readonly string[] = force ? [...backupDeletableStatuses, 'error_deleting', 'creating', 'restoring'] : backupDeletableStatuses;
+      requireStatus('backup', id, row.status, 'delete', allowed);
+      const dependents = this.db.all<{ id: string }>('SELECT id FROM backups WHERE parent_id = ?', id);
+      if (dependents.length > 0) {
+        throw new PumiceError(
+          'InvalidState',
+          `Invalid backup: incremental backups exist for this backup: ${dependents.map((d) => d.id).join(', ')} depend on backup ${id}. Delete them first (newest first).`,
+        );
+      }
+      this.db.run("UPDATE backups SET status = 'deleting', updated_at = ? WHERE id = ?", nowIso(), id);
+      this.queue.enqueue('backup.delete', id, backupQueue, {});
+    });
+  }
+
+  /**
+   * Restores into `volumeId` (an available volume at least as large as the
+   * backup) or into a new volume of the backup's size named `name`.
+   */
+  restore(auth: AuthContext, id: string, input: { volumeId?: string | null; name?: string | null }, requestId: string): RestoreResult {
+    this.volumes.requireWriter(auth, 'backup:restore');
+    if (input.volumeId) {
+      return this.db.transaction(() => {
+        const row = this.backup(auth, id);
+        requireStatus('backup', id, row.status, 'restore', ['available']);
+        const volume = this.volumes.volume(auth, input.volumeId!);
+        requireStatus('volume', volume.id, volume.status, 'restoring a backup into it', ['available']);
+        if (volume.size_gib < row.size_gib) {
+          throw errors.badRequest(`Invalid volume: volume ${volume.id} is ${volume.size_gib} GiB, smaller than backup ${id} (${row.size_gib} GiB); restore into a larger volume or a new one.`);
+        }
+        this.requireFileBackend(volume);
+        const now = nowIso();
+        this.db.run("UPDATE volumes SET status = 'restoring-backup', updated_at = ? WHERE id = ?", now, volume.id);
+        this.db.run("UPDATE backups SET status = 'restoring', restore_volume_id = ?, fail_reason = NULL, updated_at = ? WHERE id = ?", volume.id, now, id);
+        this.queue.enqueue('backup.restore', id, backupQueue, { volumeId: volume.id, targetIsZeroed: false } satisfies RestorePayload);
+        return { backupId: id, volumeId: volume.id, volumeName: volume.name };
+      });
+    }
+    // New volume: hold the backup first so it cannot be deleted while the volume is being made.
+    const row = this.db.transaction(() => {
+      const found = this.backup(auth, id);
+      requireStatus('backup', id, found.status, 'restore', ['available']);
+      this.db.run("UPDATE backups SET status = 'restoring', fail_reason = NULL, updated_at = ? WHERE id = ?", nowIso(), id);
+      return found;
+    });
+    let volume: VolumeRow;
+    try {
+      volume = this.volumes.createVolume(auth, { size: row.size_gib, name: input.name ?? `restore_backup_${id}`, description: `auto-created volume for restore of backup ${id}` }, requestId);
+      if (volume.status === 'error') throw errors.badRequest(`Invalid volume: the volume for the restore could not be scheduled: ${volume.status_reason ?? 'no valid backend'}`);
+      this.requireFileBackend(volume);
+    } catch (error) {
+      this.db.run("UPDATE backups SET status = 'available', updated_at = ? WHERE id = ? AND status = 'restoring'", nowIso(), id);
+      throw error;
+    }
+    this.db.transaction(() => {
+      this.db.run('UPDATE backups SET restore_volume_id = ?, updated_at = ? WHERE id = ?', volume.id, nowIso(), id);
+      this.queue.enqueue('backup.restore', id, backupQueue, { volumeId: volume.id, targetIsZeroed: true } satisfies RestorePayload);
+    });
+    return { backupId: id, volumeId: volume.id, volumeName: volume.name };
+  }
+
+  private requireFileBackend(volume: VolumeRow): void {
+    const backend = volume.backend ? this.volumeManager.backends.get(volume.backend) : undefined;
+    if (!backend || !hasFileAccess(backend.driver)) {
+      throw errors.badRequest(`Invalid volume: volume ${volume.id} is on backend '${volume.backend ?? 'none'}'; the posix backup driver restores into volumes of the local backend only.`);
+    }
+  }
+
+  /** Changes name, description or metadata (3.9 / 3.43); metadata replaces the whole set, as in Cinder. */
+  update(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null; metadata?: Record<string, string> }): BackupRow {
+    this.volumes.requireWriter(auth, 'backup:update');
+    const row = this.backup(auth, id);
+    this.db.run(
+      'UPDATE backups SET name = ?, description = ?, metadata = ?, updated_at = ? WHERE id = ?',
+      changes.name === undefined ? row.name : changes.name,
+      changes.description === undefined ? row.description : changes.description,
+      changes.metadata === undefined ? row.metadata : JSON.stringify(changes.metadata),
+      nowIso(), id,
+    );
+    return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id)!;
+  }
+
+  resetStatus(auth: AuthContext, id: string, status: string): void {
+    this.volumes.requireAdmin(auth, 'backup:reset_status');
+    const row = this.backup(auth, id);
+    if (!backupResettableStatuses.includes(status as BackupStatus)) {
+      throw errors.invalidInput(`Invalid input: status '${status}' cannot be set on a backup. Valid: ${backupResettableStatuses.join(', ')}.`);
+    }
+    this.db.transaction(() => {
+      this.db.run('UPDATE backups SET status = ?, updated_at = ? WHERE id = ?', status, nowIso(), row.id);
+      this.db.run("UPDATE tasks SET state = 'failed', last_error = 'cancelled by os-reset_status' WHERE resource_id = ? AND state = 'queued'", row.id);
+    });
+  }
+
+}

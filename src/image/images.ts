@@ -1,0 +1,694 @@
+/**
+ * Images (Glance v2) domain: records, the status state machine, visibility
+ * policy, members, tags and the upload/download data path over a store.
+ *
+ * States: queued → saving → active; saving → queued (the client's upload was
+ * refused: size or format mismatch, aborted body) or killed (the store
+ * failed); active ⇄ deactivated; any → deleted (the row is removed). Every
+ * transition is a compare-and-set on the row, so two uploads of one image
+ * cannot both run: the second gets a 409 naming the state.
+ */
+import { randomUUID } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import type { Readable } from 'node:stream';
+import type { Db } from '../db/db.ts';
+import { errors, PumiceError } from '../errors.ts';
+import type { AuthContext } from '../http/router.ts';
+import { validate, type Schema } from '../http/validate.ts';
+import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type FileStore, type PendingWrite } from './stores/file.ts';
+
+const execFileAsync = promisify(execFile);
+
+export type ImageStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'killed' | 'deactivated' | 'deleted';
+
+/**
+ * Allowed transitions; anything else is a bug or a conflicting request.
+ * Interoperable import (glance-direct): queued → uploading (staged data kept
+ * beside the store) → importing → active, or back to queued when refused.
+ */
+const transitions: Record<ImageStatus, readonly ImageStatus[]> = {
+  queued: ['saving', 'uploading', 'deleted'],
+  saving: ['active', 'queued', 'killed', 'deleted'],
+  uploading: ['importing', 'queued', 'killed', 'deleted'],
+  importing: ['active', 'queued', 'uploading', 'deleted'],
+  active: ['deactivated', 'deleted'],
+  deactivated: ['active', 'deleted'],
+  killed: ['deleted'],
+  deleted: [],
+};
+
+export const diskFormats = ['ami', 'ari', 'aki', 'vhd', 'vhdx', 'vmdk', 'raw', 'qcow2', 'vdi', 'iso', 'ploop'] as const;
+export const containerFormats = ['ami', 'ari', 'aki', 'bare', 'ovf', 'ova', 'docker', 'compressed'] as const;
+export const visibilities = ['public', 'private', 'shared', 'community'] as const;
+export const memberStatuses = ['pending', 'accepted', 'rejected'] as const;
+
+/** qemu-img's name of each disk_format whose content it can recognise; formats not listed are raw bytes to qemu. */
+const qemuFormatOf: Record<string, string> = { raw: 'raw', qcow2: 'qcow2', vmdk: 'vmdk', vdi: 'vdi', vhd: 'vpc', vhdx: 'vhdx', iso: 'raw', ami: 'raw', ari: 'raw', aki: 'raw', ploop: 'parallels' };
+
+/** Attributes the server computes: a create or patch that names them gets Glance's 403. */
+export const readOnlyAttributes = new Set(['id', 'status', 'checksum', 'os_hash_algo', 'os_hash_value', 'size', 'virtual_size', 'created_at', 'updated_at', 'file', 'self', 'schema', 'direct_url', 'locations', 'stores']);
+/** Names Glance reserves: never properties. */
+const reservedAttributes = new Set(['deleted', 'deleted_at', 'location', 'owner_specified', 'members']);
+
+export const limits = {
+  nameLengthMax: 255,
+  propertyLengthMax: 255,
+  /** Glance's image_property_quota and image_tag_quota / image_member_quota defaults. */
+  propertiesMax: 128,
+  tagsMax: 128,
+  membersMax: 128,
+  /** Glance's image_size_cap default: 1 TiB. */
+  imageBytesMax: 1024 ** 4,
+  pageDefault: 25,
+  pageMax: 1000,
+  qemuImgTimeoutMs: 30_000,
+};
+
+export interface ImageRow {
+  id: string;
+  name: string | null;
+  owner: string;
+  status: ImageStatus;
+  visibility: (typeof visibilities)[number];
+  protected: number;
+  os_hidden: number;
+  disk_format: string | null;
+  container_format: string | null;
+  min_disk: number;
+  min_ram: number;
+  size: number | null;
+  virtual_size: number | null;
+  checksum: string | null;
+  os_hash_algo: string | null;
+  os_hash_value: string | null;
+  store: string | null;
+  tags: string;
+  properties: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface MemberRow {
+  image_id: string;
+  member_id: string;
+  status: (typeof memberStatuses)[number];
+  created_at: string;
+  updated_at: string;
+}
+
+export interface PatchOp {
+  op: 'add' | 'replace' | 'remove';
+  path: string;
+  value?: unknown;
+}
+
+/** Glance prints timestamps to the second with a Z. */
+export function glanceTime(iso: string): string {
+  return iso.replace(/\.\d+Z$/, 'Z');
+}
+
+const forbidden = (message: string) => new PumiceError('Forbidden', message);
+const conflict = (message: string) => new PumiceError('Conflict', message);
+
+const tagSchema: Schema = { type: 'string', minLength: 1, maxLength: 255 };
+/** Core attributes and their types; anything else is a string property. */
+const coreSchemas: Record<string, Schema> = {
+  name: { type: 'string', maxLength: limits.nameLengthMax, nullable: true },
+  visibility: { type: 'string', enum: visibilities },
+  protected: { type: 'boolean' },
+  os_hidden: { type: 'boolean' },
+  disk_format: { type: 'string', enum: diskFormats, nullable: true },
+  container_format: { type: 'string', enum: containerFormats, nullable: true },
+  min_disk: { type: 'integer', min: 0, max: 2 ** 31 - 1 },
+  min_ram: { type: 'integer', min: 0, max: 2 ** 31 - 1 },
+  tags: { type: 'array', items: tagSchema, maxItems: limits.tagsMax },
+  owner: { type: 'string', maxLength: 255, nullable: true },
+};
+const propertyValueSchema: Schema = { type: 'string', maxLength: limits.propertyLengthMax };
+
+export interface ListQuery {
+  filters: Record<string, string>;
+  memberStatus: string;
+  limit: number;
+  marker: string | null;
+  sortKey: string;
+  sortDir: 'asc' | 'desc';
+}
+
+const sortColumns: Record<string, string> = {
+  name: "COALESCE(name, '')", status: 'status', container_format: "COALESCE(container_format, '')", disk_format: "COALESCE(disk_format, '')",
+  size: 'COALESCE(size, -1)', id: 'id', created_at: 'created_at', updated_at: 'updated_at', visibility: 'visibility', owner: 'owner',
+  min_disk: 'min_disk', min_ram: 'min_ram',
+};
+export const sortKeys = Object.keys(sortColumns);
+
+export class ImageService {
+  constructor(
+    private readonly db: Db,
+    readonly store: FileStore,
+    private readonly log: (message: string) => void,
+  ) {}
+
+  /**
+   * Start-up recovery: an upload a crash interrupted leaves its image `saving`
+   * with a temp file; the image goes back to `queued` (the client retries the
+   * upload) and temp and orphan files are removed.
+   */
+  async recover(): Promise<void> {
+    const now = new Date().toISOString();
+    const stuck = this.db.run("UPDATE images SET status = 'queued', updated_at = ? WHERE status = 'saving'", now);
+    if (stuck.changes > 0) this.log(`images: ${stuck.changes} interrupted upload(s) back to queued`);
+    // An interrupted import starts again from its staged data; staging without data is undone.
+    this.db.run("UPDATE images SET status = 'uploading', updated_at = ? WHERE status = 'importing'", now);
+    for (const { id } of this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'")) {
+      if ((await this.store.stagedSizeOf(id)) === null) {
+        this.db.run("UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'", now, id);
+      }
+    }
+    const keep = new Set([
+      ...this.db.all<{ id: string }>("SELECT id FROM images WHERE status IN ('active', 'deactivated')").map((r) => r.id),
+      ...this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'").map((r) => this.store.stagedName(r.id)),
+    ]);
+    const removed = await this.store.removeLeftovers((name) => keep.has(name));
+    if (removed.length > 0) this.log(`images: removed ${removed.length} leftover file(s) from ${this.store.directory}`);
+  }
+
+  // ---- policy ----
+
+  private requireWriter(auth: AuthContext, action: string): void {
+    if (!auth.isAdmin && !auth.roles.includes('member')) throw errors.forbidden(`${action} (the reader role can only read)`);
+  }
+
+  private memberOf(imageId: string, projectId: string | null): MemberRow | undefined {
+    if (!projectId) return undefined;
+    return this.db.get<MemberRow>('SELECT * FROM image_members WHERE image_id = ? AND member_id = ?', imageId, projectId);
+  }
+
+  /** Whether `auth` may see the image at all (show, download): owner, admin, public, community, or any member of a shared image. */
+  private canSee(auth: AuthContext, image: ImageRow): boolean {
+    if (auth.isAdmin || image.owner === auth.projectId) return true;
+    if (image.visibility === 'public' || image.visibility === 'community') return true;
+    if (image.visibility === 'shared') return this.memberOf(image.id, auth.projectId) !== undefined;
+    return false;
+  }
+
+  /** The image as `auth` may see it; 404 (never 403) for images of others, so their ids do not leak. */
+  get(auth: AuthContext, imageId: string): ImageRow {
+    const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', imageId);
+    if (!image || !this.canSee(auth, image)) throw errors.notFound('Image', imageId);
+    return image;
+  }
+
+  /** The image for a change: visible, owned by the caller's project (or admin) and not read-only role. */
+  private getOwned(auth: AuthContext, imageId: string, action: string): ImageRow {
+    const image = this.get(auth, imageId);
+    this.requireWriter(auth, action);
+    if (!auth.isAdmin && image.owner !== auth.projectId) throw forbidden(`You are not permitted to ${action} image ${imageId}: it belongs to another project.`);
+    return image;
+  }
+
+  // ---- state machine ----
+
+  /** Compare-and-set of the status; a 409 names the state found when another request got there first. */
+  private transition(imageId: string, from: ImageStatus, to: ImageStatus, set: Record<string, string | number | null> = {}): void {
+    if (!transitions[from].includes(to)) throw new Error(`invariant: image transition ${from} -> ${to} is not allowed`);
+    const columns = Object.keys(set);
+    const result = this.db.run(
+      `UPDATE images SET status = ?, updated_at = ?${columns.map((c) => `, ${c} = ?`).join('')} WHERE id = ? AND status = ?`,
+      to, new Date().toISOString(), ...columns.map((c) => set[c]!), imageId, from,
+    );
+    if (result.changes === 0) {
+      const now = this.db.get<{ status: string }>('SELECT status FROM images WHERE id = ?', imageId);
+      if (!now) throw errors.notFound('Image', imageId);
+      throw conflict(`Image ${imageId} is '${now.status}', not '${from}': another request changed it; retry after it settles.`);
+    }
+  }
+
+  // ---- create, update, delete ----
+
+  /** Creates a `queued` image from a Glance create body (core attributes, tags, string properties). */
+  create(auth: AuthContext, body: unknown): ImageRow {
+    this.requireWriter(auth, 'add_image');
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw errors.invalidInput('Invalid input: the body must be a JSON object of image attributes.');
+    const input = body as Record<string, unknown>;
+    let id: string = randomUUID();
+    if (Object.hasOwn(input, 'id')) {
+      id = validate<string>({ type: 'uuid' }, input['id'], 'id').toLowerCase();
+      if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) throw errors.invalidInput(`Invalid input for field/attribute id. Value: '${input['id']}'. Expected a UUID with dashes.`);
+    }
+    const core: Record<string, unknown> = {};
+    const properties: Record<string, string> = {};
+    for (const [key, value] of Object.entries(input)) {
+      if (key === 'id') continue;
+      this.checkAttributeName(key);
+      const schema = Object.hasOwn(coreSchemas, key) ? coreSchemas[key]! : undefined;
+      if (schema) core[key] = validate(schema, value, key);
+      else properties[key] = validate<string>(propertyValueSchema, value, key);
+    }
+    if (Object.keys(properties).length > limits.propertiesMax) throw errors.quotaExceeded(`Maximum number of image properties (${limits.propertiesMax}) exceeded.`);
+    const visibility = (core['visibility'] as string | undefined) ?? 'shared';
+    if (visibility === 'public' && !auth.isAdmin) throw errors.forbidden('publicize_image (only an administrator may make an image public)');
+    let owner = auth.projectId ?? '';
+    if (typeof core['owner'] === 'string' && core['owner'] !== owner) {
+      if (!auth.isAdmin) throw forbidden('You are not permitted to create images owned by another project.');
+      owner = core['owner'];
+    }
+    const tags = [...new Set((core['tags'] as string[] | undefined) ?? [])];
+    const now = new Date().toISOString();
+    try {
+      this.db.run(
+        `INSERT INTO images (id, name, owner, status, visibility, protected, os_hidden, disk_format, container_format, min_disk, min_ram, tags, properties, created_at, updated_at)
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, (core['name'] as string | null | undefined) ?? null, owner, visibility, core['protected'] ? 1 : 0, core['os_hidden'] ? 1 : 0,
+        (core['disk_format'] as string | null | undefined) ?? null, (core['container_format'] as string | null | undefined) ?? null,
+        (core['min_disk'] as number | undefined) ?? 0, (core['min_ram'] as number | undefined) ?? 0, JSON.stringify(tags), JSON.stringify(properties), now, now,
+      );
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw conflict(`An image with identifier ${id} already exists.`);
+      throw error;
+    }
+    return this.get(auth, id);
+  }
+
+  private checkAttributeName(key: string): void {
+    if (readOnlyAttributes.has(key)) throw forbidden(`Attribute '${key}' is read-only.`);
+    if (reservedAttributes.has(key)) throw forbidden(`Attribute '${key}' is reserved.`);
+    if (key.length === 0 || key.length > 255) throw errors.invalidInput(`Invalid property name '${key.slice(0, 40)}': names must be 1 to 255 characters.`);
+  }
+
+  /**
+   * Applies a Glance v2.1 JSON patch: `add`/`replace`/`remove` on top-level
+   * paths (`/name`, `/tags`, `/hw_disk_bus`, …). All operations are checked
+   * before anything is written; the patch applies whole or not at all.
+   */
+  update(auth: AuthContext, imageId: string, ops: unknown): ImageRow {
+    const image = this.getOwned(auth, imageId, 'modify_image');
+    if (!Array.isArray(ops)) throw errors.badRequest('Invalid JSON patch: the body must be a JSON array of operations such as {"op": "replace", "path": "/name", "value": "x"}.');
+    if (ops.length > 1000) throw errors.badRequest('Invalid JSON patch: more than 1000 operations.');
+    const core: Record<string, unknown> = {
+      name: image.name, visibility: image.visibility, protected: image.protected === 1, os_hidden: image.os_hidden === 1,
+      disk_format: image.disk_format, container_format: image.container_format, min_disk: image.min_disk, min_ram: image.min_ram,
+      tags: JSON.parse(image.tags) as string[], owner: image.owner,
+    };
+    const properties = JSON.parse(image.properties) as Record<string, string>;
+    for (const [index, raw] of ops.entries()) {
+      const op = this.parseOp(raw, index);
+      const key = op.path.slice(1).replace(/~1/g, '/').replace(/~0/g, '~');
+      this.checkAttributeName(key);
+      if (Object.hasOwn(coreSchemas, key)) {
+        if (op.op === 'remove') throw forbidden(`Attribute '${key}' is a core attribute and cannot be removed.`);
+        let value = validate(coreSchemas[key]!, op.value, key);
+        if (key === 'tags') value = [...new Set(value as string[])];
+        if (key === 'owner' && value !== image.owner && !auth.isAdmin) throw forbidden('Only an administrator may change the owner of an image.');
+        if (key === 'visibility' && value === 'public' && image.visibility !== 'public' && !auth.isAdmin) {
+          throw errors.forbidden('publicize_image (only an administrator may make an image public)');
+        }
+        if ((key === 'disk_format' || key === 'container_format') && image.status !== 'queued' && value !== core[key]) {
+          throw forbidden(`Attribute '${key}' can be only replaced for a queued image.`);
+        }
+        core[key] = value;
+      } else if (op.op === 'remove') {
+        if (!Object.hasOwn(properties, key)) throw conflict(`Property ${key} does not exist.`);
+        delete properties[key];
+      } else {
+        if (op.op === 'replace' && !Object.hasOwn(properties, key)) throw conflict(`Property ${key} does not exist.`);
+        properties[key] = validate<string>(propertyValueSchema, op.value, key);
+      }
+    }
+    if (Object.keys(properties).length > limits.propertiesMax) throw errors.quotaExceeded(`Maximum number of image properties (${limits.propertiesMax}) exceeded.`);
+    this.db.run(
+      `UPDATE images SET name = ?, visibility = ?, protected = ?, os_hidden = ?, disk_format = ?, container_format = ?, min_disk = ?, min_ram = ?,
+       tags = ?, owner = ?, properties = ?, updated_at = ? WHERE id = ?`,
+      core['name'] as string | null, core['visibility'] as string, core['protected'] ? 1 : 0, core['os_hidden'] ? 1 : 0,
+      core['disk_format'] as string | null, core['container_format'] as string | null, core['min_disk'] as number, core['min_ram'] as number,
+      JSON.stringify(core['tags']), core['owner'] as string, JSON.stringify(properties), new Date().toISOString(), imageId,
+    );
+    return this.get(auth, imageId);
+  }
+
+  private parseOp(raw: unknown, index: number): PatchOp {
+    const where = `operation ${index}`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw errors.badRequest(`Invalid JSON patch: ${where} is not an object.`);
+    const op = raw as Record<string, unknown>;
+    for (const key of Object.keys(op)) {
+      if (!['op', 'path', 'value'].includes(key)) throw errors.badRequest(`Invalid JSON patch: ${where} has unknown member '${key.slice(0, 40)}'.`);
+    }
+    if (op['op'] !== 'add' && op['op'] !== 'replace' && op['op'] !== 'remove') {
+      throw errors.badRequest(`Invalid JSON patch: ${where} has op ${JSON.stringify(op['op'])?.slice(0, 40)}; expected 'add', 'replace' or 'remove'.`);
+    }
+    if (typeof op['path'] !== 'string' || !/^\/[^/]+$/.test(op['path'])) {
+      throw errors.badRequest(`Invalid JSON patch: ${where} has path ${JSON.stringify(op['path'])?.slice(0, 60)}; expected one attribute such as '/name'.`);
+    }
+    if (op['op'] !== 'remove' && !Object.hasOwn(op, 'value')) throw errors.badRequest(`Invalid JSON patch: ${where} ('${op['op']}') needs a value.`);
+    if (op['op'] === 'remove' && Object.hasOwn(op, 'value')) throw errors.badRequest(`Invalid JSON patch: ${where} ('remove') takes no value.`);
+    return op as unknown as PatchOp;
+  }
+
+  /** Deletes the image and its data. Protected images: 403. Idempotent in effect: a second delete is a 404. */
+  async delete(auth: AuthContext, imageId: string): Promise<void> {
+    const image = this.getOwned(auth, imageId, 'delete_image');
+    if (image.protected) throw forbidden(`Image ${imageId} is protected and cannot be deleted: unset it first (openstack image set --unprotected).`);
+    const removed = this.db.run('DELETE FROM images WHERE id = ? AND status = ?', imageId, image.status);
+    if (removed.changes === 0) throw conflict(`Image ${imageId} changed while it was being deleted; retry.`);
+    // The row is gone first: a download that races finds no image rather than a missing file.
+    await this.store.delete(imageId);
+    await this.store.discardStaged(imageId);
+  }
+
+  addTag(auth: AuthContext, imageId: string, tag: string): void {
+    const image = this.getOwned(auth, imageId, 'modify_image');
+    validate(tagSchema, tag, 'tag');
+    const tags = JSON.parse(image.tags) as string[];
+    if (tags.includes(tag)) return;
+    if (tags.length >= limits.tagsMax) throw errors.quotaExceeded(`Maximum number of tags (${limits.tagsMax}) exceeded.`);
+    tags.push(tag);
+    this.db.run('UPDATE images SET tags = ?, updated_at = ? WHERE id = ?', JSON.stringify(tags), new Date().toISOString(), imageId);
+  }
+
+  removeTag(auth: AuthContext, imageId: string, tag: string): void {
+    const image = this.getOwned(auth, imageId, 'modify_image');
+    const tags = JSON.parse(image.tags) as string[];
+    if (!tags.includes(tag)) throw errors.notFound('Tag', `'${tag.slice(0, 255)}' of image ${imageId}`);
+    this.db.run('UPDATE images SET tags = ?, updated_at = ? WHERE id = ?', JSON.stringify(tags.filter((t) => t !== tag)), new Date().toISOString(), imageId);
+  }
+
+  /** Admin only, as Glance's default policy. Deactivating a deactivated image is a no-op. */
+  deactivate(auth: AuthContext, imageId: string): void {
+    const image = this.get(auth, imageId);
+    if (!auth.isAdmin) throw errors.forbidden('deactivate (only an administrator may deactivate an image)');
+    if (image.status === 'deactivated') return;
+    if (image.status !== 'active') throw conflict(`Not allowed to deactivate image in status '${image.status}': only active images can be deactivated.`);
+    this.transition(imageId, 'active', 'deactivated');
+  }
+
+  reactivate(auth: AuthContext, imageId: string): void {
+    const image = this.get(auth, imageId);
+    if (!auth.isAdmin) throw errors.forbidden('reactivate (only an administrator may reactivate an image)');
+    if (image.status === 'active') return;
+    if (image.status !== 'deactivated') throw conflict(`Not allowed to reactivate image in status '${image.status}': only deactivated images can be reactivated.`);
+    this.transition(imageId, 'deactivated', 'active');
+  }
+
+  // ---- list ----
+
+  /** One page of images visible to `auth`, with Glance's filters; `nextMarker` is set when the page is full. */
+  list(auth: AuthContext, query: ListQuery): { images: ImageRow[]; nextMarker: string | null } {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    const visibility = query.filters['visibility'];
+    const project = auth.projectId ?? '';
+    const memberClause = (statusParam: string) => {
+      if (statusParam === 'all') {
+        params.push(project);
+        return 'EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = images.id AND m.member_id = ?)';
+      }
+      params.push(project, statusParam);
+      return 'EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = images.id AND m.member_id = ? AND m.status = ?)';
+    };
+    if (visibility === undefined || visibility === 'all') {
+      if (!auth.isAdmin) {
+        params.push(project);
+        const parts = ['owner = ?', "visibility = 'public'"];
+        if (visibility === 'all') parts.push("visibility = 'community'");
+        parts.push(`(visibility = 'shared' AND ${memberClause(query.memberStatus)})`);
+        where.push(`(${parts.join(' OR ')})`);
+      }
+    } else {
+      where.push('visibility = ?');
+      params.push(visibility);
+      if (!auth.isAdmin && (visibility === 'private' || visibility === 'shared')) {
+        params.push(project);
+        where.push(visibility === 'private' ? 'owner = ?' : `(owner = ? OR ${memberClause(query.memberStatus)})`);
+      }
+    }
+    for (const key of ['name', 'status', 'owner', 'disk_format', 'container_format', 'id'] as const) {
+      const value = query.filters[key];
+      if (value !== undefined) {
+        where.push(`${key} = ?`);
+        params.push(value);
+      }
+    }
+    const hidden = query.filters['os_hidden'];
+    if (hidden !== undefined) {
+      where.push('os_hidden = ?');
+      params.push(hidden === 'true' ? 1 : 0);
+    } else {
+      where.push('os_hidden = 0');
+    }
+    if (query.filters['protected'] !== undefined) {
+      where.push('protected = ?');
+      params.push(query.filters['protected'] === 'true' ? 1 : 0);
+    }
+    if (query.filters['size_min'] !== undefined) {
+      where.push('size >= ?');
+      params.push(Number(query.filters['size_min']));
+    }
+    if (query.filters['size_max'] !== undefined) {
+      where.push('size <= ?');
+      params.push(Number(query.filters['size_max']));
+    }
+    for (const tag of (query.filters['tag'] ?? '').split('\u0000').filter((t) => t.length > 0)) {
+      where.push('EXISTS (SELECT 1 FROM json_each(images.tags) WHERE json_each.value = ?)');
+      params.push(tag);
+    }
+    for (const [key, value] of Object.entries(query.filters)) {
+      if (!key.startsWith('property:')) continue;
+      where.push('json_extract(images.properties, ?) = ?');
+      params.push(`$."${key.slice('property:'.length).replace(/"/g, '""')}"`, value);
+    }
+    const column = sortColumns[query.sortKey]!;
+    const cmp = query.sortDir === 'asc' ? '>' : '<';
+    if (query.marker !== null) {
+      const marker = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', query.marker);
+      if (!marker || !this.canSee(auth, marker)) throw errors.badRequest(`Invalid marker: image ${query.marker} could not be found.`);
+      const markerValue = this.db.get<{ v: string | number }>(`SELECT ${column} AS v FROM images WHERE id = ?`, query.marker)!.v;
+      where.push(`(${column}, id) ${cmp} (?, ?)`);
+      params.push(markerValue, marker.id);
+    }
+    const sql = `SELECT * FROM images ${where.length ? 'WHERE ' + where.join(' AND ') : ''}
+      ORDER BY ${column} ${query.sortDir}, id ${query.sortDir} LIMIT ?`;
+    const images = this.db.all<ImageRow>(sql, ...params, query.limit);
+    const nextMarker = images.length === query.limit && images.length > 0 ? images[images.length - 1]!.id : null;
+    return { images, nextMarker };
+  }
+
+  // ---- data ----
+
+  /**
+   * Receives the image data: `queued` → `saving` (a concurrent upload gets a
+   * 409), streams into the store, checks the real format against
+   * `disk_format` with qemu-img, then publishes the file and goes `active`
+   * with size, checksums and virtual size. A refused upload (size mismatch,
+   * wrong format, aborted body) leaves the image `queued` with no data; a
+   * store failure leaves it `killed`.
+   */
+  async upload(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+    const image = this.getOwned(auth, imageId, 'upload_image');
+    if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'saving' is not allowed: data can only be uploaded to a queued image.`);
+    if (!image.disk_format || !image.container_format) {
+      throw errors.badRequest('Properties disk_format, container_format must be set prior to saving data: set them with openstack image set --disk-format … --container-format ….');
+    }
+    const pending = await this.receive(imageId, source, contentLength, 'saving');
+    let virtualSize: number;
+    try {
+      virtualSize = await this.checkFormat(pending.tempPath, image.disk_format, pending.sizeBytes);
+    } catch (error) {
+      await this.store.discard(pending);
+      this.revertUpload(imageId, 'saving', 'queued');
+      throw error;
+    }
+    try {
+      await this.store.commit(imageId, pending);
+      this.transition(imageId, 'saving', 'active', {
+        size: pending.sizeBytes, virtual_size: virtualSize, checksum: pending.md5Hex,
+        os_hash_algo: 'sha512', os_hash_value: pending.sha512Hex, store: this.store.id,
+      });
+    } catch (error) {
+      // Deleted while saving: the row is gone, so the data must go too.
+      await this.store.discard(pending);
+      if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await this.store.delete(imageId);
+      throw error;
+    }
+  }
+
+  /**
+   * glance-direct staging: `queued` → `uploading`, the data kept as the
+   * image's staged file with its size and checksums recorded; `import` then
+   * checks and publishes it. A refused stage leaves the image `queued`.
+   */
+  async stage(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+    const image = this.getOwned(auth, imageId, 'upload_image');
+    if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'uploading' is not allowed: only a queued image can be staged.`);
+    const pending = await this.receive(imageId, source, contentLength, 'uploading');
+    try {
+      await this.store.stage(imageId, pending);
+    } catch (error) {
+      await this.store.discard(pending);
+      this.revertUpload(imageId, 'uploading', 'queued');
+      throw error;
+    }
+    const recorded = this.db.run(
+      "UPDATE images SET size = ?, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = ? WHERE id = ? AND status = 'uploading'",
+      pending.sizeBytes, pending.md5Hex, pending.sha512Hex, new Date().toISOString(), imageId,
+    );
+    if (recorded.changes === 0) await this.store.discardStaged(imageId);
+  }
+
+  /**
+   * glance-direct import of staged data: `uploading` → `importing` → `active`
+   * after the same format check as an upload. Runs before the 202 answer, so
+   * the client sees the final state on its next read. A refused import
+   * removes the staged data and leaves the image `queued`.
+   */
+  async importStaged(auth: AuthContext, imageId: string, method: string): Promise<void> {
+    const image = this.getOwned(auth, imageId, 'import_image');
+    if (method !== 'glance-direct') throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: glance-direct.`);
+    if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
+    if (!image.disk_format || !image.container_format) {
+      throw errors.badRequest('Properties disk_format, container_format must be set prior to importing data.');
+    }
+    this.transition(imageId, 'uploading', 'importing');
+    let virtualSize: number;
+    try {
+      virtualSize = await this.checkFormat(this.store.stagedPath(imageId), image.disk_format, image.size ?? 0);
+    } catch (error) {
+      await this.store.discardStaged(imageId);
+      this.db.run(
+        "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'importing'",
+        new Date().toISOString(), imageId,
+      );
+      throw error;
+    }
+    await this.store.commitStaged(imageId);
+    try {
+      this.transition(imageId, 'importing', 'active', { virtual_size: virtualSize, store: this.store.id });
+    } catch (error) {
+      if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await this.store.delete(imageId);
+      throw error;
+    }
+  }
+
+  /** Streams the request into a pending write in state `during`; on failure the image is back to queued (or killed when the store failed). */
+  private async receive(imageId: string, source: Readable, contentLength: number | null, during: 'saving' | 'uploading'): Promise<PendingWrite> {
+    if (contentLength !== null && contentLength > limits.imageBytesMax) throw errors.bodyTooLarge(limits.imageBytesMax);
+    this.transition(imageId, 'queued', during);
+    try {
+      return await this.store.write(imageId, source, { expectedBytes: contentLength, sizeBytesMax: limits.imageBytesMax });
+    } catch (error) {
+      if (error instanceof StoreWriteError) {
+        this.log(`images: store write of ${imageId} failed: ${error.message}`);
+        this.revertUpload(imageId, during, 'killed');
+        throw errors.backendUnavailable(`Image store '${this.store.id}' failed to write image ${imageId}: ${error.message}. The image is 'killed'; delete it and upload again.`);
+      }
+      // Everything else is the request's fault: the image stays queued for another try.
+      this.revertUpload(imageId, during, 'queued');
+      if (error instanceof SizeMismatch) {
+        throw errors.badRequest(`Upload refused: received ${error.receivedBytes} bytes but Content-Length announced ${error.expectedBytes}; the image stays queued, upload it again.`);
+      }
+      if (error instanceof SizeLimitExceeded) throw errors.bodyTooLarge(error.limitBytes);
+      throw errors.badRequest(`Upload refused: the request body could not be read (${(error as Error).message}); the image stays queued, upload it again.`);
+    }
+  }
+
+  /** saving/uploading → queued or killed; a no-op when the image was deleted meanwhile. */
+  private revertUpload(imageId: string, from: 'saving' | 'uploading', to: 'queued' | 'killed'): void {
+    this.db.run('UPDATE images SET status = ?, updated_at = ? WHERE id = ? AND status = ?', to, new Date().toISOString(), imageId, from);
+  }
+
+  /**
+   * Probes the file's real format with `qemu-img info` and refuses a
+   * mismatch with `disk_format`, or an image with a backing file (it could
+   * make a consumer read a host file). Returns the virtual size in bytes:
+   * qemu-img's for non-raw formats (read again with `-f FORMAT`), the size for raw.
+   */
+  private async checkFormat(path: string, diskFormat: string, sizeBytes: number): Promise<number> {
+    const expected = qemuFormatOf[diskFormat];
+    if (!expected) return sizeBytes;
+    const probe = await this.qemuImgInfo(path, null);
+    const detected = String(probe['format'] ?? 'unknown');
+    if (detected !== expected) {
+      const detectedName = Object.entries(qemuFormatOf).find(([, q]) => q === detected)?.[0] ?? detected;
+      throw errors.badRequest(
+        `Image data is in ${detectedName} format but disk_format is '${diskFormat}': upload it with --disk-format ${detectedName}, or convert it first (qemu-img convert -f ${detected} -O ${expected} IN OUT). The image stays queued without data.`,
+      );
+    }
+    if (expected === 'raw') return sizeBytes;
+    const info = await this.qemuImgInfo(path, expected);
+    if (info['backing-filename'] !== undefined || info['full-backing-filename'] !== undefined) {
+      throw errors.badRequest(`Image data refused: the ${diskFormat} image has a backing file ('${String(info['backing-filename']).slice(0, 100)}'); upload a standalone image (qemu-img convert -O ${expected} IN OUT).`);
+    }
+    const virtualSize = info['virtual-size'];
+    if (typeof virtualSize !== 'number') throw errors.badRequest(`Image data refused: qemu-img could not read the virtual size of this ${diskFormat} image.`);
+    return virtualSize;
+  }
+
+  private async qemuImgInfo(path: string, format: string | null): Promise<Record<string, unknown>> {
+    const args = ['info', '--output=json', ...(format ? ['-f', format] : []), path];
+    try {
+      const { stdout } = await execFileAsync('qemu-img', args, { timeout: limits.qemuImgTimeoutMs, maxBuffer: 1 << 20 });
+      return JSON.parse(stdout) as Record<string, unknown>;
+    } catch (error) {
+      const stderr = (error as { stderr?: string }).stderr?.trim();
+      throw errors.badRequest(`Image data refused: qemu-img info could not read it${format ? ` as ${format}` : ''}: ${(stderr || (error as Error).message).slice(0, 300)}`);
+    }
+  }
+
+  /** Opens the image data for download; null when the image has no data (Glance answers 204). */
+  openData(auth: AuthContext, imageId: string): ImageRow | null {
+    const image = this.get(auth, imageId);
+    if (image.status === 'deactivated' && !auth.isAdmin) throw forbidden('The requested image has been deactivated. Image data download is forbidden.');
+    if (image.status !== 'active' && image.status !== 'deactivated') return null;
+    return image;
+  }
+
+  // ---- members ----
+
+  private requireShared(image: ImageRow): void {
+    if (image.visibility !== 'shared') throw forbidden(`Only shared images have members: image ${image.id} is '${image.visibility}' (openstack image set --shared).`);
+  }
+
+  addMember(auth: AuthContext, imageId: string, memberId: string): MemberRow {
+    const image = this.getOwned(auth, imageId, 'add_member');
+    this.requireShared(image);
+    const count = this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM image_members WHERE image_id = ?', imageId)!.n;
+    if (count >= limits.membersMax) throw errors.quotaExceeded(`Maximum number of image members (${limits.membersMax}) exceeded.`);
+    const now = new Date().toISOString();
+    try {
+      this.db.run("INSERT INTO image_members (image_id, member_id, status, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?)", imageId, memberId, now, now);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw conflict(`Member ${memberId} already has access to image ${imageId}.`);
+      throw error;
+    }
+    return this.db.get<MemberRow>('SELECT * FROM image_members WHERE image_id = ? AND member_id = ?', imageId, memberId)!;
+  }
+
+  /** The owner (and admin) sees every member; a member sees only itself. */
+  listMembers(auth: AuthContext, imageId: string): MemberRow[] {
+    const image = this.get(auth, imageId);
+    this.requireShared(image);
+    if (auth.isAdmin || image.owner === auth.projectId) return this.db.all<MemberRow>('SELECT * FROM image_members WHERE image_id = ? ORDER BY created_at, member_id', imageId);
+    const own = this.memberOf(imageId, auth.projectId);
+    return own ? [own] : [];
+  }
+
+  getMember(auth: AuthContext, imageId: string, memberId: string): MemberRow {
+    const member = this.listMembers(auth, imageId).find((m) => m.member_id === memberId);
+    if (!member) throw errors.notFound('Member', `${memberId} of image ${imageId}`);
+    return member;
+  }
+
+  /** Only the member itself accepts or rejects (admin too); the owner cannot decide for it. */
+  updateMember(auth: AuthContext, imageId: string, memberId: string, status: string): MemberRow {
+    const member = this.getMember(auth, imageId, memberId);
+    if (!auth.isAdmin && auth.projectId !== memberId) throw forbidden(`Only project ${memberId} can accept or reject its membership of image ${imageId}.`);
+    this.db.run('UPDATE image_members SET status = ?, updated_at = ? WHERE image_id = ? AND member_id = ?', status, new Date().toISOString(), imageId, member.member_id);
+    return this.getMember(auth, imageId, memberId);
+  }
+
+  removeMember(auth: AuthContext, imageId: string, memberId: string): void {
+    this.getOwned(auth, imageId, 'delete_member');
+    const removed = this.db.run('DELETE FROM image_members WHERE image_id = ? AND member_id = ?', imageId, memberId);
+    if (removed.changes === 0) throw errors.notFound('Member', `${memberId} of image ${imageId}`);
+  }
+}

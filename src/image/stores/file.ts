@@ -1,0 +1,183 @@
+/**
+ * The `file` image store (glance_store's filesystem store): one file per
+ * image in `filesystem_store_datadir`, named by the image id. Writes go to
+ * `<id>.<random>.tmp` in the same directory and become visible only by an
+ * atomic rename after an fsync, so a crash never leaves a half image under
+ * an image's name. All-zero chunks are skipped (the file stays sparse).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync } from 'node:fs';
+import { open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+export interface StoredData {
+  sizeBytes: number;
+  md5Hex: string;
+  sha512Hex: string;
+}
+
+/** A written but not yet committed upload: `commit` publishes it, `discard` removes it. */
+export interface PendingWrite extends StoredData {
+  tempPath: string;
+}
+
+/** Thrown when the body ends with a different byte count than announced; the caller maps it to a 400. */
+export class SizeMismatch extends Error {
+  constructor(readonly expectedBytes: number, readonly receivedBytes: number) {
+    super(`received ${receivedBytes} bytes, expected ${expectedBytes}`);
+  }
+}
+
+/** A failure of the store itself (disk full, I/O error), as opposed to a bad or aborted source. */
+export class StoreWriteError extends Error {
+  constructor(override readonly cause: Error) {
+    super(cause.message);
+  }
+}
+
+/** Thrown when the body exceeds `sizeBytesMax`. */
+export class SizeLimitExceeded extends Error {
+  constructor(readonly limitBytes: number) {
+    super(`image data is larger than ${limitBytes} bytes`);
+  }
+}
+
+const zeroChunk = Buffer.alloc(1 << 20);
+
+function isAllZero(chunk: Buffer): boolean {
+  for (let offset = 0; offset < chunk.length; offset += zeroChunk.length) {
+    const length = Math.min(zeroChunk.length, chunk.length - offset);
+    if (zeroChunk.compare(chunk, offset, offset + length, 0, length) !== 0) return false;
+  }
+  return true;
+}
+
+export class FileStore {
+  readonly id = 'file';
+  constructor(readonly directory: string) {
+    mkdirSync(directory, { recursive: true, mode: 0o700 });
+  }
+
+  pathOf(imageId: string): string {
+    return join(this.directory, imageId);
+  }
+
+  /**
+   * Streams `source` into a temp file, hashing (md5, sha512) on the way; never
+   * buffers more than one chunk. Rejects (and removes the temp file) when the
+   * source fails, exceeds `sizeBytesMax`, or ends with another length than
+   * `expectedBytes`.
+   */
+  async write(imageId: string, source: Readable, options: { expectedBytes: number | null; sizeBytesMax: number }): Promise<PendingWrite> {
+    const tempPath = join(this.directory, `${imageId}.${randomBytes(6).toString('hex')}.tmp`);
+    const handle = await open(tempPath, 'wx', 0o600);
+    const md5 = createHash('md5');
+    const sha512 = createHash('sha512');
+    let position = 0;
+    const sink = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _encoding, callback) {
+        md5.update(chunk);
+        sha512.update(chunk);
+        const at = position;
+        position += chunk.length;
+        if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
+        if (isAllZero(chunk)) return callback();
+        handle.write(chunk, 0, chunk.length, at).then(() => callback(), (error: Error) => callback(new StoreWriteError(error)));
+      },
+    });
+    try {
+      await pipeline(source, sink);
+      if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
+      try {
+        await handle.truncate(position);
+        await handle.sync();
+        await handle.close();
+      } catch (error) {
+        throw new StoreWriteError(error as Error);
+      }
+    } catch (error) {
+      await handle.close().catch(() => undefined);
+      await rm(tempPath, { force: true });
+      throw error;
+    }
+    return { tempPath, sizeBytes: position, md5Hex: md5.digest('hex'), sha512Hex: sha512.digest('hex') };
+  }
+
+  /** Publishes a pending write under the image's name (atomic rename). */
+  async commit(imageId: string, pending: PendingWrite): Promise<void> {
+    await rename(pending.tempPath, this.pathOf(imageId));
+  }
+
+  /** Name of an image's staged data (glance-direct import) in the store directory. */
+  stagedName(imageId: string): string {
+    return `${imageId}.staged`;
+  }
+
+  stagedPath(imageId: string): string {
+    return join(this.directory, this.stagedName(imageId));
+  }
+
+  /** Keeps a pending write as the image's staged data (atomic rename). */
+  async stage(imageId: string, pending: PendingWrite): Promise<void> {
+    await rename(pending.tempPath, this.stagedPath(imageId));
+  }
+
+  /** Publishes staged data under the image's name (atomic rename). */
+  async commitStaged(imageId: string): Promise<void> {
+    await rename(this.stagedPath(imageId), this.pathOf(imageId));
+  }
+
+  /** Removes staged data; succeeds if it is already gone. */
+  async discardStaged(imageId: string): Promise<void> {
+    await rm(this.stagedPath(imageId), { force: true });
+  }
+
+  async stagedSizeOf(imageId: string): Promise<number | null> {
+    try {
+      return (await stat(this.stagedPath(imageId))).size;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Removes a pending write; succeeds if it is already gone. */
+  async discard(pending: PendingWrite): Promise<void> {
+    await rm(pending.tempPath, { force: true });
+  }
+
+  /** Removes an image's data; succeeds if it is already gone. */
+  async delete(imageId: string): Promise<void> {
+    await rm(this.pathOf(imageId), { force: true });
+  }
+
+  /** Reads bytes `start`..`end` (inclusive) of an image's data. */
+  read(imageId: string, range?: { start: number; end: number }): Readable {
+    return createReadStream(this.pathOf(imageId), range ? { start: range.start, end: range.end } : {});
+  }
+
+  async sizeOf(imageId: string): Promise<number | null> {
+    try {
+      return (await stat(this.pathOf(imageId))).size;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Start-up cleanup: removes temp files (uploads a crash interrupted) and
+   * files no image row refers to. Returns the names removed.
+   */
+  async removeLeftovers(isKnown: (imageId: string) => boolean): Promise<string[]> {
+    const removed: string[] = [];
+    for (const name of await readdir(this.directory)) {
+      if (name.endsWith('.tmp') || !isKnown(name)) {
+        await rm(join(this.directory, name), { force: true, recursive: false });
+        removed.push(name);
+      }
+    }
+    return removed;
+  }
+}
