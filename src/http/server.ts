@@ -62,7 +62,10 @@ export function createHttpServer(options: HttpServerOptions): Server {
   });
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
-  server.requestTimeout = 300_000;
+  // No cap on a whole request: an image upload of many GiB may take long. Slow or stalled
+  // clients are still bounded: headers within 66 s, and no socket idle for more than 120 s.
+  server.requestTimeout = 0;
+  server.timeout = 120_000;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();
