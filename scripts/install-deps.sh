@@ -5,6 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --runtime: only what running the cloud needs (qemu-img for image checks, the
+# build tools of better-sqlite3); without it, everything the tests need too.
+runtime_only=false
+[ "${1:-}" = "--runtime" ] && runtime_only=true
+
+runtime_packages=(qemu-utils g++ make python3)
 debian_packages=(
   python3-openstackclient python3-cinderclient python3-openstacksdk  # real API clients
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
@@ -13,6 +19,7 @@ debian_packages=(
   librbd-dev librados-dev                                            # headers of the native librbd binding
   qemu-block-extra                                                   # qemu-img with rbd: paths
 )
+$runtime_only && debian_packages=("${runtime_packages[@]}")
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -29,5 +36,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 # The librbd binding (native/): built here because the tests need it; `npm ci`
 # alone does not build it, so the embedded default never needs Ceph headers.
-npm run --silent build:native
+$runtime_only || npm run --silent build:native
 echo "install-deps: done"

@@ -67,6 +67,12 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     }
   }
   try {
+    const { stdout } = await execFileAsync('qemu-img', ['--version']);
+    checks.push({ name: 'qemu-img (image format checks)', ok: true, detail: stdout.split('\n')[0]! });
+  } catch {
+    checks.push({ name: 'qemu-img (image format checks)', ok: false, detail: 'qemu-img not found: image uploads are refused until it is installed (apt-get install qemu-utils)' });
+  }
+  try {
     const { stdout } = await execFileAsync('cp', ['--version']);
     checks.push({ name: 'cp (sparse copies)', ok: true, detail: stdout.split('\n')[0]! });
   } catch {
