@@ -16,8 +16,9 @@ import { identityRouter } from './identity/api.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { IdentityService } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
-import { ImageService } from './image/images.ts';
+import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
+import { RbdStore } from './image/stores/rbd.ts';
 import { NbdServer, type NbdExport } from './nbd/server.ts';
 import { TaskQueue } from './tasks/queue.ts';
 import { volumeApp } from './volume/api.ts';
@@ -81,7 +82,29 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const volumes = new VolumeService(db, config, queue, manager, quotas);
   volumes.ensureDefaultType();
   await manager.start();
-  const images = new ImageService(db, new FileStore(config.glance_store.filesystem_store_datadir), log);
+  const glanceStore = config.glance_store;
+  let rbdStore: RbdStore | null = null;
+  const imageStores = glanceStore.stores.map((id): ImageStore => {
+    if (id !== 'rbd') return new FileStore(glanceStore.filesystem_store_datadir);
+    rbdStore = new RbdStore({
+      pool: glanceStore.rbd_store_pool,
+      user: glanceStore.rbd_store_user,
+      confPath: glanceStore.rbd_store_ceph_conf,
+      chunkSizeMiB: glanceStore.rbd_store_chunk_size,
+      probeDirectory: join(dataDir, 'image-probes'),
+      log,
+    });
+    return rbdStore;
+  });
+  const defaultImageStore = imageStores.find((s) => s.id === glanceStore.default_store)!;
+  const images = new ImageService(db, defaultImageStore, log, {
+    otherStores: imageStores.filter((s) => s !== defaultImageStore),
+    showDirectUrl: config.DEFAULT.show_image_direct_url,
+    showMultipleLocations: config.DEFAULT.show_multiple_locations,
+  });
+  // Connects in the background (the fsid is needed for direct_url); a Ceph cluster that is down
+  // makes image data requests answer 503 with the cause instead of delaying or failing the start.
+  if (rbdStore) void (rbdStore as RbdStore).start();
   await images.recover();
   // The backup role has its own runner so long backups never hold the volume queues' slots.
   const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000 });
@@ -139,6 +162,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await backupManager.stop();
       await manager.stop();
       await nbd.stop();
+      if (rbdStore) await (rbdStore as RbdStore).stop();
       db.close();
     },
   };

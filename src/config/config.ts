@@ -50,6 +50,9 @@ const defaultOptions = {
   backup_file_size: { type: 'int', default: 33554432, min: 65536, help: 'chunk size in bytes of the posix backup driver (Pumice default 32 MiB)' },
   backup_compression_algorithm: { type: 'string', default: 'brotli', help: "chunk codec: 'brotli' (quality 0) or 'none'" },
   restore_discard_excess_bytes: { type: 'bool', default: true, help: 'zero the bytes of a restore target beyond the backup size' },
+  // Image service (glance-api.conf names).
+  show_image_direct_url: { type: 'bool', default: false, help: 'show direct_url (the store location) of images to admins and owners' },
+  show_multiple_locations: { type: 'bool', default: false, help: 'show the locations list of images to admins and owners' },
 } satisfies Record<string, OptionSpec>;
 
 const tokenOptions = {
@@ -66,9 +69,13 @@ const middlewareOptions = {
 
 /** glance-api.conf's [glance_store]: only the file store so far. */
 const glanceStoreOptions = {
-  default_store: { type: 'string', default: 'file', help: "store of new images: 'file' (rbd comes with the RBD image store)" },
+  default_store: { type: 'string', default: 'file', help: "store of new images: 'file' or 'rbd'" },
   stores: { type: 'list', default: ['file'], help: 'enabled image stores' },
   filesystem_store_datadir: { type: 'string', default: null, help: 'directory of the file image store (default: DATA_DIR/images)' },
+  rbd_store_pool: { type: 'string', default: 'images', help: 'Ceph pool of the rbd image store' },
+  rbd_store_user: { type: 'string', default: 'glance', help: 'Ceph user (client.NAME) of the rbd image store' },
+  rbd_store_ceph_conf: { type: 'string', default: '/etc/ceph/ceph.conf', help: 'path of ceph.conf for the rbd image store' },
+  rbd_store_chunk_size: { type: 'int', default: 8, min: 1, help: 'RBD object size in MiB of stored images' },
 } satisfies Record<string, OptionSpec>;
 
 const backendOptions = {
@@ -203,10 +210,17 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
 function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_store'] {
   const values = readSection(ini, ini.sections.get('glance_store'), glanceStoreOptions);
   for (const [key, value] of [['default_store', [values.default_store]], ['stores', values.stores]] as const) {
-    const unknown = value.find((store) => store !== 'file');
+    const unknown = value.find((store) => store !== 'file' && store !== 'rbd');
     if (unknown !== undefined) {
-      throw new ConfigError(ini.path, lineOf(ini, 'glance_store', key), `[glance_store] ${key}: store '${unknown}' is not available; this version has the 'file' store only`);
+      throw new ConfigError(ini.path, lineOf(ini, 'glance_store', key), `[glance_store] ${key}: store '${unknown}' is not available; this version has the 'file' and 'rbd' stores`);
     }
+  }
+  if (!values.stores.includes(values.default_store)) {
+    throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'default_store'), `[glance_store] default_store = ${values.default_store} is not in stores (${values.stores.join(', ')}): add it to stores`);
+  }
+  const chunk = values.rbd_store_chunk_size;
+  if ((chunk & (chunk - 1)) !== 0) {
+    throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'rbd_store_chunk_size'), `[glance_store] rbd_store_chunk_size = ${chunk} must be a power of two (MiB), e.g. 8`);
   }
   return { ...values, filesystem_store_datadir: values.filesystem_store_datadir ?? join(dataDir, 'images') };
 }

@@ -166,6 +166,8 @@ function dataContentLength(ctx: RequestContext): number | null {
 export function imageApp(service: ImageService): ServiceApp {
   const router = new Router();
   const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
+  /** The image as Glance renders it, with direct_url/locations where this caller may see them. */
+  const render = (ctx: RequestContext, image: ImageRow): Record<string, unknown> => ({ ...renderImage(image), ...service.locationFields(auth(ctx), image) });
   const versions = (ctx: RequestContext) => ({
     versions: imageApiVersions.map((v, i) => ({
       id: `v${v}`,
@@ -199,7 +201,13 @@ export function imageApp(service: ImageService): ServiceApp {
   }));
   router.get('/v2/info/stores', () => ({
     status: 200,
-    body: { stores: [{ id: service.store.id, description: 'Local file store (filesystem_store_datadir)', default: true }] },
+    body: {
+      stores: service.stores.map((store, i) => ({
+        id: store.id,
+        description: store.description ?? 'Local file store (filesystem_store_datadir)',
+        ...(i === 0 ? { default: true } : {}),
+      })),
+    },
   }));
   router.get('/v2/info/import', () => ({
     status: 200,
@@ -210,7 +218,7 @@ export function imageApp(service: ImageService): ServiceApp {
   router.get('/v2/images', (ctx) => {
     const query = parseListQuery(ctx.query);
     const page = service.list(auth(ctx), query);
-    const body: Record<string, unknown> = { images: page.images.map(renderImage), first: '/v2/images', schema: '/v2/schemas/images' };
+    const body: Record<string, unknown> = { images: page.images.map((image) => render(ctx, image)), first: '/v2/images', schema: '/v2/schemas/images' };
     if (page.nextMarker) {
       const next = new URLSearchParams(ctx.query);
       next.set('marker', page.nextMarker);
@@ -223,18 +231,18 @@ export function imageApp(service: ImageService): ServiceApp {
     const image = service.create(auth(ctx), ctx.body);
     return {
       status: 201,
-      body: renderImage(image),
+      body: render(ctx, image),
       headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': importMethods.join(',') },
     };
   });
-  router.get('/v2/images/:id', (ctx) => ({ status: 200, body: renderImage(service.get(auth(ctx), ctx.params['id']!)) }));
+  router.get('/v2/images/:id', (ctx) => ({ status: 200, body: render(ctx, service.get(auth(ctx), ctx.params['id']!)) }));
   router.patch('/v2/images/:id', (ctx) => {
     const type = (ctx.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (!jsonPatchTypes.includes(type)) {
       throw new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type || '(none)'}' for PATCH: send Content-Type: application/openstack-images-v2.1-json-patch.`);
     }
     if (ctx.body === undefined) throw errors.badRequest('Invalid JSON patch: the body is empty; send a JSON array of operations.');
-    return { status: 200, body: renderImage(service.update(auth(ctx), ctx.params['id']!, ctx.body)) };
+    return { status: 200, body: render(ctx, service.update(auth(ctx), ctx.params['id']!, ctx.body)) };
   });
   router.delete('/v2/images/:id', async (ctx) => {
     await service.delete(auth(ctx), ctx.params['id']!);
@@ -251,9 +259,10 @@ export function imageApp(service: ImageService): ServiceApp {
     const image = service.openData(auth(ctx), ctx.params['id']!);
     if (!image) return { status: 204 };
     const sizeBytes = image.size ?? 0;
-    const stored = await service.store.sizeOf(image.id);
+    const store = service.storeOf(image);
+    const stored = await store.sizeOf(image.id);
     if (stored !== sizeBytes) {
-      throw errors.backendUnavailable(`The data of image ${image.id} is missing or damaged in store '${service.store.id}' (${stored ?? 'no'} bytes stored, ${sizeBytes} recorded).`);
+      throw errors.backendUnavailable(`The data of image ${image.id} is missing or damaged in store '${store.id}' (${stored ?? 'no'} bytes stored, ${sizeBytes} recorded).`);
     }
     const rangeHeader = ctx.headers['range'];
     const range = sizeBytes > 0 ? parseRange(typeof rangeHeader === 'string' ? rangeHeader : undefined, sizeBytes) : null;
@@ -261,11 +270,11 @@ export function imageApp(service: ImageService): ServiceApp {
     if (!range) {
       headers['Content-Length'] = String(sizeBytes);
       if (image.checksum) headers['Content-MD5'] = image.checksum;
-      return { status: 200, headers, stream: service.store.read(image.id) };
+      return { status: 200, headers, stream: store.read(image.id) };
     }
     headers['Content-Length'] = String(range.end - range.start + 1);
     headers['Content-Range'] = `bytes ${range.start}-${range.end}/${sizeBytes}`;
-    return { status: 206, headers, stream: service.store.read(image.id, range) };
+    return { status: 206, headers, stream: store.read(image.id, range) };
   });
 
   // ---- interoperable import (glance-direct) ----

@@ -18,6 +18,23 @@ import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
 import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type FileStore, type PendingWrite } from './stores/file.ts';
 
+/** What an image store offers (the file store's interface); `location`/`assertDeletable` where the store has them. */
+export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'stagedName' | 'stagedPath' | 'stage' | 'commitStaged' | 'discardStaged' | 'stagedSizeOf' | 'discard' | 'delete' | 'read' | 'sizeOf' | 'removeLeftovers'> & {
+  readonly id: string;
+  description?: string;
+  /** The store URL of an image's data (direct_url), or null when unknown. */
+  location?(imageId: string): string | null;
+  /** Throws (409) when the data cannot be removed, before the image row is deleted. */
+  assertDeletable?(imageId: string): Promise<void>;
+};
+
+export interface ImageServiceOptions {
+  /** Further enabled stores (`[glance_store] stores`), where existing images may live. */
+  otherStores?: ImageStore[];
+  showDirectUrl?: boolean;
+  showMultipleLocations?: boolean;
+}
+
 const execFileAsync = promisify(execFile);
 
 export type ImageStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'killed' | 'deactivated' | 'deleted';
@@ -146,9 +163,36 @@ export const sortKeys = Object.keys(sortColumns);
 export class ImageService {
   constructor(
     private readonly db: Db,
-    readonly store: FileStore,
+    readonly store: ImageStore,
     private readonly log: (message: string) => void,
+    private readonly options: ImageServiceOptions = {},
   ) {}
+
+  /** Every enabled store, the default first. */
+  get stores(): ImageStore[] {
+    return [this.store, ...(this.options.otherStores ?? [])];
+  }
+
+  /** The store holding an image's data (its `store` column), else the default store. */
+  storeOf(image: ImageRow): ImageStore {
+    return this.stores.find((s) => s.id === image.store) ?? this.store;
+  }
+
+  /**
+   * `direct_url` and `locations` as Glance shows them: only when configured
+   * (show_image_direct_url, show_multiple_locations) and only to admins and the owner.
+   */
+  locationFields(auth: AuthContext, image: ImageRow): Record<string, unknown> {
+    const { showDirectUrl, showMultipleLocations } = this.options;
+    if (!showDirectUrl && !showMultipleLocations) return {};
+    if (!auth.isAdmin && image.owner !== auth.projectId) return {};
+    const active = image.status === 'active' || image.status === 'deactivated';
+    const url = active ? this.storeOf(image).location?.(image.id) ?? null : null;
+    const fields: Record<string, unknown> = {};
+    if (showDirectUrl && url) fields['direct_url'] = url;
+    if (showMultipleLocations) fields['locations'] = url ? [{ url, metadata: {} }] : [];
+    return fields;
+  }
 
   /**
    * Start-up recovery: an upload a crash interrupted leaves its image `saving`
@@ -349,10 +393,14 @@ export class ImageService {
   async delete(auth: AuthContext, imageId: string): Promise<void> {
     const image = this.getOwned(auth, imageId, 'delete_image');
     if (image.protected) throw forbidden(`Image ${imageId} is protected and cannot be deleted: unset it first (openstack image set --unprotected).`);
+    const store = this.storeOf(image);
+    // A store may refuse first (rbd: the snapshot still has clones → 409 'image in use').
+    if (image.store && store.assertDeletable) await store.assertDeletable(imageId);
     const removed = this.db.run('DELETE FROM images WHERE id = ? AND status = ?', imageId, image.status);
     if (removed.changes === 0) throw conflict(`Image ${imageId} changed while it was being deleted; retry.`);
     // The row is gone first: a download that races finds no image rather than a missing file.
-    await this.store.delete(imageId);
+    if (image.store) await store.delete(imageId);
+    else await store.delete(imageId).catch((error: Error) => this.log(`images: removing leftover data of ${imageId} failed: ${error.message}`));
     await this.store.discardStaged(imageId);
   }
 
@@ -583,6 +631,8 @@ export class ImageService {
       }
       // Everything else is the request's fault: the image stays queued for another try.
       this.revertUpload(imageId, during, 'queued');
+      // The store's own answer (rbd: cluster unreachable → 503 naming the fix).
+      if (error instanceof PumiceError) throw error;
       if (error instanceof SizeMismatch) {
         throw errors.badRequest(`Upload refused: received ${error.receivedBytes} bytes but Content-Length announced ${error.expectedBytes}; the image stays queued, upload it again.`);
       }
@@ -629,6 +679,9 @@ export class ImageService {
       const { stdout } = await execFileAsync('qemu-img', args, { timeout: limits.qemuImgTimeoutMs, maxBuffer: 1 << 20 });
       return JSON.parse(stdout) as Record<string, unknown>;
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw errors.backendUnavailable('qemu-img is not installed on the image service host, so uploads cannot be checked: install it (apt-get install qemu-utils) and upload again.');
+      }
       const stderr = (error as { stderr?: string }).stderr?.trim();
       throw errors.badRequest(`Image data refused: qemu-img info could not read it${format ? ` as ${format}` : ''}: ${(stderr || (error as Error).message).slice(0, 300)}`);
     }

@@ -1,0 +1,468 @@
+/**
+ * The `rbd` image store (glance_store's RBD store): image data is an RBD
+ * image named by the image id in `rbd_store_pool`, with a protected snapshot
+ * `snap` taken when the upload completes; volumes clone that snapshot. The
+ * location is `rbd://<fsid>/<pool>/<image id>/snap`.
+ *
+ * Upload streams through librbd (no local copy of the data): the body is cut
+ * into blocks, all-zero blocks are skipped (the image stays thin) and at most
+ * `writesInFlightMax` writes run at once. The image is created with the
+ * announced size, or grown as data arrives when no size is known. Only the
+ * first MiB is kept on local disk, for the qemu-img format probe.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { CephConfigProblem, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
+import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
+import { errors, PumiceError } from '../../errors.ts';
+import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './file.ts';
+
+export interface RbdStoreOptions {
+  pool: string;
+  user: string;
+  confPath: string;
+  /** Object size in MiB (rbd_store_chunk_size). */
+  chunkSizeMiB: number;
+  /** Where the format probe (the first MiB of each upload) is written. */
+  probeDirectory?: string;
+  connectTimeoutSeconds?: number;
+  log?: (message: string) => void;
+}
+
+/** An upload written to RBD; `tempPath` is the local probe file (first MiB) for qemu-img. */
+export interface RbdPendingWrite extends PendingWrite {
+  imageName: string;
+}
+
+export const snapName = 'snap';
+const probeBytes = 1 << 20;
+const readChunkBytes = 4 << 20;
+const writesInFlightMax = 4;
+/** Layering (clones) + exclusive-lock + object-map + fast-diff + deep-flatten, as Glance's rbd store asks for. */
+const imageFeatures = 1 | 4 | 8 | 16 | 32;
+const zeroBlock = Buffer.alloc(1 << 20);
+
+function isAllZero(chunk: Buffer): boolean {
+  for (let offset = 0; offset < chunk.length; offset += zeroBlock.length) {
+    const length = Math.min(zeroBlock.length, chunk.length - offset);
+    if (zeroBlock.compare(chunk, offset, offset + length, 0, length) !== 0) return false;
+  }
+  return true;
+}
+
+const granuleBytes = 64 * 1024;
+
+/** [start, end) ranges of `data` made of granules that are not all zero, adjacent granules merged. */
+function nonZeroRuns(data: Buffer): [number, number][] {
+  const runs: [number, number][] = [];
+  for (let offset = 0; offset < data.length; offset += granuleBytes) {
+    const end = Math.min(offset + granuleBytes, data.length);
+    if (isAllZero(data.subarray(offset, end))) continue;
+    const last = runs[runs.length - 1];
+    if (last && last[1] === offset) last[1] = end;
+    else runs.push([offset, end]);
+  }
+  return runs;
+}
+
+export class RbdStore {
+  readonly id = 'rbd';
+  readonly description: string;
+  readonly directory: string;
+  private readonly probeDirectory: string;
+  private connecting: Promise<IoCtx> | null = null;
+  private cluster: RadosCluster | null = null;
+  private client: CephClientSettings | null = null;
+  private fsid: string | null = null;
+
+  constructor(private readonly options: RbdStoreOptions) {
+    this.directory = `rbd:${options.pool}`;
+    this.description = `Ceph RBD store (pool ${options.pool}, client.${options.user})`;
+    this.probeDirectory = options.probeDirectory ?? join(tmpdir(), 'pumice-rbd-probe');
+    mkdirSync(this.probeDirectory, { recursive: true, mode: 0o700 });
+  }
+
+  private get objectSizeBytes(): number {
+    return this.options.chunkSizeMiB * 1024 * 1024;
+  }
+
+  private get orderBits(): number {
+    return Math.round(Math.log2(this.objectSizeBytes));
+  }
+
+  /** Connects now (at start-up) so the fsid is known for locations; failures are logged, and retried on use. */
+  async start(): Promise<void> {
+    try {
+      await this.io();
+    } catch (error) {
+      this.options.log?.(`images: rbd store not connected yet: ${(error as Error).message}`);
+    }
+  }
+
+  async stop(): Promise<void> {
+    // A connection still being made is waited for, so its cluster handle is shut down too.
+    await this.connecting?.catch(() => undefined);
+    const cluster = this.cluster;
+    this.cluster = null;
+    this.connecting = null;
+    if (cluster) await cluster.shutdown().catch(() => undefined);
+  }
+
+  /** `rbd://<fsid>/<pool>/<image>/snap`, or null while the cluster's fsid is unknown. */
+  location(imageId: string): string | null {
+    return this.fsid ? `rbd://${this.fsid}/${this.options.pool}/${imageId}/${snapName}` : null;
+  }
+
+  /** The pool's I/O context, connecting on first use; a failure is a 503 that names the cause and the fix. */
+  private io(): Promise<IoCtx> {
+    if (!this.connecting) {
+      this.connecting = this.connect();
+      this.connecting.catch(() => {
+        this.connecting = null;
+      });
+    }
+    return this.connecting;
+  }
+
+  private async connect(): Promise<IoCtx> {
+    try {
+      this.client = resolveCephClient({ confPath: this.options.confPath, user: this.options.user });
+    } catch (error) {
+      if (error instanceof CephConfigProblem) {
+        throw errors.backendUnavailable(`Image store 'rbd' cannot connect to the Ceph cluster: ${error.message.replace(/rbd_ceph_conf/g, 'rbd_store_ceph_conf in [glance_store]')}`);
+      }
+      throw error;
+    }
+    let cluster: RadosCluster;
+    try {
+      cluster = await RadosCluster.connect({
+        confPath: this.client.confPath,
+        user: this.options.user,
+        keyringPath: this.client.keyringPath,
+        connectTimeoutSeconds: this.options.connectTimeoutSeconds ?? 15,
+      });
+    } catch (error) {
+      throw this.explain(error, 'connect');
+    }
+    try {
+      this.fsid = await cluster.fsid();
+      const ioctx = await cluster.openIoctx(this.options.pool);
+      this.cluster = cluster;
+      return ioctx;
+    } catch (error) {
+      await cluster.shutdown().catch(() => undefined);
+      throw this.explain(error, 'open pool');
+    }
+  }
+
+  /** librados/librbd errors as messages saying what is wrong and how to fix it. */
+  private explain(error: unknown, action: string): PumiceError {
+    if (error instanceof PumiceError) return error;
+    const target = `pool '${this.options.pool}' as client.${this.options.user}`;
+    if (error instanceof RbdError) {
+      switch (error.code) {
+        case 'ENOENT':
+          if (action === 'open pool') {
+            return errors.backendUnavailable(`Image store 'rbd': Ceph pool '${this.options.pool}' does not exist: create it (ceph osd pool create ${this.options.pool}; rbd pool init ${this.options.pool}) or fix rbd_store_pool in [glance_store].`);
+          }
+          break;
+        case 'EPERM':
+        case 'EACCES':
+          return errors.backendUnavailable(
+            `Image store 'rbd': permission denied for ${target} during ${action} (${error.operation}): give the user the caps Glance needs, e.g. ceph auth caps client.${this.options.user} mon 'profile rbd' osd 'profile rbd pool=${this.options.pool}'.`,
+          );
+        case 'ETIMEDOUT':
+        case 'EINTR':
+          return errors.backendUnavailable(
+            `Image store 'rbd' cannot connect to the Ceph cluster: no answer from the monitors (${this.client?.monHost ?? 'mon host'}) during ${action}. Check that the monitors run and that this host reaches them on ports 3300/6789.`,
+          );
+        case 'ENOSPC':
+        case 'EDQUOT':
+          return errors.backendUnavailable(`Image store 'rbd': Ceph ${target} is full or over quota during ${action}: add OSDs or raise the pool quota.`);
+        default:
+          if (action === 'connect') {
+            return errors.backendUnavailable(
+              `Image store 'rbd' cannot connect to the Ceph cluster as client.${this.options.user} with keyring ${this.client?.keyringPath}: ${error.message}. Check the keyring matches 'ceph auth get client.${this.options.user}'.`,
+            );
+          }
+      }
+    }
+    return errors.backendUnavailable(`Image store 'rbd': ${action} in ${target} failed: ${(error as Error).message}`);
+  }
+
+  /**
+   * Streams `source` into a new RBD image `<imageId>`, hashing on the way.
+   * Rejects (and removes the image) when the source fails, exceeds
+   * `sizeBytesMax`, or ends with another length than `expectedBytes`.
+   */
+  async write(imageId: string, source: Readable, options: { expectedBytes: number | null; sizeBytesMax: number }): Promise<RbdPendingWrite> {
+    const io = await this.io();
+    const initialSize = options.expectedBytes ?? 0;
+    try {
+      await io.createImage(imageId, initialSize, { orderBits: this.orderBits, features: imageFeatures });
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'EEXIST') {
+        // Left by an upload a crash interrupted (the image is queued again): start over.
+        await this.removeImage(io, imageId);
+        await io.createImage(imageId, initialSize, { orderBits: this.orderBits, features: imageFeatures }).catch((e: unknown) => {
+          throw this.explain(e, `create ${imageId}`);
+        });
+      } else {
+        throw this.explain(error, `create ${imageId}`);
+      }
+    }
+    let image: RbdImage;
+    try {
+      image = await io.openImage(imageId);
+    } catch (error) {
+      await io.removeImage(imageId).catch(() => undefined);
+      throw this.explain(error, `open ${imageId}`);
+    }
+    const md5 = createHash('md5');
+    const sha512 = createHash('sha512');
+    const blockBytes = Math.min(this.objectSizeBytes, 8 << 20);
+    const probe: Buffer[] = [];
+    let probeLength = 0;
+    let position = 0;
+    let imageSize = initialSize;
+    let block: Buffer = Buffer.allocUnsafe(blockBytes);
+    let blockFill = 0;
+    let blockOffset = 0;
+    const inFlight = new Set<Promise<void>>();
+    let writeError: Error | null = null;
+
+    const ensureSize = async (end: number): Promise<void> => {
+      if (end <= imageSize) return;
+      // Grow ahead (doubling, capped at 1 GiB steps) so a long stream resizes rarely; trimmed at the end.
+      const target = Math.max(end, Math.min(imageSize * 2, imageSize + (1 << 30)));
+      await image.resize(target);
+      imageSize = target;
+    };
+    const flushBlock = async (): Promise<void> => {
+      if (blockFill === 0) return;
+      const data = block.subarray(0, blockFill);
+      const at = blockOffset;
+      blockOffset += blockFill;
+      block = Buffer.allocUnsafe(blockBytes);
+      blockFill = 0;
+      if (isAllZero(data)) return;
+      // Only the runs of non-zero granules are written, so objects hold no zeros they need not.
+      for (const [start, end] of nonZeroRuns(data)) {
+        while (inFlight.size >= writesInFlightMax) await Promise.race(inFlight);
+        if (writeError) throw writeError;
+        await ensureSize(at + data.length);
+        const pending: Promise<void> = image.write(at + start, data.subarray(start, end)).then(
+          () => {
+            inFlight.delete(pending);
+          },
+          (error: Error) => {
+            inFlight.delete(pending);
+            writeError ??= new StoreWriteError(error);
+          },
+        );
+        inFlight.add(pending);
+      }
+    };
+
+    const sink = new Writable({
+      highWaterMark: 1 << 20,
+      write(chunk: Buffer, _encoding, callback) {
+        md5.update(chunk);
+        sha512.update(chunk);
+        position += chunk.length;
+        if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
+        if (probeLength < probeBytes) {
+          const part = chunk.subarray(0, probeBytes - probeLength);
+          probe.push(Buffer.from(part));
+          probeLength += part.length;
+        }
+        void (async () => {
+          let offset = 0;
+          while (offset < chunk.length) {
+            const n = Math.min(chunk.length - offset, blockBytes - blockFill);
+            chunk.copy(block, blockFill, offset, offset + n);
+            blockFill += n;
+            offset += n;
+            if (blockFill === blockBytes) await flushBlock();
+          }
+        })().then(() => callback(writeError), (error: Error) => callback(error instanceof StoreWriteError ? error : new StoreWriteError(error)));
+      },
+      final(callback) {
+        flushBlock().then(() => callback(), (error: Error) => callback(error instanceof StoreWriteError ? error : new StoreWriteError(error)));
+      },
+    });
+    const tempPath = join(this.probeDirectory, `${imageId}.${randomBytes(6).toString('hex')}.probe`);
+    try {
+      try {
+        await pipeline(source, sink);
+      } finally {
+        await Promise.all(inFlight);
+      }
+      if (writeError) throw writeError;
+      if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
+      try {
+        if (imageSize !== position) await image.resize(position);
+        await image.flush();
+        await image.close();
+      } catch (error) {
+        throw new StoreWriteError(error as Error);
+      }
+      await writeFile(tempPath, Buffer.concat(probe), { mode: 0o600 });
+    } catch (error) {
+      await image.close().catch(() => undefined);
+      await io.removeImage(imageId).catch(() => undefined);
+      await rm(tempPath, { force: true });
+      throw error;
+    }
+    return { tempPath, imageName: imageId, sizeBytes: position, md5Hex: md5.digest('hex'), sha512Hex: sha512.digest('hex') };
+  }
+
+  /** Publishes an upload: snapshot `snap`, protected so volumes can clone it. */
+  async commit(imageId: string, pending: PendingWrite): Promise<void> {
+    await rm(pending.tempPath, { force: true });
+    const io = await this.io();
+    try {
+      await io.withImage(imageId, {}, async (image) => {
+        await image.snapCreate(snapName);
+        await image.snapProtect(snapName);
+      });
+    } catch (error) {
+      throw this.explain(error, `snapshot ${imageId}@${snapName}`);
+    }
+  }
+
+  /** Removes an unpublished upload (its probe file and its RBD image). */
+  async discard(pending: PendingWrite): Promise<void> {
+    await rm(pending.tempPath, { force: true });
+    const name = (pending as Partial<RbdPendingWrite>).imageName;
+    if (name) await this.removeImage(await this.io(), name);
+  }
+
+  /** 409 when the image's snapshot has clones (volumes made from it), as Glance's rbd store answers. */
+  async assertDeletable(imageId: string): Promise<void> {
+    const io = await this.io();
+    try {
+      await io.withImage(imageId, { readOnly: true }, async (image) => {
+        if (!(await image.snapList()).some((s) => s.name === snapName)) return;
+        let children;
+        try {
+          children = await image.listChildren(snapName);
+        } catch (error) {
+          // Naming children needs read access to their pools (volumes), which client.glance
+          // lacks; then ask as Glance does: unprotecting a snapshot with clones fails EBUSY.
+          if (!(error instanceof RbdError && (error.code === 'EPERM' || error.code === 'EACCES'))) throw error;
+          if (!(await image.snapIsProtected(snapName))) return;
+          try {
+            await io.withImage(imageId, {}, (writable) => writable.snapUnprotect(snapName));
+          } catch (unprotectError) {
+            if (unprotectError instanceof RbdError && unprotectError.code === 'EBUSY') {
+              throw errors.conflict(`Image ${imageId} is in use: its RBD snapshot ${this.options.pool}/${imageId}@${snapName} has clones (volumes created from it); delete or flatten those volumes first.`);
+            }
+            throw unprotectError;
+          }
+          await io.withImage(imageId, {}, (writable) => writable.snapProtect(snapName));
+          return;
+        }
+        if (children.length > 0) {
+          const names = children.slice(0, 5).map((c) => `${c.pool}/${c.image}`).join(', ');
+          throw errors.conflict(`Image ${imageId} is in use: its RBD snapshot ${this.options.pool}/${imageId}@${snapName} has ${children.length} clone(s) (${names}); delete or flatten those volumes first.`);
+        }
+      });
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'ENOENT') return;
+      throw this.explain(error, `check ${imageId}`);
+    }
+  }
+
+  /** Unprotects and removes `snap`, then the image; succeeds if it is already gone. */
+  async delete(imageId: string): Promise<void> {
+    await this.assertDeletable(imageId);
+    await this.removeImage(await this.io(), imageId);
+  }
+
+  private async removeImage(io: IoCtx, imageId: string): Promise<void> {
+    try {
+      await io.withImage(imageId, {}, async (image) => {
+        for (const snap of await image.snapList()) {
+          if (await image.snapIsProtected(snap.name)) await image.snapUnprotect(snap.name);
+          await image.snapRemove(snap.name);
+        }
+      });
+      await io.removeImage(imageId);
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'ENOENT') return;
+      if (error instanceof RbdError && error.code === 'EBUSY') {
+        throw errors.conflict(`Image ${imageId} is in use: its RBD image is still open or cloned (${error.message}).`);
+      }
+      throw this.explain(error, `delete ${imageId}`);
+    }
+  }
+
+  /** Reads bytes `start`..`end` (inclusive) of the image's snapshot, in chunks. */
+  read(imageId: string, range?: { start: number; end: number }): Readable {
+    const self = this;
+    return Readable.from((async function* () {
+      const io = await self.io();
+      const image = await io.openImage(imageId, { snapshot: snapName, readOnly: true }).catch((e: unknown) => {
+        throw self.explain(e, `open ${imageId}@${snapName}`);
+      });
+      try {
+        const size = await image.size();
+        const end = range ? Math.min(range.end + 1, size) : size;
+        for (let offset = range?.start ?? 0; offset < end; offset += readChunkBytes) {
+          yield await image.read(offset, Math.min(readChunkBytes, end - offset));
+        }
+      } finally {
+        await image.close();
+      }
+    })(), { objectMode: false });
+  }
+
+  async sizeOf(imageId: string): Promise<number | null> {
+    const io = await this.io();
+    try {
+      return await io.withImage(imageId, { snapshot: snapName, readOnly: true }, (image) => image.size());
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'ENOENT') return null;
+      throw this.explain(error, `stat ${imageId}`);
+    }
+  }
+
+  // ---- glance-direct staging: not on this store in this version ----
+
+  stagedName(imageId: string): string {
+    return `${imageId}.staged`;
+  }
+
+  stagedPath(imageId: string): string {
+    return join(this.probeDirectory, this.stagedName(imageId));
+  }
+
+  async stage(_imageId: string, _pending: PendingWrite): Promise<void> {
+    throw errors.badRequest("glance-direct staging is not available when default_store = rbd in this version: upload the data with 'openstack image create --file' (PUT /v2/images/{id}/file).");
+  }
+
+  async commitStaged(_imageId: string): Promise<void> {
+    throw errors.badRequest('glance-direct import is not available on the rbd store in this version.');
+  }
+
+  async discardStaged(imageId: string): Promise<void> {
+    await rm(this.stagedPath(imageId), { force: true });
+  }
+
+  async stagedSizeOf(_imageId: string): Promise<number | null> {
+    return null;
+  }
+
+  /** Start-up cleanup of probe files; RBD images of interrupted uploads are replaced by the next upload. */
+  async removeLeftovers(_isKnown: (imageId: string) => boolean): Promise<string[]> {
+    await rm(this.probeDirectory, { recursive: true, force: true });
+    mkdirSync(this.probeDirectory, { recursive: true, mode: 0o700 });
+    return [];
+  }
+}

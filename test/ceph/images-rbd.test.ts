@@ -1,0 +1,228 @@
+/**
+ * The `rbd` image store on a real Ceph cluster, driven with the Debian
+ * `openstack` CLI and checked with the `rbd` CLI as client.admin: upload of
+ * a sparse raw image into pool `images` (8 MiB objects, thin, protected
+ * snapshot `snap`), direct_url, download byte for byte, 409 while a clone
+ * exists, delete. Also: an unusable ceph.conf answers 503 naming the fix.
+ * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
+import { ApiClient, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+
+const execFileAsync = promisify(execFile);
+const shared = process.env['PUMICE_CEPH_LAB'];
+const MiB = 1024 * 1024;
+const imageBytes = 64 * MiB;
+/** Known bytes at several offsets; everything else is a hole. */
+const marks: [number, number][] = [[0, 1], [8 * MiB + 123, 2], [33 * MiB, 3], [imageBytes - 4096, 4]];
+
+let lab: CephLab;
+let privateDir = '';
+let work = '';
+let pumice: PumiceProcess;
+let env: Record<string, string>;
+
+async function rbd(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync('rbd', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 60_000 });
+  return stdout;
+}
+
+async function poolImages(pool: string): Promise<string[]> {
+  return JSON.parse(await rbd(['ls', '--format', 'json', pool])) as string[];
+}
+
+function pattern(seed: number, length: number): Buffer {
+  const buffer = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) buffer[i] = (seed * 31 + i * 7 + 1) & 0xff || 0x5a;
+  return buffer;
+}
+
+before(async () => {
+  if (shared) {
+    lab = readLab(shared);
+  } else {
+    privateDir = path.join(await mkdtemp(path.join(tmpdir(), 'pumice-images-rbd-test-')), 'lab');
+    lab = await labUp(privateDir);
+  }
+  work = await mkdtemp(path.join(tmpdir(), 'pumice-images-rbd-'));
+  pumice = await startPumice({
+    config: `[DEFAULT]
+show_image_direct_url = true
+show_multiple_locations = true
+
+[glance_store]
+stores = file,rbd
+default_store = rbd
+rbd_store_pool = images
+rbd_store_user = glance
+rbd_store_ceph_conf = ${lab.confPath}
+rbd_store_chunk_size = 8
+`,
+  });
+  env = pumice.adminEnv;
+}, { timeout: 180_000 });
+
+after(async () => {
+  if (pumice) {
+    await pumice.stop();
+    pumice.cleanup();
+  }
+  if (work) await rm(work, { recursive: true, force: true });
+  if (privateDir) {
+    await labPurge(privateDir);
+    await rm(path.dirname(privateDir), { recursive: true, force: true });
+  }
+}, { timeout: 60_000 });
+
+describe('images on the rbd store with the openstack CLI', { timeout: 300_000 }, () => {
+  let id = '';
+  let diskPath = '';
+
+  test('image create --file of a 64 MiB sparse raw image: active, direct_url rbd://fsid/images/id/snap, checksums', async () => {
+    diskPath = path.join(work, 'disk.raw');
+    const handle = await open(diskPath, 'w');
+    for (const [offset, seed] of marks) await handle.write(pattern(seed, 4096), 0, 4096, offset);
+    await handle.truncate(imageBytes);
+    await handle.close();
+    const data = await readFile(diskPath);
+    const created = await openstackJson(env, ['image', 'create', '--file', diskPath, '--disk-format', 'raw', '--container-format', 'bare', '--public', 'rbd-raw']);
+    id = created['id'] as string;
+    const shown = await openstackJson(env, ['image', 'show', id]);
+    assert.equal(shown['status'], 'active');
+    assert.equal(shown['size'], imageBytes);
+    assert.equal(shown['checksum'], createHash('md5').update(data).digest('hex'));
+    const properties = (shown['properties'] ?? {}) as Record<string, unknown>;
+    assert.equal(shown['os_hash_value'] ?? properties['os_hash_value'], createHash('sha512').update(data).digest('hex'));
+    assert.equal(shown['direct_url'] ?? properties['direct_url'], `rbd://${lab.fsid}/images/${id}/snap`);
+  });
+
+  test('rbd: 8 MiB objects (order 23), thin, protected snapshot snap', async () => {
+    const info = JSON.parse(await rbd(['info', '--format', 'json', `images/${id}`])) as { size: number; order: number };
+    assert.equal(info.size, imageBytes);
+    assert.equal(info.order, 23);
+    const snaps = JSON.parse(await rbd(['snap', 'ls', '--format', 'json', `images/${id}`])) as { name: string; protected: string | boolean }[];
+    assert.deepEqual(snaps.map((s) => [s.name, String(s.protected)]), [['snap', 'true']]);
+    const du = JSON.parse(await rbd(['du', '--format', 'json', `images/${id}`])) as { images: { name: string; snapshot?: string; used_size: number }[] };
+    const head = du.images.find((i) => i.name === id && !i.snapshot) ?? du.images.find((i) => i.name === id)!;
+    const snapUsage = du.images.filter((i) => i.name === id).reduce((n, i) => n + i.used_size, 0);
+    assert.ok(snapUsage <= 4 * 8 * MiB, `only the 4 objects with data are allocated (${snapUsage} bytes used, head ${head.used_size})`);
+  });
+
+  test('image save equals the upload byte for byte; a range request reads the right bytes', async () => {
+    const savedPath = path.join(work, 'saved.raw');
+    await openstack(env, ['image', 'save', '--file', savedPath, id]);
+    assert.ok((await readFile(savedPath)).equals(await readFile(diskPath)), 'download equals upload');
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const [offset, seed] = marks[1]!;
+    const res = await fetch(`${pumice.url}/image/v2/images/${id}/file`, { headers: { 'X-Auth-Token': api.token, Range: `bytes=${offset}-${offset + 4095}` } });
+    assert.equal(res.status, 206);
+    assert.ok(Buffer.from(await res.arrayBuffer()).equals(pattern(seed, 4096)));
+  });
+
+  test('direct_url and locations are shown to admin (and owner), not to another project', async () => {
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const url = `rbd://${lab.fsid}/images/${id}/snap`;
+    const asAdmin = (await api.request('GET', `/image/v2/images/${id}`)).body;
+    assert.equal(asAdmin.direct_url, url);
+    assert.deepEqual(asAdmin.locations, [{ url, metadata: {} }]);
+    await openstack(env, ['project', 'create', 'other']);
+    await openstack(env, ['user', 'create', '--project', 'other', '--password', 'pw-other', 'other-user']);
+    await openstack(env, ['role', 'add', '--project', 'other', '--user', 'other-user', 'member']);
+    const other = await ApiClient.login(pumice.url, 'other-user', 'pw-other', 'other');
+    const asOther = (await other.request('GET', `/image/v2/images/${id}`)).body;
+    assert.equal(asOther.status, 'active', 'the public image is visible');
+    assert.equal(asOther.direct_url, undefined);
+    assert.equal(asOther.locations, undefined);
+  });
+
+  test('stores discovery lists rbd (default) and file', async () => {
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const stores = (await api.request('GET', '/image/v2/info/stores')).body.stores as { id: string; default?: boolean }[];
+    assert.deepEqual(stores.map((s) => [s.id, s.default ?? false]), [['rbd', true], ['file', false]]);
+  });
+
+  test('chunked upload (no Content-Length, image grown while streaming): qcow2 probed from RBD; a mismatch is a 400 and leaves no RBD image', async () => {
+    const qcow2Path = path.join(work, 'disk.qcow2');
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '1G']);
+    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 10M 3M', qcow2Path]);
+    const bytes = await readFile(qcow2Path);
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const upload = async (diskFormat: string) => {
+      const created = await api.request('POST', '/image/v2/images', { name: `chunked-${diskFormat}`, disk_format: diskFormat, container_format: 'bare' });
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          for (let offset = 0; offset < bytes.length; offset += 256 * 1024) controller.enqueue(bytes.subarray(offset, offset + 256 * 1024));
+          controller.close();
+        },
+      });
+      const res = await fetch(`${pumice.url}/image/v2/images/${created.body.id}/file`, {
+        method: 'PUT', headers: { 'X-Auth-Token': api.token, 'Content-Type': 'application/octet-stream' }, body, duplex: 'half',
+      } as RequestInit);
+      return { id: created.body.id as string, status: res.status, text: await res.text() };
+    };
+    const wrong = await upload('raw');
+    assert.equal(wrong.status, 400, wrong.text);
+    assert.match(wrong.text, /qcow2/);
+    assert.ok(!(await poolImages('images')).includes(wrong.id), 'the refused upload left no RBD image');
+    assert.equal((await api.request('GET', `/image/v2/images/${wrong.id}`)).body.status, 'queued');
+    const right = await upload('qcow2');
+    assert.equal(right.status, 204, right.text);
+    const shown = (await api.request('GET', `/image/v2/images/${right.id}`)).body;
+    assert.equal(shown.status, 'active');
+    assert.equal(shown.size, bytes.length);
+    assert.equal(shown.virtual_size, 1024 * MiB);
+    assert.equal(shown.checksum, createHash('md5').update(bytes).digest('hex'));
+    const info = JSON.parse(await rbd(['info', '--format', 'json', `images/${right.id}`])) as { size: number };
+    assert.equal(info.size, bytes.length, 'the grown image is trimmed to the data size');
+    const saved = await fetch(`${pumice.url}/image/v2/images/${right.id}/file`, { headers: { 'X-Auth-Token': api.token } });
+    assert.ok(Buffer.from(await saved.arrayBuffer()).equals(bytes));
+    assert.equal((await api.request('DELETE', `/image/v2/images/${right.id}`)).status, 204);
+    assert.equal((await api.request('DELETE', `/image/v2/images/${wrong.id}`)).status, 204);
+    assert.ok(!(await poolImages('images')).includes(right.id));
+  });
+
+  test('delete while a clone of snap exists: 409 image in use; after the clone is gone the RBD image is removed', async () => {
+    await rbd(['clone', `images/${id}@snap`, `volumes/images-rbd-test-clone`]);
+    try {
+      await assert.rejects(openstack(env, ['image', 'delete', id]), /in use|409|Conflict/i);
+      assert.equal((await openstackJson(env, ['image', 'show', id]))['status'], 'active');
+    } finally {
+      await rbd(['rm', 'volumes/images-rbd-test-clone']);
+    }
+    await openstack(env, ['image', 'delete', id]);
+    assert.ok(!(await poolImages('images')).includes(id), 'the RBD image is gone');
+  });
+});
+
+describe('rbd store without a usable Ceph configuration', { timeout: 120_000 }, () => {
+  test('upload answers 503 naming the missing ceph.conf and the fix; the image stays queued', async () => {
+    const broken = await startPumice({
+      config: `[glance_store]
+stores = rbd
+default_store = rbd
+rbd_store_ceph_conf = /nonexistent/ceph.conf
+`,
+    });
+    try {
+      const api = await ApiClient.login(broken.url, 'admin', broken.adminPassword, 'admin');
+      const created = await api.request('POST', '/image/v2/images', { name: 'x', disk_format: 'raw', container_format: 'bare' });
+      assert.equal(created.status, 201);
+      const up = await api.request('PUT', `/image/v2/images/${created.body.id}/file`, 'hello', { 'Content-Type': 'application/octet-stream' });
+      assert.equal(up.status, 503, up.text);
+      assert.match(up.text, /\/nonexistent\/ceph\.conf/);
+      assert.match(up.text, /rbd_store_ceph_conf/);
+      assert.equal((await api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'queued');
+    } finally {
+      await broken.stop();
+      broken.cleanup();
+    }
+  });
+});
