@@ -7,8 +7,8 @@ import { cinderTime, type Db, type SqlValue } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
-import { checkMetadataKeys, isUuid, metadataSchema, queryBool, validate, type Schema } from '../http/validate.ts';
-import { schedulerBinary, volumeBinary, type VolumeManager } from './manager.ts';
+import { checkMetadataKeys, metadataSchema, queryBool, validate, type Schema } from '../http/validate.ts';
+import { volumeBinary, type VolumeManager } from './manager.ts';
 import { quotaResources, type QuotaResource } from './quotas.ts';
 import {
   renderSnapshot,
@@ -942,4 +942,3 @@ function round2(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
-export { isUuid };

@@ -10,7 +10,7 @@ import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
-import { DriverError, hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
 import type { CreatePayload, VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
@@ -565,4 +565,3 @@ export class VolumeService {
   }
 }
 
-export { DriverError };

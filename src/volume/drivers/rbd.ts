@@ -225,7 +225,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
         parent = await image.parentInfo();
         imageId = (await image.stat()).id;
         for (const snap of await image.snapList()) {
-          const removed = await this.removeSnapshotIfChildless(image, name, snap.name);
+          const removed = await this.removeSnapshotIfChildless(image, snap.name);
           if (!removed) {
             keep = true;
             if (!snap.name.endsWith(hiddenSuffix) && !snap.name.endsWith(cloneSnapSuffix)) await image.snapRename(snap.name, snap.name + hiddenSuffix);
@@ -289,7 +289,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
   }
 
   /** Unprotects and removes a snapshot unless clones depend on it; returns whether it is gone. */
-  private async removeSnapshotIfChildless(image: RbdImage, imageName: string, snapName: string): Promise<boolean> {
+  private async removeSnapshotIfChildless(image: RbdImage, snapName: string): Promise<boolean> {
     if ((await image.listChildren(snapName)).length > 0) return false;
     if (await image.snapIsProtected(snapName)) await image.snapUnprotect(snapName);
     await image.snapRemove(snapName);
@@ -327,7 +327,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
       if (parent.image.endsWith(hiddenSuffix)) {
         await this.removeOrHide(parent.image, true);
       } else {
-        await this.withImage(parent.image, (image) => this.removeSnapshotIfChildless(image, parent.image, parent.snapshot));
+        await this.withImage(parent.image, (image) => this.removeSnapshotIfChildless(image, parent.snapshot));
       }
     } catch (error) {
       if (!(error instanceof RbdError && error.code === 'ENOENT')) {
@@ -434,7 +434,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     await this.call(`delete snapshot ${snap}`, () =>
       this.withImage(imageName, async (image) => {
         if (!(await image.snapList()).some((s) => s.name === snap)) return;
-        if (!(await this.removeSnapshotIfChildless(image, imageName, snap))) {
+        if (!(await this.removeSnapshotIfChildless(image, snap))) {
           await image.snapRename(snap, snap + hiddenSuffix);
           this.options.log(`[${this.section}] ${imageName}@${snap} has clones: kept hidden until they are gone`);
         }
