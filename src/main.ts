@@ -20,6 +20,8 @@ commands:
   ceph setup    create missing pools and users of the RBD backends, with their caps and keyrings (needs client.admin)
   ceph-lab up|down|purge|status DIR
                 a throwaway single-host Ceph cluster in DIR, for tests and demos
+  image ...     operator image commands (pumice image --help)
+  backup ...    operator backup commands (pumice backup --help)
 
 options:
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
@@ -39,6 +41,12 @@ class UsageError extends Error {}
 
 export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
+  // Operator commands that talk to a running Pumice parse their own options.
+  if (command === 'image' || command === 'backup') {
+    const cli = command === 'image' ? await import('./image/cli.ts') : await import('./backup/cli.ts');
+    process.exitCode = await cli.runCli(rest);
+    return;
+  }
   let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean };
   let positionals: string[];
   try {
