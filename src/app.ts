@@ -14,7 +14,7 @@ import { BackupManager } from './backup/manager.ts';
 import { createHttpServer } from './http/server.ts';
 import { identityRouter } from './identity/api.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
-import { IdentityService } from './identity/identity.ts';
+import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
@@ -23,6 +23,7 @@ import { NbdServer, type NbdExport } from './nbd/server.ts';
 import { TaskQueue } from './tasks/queue.ts';
 import { volumeApp } from './volume/api.ts';
 import type { BlockExporter } from './volume/drivers/local.ts';
+import { ConversionArea, ImageServiceClient, type ImageEndpoint } from './volume/images.ts';
 import { VolumeManager } from './volume/manager.ts';
 import { Quotas } from './volume/quotas.ts';
 import { VolumeService } from './volume/volumes.ts';
@@ -78,6 +79,24 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
 
   const queue = new TaskQueue({ db, log, concurrencyPerQueue: config.DEFAULT.volume_task_concurrency, attemptsMax: 3, pollIntervalMs: 2000 });
   const manager = new VolumeManager(db, config, queue, exporter, log);
+  // The volume role reaches the image service over HTTP, as Cinder reaches Glance: at
+  // glance_api_servers, else at the catalog's image endpoint rendered for this listener.
+  let listening: (baseUrl: string) => void = () => undefined;
+  let ownBaseUrl: string | null = null;
+  const ready = new Promise<void>((resolveReady) => {
+    listening = (baseUrl) => {
+      ownBaseUrl = baseUrl;
+      resolveReady();
+    };
+  });
+  const conversion = new ConversionArea(config.DEFAULT.image_conversion_dir ?? join(dataDir, 'conversion'));
+  await conversion.start();
+  manager.images = {
+    client: new ImageServiceClient(() => imageEndpoint(config, identity, ownBaseUrl), config.DEFAULT.glance_request_timeout * 1000),
+    serviceToken: serviceTokenSource(identity),
+    conversion,
+    ready,
+  };
   const quotas = new Quotas(db, config.DEFAULT);
   const volumes = new VolumeService(db, config, queue, manager, quotas);
   volumes.ensureDefaultType();
@@ -101,6 +120,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     otherStores: imageStores.filter((s) => s !== defaultImageStore),
     showDirectUrl: config.DEFAULT.show_image_direct_url,
     showMultipleLocations: config.DEFAULT.show_multiple_locations,
+    workDirectory: join(dataDir, 'image-staging'),
+    convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
   });
   // Connects in the background (the fsid is needed for direct_url); a Ceph cluster that is down
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
@@ -139,6 +160,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
+  listening(config.DEFAULT.public_endpoint ?? url);
   const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? url}/identity/v3`, boot.adminPassword);
   const purgeTimer = setInterval(() => identity.purgeExpiredTokens(), tokenPurgeIntervalMs);
   purgeTimer.unref();
@@ -165,5 +187,42 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       if (rbdStore) await (rbdStore as RbdStore).stop();
       db.close();
     },
+  };
+}
+
+/** Where the image API is for the volume role: `glance_api_servers`, else the catalog entry `glance_catalog_info` names. */
+export function imageEndpoint(config: PumiceConfig, identity: IdentityService, baseUrl: string | null): ImageEndpoint {
+  const servers = config.DEFAULT.glance_api_servers;
+  if (servers.length > 0) {
+    const url = /^https?:\/\//.test(servers[0]!) ? servers[0]! : `http://${servers[0]}`;
+    return { url, origin: `[DEFAULT] glance_api_servers = ${servers.join(',')}` };
+  }
+  const info = config.DEFAULT.glance_catalog_info;
+  const [type = 'image', name = '', interfaceUrl = 'publicURL'] = info.split(':');
+  const iface = interfaceUrl.replace(/URL$/, '');
+  const service = identity.services().find((s) => s.type === type && s.enabled && (!name || s.name === name));
+  const endpoint = service && identity.endpoints().find((e) => e.service_id === service.id && e.interface === iface && e.enabled);
+  if (!endpoint) {
+    throw new Error(
+      `the catalog has no ${iface} endpoint of a service of type '${type}'${name ? ` named '${name}'` : ''} ([DEFAULT] glance_catalog_info = ${info}): ` +
+        `add one (openstack endpoint create ${type} ${iface} URL) or set [DEFAULT] glance_api_servers = http://HOST:PORT/image`,
+    );
+  }
+  const url = renderEndpointUrl(endpoint.url, baseUrl ?? 'http://127.0.0.1', null);
+  return { url, origin: `the catalog (${type} ${iface} endpoint ${endpoint.url}, glance_catalog_info = ${info})` };
+}
+
+/** A token of the cloud admin for the volume role's own image calls, renewed before it expires. */
+function serviceTokenSource(identity: IdentityService): () => string {
+  let current: { id: string; renewAfterMs: number } | null = null;
+  return () => {
+    if (current && Date.now() < current.renewAfterMs) return current.id;
+    const admin = identity.findUserByName('admin', defaultDomainId);
+    const project = identity.findProjectByName('admin', defaultDomainId);
+    if (!admin || !project) throw new Error('the bootstrap admin user or project is missing; the volume role cannot call the image service');
+    const token = identity.issueToken(admin, { kind: 'project', projectId: project.id }, ['password']);
+    const lifetimeMs = Date.parse(token.expiresAt) - Date.now();
+    current = { id: token.tokenId, renewAfterMs: Date.now() + lifetimeMs / 2 };
+    return current.id;
   };
 }

@@ -45,14 +45,26 @@ const defaultOptions = {
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: any free port)' },
   // Backup service (cinder.conf names): the directory driver is the embedded default.
-  backup_driver: { type: 'string', default: 'posix', help: "backup driver: 'posix' (chunks in a directory; cinder.backup.drivers.posix.PosixBackupDriver)" },
+  backup_driver: { type: 'string', default: 'posix', help: "backup driver: 'posix' (chunks in a directory; cinder.backup.drivers.posix.PosixBackupDriver) or 'ceph' (RBD images; cinder.backup.drivers.ceph.CephBackupDriver)" },
   backup_posix_path: { type: 'string', default: null, help: 'directory of the posix backup driver (default: DATA_DIR/backups)' },
   backup_file_size: { type: 'int', default: 33554432, min: 65536, help: 'chunk size in bytes of the posix backup driver (Pumice default 32 MiB)' },
   backup_compression_algorithm: { type: 'string', default: 'brotli', help: "chunk codec: 'brotli' (quality 0) or 'none'" },
   restore_discard_excess_bytes: { type: 'bool', default: true, help: 'zero the bytes of a restore target beyond the backup size' },
+  // Ceph backup driver (backup_driver = ceph or cinder.backup.drivers.ceph.CephBackupDriver).
+  backup_ceph_conf: { type: 'string', default: '/etc/ceph/ceph.conf', help: 'ceph.conf of the cluster that holds the backups' },
+  backup_ceph_user: { type: 'string', default: 'cinder-backup', help: 'Ceph user the backup driver writes as (its keyring: the keyring setting of backup_ceph_conf, else /etc/ceph/<cluster>.client.<user>.keyring)' },
+  backup_ceph_pool: { type: 'string', default: 'backups', help: 'Ceph pool of the backup images' },
+  backup_ceph_chunk_size: { type: 'int', default: 134217728, min: 4194304, help: 'bytes a Ceph backup or restore moves at once (in 4 MiB pieces)' },
+  backup_ceph_stripe_unit: { type: 'int', default: 0, min: 0, help: 'RBD stripe unit of backup images (0: the object size)' },
+  backup_ceph_stripe_count: { type: 'int', default: 0, min: 0, help: 'RBD stripe count of backup images (0: 1)' },
   // Image service (glance-api.conf names).
   show_image_direct_url: { type: 'bool', default: false, help: 'show direct_url (the store location) of images to admins and owners' },
   show_multiple_locations: { type: 'bool', default: false, help: 'show the locations list of images to admins and owners' },
+  // How the volume service reaches the image service (cinder.conf names).
+  glance_api_servers: { type: 'list', default: [], help: 'image API URLs (e.g. http://HOST:PORT/image); empty: the catalog entry glance_catalog_info names' },
+  glance_catalog_info: { type: 'string', default: 'image:glance:publicURL', help: 'catalog entry of the image service, as TYPE:NAME:INTERFACE' },
+  glance_request_timeout: { type: 'int', default: 60, min: 1, help: 'seconds to wait for the image service to answer' },
+  image_conversion_dir: { type: 'string', default: null, help: 'scratch directory for image conversions (default: DATA_DIR/conversion)' },
 } satisfies Record<string, OptionSpec>;
 
 const tokenOptions = {
@@ -76,6 +88,20 @@ const glanceStoreOptions = {
   rbd_store_user: { type: 'string', default: 'glance', help: 'Ceph user (client.NAME) of the rbd image store' },
   rbd_store_ceph_conf: { type: 'string', default: '/etc/ceph/ceph.conf', help: 'path of ceph.conf for the rbd image store' },
   rbd_store_chunk_size: { type: 'int', default: 8, min: 1, help: 'RBD object size in MiB of stored images' },
+} satisfies Record<string, OptionSpec>;
+
+/**
+ * glance-image-import.conf's [image_import_opts] (one file here): the import
+ * plugins that run on every upload and import. `image_conversion` converts
+ * non-raw images to raw for the rbd store; without it they are refused there.
+ */
+const imageImportOptions = {
+  image_import_plugins: { type: 'list', default: ['image_conversion'], help: "import plugins: 'image_conversion' (convert non-raw images to raw for the rbd store), or empty" },
+} satisfies Record<string, OptionSpec>;
+
+/** glance-image-import.conf's [image_conversion]. */
+const imageConversionOptions = {
+  output_format: { type: 'string', default: 'raw', help: "format image_conversion converts to: 'raw' (what booting from RBD needs)" },
 } satisfies Record<string, OptionSpec>;
 
 const backendOptions = {
@@ -124,6 +150,8 @@ export interface PumiceConfig {
   database: Values<typeof databaseOptions>;
   oslo_middleware: Values<typeof middlewareOptions>;
   glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
+  image_import_opts: Values<typeof imageImportOptions>;
+  image_conversion: Values<typeof imageConversionOptions>;
   backends: BackendConfig[];
 }
 
@@ -133,6 +161,8 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   database: databaseOptions,
   oslo_middleware: middlewareOptions,
   glance_store: glanceStoreOptions,
+  image_import_opts: imageImportOptions,
+  image_conversion: imageConversionOptions,
 };
 
 /** Loads and validates a configuration file; `path` null gives the embedded defaults. */
@@ -203,6 +233,7 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     database: read('database', databaseOptions),
     oslo_middleware: read('oslo_middleware', middlewareOptions),
     glance_store: readGlanceStore(ini, dataDir),
+    ...readImageImport(ini),
     backends,
   };
 }
@@ -223,6 +254,21 @@ function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_st
     throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'rbd_store_chunk_size'), `[glance_store] rbd_store_chunk_size = ${chunk} must be a power of two (MiB), e.g. 8`);
   }
   return { ...values, filesystem_store_datadir: values.filesystem_store_datadir ?? join(dataDir, 'images') };
+}
+
+/** [image_import_opts] and [image_conversion]; the list may be written Glance's way, `['image_conversion']`. */
+function readImageImport(ini: IniFile): Pick<PumiceConfig, 'image_import_opts' | 'image_conversion'> {
+  const importOpts = readSection(ini, ini.sections.get('image_import_opts'), imageImportOptions);
+  const plugins = importOpts.image_import_plugins.map((p) => p.replace(/^\[/, '').replace(/\]$/, '').trim().replace(/^['"]|['"]$/g, '')).filter((p) => p.length > 0);
+  const unknown = plugins.find((p) => p !== 'image_conversion');
+  if (unknown !== undefined) {
+    throw new ConfigError(ini.path, lineOf(ini, 'image_import_opts', 'image_import_plugins'), `[image_import_opts] image_import_plugins: plugin '${unknown}' is not available; this version has 'image_conversion' (or leave the list empty)`);
+  }
+  const conversion = readSection(ini, ini.sections.get('image_conversion'), imageConversionOptions);
+  if (conversion.output_format !== 'raw') {
+    throw new ConfigError(ini.path, lineOf(ini, 'image_conversion', 'output_format'), `[image_conversion] output_format = ${conversion.output_format} is not available: only raw (what booting from RBD needs)`);
+  }
+  return { image_import_opts: { image_import_plugins: plugins }, image_conversion: conversion };
 }
 
 function lineOf(ini: IniFile, section: string, key: string): number | undefined {

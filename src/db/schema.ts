@@ -172,4 +172,9 @@ CREATE TABLE image_members (
 CREATE INDEX image_members_member ON image_members(member_id, status);
 `,
   },
+  {
+    // volume_image_metadata (Cinder's volume_glance_metadata): the image a volume was made from, as a JSON object.
+    version: 5,
+    sql: `ALTER TABLE volumes ADD COLUMN image_metadata TEXT;`,
+  },
 ];

@@ -8,6 +8,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
 import { checkMetadataKeys, metadataSchema, queryBool, validate, type Schema } from '../http/validate.ts';
+import { ImageServiceError, type ImageRecord } from './images.ts';
 import { volumeBinary, type VolumeManager } from './manager.ts';
 import { quotaResources, type QuotaResource } from './quotas.ts';
 import {
@@ -90,7 +91,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       }
     }
     const options = render(ctx);
-    return rows.map((r) => renderVolume(options, r, r.volume_type_id ? types.get(r.volume_type_id)?.name ?? null : null, attachmentsByVolume.get(r.id) ?? []));
+    return rows.map((r) =>
+      renderVolume(options, r, r.volume_type_id ? types.get(r.volume_type_id)?.name ?? null : null, attachmentsByVolume.get(r.id) ?? [], r.image_metadata ? (JSON.parse(r.image_metadata) as Record<string, string>) : null),
+    );
   };
   const listVolumes = (detail: boolean) => (ctx: RequestContext) => {
     const query = listQuery(ctx, ['name', 'status', 'availability_zone', 'bootable', 'metadata', 'volume_type', 'project_id', 'display_name', 'display_description', 'description', 'created_at', 'updated_at', 'group_id', 'glance_metadata', 'migration_status', 'host', 'user_id']);
@@ -153,14 +156,39 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       'OS-SCH-HNT:scheduler_hints': { type: 'object', nullable: true, additional: true },
     },
   };
-  router.post('/v3/volumes', (ctx) => {
+  /**
+   * Asks the image service for the image with the caller's token, so its
+   * visibility rules apply. Unreachable is not the caller's fault: the volume
+   * is then recorded in error with the reason (Cinder's behaviour), not refused.
+   */
+  const lookUpImage = async (ctx: RequestContext, imageRef: string): Promise<{ image: ImageRecord | null; failure: string | null }> => {
+    const invalid = (why: string) => errors.badRequest(`Invalid image identifier or unable to access requested image: ${why}`);
+    if (!/^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$/.test(imageRef)) {
+      throw invalid(`'${imageRef}' is not an image id (a UUID); the openstack CLI resolves names: openstack volume create --image NAME --size N VOLUME`);
+    }
+    const client = manager.images?.client;
+    if (!client) return { image: null, failure: 'this Pumice process has no image service client' };
+    try {
+      const image = await client.show(auth(ctx).tokenId, imageRef);
+      if (image.status !== 'active') throw invalid(`image ${image.id} is ${image.status}, not active; upload its data first (openstack image create --file FILE ...).`);
+      return { image, failure: null };
+    } catch (error) {
+      if (!(error instanceof ImageServiceError)) throw error;
+      if (error.kind === 'Unreachable') return { image: null, failure: `the image service is unreachable: ${error.message}` };
+      if (error.kind === 'NotFound') throw invalid(`image ${imageRef} does not exist or is not visible to project ${auth(ctx).projectId ?? ''}.`);
+      throw invalid(error.message);
+    }
+  };
+
+  router.post('/v3/volumes', async (ctx) => {
     const { volume } = validate<{ volume: Record<string, unknown> }>(createVolumeSchema, ctx.body ?? null);
     if (volume['metadata']) checkMetadataKeys(volume['metadata'] as Record<string, string>);
-    // No image, backup or group can exist in Pumice yet, so any reference to one is a client error (as in
-    // Cinder: 400 for an unusable image, 404 for an unknown backup or group), not a 501.
-    if (volume['imageRef']) {
-      throw errors.badRequest(`Invalid image identifier or unable to access requested image: image ${String(volume['imageRef'])} does not exist (Pumice's image service has no images yet).`);
+    const imageRef = volume['imageRef'] ? String(volume['imageRef']) : null;
+    if (imageRef && (volume['source_volid'] || volume['snapshot_id'] || volume['backup_id'])) {
+      throw errors.badRequest('Invalid input: give only one source for the volume: imageRef, source_volid, snapshot_id or backup_id.');
     }
+    // No backup source or group exists in Pumice yet, so any reference to one is a client error (as in
+    // Cinder: 404 for an unknown backup or group), not a 501.
     if (volume['backup_id']) {
       const backupId = String(volume['backup_id']);
       const backup = db.get<{ project_id: string }>('SELECT project_id FROM backups WHERE id = ?', backupId);
@@ -170,7 +198,10 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     if (volume['multiattach']) throw errors.badRequest('Multiattach volumes are not supported by the configured backends.');
     const groupId = volume['group_id'] ?? volume['consistencygroup_id'];
     if (groupId) throw new PumiceError('NotFound', `Group ${String(groupId)} could not be found (Pumice has no volume groups yet).`);
+    const { image, failure } = imageRef ? await lookUpImage(ctx, imageRef) : { image: null, failure: null };
     const row = service.createVolume(auth(ctx), {
+      image,
+      failure,
       size: (volume['size'] as number | null | undefined) ?? null,
       name: (volume['name'] ?? volume['display_name']) as string | null | undefined,
       description: (volume['description'] ?? volume['display_description']) as string | null | undefined,
@@ -229,7 +260,77 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     },
     'os-detach': { type: 'object', properties: { attachment_id: { type: 'uuid', nullable: true } } },
     revert: { type: 'object', required: ['snapshot_id'], properties: { snapshot_id: { type: 'uuid' } } },
+    'os-volume_upload_image': {
+      type: 'object', required: ['image_name'],
+      properties: {
+        image_name: { type: 'string', minLength: 1, maxLength: 255 },
+        force: { type: 'boolean', allowString: true },
+        disk_format: { type: 'string', enum: ['raw', 'qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx'] },
+        container_format: { type: 'string', enum: ['bare'] },
+        visibility: { type: 'string', enum: ['public', 'private', 'shared', 'community'] },
+        protected: { type: 'boolean', allowString: true },
+      },
+    },
+    'os-set_image_metadata': { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } },
+    'os-unset_image_metadata': { type: 'object', required: ['key'], properties: { key: { type: 'string', minLength: 1, maxLength: 255 } } },
+    'os-show_image_metadata': { type: 'any' },
   };
+  /** Keys of volume_image_metadata that describe the old image, not properties to hand to the new one. */
+  const imageMetadataNotCopied = new Set(['image_id', 'image_name', 'checksum', 'container_format', 'disk_format', 'min_disk', 'min_ram', 'size', 'virtual_size', 'os_hash_algo', 'os_hash_value', 'direct_url', 'owner']);
+  const uploadToImage = async (ctx: RequestContext, id: string, args: Record<string, unknown>) => {
+    const a = auth(ctx);
+    const force = (args['force'] as boolean | undefined) ?? false;
+    const row = service.uploadableVolume(a, id, force);
+    const client = manager.images?.client;
+    if (!client) throw new PumiceError('BackendUnavailable', 'This Pumice process has no image service client; uploads to images are not possible.');
+    if (ctx.microversion < 1 && (args['visibility'] !== undefined || args['protected'] !== undefined)) {
+      throw errors.badRequest("'visibility' and 'protected' need microversion 3.1 or later (OpenStack-API-Version: volume 3.1).");
+    }
+    const diskFormat = (args['disk_format'] as string | undefined) ?? 'raw';
+    const containerFormat = (args['container_format'] as string | undefined) ?? 'bare';
+    const properties: Record<string, string> = {};
+    if (row.image_metadata) {
+      for (const [key, value] of Object.entries(JSON.parse(row.image_metadata) as Record<string, string>)) if (!imageMetadataNotCopied.has(key)) properties[key] = value;
+    }
+    const body: Record<string, unknown> = {
+      ...properties,
+      name: args['image_name'],
+      disk_format: diskFormat,
+      container_format: containerFormat,
+      min_disk: row.size_gib,
+      ...(args['visibility'] !== undefined ? { visibility: args['visibility'] } : {}),
+      ...(args['protected'] !== undefined ? { protected: args['protected'] } : {}),
+    };
+    let image: ImageRecord;
+    try {
+      image = await client.create(a.tokenId, body);
+    } catch (error) {
+      if (!(error instanceof ImageServiceError)) throw error;
+      if (error.kind === 'Unreachable') throw new PumiceError('BackendUnavailable', `Cannot upload the volume: ${error.message}`);
+      throw errors.badRequest(`The image service refused to create the image: ${error.message}`);
+    }
+    let started: typeof row;
+    try {
+      started = service.startUpload(a, id, force, { imageId: image.id, diskFormat });
+    } catch (error) {
+      await client.remove(a.tokenId, image.id);
+      throw error;
+    }
+    return {
+      id: started.id,
+      updated_at: started.updated_at,
+      status: started.status,
+      display_description: started.description,
+      size: started.size_gib,
+      volume_type: started.volume_type_id ? { id: started.volume_type_id, name: service.typesById().get(started.volume_type_id)?.name ?? null } : null,
+      image_id: image.id,
+      container_format: containerFormat,
+      disk_format: diskFormat,
+      image_name: image.name,
+      ...(ctx.microversion >= 1 ? { visibility: (args['visibility'] as string | undefined) ?? 'private', protected: (args['protected'] as boolean | undefined) ?? false } : {}),
+    };
+  };
+
   router.post('/v3/volumes/:id/action', async (ctx) => {
     const body = ctx.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length !== 1) {
@@ -282,6 +383,18 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       case 'os-detach':
         service.detach(a, id, (args['attachment_id'] as string | null | undefined) ?? null);
         return { status: 202 };
+      case 'os-volume_upload_image':
+        return { status: 202, body: { 'os-volume_upload_image': await uploadToImage(ctx, id, args) } };
+      case 'os-set_image_metadata':
+        checkMetadataKeys(args['metadata'] as Record<string, string>);
+        return { status: 200, body: { metadata: service.updateImageMetadata(a, id, args['metadata'] as Record<string, string>, []) } };
+      case 'os-unset_image_metadata':
+        service.updateImageMetadata(a, id, {}, [args['key'] as string]);
+        return { status: 200 };
+      case 'os-show_image_metadata': {
+        const row = service.volume(a, id);
+        return { status: 200, body: { metadata: row.image_metadata ? (JSON.parse(row.image_metadata) as object) : {} } };
+      }
       case 'revert':
         if (ctx.microversion < 40) throw errors.notFound('Volume action', "'revert' (it needs microversion 3.40 or later: OpenStack-API-Version: volume 3.40)");
         service.revertToSnapshot(a, id, args['snapshot_id'] as string);

@@ -10,6 +10,8 @@ import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { DriverError, hasClones, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
+import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './image-tasks.ts';
+import type { ImageServiceDeps } from './images.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
 
@@ -23,7 +25,7 @@ export interface BackendState {
 }
 
 export interface CreatePayload {
-  source?: { kind: 'snapshot' | 'volume'; id: string };
+  source?: { kind: 'snapshot' | 'volume' | 'image'; id: string };
 }
 
 export const schedulerBinary = 'cinder-scheduler';
@@ -31,6 +33,8 @@ export const volumeBinary = 'cinder-volume';
 
 export class VolumeManager {
   readonly backends = new Map<string, BackendState>();
+  /** How to reach the image service; set by the app before start(). */
+  images: ImageServiceDeps | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -186,10 +190,29 @@ export class VolumeManager {
       'volume.create',
       async (task: Task) => {
         const row = volume(task.resourceId);
-        if (!row || row.status !== 'creating') return;
+        // 'downloading' when a copy from an image was cut short: the re-run copies again.
+        if (!row || (row.status !== 'creating' && row.status !== 'downloading')) return;
         const driver = this.ready(task.queue);
         const ref = { id: row.id, sizeGiB: row.size_gib };
         const { source } = task.payload as CreatePayload;
+        if (source?.kind === 'image') {
+          if (!this.images) throw new DriverError('Unreachable', 'this process has no image service client');
+          const started = Date.now();
+          const result = await fillVolumeFromImage(this.images, driver, ref, source.id, () =>
+            this.db.run("UPDATE volumes SET status = 'downloading', updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), row.id),
+          );
+          const seconds = (Date.now() - started) / 1000;
+          this.log(
+            result.method === 'clone'
+              ? `volume ${row.id}: copy-on-write clone of image ${source.id} in ${seconds.toFixed(2)} s`
+              : `volume ${row.id}: copied ${result.bytes} bytes of image ${source.id} (${result.writtenBytes} written, the rest zero runs) in ${seconds.toFixed(1)} s`,
+          );
+          this.db.run(
+            "UPDATE volumes SET status = 'available', launched_at = ?, updated_at = ? WHERE id = ? AND status IN ('creating', 'downloading')",
+            nowIso(), nowIso(), row.id,
+          );
+          return;
+        }
         if (source?.kind === 'snapshot') {
           const snap = snapshot(source.id);
           if (!snap) throw new DriverError('NotFound', `source snapshot ${source.id} was deleted before the volume was made`);
@@ -208,6 +231,27 @@ export class VolumeManager {
       (task, reason) => {
         setVolume(task.resourceId, 'error', reason);
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_003', `create volume: ${reason}`);
+      },
+    );
+
+    this.queue.register(
+      'volume.upload_image',
+      async (task: Task) => {
+        const row = volume(task.resourceId);
+        if (!row || row.status !== 'uploading') return;
+        if (!this.images) throw new DriverError('Unreachable', 'this process has no image service client');
+        const payload = task.payload as UploadPayload;
+        const started = Date.now();
+        const bytes = await uploadVolumeToImage(this.images, this.ready(task.queue), { id: row.id, sizeGiB: row.size_gib }, payload);
+        this.log(`volume ${row.id}: uploaded ${bytes} bytes into image ${payload.imageId} (${payload.diskFormat}) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        this.releaseUpload(row.id);
+      },
+      (task, reason) => {
+        this.releaseUpload(task.resourceId);
+        const payload = task.payload as UploadPayload;
+        this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_002_004', `upload volume to image ${payload.imageId}: ${reason}`);
+        // The image has no data and never will: remove it rather than leave a queued image behind.
+        if (this.images) void this.images.client.remove(this.images.serviceToken(), payload.imageId);
       },
     );
 
@@ -313,6 +357,14 @@ export class VolumeManager {
   }
 
   /** Records a user-visible message (GET /messages) about a failed operation on a resource. */
+  /** An upload is over (done or failed): the volume goes back to the status it had. */
+  private releaseUpload(volumeId: string): void {
+    this.db.run(
+      "UPDATE volumes SET status = COALESCE(previous_status, 'available'), previous_status = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'",
+      nowIso(), volumeId,
+    );
+  }
+
   userMessage(resourceId: string, resourceType: 'VOLUME' | 'SNAPSHOT', eventId: string, text: string, requestId: string | null = null): void {
     const table = resourceType === 'VOLUME' ? 'volumes' : 'snapshots';
     const owner = this.db.get<{ project_id: string }>(`SELECT project_id FROM ${table} WHERE id = ?`, resourceId);
@@ -332,9 +384,16 @@ export class VolumeManager {
    */
   private async reconcile(): Promise<void> {
     const stuckVolumes = this.db.all<VolumeRow>(
-      "SELECT v.* FROM volumes v WHERE v.status IN ('creating','deleting','extending','reverting') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
+      "SELECT v.* FROM volumes v WHERE v.status IN ('creating','downloading','uploading','deleting','extending','reverting') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
     );
     for (const row of stuckVolumes) {
+      if (row.status === 'uploading') {
+        // The volume's bytes are intact: only the upload is lost.
+        this.releaseUpload(row.id);
+        this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_002_004', 'upload volume to image: interrupted by a restart and not resumed; upload again');
+        this.log(`reconcile: volume ${row.id}: upload to image interrupted; volume back to ${row.previous_status ?? 'available'}`);
+        continue;
+      }
       const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the volume was set to ${errorStatus}`;
       this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', errorStatus, reason, nowIso(), row.id);

@@ -27,6 +27,8 @@ export interface VolumeRow {
   metadata: string;
   status_reason: string | null;
   previous_status: string | null;
+  /** JSON object of volume_image_metadata, or null when not made from an image. */
+  image_metadata: string | null;
   created_at: string;
   updated_at: string | null;
   launched_at: string | null;

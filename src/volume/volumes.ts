@@ -11,6 +11,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import type { CreatePayload, VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
@@ -36,6 +37,10 @@ export interface CreateVolumeInput {
   sourceVolumeId?: string | null;
   snapshotId?: string | null;
   bootable?: boolean;
+  /** The image to fill the volume from, as the image service showed it to the caller. */
+  image?: ImageRecord | null;
+  /** The volume cannot be made (e.g. the image service is unreachable): it is recorded in error with this reason. */
+  failure?: string | null;
 }
 
 export interface Page<T> {
@@ -172,7 +177,22 @@ export class VolumeService {
       availabilityZone ??= src.availability_zone;
       bootable = bootable || !!src.bootable;
     }
-    if (size === null) throw errors.invalidInput("Invalid input: 'size' is required unless the volume is made from a snapshot or another volume.");
+    const image = input.image ?? null;
+    if (image) {
+      const gibCeil = (bytes: number) => Math.ceil(bytes / 1024 ** 3);
+      const imageBytes = image.virtualSize ?? image.size ?? 0;
+      size ??= Math.max(gibCeil(imageBytes), image.minDisk, 1);
+      if (size * 1024 ** 3 < imageBytes) {
+        throw errors.invalidInput(
+          `Invalid input: volume size ${size} GiB is smaller than image ${image.id}'s ${image.virtualSize !== null ? 'virtual size' : 'size'} of ${imageBytes} bytes (${gibCeil(imageBytes)} GiB); ask for at least ${gibCeil(imageBytes)} GiB.`,
+        );
+      }
+      if (size < image.minDisk) throw errors.invalidInput(`Invalid input: image ${image.id} has min_disk ${image.minDisk} GiB, larger than the volume size ${size} GiB; ask for at least ${image.minDisk} GiB.`);
+      source = { kind: 'image', id: image.id };
+      bootable = true;
+    }
+    if (input.failure) size ??= 1;
+    if (size === null) throw errors.invalidInput("Invalid input: 'size' is required unless the volume is made from a snapshot, another volume or an image.");
     if (input.volumeType) {
       const requested = this.volumeType(auth, input.volumeType);
       if (typeRow && requested.id !== typeRow.id && forcedBackend) {
@@ -198,26 +218,27 @@ export class VolumeService {
     return this.db.transaction(() => {
       this.quotas.check(projectId, { volumes: 1, gigabytes: sizeGiB });
       const pools = this.manager.poolStates().filter((p) => forcedBackend === null || p.backend === forcedBackend);
-      const result = schedule(
+      const result: ReturnType<typeof schedule> = input.failure ? { ok: false, reasons: [input.failure] } : schedule(
         pools,
         { sizeGiB, availabilityZone: forcedBackend ? null : availabilityZone ?? this.config.DEFAULT.default_availability_zone, extraSpecs },
         this.config.DEFAULT.scheduler_default_filters,
         this.config.DEFAULT.scheduler_default_weighers,
       );
       const zone = result.ok ? result.pool.availabilityZone : availabilityZone ?? this.config.DEFAULT.default_availability_zone ?? this.config.DEFAULT.storage_availability_zone;
-      const reason = result.ok ? null : `No valid backend was found. ${result.reasons.join('; ')}.`;
+      const reason = result.ok ? null : input.failure ?? `No valid backend was found. ${result.reasons.join('; ')}.`;
       this.db.run(
         `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,
-           bootable, source_volid, snapshot_id, metadata, status_reason, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           bootable, source_volid, snapshot_id, metadata, status_reason, image_metadata, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         id, projectId, auth.userId, input.name ?? null, input.description ?? null, sizeGiB, result.ok ? 'creating' : 'error', zone, type.id,
         result.ok ? result.pool.host : null, result.ok ? result.pool.backend : null, bootable ? 1 : 0,
-        input.sourceVolumeId ?? null, input.snapshotId ?? null, JSON.stringify(input.metadata ?? {}), reason, now, now,
+        input.sourceVolumeId ?? null, input.snapshotId ?? null, JSON.stringify(input.metadata ?? {}), reason,
+        image ? JSON.stringify(volumeImageMetadata(image)) : null, now, now,
       );
       if (result.ok) {
         this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload);
       } else {
-        this.manager.userMessage(id, 'VOLUME', 'VOLUME_VOLUME_001_002', `schedule allocate volume: ${reason}`, requestId);
+        this.manager.userMessage(id, 'VOLUME', input.failure ? 'VOLUME_VOLUME_001_003' : 'VOLUME_VOLUME_001_002', `${input.failure ? 'create volume' : 'schedule allocate volume'}: ${reason}`, requestId);
       }
       return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
     });
@@ -291,6 +312,44 @@ export class VolumeService {
     this.requireWriter(auth, 'set_bootable');
     this.volume(auth, id);
     this.db.run('UPDATE volumes SET bootable = ?, updated_at = ? WHERE id = ?', bootable ? 1 : 0, nowIso(), id);
+  }
+
+  /** Checks a volume may be uploaded to an image now (os-volume_upload_image); returns it. */
+  uploadableVolume(auth: AuthContext, id: string, force: boolean): VolumeRow {
+    this.requireWriter(auth, 'upload_image');
+    const row = this.volume(auth, id);
+    if (row.status === 'in-use' && !force) {
+      throw errors.invalidState('volume', id, row.status, 'upload to an image (it is attached: detach it, or pass force=true to upload its current bytes)', ['available']);
+    }
+    requireStatus('volume', id, row.status, 'upload to an image', ['available', 'in-use']);
+    if (!row.backend) throw errors.invalidState('volume', id, row.status, 'upload to an image (it is on no backend)', ['available']);
+    return row;
+  }
+
+  /** Marks the volume `uploading` and queues the copy into the image the API created. */
+  startUpload(auth: AuthContext, id: string, force: boolean, payload: { imageId: string; diskFormat: string }): VolumeRow {
+    return this.db.transaction(() => {
+      const row = this.uploadableVolume(auth, id, force);
+      this.db.run("UPDATE volumes SET status = 'uploading', previous_status = ?, updated_at = ? WHERE id = ?", row.status, nowIso(), id);
+      this.queue.enqueue('volume.upload_image', id, row.backend!, payload);
+      return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
+    });
+  }
+
+  /** os-set_image_metadata / os-unset_image_metadata: edits volume_image_metadata (Cinder keeps image_id etc. read-only only by convention). */
+  updateImageMetadata(auth: AuthContext, id: string, set: Record<string, string>, unset: string[]): Record<string, string> {
+    this.requireWriter(auth, 'update_volume_metadata');
+    return this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      const metadata = row.image_metadata ? (JSON.parse(row.image_metadata) as Record<string, string>) : {};
+      for (const key of unset) {
+        if (!Object.hasOwn(metadata, key)) throw new PumiceError('NotFound', `Glance metadata ${key} of volume ${id} could not be found (it has: ${Object.keys(metadata).join(', ') || 'none'}).`);
+        delete metadata[key];
+      }
+      Object.assign(metadata, set);
+      this.db.run('UPDATE volumes SET image_metadata = ?, updated_at = ? WHERE id = ?', Object.keys(metadata).length ? JSON.stringify(metadata) : null, nowIso(), id);
+      return metadata;
+    });
   }
 
   setReadOnly(auth: AuthContext, id: string, readOnly: boolean): void {

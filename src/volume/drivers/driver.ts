@@ -113,4 +113,45 @@ export function hasFileAccess(backend: VolumeBackend): backend is VolumeBackend 
   return typeof (backend as Partial<FileAccess>).volumeFilePath === 'function';
 }
 
+/** Random access to a volume's bytes (image copies, uploads to images). */
+export interface VolumeData {
+  readonly sizeBytes: number;
+  /** Reads up to `target.length` bytes at `offset`; returns how many were read. */
+  readInto(offset: number, target: Buffer): Promise<number>;
+  /** The buffer must not change until the promise settles. */
+  write(offset: number, data: Buffer): Promise<void>;
+  /** Makes every write durable, then releases the volume. */
+  close(): Promise<void>;
+}
+
+export interface DataAccess {
+  /** Opens a volume's bytes; `writable` false opens it read-only. */
+  openVolumeData(volume: VolumeRef, writable: boolean): Promise<VolumeData>;
+}
+
+export function hasDataAccess(backend: VolumeBackend): backend is VolumeBackend & DataAccess {
+  return typeof (backend as Partial<DataAccess>).openVolumeData === 'function';
+}
+
+/** Where an image's bytes live in a Ceph cluster (`rbd://FSID/POOL/IMAGE/SNAP`). */
+export interface RbdLocation {
+  fsid: string;
+  pool: string;
+  image: string;
+  snapshot: string;
+}
+
+export interface ImageCloning {
+  /**
+   * Makes the volume a copy-on-write clone of an image's snapshot and grows it
+   * to the volume's size. Returns false, having done nothing, when the
+   * location is not in this backend's cluster; throws when cloning fails.
+   */
+  cloneImageLocation(volume: VolumeRef, location: RbdLocation): Promise<boolean>;
+}
+
+export function hasImageCloning(backend: VolumeBackend): backend is VolumeBackend & ImageCloning {
+  return typeof (backend as Partial<ImageCloning>).cloneImageLocation === 'function';
+}
+
 export const gib = 1024 ** 3;

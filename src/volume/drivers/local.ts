@@ -9,7 +9,7 @@
  */
 import { execFile } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -19,10 +19,12 @@ import {
   type Clones,
   type ConnectionInfo,
   type Connector,
+  type DataAccess,
   type FileAccess,
   type SnapshotRef,
   type Snapshots,
   type VolumeBackend,
+  type VolumeData,
   type VolumeRef,
 } from './driver.ts';
 
@@ -43,7 +45,7 @@ export interface LocalBackendOptions {
   reportDiscard: boolean;
 }
 
-export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess {
+export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess {
   readonly driverName = 'local';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -71,6 +73,35 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
 
   withdrawExport(volume: VolumeRef): void {
     this.options.exporter.unpublish(exportName(volume.id));
+  }
+
+  async openVolumeData(volume: VolumeRef, writable: boolean): Promise<VolumeData> {
+    const path = this.volumePath(volume.id);
+    let handle;
+    try {
+      handle = await open(path, writable ? 'r+' : 'r');
+    } catch (error) {
+      throw new DriverError('NotFound', `volume file ${path} is missing from the local backend [${this.section}]: ${(error as Error).message}`);
+    }
+    const { size } = await handle.stat();
+    const fh = handle;
+    return {
+      sizeBytes: size,
+      async readInto(offset, target) {
+        const { bytesRead } = await fh.read(target, 0, target.length, offset);
+        return bytesRead;
+      },
+      async write(offset, data) {
+        await fh.write(data, 0, data.length, offset);
+      },
+      async close() {
+        try {
+          if (writable) await fh.sync();
+        } finally {
+          await fh.close();
+        }
+      },
+    };
   }
 
   async start(): Promise<void> {

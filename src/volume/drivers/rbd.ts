@@ -21,9 +21,13 @@ import {
   type Clones,
   type ConnectionInfo,
   type Connector,
+  type DataAccess,
+  type ImageCloning,
+  type RbdLocation,
   type SnapshotRef,
   type Snapshots,
   type VolumeBackend,
+  type VolumeData,
   type VolumeRef,
 } from './driver.ts';
 
@@ -47,7 +51,7 @@ export interface RbdBackendOptions {
   log: (message: string) => void;
 }
 
-export class RbdBackend implements VolumeBackend, Snapshots, Clones {
+export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning {
   readonly driverName = 'rbd';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -109,6 +113,8 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
     const { cluster, ioctx } = this;
     this.cluster = null;
     this.ioctx = null;
+    for (const pool of this.foreignPools.values()) await pool.then((p) => p.close()).catch(() => undefined);
+    this.foreignPools.clear();
     if (ioctx) await ioctx.close().catch(() => undefined);
     if (cluster) await cluster.shutdown().catch(() => undefined);
   }
@@ -552,6 +558,69 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones {
       }
       return `blocklist check failed: ${(error as Error).message}`;
     }
+  }
+
+  /** Other pools of the cluster (the image store's), opened on first use and kept until stop. */
+  private readonly foreignPools = new Map<string, Promise<IoCtx>>();
+
+  private foreignPool(pool: string): Promise<IoCtx> {
+    if (pool === this.pool) return Promise.resolve(this.io());
+    let ioctx = this.foreignPools.get(pool);
+    if (!ioctx) {
+      if (!this.cluster) throw new DriverError('Unreachable', `backend [${this.section}] is not connected to Ceph`);
+      ioctx = this.cluster.openIoctx(pool);
+      ioctx.catch(() => this.foreignPools.delete(pool));
+      this.foreignPools.set(pool, ioctx);
+    }
+    return ioctx;
+  }
+
+  async cloneImageLocation(volume: VolumeRef, location: RbdLocation): Promise<boolean> {
+    if (!this.fsid || location.fsid !== this.fsid) return false;
+    const child = volumeImage(volume.id);
+    const parent = `${location.pool}/${location.image}@${location.snapshot}`;
+    try {
+      const parentIoctx = await this.foreignPool(location.pool);
+      const exists = (await this.io().listImages()).includes(child);
+      if (!exists) {
+        // Glance protects its snapshots, so a format 1 clone works with read-only caps on the image pool.
+        await this.io().clone({ parentIoctx, parentImage: location.image, parentSnap: location.snapshot, childName: child, features: volumeFeatures, orderBits: this.orderBits(), cloneFormat: 1 });
+      }
+      await this.withImage(child, async (image) => {
+        const { sizeBytes } = await image.stat();
+        if (sizeBytes < volume.sizeGiB * gib) await image.resize(volume.sizeGiB * gib);
+      });
+    } catch (error) {
+      if (error instanceof RbdError && (error.code === 'EPERM' || error.code === 'EACCES')) {
+        throw new DriverError(
+          'Permission',
+          `Permission denied cloning image ${parent} into pool '${this.pool}' as client.${this.user}: give it read access to pool '${location.pool}' (osd 'profile rbd-read-only pool=${location.pool}', as in the scenario's caps; 'pumice ceph setup' sets them).`,
+        );
+      }
+      throw this.explain(error, `clone image ${parent} to ${child}`);
+    }
+    // The image is generation 0; a clone of it counts 1 towards rbd_max_clone_depth.
+    if (this.config.rbd_max_clone_depth < 1) this.scheduleFlatten(child);
+    return true;
+  }
+
+  async openVolumeData(volume: VolumeRef, writable: boolean): Promise<VolumeData> {
+    const name = volumeImage(volume.id);
+    const image = await this.call(`open ${name}`, () => this.io().openImage(name, { readOnly: !writable }));
+    const { sizeBytes } = await image.stat();
+    const explain = (error: unknown, action: string) => this.explain(error, `${action} ${name}`);
+    return {
+      sizeBytes,
+      readInto: (offset, target) => image.readInto(offset, target).catch((error: unknown) => Promise.reject(explain(error, 'read'))),
+      write: (offset, data) => image.write(offset, data).catch((error: unknown) => Promise.reject(explain(error, 'write'))),
+      async close() {
+        try {
+          if (writable) await image.flush();
+        } finally {
+          await image.close();
+        }
+      },
+    };
   }
 
   /** The cluster fsid (image locations `rbd://<fsid>/...`). */
