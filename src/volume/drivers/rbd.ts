@@ -584,7 +584,8 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
       const exists = (await this.io().listImages()).includes(child);
       if (!exists) {
         // Glance protects its snapshots, so a format 1 clone works with read-only caps on the image pool.
-        await this.io().clone({ parentIoctx, parentImage: location.image, parentSnap: location.snapshot, childName: child, features: volumeFeatures, orderBits: this.orderBits(), cloneFormat: 1 });
+        // The clone keeps the image's object size: a smaller one than the parent's stripe unit is EINVAL.
+        await this.io().clone({ parentIoctx, parentImage: location.image, parentSnap: location.snapshot, childName: child, features: volumeFeatures, cloneFormat: 1 });
       }
       await this.withImage(child, async (image) => {
         const { sizeBytes } = await image.stat();
