@@ -7,6 +7,7 @@ import { accessSync, constants, mkdirSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
+import { createBackupDriver } from './backup/manager.ts';
 import { LocalBackend } from './volume/drivers/local.ts';
 import { RbdBackend } from './volume/drivers/rbd.ts';
 import type { BackendConfig } from './config/config.ts';
@@ -66,6 +67,8 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
       checks.push({ name, ok: false, detail: (error as Error).message });
     }
   }
+  checks.push(await checkBackupDriver(config));
+  checks.push(await checkImageService(config));
   try {
     const { stdout } = await execFileAsync('qemu-img', ['--version']);
     checks.push({ name: 'qemu-img (image format checks)', ok: true, detail: stdout.split('\n')[0]! });
@@ -79,6 +82,53 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     checks.push({ name: 'cp (sparse copies)', ok: false, detail: 'GNU cp not found: install coreutils' });
   }
   return checks;
+}
+
+/** The backup driver can work: directory writable, or Ceph reachable as backup_ceph_user with write caps on backup_ceph_pool. */
+/**
+ * Volumes from images need the volume service to reach the image API (the
+ * scenario's glance_host story). With glance_api_servers set, each must
+ * answer; without it, the catalog's image endpoint is Pumice's own API.
+ */
+async function checkImageService(config: PumiceConfig): Promise<Check> {
+  const name = 'image service (for volumes from images)';
+  const servers = config.DEFAULT.glance_api_servers;
+  if (servers.length === 0) {
+    return { name, ok: true, detail: `found through the catalog (${config.DEFAULT.glance_catalog_info}): this Pumice's own image API` };
+  }
+  for (const server of servers) {
+    const root = (/^https?:\/\//.test(server) ? server : `http://${server}`).replace(/\/+$/, '');
+    try {
+      const response = await fetch(`${root}/versions`, { signal: AbortSignal.timeout(5000) });
+      const body = (await response.json().catch(() => null)) as { versions?: unknown[] } | null;
+      if (!body?.versions) {
+        return { name, ok: false, detail: `${root}/versions answered ${response.status} without a versions document: glance_api_servers must name the image API's root (e.g. http://HOST:PORT/image for Pumice, http://HOST:9292 for Glance)` };
+      }
+    } catch (error) {
+      const cause = (error as Error & { cause?: Error }).cause?.message ?? (error as Error).message;
+      return { name, ok: false, detail: `${root} from [DEFAULT] glance_api_servers cannot be reached (${cause}): volumes from images will fail. Start the image service there or fix glance_api_servers.` };
+    }
+  }
+  return { name, ok: true, detail: `${servers.join(', ')} answer` };
+}
+
+async function checkBackupDriver(config: PumiceConfig): Promise<Check> {
+  const name = `backup driver (${config.DEFAULT.backup_driver})`;
+  let driver;
+  try {
+    driver = createBackupDriver(config, () => undefined);
+  } catch (error) {
+    return { name, ok: false, detail: (error as Error).message };
+  }
+  try {
+    await driver.start();
+    const d = config.DEFAULT;
+    return { name, ok: true, detail: driver.serviceName.includes('ceph') ? `pool ${d.backup_ceph_pool} writable as client.${d.backup_ceph_user}` : 'backup directory writable' };
+  } catch (error) {
+    return { name, ok: false, detail: (error as Error).message };
+  } finally {
+    await driver.stop();
+  }
 }
 
 /** ceph.conf, keyring, monitors, pool and capabilities of an RBD backend, each with its fix (scenario §8). */

@@ -59,7 +59,7 @@ async function compare(a: string, b: string): Promise<void> {
 async function waitStatus(env: Row, kind: 'volume' | 'image', name: string, statuses: string[], timeoutMs = 180_000): Promise<Row> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const row = await openstackJson(env, [kind, 'show', name]);
+    const row = await openstackJson<Row>(env, [kind, 'show', name]);
     if (statuses.includes(row['status'])) return row;
     if (Date.now() > deadline) throw new Error(`${kind} ${name} stayed ${row['status']}`);
     await new Promise((r) => setTimeout(r, 300));
@@ -134,7 +134,7 @@ after(async () => {
 
 describe('volumes from images in the same Ceph cluster', { timeout: 600_000 }, () => {
   test('a public 1 GiB raw image in the rbd store', async () => {
-    const created = await openstackJson(admin, ['image', 'create', '--file', rawPath, '--disk-format', 'raw', '--container-format', 'bare', '--public', '--property', 'hw_disk_bus=scsi', 'rbd-img']);
+    const created = await openstackJson<Row>(admin, ['image', 'create', '--file', rawPath, '--disk-format', 'raw', '--container-format', 'bare', '--public', '--property', 'hw_disk_bus=scsi', 'rbd-img']);
     imageId = created['id'];
     const shown = await waitStatus(admin, 'image', 'rbd-img', ['active']);
     assert.match(shown['direct_url'] ?? shown['properties']?.['direct_url'] ?? '', new RegExp(`^rbd://${lab.fsid}/images/${imageId}/snap$`));

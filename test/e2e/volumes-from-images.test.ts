@@ -15,10 +15,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ApiClient, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, openstack, openstackJson, repoRoot, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 type Row = Record<string, unknown>;
@@ -233,7 +234,13 @@ describe('an unreachable image service', { timeout: 120_000 }, () => {
 
   test('the volume goes to error, and the message names the URL and the option to fix', async () => {
     // The image service itself runs (the CLI finds the image), but the volume service is pointed elsewhere.
-    other = await startPumice({ config: '[DEFAULT]\nglance_api_servers = http://127.0.0.1:9/image\nglance_request_timeout = 5\n' });
+    const closedPort = await new Promise<number>((resolvePort) => {
+      const probe = createServer().listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => resolvePort(port));
+      });
+    });
+    other = await startPumice({ config: `[DEFAULT]\nglance_api_servers = http://127.0.0.1:${closedPort}/image\nglance_request_timeout = 5\n` });
     const small = join(work, 'small.raw');
     closeSync(openSync(small, 'w'));
     await execFileAsync('truncate', ['-s', '1M', small]);
@@ -245,8 +252,17 @@ describe('an unreachable image service', { timeout: 120_000 }, () => {
     const client = await ApiClient.login(other.url, 'admin', other.adminPassword, 'admin');
     const messages = await client.request('GET', `/volume/v3/${client.projectId}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
     const text = (messages.body.messages as Row[]).map((m) => m['user_message']).join('\n');
-    assert.match(text, new RegExp(`http://127\\.0\\.0\\.1:9/image/v2/images/${imageId} could not be reached`));
+    assert.match(text, new RegExp(`http://127\\.0\\.0\\.1:${closedPort}/image/v2/images/${imageId} could not be reached \\(connect ECONNREFUSED`));
     assert.match(text, /glance_api_servers/);
+  });
+
+  test('pumice doctor names the unreachable image service and the option', async () => {
+    const result = await execFileAsync(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'doctor', '--data-dir', other.dataDir, '--config', join(other.dataDir, 'pumice.conf')]).then(
+      () => assert.fail('doctor passed with an unreachable image service'),
+      (error: { stdout: string; code: number }) => error,
+    );
+    assert.equal(result.code, 1);
+    assert.match(result.stdout, /FAIL {2}image service \(for volumes from images\): http:\/\/127\.0\.0\.1:\d+\/image from \[DEFAULT\] glance_api_servers cannot be reached/);
   });
 });
 
