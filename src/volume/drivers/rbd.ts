@@ -499,8 +499,10 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     let current: string | null = name;
     while (current && depth < 64) {
       const info: { pool: string; image: string } | null = await this.withImage(current, (image) => image.parentInfo());
-      if (!info || info.pool !== this.pool) break;
+      if (!info) break;
       depth++;
+      // A parent in another pool is an image of the image store: the root of the chain.
+      if (info.pool !== this.pool) break;
       current = info.image;
     }
     return depth;
