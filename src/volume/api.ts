@@ -187,14 +187,10 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     if (imageRef && (volume['source_volid'] || volume['snapshot_id'] || volume['backup_id'])) {
       throw errors.badRequest('Invalid input: give only one source for the volume: imageRef, source_volid, snapshot_id or backup_id.');
     }
-    // No backup source or group exists in Pumice yet, so any reference to one is a client error (as in
-    // Cinder: 404 for an unknown backup or group), not a 501.
-    if (volume['backup_id']) {
-      const backupId = String(volume['backup_id']);
-      const backup = db.get<{ project_id: string }>('SELECT project_id FROM backups WHERE id = ?', backupId);
-      if (!backup || (!auth(ctx).isAdmin && backup.project_id !== auth(ctx).projectId)) throw new PumiceError('NotFound', `Backup ${backupId} could not be found.`);
-      throw errors.badRequest(`Creating a volume from a backup (backup_id) is not supported by Pumice yet; restore the backup instead: openstack volume backup restore ${backupId} NEW_VOLUME_NAME.`);
+    if ([volume['source_volid'], volume['snapshot_id'], volume['backup_id']].filter(Boolean).length > 1) {
+      throw errors.badRequest('Invalid input: give only one source for the volume: source_volid, snapshot_id or backup_id.');
     }
+    // No group exists in Pumice, so a reference to one is a client error (404 as in Cinder), not a 501.
     if (volume['multiattach']) throw errors.badRequest('Multiattach volumes are not supported by the configured backends.');
     const groupId = volume['group_id'] ?? volume['consistencygroup_id'];
     if (groupId) throw new PumiceError('NotFound', `Group ${String(groupId)} could not be found (Pumice has no volume groups yet).`);
@@ -210,6 +206,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       metadata: (volume['metadata'] as Record<string, string> | null | undefined) ?? {},
       sourceVolumeId: volume['source_volid'] as string | null | undefined,
       snapshotId: volume['snapshot_id'] as string | null | undefined,
+      backupId: volume['backup_id'] as string | null | undefined,
     }, ctx.requestId);
     return { status: 202, body: { volume: renderFull(ctx, [row])[0] } };
   });

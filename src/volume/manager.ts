@@ -25,7 +25,7 @@ export interface BackendState {
 }
 
 export interface CreatePayload {
-  source?: { kind: 'snapshot' | 'volume' | 'image'; id: string };
+  source?: { kind: 'snapshot' | 'volume' | 'image' | 'backup'; id: string };
 }
 
 export const schedulerBinary = 'cinder-scheduler';
@@ -226,7 +226,9 @@ export class VolumeManager {
         } else {
           await driver.createVolume(ref);
         }
-        this.db.run("UPDATE volumes SET status = 'available', launched_at = ?, updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), nowIso(), row.id);
+        // A volume made from a backup is held for the backup role's restore, which makes it available.
+        const next = source?.kind === 'backup' ? 'restoring-backup' : 'available';
+        this.db.run("UPDATE volumes SET status = ?, launched_at = ?, updated_at = ? WHERE id = ? AND status = 'creating'", next, nowIso(), nowIso(), row.id);
       },
       (task, reason) => {
         setVolume(task.resourceId, 'error', reason);

@@ -11,6 +11,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import { backupQueue, type RestorePayload } from '../backup/manager.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import type { CreatePayload, VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
@@ -37,6 +38,8 @@ export interface CreateVolumeInput {
   sourceVolumeId?: string | null;
   snapshotId?: string | null;
   bootable?: boolean;
+  /** The backup to restore into the new volume (volume create with backup_id). */
+  backupId?: string | null;
   /** The image to fill the volume from, as the image service showed it to the caller. */
   image?: ImageRecord | null;
   /** The volume cannot be made (e.g. the image service is unreachable): it is recorded in error with this reason. */
@@ -177,6 +180,14 @@ export class VolumeService {
       availabilityZone ??= src.availability_zone;
       bootable = bootable || !!src.bootable;
     }
+    if (input.backupId) {
+      const backup = this.db.get<{ id: string; project_id: string; status: string; size_gib: number }>('SELECT id, project_id, status, size_gib FROM backups WHERE id = ?', input.backupId);
+      if (!backup || (!auth.isAdmin && backup.project_id !== auth.projectId)) throw errors.notFound('Backup', input.backupId);
+      requireStatus('backup', backup.id, backup.status, 'creating a volume from it', ['available']);
+      size ??= backup.size_gib;
+      if (size < backup.size_gib) throw errors.invalidInput(`Invalid input: volume size ${size} GiB is smaller than backup ${backup.id}'s ${backup.size_gib} GiB; ask for at least ${backup.size_gib}.`);
+      source = { kind: 'backup', id: backup.id };
+    }
     const image = input.image ?? null;
     if (image) {
       const gibCeil = (bytes: number) => Math.ceil(bytes / 1024 ** 3);
@@ -237,6 +248,12 @@ export class VolumeService {
       );
       if (result.ok) {
         this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload);
+        if (source?.kind === 'backup') {
+          // The backup role restores once the volume exists (it waits for it); the backup is held meanwhile.
+          const held = this.db.run("UPDATE backups SET status = 'restoring', restore_volume_id = ?, fail_reason = NULL, updated_at = ? WHERE id = ? AND status = 'available'", id, now, source.id);
+          if (held.changes !== 1) throw errors.invalidState('backup', source.id, 'busy', 'creating a volume from it', ['available']);
+          this.queue.enqueue('backup.restore', source.id, backupQueue, { volumeId: id, targetIsZeroed: true } satisfies RestorePayload);
+        }
       } else {
         this.manager.userMessage(id, 'VOLUME', input.failure ? 'VOLUME_VOLUME_001_003' : 'VOLUME_VOLUME_001_002', `${input.failure ? 'create volume' : 'schedule allocate volume'}: ${reason}`, requestId);
       }
