@@ -3,9 +3,11 @@
  * a 1 GiB volume filled with 1 GiB of random bytes through Pumice's NBD
  * export (`nbdcopy FILE nbd://…` after os-initialize_connection), then
  *   1. a full backup: time from POST /backups to `available`, MB/s, bytes stored;
- *   2. 1% of the volume changed in random 4 KiB writes (qemu-io, one
- *      connection, `write -P` commands), then an incremental backup: bytes
- *      it stored (its own chunk files under DATA_DIR/backups) and its time;
+ *   2. 1% of the volume changed in random 4 KiB writes of random bytes
+ *      (qemu-io, one connection per 500, `write -s FILE`), then an
+ *      incremental backup: bytes it stored (every file of its own directory
+ *      under DATA_DIR/backups: chunk and delta files, block digests,
+ *      manifest) and its time;
  *   3. 1% of the volume changed as random 1 MiB regions of random bytes
  *      (qemu-io `write -s FILE`), then another incremental (its parent is the
  *      incremental of step 2).
@@ -15,8 +17,8 @@
  *   node --import tsx bench/backup-posix.ts [--chunk-mib N]
  *
  * --chunk-mib sets [DEFAULT] backup_file_size (default: the server's, 32 MiB).
- * An incremental stores every chunk whose sha256 changed, so scattered 4 KiB
- * writes make it store almost every chunk. MB/s are 10^6 bytes per second.
+ * An incremental stores the 4 KiB blocks whose digest changed (plus 16 bytes
+ * of digest per block of the volume). MB/s are 10^6 bytes per second.
  */
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -127,14 +129,35 @@ async function backup(s: Session, volumeId: string, name: string, incremental: b
   if (b.is_incremental !== incremental) throw new Error(`backup ${id}: is_incremental ${b.is_incremental}`);
   await waitVolume(s, volumeId);
   const dir = join(server!.dataDir, 'backups', 'volumebackups', id);
-  const storedBytes = readdirSync(dir).filter((f) => f.startsWith('chunk-')).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+  // Every file the backup wrote: chunk and delta files, the block digests and the manifest.
+  const storedBytes = readdirSync(dir).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
   return { id, seconds, objectCount: b.object_count, storedBytes, rssPeakMiB: mem.peakMiB, cpu };
+}
+
+/** POST restore into a new volume, poll until it is available; prints the time from POST to available. */
+async function restore(s: Session, backupId: string, prefix: string): Promise<void> {
+  const t0 = now();
+  const r = await s.call('POST', `${s.volumeUrl}/backups/${backupId}/restore`, { restore: { name: `restore-${prefix}` } });
+  if (r.status !== 202) throw new Error(`restore: ${r.status} ${r.text}`);
+  const volumeId = r.json<{ restore: { volume_id: string } }>().restore.volume_id;
+  const deadline = t0 + 300_000;
+  for (;;) {
+    const g = await s.call('GET', `${s.volumeUrl}/volumes/${volumeId}`);
+    const status = g.json<{ volume: { status: string } }>().volume.status;
+    if (status === 'available') break;
+    if (status.startsWith('error') || now() > deadline) throw new Error(`restore of ${backupId}: volume ${status}`);
+    await sleep(20);
+  }
+  const seconds = (now() - t0) / 1000;
+  console.log(`${prefix}_restore: ${seconds.toFixed(2)} s (POST restore to a new volume available), ${mbps(GiB, seconds)}`);
+  const d = await s.call('DELETE', `${s.volumeUrl}/volumes/${volumeId}`);
+  if (d.status !== 202) throw new Error(`delete restored volume: ${d.status} ${d.text}`);
 }
 
 function print(prefix: string, r: BackupResult, full?: BackupResult): void {
   console.log(`${prefix}_time: ${r.seconds.toFixed(2)} s (POST to available)${full ? `, ${(r.seconds / full.seconds).toFixed(2)}x the full backup's time` : ''}`);
   console.log(`${prefix}_rate: ${mbps(GiB, r.seconds)} of volume read`);
-  console.log(`${prefix}_stored: ${r.storedBytes} bytes (${mib(r.storedBytes)}, ${((r.storedBytes / GiB) * 100).toFixed(2)}% of the volume) in ${r.objectCount} chunk file(s)${full ? `, ${((r.storedBytes / full.storedBytes) * 100).toFixed(1)}% of the full backup's` : ''}`);
+  console.log(`${prefix}_stored: ${r.storedBytes} bytes (${mib(r.storedBytes)}, ${((r.storedBytes / GiB) * 100).toFixed(2)}% of the volume) (chunk files, block digests, manifest) in ${r.objectCount} chunk file(s)${full ? `, ${((r.storedBytes / full.storedBytes) * 100).toFixed(1)}% of the full backup's` : ''}`);
   console.log(`${prefix}_server: rss peak ${r.rssPeakMiB.toFixed(1)} MiB; cpu: ${r.cpu}`);
   const log = new RegExp(`backup ${r.id} of volume [^:]+: ([^\n]*)`).exec(server!.output())?.[1];
   if (log) console.log(`${prefix}_server_log: ${log}`);
@@ -192,8 +215,14 @@ async function main(): Promise<void> {
     uri = await connect(s, volumeId);
     t0 = now();
     const batch = 500;
+    // Random bytes (qemu-io `write -s FILE`), so compression cannot hide what the incremental stores.
+    const blockFiles = small.map((_, i) => {
+      const p = join(scratch, `block-${i}.bin`);
+      writeFileSync(p, randomFillSync(Buffer.allocUnsafe(4096)));
+      return p;
+    });
     for (let i = 0; i < small.length; i += batch) {
-      const cmds = small.slice(i, i + batch).flatMap((off, j) => ['-c', `write -q -P 0x${(((i + j) % 254) + 1).toString(16)} ${off} 4096`]);
+      const cmds = small.slice(i, i + batch).flatMap((off, j) => ['-c', `write -q -s ${blockFiles[i + j]} ${off} 4096`]);
       run('qemu-io', ['-f', 'raw', ...cmds, uri]);
     }
     const writeSmallS = (now() - t0) / 1000;
@@ -203,6 +232,7 @@ async function main(): Promise<void> {
     console.log(`change_4k: ${small.length} random 4 KiB writes (${mib(small.length * 4096)}) through qemu-io in ${writeSmallS.toFixed(2)} s, touching ${touchedSmall} of ${GiB / chunkBytes} chunks`);
     const incr4k = await backup(s, volumeId, 'incremental-4k', true);
     print('incremental_4k', incr4k, full);
+    await restore(s, incr4k.id, 'incremental_4k');
 
     // ---- 1% as random 1 MiB regions of random bytes ----
     const regions = randomOffsets(Math.round(changeBytes / MiB), MiB, GiB, 2);

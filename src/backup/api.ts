@@ -105,6 +105,29 @@ export function backupRoutes(service: BackupService): VolumeApiExtension {
       return { status: 200, body: { backup: renderRows(ctx, [row])[0] } };
     });
 
+    router.get('/v3/backups/:id/export_record', (ctx) => {
+      return { status: 200, body: { 'backup-record': service.exportRecord(auth(ctx), ctx.params['id']!) } };
+    });
+
+    router.post('/v3/backups/import_record', async (ctx) => {
+      const { 'backup-record': record } = validate<{ 'backup-record': { backup_service: string; backup_url: string } }>(
+        {
+          type: 'object',
+          required: ['backup-record'],
+          properties: {
+            'backup-record': {
+              type: 'object',
+              required: ['backup_service', 'backup_url'],
+              properties: { backup_service: { type: 'string', maxLength: 255 }, backup_url: { type: 'string', maxLength: 100_000 } },
+            },
+          },
+        },
+        ctx.body ?? null,
+      );
+      const row = await service.importRecord(auth(ctx), record.backup_service, record.backup_url);
+      return { status: 201, body: { backup: renderBackupSummary(helpers.render(ctx), row) } };
+    });
+
     router.put('/v3/backups/:id', (ctx) => {
       if (ctx.microversion < 9) throw errors.notFound('Resource', "PUT on a backup (it needs microversion 3.9 or later)");
       const { backup } = validate<{ backup: { name?: string | null; description?: string | null; metadata?: Record<string, string> | null } }>(

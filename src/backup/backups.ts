@@ -15,13 +15,14 @@ import { nowIso, type Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
-import { hasFileAccess } from '../volume/drivers/driver.ts';
 import type { VolumeManager } from '../volume/manager.ts';
 import type { VolumeRow } from '../volume/records.ts';
 import { requireStatus } from '../volume/states.ts';
 import type { ListQuery, Page, VolumeService } from '../volume/volumes.ts';
-import { validContainer } from './drivers/posix.ts';
-import { backupQueue, posixDriverName, type BackupManager, type RestorePayload } from './manager.ts';
+import { backupDriverKind } from './drivers/driver.ts';
+import { BackupDriverError, PosixBackupDriver, validContainer } from './drivers/posix.ts';
+import { decodeBackupRecord, encodeBackupRecord } from './record-transfer.ts';
+import { backupQueue, type BackupManager, type RestorePayload } from './manager.ts';
 import type { BackupRow } from './records.ts';
 
 export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
@@ -80,9 +81,6 @@ export class BackupService {
   create(auth: AuthContext, input: CreateBackupInput): BackupRow {
     this.volumes.requireWriter(auth, 'backup:create');
     const projectId = this.volumes.projectOf(auth);
-    if (input.snapshotId) {
-      throw errors.badRequest('Invalid input: backups from a snapshot (snapshot_id) are not supported by Pumice yet; back up the volume itself, or create a volume from the snapshot and back that up.');
-    }
     const container = input.container ?? defaultContainer;
     if (!validContainer(container)) {
       throw errors.invalidInput(`Invalid input: container '${container}' must be one directory name of letters, digits, '.', '_' or '-' (at most 255 characters).`);
@@ -90,19 +88,23 @@ export class BackupService {
     if (input.availabilityZone && input.availabilityZone !== this.manager.zone) {
       throw errors.badRequest(`Availability zone '${input.availabilityZone}' is invalid for backups. Valid zones: ${this.manager.zone}.`);
     }
-    if (!this.manager.up) throw errors.backendUnavailable(`The backup service is down: ${this.manager.downReason}. Check backup_posix_path.`);
+    if (!this.manager.up) throw errors.backendUnavailable(`The backup service is down: ${this.manager.downReason}`);
     const id = randomUUID();
     return this.db.transaction(() => {
       const volume = this.volumes.volume(auth, input.volumeId);
-      const allowed = input.force ? ['available', 'in-use'] : ['available'];
-      if (volume.status === 'in-use' && !input.force) {
+      // A snapshot's bytes do not change while the volume is attached, so no force is needed (as in Cinder).
+      const snapshot = input.snapshotId ? this.volumes.snapshot(auth, input.snapshotId) : null;
+      if (snapshot && snapshot.volume_id !== volume.id) {
+        throw errors.badRequest(`Invalid input: snapshot ${snapshot.id} is a snapshot of volume ${snapshot.volume_id}, not of volume ${volume.id}; pass its own volume_id.`);
+      }
+      if (snapshot) requireStatus('snapshot', snapshot.id, snapshot.status, 'a backup', ['available']);
+      const allowed = input.force || snapshot ? ['available', 'in-use'] : ['available'];
+      if (volume.status === 'in-use' && !input.force && !snapshot) {
         throw errors.invalidState('volume', volume.id, volume.status, 'a backup (pass force to back up an attached volume)', ['available']);
       }
       requireStatus('volume', volume.id, volume.status, 'a backup', allowed);
-      const backend = volume.backend ? this.volumeManager.backends.get(volume.backend) : undefined;
-      if (!backend || !hasFileAccess(backend.driver)) {
-        throw errors.badRequest(`Invalid volume: volume ${volume.id} is on backend '${volume.backend ?? 'none'}'; the posix backup driver backs up volumes of the local backend only (the Ceph backup driver is not implemented yet).`);
-      }
+      const unsupported = this.manager.unsupportedVolume(volume);
+      if (unsupported) throw errors.badRequest(`Invalid volume: ${unsupported}.`);
       let parent: BackupRow | undefined;
       if (input.incremental) {
         parent = this.db.get<BackupRow>(
@@ -118,12 +120,15 @@ export class BackupService {
       this.db.run(
         `INSERT INTO backups (id, project_id, user_id, volume_id, snapshot_id, name, description, status, size_gib, availability_zone, container,
            parent_id, is_incremental, metadata, volume_previous_status, host, service, data_timestamp, created_at, updated_at)
-         VALUES (?, ?, ?, ?, NULL, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        id, projectId, auth.userId, volume.id, input.name ?? null, input.description ?? null, volume.size_gib, this.manager.zone, container,
-        parent?.id ?? null, parent ? 1 : 0, JSON.stringify(input.metadata ?? {}), volume.status, this.manager.host, posixDriverName, now, now, now,
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, projectId, auth.userId, volume.id, snapshot?.id ?? null, input.name ?? null, input.description ?? null, volume.size_gib, this.manager.zone, container,
+        parent?.id ?? null, parent ? 1 : 0, JSON.stringify(input.metadata ?? {}), volume.status, this.manager.host, this.manager.driver.serviceName, now, now, now,
       );
       const moved = this.db.run("UPDATE volumes SET status = 'backing-up', previous_status = ?, updated_at = ? WHERE id = ? AND status = ?", volume.status, now, volume.id, volume.status);
       if (moved.changes !== 1) throw errors.conflict(`Invalid volume: volume ${volume.id} changed state while the backup was requested; retry.`);
+      if (snapshot && this.db.run("UPDATE snapshots SET status = 'backing-up', updated_at = ? WHERE id = ? AND status = 'available'", now, snapshot.id).changes !== 1) {
+        throw errors.conflict(`Invalid snapshot: snapshot ${snapshot.id} changed state while the backup was requested; retry.`);
+      }
       this.queue.enqueue('backup.create', id, backupQueue, {});
       return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id)!;
     });
@@ -196,10 +201,8 @@ export class BackupService {
   }
 
   private requireFileBackend(volume: VolumeRow): void {
-    const backend = volume.backend ? this.volumeManager.backends.get(volume.backend) : undefined;
-    if (!backend || !hasFileAccess(backend.driver)) {
-      throw errors.badRequest(`Invalid volume: volume ${volume.id} is on backend '${volume.backend ?? 'none'}'; the posix backup driver restores into volumes of the local backend only.`);
-    }
+    const unsupported = this.manager.unsupportedVolume(volume);
+    if (unsupported) throw errors.badRequest(`Invalid volume: cannot restore into it: ${unsupported}.`);
   }
 
   /** Changes name, description or metadata (3.9 / 3.43); metadata replaces the whole set, as in Cinder. */
@@ -216,6 +219,65 @@ export class BackupService {
     return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id)!;
   }
 
+  /** export_record (admin): the backup's record as Cinder's opaque backup_url, for import_record on another Pumice. */
+  exportRecord(auth: AuthContext, id: string): { backup_service: string; backup_url: string } {
+    this.volumes.requireAdmin(auth, 'backup:export-import');
+    const row = this.backup(auth, id);
+    requireStatus('backup', id, row.status, 'export_record', ['available']);
+    return { backup_service: row.service ?? this.manager.driver.serviceName, backup_url: encodeBackupRecord(row) };
+  }
+
+  /**
+   * import_record (admin): takes a backup exported by a Pumice that shares
+   * this one's backup storage into the caller's project. The row is
+   * `available` when the data its restore reads is all there, else `error`
+   * with the missing or corrupt file as its reason. The parent link is kept
+   * when the parent was imported first. A backup id already known is a 409.
+   */
+  async importRecord(auth: AuthContext, backupService: string, backupUrl: string): Promise<BackupRow> {
+    this.volumes.requireAdmin(auth, 'backup:export-import');
+    const ours = this.manager.driver.serviceName;
+    const kind = backupDriverKind(backupService);
+    if (!kind || kind !== backupDriverKind(ours)) {
+      throw errors.badRequest(`Invalid input: backup_service '${backupService}' is not the backup service of this Pumice (${ours}); import the record on a Pumice whose backup_driver made the backup.`);
+    }
+    const record = decodeBackupRecord(backupUrl);
+    if (backupDriverKind(record.service) !== kind) {
+      throw errors.badRequest(`Invalid input: the backup record was made by ${record.service || 'an unknown service'}, not by backup_service '${backupService}'.`);
+    }
+    const duplicate = () => errors.conflict(`Invalid backup: backup ${record.id} already exists here; delete it first if you mean to import its record again.`);
+    if (this.db.get('SELECT 1 FROM backups WHERE id = ?', record.id)) throw duplicate();
+    let failReason: string | null = null;
+    const posix = posixDriverOf(this.manager.driver);
+    if (posix) {
+      const root = posix.options.root;
+      try {
+        const manifest = await posix.readManifest(record.location);
+        const missing = await posix.firstMissing(await posix.referencedFiles(record.location));
+        if (missing) failReason = `the backup's data is incomplete: ${missing} is missing under ${root}; check that backup_posix_path is the exporting Pumice's, and that the backups it depends on still exist`;
+        else if (manifest.sizeBytes !== record.sizeGiB * 1024 ** 3) failReason = `the manifest in ${root} records ${manifest.sizeBytes} bytes, the record ${record.sizeGiB} GiB: they are not the same backup`;
+      } catch (error) {
+        if (!(error instanceof BackupDriverError)) throw error;
+        failReason = `the backup's data is not usable in ${root}: ${error.message}; check that backup_posix_path is the exporting Pumice's`;
+      }
+    }
+    const projectId = this.volumes.projectOf(auth);
+    return this.db.transaction(() => {
+      if (this.db.get('SELECT 1 FROM backups WHERE id = ?', record.id)) throw duplicate();
+      this.volumes.quotas.check(projectId, { backups: 1, backupGigabytes: record.sizeGiB });
+      const parentId = record.parentId && this.db.get('SELECT 1 FROM backups WHERE id = ?', record.parentId) ? record.parentId : null;
+      this.db.run(
+        `INSERT INTO backups (id, project_id, user_id, volume_id, snapshot_id, name, description, status, size_gib, object_count, availability_zone, container,
+           parent_id, is_incremental, fail_reason, metadata, host, service, stored_bytes, data_timestamp, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        record.id, projectId, auth.userId, record.volumeId, record.snapshotId, record.name, record.description, failReason ? 'error' : 'available',
+        record.sizeGiB, record.objectCount, this.manager.zone, record.location.container, parentId, record.isIncremental ? 1 : 0, failReason,
+        JSON.stringify(record.metadata), this.manager.host, ours, record.storedBytes, record.dataTimestamp, record.createdAt, nowIso(),
+      );
+      return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', record.id)!;
+    });
+  }
+
   resetStatus(auth: AuthContext, id: string, status: string): void {
     this.volumes.requireAdmin(auth, 'backup:reset_status');
     const row = this.backup(auth, id);
@@ -228,4 +290,11 @@ export class BackupService {
     });
   }
 
+}
+
+/** The directory driver behind the manager's driver (itself, or the adapter holding it); null for another driver. */
+function posixDriverOf(driver: unknown): PosixBackupDriver | null {
+  if (driver instanceof PosixBackupDriver) return driver;
+  const inner = (driver as { posix?: unknown } | null)?.posix;
+  return inner instanceof PosixBackupDriver ? inner : null;
 }

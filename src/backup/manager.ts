@@ -1,31 +1,41 @@
 /**
- * The backup role (cinder-backup): owns the backup driver, runs backup,
- * restore and delete tasks from the `backup` queue, heartbeats its service
- * row, and reconciles at start: a backup or restore cut short by a crash is
- * not resumed but failed with a reason, its partial chunks are removed, and
- * the volumes it held go back to the state they had.
+ * The backup role (cinder-backup): owns the backup driver `[DEFAULT]
+ * backup_driver` names (posix or ceph, behind drivers/driver.ts), tells it
+ * where each volume's bytes are (a local file, or an RBD image reached as the
+ * backend's rbd_user), runs backup, restore and delete tasks from the
+ * `backup` queue, heartbeats its service row (down at once, with the reason,
+ * when the driver cannot work), and reconciles at start: a backup or restore
+ * cut short by a crash is not resumed but failed with a reason, what it wrote
+ * is removed, and the volumes and snapshots it held go back to the state they had.
  */
 import { randomUUID } from 'node:crypto';
-import { readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
-import { DriverError, gib, hasFileAccess, type FileAccess, type VolumeBackend } from '../volume/drivers/driver.ts';
+import { DriverError, gib, hasFileAccess } from '../volume/drivers/driver.ts';
+import { volumeImage } from '../volume/drivers/rbd.ts';
 import type { VolumeManager } from '../volume/manager.ts';
 import type { VolumeRow } from '../volume/records.ts';
-import { PosixBackupDriver, validContainer, type ChunkCodec, chunkCodecs } from './drivers/posix.ts';
+import { CephBackupDriver } from './drivers/ceph.ts';
+import { backupDriverKind, type BackupDriver, type BackupRef, type ParentRef, type VolumeSource } from './drivers/driver.ts';
+import { PosixBackupDriver, type ChunkCodec, chunkCodecs } from './drivers/posix.ts';
+import { PosixBackupAdapter } from './drivers/posix-adapter.ts';
 import type { BackupRow } from './records.ts';
 
 export const backupBinary = 'cinder-backup';
 /** Queue name of backup tasks in the task table. */
 export const backupQueue = 'backup';
-export const posixDriverName = 'cinder.backup.drivers.posix.PosixBackupDriver';
 /** How long a restore waits for the volume made for it to become available. */
 const restoreTargetWaitMs = 10 * 60_000;
 /** Fewest milliseconds between two progress writes of one backup. */
 const progressIntervalMs = 1000;
-const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** How long the start waits for the clean-up of interrupted backups before it goes on (the rest runs in the background). */
+const reconcileWaitMs = 10_000;
+/** A chain longer than this is a loop in the parent links, not a chain. */
+const chainDepthMax = 10_000;
+/** Seconds the backup driver waits for the monitors when it connects (Cinder's backup driver has no option for it). */
+const cephConnectTimeoutSeconds = 15;
 
 export interface RestorePayload {
   volumeId: string;
@@ -33,13 +43,55 @@ export interface RestorePayload {
   targetIsZeroed: boolean;
 }
 
+/** The driver `[DEFAULT] backup_driver` names (Cinder's class paths or the short names); throws naming the choices. */
+export function createBackupDriver(config: PumiceConfig, log: (message: string) => void): BackupDriver {
+  const d = config.DEFAULT;
+  const kind = backupDriverKind(d.backup_driver);
+  if (kind === 'ceph') {
+    const confPath = d.backup_ceph_conf;
+    return new CephBackupDriver({
+      client: {
+        confPath,
+        user: d.backup_ceph_user.replace(/^client\./, ''),
+        clusterName: basename(confPath).replace(/\.conf$/, '') || 'ceph',
+        keyringPath: null,
+        connectTimeoutSeconds: cephConnectTimeoutSeconds,
+      },
+      pool: d.backup_ceph_pool,
+      chunkBytes: d.backup_ceph_chunk_size,
+      stripeUnit: d.backup_ceph_stripe_unit,
+      stripeCount: d.backup_ceph_stripe_count,
+      log,
+    });
+  }
+  if (kind === 'posix') {
+    if (!chunkCodecs.includes(d.backup_compression_algorithm as ChunkCodec)) {
+      throw new Error(`[DEFAULT] backup_compression_algorithm = ${d.backup_compression_algorithm} is unknown; use ${chunkCodecs.join(' or ')}`);
+    }
+    return new PosixBackupAdapter(
+      new PosixBackupDriver({
+        root: d.backup_posix_path ?? join(config.dataDir, 'backups'),
+        chunkBytes: d.backup_file_size,
+        codec: d.backup_compression_algorithm as ChunkCodec,
+        concurrencyMax: 4,
+      }),
+    );
+  }
+  throw new Error(
+    `[DEFAULT] backup_driver = ${d.backup_driver} is unknown; use 'posix' (chunks in backup_posix_path; cinder.backup.drivers.posix.PosixBackupDriver) or 'ceph' (RBD images in backup_ceph_pool; cinder.backup.drivers.ceph.CephBackupDriver)`,
+  );
+}
+
 export class BackupManager {
-  readonly driver: PosixBackupDriver;
+  readonly driver: BackupDriver;
   readonly host: string;
   readonly zone: string;
   up = false;
   downReason: string | null = 'not started yet';
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  /** Leftovers of backups cut short by a crash, removed in the background and retried on heartbeats until gone. */
+  private readonly cleanups = new Map<string, BackupRef>();
+  private cleaning: Promise<void> | null = null;
 
   constructor(
     private readonly db: Db,
@@ -49,18 +101,7 @@ export class BackupManager {
     private readonly log: (message: string) => void,
   ) {
     const d = config.DEFAULT;
-    if (!/^(posix|cinder\.backup\.drivers\.posix(\.PosixBackupDriver)?)$/.test(d.backup_driver)) {
-      throw new Error(`[DEFAULT] backup_driver = ${d.backup_driver} is unknown; use 'posix' (chunks in backup_posix_path). The Ceph backup driver is not implemented yet.`);
-    }
-    if (!chunkCodecs.includes(d.backup_compression_algorithm as ChunkCodec)) {
-      throw new Error(`[DEFAULT] backup_compression_algorithm = ${d.backup_compression_algorithm} is unknown; use ${chunkCodecs.join(' or ')}`);
-    }
-    this.driver = new PosixBackupDriver({
-      root: d.backup_posix_path ?? join(config.dataDir, 'backups'),
-      chunkBytes: d.backup_file_size,
-      codec: d.backup_compression_algorithm as ChunkCodec,
-      concurrencyMax: 4,
-    });
+    this.driver = createBackupDriver(config, log);
     this.host = d.host;
     this.zone = d.storage_availability_zone;
   }
@@ -84,9 +125,14 @@ export class BackupManager {
   async stop(): Promise<void> {
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
     await this.queue.stop();
+    await this.driver.stop();
   }
 
-  /** Checks the backup directory can be written; the service row shows down with the reason when not. */
+  /**
+   * Checks the driver can work (backup directory writable; Ceph reachable as backup_ceph_user with its
+   * keyring and caps). When it cannot, the service is down at once, with the reason, not only after
+   * service_down_time without heartbeats: it would fail every backup until fixed.
+   */
   async heartbeat(): Promise<void> {
     try {
       await this.driver.start();
@@ -94,31 +140,99 @@ export class BackupManager {
       this.up = true;
       this.downReason = null;
       this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), backupBinary, this.host);
+      if (this.cleanups.size > 0) void this.runCleanups();
     } catch (error) {
       if (this.up || this.downReason === 'not started yet') this.log(`backup service is down: ${(error as Error).message}`);
       this.up = false;
       this.downReason = (error as Error).message;
-      this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', this.downReason, backupBinary, this.host);
+      this.db.run('UPDATE services SET heartbeat_at = NULL, state_reason = ? WHERE binary = ? AND host = ?', this.downReason, backupBinary, this.host);
     }
   }
 
-  /** The source or target volume's file, when its backend keeps volumes as files on this host. */
-  private volumeFile(volume: VolumeRow): { backend: VolumeBackend & FileAccess; path: string } {
+  /**
+   * Where the bytes of a volume (or of its snapshot `snapshotId`) are: a file of the local backend,
+   * or an RBD image reached as the backend's rbd_user (who may read and snapshot it).
+   */
+  volumeSource(volume: VolumeRow, snapshotId: string | null = null): VolumeSource {
+    if (!volume.backend) throw new DriverError('Invalid', `volume ${volume.id} is not on any backend`);
+    const state = this.volumes.backends.get(volume.backend);
+    if (!state) throw new DriverError('Invalid', `volume ${volume.id} is on backend [${volume.backend}], which is not configured here`);
+    const sizeBytes = volume.size_gib * gib;
+    if (hasFileAccess(state.driver)) {
+      const path = state.driver.volumeFilePath({ id: volume.id, sizeGiB: volume.size_gib });
+      // The local backend keeps a snapshot as `snapshot-<id>` beside its volume's file.
+      return { kind: 'file', path: snapshotId ? join(dirname(path), `snapshot-${snapshotId}`) : path, sizeBytes };
+    }
+    if (state.driver.driverName === 'rbd') {
+      const c = state.config;
+      return {
+        kind: 'rbd',
+        client: {
+          confPath: c.rbd_ceph_conf || `/etc/ceph/${c.rbd_cluster_name}.conf`,
+          user: c.rbd_user ?? 'admin',
+          clusterName: c.rbd_cluster_name,
+          keyringPath: c.rbd_keyring_conf,
+          connectTimeoutSeconds: c.rados_connect_timeout > 0 ? c.rados_connect_timeout : cephConnectTimeoutSeconds,
+        },
+        pool: c.rbd_pool,
+        image: volumeImage(volume.id),
+        snapshot: snapshotId ? `snapshot-${snapshotId}` : null,
+        sizeBytes,
+      };
+    }
+    throw new DriverError('Invalid', `volume ${volume.id} is on backend [${volume.backend}] (${state.driver.driverName}), whose volumes the backup service cannot read`);
+  }
+
+  /** Null when the configured driver can back up and restore `volume`, else why not (the API answers 400). */
+  unsupportedVolume(volume: VolumeRow): string | null {
+    let source: VolumeSource;
+    try {
+      source = this.volumeSource(volume);
+    } catch (error) {
+      return (error as Error).message;
+    }
+    const reason = this.driver.unsupported(source.kind);
+    return reason ? `volume ${volume.id} is on backend '${volume.backend}': ${reason}` : null;
+  }
+
+  private liveSource(volume: VolumeRow): VolumeSource {
     if (!volume.backend) throw new DriverError('Invalid', `volume ${volume.id} is not on any backend`);
     const state = this.volumes.backend(volume.backend);
     if (!state.up) throw new DriverError('Unreachable', `backend [${volume.backend}] is down: ${state.downReason}`);
-    if (!hasFileAccess(state.driver)) {
-      throw new DriverError('Invalid', `the posix backup driver reads volumes of the local backend only; backend [${volume.backend}] is ${state.driver.driverName} (the Ceph backup driver is not implemented yet)`);
+    const source = this.volumeSource(volume);
+    const reason = this.driver.unsupported(source.kind);
+    if (reason) throw new DriverError('Invalid', reason);
+    return source;
+  }
+
+  /** The source volume's image for clean-ups, when the volume still exists and its backend answers. */
+  private sourceForCleanup(volumeId: string): VolumeSource | null {
+    const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', volumeId);
+    if (!volume) return null;
+    try {
+      return this.volumeSource(volume);
+    } catch {
+      return null;
     }
-    return { backend: state.driver, path: state.driver.volumeFilePath({ id: volume.id, sizeGiB: volume.size_gib }) };
+  }
+
+  /** The backup's place: container, volume, and the full backup its chain starts from. */
+  private ref(row: BackupRow): BackupRef {
+    let root = row;
+    for (let depth = 0; root.parent_id && depth < chainDepthMax; depth++) {
+      const parent = this.backupRow(root.parent_id);
+      if (!parent) break;
+      root = parent;
+    }
+    return { backupId: row.id, container: row.container ?? 'volumebackups', volumeId: row.volume_id, chainRootId: root.id };
+  }
+
+  private parentRef(row: BackupRow): ParentRef {
+    return { ...this.ref(row), snapshotId: row.snapshot_id };
   }
 
   private backupRow(id: string): BackupRow | undefined {
     return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id);
-  }
-
-  private location(row: BackupRow) {
-    return { backupId: row.id, container: row.container ?? 'volumebackups' };
   }
 
   /** Puts the source volume back to the status it had before the backup (also after a failure or crash). */
@@ -127,6 +241,7 @@ export class BackupManager {
       "UPDATE volumes SET status = ?, previous_status = NULL, updated_at = ? WHERE id = ? AND status = 'backing-up'",
       row.volume_previous_status ?? 'available', nowIso(), row.volume_id,
     );
+    if (row.snapshot_id) this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), row.snapshot_id);
   }
 
   private progressReporter(id: string, what: string): (done: number, total: number) => void {
@@ -155,36 +270,39 @@ export class BackupManager {
         if (!row || row.status !== 'creating') return;
         const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', row.volume_id);
         if (!volume) throw new DriverError('NotFound', `volume ${row.volume_id} was deleted before its backup was made`);
-        const { path } = this.volumeFile(volume);
+        const live = this.liveSource(volume);
+        const source = row.snapshot_id ? this.volumeSource(volume, row.snapshot_id) : live;
         const parent = row.parent_id ? this.backupRow(row.parent_id) : undefined;
         if (row.parent_id && (!parent || parent.status !== 'available')) {
           throw new DriverError('NotFound', `parent backup ${row.parent_id} of incremental backup ${row.id} is no longer available`);
         }
+        const ref = this.ref(row);
         const started = Date.now();
         try {
-          const manifest = await this.driver.backup({
-            ...this.location(row),
-            volumeId: volume.id,
-            sourcePath: path,
+          const result = await this.driver.backup({
+            ...ref,
+            source,
             sizeBytes: row.size_gib * gib,
-            parent: parent ? this.location(parent) : null,
+            parent: parent ? this.parentRef(parent) : null,
             onProgress: this.progressReporter(row.id, 'backup'),
           });
           const seconds = (Date.now() - started) / 1000;
           this.log(
-            `backup ${row.id} of volume ${volume.id}: ${manifest.objectCount} chunk file(s), ${manifest.storedBytes} bytes stored, ` +
-              `${((row.size_gib * gib) / 2 ** 20 / Math.max(seconds, 0.001)).toFixed(0)} MiB/s read in ${seconds.toFixed(1)} s`,
+            `backup ${row.id} of volume ${volume.id}${row.snapshot_id ? ` (snapshot ${row.snapshot_id})` : ''}: ${result.objectCount} object(s), ${result.storedBytes} bytes stored, ` +
+              `${((row.size_gib * gib) / 2 ** 20 / Math.max(seconds, 0.001)).toFixed(0)} MiB/s of volume in ${seconds.toFixed(1)} s`,
           );
           this.db.transaction(() => {
             this.db.run(
               "UPDATE backups SET status = 'available', object_count = ?, stored_bytes = ?, progress = '100%', fail_reason = NULL, updated_at = ? WHERE id = ?",
-              manifest.objectCount, manifest.storedBytes, nowIso(), row.id,
+              result.objectCount, result.storedBytes, nowIso(), row.id,
             );
             this.releaseSource(row);
           });
         } catch (error) {
-          // No partial backup may look valid: its directory goes, manifest and all.
-          await this.driver.delete(this.location(row)).catch(() => undefined);
+          // No partial backup may look valid: what it wrote goes, and what it left on the source.
+          await this.driver.delete(ref, live).catch((cleanup: unknown) => this.log(`backup ${row.id}: clean-up after failure: ${(cleanup as Error).message}`));
+          // A keyring or caps problem fails every backup: show the service down with the reason now.
+          if (error instanceof DriverError && (error.reason === 'Unreachable' || error.reason === 'Permission')) await this.heartbeat();
           throw error;
         }
       },
@@ -204,11 +322,13 @@ export class BackupManager {
         if (!row || row.status !== 'restoring') return;
         const { volumeId, targetIsZeroed } = task.payload as RestorePayload;
         const volume = await this.waitForTarget(volumeId);
-        const { backend, path } = this.volumeFile(volume);
-        backend.withdrawExport({ id: volume.id, sizeGiB: volume.size_gib });
+        const target = this.liveSource(volume);
+        const backend = this.volumes.backend(volume.backend!).driver;
+        if (hasFileAccess(backend)) backend.withdrawExport({ id: volume.id, sizeGiB: volume.size_gib });
         await this.driver.restore({
-          ...this.location(row),
-          targetPath: path,
+          ...this.ref(row),
+          target,
+          sizeBytes: row.size_gib * gib,
           targetIsZeroed,
           discardExcess: this.config.DEFAULT.restore_discard_excess_bytes,
           onProgress: this.progressReporter(row.id, 'restore of backup'),
@@ -227,7 +347,7 @@ export class BackupManager {
       async (task: Task) => {
         const row = this.backupRow(task.resourceId);
         if (!row) return;
-        await this.driver.delete(this.location(row));
+        await this.driver.delete(this.ref(row), this.sourceForCleanup(row.volume_id));
         this.db.run('DELETE FROM backups WHERE id = ?', row.id);
       },
       (task, reason) => {
@@ -261,6 +381,22 @@ export class BackupManager {
     }
   }
 
+  /** Removes what interrupted backups left (images, snapshots, chunk directories); what fails stays queued for the next heartbeat. */
+  runCleanups(): Promise<void> {
+    this.cleaning ??= (async () => {
+      for (const [backupId, ref] of [...this.cleanups]) {
+        try {
+          await this.driver.delete(ref, this.sourceForCleanup(ref.volumeId));
+          this.cleanups.delete(backupId);
+          this.log(`reconcile: removed what interrupted backup ${backupId} had written`);
+        } catch (error) {
+          this.log(`reconcile: backup ${backupId}: clean-up deferred to the next heartbeat: ${(error as Error).message}`);
+        }
+      }
+    })().finally(() => (this.cleaning = null));
+    return this.cleaning;
+  }
+
   /**
    * Runs before the backup queue starts, so every `running` backup task
    * belongs to a process that died. Creating → error (partial chunks
@@ -278,8 +414,9 @@ export class BackupManager {
     for (const row of this.db.all<BackupRow>("SELECT * FROM backups WHERE status = 'creating'")) {
       const task = interrupted(row.id);
       if (!task && pending(row.id)) continue; // queued: it will run
-      const reason = 'the backup was interrupted (the process stopped while it ran); its partial chunks were removed. Delete it and create a new backup.';
-      await this.driver.delete(this.location(row)).catch((error: unknown) => this.log(`reconcile: backup ${row.id}: ${(error as Error).message}`));
+      const reason = 'the backup was interrupted (the process stopped while it ran); what it had written was removed. Delete it and create a new backup.';
+      // Removed in the background: a killed process's watch on an image may hold its removal for up to 30 s.
+      this.cleanups.set(row.id, this.ref(row));
       this.db.transaction(() => {
         if (task) failTask(task.id, reason);
         this.db.run("UPDATE backups SET status = 'error', fail_reason = ?, progress = NULL, updated_at = ? WHERE id = ?", reason, nowIso(), row.id);
@@ -307,38 +444,13 @@ export class BackupManager {
       this.db.run("UPDATE volumes SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), volume.id);
       this.log(`reconcile: volume ${volume.id} was left backing-up with no backup running; set to available`);
     }
-    await this.removeOrphans();
-  }
-
-  /** Removes backup directories and temporary files no database row refers to. */
-  private async removeOrphans(): Promise<void> {
-    const root = this.driver.options.root;
-    let containers: string[];
-    try {
-      containers = await readdir(root);
-    } catch {
-      return;
+    for (const snapshot of this.db.all<{ id: string }>("SELECT s.id FROM snapshots s WHERE s.status = 'backing-up' AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.snapshot_id = s.id AND b.status = 'creating')")) {
+      this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), snapshot.id);
+      this.log(`reconcile: snapshot ${snapshot.id} was left backing-up with no backup running; set to available`);
     }
-    for (const container of containers) {
-      if (!validContainer(container)) continue;
-      let entries: string[];
-      try {
-        entries = await readdir(join(root, container));
-      } catch {
-        continue;
-      }
-      for (const entry of entries) {
-        if (!uuidPattern.test(entry)) continue; // only what this driver names; never anything else in the directory
-        if (this.db.get('SELECT 1 FROM backups WHERE id = ?', entry)) {
-          for (const file of await readdir(join(root, container, entry)).catch(() => [] as string[])) {
-            if (file.endsWith('.tmp')) await rm(join(root, container, entry, file), { force: true });
-          }
-          continue;
-        }
-        this.log(`reconcile: removing orphaned backup directory ${container}/${entry} (no database row)`);
-        await rm(join(root, container, entry), { recursive: true, force: true });
-      }
-    }
+    // Waited for a while (a directory goes at once); what takes longer finishes in the background.
+    if (this.cleanups.size > 0) await Promise.race([this.runCleanups(), new Promise((resolve) => setTimeout(resolve, reconcileWaitMs).unref())]);
+    await this.driver.removeOrphans?.((id) => this.db.get('SELECT 1 FROM backups WHERE id = ?', id) !== undefined, this.log);
   }
 }
 

@@ -58,6 +58,9 @@ export function renderBackup(options: RenderOptions, row: BackupRow, hasDependen
     has_dependent_backups: hasDependents,
     fail_reason: row.fail_reason,
     links: volumeLinks(options, row.id, 'backups'),
+    // Not in Cinder (clients ignore unknown fields): '42% (450887680/1073741824 bytes)' while a backup or
+    // restore runs, so `volume backup show`, a dashboard or `pumice backup watch` can follow it.
+    progress: row.progress,
   };
   if (options.microversion >= 18 && options.isAdmin) body['os-backup-project-attr:project_id'] = row.project_id;
   if (options.microversion >= 43) body['metadata'] = JSON.parse(row.metadata) as Record<string, string>;

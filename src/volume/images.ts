@@ -10,7 +10,10 @@ import { execFile } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import { DriverError, type VolumeData } from './drivers/driver.ts';
 
@@ -99,6 +102,28 @@ async function faultText(response: Response): Promise<string> {
   return text.slice(0, 300) || response.statusText;
 }
 
+function unreachable(url: string, endpoint: ImageEndpoint, cause: Error): ImageServiceError {
+  return new ImageServiceError(
+    'Unreachable',
+    `the image service at ${url} could not be reached (${cause.message ?? String(cause)}). It comes from ${endpoint.origin}: check that the image API runs there, ` +
+      `or point [DEFAULT] glance_api_servers at it (e.g. glance_api_servers = http://HOST:PORT/image).`,
+  );
+}
+
+/** The fault message of a node:http answer (its body is read whole: faults are small). */
+async function messageText(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of response) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  try {
+    const fault = Object.values(JSON.parse(text) as Record<string, { message?: string }>)[0];
+    if (fault?.message) return fault.message;
+  } catch {
+    // not a JSON fault
+  }
+  return text.slice(0, 300) || (response.statusMessage ?? '');
+}
+
 export class ImageServiceClient {
   constructor(
     private readonly locate: () => ImageEndpoint,
@@ -135,11 +160,7 @@ export class ImageServiceClient {
       } as RequestInit);
     } catch (error) {
       const cause = (error as Error & { cause?: Error }).cause ?? (controller.signal.reason as Error | undefined) ?? error;
-      throw new ImageServiceError(
-        'Unreachable',
-        `the image service at ${url} could not be reached (${(cause as Error).message ?? String(cause)}). It comes from ${endpoint.origin}: check that the image API runs there, ` +
-          `or point [DEFAULT] glance_api_servers at it (e.g. glance_api_servers = http://HOST:PORT/image).`,
-      );
+      throw unreachable(url, endpoint, cause as Error);
     } finally {
       clearTimeout(timer);
     }
@@ -156,12 +177,55 @@ export class ImageServiceClient {
   }
 
   /** The image's bytes as a stream (GET /v2/images/{id}/file). */
-  async openData(token: string, imageId: string): Promise<AsyncIterable<Uint8Array>> {
-    const response = await this.request(token, 'GET', `/v2/images/${encodeURIComponent(imageId)}/file`);
-    if (response.status !== 200 || !response.body) {
-      throw new ImageServiceError(response.status === 404 ? 'NotFound' : 'Invalid', `downloading image ${imageId} failed: ${response.status} ${await faultText(response)}`);
+  /**
+   * Bulk data goes through node:http rather than fetch: Node 20's web streams
+   * cost about half the throughput of a volume copy in the profile.
+   */
+  private streamRequest(token: string, method: string, path: string, headers: Record<string, string>, body?: AsyncIterable<Uint8Array>): Promise<IncomingMessage> {
+    let endpoint: ImageEndpoint;
+    try {
+      endpoint = this.locate();
+    } catch (error) {
+      return Promise.reject(new ImageServiceError('Unreachable', (error as Error).message));
     }
-    return response.body as unknown as AsyncIterable<Uint8Array>;
+    const url = `${endpoint.url.replace(/\/+$/, '')}${path}`;
+    return new Promise<IncomingMessage>((resolve, reject) => {
+      let settled = false;
+      const fail = (cause: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        reject(unreachable(url, endpoint, cause));
+      };
+      const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { method, headers: { 'x-auth-token': token, ...headers } });
+      const timer = setTimeout(() => {
+        fail(new Error(`no answer within ${this.timeoutMs / 1000} s (glance_request_timeout)`));
+        request.destroy();
+      }, this.timeoutMs);
+      request.on('response', (response) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(response);
+      });
+      request.on('error', fail);
+      if (!body) {
+        request.end();
+        return;
+      }
+      // The answer may come before the body is all sent (a refused upload): stop sending then.
+      pipeline(Readable.from(body), request).catch((error: Error) => {
+        if (!settled) fail(error);
+      });
+    });
+  }
+
+  async openData(token: string, imageId: string): Promise<AsyncIterable<Uint8Array>> {
+    const response = await this.streamRequest(token, 'GET', `/v2/images/${encodeURIComponent(imageId)}/file`, {});
+    if (response.statusCode !== 200) {
+      throw new ImageServiceError(response.statusCode === 404 ? 'NotFound' : 'Invalid', `downloading image ${imageId} failed: ${response.statusCode} ${await messageText(response)}`);
+    }
+    return response;
   }
 
   async create(token: string, body: Record<string, unknown>): Promise<ImageRecord> {
@@ -171,12 +235,13 @@ export class ImageServiceClient {
   }
 
   async upload(token: string, imageId: string, data: AsyncIterable<Uint8Array>, sizeBytes: number): Promise<void> {
-    const body = Readable.toWeb(Readable.from(data)) as unknown as ReadableStream<Uint8Array>;
-    const response = await this.request(token, 'PUT', `/v2/images/${encodeURIComponent(imageId)}/file`, {
-      body,
-      headers: { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes) },
-    });
-    if (response.status !== 204) throw new ImageServiceError('Invalid', `uploading into image ${imageId} failed: ${response.status} ${await faultText(response)}`);
+    const response = await this.streamRequest(
+      token, 'PUT', `/v2/images/${encodeURIComponent(imageId)}/file`,
+      { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes) },
+      data,
+    );
+    const text = await messageText(response);
+    if (response.statusCode !== 204) throw new ImageServiceError('Invalid', `uploading into image ${imageId} failed: ${response.statusCode} ${text}`);
   }
 
   async remove(token: string, imageId: string): Promise<void> {
@@ -234,23 +299,21 @@ export async function copyIntoVolume(
   target: VolumeData,
   options: { targetIsZeroed: boolean; what: string; onProgress?: (bytes: number) => void },
 ): Promise<CopyResult> {
-  let block = Buffer.allocUnsafe(blockBytes);
+  // Blocks are reused once their writes are done: a fresh 4 MiB buffer per block kept the GC busy.
+  const free: Buffer[] = [];
+  const blocksInFlight = new Set<Promise<void>>();
+  let block: Buffer = Buffer.allocUnsafe(blockBytes);
   let fill = 0;
   let offset = 0;
   let writtenBytes = 0;
-  const inFlight = new Set<Promise<void>>();
   let failure: unknown = null;
 
-  const submit = (data: Buffer, at: number): void => {
-    const write = target.write(at, data).catch((error: unknown) => {
-      failure ??= error;
-    });
-    inFlight.add(write);
-    void write.finally(() => inFlight.delete(write));
-    writtenBytes += data.length;
-  };
-
-  const flushBlock = async (data: Buffer, at: number): Promise<void> => {
+  const flushBlock = async (data: Buffer, at: number, owner: Buffer): Promise<void> => {
+    const writes: Promise<void>[] = [];
+    const submit = (piece: Buffer, pieceAt: number) => {
+      writes.push(target.write(pieceAt, piece));
+      writtenBytes += piece.length;
+    };
     if (!options.targetIsZeroed) {
       submit(data, at);
     } else {
@@ -267,7 +330,17 @@ export async function copyIntoVolume(
       }
       if (runStart >= 0) submit(data.subarray(runStart), at + runStart);
     }
-    while (inFlight.size >= writesInFlightMax) await Promise.race(inFlight);
+    const done = Promise.all(writes).then(
+      () => {
+        free.push(owner);
+      },
+      (error: unknown) => {
+        failure ??= error;
+      },
+    );
+    blocksInFlight.add(done);
+    void done.finally(() => blocksInFlight.delete(done));
+    while (blocksInFlight.size >= writesInFlightMax) await Promise.race(blocksInFlight);
     if (failure) throw failure;
   };
 
@@ -280,21 +353,20 @@ export async function copyIntoVolume(
       view = view.subarray(take);
       if (fill === blockBytes) {
         if (offset + fill > target.sizeBytes) throw tooLarge(options.what, target.sizeBytes);
-        await flushBlock(block, offset);
+        await flushBlock(block, offset, block);
         offset += fill;
         options.onProgress?.(offset);
-        // The old block belongs to writes in flight now.
-        block = Buffer.allocUnsafe(blockBytes);
+        block = free.pop() ?? Buffer.allocUnsafe(blockBytes);
         fill = 0;
       }
     }
   }
   if (fill > 0) {
     if (offset + fill > target.sizeBytes) throw tooLarge(options.what, target.sizeBytes);
-    await flushBlock(block.subarray(0, fill), offset);
+    await flushBlock(block.subarray(0, fill), offset, block);
     offset += fill;
   }
-  await Promise.all(inFlight);
+  await Promise.all(blocksInFlight);
   if (failure) throw failure;
   options.onProgress?.(offset);
   return { bytes: offset, writtenBytes };

@@ -423,12 +423,19 @@ export class VolumeManager {
         this.log(`reconcile: cannot list backend [${state.config.section}]: ${(error as Error).message}`);
         continue;
       }
+      // A Ceph pool may be shared (another Pumice, a Cinder being migrated): its unknown images are
+      // reported, never removed. A local backend's directory is this process's own.
+      const shared = state.driver.driverName === 'rbd';
       for (const id of listed.volumeIds) {
         if (this.db.get('SELECT 1 FROM volumes WHERE id = ?', id)) continue;
+        if (shared) {
+          this.log(`reconcile: volume-${id} in backend [${state.config.section}] has no database row here; left alone (a shared pool)`);
+          continue;
+        }
         this.log(`reconcile: removing orphaned volume-${id} from backend [${state.config.section}] (no database row)`);
         await state.driver.deleteVolume({ id, sizeGiB: 0 });
       }
-      if (hasSnapshots(state.driver)) {
+      if (hasSnapshots(state.driver) && !shared) {
         for (const id of listed.snapshotIds) {
           if (this.db.get('SELECT 1 FROM snapshots WHERE id = ?', id)) continue;
           this.log(`reconcile: removing orphaned snapshot-${id} from backend [${state.config.section}] (no database row)`);

@@ -1,0 +1,137 @@
+/**
+ * The Ceph backup driver against `rbd export | rbd import` on the lab
+ * cluster, in one run:
+ *   1. an RBD volume image (`--gib`, default 2) filled with random bytes
+ *      through librbd as client.admin, in a pool made for the run (a Pumice
+ *      starting with an RBD backend on pool `volumes` removes the images its
+ *      database does not know, so a shared lab's `volumes` is not safe);
+ *   2. baseline: `rbd --id admin export POOL/IMG - | rbd --id cinder-backup
+ *      import - backups/IMG.baseline` (the users the driver uses), timed,
+ *      then removed;
+ *   3. a full backup with CephBackupDriver (source read as client.admin,
+ *      backup image written as client.cinder-backup, backup_ceph_chunk_size
+ *      128 MiB as in the scenario): time and ratio to the baseline;
+ *   4. 1% of the volume changed in random 4 KiB writes, then an incremental:
+ *      bytes moved (data bytes the driver wrote) and time against the full.
+ * The driver runs in this process, as the backup role runs it in `pumice
+ * serve` (no HTTP or database in the measured time). Everything it creates
+ * is removed at the end.
+ *
+ *   PUMICE_CEPH_LAB=/tmp/pumice-dev-lab node --import tsx bench/backup-ceph.ts [--gib N]
+ *
+ * MB/s are 10^6 bytes per second of volume size.
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { readLab } from '../src/ceph/lab.ts';
+import { RadosCluster } from '../src/ceph/rbd.ts';
+import { CephBackupDriver } from '../src/backup/drivers/ceph.ts';
+import type { VolumeSource } from '../src/backup/drivers/driver.ts';
+import { arg, now } from './lib.ts';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const sizeBytes = arg('gib', 2) * GiB;
+const labDir = process.env['PUMICE_CEPH_LAB'];
+if (!labDir) {
+  console.error('set PUMICE_CEPH_LAB to a running lab directory (e.g. /tmp/pumice-dev-lab)');
+  process.exit(2);
+}
+const lab = readLab(labDir);
+const conf = lab.confPath;
+const mbps = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
+const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+function pipeline(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const exporter = spawn('rbd', ['--conf', conf, '--id', 'admin', 'export', '--no-progress', `${poolName}/${image}`, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const importer = spawn('rbd', ['--conf', conf, '--id', 'cinder-backup', 'import', '--no-progress', '-', `backups/${image}.baseline`], { stdio: ['pipe', 'ignore', 'inherit'] });
+    exporter.stdout.pipe(importer.stdin);
+    let pending = 2;
+    const done = (what: string) => (code: number | null) => {
+      if (code !== 0) reject(new Error(`${what} exited with ${code}`));
+      else if (--pending === 0) resolve();
+    };
+    exporter.on('exit', done('rbd export'));
+    importer.on('exit', done('rbd import'));
+  });
+}
+
+const poolName = `backup-bench-${process.pid}`;
+const volumeId = randomUUID();
+const image = `volume-${volumeId}`;
+const admin = await RadosCluster.connect({ confPath: conf, user: 'admin', keyringPath: lab.keyringPath('admin'), connectTimeoutSeconds: 10 });
+execFileSync('ceph', ['--conf', conf, '--id', 'admin', 'osd', 'pool', 'create', poolName, '16', '16'], { stdio: 'ignore' });
+execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'pool', 'init', poolName]);
+const volumes = await admin.openIoctx(poolName);
+const driver = new CephBackupDriver({
+  client: { confPath: conf, user: 'cinder-backup', clusterName: 'ceph', keyringPath: null, connectTimeoutSeconds: 15 },
+  pool: 'backups',
+  chunkBytes: 128 * MiB,
+  stripeUnit: 0,
+  stripeCount: 0,
+  log: () => undefined,
+});
+const source: VolumeSource = {
+  kind: 'rbd',
+  client: { confPath: conf, user: 'admin', clusterName: 'ceph', keyringPath: null, connectTimeoutSeconds: 15 },
+  pool: poolName,
+  image,
+  snapshot: null,
+  sizeBytes,
+};
+const fullId = randomUUID();
+const incrementalId = randomUUID();
+const ref = (backupId: string) => ({ backupId, container: 'bench', volumeId, chainRootId: fullId });
+
+try {
+  console.log(`volume: ${sizeBytes / GiB} GiB of random bytes in ${poolName}/${image} (4 MiB objects, Cinder's features)`);
+  await volumes.createImage(image, sizeBytes, { orderBits: 22, features: 1 | 4 | 8 | 16 | 32 });
+  const handle = await volumes.openImage(image);
+  const piece = 16 * MiB;
+  for (let offset = 0; offset < sizeBytes; offset += piece * 4) {
+    await Promise.all([0, 1, 2, 3].map((i) => (offset + i * piece < sizeBytes ? handle.write(offset + i * piece, randomBytes(piece)) : undefined)));
+  }
+  await handle.flush();
+
+  let t = now();
+  await pipeline();
+  const baselineMs = now() - t;
+  execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'rm', '--no-progress', `backups/${image}.baseline`]);
+  console.log(`baseline rbd export | rbd import: ${secs(baselineMs)}, ${mbps(sizeBytes, baselineMs)}`);
+
+  await driver.start();
+  t = now();
+  const full = await driver.backup({ ...ref(fullId), source, sizeBytes, parent: null });
+  const fullMs = now() - t;
+  console.log(`full backup (driver): ${secs(fullMs)}, ${mbps(sizeBytes, fullMs)}, ${full.storedBytes} bytes stored; ratio to baseline ${(baselineMs / fullMs).toFixed(2)}x`);
+
+  const blocks = new Set<number>();
+  const count = Math.round((0.01 * sizeBytes) / 4096);
+  while (blocks.size < count) blocks.add(Math.floor(Math.random() * (sizeBytes / 4096)));
+  const list = [...blocks];
+  for (let i = 0; i < list.length; i += 128) await Promise.all(list.slice(i, i + 128).map((b) => handle.write(b * 4096, randomBytes(4096))));
+  await handle.flush();
+  await handle.close();
+
+  t = now();
+  const incremental = await driver.backup({ ...ref(incrementalId), source, sizeBytes, parent: { ...ref(fullId), snapshotId: null } });
+  const incrementalMs = now() - t;
+  console.log(
+    `incremental after ${count} random 4 KiB writes (${((count * 4096) / MiB).toFixed(1)} MiB, 1%): ${secs(incrementalMs)} ` +
+      `(${((incrementalMs / fullMs) * 100).toFixed(1)}% of the full), ${incremental.storedBytes} bytes moved (${((incremental.storedBytes / sizeBytes) * 100).toFixed(2)}% of the volume)`,
+  );
+} finally {
+  await driver.delete(ref(incrementalId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
+  await driver.delete(ref(fullId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
+  await driver.stop();
+  try {
+    execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'rm', '--no-progress', `backups/${image}.baseline`], { stdio: 'ignore' });
+  } catch {
+    // already removed
+  }
+  await volumes.removeImage(image).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
+  await volumes.close();
+  await admin.shutdown();
+  execFileSync('ceph', ['--conf', conf, '--id', 'admin', 'osd', 'pool', 'delete', poolName, poolName, '--yes-i-really-really-mean-it'], { stdio: 'ignore' });
+}
