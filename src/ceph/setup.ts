@@ -18,28 +18,58 @@ const commandTimeoutMs = 60_000;
 
 export interface SetupPlanUser {
   user: string;
+  /** Pools the user writes (rwx). */
   pools: Set<string>;
+  /** Pools the user only reads (rx): the image pool for the volume users' clones. */
+  readPools: Set<string>;
   keyringPath: string;
   confPath: string;
 }
 
-/** Capabilities Pumice gives a volume user: the scenario's osd caps, and mon 'profile rbd' so it can fence crashed clients. */
-export function capsFor(pools: Iterable<string>): { mon: string; osd: string } {
-  const osd = ['allow class-read object_prefix rbd_children', ...[...pools].sort().map((p) => `allow rwx pool=${p}`)].join(', ');
+/** Capabilities Pumice gives a user: the scenario's osd caps, and mon 'profile rbd' so it can fence crashed clients. */
+export function capsFor(pools: Iterable<string>, readPools: Iterable<string> = []): { mon: string; osd: string } {
+  const written = new Set(pools);
+  const osd = [
+    'allow class-read object_prefix rbd_children',
+    ...[...written].sort().map((p) => `allow rwx pool=${p}`),
+    ...[...readPools].filter((p) => !written.has(p)).sort().map((p) => `allow rx pool=${p}`),
+  ].join(', ');
   return { mon: 'profile rbd', osd };
+}
+
+/**
+ * The Ceph users the configuration names and what each needs: the RBD
+ * backends' users (their pools, and read access to the image pool so volumes
+ * can be clones of images), the rbd image store's user, the backup user.
+ */
+export function setupPlan(config: PumiceConfig): SetupPlanUser[] {
+  const users = new Map<string, SetupPlanUser>();
+  const add = (user: string, confPath: string, cluster: string, keyringPath: string | null, pool: string) => {
+    const entry = users.get(user) ?? { user, pools: new Set<string>(), readPools: new Set<string>(), keyringPath: keyringPath ?? defaultKeyring(confPath, cluster, user), confPath };
+    entry.pools.add(pool);
+    users.set(user, entry);
+    return entry;
+  };
+  const store = config.glance_store;
+  const imagePool = store.stores.includes('rbd') ? store.rbd_store_pool : null;
+  for (const backend of config.backends.filter((b) => b.volume_driver === 'rbd' || /RBDDriver$/.test(b.volume_driver))) {
+    const confPath = backend.rbd_ceph_conf || `/etc/ceph/${backend.rbd_cluster_name}.conf`;
+    const entry = add(backend.rbd_user ?? 'admin', confPath, backend.rbd_cluster_name, backend.rbd_keyring_conf, backend.rbd_pool);
+    if (imagePool) entry.readPools.add(imagePool);
+  }
+  if (imagePool) add(store.rbd_store_user, store.rbd_store_ceph_conf, 'ceph', null, imagePool);
+  const d = config.DEFAULT;
+  if (/^(ceph|cinder\.backup\.drivers\.ceph(\.CephBackupDriver)?)$/.test(d.backup_driver)) {
+    add(d.backup_ceph_user, d.backup_ceph_conf, 'ceph', null, d.backup_ceph_pool);
+  }
+  return [...users.values()];
 }
 
 export async function cephSetup(config: PumiceConfig, log: (line: string) => void): Promise<string[]> {
   const changes: string[] = [];
-  const users = new Map<string, SetupPlanUser>();
-  const rbdBackends = config.backends.filter((b) => b.volume_driver === 'rbd' || /RBDDriver$/.test(b.volume_driver));
-  if (rbdBackends.length === 0) throw new Error('no RBD backend in the configuration: nothing to set up (add a section with volume_driver = rbd to enabled_backends)');
-  for (const backend of rbdBackends) {
-    const confPath = backend.rbd_ceph_conf || `/etc/ceph/${backend.rbd_cluster_name}.conf`;
-    const user = backend.rbd_user ?? 'admin';
-    const entry = users.get(user) ?? { user, pools: new Set<string>(), keyringPath: backend.rbd_keyring_conf ?? defaultKeyring(confPath, backend.rbd_cluster_name, user), confPath };
-    entry.pools.add(backend.rbd_pool);
-    users.set(user, entry);
+  const users = new Map(setupPlan(config).map((u) => [u.user, u]));
+  if (users.size === 0) {
+    throw new Error('nothing in the configuration uses Ceph: nothing to set up (add a backend with volume_driver = rbd, the rbd image store, or backup_driver = ceph)');
   }
   for (const entry of users.values()) {
     const ceph = (args: string[]) => run('ceph', ['--conf', entry.confPath, '--id', 'admin', '--connect-timeout', '15', ...args]);
@@ -52,7 +82,7 @@ export async function cephSetup(config: PumiceConfig, log: (line: string) => voi
       log(`created pool ${pool}`);
     }
     if (entry.user === 'admin') continue;
-    const wanted = capsFor(entry.pools);
+    const wanted = capsFor(entry.pools, entry.readPools);
     let current: { caps?: Record<string, string> } | undefined;
     try {
       current = (JSON.parse(await ceph(['auth', 'get', `client.${entry.user}`, '--format', 'json'])) as { caps?: Record<string, string> }[])[0];
@@ -62,7 +92,7 @@ export async function cephSetup(config: PumiceConfig, log: (line: string) => voi
     if (!current) {
       await ceph(['auth', 'get-or-create', `client.${entry.user}`, 'mon', wanted.mon, 'osd', wanted.osd]);
       changes.push(`created client.${entry.user} with mon '${wanted.mon}' osd '${wanted.osd}'`);
-    } else if (!capsCover(current.caps ?? {}, wanted, entry.pools)) {
+    } else if (!capsCover(current.caps ?? {}, wanted, entry.pools, entry.readPools)) {
       const osd = mergeOsdCaps(current.caps?.['osd'] ?? '', wanted.osd);
       await ceph(['auth', 'caps', `client.${entry.user}`, 'mon', wanted.mon, 'osd', osd]);
       changes.push(`updated caps of client.${entry.user} to mon '${wanted.mon}' osd '${osd}'`);
@@ -98,10 +128,14 @@ function keyOf(keyring: string): string | null {
   return /key\s*=\s*(\S+)/.exec(keyring)?.[1] ?? null;
 }
 
-function capsCover(current: Record<string, string>, wanted: { mon: string; osd: string }, pools: Set<string>): boolean {
+function capsCover(current: Record<string, string>, wanted: { mon: string; osd: string }, pools: Set<string>, readPools: Set<string>): boolean {
   if ((current['mon'] ?? '') !== wanted.mon) return false;
   const osd = current['osd'] ?? '';
-  return osd.includes('class-read object_prefix rbd_children') && [...pools].every((p) => new RegExp(`allow rwx pool=${p}(,|$)`).test(osd));
+  return (
+    osd.includes('class-read object_prefix rbd_children') &&
+    [...pools].every((p) => new RegExp(`allow rwx pool=${p}(,|$)`).test(osd)) &&
+    [...readPools].every((p) => pools.has(p) || new RegExp(`allow (rx|rwx|r) pool=${p}(,|$)|profile rbd(-read-only)? pool=${p}(,|$)`).test(osd))
+  );
 }
 
 /** Keeps grants the user already had (e.g. `allow rx pool=images`) and adds what is missing. */
