@@ -171,6 +171,20 @@ export async function login(url: string): Promise<Session> {
   };
 }
 
+/** Polls a volume (1, 2, 4 … 16 ms apart) until it has status `wanted` ('gone': 404); throws on an error status. */
+export async function waitVolumeStatus(s: Session, id: string, wanted: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await s.call('GET', `${s.volumeUrl}/volumes/${id}`);
+    if (wanted === 'gone' && r.status === 404) return;
+    if (r.status === 200) {
+      const status = r.json<{ volume: { status: string } }>().volume.status;
+      if (status === wanted) return;
+      if (status.startsWith('error')) throw new Error(`volume ${id} went to ${status}`);
+    }
+    await sleep(Math.min(16, 2 ** (attempt - 1)));
+  }
+}
+
 /** Lifts the admin project's volume quotas (volumes, gigabytes, snapshots: unlimited). */
 export async function unlimitedQuota(s: Session): Promise<void> {
   const res = await s.call('PUT', `/volume/v3/${s.projectId}/os-quota-sets/${s.projectId}`, { quota_set: { volumes: -1, gigabytes: -1, snapshots: -1 } });

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labPurge, labUp, readLab, type CephLab } from '../src/ceph/lab.ts';
-import { arg, argString, cleanupOnSignal, latencySummary, login, now, percentile, sleep, startServer, unlimitedQuota, type Server, type Session } from './lib.ts';
+import { arg, argString, cleanupOnSignal, latencySummary, login, now, percentile, sleep, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
 const durationS = arg('duration', 10);
@@ -25,18 +25,6 @@ const repeat = arg('repeat', 5);
 let server: Server | undefined;
 cleanupOnSignal(() => (server ? [server] : []));
 
-async function waitStatus(s: Session, id: string, wanted: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await s.call('GET', `${s.volumeUrl}/volumes/${id}`);
-    if (wanted === 'gone' && r.status === 404) return;
-    if (r.status === 200) {
-      const status = r.json<{ volume: { status: string } }>().volume.status;
-      if (status === wanted) return;
-      if (status.startsWith('error')) throw new Error(`volume ${id} went to ${status}`);
-    }
-    await sleep(Math.min(16, 2 ** (attempt - 1)));
-  }
-}
 
 async function createVolume(s: Session, body: Record<string, unknown>): Promise<string> {
   const r = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: body });
@@ -47,7 +35,7 @@ async function createVolume(s: Session, body: Record<string, unknown>): Promise<
 async function deleteVolume(s: Session, id: string): Promise<void> {
   const r = await s.call('DELETE', `${s.volumeUrl}/volumes/${id}`);
   if (r.status !== 202) throw new Error(`delete failed: ${r.status} ${r.text}`);
-  await waitStatus(s, id, 'gone');
+  await waitVolumeStatus(s, id, 'gone');
 }
 
 async function apiCycles(s: Session, clients: number): Promise<void> {
@@ -60,7 +48,7 @@ async function apiCycles(s: Session, clients: number): Promise<void> {
       while (now() < deadline) {
         const t0 = now();
         const id = await createVolume(s, { size: 1, volume_type: 'ceph' });
-        await waitStatus(s, id, 'available');
+        await waitVolumeStatus(s, id, 'available');
         createLatencies.push(now() - t0);
         await deleteVolume(s, id);
         cycles++;
@@ -89,7 +77,7 @@ async function cliCycles(lab: CephLab): Promise<void> {
 
 async function cloneLatency(s: Session, sizeGiB: number): Promise<void> {
   const source = await createVolume(s, { size: sizeGiB, volume_type: 'ceph', name: `src-${sizeGiB}` });
-  await waitStatus(s, source, 'available');
+  await waitVolumeStatus(s, source, 'available');
   const snapR = await s.call('POST', `${s.volumeUrl}/snapshots`, { snapshot: { volume_id: source, name: `snap-${sizeGiB}` } });
   const snapshotId = snapR.json<{ snapshot: { id: string } }>().snapshot.id;
   for (;;) {
@@ -103,11 +91,11 @@ async function cloneLatency(s: Session, sizeGiB: number): Promise<void> {
   for (let i = 0; i < repeat; i++) {
     let t0 = now();
     const a = await createVolume(s, { snapshot_id: snapshotId });
-    await waitStatus(s, a, 'available');
+    await waitVolumeStatus(s, a, 'available');
     fromSnapshot.push(now() - t0);
     t0 = now();
     const b = await createVolume(s, { source_volid: source });
-    await waitStatus(s, b, 'available');
+    await waitVolumeStatus(s, b, 'available');
     fromVolume.push(now() - t0);
     made.push(a, b);
   }

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { labPurge, labUp, readLab } from '../src/ceph/lab.ts';
-import { arg, cleanupOnSignal, flag, latencySummary, login, now, sleep, startServer, unlimitedQuota, type Server, type Session } from './lib.ts';
+import { arg, cleanupOnSignal, flag, latencySummary, login, now, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
 const repeat = arg('repeat', 5);
@@ -64,18 +64,6 @@ async function uploadImage(s: Session, name: string, sizeBytes: number, head: Bu
   return id;
 }
 
-async function waitStatus(s: Session, id: string, wanted: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await s.call('GET', `${s.volumeUrl}/volumes/${id}`);
-    if (wanted === 'gone' && r.status === 404) return;
-    if (r.status === 200) {
-      const status = r.json<{ volume: { status: string } }>().volume.status;
-      if (status === wanted) return;
-      if (status.startsWith('error')) throw new Error(`volume ${id} went to ${status}`);
-    }
-    await sleep(Math.min(16, 2 ** (attempt - 1)));
-  }
-}
 
 /** create→available of a volume from `imageId`, in ms; the volume is deleted afterwards. */
 async function volumeFromImage(s: Session, imageId: string, sizeGiB: number, type: string): Promise<number> {
@@ -83,10 +71,10 @@ async function volumeFromImage(s: Session, imageId: string, sizeGiB: number, typ
   const r = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { imageRef: imageId, size: sizeGiB, volume_type: type } });
   if (r.status !== 202) throw new Error(`volume create failed: ${r.status} ${r.text}`);
   const id = r.json<{ volume: { id: string } }>().volume.id;
-  await waitStatus(s, id, 'available');
+  await waitVolumeStatus(s, id, 'available');
   const elapsed = now() - started;
   await s.call('DELETE', `${s.volumeUrl}/volumes/${id}`);
-  await waitStatus(s, id, 'gone');
+  await waitVolumeStatus(s, id, 'gone');
   return elapsed;
 }
 

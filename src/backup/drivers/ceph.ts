@@ -29,10 +29,9 @@
  * client.cinder-backup may only touch pool `backups`); the source and restore
  * targets are read and written as the volume backend's rbd_user.
  */
-import { execFile } from 'node:child_process';
 import { open, stat, type FileHandle } from 'node:fs/promises';
-import { promisify } from 'node:util';
 import { CephConfigProblem, resolveCephClient } from '../../ceph/conf.ts';
+import { writeFully, zeroFileRange } from './file-ranges.ts';
 import {
   RadosCluster,
   RbdError,
@@ -45,7 +44,6 @@ import {
 import { DriverError } from '../../volume/drivers/driver.ts';
 import { cephServiceName, type BackupDriver, type BackupJob, type BackupRef, type BackupResult, type CephClientRef, type RestoreJob, type VolumeSource } from './driver.ts';
 
-const execFileAsync = promisify(execFile);
 
 export interface CephBackupOptions {
   /** The backup user's cluster (backup_ceph_conf, backup_ceph_user). */
@@ -596,7 +594,7 @@ async function fileIo(path: string, sizeBytes: number, mode: 'r' | 'r+'): Promis
     sizeBytes: size,
     read: (offset, target) => readFully(fh, target, offset),
     write: (offset, data) => writeFully(fh, data, offset),
-    zero: (offset, length) => zeroFileRange(fh, path, offset, length),
+    zero: (offset, length) => zeroFileRange(fh, path, offset, length, pieceBytes),
     extents: () => wholeRange(size),
     close: async () => {
       if (mode === 'r+') await fh.sync();
@@ -764,26 +762,3 @@ async function readFully(fh: FileHandle, target: Buffer, position: number): Prom
   }
 }
 
-async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
-}
-
-/** Zeroes a file range: a punched hole for large ranges (sparse), written zeros otherwise or where holes are unsupported. */
-async function zeroFileRange(fh: FileHandle, path: string, offset: number, length: number): Promise<void> {
-  if (length <= 0) return;
-  if (length >= pieceBytes) {
-    try {
-      await execFileAsync('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), '--', path], { timeout: 600_000 });
-      return;
-    } catch {
-      // no fallocate or no hole support here: write zeros
-    }
-  }
-  for (let done = 0; done < length; done += zeroBlock.length) {
-    await writeFully(fh, zeroBlock.subarray(0, Math.min(zeroBlock.length, length - done)), offset + done);
-  }
-}

@@ -25,14 +25,13 @@
  * without a manifest is not a backup.
  */
 import { createHash } from 'node:crypto';
-import { execFile } from 'node:child_process';
 import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, brotliDecompress, constants as zlibConstants } from 'node:zlib';
 import { allocShared, BlockHasher, blockDigestBytes } from './block-hasher.ts';
+import { writeFully, zeroFileRange } from './file-ranges.ts';
 
-const execFileAsync = promisify(execFile);
 const brotliCompressAsync = promisify(brotliCompress);
 const brotliDecompressAsync = promisify(brotliDecompress);
 
@@ -464,7 +463,7 @@ export class PosixBackupDriver {
         const chunk = manifest.chunks[index]!;
         if (chunk.index !== index) throw new BackupDriverError('Corrupt', `backup is corrupt: manifest of backup ${manifest.backupId} lists chunk ${chunk.index} at position ${index}`);
         if (chunk.zero) {
-          if (!input.targetIsZeroed) await zeroRange(target, input.targetPath, offset, length);
+          if (!input.targetIsZeroed) await zeroFileRange(target, input.targetPath, offset, length);
         } else {
           const data = manifest.version === 2 ? await this.assembleChunk(manifest, chunk as Extract<ManifestChunk, { sources: unknown }>, buffer!, length) : await this.readChunkV1(manifest, chunk as Extract<ManifestChunkV1, { file: string }>, length);
           await writeFully(target, data, offset);
@@ -473,7 +472,7 @@ export class PosixBackupDriver {
         input.onProgress?.(doneBytes, manifest.sizeBytes);
       }, (buffer) => buffer && this.giveBuffer(buffer));
       if (input.discardExcess && targetSize > manifest.sizeBytes && !input.targetIsZeroed) {
-        await zeroRange(target, input.targetPath, manifest.sizeBytes, targetSize - manifest.sizeBytes);
+        await zeroFileRange(target, input.targetPath, manifest.sizeBytes, targetSize - manifest.sizeBytes);
       }
       await target.sync();
     } finally {
@@ -735,13 +734,6 @@ async function readFully(fh: FileHandle, buffer: Buffer, length: number, positio
   return buffer.subarray(0, length);
 }
 
-async function writeFully(fh: FileHandle, data: Buffer, position: number): Promise<void> {
-  let done = 0;
-  while (done < data.length) {
-    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
-    done += bytesWritten;
-  }
-}
 
 /** Writes `data` to `path` through a temporary name, synced before the rename unless the caller syncs later. */
 async function writeAtomically(path: string, data: Buffer, sync = true): Promise<void> {
@@ -765,16 +757,3 @@ async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Zeroes a range by punching a hole (sparse); falls back to writing zeros where holes are not supported. */
-async function zeroRange(fh: FileHandle, path: string, offset: number, length: number): Promise<void> {
-  if (length <= 0) return;
-  try {
-    await execFileAsync('fallocate', ['--punch-hole', '--keep-size', '--offset', String(offset), '--length', String(length), '--', path], { timeout: 600_000 });
-    return;
-  } catch {
-    // no fallocate or no hole support on this filesystem: write zeros
-  }
-  for (let done = 0; done < length; done += zeroBlock.length) {
-    await writeFully(fh, zeroBlock.subarray(0, Math.min(zeroBlock.length, length - done)), offset + done);
-  }
-}
