@@ -8,24 +8,38 @@
  * transition is a compare-and-set on the row, so two uploads of one image
  * cannot both run: the second gets a 409 naming the state.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
-import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type FileStore, type PendingWrite } from './stores/file.ts';
+import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
+import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
 
-/** What an image store offers (the file store's interface); `location`/`assertDeletable` where the store has them. */
-export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'stagedName' | 'stagedPath' | 'stage' | 'commitStaged' | 'discardStaged' | 'stagedSizeOf' | 'discard' | 'delete' | 'read' | 'sizeOf' | 'removeLeftovers'> & {
+/** What an image store offers (the file store's data interface); `location`/`assertDeletable` where the store has them. */
+export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'discard' | 'delete' | 'read' | 'sizeOf'> & {
   readonly id: string;
   description?: string;
+  /**
+   * Consumers boot from the stored bytes (rbd: volumes clone the image), so
+   * the data must be raw: other disk formats are converted on import, or refused.
+   */
+  readonly rawOnly?: boolean;
   /** The store URL of an image's data (direct_url), or null when unknown. */
   location?(imageId: string): string | null;
   /** Throws (409) when the data cannot be removed, before the image row is deleted. */
   assertDeletable?(imageId: string): Promise<void>;
+  /**
+   * Start-up sweep of data no usable image refers to: `isKnown(name)` says a
+   * name is kept; `statusOf(id)` gives an image's status (null: no record).
+   */
+  removeLeftovers(isKnown: (name: string) => boolean, statusOf: (imageId: string) => ImageStatus | null): Promise<string[]>;
 };
 
 export interface ImageServiceOptions {
@@ -33,6 +47,22 @@ export interface ImageServiceOptions {
   otherStores?: ImageStore[];
   showDirectUrl?: boolean;
   showMultipleLocations?: boolean;
+  /**
+   * Local directory for data on its way to a store that is not a directory
+   * (rbd): glance-direct staged data, and non-raw uploads spooled for
+   * qemu-img convert. Emptied at start except staged data of `uploading` images.
+   */
+  workDirectory: string;
+  /** Convert non-raw uploads to raw for raw-only stores ([image_import_opts] image_import_plugins has image_conversion); else refuse them. */
+  convertToRaw?: boolean;
+}
+
+/** An upload written into the store and checked, waiting to be published. */
+interface StoredUpload {
+  pending: PendingWrite;
+  virtualSize: number;
+  /** The disk_format it was uploaded in, when it was converted to raw. */
+  convertedFrom: string | null;
 }
 
 const execFileAsync = promisify(execFile);
@@ -62,6 +92,9 @@ export const memberStatuses = ['pending', 'accepted', 'rejected'] as const;
 
 /** qemu-img's name of each disk_format whose content it can recognise; formats not listed are raw bytes to qemu. */
 const qemuFormatOf: Record<string, string> = { raw: 'raw', qcow2: 'qcow2', vmdk: 'vmdk', vdi: 'vdi', vhd: 'vpc', vhdx: 'vhdx', iso: 'raw', ami: 'raw', ari: 'raw', aki: 'raw', ploop: 'parallels' };
+
+/** VMDK kinds that are one self-contained file (Glance's vmdk_allowed_types default). */
+const vmdkCreateTypes = ['streamOptimized', 'monolithicSparse'];
 
 /** Attributes the server computes: a create or patch that names them gets Glance's 403. */
 export const readOnlyAttributes = new Set(['id', 'status', 'checksum', 'os_hash_algo', 'os_hash_value', 'size', 'virtual_size', 'created_at', 'updated_at', 'file', 'self', 'schema', 'direct_url', 'locations', 'stores']);
@@ -161,12 +194,22 @@ const sortColumns: Record<string, string> = {
 export const sortKeys = Object.keys(sortColumns);
 
 export class ImageService {
+  /** Local scratch space (spooled uploads, conversions) and, for non-file stores, the staging area. */
+  private readonly work: FileStore;
+  /** Where glance-direct keeps staged data: the file store itself (publishing is a rename), else the work directory. */
+  private readonly staging: FileStore;
+  /** Images whose data this process is writing into the store now: a sweep running meanwhile leaves them alone. */
+  private readonly writing = new Set<string>();
+
   constructor(
     private readonly db: Db,
     readonly store: ImageStore,
     private readonly log: (message: string) => void,
-    private readonly options: ImageServiceOptions = {},
-  ) {}
+    private readonly options: ImageServiceOptions,
+  ) {
+    this.work = new FileStore(options.workDirectory);
+    this.staging = store instanceof FileStore ? store : this.work;
+  }
 
   /** Every enabled store, the default first. */
   get stores(): ImageStore[] {
@@ -206,16 +249,27 @@ export class ImageService {
     // An interrupted import starts again from its staged data; staging without data is undone.
     this.db.run("UPDATE images SET status = 'uploading', updated_at = ? WHERE status = 'importing'", now);
     for (const { id } of this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'")) {
-      if ((await this.store.stagedSizeOf(id)) === null) {
+      if ((await this.staging.stagedSizeOf(id)) === null) {
         this.db.run("UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'", now, id);
       }
     }
+    const staged = new Set(this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'").map((r) => this.staging.stagedName(r.id)));
     const keep = new Set([
       ...this.db.all<{ id: string }>("SELECT id FROM images WHERE status IN ('active', 'deactivated')").map((r) => r.id),
-      ...this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'").map((r) => this.store.stagedName(r.id)),
+      ...(this.staging === this.store ? staged : []),
     ]);
-    const removed = await this.store.removeLeftovers((name) => keep.has(name));
-    if (removed.length > 0) this.log(`images: removed ${removed.length} leftover file(s) from ${this.store.directory}`);
+    const statusOf = (imageId: string) => this.db.get<{ status: ImageStatus }>('SELECT status FROM images WHERE id = ?', imageId)?.status ?? null;
+    // Evaluated when each name is looked at: a store may sweep in the background (rbd) while uploads run.
+    const isKnown = (name: string) => {
+      if (keep.has(name) || this.writing.has(name)) return true;
+      const status = statusOf(name);
+      return status === 'active' || status === 'deactivated';
+    };
+    const removed = await this.store.removeLeftovers(isKnown, statusOf);
+    if (removed.length > 0) this.log(`images: removed ${removed.length} leftover(s) from ${this.store.directory}: ${removed.slice(0, 10).join(', ')}`);
+    // Spooled uploads and conversions a crash interrupted; staged data of uploading images stays.
+    const scratch = await this.work.removeLeftovers((name) => this.staging === this.work && staged.has(name));
+    if (scratch.length > 0) this.log(`images: removed ${scratch.length} leftover file(s) from ${this.work.directory}`);
   }
 
   // ---- policy ----
@@ -401,7 +455,7 @@ export class ImageService {
     // The row is gone first: a download that races finds no image rather than a missing file.
     if (image.store) await store.delete(imageId);
     else await store.delete(imageId).catch((error: Error) => this.log(`images: removing leftover data of ${imageId} failed: ${error.message}`));
-    await this.store.discardStaged(imageId);
+    await this.staging.discardStaged(imageId);
   }
 
   addTag(auth: AuthContext, imageId: string, tag: string): void {
@@ -532,12 +586,36 @@ export class ImageService {
    * store failure leaves it `killed`.
    */
   async upload(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+    this.writing.add(imageId);
+    try {
+      await this.uploadData(auth, imageId, source, contentLength);
+    } finally {
+      this.writing.delete(imageId);
+    }
+  }
+
+  private async uploadData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
     const image = this.getOwned(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'saving' is not allowed: data can only be uploaded to a queued image.`);
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to saving data: set them with openstack image set --disk-format … --container-format ….');
     }
-    const pending = await this.receive(imageId, source, contentLength, 'saving');
+    if (this.mustConvert(image.disk_format)) {
+      // qemu-img needs a seekable file: the body is spooled locally, converted, then written to the store.
+      const spooled = await this.receive(imageId, source, contentLength, 'saving', { write: (id, body, o) => this.work.write(id, body, { ...o, hash: false }) }, 'local work directory');
+      let stored: StoredUpload;
+      try {
+        stored = await this.storeFile(imageId, spooled.tempPath, image.disk_format, spooled.sizeBytes);
+      } catch (error) {
+        throw this.refuseStored(imageId, 'saving', error);
+      } finally {
+        await this.work.discard(spooled);
+      }
+      await this.publish(imageId, 'saving', stored);
+      return;
+    }
+    // Raw (and formats kept as they are) streams straight into the store.
+    const pending = await this.receive(imageId, source, contentLength, 'saving', this.store, `store '${this.store.id}'`);
     let virtualSize: number;
     try {
       virtualSize = await this.checkFormat(pending.tempPath, image.disk_format, pending.sizeBytes);
@@ -546,16 +624,93 @@ export class ImageService {
       this.revertUpload(imageId, 'saving', 'queued');
       throw error;
     }
+    await this.publish(imageId, 'saving', { pending, virtualSize, convertedFrom: null });
+  }
+
+  /**
+   * Whether data declared `diskFormat` must be converted to raw for the
+   * default store; when it must but conversion is off, a 400 saying why
+   * (booting from RBD needs raw) and how (convert it, or turn conversion on),
+   * before any byte is read.
+   */
+  private mustConvert(diskFormat: string): boolean {
+    if (!this.store.rawOnly || !convertedFormats.has(diskFormat)) return false;
+    if (this.options.convertToRaw !== false) return true;
+    const qemuFormat = qemuFormatOf[diskFormat] ?? diskFormat;
+    throw errors.badRequest(
+      `Image store '${this.store.id}' keeps only raw images, because instances boot from clones of them and a ${diskFormat} image would not boot; ` +
+      `image conversion is off ([image_import_opts] image_import_plugins does not list image_conversion). ` +
+      `Convert it first (qemu-img convert -f ${qemuFormat} -O raw IN OUT) and upload it with --disk-format raw, or ask the operator to enable image_conversion. The image stays queued without data.`,
+    );
+  }
+
+  /**
+   * Checks a local file's format against `diskFormat`, converts it to raw when
+   * the store needs raw, and writes it into the store (not yet published).
+   * Store failures come out as StoreWriteError; refusals as PumiceError.
+   */
+  private async storeFile(imageId: string, path: string, diskFormat: string, sizeBytes: number): Promise<StoredUpload> {
+    const virtualSize = await this.checkFormat(path, diskFormat, sizeBytes);
+    if (!this.mustConvert(diskFormat)) {
+      return { pending: await this.writeFromFile(imageId, path, sizeBytes), virtualSize, convertedFrom: null };
+    }
+    const rawPath = join(this.work.directory, `${imageId}.${randomBytes(6).toString('hex')}.raw.tmp`);
+    try {
+      await convertToRaw(path, qemuFormatOf[diskFormat]!, rawPath, diskFormat);
+      const rawBytes = (await stat(rawPath)).size;
+      if (rawBytes > limits.imageBytesMax) throw errors.bodyTooLarge(limits.imageBytesMax);
+      this.log(`images: converted ${imageId} from ${diskFormat} (${sizeBytes} bytes) to raw (${rawBytes} bytes)`);
+      return { pending: await this.writeFromFile(imageId, rawPath, rawBytes), virtualSize: rawBytes, convertedFrom: diskFormat };
+    } finally {
+      await rm(rawPath, { force: true });
+    }
+  }
+
+  private async writeFromFile(imageId: string, path: string, sizeBytes: number): Promise<PendingWrite> {
+    try {
+      return await this.store.write(imageId, createReadStream(path, { highWaterMark: 4 << 20 }), { expectedBytes: sizeBytes, sizeBytesMax: limits.imageBytesMax });
+    } catch (error) {
+      if (error instanceof PumiceError || error instanceof StoreWriteError) throw error;
+      throw new StoreWriteError(error as Error);
+    }
+  }
+
+  /** After storeFile failed: the image back to `queued` (refused data) or `killed` (the store failed); returns the error to throw. */
+  private refuseStored(imageId: string, from: 'saving' | 'importing', error: unknown): unknown {
+    if (error instanceof StoreWriteError) {
+      this.log(`images: store write of ${imageId} failed: ${error.message}`);
+      this.revertUpload(imageId, from, from === 'saving' ? 'killed' : 'uploading');
+      return errors.backendUnavailable(`Image store '${this.store.id}' failed to write image ${imageId}: ${error.message}. ${from === 'saving' ? "The image is 'killed'; delete it and upload again." : 'The staged data is kept; import it again.'}`);
+    }
+    this.revertUpload(imageId, from, 'queued');
+    return error;
+  }
+
+  /**
+   * Publishes stored data: commit in the store, then `from` → `active` with
+   * the stored bytes' size and checksums; a converted image becomes
+   * disk_format raw, container_format bare, with its original format as a property.
+   */
+  private async publish(imageId: string, from: 'saving' | 'importing', stored: StoredUpload): Promise<void> {
+    const { pending } = stored;
     try {
       await this.store.commit(imageId, pending);
-      this.transition(imageId, 'saving', 'active', {
-        size: pending.sizeBytes, virtual_size: virtualSize, checksum: pending.md5Hex,
+      const set: Record<string, string | number | null> = {
+        size: pending.sizeBytes, virtual_size: stored.virtualSize, checksum: pending.md5Hex,
         os_hash_algo: 'sha512', os_hash_value: pending.sha512Hex, store: this.store.id,
-      });
+      };
+      if (stored.convertedFrom !== null) {
+        const row = this.db.get<{ properties: string }>('SELECT properties FROM images WHERE id = ?', imageId);
+        const properties = JSON.parse(row?.properties ?? '{}') as Record<string, string>;
+        properties[originalDiskFormatProperty] = stored.convertedFrom;
+        Object.assign(set, { disk_format: 'raw', container_format: 'bare', properties: JSON.stringify(properties) });
+      }
+      this.transition(imageId, from, 'active', set);
     } catch (error) {
-      // Deleted while saving: the row is gone, so the data must go too.
       await this.store.discard(pending);
+      // Deleted meanwhile: the row is gone, so the data must go too.
       if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await this.store.delete(imageId);
+      else this.revertUpload(imageId, from, from === 'saving' ? 'killed' : 'uploading');
       throw error;
     }
   }
@@ -568,11 +723,12 @@ export class ImageService {
   async stage(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
     const image = this.getOwned(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'uploading' is not allowed: only a queued image can be staged.`);
-    const pending = await this.receive(imageId, source, contentLength, 'uploading');
+    if (image.disk_format) this.mustConvert(image.disk_format);
+    const pending = await this.receive(imageId, source, contentLength, 'uploading', this.staging, 'staging area');
     try {
-      await this.store.stage(imageId, pending);
+      await this.staging.stage(imageId, pending);
     } catch (error) {
-      await this.store.discard(pending);
+      await this.staging.discard(pending);
       this.revertUpload(imageId, 'uploading', 'queued');
       throw error;
     }
@@ -580,7 +736,7 @@ export class ImageService {
       "UPDATE images SET size = ?, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = ? WHERE id = ? AND status = 'uploading'",
       pending.sizeBytes, pending.md5Hex, pending.sha512Hex, new Date().toISOString(), imageId,
     );
-    if (recorded.changes === 0) await this.store.discardStaged(imageId);
+    if (recorded.changes === 0) await this.staging.discardStaged(imageId);
   }
 
   /**
@@ -590,25 +746,57 @@ export class ImageService {
    * removes the staged data and leaves the image `queued`.
    */
   async importStaged(auth: AuthContext, imageId: string, method: string): Promise<void> {
+    this.writing.add(imageId);
+    try {
+      await this.importStagedData(auth, imageId, method);
+    } finally {
+      this.writing.delete(imageId);
+    }
+  }
+
+  private async importStagedData(auth: AuthContext, imageId: string, method: string): Promise<void> {
     const image = this.getOwned(auth, imageId, 'import_image');
     if (method !== 'glance-direct') throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: glance-direct.`);
     if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to importing data.');
     }
+    this.mustConvert(image.disk_format);
     this.transition(imageId, 'uploading', 'importing');
-    let virtualSize: number;
-    try {
-      virtualSize = await this.checkFormat(this.store.stagedPath(imageId), image.disk_format, image.size ?? 0);
-    } catch (error) {
-      await this.store.discardStaged(imageId);
+    const stagedPath = this.staging.stagedPath(imageId);
+    const refuse = async (error: unknown): Promise<never> => {
+      await this.staging.discardStaged(imageId);
       this.db.run(
         "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'importing'",
         new Date().toISOString(), imageId,
       );
       throw error;
+    };
+    if (this.staging !== this.store) {
+      // Another store (rbd): the staged file is checked, converted when needed and written into it.
+      let stored: StoredUpload;
+      try {
+        stored = await this.storeFile(imageId, stagedPath, image.disk_format, image.size ?? 0);
+      } catch (error) {
+        if (error instanceof StoreWriteError) throw this.refuseStored(imageId, 'importing', error);
+        // The store is unreachable: the staged data is kept for another import.
+        if (error instanceof PumiceError && error.code === 'BackendUnavailable') {
+          this.revertUpload(imageId, 'importing', 'uploading');
+          throw error;
+        }
+        return refuse(error);
+      }
+      await this.publish(imageId, 'importing', stored);
+      await this.staging.discardStaged(imageId);
+      return;
     }
-    await this.store.commitStaged(imageId);
+    let virtualSize: number;
+    try {
+      virtualSize = await this.checkFormat(stagedPath, image.disk_format, image.size ?? 0);
+    } catch (error) {
+      return refuse(error);
+    }
+    await this.staging.commitStaged(imageId);
     try {
       this.transition(imageId, 'importing', 'active', { virtual_size: virtualSize, store: this.store.id });
     } catch (error) {
@@ -618,16 +806,19 @@ export class ImageService {
   }
 
   /** Streams the request into a pending write in state `during`; on failure the image is back to queued (or killed when the store failed). */
-  private async receive(imageId: string, source: Readable, contentLength: number | null, during: 'saving' | 'uploading'): Promise<PendingWrite> {
+  private async receive(
+    imageId: string, source: Readable, contentLength: number | null, during: 'saving' | 'uploading',
+    target: Pick<ImageStore, 'write'>, targetName: string,
+  ): Promise<PendingWrite> {
     if (contentLength !== null && contentLength > limits.imageBytesMax) throw errors.bodyTooLarge(limits.imageBytesMax);
     this.transition(imageId, 'queued', during);
     try {
-      return await this.store.write(imageId, source, { expectedBytes: contentLength, sizeBytesMax: limits.imageBytesMax });
+      return await target.write(imageId, source, { expectedBytes: contentLength, sizeBytesMax: limits.imageBytesMax });
     } catch (error) {
       if (error instanceof StoreWriteError) {
-        this.log(`images: store write of ${imageId} failed: ${error.message}`);
+        this.log(`images: write of ${imageId} into the ${targetName} failed: ${error.message}`);
         this.revertUpload(imageId, during, 'killed');
-        throw errors.backendUnavailable(`Image store '${this.store.id}' failed to write image ${imageId}: ${error.message}. The image is 'killed'; delete it and upload again.`);
+        throw errors.backendUnavailable(`Image service: writing image ${imageId} into the ${targetName} failed: ${error.message}. The image is 'killed'; delete it and upload again.`);
       }
       // Everything else is the request's fault: the image stays queued for another try.
       this.revertUpload(imageId, during, 'queued');
@@ -642,7 +833,7 @@ export class ImageService {
   }
 
   /** saving/uploading → queued or killed; a no-op when the image was deleted meanwhile. */
-  private revertUpload(imageId: string, from: 'saving' | 'uploading', to: 'queued' | 'killed'): void {
+  private revertUpload(imageId: string, from: 'saving' | 'uploading' | 'importing', to: 'queued' | 'killed' | 'uploading'): void {
     this.db.run('UPDATE images SET status = ?, updated_at = ? WHERE id = ? AND status = ?', to, new Date().toISOString(), imageId, from);
   }
 
@@ -667,6 +858,17 @@ export class ImageService {
     const info = await this.qemuImgInfo(path, expected);
     if (info['backing-filename'] !== undefined || info['full-backing-filename'] !== undefined) {
       throw errors.badRequest(`Image data refused: the ${diskFormat} image has a backing file ('${String(info['backing-filename']).slice(0, 100)}'); upload a standalone image (qemu-img convert -O ${expected} IN OUT).`);
+    }
+    const specific = (info['format-specific'] as { data?: Record<string, unknown> } | undefined)?.data ?? {};
+    // An external data file would make qemu-img (convert, and consumers) read a host file, as a backing file would.
+    if (specific['data-file'] !== undefined) {
+      throw errors.badRequest(`Image data refused: the ${diskFormat} image names an external data file; upload a standalone image (qemu-img convert -O ${expected} IN OUT).`);
+    }
+    // As Glance's vmdk_allowed_types: other VMDK kinds are descriptors pointing at extent files.
+    if (expected === 'vmdk' && !vmdkCreateTypes.includes(String(specific['create-type']))) {
+      throw errors.badRequest(
+        `Image data refused: VMDK create-type '${String(specific['create-type'] ?? 'unknown').slice(0, 40)}' is not allowed (allowed: ${vmdkCreateTypes.join(', ')}); convert it to one file first (qemu-img convert -O vmdk -o subformat=streamOptimized IN OUT).`,
+      );
     }
     const virtualSize = info['virtual-size'];
     if (typeof virtualSize !== 'number') throw errors.badRequest(`Image data refused: qemu-img could not read the virtual size of this ${diskFormat} image.`);

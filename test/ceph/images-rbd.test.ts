@@ -3,14 +3,17 @@
  * `openstack` CLI and checked with the `rbd` CLI as client.admin: upload of
  * a sparse raw image into pool `images` (8 MiB objects, thin, protected
  * snapshot `snap`), direct_url, download byte for byte, 409 while a clone
- * exists, delete. Also: an unusable ceph.conf answers 503 naming the fix.
+ * exists, delete; non-raw uploads and glance-direct imports converted to
+ * raw; conversion switched off refuses them; the start-up orphan sweep.
+ * Also: an unusable ceph.conf answers 503 naming the fix.
  * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -29,6 +32,7 @@ let privateDir = '';
 let work = '';
 let pumice: PumiceProcess;
 let env: Record<string, string>;
+let config = '';
 
 async function rbd(args: string[]): Promise<string> {
   const { stdout } = await execFileAsync('rbd', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 60_000 });
@@ -37,6 +41,49 @@ async function rbd(args: string[]): Promise<string> {
 
 async function poolImages(pool: string): Promise<string[]> {
   return JSON.parse(await rbd(['ls', '--format', 'json', pool])) as string[];
+}
+
+/** Files left in the image scratch directory (spooled uploads, conversions, staged data). */
+async function scratchFiles(dataDir: string): Promise<string[]> {
+  return readdir(path.join(dataDir, 'image-staging')).catch(() => []);
+}
+
+async function fileMd5(file: string): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * A non-raw upload stored converted: raw, bare, original_disk_format, sizes of
+ * the raw data, checksum of the raw bytes (qemu-img convert here gives the
+ * same bytes), an RBD image of that size with snap, and the download equals
+ * the source by qemu-img compare.
+ */
+async function checkConverted(api: ApiClient, imageId: string, shown: Record<string, any>, sourcePath: string, sourceFormat: string, virtualBytes: number): Promise<void> {
+  assert.equal(shown['status'], 'active');
+  assert.equal(shown['disk_format'], 'raw');
+  assert.equal(shown['container_format'], 'bare');
+  assert.equal(shown['original_disk_format'], sourceFormat);
+  assert.equal(shown['size'], virtualBytes);
+  assert.equal(shown['virtual_size'], virtualBytes);
+  const expectedRaw = path.join(work, `${imageId}.expected.raw`);
+  const saved = path.join(work, `${imageId}.saved.raw`);
+  try {
+    await execFileAsync('qemu-img', ['convert', '-f', sourceFormat === 'vhd' ? 'vpc' : sourceFormat, '-O', 'raw', sourcePath, expectedRaw]);
+    assert.equal(shown['checksum'], await fileMd5(expectedRaw), 'the checksum is that of the stored raw bytes');
+    const info = JSON.parse(await rbd(['info', '--format', 'json', `images/${imageId}`])) as { size: number };
+    assert.equal(info.size, virtualBytes);
+    const res = await fetch(`${pumice.url}/image/v2/images/${imageId}/file`, { headers: { 'X-Auth-Token': api.token } });
+    assert.equal(res.status, 200);
+    const handle = await open(saved, 'w');
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) await handle.write(chunk);
+    await handle.close();
+    await execFileAsync('qemu-img', ['compare', '-f', 'raw', '-F', sourceFormat === 'vhd' ? 'vpc' : sourceFormat, saved, sourcePath]);
+  } finally {
+    await rm(expectedRaw, { force: true });
+    await rm(saved, { force: true });
+  }
 }
 
 function pattern(seed: number, length: number): Buffer {
@@ -53,8 +100,7 @@ before(async () => {
     lab = await labUp(privateDir);
   }
   work = await mkdtemp(path.join(tmpdir(), 'pumice-images-rbd-'));
-  pumice = await startPumice({
-    config: `[DEFAULT]
+  config = `[DEFAULT]
 show_image_direct_url = true
 show_multiple_locations = true
 
@@ -65,8 +111,8 @@ rbd_store_pool = images
 rbd_store_user = glance
 rbd_store_ceph_conf = ${lab.confPath}
 rbd_store_chunk_size = 8
-`,
-  });
+`;
+  pumice = await startPumice({ config });
   env = pumice.adminEnv;
 }, { timeout: 180_000 });
 
@@ -149,14 +195,14 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     assert.deepEqual(stores.map((s) => [s.id, s.default ?? false]), [['rbd', true], ['file', false]]);
   });
 
-  test('chunked upload (no Content-Length, image grown while streaming): qcow2 probed from RBD; a mismatch is a 400 and leaves no RBD image', async () => {
+  test('chunked upload (no Content-Length): qcow2 declared raw is a 400 leaving no RBD image; qcow2 is converted to raw', async () => {
     const qcow2Path = path.join(work, 'disk.qcow2');
-    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '1G']);
-    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 10M 3M', qcow2Path]);
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '256M']);
+    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x61 10M 3M', '-c', 'write -P 0x62 200M 64k', qcow2Path]);
     const bytes = await readFile(qcow2Path);
     const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
     const upload = async (diskFormat: string) => {
-      const created = await api.request('POST', '/image/v2/images', { name: `chunked-${diskFormat}`, disk_format: diskFormat, container_format: 'bare' });
+      const created = await api.request('POST', '/image/v2/images', { name: `chunked-${diskFormat}`, disk_format: diskFormat, container_format: 'bare', hw_disk_bus: 'scsi' });
       const body = new ReadableStream<Uint8Array>({
         start(controller) {
           for (let offset = 0; offset < bytes.length; offset += 256 * 1024) controller.enqueue(bytes.subarray(offset, offset + 256 * 1024));
@@ -176,17 +222,86 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     const right = await upload('qcow2');
     assert.equal(right.status, 204, right.text);
     const shown = (await api.request('GET', `/image/v2/images/${right.id}`)).body;
-    assert.equal(shown.status, 'active');
-    assert.equal(shown.size, bytes.length);
-    assert.equal(shown.virtual_size, 1024 * MiB);
-    assert.equal(shown.checksum, createHash('md5').update(bytes).digest('hex'));
-    const info = JSON.parse(await rbd(['info', '--format', 'json', `images/${right.id}`])) as { size: number };
-    assert.equal(info.size, bytes.length, 'the grown image is trimmed to the data size');
-    const saved = await fetch(`${pumice.url}/image/v2/images/${right.id}/file`, { headers: { 'X-Auth-Token': api.token } });
-    assert.ok(Buffer.from(await saved.arrayBuffer()).equals(bytes));
+    await checkConverted(api, right.id, shown, qcow2Path, 'qcow2', 256 * MiB);
+    assert.equal(shown.hw_disk_bus, 'scsi', 'other properties are kept');
     assert.equal((await api.request('DELETE', `/image/v2/images/${right.id}`)).status, 204);
     assert.equal((await api.request('DELETE', `/image/v2/images/${wrong.id}`)).status, 204);
     assert.ok(!(await poolImages('images')).includes(right.id));
+    assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'no spooled or converted temp file is left');
+  });
+
+  test('openstack image create --file of a qcow2: converted to raw, qemu-img compare of the download with the source passes', async () => {
+    const qcow2Path = path.join(work, 'cli.qcow2');
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '128M']);
+    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 1M 1M', '-c', 'write -P 0x44 127M 4k', qcow2Path]);
+    const created = await openstackJson(env, ['image', 'create', '--file', qcow2Path, '--disk-format', 'qcow2', '--container-format', 'bare', 'rbd-cli-qcow2']);
+    const id = created['id'] as string;
+    const shown = await openstackJson(env, ['image', 'show', id]);
+    assert.equal(shown['status'], 'active');
+    assert.equal(shown['disk_format'], 'raw');
+    const saved = path.join(work, 'cli-saved.raw');
+    await openstack(env, ['image', 'save', '--file', saved, id]);
+    await execFileAsync('qemu-img', ['compare', '-f', 'raw', '-F', 'qcow2', saved, qcow2Path]);
+    await openstack(env, ['image', 'delete', id]);
+  });
+
+  test('glance-direct on the rbd store: stage + import of a qcow2 (converted) and of a raw image', async () => {
+    const qcow2Path = path.join(work, 'staged.qcow2');
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '64M']);
+    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x71 5M 1M', qcow2Path]);
+    await openstack(env, ['image', 'create', '--import', '--file', qcow2Path, '--disk-format', 'qcow2', '--container-format', 'bare', 'rbd-imported-qcow2']);
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const shown = await openstackJson(env, ['image', 'show', 'rbd-imported-qcow2']);
+    const full = (await api.request('GET', `/image/v2/images/${shown['id']}`)).body;
+    await checkConverted(api, full.id, full, qcow2Path, 'qcow2', 64 * MiB);
+    await openstack(env, ['image', 'create', '--import', '--file', diskPath, '--disk-format', 'raw', '--container-format', 'bare', 'rbd-imported-raw']);
+    const raw = await openstackJson(env, ['image', 'show', 'rbd-imported-raw']);
+    assert.equal(raw['status'], 'active');
+    assert.equal(raw['checksum'], createHash('md5').update(await readFile(diskPath)).digest('hex'));
+    const snaps = JSON.parse(await rbd(['snap', 'ls', '--format', 'json', `images/${raw['id']}`])) as { name: string }[];
+    assert.deepEqual(snaps.map((x) => x.name), ['snap']);
+    const saved = path.join(work, 'imported-saved.raw');
+    await openstack(env, ['image', 'save', '--file', saved, raw['id'] as string]);
+    assert.ok((await readFile(saved)).equals(await readFile(diskPath)));
+    await openstack(env, ['image', 'delete', 'rbd-imported-qcow2', 'rbd-imported-raw']);
+    assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'staged data is removed after the import');
+  });
+
+  test('restart: temp files of conversions are swept; orphan RBD images (no record, or a record left queued) are removed; images with records and others\' published images stay', async () => {
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const orphan = randomUUID();
+    const queued = (await api.request('POST', '/image/v2/images', { name: 'sweep-queued', disk_format: 'raw', container_format: 'bare' })).body.id as string;
+    const foreign = randomUUID();
+    const notAnId = `images-rbd-test-${randomUUID().slice(0, 8)}`;
+    await rbd(['create', '--size', '16M', `images/${orphan}`]);
+    await rbd(['create', '--size', '16M', `images/${queued}`]);
+    await rbd(['create', '--size', '16M', `images/${foreign}`]);
+    await rbd(['snap', 'create', `images/${foreign}@snap`]);
+    await rbd(['create', '--size', '16M', `images/${notAnId}`]);
+    try {
+      await pumice.stop();
+      // What a crash mid-conversion leaves: the spooled upload and the half-converted raw file.
+      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.0a1b2c.tmp`), 'spooled');
+      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.3d4e5f.raw.tmp`), 'converted');
+      pumice = await startPumice({ config, dataDir: pumice.dataDir });
+      assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'spooled and converted temp files are swept at start');
+      env = pumice.adminEnv;
+      // The pool sweep runs in the background after the start (a slow cluster must not hold it up).
+      const deadline = Date.now() + 60_000;
+      while (!/sweep of rbd pool 'images' done/.test(pumice.output()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      const left = await poolImages('images');
+      assert.ok(!left.includes(orphan), `the image with no record is removed:\n${pumice.output()}`);
+      assert.ok(!left.includes(queued), 'the image whose record is queued is removed');
+      assert.ok(left.includes(id), 'the active image is untouched');
+      assert.ok(left.includes(foreign), 'a published image (with snapshots) of no record here is left alone');
+      assert.ok(left.includes(notAnId), 'an image not named like an image id is left alone');
+      assert.match(pumice.output(), new RegExp(`removed orphan rbd image images/${orphan}`));
+      assert.match(pumice.output(), new RegExp(`rbd image images/${foreign} left in place`));
+      assert.equal((await openstackJson(env, ['image', 'show', id]))['status'], 'active');
+    } finally {
+      await rbd(['snap', 'rm', `images/${foreign}@snap`]).catch(() => undefined);
+      for (const name of [orphan, queued, foreign, notAnId]) await rbd(['rm', `images/${name}`]).catch(() => undefined);
+    }
   });
 
   test('delete while a clone of snap exists: 409 image in use; after the clone is gone the RBD image is removed', async () => {
@@ -223,6 +338,51 @@ rbd_store_ceph_conf = /nonexistent/ceph.conf
     } finally {
       await broken.stop();
       broken.cleanup();
+    }
+  });
+});
+
+describe('rbd store with image conversion switched off', { timeout: 180_000 }, () => {
+  test('a qcow2 upload or stage is a 400 saying why (RBD boot needs raw) and how; nothing reaches the pool; raw still works', async () => {
+    const off = await startPumice({
+      config: `[glance_store]
+stores = rbd
+default_store = rbd
+rbd_store_ceph_conf = ${lab.confPath}
+
+[image_import_opts]
+image_import_plugins =
+`,
+    });
+    try {
+      const api = await ApiClient.login(off.url, 'admin', off.adminPassword, 'admin');
+      const qcow2Path = path.join(work, 'off.qcow2');
+      await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '16M']);
+      const bytes = await readFile(qcow2Path);
+      const created = await api.request('POST', '/image/v2/images', { name: 'off-qcow2', disk_format: 'qcow2', container_format: 'bare' });
+      const id = created.body.id as string;
+      for (const route of ['file', 'stage']) {
+        const res = await fetch(`${off.url}/image/v2/images/${id}/${route}`, { method: 'PUT', headers: { 'X-Auth-Token': api.token, 'Content-Type': 'application/octet-stream' }, body: bytes });
+        const text = await res.text();
+        assert.equal(res.status, 400, text);
+        const fault = JSON.parse(text) as { badRequest?: { message: string } };
+        assert.ok(fault.badRequest, text);
+        assert.match(fault.badRequest.message, /raw/);
+        assert.match(fault.badRequest.message, /boot/);
+        assert.match(fault.badRequest.message, /qemu-img convert -f qcow2 -O raw/);
+        assert.match(fault.badRequest.message, /image_conversion/);
+      }
+      assert.equal((await api.request('GET', `/image/v2/images/${id}`)).body.status, 'queued');
+      assert.ok(!(await poolImages('images')).includes(id));
+      const raw = await api.request('POST', '/image/v2/images', { name: 'off-raw', disk_format: 'raw', container_format: 'bare' });
+      const up = await api.request('PUT', `/image/v2/images/${raw.body.id}/file`, 'x'.repeat(4096), { 'Content-Type': 'application/octet-stream' });
+      assert.equal(up.status, 204, up.text);
+      assert.equal((await api.request('GET', `/image/v2/images/${raw.body.id}`)).body.status, 'active');
+      assert.equal((await api.request('DELETE', `/image/v2/images/${raw.body.id}`)).status, 204);
+      assert.equal((await api.request('DELETE', `/image/v2/images/${id}`)).status, 204);
+    } finally {
+      await off.stop();
+      off.cleanup();
     }
   });
 });

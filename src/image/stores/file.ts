@@ -5,12 +5,13 @@
  * atomic rename after an fsync, so a crash never leaves a half image under
  * an image's name. All-zero chunks are skipped (the file stays sparse).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync } from 'node:fs';
 import { open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { StreamHasher } from '../hashing.ts';
 
 export interface StoredData {
   sizeBytes: number;
@@ -70,26 +71,28 @@ export class FileStore {
    * source fails, exceeds `sizeBytesMax`, or ends with another length than
    * `expectedBytes`.
    */
-  async write(imageId: string, source: Readable, options: { expectedBytes: number | null; sizeBytesMax: number }): Promise<PendingWrite> {
+  async write(imageId: string, source: Readable, options: { expectedBytes: number | null; sizeBytesMax: number; hash?: boolean }): Promise<PendingWrite> {
     const tempPath = join(this.directory, `${imageId}.${randomBytes(6).toString('hex')}.tmp`);
     const handle = await open(tempPath, 'wx', 0o600);
-    const md5 = createHash('md5');
-    const sha512 = createHash('sha512');
+    // hash: false for data that is converted before it is stored (its checksums would describe other bytes).
+    const hasher = options.hash === false ? null : new StreamHasher();
     let position = 0;
     const sink = new Writable({
       highWaterMark: 1 << 20,
       write(chunk: Buffer, _encoding, callback) {
-        md5.update(chunk);
-        sha512.update(chunk);
         const at = position;
         position += chunk.length;
         if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
-        if (isAllZero(chunk)) return callback();
-        handle.write(chunk, 0, chunk.length, at).then(() => callback(), (error: Error) => callback(new StoreWriteError(error)));
+        const hashed = hasher?.update(chunk);
+        const written = isAllZero(chunk) ? undefined : handle.write(chunk, 0, chunk.length, at).catch((error: Error) => Promise.reject(new StoreWriteError(error)));
+        if (!hashed && !written) return callback();
+        Promise.all([hashed, written]).then(() => callback(), (error: Error) => callback(error));
       },
     });
+    let digests;
     try {
       await pipeline(source, sink);
+      digests = hasher ? await hasher.digest() : { md5Hex: '', sha512Hex: '' };
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
         await handle.truncate(position);
@@ -99,11 +102,12 @@ export class FileStore {
         throw new StoreWriteError(error as Error);
       }
     } catch (error) {
+      hasher?.abort();
       await handle.close().catch(() => undefined);
       await rm(tempPath, { force: true });
       throw error;
     }
-    return { tempPath, sizeBytes: position, md5Hex: md5.digest('hex'), sha512Hex: sha512.digest('hex') };
+    return { tempPath, sizeBytes: position, ...digests };
   }
 
   /** Publishes a pending write under the image's name (atomic rename). */

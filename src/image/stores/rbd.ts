@@ -10,7 +10,7 @@
  * announced size, or grown as data arrives when no size is known. Only the
  * first MiB is kept on local disk, for the qemu-img format probe.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,7 @@ import { pipeline } from 'node:stream/promises';
 import { CephConfigProblem, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
 import { errors, PumiceError } from '../../errors.ts';
+import { StreamHasher } from '../hashing.ts';
 import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './file.ts';
 
 export interface RbdStoreOptions {
@@ -40,9 +41,12 @@ export interface RbdPendingWrite extends PendingWrite {
 }
 
 export const snapName = 'snap';
+/** Names of image data in the pool: image ids. Anything else in the pool is not ours to sweep. */
+const imageIdPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const probeBytes = 1 << 20;
 const readChunkBytes = 4 << 20;
-const writesInFlightMax = 4;
+/** As `rbd import` (rbd_concurrent_management_ops = 10): fewer left the OSDs idle between writes. */
+const writesInFlightMax = 10;
 /** Layering (clones) + exclusive-lock + object-map + fast-diff + deep-flatten, as Glance's rbd store asks for. */
 const imageFeatures = 1 | 4 | 8 | 16 | 32;
 const zeroBlock = Buffer.alloc(1 << 20);
@@ -72,6 +76,8 @@ function nonZeroRuns(data: Buffer): [number, number][] {
 
 export class RbdStore {
   readonly id = 'rbd';
+  /** Volumes boot from clones of the stored bytes: non-raw images are converted (or refused) on import. */
+  readonly rawOnly = true;
   readonly description: string;
   readonly directory: string;
   private readonly probeDirectory: string;
@@ -223,14 +229,16 @@ export class RbdStore {
       await io.removeImage(imageId).catch(() => undefined);
       throw this.explain(error, `open ${imageId}`);
     }
-    const md5 = createHash('md5');
-    const sha512 = createHash('sha512');
+    const hasher = new StreamHasher();
     const blockBytes = Math.min(this.objectSizeBytes, 8 << 20);
     const probe: Buffer[] = [];
     let probeLength = 0;
     let position = 0;
     let imageSize = initialSize;
-    let block: Buffer = Buffer.allocUnsafe(blockBytes);
+    // Blocks are reused once their writes complete: at most writesInFlightMax + 1 exist, and no garbage builds up.
+    const freeBlocks: Buffer[] = [];
+    const takeBlock = (): Buffer => freeBlocks.pop() ?? Buffer.allocUnsafe(blockBytes);
+    let block: Buffer = takeBlock();
     let blockFill = 0;
     let blockOffset = 0;
     const inFlight = new Set<Promise<void>>();
@@ -245,20 +253,31 @@ export class RbdStore {
     };
     const flushBlock = async (): Promise<void> => {
       if (blockFill === 0) return;
-      const data = block.subarray(0, blockFill);
+      const full = block;
+      const data = full.subarray(0, blockFill);
       const at = blockOffset;
       blockOffset += blockFill;
-      block = Buffer.allocUnsafe(blockBytes);
+      block = takeBlock();
       blockFill = 0;
-      if (isAllZero(data)) return;
+      if (isAllZero(data)) {
+        freeBlocks.push(full);
+        return;
+      }
       // Only the runs of non-zero granules are written, so objects hold no zeros they need not.
-      for (const [start, end] of nonZeroRuns(data)) {
+      const runs = nonZeroRuns(data);
+      let runsLeft = runs.length;
+      const settled = () => {
+        runsLeft -= 1;
+        if (runsLeft === 0) freeBlocks.push(full);
+      };
+      for (const [start, end] of runs) {
         while (inFlight.size >= writesInFlightMax) await Promise.race(inFlight);
         if (writeError) throw writeError;
         await ensureSize(at + data.length);
         const pending: Promise<void> = image.write(at + start, data.subarray(start, end)).then(
           () => {
             inFlight.delete(pending);
+            settled();
           },
           (error: Error) => {
             inFlight.delete(pending);
@@ -272,8 +291,6 @@ export class RbdStore {
     const sink = new Writable({
       highWaterMark: 1 << 20,
       write(chunk: Buffer, _encoding, callback) {
-        md5.update(chunk);
-        sha512.update(chunk);
         position += chunk.length;
         if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
         if (probeLength < probeBytes) {
@@ -281,7 +298,9 @@ export class RbdStore {
           probe.push(Buffer.from(part));
           probeLength += part.length;
         }
+        const hashed = hasher.update(chunk);
         void (async () => {
+          if (hashed) await hashed;
           let offset = 0;
           while (offset < chunk.length) {
             const n = Math.min(chunk.length - offset, blockBytes - blockFill);
@@ -297,6 +316,7 @@ export class RbdStore {
       },
     });
     const tempPath = join(this.probeDirectory, `${imageId}.${randomBytes(6).toString('hex')}.probe`);
+    let digests;
     try {
       try {
         await pipeline(source, sink);
@@ -304,6 +324,7 @@ export class RbdStore {
         await Promise.all(inFlight);
       }
       if (writeError) throw writeError;
+      digests = await hasher.digest();
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
         if (imageSize !== position) await image.resize(position);
@@ -314,12 +335,13 @@ export class RbdStore {
       }
       await writeFile(tempPath, Buffer.concat(probe), { mode: 0o600 });
     } catch (error) {
+      hasher.abort();
       await image.close().catch(() => undefined);
       await io.removeImage(imageId).catch(() => undefined);
       await rm(tempPath, { force: true });
       throw error;
     }
-    return { tempPath, imageName: imageId, sizeBytes: position, md5Hex: md5.digest('hex'), sha512Hex: sha512.digest('hex') };
+    return { tempPath, imageName: imageId, sizeBytes: position, ...digests };
   }
 
   /** Publishes an upload: snapshot `snap`, protected so volumes can clone it. */
@@ -433,36 +455,81 @@ export class RbdStore {
     }
   }
 
-  // ---- glance-direct staging: not on this store in this version ----
-
-  stagedName(imageId: string): string {
-    return `${imageId}.staged`;
-  }
-
-  stagedPath(imageId: string): string {
-    return join(this.probeDirectory, this.stagedName(imageId));
-  }
-
-  async stage(_imageId: string, _pending: PendingWrite): Promise<void> {
-    throw errors.badRequest("glance-direct staging is not available when default_store = rbd in this version: upload the data with 'openstack image create --file' (PUT /v2/images/{id}/file).");
-  }
-
-  async commitStaged(_imageId: string): Promise<void> {
-    throw errors.badRequest('glance-direct import is not available on the rbd store in this version.');
-  }
-
-  async discardStaged(imageId: string): Promise<void> {
-    await rm(this.stagedPath(imageId), { force: true });
-  }
-
-  async stagedSizeOf(_imageId: string): Promise<number | null> {
-    return null;
-  }
-
-  /** Start-up cleanup of probe files; RBD images of interrupted uploads are replaced by the next upload. */
-  async removeLeftovers(_isKnown: (imageId: string) => boolean): Promise<string[]> {
+  /**
+   * Start-up sweep: probe files, and RBD images named like an image id that
+   * no usable image refers to: no record, or a record that is not active or
+   * deactivated (an upload or import a crash interrupted). Each is removed
+   * (snapshots unprotected and removed, then the image), and logged.
+   *
+   * The pool may be shared with another deployment (a lab, a second cloud),
+   * whose records this one cannot see, so an image is left alone (and logged)
+   * when a client holds its exclusive lock (a live writer), or when it has
+   * no record here but has snapshots (published data, perhaps not ours).
+   *
+   * The pool sweep runs in the background (this returns at once with the
+   * probe files removed): a cluster that is down or slow must not hold up the
+   * start. `isKnown` is asked again right before each removal, so an upload
+   * that started meanwhile is left alone. A cluster that cannot be reached
+   * skips the sweep (logged); it runs at the next start.
+   */
+  async removeLeftovers(isKnown: (imageId: string) => boolean, statusOf: (imageId: string) => string | null): Promise<string[]> {
     await rm(this.probeDirectory, { recursive: true, force: true });
     mkdirSync(this.probeDirectory, { recursive: true, mode: 0o700 });
+    const log = this.options.log ?? (() => undefined);
+    this.sweeping = this.sweepPool(isKnown, statusOf).catch((error: Error) => {
+      log(`images: sweep of rbd pool '${this.options.pool}' failed: ${error.message}`);
+      return [];
+    });
     return [];
+  }
+
+  /** The background pool sweep of `removeLeftovers`; resolves to the names removed. */
+  sweeping: Promise<string[]> = Promise.resolve([]);
+
+  private async sweepPool(isKnown: (imageId: string) => boolean, statusOf: (imageId: string) => string | null): Promise<string[]> {
+    const log = this.options.log ?? (() => undefined);
+    let io: IoCtx;
+    let names: string[];
+    try {
+      io = await this.io();
+      names = await io.listImages();
+    } catch (error) {
+      log(`images: sweep of rbd pool '${this.options.pool}' skipped: ${(error as Error).message}`);
+      return [];
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      if (!imageIdPattern.test(name) || isKnown(name)) continue;
+      const status = statusOf(name);
+      const spec = `${this.options.pool}/${name}`;
+      try {
+        // Opened writable (lock owners are not readable read-only); opening takes no lock, a write would.
+        const verdict = await io.withImage(name, {}, async (image) => {
+          const owners = await image.lockOwners().catch((error: unknown) => {
+            // EINVAL: the image has no exclusive-lock feature, so there is no owner to ask about.
+            if (error instanceof RbdError && error.code === 'EINVAL') return { owners: [] };
+            throw error;
+          });
+          if (owners.owners.length > 0) return 'a client holds its exclusive lock (a live writer)';
+          if (status === null && (await image.snapList()).length > 0) {
+            return `it has snapshots but no image record here (it may belong to another deployment sharing the pool; if not, remove it: rbd snap unprotect ${spec}@${snapName}; rbd snap purge ${spec}; rbd rm ${spec})`;
+          }
+          return null;
+        });
+        if (verdict !== null) {
+          log(`images: rbd image ${spec} left in place: ${verdict}`);
+          continue;
+        }
+        if (isKnown(name) || statusOf(name) !== status) continue;
+        await this.removeImage(io, name);
+        removed.push(name);
+        log(`images: removed orphan rbd image ${spec} (${status === null ? 'no image record' : `image is '${status}'`})`);
+      } catch (error) {
+        if (error instanceof RbdError && error.code === 'ENOENT') continue;
+        log(`images: removing orphan rbd image ${spec} failed: ${(error as Error).message}`);
+      }
+    }
+    log(`images: sweep of rbd pool '${this.options.pool}' done: ${removed.length} orphan image(s) removed`);
+    return removed;
   }
 }
