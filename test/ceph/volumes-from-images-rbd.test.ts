@@ -122,6 +122,11 @@ after(async () => {
     for (const v of await openstackJson<Row[]>(admin, ['volume', 'list', '--all-projects']).catch(() => [])) {
       await openstack(admin, ['volume', 'delete', '--force', v['ID']]).catch(() => undefined);
     }
+    // The image can go once the clones are purged from the trash (in the background, seconds).
+    const deadline = Date.now() + 60_000;
+    for (const image of await openstackJson<Row[]>(admin, ['image', 'list']).catch(() => [])) {
+      while (await openstack(admin, ['image', 'delete', image['ID']]).then(() => false, () => Date.now() < deadline)) await new Promise((r) => setTimeout(r, 1000));
+    }
     await pumice.stop();
     pumice.cleanup();
   }
