@@ -159,7 +159,8 @@ export class FileStore {
 
   /** Reads bytes `start`..`end` (inclusive) of an image's data. */
   read(imageId: string, range?: { start: number; end: number }): Readable {
-    return createReadStream(this.pathOf(imageId), range ? { start: range.start, end: range.end } : {});
+    // 1 MiB reads: with the default 64 KiB a download made sixteen times the events and syscalls.
+    return createReadStream(this.pathOf(imageId), { highWaterMark: 1 << 20, ...(range ? { start: range.start, end: range.end } : {}) });
   }
 
   async sizeOf(imageId: string): Promise<number | null> {
