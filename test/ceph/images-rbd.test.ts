@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
-import { ApiClient, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, memberProject, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 const shared = process.env['PUMICE_CEPH_LAB'];
@@ -179,10 +179,8 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     const asAdmin = (await api.request('GET', `/image/v2/images/${id}`)).body;
     assert.equal(asAdmin.direct_url, url);
     assert.deepEqual(asAdmin.locations, [{ url, metadata: {} }]);
-    await openstack(env, ['project', 'create', 'other']);
-    await openstack(env, ['user', 'create', '--project', 'other', '--password', 'pw-other', 'other-user']);
-    await openstack(env, ['role', 'add', '--project', 'other', '--user', 'other-user', 'member']);
-    const other = await ApiClient.login(pumice.url, 'other-user', 'pw-other', 'other');
+    await memberProject(env, 'other', 'other-user');
+    const other = await ApiClient.login(pumice.url, 'other-user', 'pw-other-user', 'other');
     const asOther = (await other.request('GET', `/image/v2/images/${id}`)).body;
     assert.equal(asOther.status, 'active', 'the public image is visible');
     assert.equal(asOther.direct_url, undefined);

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
-import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { memberProject, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 const shared = process.env['PUMICE_CEPH_LAB'];
@@ -107,10 +107,7 @@ rbd_store_chunk_size = 8
 `,
   });
   admin = pumice.adminEnv;
-  await openstack(admin, ['project', 'create', 'proj-m']);
-  await openstack(admin, ['user', 'create', '--project', 'proj-m', '--password', 'pw-m', 'user-m']);
-  await openstack(admin, ['role', 'add', '--project', 'proj-m', '--user', 'user-m', 'member']);
-  member = { ...admin, OS_USERNAME: 'user-m', OS_PASSWORD: 'pw-m', OS_PROJECT_NAME: 'proj-m' };
+  member = (await memberProject(admin, 'proj-m', 'user-m')).env;
   for (const [type, backend] of [['ceph', 'ceph'], ['local', 'local']]) {
     await openstack(admin, ['volume', 'type', 'create', '--public', '--property', `volume_backend_name=${backend}`, type!]);
   }

@@ -17,7 +17,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import { ApiClient, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, memberProject, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 type Row = Record<string, unknown>;
@@ -98,15 +98,8 @@ after(async () => {
 
 describe('images with the openstack CLI on the file store', { timeout: 300_000 }, () => {
   test('projects A and B with a member user each', async () => {
-    for (const [project, user] of [['proj-a', 'user-a'], ['proj-b', 'user-b']] as const) {
-      const created = await openstackJson(admin, ['project', 'create', project]);
-      if (project === 'proj-a') projectA = created['id'] as string;
-      else projectB = created['id'] as string;
-      await openstack(admin, ['user', 'create', '--project', project, '--password', `pw-${user}`, user]);
-      await openstack(admin, ['role', 'add', '--project', project, '--user', user, 'member']);
-    }
-    userA = { ...admin, OS_USERNAME: 'user-a', OS_PASSWORD: 'pw-user-a', OS_PROJECT_NAME: 'proj-a' };
-    userB = { ...admin, OS_USERNAME: 'user-b', OS_PASSWORD: 'pw-user-b', OS_PROJECT_NAME: 'proj-b' };
+    ({ projectId: projectA, env: userA } = await memberProject(admin, 'proj-a', 'user-a'));
+    ({ projectId: projectB, env: userB } = await memberProject(admin, 'proj-b', 'user-b'));
   });
 
   test('image create --file of a 64 MiB sparse raw image, then show', async () => {

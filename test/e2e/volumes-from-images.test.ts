@@ -19,7 +19,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ApiClient, openstack, openstackJson, repoRoot, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, memberProject, openstack, openstackJson, repoRoot, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 type Row = Record<string, unknown>;
@@ -92,13 +92,8 @@ before(async () => {
   // A qcow2 with a 3 GiB virtual size: bigger than the raw one, for the size check.
   await execFileAsync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
   await execFileAsync('qemu-img', ['resize', '-f', 'qcow2', qcow2Path, '3G']);
-  for (const [project, user] of [['proj-a', 'user-a'], ['proj-b', 'user-b']] as const) {
-    await openstack(admin, ['project', 'create', project]);
-    await openstack(admin, ['user', 'create', '--project', project, '--password', `pw-${user}`, user]);
-    await openstack(admin, ['role', 'add', '--project', project, '--user', user, 'member']);
-  }
-  userA = { ...admin, OS_USERNAME: 'user-a', OS_PASSWORD: 'pw-user-a', OS_PROJECT_NAME: 'proj-a' };
-  userB = { ...admin, OS_USERNAME: 'user-b', OS_PASSWORD: 'pw-user-b', OS_PROJECT_NAME: 'proj-b' };
+  userA = (await memberProject(admin, 'proj-a', 'user-a')).env;
+  userB = (await memberProject(admin, 'proj-b', 'user-b')).env;
   api = await ApiClient.login(pumice.url, 'user-a', 'pw-user-a', 'proj-a');
 });
 

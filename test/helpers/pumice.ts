@@ -124,6 +124,17 @@ export async function openstackJson<T = Record<string, unknown>>(osEnv: Record<s
   return JSON.parse(await openstack(osEnv, [...args, '-f', 'json'])) as T;
 }
 
+/**
+ * Creates `project` with `user` (password `pw-USER`) as its member; returns
+ * the project id and the user's CLI environment, based on the admin's.
+ */
+export async function memberProject(adminEnv: Record<string, string>, project: string, user: string): Promise<{ projectId: string; env: Record<string, string> }> {
+  const created = await openstackJson(adminEnv, ['project', 'create', project]);
+  await openstack(adminEnv, ['user', 'create', '--project', project, '--password', `pw-${user}`, user]);
+  await openstack(adminEnv, ['role', 'add', '--project', project, '--user', user, 'member']);
+  return { projectId: created['id'] as string, env: { ...adminEnv, OS_USERNAME: user, OS_PASSWORD: `pw-${user}`, OS_PROJECT_NAME: project } };
+}
+
 /** A small HTTP client that authenticates once as the given user and project. */
 export class ApiClient {
   token = '';
