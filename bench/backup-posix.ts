@@ -22,15 +22,14 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, type Server, type Session } from './lib.ts';
+import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const chunkMiB = arg('chunk-mib', 0);
-const blockBytes = 8 * MiB;
 const changeBytes = Math.round(0.01 * GiB);
 
 let server: Server | undefined;
@@ -61,12 +60,6 @@ function randomOffsets(count: number, unit: number, size: number, seed: number):
   return [...picked].sort((a, b) => a - b);
 }
 
-function makeRandomFile(path: string, bytes: number): void {
-  const fd = openSync(path, 'w');
-  const block = Buffer.allocUnsafe(blockBytes);
-  for (let offset = 0; offset < bytes; offset += blockBytes) writeSync(fd, randomFillSync(block), 0, Math.min(blockBytes, bytes - offset), offset);
-  closeSync(fd);
-}
 
 function run(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * MiB, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -14,12 +14,12 @@
  * files: each phase writes size x pool replicas, one phase at a time).
  */
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes, randomFillSync } from 'node:crypto';
-import { closeSync, createReadStream, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, createReadStream, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, type Server, type Session } from './lib.ts';
+import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 4096) * MiB;
@@ -41,20 +41,6 @@ cleanupOnSignal(() => (server ? [server] : []));
 const mbps = (bytes: number, seconds: number) => bytes / 1e6 / seconds;
 const fmt = (v: number) => `${v.toFixed(0)} MB/s`;
 
-/** Random bytes in 8 MiB blocks (randomFill never yields an all-zero 64 KiB run in practice); returns the md5. */
-function makeRandomFile(path: string, bytes: number): string {
-  const fd = openSync(path, 'w');
-  const block = Buffer.allocUnsafe(blockBytes);
-  const md5 = createHash('md5');
-  for (let offset = 0; offset < bytes; offset += blockBytes) {
-    const n = Math.min(blockBytes, bytes - offset);
-    randomFillSync(block, 0, n);
-    md5.update(block.subarray(0, n));
-    writeSync(fd, block, 0, n, offset);
-  }
-  closeSync(fd);
-  return md5.digest('hex');
-}
 
 /** Reads the file once so both contenders start from the page cache. */
 function warm(path: string, bytes: number): void {

@@ -20,12 +20,11 @@ import { closeSync, createReadStream, ftruncateSync, mkdtempSync, openSync, read
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session } from './lib.ts';
+import { arg, cleanupOnSignal, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 1024) * MiB;
 const sparseBytes = arg('sparse-mib', 4096) * MiB;
-const blockBytes = 8 * MiB;
 
 let server: Server | undefined;
 const scratch = mkdtempSync(join(tmpdir(), 'pumice-bench-img-'));
@@ -34,20 +33,6 @@ cleanupOnSignal(() => (server ? [server] : []));
 
 const mbps = (bytes: number, seconds: number) => `${(bytes / 1e6 / seconds).toFixed(0)} MB/s`;
 
-/** Writes `bytes` of random data in 8 MiB blocks; returns the md5 of the content. */
-function makeRandomFile(path: string, bytes: number): string {
-  const fd = openSync(path, 'w');
-  const block = Buffer.allocUnsafe(blockBytes);
-  const md5 = createHash('md5');
-  for (let offset = 0; offset < bytes; offset += blockBytes) {
-    const n = Math.min(blockBytes, bytes - offset);
-    randomFillSync(block, 0, n);
-    md5.update(block.subarray(0, n));
-    writeSync(fd, block, 0, n, offset);
-  }
-  closeSync(fd);
-  return md5.digest('hex');
-}
 
 /** A sparse file of `bytes` with `dataBlocks` 1 MiB random blocks spread evenly; returns the md5 of the content. */
 function makeSparseFile(path: string, bytes: number, dataBlocks: number): { md5: string; dataBytes: number } {

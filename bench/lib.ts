@@ -5,10 +5,12 @@
  * /proc. Benchmarks are not tests: they print figures and exit.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomFillSync } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { labPurge, labUp, readLab, type CephLab } from '../src/ceph/lab.ts';
 
 export const repoRoot = resolve(import.meta.dirname, '..');
 export const adminPassword = 'bench-admin-password';
@@ -189,6 +191,43 @@ export async function waitVolumeStatus(s: Session, id: string, wanted: string): 
 export async function unlimitedQuota(s: Session): Promise<void> {
   const res = await s.call('PUT', `/volume/v3/${s.projectId}/os-quota-sets/${s.projectId}`, { quota_set: { volumes: -1, gigabytes: -1, snapshots: -1 } });
   if (res.status !== 200) throw new Error(`quota update failed: ${res.status} ${res.text}`);
+}
+
+// ---- data and clusters ----
+/** Writes `bytes` of random data (8 MiB blocks, so no all-zero runs in practice); returns the md5 of the content. */
+export function makeRandomFile(path: string, bytes: number): string {
+  const blockBytes = 8 * 1024 * 1024;
+  const fd = openSync(path, 'w');
+  const block = Buffer.allocUnsafe(blockBytes);
+  const md5 = createHash('md5');
+  for (let offset = 0; offset < bytes; offset += blockBytes) {
+    const n = Math.min(blockBytes, bytes - offset);
+    randomFillSync(block, 0, n);
+    md5.update(block.subarray(0, n));
+    writeSync(fd, block, 0, n, offset);
+  }
+  closeSync(fd);
+  return md5.digest('hex');
+}
+
+/** Runs `fn` on the lab in $PUMICE_CEPH_LAB, or on a lab brought up in a temp dir and purged afterwards. */
+export async function withLab<T>(fn: (lab: CephLab) => Promise<T>): Promise<T> {
+  const shared = process.env['PUMICE_CEPH_LAB'];
+  if (shared) return fn(readLab(shared));
+  const root = mkdtempSync(join(tmpdir(), 'pumice-bench-lab-'));
+  const dir = join(root, 'lab');
+  try {
+    return await fn(await labUp(dir));
+  } finally {
+    await labPurge(dir).catch(() => undefined);
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** A public volume type named like the backend it routes to (volume_backend_name). */
+export async function createBackendType(s: Session, backend: string): Promise<void> {
+  const t = await s.call('POST', `${s.volumeUrl}/types`, { volume_type: { name: backend, extra_specs: { volume_backend_name: backend } } });
+  if (t.status !== 200) throw new Error(`type create failed: ${t.status} ${t.text}`);
 }
 
 // ---- figures ----

@@ -10,12 +10,9 @@
  * Without PUMICE_CEPH_LAB it brings a lab up in a temp dir and purges it at the end.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { labPurge, labUp, readLab, type CephLab } from '../src/ceph/lab.ts';
-import { arg, argString, cleanupOnSignal, latencySummary, login, now, percentile, sleep, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus } from './lib.ts';
+import type { CephLab } from '../src/ceph/lab.ts';
+import { arg, argString, cleanupOnSignal, latencySummary, login, now, percentile, sleep, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus, createBackendType, withLab } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
 const durationS = arg('duration', 10);
@@ -111,34 +108,23 @@ async function cloneLatency(s: Session, sizeGiB: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  let labDir = process.env['PUMICE_CEPH_LAB'];
-  let privateRoot = '';
-  if (!labDir) {
-    privateRoot = mkdtempSync(join(tmpdir(), 'pumice-bench-lab-'));
-    labDir = join(privateRoot, 'lab');
-    await labUp(labDir);
-  }
-  const lab = readLab(labDir);
-  try {
-    server = await startServer({
-      config: `[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = rbd\nvolume_backend_name = ceph\nrbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\nrbd_store_chunk_size = 4\n# the lab has ~14 GiB usable: let 100 GiB thin clones through\nmax_over_subscription_ratio = 1000\n`,
-    });
-    const s = await login(server.url);
-    await unlimitedQuota(s);
-    const t = await s.call('POST', `${s.volumeUrl}/types`, { volume_type: { name: 'ceph', extra_specs: { volume_backend_name: 'ceph' } } });
-    if (t.status !== 200) throw new Error(`type create failed: ${t.text}`);
-    console.log(`# rbd-cycles: ${durationS} s per phase, lab ${lab.dir}`);
-    await cliCycles(lab);
-    for (const c of concurrencies) await apiCycles(s, c);
-    for (const size of [1, 100]) await cloneLatency(s, size);
-  } finally {
-    await server?.stop();
-    server?.cleanup();
-    if (privateRoot) {
-      await labPurge(labDir);
-      rmSync(privateRoot, { recursive: true, force: true });
+  await withLab(async (lab) => {
+    try {
+      server = await startServer({
+        config: `[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = rbd\nvolume_backend_name = ceph\nrbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\nrbd_store_chunk_size = 4\n# the lab has ~14 GiB usable: let 100 GiB thin clones through\nmax_over_subscription_ratio = 1000\n`,
+      });
+      const s = await login(server.url);
+      await unlimitedQuota(s);
+      await createBackendType(s, 'ceph');
+      console.log(`# rbd-cycles: ${durationS} s per phase, lab ${lab.dir}`);
+      await cliCycles(lab);
+      for (const c of concurrencies) await apiCycles(s, c);
+      for (const size of [1, 100]) await cloneLatency(s, size);
+    } finally {
+      await server?.stop();
+      server?.cleanup();
     }
-  }
+  });
 }
 
 await main();

@@ -12,13 +12,11 @@
  */
 import { execFile } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, rmSync, writeSync } from 'node:fs';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { labPurge, labUp, readLab } from '../src/ceph/lab.ts';
-import { arg, cleanupOnSignal, flag, latencySummary, login, now, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus } from './lib.ts';
+import { arg, cleanupOnSignal, flag, latencySummary, login, now, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus, createBackendType, withLab } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
 const repeat = arg('repeat', 5);
@@ -78,21 +76,8 @@ async function volumeFromImage(s: Session, imageId: string, sizeGiB: number, typ
   return elapsed;
 }
 
-async function createType(s: Session, name: string): Promise<void> {
-  const t = await s.call('POST', `${s.volumeUrl}/types`, { volume_type: { name, extra_specs: { volume_backend_name: name } } });
-  if (t.status !== 200) throw new Error(`type create failed: ${t.text}`);
-}
-
 async function rbdPart(): Promise<void> {
-  let labDir = process.env['PUMICE_CEPH_LAB'];
-  let privateRoot = '';
-  if (!labDir) {
-    privateRoot = mkdtempSync(join(tmpdir(), 'pumice-bench-lab-'));
-    labDir = join(privateRoot, 'lab');
-    await labUp(labDir);
-  }
-  const lab = readLab(labDir);
-  try {
+  await withLab(async (lab) => {
     const server = await startServer({
       config:
         `[DEFAULT]\nenabled_backends = ceph\nshow_image_direct_url = true\n` +
@@ -103,7 +88,7 @@ async function rbdPart(): Promise<void> {
     servers.push(server);
     const s = await login(server.url);
     await unlimitedQuota(s);
-    await createType(s, 'ceph');
+    await createBackendType(s, 'ceph');
     console.log(`# volume from image on RBD (copy-on-write clone), lab ${lab.dir}, ${repeat} volumes per image`);
     const head = randomFillSync(Buffer.alloc(4 * MiB));
     const images: [number, string][] = [];
@@ -117,12 +102,7 @@ async function rbdPart(): Promise<void> {
     for (const [, id] of images) await s.call('DELETE', `/image/v2/images/${id}`);
     await server.stop();
     server.cleanup();
-  } finally {
-    if (privateRoot) {
-      await labPurge(labDir);
-      rmSync(privateRoot, { recursive: true, force: true });
-    }
-  }
+  });
 }
 
 async function localPart(): Promise<void> {
@@ -130,7 +110,7 @@ async function localPart(): Promise<void> {
   servers.push(server);
   const s = await login(server.url);
   await unlimitedQuota(s);
-  await createType(s, 'local');
+  await createBackendType(s, 'local');
   console.log(`# volume from image on the local backend: 1 GiB of random bytes, file store → volume file (data dir ${server.dataDir})`);
   const data = randomFillSync(Buffer.alloc(GiB));
   const id = await uploadImage(s, 'bench-random-1g', GiB, data);

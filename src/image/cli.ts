@@ -12,6 +12,7 @@ import { basename, resolve } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { parseArgs, promisify } from 'node:util';
 import { createProgressBar, formatBytes } from '../cli/progress.ts';
+import { diskFormatOfQemu } from '../disk-formats.ts';
 import { CloudError, CloudSession, loadCredentials } from '../cli/session.ts';
 
 const execFileAsync = promisify(execFile);
@@ -33,8 +34,6 @@ options of import:
   --data-dir DIR            where to find admin-openrc when OS_AUTH_URL is not set (default: ./data, or $PUMICE_DATA_DIR)
 `;
 
-/** qemu-img's format names that differ from Glance's disk_format. */
-const diskFormatOfQemu: Record<string, string> = { vpc: 'vhd', parallels: 'ploop' };
 const visibilities = ['public', 'private', 'shared', 'community'];
 const qemuImgTimeoutMs = 30_000;
 
@@ -133,7 +132,7 @@ async function detectDiskFormat(file: string): Promise<string> {
   try {
     const { stdout } = await execFileAsync('qemu-img', ['info', '--output=json', file], { timeout: qemuImgTimeoutMs, maxBuffer: 1 << 20 });
     const format = String((JSON.parse(stdout) as { format?: string }).format ?? 'raw');
-    return diskFormatOfQemu[format] ?? format;
+    return diskFormatOfQemu(format);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
       throw new CloudError(`cannot detect the disk format of ${file}: qemu-img is not installed; pass --disk-format (raw, qcow2, ...) or install qemu-utils`, 0);

@@ -19,6 +19,7 @@ import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
+import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
 import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
 import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
 
@@ -90,8 +91,6 @@ export const containerFormats = ['ami', 'ari', 'aki', 'bare', 'ovf', 'ova', 'doc
 export const visibilities = ['public', 'private', 'shared', 'community'] as const;
 export const memberStatuses = ['pending', 'accepted', 'rejected'] as const;
 
-/** qemu-img's name of each disk_format whose content it can recognise; formats not listed are raw bytes to qemu. */
-const qemuFormatOf: Record<string, string> = { raw: 'raw', qcow2: 'qcow2', vmdk: 'vmdk', vdi: 'vdi', vhd: 'vpc', vhdx: 'vhdx', iso: 'raw', ami: 'raw', ari: 'raw', aki: 'raw', ploop: 'parallels' };
 
 /** VMDK kinds that are one self-contained file (Glance's vmdk_allowed_types default). */
 const vmdkCreateTypes = ['streamOptimized', 'monolithicSparse'];
@@ -849,7 +848,7 @@ export class ImageService {
     const probe = await this.qemuImgInfo(path, null);
     const detected = String(probe['format'] ?? 'unknown');
     if (detected !== expected) {
-      const detectedName = Object.entries(qemuFormatOf).find(([, q]) => q === detected)?.[0] ?? detected;
+      const detectedName = diskFormatOfQemu(detected);
       throw errors.badRequest(
         `Image data is in ${detectedName} format but disk_format is '${diskFormat}': upload it with --disk-format ${detectedName}, or convert it first (qemu-img convert -f ${detected} -O ${expected} IN OUT). The image stays queued without data.`,
       );

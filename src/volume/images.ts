@@ -15,6 +15,7 @@ import { request as httpsRequest } from 'node:https';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
+import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
 import { DriverError, type VolumeData } from './drivers/driver.ts';
 
 const execFileAsync = promisify(execFile);
@@ -32,8 +33,6 @@ const coreImageKeys = new Set([
 ]);
 /** Formats whose bytes are the disk itself. */
 const rawLikeFormats = new Set(['raw', 'iso', 'ami', 'ari', 'aki']);
-/** Glance disk_format → qemu-img format name. */
-const qemuFormats: Record<string, string> = { qcow2: 'qcow2', vmdk: 'vmdk', vdi: 'vdi', vhd: 'vpc', vhdx: 'vhdx', ploop: 'parallels' };
 
 export interface ImageRecord {
   id: string;
@@ -156,8 +155,7 @@ export class ImageServiceClient {
         headers: { 'x-auth-token': token, ...init.headers },
         body: init.body,
         signal: controller.signal,
-        duplex: 'half',
-      } as RequestInit);
+      });
     } catch (error) {
       const cause = (error as Error & { cause?: Error }).cause ?? (controller.signal.reason as Error | undefined) ?? error;
       throw unreachable(url, endpoint, cause as Error);
@@ -230,7 +228,7 @@ export class ImageServiceClient {
 
   async create(token: string, body: Record<string, unknown>): Promise<ImageRecord> {
     const response = await this.request(token, 'POST', '/v2/images', { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
-    if (response.status !== 201) throw new ImageServiceError(response.status === 409 ? 'Invalid' : 'Invalid', `creating the image failed: ${response.status} ${await faultText(response)}`);
+    if (response.status !== 201) throw new ImageServiceError('Invalid', `creating the image failed: ${response.status} ${await faultText(response)}`);
     return parseImage((await response.json()) as Record<string, unknown>);
   }
 
@@ -454,9 +452,9 @@ export class ConversionArea {
         await file.close();
       }
       const info = await qemuImgInfo(sourcePath);
-      const expected = qemuFormats[diskFormat] ?? diskFormat;
+      const expected = qemuFormatOf[diskFormat] ?? diskFormat;
       if (info.format !== expected) {
-        throw new DriverError('Invalid', `the image's data is ${info.format}, but its disk_format says ${diskFormat}: fix the image (re-upload it with --disk-format ${info.format === 'vpc' ? 'vhd' : info.format})`);
+        throw new DriverError('Invalid', `the image's data is ${info.format}, but its disk_format says ${diskFormat}: fix the image (re-upload it with --disk-format ${diskFormatOfQemu(info.format)})`);
       }
       try {
         await execFileAsync('qemu-img', ['convert', '-f', expected, '-O', 'raw', '-S', '64k', sourcePath, rawPath], { timeout: 6 * 3600_000, maxBuffer: 4 * MiB });
@@ -513,7 +511,7 @@ export async function withConvertedFile<T>(
       await file.close();
     }
     try {
-      await execFileAsync('qemu-img', ['convert', '-f', 'raw', '-O', qemuFormats[format] ?? format, rawPath, outPath], { timeout: 6 * 3600_000, maxBuffer: 4 * MiB });
+      await execFileAsync('qemu-img', ['convert', '-f', 'raw', '-O', qemuFormatOf[format] ?? format, rawPath, outPath], { timeout: 6 * 3600_000, maxBuffer: 4 * MiB });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new DriverError('Invalid', 'qemu-img is not installed, and converting volumes needs it: apt-get install qemu-utils');
       throw new DriverError('Invalid', `converting the volume to ${format} failed: ${(error as { stderr?: string }).stderr?.trim() || (error as Error).message}`);

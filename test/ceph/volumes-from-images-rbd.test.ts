@@ -81,7 +81,7 @@ before(async () => {
   closeSync(fd);
   pumice = await startPumice({
     config: `[DEFAULT]
-enabled_backends = ceph,local
+enabled_backends = ceph,ceph-flat,local
 show_image_direct_url = true
 
 [ceph]
@@ -92,6 +92,14 @@ rbd_user = cinder
 rbd_ceph_conf = ${lab.confPath}
 rbd_max_clone_depth = 5
 rados_connect_timeout = 5
+
+[ceph-flat]
+volume_driver = rbd
+volume_backend_name = ceph-flat
+rbd_pool = vms
+rbd_user = cinder
+rbd_ceph_conf = ${lab.confPath}
+rbd_max_clone_depth = 0
 
 [local]
 volume_driver = local
@@ -108,7 +116,7 @@ rbd_store_chunk_size = 8
   });
   admin = pumice.adminEnv;
   member = (await memberProject(admin, 'proj-m', 'user-m')).env;
-  for (const [type, backend] of [['ceph', 'ceph'], ['local', 'local']]) {
+  for (const [type, backend] of [['ceph', 'ceph'], ['ceph-flat', 'ceph-flat'], ['local', 'local']]) {
     await openstack(admin, ['volume', 'type', 'create', '--public', '--property', `volume_backend_name=${backend}`, type!]);
   }
 }, { timeout: 180_000 });
@@ -156,6 +164,24 @@ describe('volumes from images in the same Ceph cluster', { timeout: 600_000 }, (
     const du = JSON.parse(await rbd(['du', '--format', 'json', `volumes/volume-${volume['id']}`]));
     assert.equal(du.images[0].used_size, 0);
     await compare(rawPath, rbdTarget(`volumes/volume-${volume['id']}`));
+  });
+
+  test('the image parent counts towards rbd_max_clone_depth: with 0, the clone is flattened in the background', async () => {
+    await openstack(member, ['volume', 'create', '--image', 'rbd-img', '--size', '1', '--type', 'ceph-flat', 'flat']);
+    const volume = await waitStatus(member, 'volume', 'flat', ['available', 'error']);
+    assert.equal(volume['status'], 'available', JSON.stringify(volume));
+    // Made as a clone (not a copy), then flattened.
+    assert.match(pumice.output(), new RegExp(`volume ${volume['id']}: copy-on-write clone of image ${imageId}`));
+    const image = `vms/volume-${volume['id']}`;
+    const deadline = Date.now() + 120_000;
+    let info = JSON.parse(await rbd(['info', '--format', 'json', image]));
+    while (info.parent && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 500));
+      info = JSON.parse(await rbd(['info', '--format', 'json', image]));
+    }
+    assert.equal(info.parent, undefined, `still a clone: ${JSON.stringify(info.parent)}`);
+    await compare(rawPath, rbdTarget(image));
+    await openstack(member, ['volume', 'delete', 'flat']);
   });
 
   test('the image cannot be deleted while the clone exists (409)', async () => {
