@@ -10,14 +10,16 @@ cd "$(dirname "$0")/.."
 runtime_only=false
 [ "${1:-}" = "--runtime" ] && runtime_only=true
 
-runtime_packages=(qemu-utils g++ make python3)
+runtime_packages=(qemu-utils g++ make python3 qemu-system-x86 qemu-block-extra)  # qemu-system: the compute role
 debian_packages=(
   python3-openstackclient python3-cinderclient python3-openstacksdk  # real API clients
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
   g++ make python3                                                   # node-gyp builds (better-sqlite3, native/)
   ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime                # the lab Ceph cluster tests start
   librbd-dev librados-dev                                            # headers of the native librbd binding
-  qemu-block-extra                                                   # qemu-img with rbd: paths
+  qemu-block-extra                                                   # qemu-img with rbd: paths; qemu's rbd block driver
+  qemu-system-x86                                                    # the compute agent's guests (TCG in tests)
+  dosfstools mtools fdisk cpio busybox-static syslinux syslinux-common  # scripts/build-test-guest.sh
 )
 $runtime_only && debian_packages=("${runtime_packages[@]}")
 missing=()
