@@ -75,6 +75,16 @@ const databaseOptions = {
   connection: { type: 'string', default: null, help: 'database URL (default: SQLite in the data directory)' },
 } satisfies Record<string, OptionSpec>;
 
+/** Pumice's [api]: how the HTTP layer checks itself. */
+const apiOptions = {
+  validate_responses: { type: 'bool', default: false, help: 'check every API response against its declared schema; a mismatch becomes a 500 (tests turn it on; also PUMICE_VALIDATE_RESPONSES=1)' },
+} satisfies Record<string, OptionSpec>;
+
+/** oslo.policy's [oslo_policy]: the operator's overrides of the services' policy tables. */
+const osloPolicyOptions = {
+  policy_file: { type: 'string', default: null, help: 'YAML or JSON file of policy rules (rule name: check string) overriding the defaults of every service' },
+} satisfies Record<string, OptionSpec>;
+
 const middlewareOptions = {
   max_request_body_size: { type: 'int', default: 114688, min: 1024, help: 'largest JSON request body in bytes' },
 } satisfies Record<string, OptionSpec>;
@@ -149,6 +159,8 @@ export interface PumiceConfig {
   token: Values<typeof tokenOptions>;
   database: Values<typeof databaseOptions>;
   oslo_middleware: Values<typeof middlewareOptions>;
+  api: Values<typeof apiOptions>;
+  oslo_policy: Values<typeof osloPolicyOptions>;
   glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
   image_import_opts: Values<typeof imageImportOptions>;
   image_conversion: Values<typeof imageConversionOptions>;
@@ -160,6 +172,8 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   token: tokenOptions,
   database: databaseOptions,
   oslo_middleware: middlewareOptions,
+  api: apiOptions,
+  oslo_policy: osloPolicyOptions,
   glance_store: glanceStoreOptions,
   image_import_opts: imageImportOptions,
   image_conversion: imageConversionOptions,
@@ -232,6 +246,8 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     token: read('token', tokenOptions),
     database: read('database', databaseOptions),
     oslo_middleware: read('oslo_middleware', middlewareOptions),
+    api: read('api', apiOptions),
+    oslo_policy: read('oslo_policy', osloPolicyOptions),
     glance_store: readGlanceStore(ini, dataDir),
     ...readImageImport(ini),
     backends,
