@@ -3,7 +3,7 @@
  * role with its backends and task runners, the NBD data path and the HTTP
  * listener. `serve` and the tests start Pumice through `startPumice`.
  */
-import { mkdirSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
@@ -19,7 +19,9 @@ import { imageApp } from './image/api.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
 import { RbdStore } from './image/stores/rbd.ts';
-import { NbdServer, type NbdExport } from './nbd/server.ts';
+import { NbdExportTable } from './nbd/exports.ts';
+import { NbdServer } from './nbd/server.ts';
+import { ensurePrivateDirectory, makePrivate, unsafeDirectoryMode, usePrivateUmask } from './file-modes.ts';
 import { TaskQueue } from './tasks/queue.ts';
 import { volumeApp } from './volume/api.ts';
 import type { BlockExporter } from './volume/drivers/local.ts';
@@ -51,28 +53,55 @@ const tokenPurgeIntervalMs = 15 * 60_000;
 
 export async function startPumice(options: StartOptions): Promise<RunningPumice> {
   const log = options.log ?? ((message: string) => console.error(`${new Date().toISOString()} ${message}`));
+  // Every file and directory this process creates is private to its user (0600 / 0700).
+  usePrivateUmask();
   const dataDir = resolve(options.dataDir);
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const dataDirWarning = ensurePrivateDirectory(dataDir, 'the data directory');
+  if (dataDirWarning) log(`WARNING: ${dataDirWarning}`);
   const config = loadConfig(options.configPath, dataDir);
   if (config.database.connection && !config.database.connection.startsWith('sqlite')) {
     throw new Error(`[database] connection = ${config.database.connection}: only SQLite is supported in this version; remove the option to use DATA_DIR/pumice.db`);
   }
-  const db = new Db(join(dataDir, 'pumice.db'));
+  for (const backend of config.backends) {
+    if (backend.volume_driver !== 'local' || !backend.local_volume_dir) continue;
+    const warning = unsafeDirectoryMode(backend.local_volume_dir, `[${backend.section}] local_volume_dir`);
+    if (warning) log(`WARNING: ${warning}`);
+  }
+  const nbdHost = config.DEFAULT.nbd_listen_host;
+  if (!isLoopbackHost(nbdHost) && !config.DEFAULT.nbd_tls) {
+    throw new Error(
+      `[DEFAULT] nbd_listen_host = ${nbdHost} listens beyond loopback without TLS: anyone on the network could try export names. ` +
+        'Set [DEFAULT] nbd_tls = true (each connection then gets its own TLS-PSK key), or nbd_listen_host = 127.0.0.1',
+    );
+  }
+  const dbPath = join(dataDir, 'pumice.db');
+  // A database made by an older Pumice (or before the umask) may be readable by others.
+  for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
+  const db = new Db(dbPath);
   const identity = new IdentityService(db, config.token.expiration);
   const boot = await bootstrapIdentity(db, identity, options.adminPassword ?? process.env['PUMICE_ADMIN_PASSWORD']);
 
-  const exports = new Map<string, NbdExport>();
-  const nbd = new NbdServer({
-    host: config.DEFAULT.nbd_listen_host,
-    port: config.DEFAULT.nbd_listen_port,
-    resolveExport: (name) => exports.get(name),
-    log,
-  });
-  const nbdAddress = await nbd.start();
+  // Exports of attached volumes survive restarts (grants in the database), and so does the port.
+  const nbdTls = config.DEFAULT.nbd_tls;
+  let nbd: NbdServer | null = null;
+  const exportTable = new NbdExportTable(db, { tls: nbdTls, disconnect: (grantId) => nbd?.disconnectGrant(grantId), log });
+  exportTable.sweep();
+  const makeNbdServer = (port: number) =>
+    new NbdServer({
+      host: nbdHost,
+      port,
+      resolveExport: (name) => exportTable.resolve(name),
+      tls: nbdTls ? { pskKey: (identity) => exportTable.pskKey(identity) } : undefined,
+      log,
+    });
+  const nbdStarted = await startNbdOnStablePort(db, config.DEFAULT.nbd_listen_port, makeNbdServer, log);
+  nbd = nbdStarted.server;
+  const nbdServer = nbdStarted.server;
+  const nbdAddress = { ...nbdStarted.address, tls: nbdTls };
   const exporter: BlockExporter = {
-    publish: (name, path, sizeBytes, readOnly) => exports.set(name, { path, sizeBytes, readOnly }),
-    unpublish: (name) => {
-      if (exports.delete(name)) nbd.disconnectExport(name);
+    grant: (request) => exportTable.grant(request),
+    revoke: (volumeId, connectionKey) => {
+      exportTable.revoke(volumeId, connectionKey);
     },
     address: () => nbdAddress,
   };
@@ -183,11 +212,48 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       });
       await backupManager.stop();
       await manager.stop();
-      await nbd.stop();
+      await nbdServer.stop();
       if (rbdStore) await (rbdStore as RbdStore).stop();
       db.close();
     },
   };
+}
+
+function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1';
+}
+
+/**
+ * Starts the NBD server on `nbd_listen_port`, or with 0 on the port remembered from the first
+ * start (a free one then), so the connection info of attached volumes stays valid across
+ * restarts. If the remembered port is taken, a new one is chosen and the change is logged
+ * loudly: consumers must re-initialize their connections.
+ */
+async function startNbdOnStablePort(
+  db: Db,
+  configuredPort: number,
+  make: (port: number) => NbdServer,
+  log: (message: string) => void,
+): Promise<{ server: NbdServer; address: { host: string; port: number } }> {
+  if (configuredPort !== 0) {
+    const server = make(configuredPort);
+    return { server, address: await server.start() };
+  }
+  const remembered = db.get<{ port: number }>('SELECT port FROM nbd_listener WHERE id = 1')?.port;
+  if (remembered !== undefined) {
+    const server = make(remembered);
+    try {
+      return { server, address: await server.start() };
+    } catch (error) {
+      log(`WARNING: nbd: the port used before (${remembered}) is not available (${(error as Error).message}); choosing another one. Attached local volumes must re-initialize their connections; set [DEFAULT] nbd_listen_port to pin a port.`);
+    }
+  }
+  const server = make(0);
+  const address = await server.start();
+  db.run('INSERT INTO nbd_listener (id, port) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET port = excluded.port', address.port);
+  return { server, address };
 }
 
 /** Where the image API is for the volume role: `glance_api_servers`, else the catalog entry `glance_catalog_info` names. */

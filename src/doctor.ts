@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
 import { createBackupDriver } from './backup/manager.ts';
-import { LocalBackend } from './volume/drivers/local.ts';
+import { LocalBackend, nullExporter } from './volume/drivers/local.ts';
 import { RbdBackend } from './volume/drivers/rbd.ts';
 import type { BackendConfig } from './config/config.ts';
 
@@ -56,7 +56,7 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     const driver = new LocalBackend({
       section: backend.section,
       directory: backend.local_volume_dir!,
-      exporter: { publish() {}, unpublish() {}, address: () => ({ host: '', port: 0 }) },
+      exporter: nullExporter,
       reportDiscard: false,
     });
     try {

@@ -42,8 +42,9 @@ const defaultOptions = {
   scheduler_default_weighers: { type: 'list', default: ['CapacityWeigher'], help: 'scheduler weighers' },
   volume_task_concurrency: { type: 'int', default: 16, min: 1, help: 'volume tasks run at once per backend' },
   debug: { type: 'bool', default: false, help: 'log every request' },
-  nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes' },
-  nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: any free port)' },
+  nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes (beyond loopback only with nbd_tls = true)' },
+  nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: a free port chosen at the first start and kept across restarts)' },
+  nbd_tls: { type: 'bool', default: false, help: 'require TLS-PSK on the NBD data path: every connection gets its own PSK identity and key (qemu tls-creds-psk, nbdinfo --tls-psk)' },
   // Backup service (cinder.conf names): the directory driver is the embedded default.
   backup_driver: { type: 'string', default: 'posix', help: "backup driver: 'posix' (chunks in a directory; cinder.backup.drivers.posix.PosixBackupDriver) or 'ceph' (RBD images; cinder.backup.drivers.ceph.CephBackupDriver)" },
   backup_posix_path: { type: 'string', default: null, help: 'directory of the posix backup driver (default: DATA_DIR/backups)' },
@@ -69,6 +70,12 @@ const defaultOptions = {
 
 const tokenOptions = {
   expiration: { type: 'int', default: 3600, min: 60, help: 'token lifetime in seconds' },
+} satisfies Record<string, OptionSpec>;
+
+/** keystone.conf's [security_compliance]: account lockout after repeated failed logins. */
+const securityComplianceOptions = {
+  lockout_failure_attempts: { type: 'int', default: 10, min: 0, help: 'failed password logins in a row after which a user is locked out (0: never; Keystone default: unset)' },
+  lockout_duration: { type: 'int', default: 300, min: 1, help: 'seconds a locked-out user stays locked (Keystone default 1800)' },
 } satisfies Record<string, OptionSpec>;
 
 const databaseOptions = {
@@ -157,6 +164,7 @@ export interface PumiceConfig {
   dataDir: string;
   DEFAULT: DefaultConfig;
   token: Values<typeof tokenOptions>;
+  security_compliance: Values<typeof securityComplianceOptions>;
   database: Values<typeof databaseOptions>;
   oslo_middleware: Values<typeof middlewareOptions>;
   api: Values<typeof apiOptions>;
@@ -170,6 +178,7 @@ export interface PumiceConfig {
 const fixedSections: Record<string, Record<string, OptionSpec>> = {
   DEFAULT: defaultOptions,
   token: tokenOptions,
+  security_compliance: securityComplianceOptions,
   database: databaseOptions,
   oslo_middleware: middlewareOptions,
   api: apiOptions,
@@ -244,6 +253,7 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     dataDir,
     DEFAULT,
     token: read('token', tokenOptions),
+    security_compliance: read('security_compliance', securityComplianceOptions),
     database: read('database', databaseOptions),
     oslo_middleware: read('oslo_middleware', middlewareOptions),
     api: read('api', apiOptions),

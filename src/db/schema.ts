@@ -177,4 +177,23 @@ CREATE INDEX image_members_member ON image_members(member_id, status);
     version: 5,
     sql: `ALTER TABLE volumes ADD COLUMN image_metadata TEXT;`,
   },
+  {
+    // Security hardening (issue 12). Tokens are stored by the SHA-256 of their id (the id itself
+    // stays only with the client): clear ids of the old layout are dropped, so users log in again.
+    // Users carry Keystone's lockout counters. nbd_exports holds the per-connection NBD export
+    // secrets (by hash; the TLS-PSK key in clear because the server needs it) so a restart keeps
+    // attached volumes reachable; nbd_listener remembers the port chosen when nbd_listen_port = 0.
+    version: 8,
+    sql: `
+DELETE FROM tokens;
+ALTER TABLE users ADD COLUMN failed_auth_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN failed_auth_at TEXT;
+CREATE TABLE nbd_exports (
+  name_hash TEXT PRIMARY KEY, volume_id TEXT NOT NULL, backend TEXT NOT NULL, connection_key TEXT NOT NULL,
+  path TEXT NOT NULL, read_only INTEGER NOT NULL, psk_identity TEXT UNIQUE, psk_key TEXT,
+  created_at TEXT NOT NULL, UNIQUE (volume_id, connection_key)
+);
+CREATE TABLE nbd_listener (id INTEGER PRIMARY KEY CHECK (id = 1), port INTEGER NOT NULL);
+`,
+  },
 ];

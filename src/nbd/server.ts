@@ -1,15 +1,21 @@
 /**
  * NBD server exporting local (sparse) files over TCP.
  *
- * Implements the fixed-newstyle handshake and the transmission phase with
- * simple replies only (structured replies, meta contexts, TLS and extended
- * headers are refused, which every client must tolerate). Consumers such as
- * qemu-img/qemu-io, nbdcopy and nbdinfo work against it.
+ * Implements the fixed-newstyle handshake (with STARTTLS and TLS-PSK when the
+ * server has TLS on) and the transmission phase with simple replies only
+ * (structured replies, meta contexts and extended headers are refused, which
+ * every client must tolerate). Consumers such as qemu-img/qemu-io, nbdcopy and
+ * nbdinfo work against it.
  *
  * Robustness rules: a malformed or hostile client only ever costs its own
- * connection; memory per connection is bounded by the in-flight limits below.
+ * connection; memory is bounded per connection and for the whole server by the
+ * in-flight limits below, also after a client disconnects (queued requests are
+ * dropped, never run); clients that have not finished the handshake hold one of
+ * a few handshake slots, bounded per source address, and the oldest is evicted
+ * for a newcomer, so idle sockets cannot lock real consumers out.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { open, type FileHandle } from 'node:fs/promises';
 import {
   NBD_CLIENT_FLAGS_KNOWN,
@@ -42,9 +48,11 @@ import {
   NBD_OPT_GO,
   NBD_OPT_INFO,
   NBD_OPT_LIST,
+  NBD_OPT_STARTTLS,
   NBD_REP_ACK,
   NBD_REP_ERR_INVALID,
   NBD_REP_ERR_POLICY,
+  NBD_REP_ERR_TLS_REQD,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
   NBD_REP_INFO,
@@ -63,6 +71,10 @@ export interface NbdExport {
   path: string;
   sizeBytes: number;
   readOnly: boolean;
+  /** The grant the export came from; `disconnectGrant` cuts its connections. */
+  grantId?: string;
+  /** When set, the export opens only on a TLS session made with this PSK identity. */
+  pskIdentity?: string | null;
 }
 
 export type NbdExportResolver = (exportName: string) => NbdExport | undefined;
@@ -72,8 +84,20 @@ export interface NbdServerOptions {
   /** 0 = ephemeral port. */
   port: number;
   resolveExport: NbdExportResolver;
-  /** Default 64. */
+  /**
+   * TLS-PSK: when given, every client must STARTTLS before naming an export (NBD_REP_ERR_TLS_REQD
+   * otherwise); `pskKey` returns the key of an identity, undefined refuses the session.
+   */
+  tls?: { pskKey: (identity: string) => Buffer | undefined };
+  /** Connections past the handshake. Default 64. */
   connectionsMax?: number;
+  /** Connections still negotiating, server-wide and per source address (defaults below). */
+  handshakesMax?: number;
+  handshakesPerSourceMax?: number;
+  /** Payload/reply bytes held by all connections together. */
+  serverInFlightBytesMax?: number;
+  /** Handshake time limit; tests shorten it. */
+  handshakeTimeoutMs?: number;
   log?: (msg: string) => void;
 }
 
@@ -87,6 +111,12 @@ export const blockSizeMinimumBytes = 1;
 export const optionBytesMax = 64 * 1024;
 /** A client that cannot finish negotiating in this time is dropped. */
 export const handshakeTimeoutMs = 10_000;
+/** Clients negotiating at once; beyond it the oldest negotiating client is evicted for the newcomer. */
+export const handshakesMaxDefault = 32;
+/** Negotiating clients per source address; beyond it that source's oldest is evicted. */
+export const handshakesPerSourceMaxDefault = 8;
+/** Payload/reply bytes held by all connections together (each connection also has its own bound). */
+export const serverInFlightBytesMaxDefault = 256 * 1024 * 1024;
 /** Guards against a client looping on cheap options until the timeout. */
 export const handshakeOptionsMax = 1024;
 /** Requests being served at once per connection; beyond this we stop reading the socket. */
@@ -124,10 +154,21 @@ class SocketReader {
   private pending: { bytes: number; resolve: (buf: Buffer) => void; reject: (err: Error) => void } | undefined;
   private ended = false;
 
+  private readonly listeners: { data: (chunk: Buffer) => void; end: () => void };
+
   constructor(private readonly socket: net.Socket) {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => this.onEnd());
-    socket.on('close', () => this.onEnd());
+    this.listeners = { data: (chunk: Buffer) => this.onData(chunk), end: () => this.onEnd() };
+    socket.on('data', this.listeners.data);
+    socket.on('end', this.listeners.end);
+    socket.on('close', this.listeners.end);
+  }
+
+  /** Stops reading this socket (STARTTLS hands it to TLS); returns how many unread bytes were left. */
+  detach(): number {
+    this.socket.off('data', this.listeners.data);
+    this.socket.off('end', this.listeners.end);
+    this.socket.off('close', this.listeners.end);
+    return this.bufferedBytes;
   }
 
   read(bytes: number): Promise<Buffer> {
@@ -244,13 +285,68 @@ async function writeFully(file: FileHandle, buf: Buffer, position: number): Prom
   }
 }
 
+/** Bytes held by all connections together; a waiter is woken on every release. */
+class ByteBudget {
+  private usedBytes = 0;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly bytesMax: number) {}
+
+  /** One request always fits an idle server, so a request as large as the bound still runs. */
+  fits(bytes: number): boolean {
+    return this.usedBytes === 0 || this.usedBytes + bytes <= this.bytesMax;
+  }
+
+  take(bytes: number): void {
+    this.usedBytes += bytes;
+  }
+
+  release(bytes: number): void {
+    this.usedBytes -= bytes;
+    this.wakeAll();
+  }
+
+  get used(): number {
+    return this.usedBytes;
+  }
+
+  wait(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+
+  wakeAll(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+interface ConnectionContext {
+  resolveExport: NbdExportResolver;
+  tls: NbdServerOptions['tls'];
+  budget: ByteBudget;
+  handshakeTimeoutMs: number;
+  /** Called when the handshake picked an export; false refuses the connection (server full). */
+  onEstablished: (conn: NbdConnection) => boolean;
+  log: (msg: string) => void;
+}
+
 class NbdConnection {
-  private readonly reader: SocketReader;
+  private reader: SocketReader;
+  private socket: net.Socket;
   private handshakeTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private opened: OpenExport | undefined;
+  /** PSK identity of the TLS session, once STARTTLS succeeded. */
+  private tlsIdentity: string | undefined;
   /** Export selected by the client (set before the file is opened, for disconnectExport). */
   exportName: string | undefined;
+  /** Grant of the selected export, for disconnectGrant. */
+  grantId: string | undefined;
+  /** Remote address, for per-source handshake limits. */
+  readonly source: string;
+  readonly startedAtMs = Date.now();
+  handshaking = true;
 
   private inFlightCount = 0;
   private inFlightBytes = 0;
@@ -258,17 +354,24 @@ class NbdConnection {
   /** File I/O still running; the file is closed only after these settle. */
   private readonly pendingIo = new Set<Promise<CommandResult>>();
 
+  private readonly log: (msg: string) => void;
+  private readonly resolveExport: NbdExportResolver;
+
   constructor(
-    private readonly socket: net.Socket,
+    socket: net.Socket,
     private readonly id: number,
-    private readonly resolveExport: NbdExportResolver,
-    private readonly log: (msg: string) => void,
+    private readonly context: ConnectionContext,
   ) {
+    this.socket = socket;
+    this.log = context.log;
+    this.resolveExport = context.resolveExport;
+    this.source = socket.remoteAddress ?? 'unknown';
     this.reader = new SocketReader(socket);
     socket.on('error', (err) => this.log(`nbd[${this.id}]: socket error: ${err.message}`));
     socket.on('close', () => {
       this.closed = true;
       this.wakeBudgetWaiters();
+      this.context.budget.wakeAll();
     });
   }
 
@@ -277,14 +380,17 @@ class NbdConnection {
   }
 
   async run(): Promise<void> {
+    const timeoutMs = this.context.handshakeTimeoutMs;
     this.handshakeTimer = setTimeout(() => {
-      this.log(`nbd[${this.id}]: handshake timed out after ${handshakeTimeoutMs} ms`);
+      this.log(`nbd[${this.id}]: handshake from ${this.source} timed out after ${timeoutMs} ms`);
       this.socket.destroy();
-    }, handshakeTimeoutMs);
+    }, timeoutMs);
     this.handshakeTimer.unref();
     try {
       const ready = await this.handshake();
       clearTimeout(this.handshakeTimer);
+      this.handshaking = false;
+      if (ready && !this.context.onEstablished(this)) throw new ProtocolError('too many connections');
       if (ready) await this.transmission();
     } catch (err) {
       if (!(err instanceof ConnectionClosedError)) {
@@ -344,19 +450,76 @@ class NbdConnection {
       return undefined;
     }
     if (spec && !isValidExport(spec)) {
-      this.log(`nbd[${this.id}]: resolver returned an invalid export for ${JSON.stringify(name)}`);
+      this.log(`nbd[${this.id}]: resolver returned an invalid export`);
       return undefined;
     }
+    // An export bound to a PSK identity opens only on a TLS session made with that key.
+    if (spec && this.context.tls && (spec.pskIdentity ?? null) !== (this.tlsIdentity ?? null)) {
+      this.log(`nbd[${this.id}]: export refused to ${this.source}: not the TLS identity it was granted to`);
+      return undefined;
+    }
+    if (!spec) this.log(`nbd[${this.id}]: unknown export requested by ${this.source}`);
     return spec;
+  }
+
+  /**
+   * NBD_OPT_STARTTLS: acknowledge in clear, then run the TLS-PSK handshake on the same socket and
+   * continue the option haggling inside TLS (the greeting is not repeated).
+   */
+  private async startTls(): Promise<void> {
+    const tlsOptions = this.context.tls;
+    if (!tlsOptions) throw new Error('startTls without TLS');
+    const leftover = this.reader.detach();
+    // The client must wait for our ACK before its ClientHello; bytes already here are a violation.
+    if (leftover > 0) throw new ProtocolError('data after STARTTLS before the TLS handshake');
+    this.write(encodeOptionReply(NBD_OPT_STARTTLS, NBD_REP_ACK));
+    const raw = this.socket;
+    const secure = new tls.TLSSocket(raw, {
+      isServer: true,
+      // PSK cipher suites only: there is no certificate, the per-grant key authenticates both ends.
+      ciphers: 'PSK-AES256-GCM-SHA384:PSK-AES128-GCM-SHA256:PSK-CHACHA20-POLY1305:TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256',
+      minVersion: 'TLSv1.2',
+      pskCallback: (_socket: tls.TLSSocket, identity: string) => {
+        const key = tlsOptions.pskKey(identity);
+        if (!key) {
+          this.log(`nbd[${this.id}]: TLS-PSK identity from ${this.source} is unknown`);
+          return null;
+        }
+        this.tlsIdentity = identity;
+        return key;
+      },
+    } as tls.TLSSocketOptions);
+    secure.on('error', (err) => this.log(`nbd[${this.id}]: TLS error: ${err.message}`));
+    secure.on('close', () => {
+      this.closed = true;
+      this.wakeBudgetWaiters();
+      this.context.budget.wakeAll();
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onSecure = (): void => {
+        secure.off('close', onClose);
+        resolve();
+      };
+      const onClose = (): void => {
+        secure.off('secure', onSecure);
+        reject(new ConnectionClosedError());
+      };
+      secure.once('secure', onSecure);
+      secure.once('close', onClose);
+    });
+    if (this.tlsIdentity === undefined) throw new ProtocolError('TLS session without a PSK identity');
+    this.socket = secure;
+    this.reader = new SocketReader(secure);
   }
 
   private async openExport(name: string, spec: NbdExport): Promise<OpenExport | undefined> {
     this.exportName = name;
+    this.grantId = spec.grantId;
     let file: FileHandle;
     try {
       file = await open(spec.path, spec.readOnly ? 'r' : 'r+');
     } catch (err) {
-      this.log(`nbd[${this.id}]: cannot open ${spec.path} for export ${JSON.stringify(name)}: ${errorMessage(err)}`);
+      this.log(`nbd[${this.id}]: cannot open ${spec.path}: ${errorMessage(err)}`);
       return undefined;
     }
     this.opened = { name, spec, file, transmissionFlags: transmissionFlagsFor(spec) };
@@ -390,14 +553,34 @@ class NbdConnection {
       if (dataBytes > optionBytesMax) throw new ProtocolError(`option ${option} data too large (${dataBytes} bytes)`);
       const data = dataBytes > 0 ? await this.reader.read(dataBytes) : Buffer.alloc(0);
 
+      const tlsPending = this.context.tls !== undefined && this.tlsIdentity === undefined;
+      if (option === NBD_OPT_STARTTLS) {
+        if (!this.context.tls) {
+          this.write(encodeOptionReply(option, NBD_REP_ERR_UNSUP, Buffer.from('TLS is not enabled on this server')));
+        } else if (!tlsPending) {
+          this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from('TLS is already active')));
+        } else if (dataBytes !== 0) {
+          this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from('STARTTLS takes no data')));
+        } else {
+          await this.startTls();
+        }
+        continue;
+      }
+      if (tlsPending && option !== NBD_OPT_ABORT) {
+        // Spec: with TLS mandatory, only STARTTLS and ABORT are served in clear; EXPORT_NAME cannot be refused but by closing.
+        if (option === NBD_OPT_EXPORT_NAME) throw new ProtocolError('export requested without TLS');
+        this.write(encodeOptionReply(option, NBD_REP_ERR_TLS_REQD, Buffer.from('this server requires TLS (STARTTLS with a TLS-PSK key)')));
+        continue;
+      }
+
       switch (option) {
         case NBD_OPT_EXPORT_NAME: {
           // This option has no error reply: the only way to refuse is to close.
           const name = data.toString('utf8');
           const spec = this.resolve(name);
-          if (!spec) throw new ProtocolError(`unknown export ${JSON.stringify(name)}`);
+          if (!spec) throw new ProtocolError('unknown export');
           const opened = await this.openExport(name, spec);
-          if (!opened) throw new ProtocolError(`export ${JSON.stringify(name)} unavailable`);
+          if (!opened) throw new ProtocolError('export unavailable');
           const reply = Buffer.alloc(noZeroes ? 10 : 134);
           reply.writeBigUInt64BE(BigInt(spec.sizeBytes), 0);
           reply.writeUInt16BE(opened.transmissionFlags, 8);
@@ -448,7 +631,7 @@ class NbdConnection {
           this.write(encodeOptionReply(option, NBD_REP_ERR_POLICY, Buffer.from('export listing disabled')));
           break;
         default:
-          // Includes STARTTLS, STRUCTURED_REPLY, meta contexts, extended headers.
+          // Includes STRUCTURED_REPLY, meta contexts, extended headers.
           this.write(encodeOptionReply(option, NBD_REP_ERR_UNSUP));
           break;
       }
@@ -461,14 +644,23 @@ class NbdConnection {
     for (const wake of waiters) wake();
   }
 
-  /** Blocks (without reading the socket) until a request costing `bytes` fits. */
+  /**
+   * Blocks (without reading the socket) until a request costing `bytes` fits this connection's and
+   * the server's bounds. Throws once the client is gone: requests it queued are dropped, not run.
+   */
   private async waitForBudget(bytes: number): Promise<void> {
-    while (
-      !this.closed &&
-      this.inFlightCount > 0 &&
-      (this.inFlightCount >= inFlightRequestsMax || this.inFlightBytes + bytes > inFlightBytesMax)
-    ) {
-      await new Promise<void>((resolve) => this.budgetWaiters.push(resolve));
+    const budget = this.context.budget;
+    for (;;) {
+      if (this.closed) throw new ConnectionClosedError();
+      if (this.inFlightCount > 0 && (this.inFlightCount >= inFlightRequestsMax || this.inFlightBytes + bytes > inFlightBytesMax)) {
+        await new Promise<void>((resolve) => this.budgetWaiters.push(resolve));
+        continue;
+      }
+      if (bytes > 0 && !budget.fits(bytes)) {
+        await budget.wait();
+        continue;
+      }
+      return;
     }
   }
 
@@ -497,21 +689,34 @@ class NbdConnection {
         // The payload must be consumed to stay in sync; refusing to buffer it means closing.
         if (req.length > requestBytesMax) throw new ProtocolError(`write of ${req.length} bytes exceeds limit`);
         await this.waitForBudget(req.length);
-        const payload = req.length > 0 ? await this.reader.read(req.length) : Buffer.alloc(0);
-        this.dispatch(exp, req, payload, req.length);
+        // Reserve before reading: the payload buffer is what the budget bounds.
+        this.context.budget.take(req.length);
+        let payload: Buffer;
+        try {
+          payload = req.length > 0 ? await this.reader.read(req.length) : Buffer.alloc(0);
+        } catch (err) {
+          this.context.budget.release(req.length);
+          throw err;
+        }
+        if (this.closed) {
+          this.context.budget.release(req.length);
+          throw new ConnectionClosedError();
+        }
+        this.dispatch(exp, req, payload, req.length, true);
       } else {
         let cost = 0;
         if (req.type === NBD_CMD_READ && req.length <= requestBytesMax) cost = req.length;
         else if (req.type === NBD_CMD_WRITE_ZEROES) cost = Math.min(req.length, zeroChunkBytes);
         await this.waitForBudget(cost);
-        this.dispatch(exp, req, undefined, cost);
+        this.dispatch(exp, req, undefined, cost, false);
       }
     }
   }
 
-  private dispatch(exp: OpenExport, req: NbdRequest, payload: Buffer | undefined, cost: number): void {
+  private dispatch(exp: OpenExport, req: NbdRequest, payload: Buffer | undefined, cost: number, reserved: boolean): void {
     this.inFlightCount++;
     this.inFlightBytes += cost;
+    if (!reserved) this.context.budget.take(cost);
     const io = this.execute(exp, req, payload);
     this.pendingIo.add(io);
     void io.then((result) => {
@@ -519,6 +724,7 @@ class NbdConnection {
       const release = (): void => {
         this.inFlightCount--;
         this.inFlightBytes -= cost;
+        this.context.budget.release(cost);
         this.wakeBudgetWaiters();
       };
       const header = encodeSimpleReply(result.error, req.handle);
@@ -537,6 +743,8 @@ class NbdConnection {
     const { spec, file } = exp;
     const inRange = (): boolean => req.offset + BigInt(req.length) <= BigInt(spec.sizeBytes);
     const offset = Number(req.offset); // Only used after inRange(), so it is a safe integer.
+    // The client is gone: nobody reads the reply, so do not spend memory or I/O on it.
+    if (this.closed) return { error: NBD_EIO };
     try {
       switch (req.type) {
         case NBD_CMD_READ: {
@@ -608,12 +816,18 @@ export class NbdServer {
   private readonly connections = new Set<NbdConnection>();
   private readonly connectionRuns = new Set<Promise<void>>();
   private readonly connectionsMax: number;
+  private readonly handshakesMax: number;
+  private readonly handshakesPerSourceMax: number;
+  private readonly budget: ByteBudget;
   private readonly log: (msg: string) => void;
   private nextConnectionId = 1;
   private stopping = false;
 
   constructor(private readonly options: NbdServerOptions) {
     this.connectionsMax = options.connectionsMax ?? connectionsMaxDefault;
+    this.handshakesMax = options.handshakesMax ?? handshakesMaxDefault;
+    this.handshakesPerSourceMax = options.handshakesPerSourceMax ?? handshakesPerSourceMaxDefault;
+    this.budget = new ByteBudget(options.serverInFlightBytesMax ?? serverInFlightBytesMaxDefault);
     this.log = options.log ?? (() => {});
     this.server = net.createServer((socket) => this.onConnection(socket));
     // Accept-time errors (e.g. EMFILE) must not crash the process.
@@ -622,6 +836,15 @@ export class NbdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Bytes of request payloads and replies held right now by all connections. */
+  get inFlightBytes(): number {
+    return this.budget.used;
+  }
+
+  get tlsRequired(): boolean {
+    return this.options.tls !== undefined;
   }
 
   start(): Promise<{ host: string; port: number }> {
@@ -635,7 +858,7 @@ export class NbdServer {
           reject(new Error('nbd: unexpected listen address'));
           return;
         }
-        this.log(`nbd: listening on ${address.address}:${address.port}`);
+        this.log(`nbd: listening on ${address.address}:${address.port}${this.options.tls ? ' (TLS-PSK required)' : ''}`);
         resolve({ host: address.address, port: address.port });
       });
     });
@@ -652,25 +875,58 @@ export class NbdServer {
     await closed;
   }
 
-  /** Close open connections to one export (used when a volume is detached/deleted). */
+  /** Close open connections to one export name (used when a volume is detached/deleted). */
   disconnectExport(exportName: string): void {
     for (const conn of this.connections) {
       if (conn.exportName === exportName) {
-        this.log(`nbd: disconnecting client of export ${JSON.stringify(exportName)}`);
+        this.log(`nbd: disconnecting client of a withdrawn export`);
+        conn.destroy();
+      }
+    }
+  }
+
+  /** Close the connections opened through one grant (its export was revoked). */
+  disconnectGrant(grantId: string): void {
+    for (const conn of this.connections) {
+      if (conn.grantId === grantId) {
+        this.log(`nbd: disconnecting a client of revoked export ${grantId.slice(0, 12)}`);
         conn.destroy();
       }
     }
   }
 
   private onConnection(socket: net.Socket): void {
-    if (this.stopping || this.connections.size >= this.connectionsMax) {
-      this.log(`nbd: refusing connection from ${socket.remoteAddress}: ${this.stopping ? 'stopping' : 'too many connections'}`);
-      socket.on('error', () => {});
+    socket.on('error', () => {});
+    if (this.stopping) {
       socket.destroy();
       return;
     }
+    // Negotiating clients hold a bounded number of slots: when full, the oldest from this source
+    // (else the oldest overall) makes room, so idle sockets cannot lock real consumers out.
+    const source = socket.remoteAddress ?? 'unknown';
+    const handshaking = [...this.connections].filter((c) => c.handshaking);
+    const fromSource = handshaking.filter((c) => c.source === source);
+    const evict = fromSource.length >= this.handshakesPerSourceMax ? fromSource[0] : handshaking.length >= this.handshakesMax ? handshaking[0] : undefined;
+    if (evict) {
+      this.log(`nbd: evicting a client of ${evict.source} still negotiating after ${Date.now() - evict.startedAtMs} ms (handshake slots full)`);
+      evict.destroy();
+    }
     socket.setNoDelay(true);
-    const conn = new NbdConnection(socket, this.nextConnectionId++, this.options.resolveExport, this.log);
+    const conn = new NbdConnection(socket, this.nextConnectionId++, {
+      resolveExport: this.options.resolveExport,
+      tls: this.options.tls,
+      budget: this.budget,
+      handshakeTimeoutMs: this.options.handshakeTimeoutMs ?? handshakeTimeoutMs,
+      onEstablished: (established) => {
+        const count = [...this.connections].filter((c) => !c.handshaking && c !== established).length;
+        if (count >= this.connectionsMax) {
+          this.log(`nbd: refusing a client of ${established.source}: ${count} connections open (the limit)`);
+          return false;
+        }
+        return true;
+      },
+      log: this.log,
+    });
     this.connections.add(conn);
     const run = conn
       .run()

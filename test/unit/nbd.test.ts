@@ -534,14 +534,17 @@ describe('NbdServer', () => {
     assert.equal(server.connectionCount, 0, logs.join('\n'));
   });
 
-  test('connectionsMax refuses extra connections', async () => {
+  test('connectionsMax refuses extra connections once they name an export', async () => {
     const limited = new NbdServer({ host: '127.0.0.1', port: 0, resolveExport: (name) => exports.get(name), connectionsMax: 1 });
     const { port: limitedPort } = await limited.start();
     const first = await RawClient.connect(limitedPort);
     try {
       await first.connectExport('vol-rw');
       const second = await RawClient.connect(limitedPort);
+      await second.connectExport('vol-rw').catch(() => undefined);
       await second.closedPromise;
+      // The server forgets a refused connection once its clean-up ran.
+      for (let i = 0; i < 50 && limited.connectionCount > 1; i++) await new Promise((resolve) => setTimeout(resolve, 20));
       assert.equal(limited.connectionCount, 1);
     } finally {
       first.close();

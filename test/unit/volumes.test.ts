@@ -4,6 +4,7 @@ import { Db } from '../../src/db/db.ts';
 import { parseConfigText } from '../../src/config/config.ts';
 import { TaskQueue } from '../../src/tasks/queue.ts';
 import { VolumeManager } from '../../src/volume/manager.ts';
+import { nullExporter } from '../../src/volume/drivers/local.ts';
 import { Quotas } from '../../src/volume/quotas.ts';
 import { VolumeService } from '../../src/volume/volumes.ts';
 import { PumiceError } from '../../src/errors.ts';
@@ -34,7 +35,7 @@ async function setup() {
   const config = parseConfigText(configText, '/nonexistent');
   const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 4, attemptsMax: 3, pollIntervalMs: 50 });
   const fakes = new Map<string, FakeBackend>();
-  const manager = new VolumeManager(db, config, queue, { publish() {}, unpublish() {}, address: () => ({ host: '', port: 0 }) }, () => undefined, (b) => {
+  const manager = new VolumeManager(db, config, queue, nullExporter, () => undefined, (b) => {
     const fake = new FakeBackend(b.section);
     fakes.set(b.section, fake);
     return fake;

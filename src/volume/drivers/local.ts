@@ -2,7 +2,9 @@
  * The local backend: each volume is a sparse file in a directory (thin
  * provisioning by the filesystem), snapshots and clones are sparse-aware
  * copies (reflinks where the filesystem has them), and consumers reach the
- * bytes through Pumice's NBD server on loopback.
+ * bytes through Pumice's NBD server: each connection gets its own secret
+ * export name (and TLS-PSK key when [DEFAULT] nbd_tls is on), revoked when
+ * the connection is terminated.
  *
  * Every write of a new file goes to a temporary name and is renamed into
  * place, so a crash never leaves a half-copied volume under its real name.
@@ -12,6 +14,7 @@ import { closeSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync } 
 import { mkdir, open, readdir, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connectionKeyOf, type ExportGrant, type ExportGrantRequest } from '../../nbd/exports.ts';
 import {
   DriverError,
   gib,
@@ -31,12 +34,23 @@ import {
 const execFileAsync = promisify(execFile);
 const copyTimeoutMs = 6 * 3600_000;
 
-/** How the local backend publishes volumes to consumers (implemented over the NBD server). */
+/** How the local backend publishes volumes to consumers (implemented over the NBD server's export table). */
 export interface BlockExporter {
-  publish(exportName: string, path: string, sizeBytes: number, readOnly: boolean): void;
-  unpublish(exportName: string): void;
-  address(): { host: string; port: number };
+  /** Issues a fresh secret export of the volume for one connection key (replacing that key's earlier one). */
+  grant(request: ExportGrantRequest): ExportGrant;
+  /** Revokes one connection key's export, or all of the volume's when null; cuts their live connections. */
+  revoke(volumeId: string, connectionKey: string | null): void;
+  address(): { host: string; port: number; tls: boolean };
 }
+
+/** An exporter for processes that never serve NBD (doctor, unit tests): grants nothing reachable. */
+export const nullExporter: BlockExporter = {
+  grant: () => {
+    throw new DriverError('Unreachable', 'this process does not serve NBD: initialize the connection through a running Pumice');
+  },
+  revoke: () => undefined,
+  address: () => ({ host: '', port: 0, tls: false }),
+};
 
 export interface LocalBackendOptions {
   section: string;
@@ -72,7 +86,7 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   }
 
   withdrawExport(volume: VolumeRef): void {
-    this.options.exporter.unpublish(exportName(volume.id));
+    this.options.exporter.revoke(volume.id, null);
   }
 
   async openVolumeData(volume: VolumeRef, writable: boolean): Promise<VolumeData> {
@@ -135,7 +149,7 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   }
 
   async deleteVolume(volume: VolumeRef): Promise<void> {
-    this.options.exporter.unpublish(exportName(volume.id));
+    this.options.exporter.revoke(volume.id, null);
     unlinkIfPresent(this.volumePath(volume.id));
     unlinkIfPresent(this.tempPath(volume.id));
   }
@@ -158,21 +172,30 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     };
   }
 
+  /**
+   * Grants this connection (the connector's `attachment_id`, else its host/initiator) a fresh
+   * secret export: a 256-bit export name, plus a TLS-PSK identity and key when the NBD server
+   * requires TLS. The result is self-describing for qemu's nbd blockdev (`server`, `export`,
+   * `tls-creds` of type tls-creds-psk) and libnbd (`nbds://` URI with the PSK file).
+   * Calling it again for the same connection issues a new export; connections already open stay.
+   */
   async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {
     const path = this.volumePath(volume.id);
     const current = await statOrNull(path);
-    if (!current) throw new DriverError('NotFound', `volume file ${path} is missing from the local backend [${this.section}]`);
-    const name = exportName(volume.id);
+    if (!current) throw new DriverError('NotFound', `volume ${volume.id} has no file in the local backend [${this.section}]`);
     const readOnly = connector['mode'] === 'ro';
-    this.options.exporter.publish(name, path, current.size, readOnly);
-    const { host, port } = this.options.exporter.address();
+    const grant = this.options.exporter.grant({ backend: this.section, volumeId: volume.id, path, readOnly, connectionKey: connectionKeyOf(connector) });
+    const { host, port, tls } = this.options.exporter.address();
+    const uriHost = host.includes(':') ? `[${host}]` : host;
     return {
       driver_volume_type: 'nbd',
       data: {
         host,
         port,
-        export_name: name,
-        uri: `nbd://${host}:${port}/${name}`,
+        export_name: grant.exportName,
+        uri: `${tls ? 'nbds' : 'nbd'}://${uriHost}:${port}/${grant.exportName}`,
+        tls,
+        ...(grant.tlsPsk ? { tls_psk_identity: grant.tlsPsk.identity, tls_psk_key: grant.tlsPsk.keyHex } : {}),
         volume_id: volume.id,
         access_mode: readOnly ? 'ro' : 'rw',
         discard: this.options.reportDiscard,
@@ -180,8 +203,9 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     };
   }
 
-  async terminateConnection(volume: VolumeRef): Promise<void> {
-    this.options.exporter.unpublish(exportName(volume.id));
+  /** Revokes the export of this connection (all of the volume's when the connector is null) and cuts its clients. */
+  async terminateConnection(volume: VolumeRef, connector: Connector | null): Promise<void> {
+    this.options.exporter.revoke(volume.id, connector ? connectionKeyOf(connector) : null);
   }
 
   async listResources(): Promise<{ volumeIds: string[]; snapshotIds: string[] }> {
@@ -217,7 +241,7 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     // Copy beside the volume, then rename over it: a crash leaves either the old or the reverted content.
     // Withdraw the export first: a connection opened before the rename would keep writing into the
     // replaced file and its acknowledged writes would be lost; consumers re-initialize the connection.
-    this.options.exporter.unpublish(exportName(volume.id));
+    this.options.exporter.revoke(volume.id, null);
     await this.copyInto(this.snapshotPath(snapshot.id), this.volumePath(volume.id), `${volume.id}-revert`, volume.sizeGiB);
   }
 
@@ -241,10 +265,6 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
       throw error;
     }
   }
-}
-
-export function exportName(volumeId: string): string {
-  return `volume-${volumeId}`;
 }
 
 function statSyncOrNull(path: string) {
