@@ -78,7 +78,11 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // A database made by an older Pumice (or before the umask) may be readable by others.
   for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
   const db = new Db(dbPath);
-  const identity = new IdentityService(db, config.token.expiration);
+  const identity = new IdentityService(db, config.token.expiration, {
+    lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
+    lockoutDurationSeconds: config.security_compliance.lockout_duration,
+    log,
+  });
   const boot = await bootstrapIdentity(db, identity, options.adminPassword ?? process.env['PUMICE_ADMIN_PASSWORD']);
 
   // Exports of attached volumes survive restarts (grants in the database), and so does the port.

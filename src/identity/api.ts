@@ -168,7 +168,7 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
           const domainId = resolveDomainRef(p.user.domain);
           candidate = domainId ? identity.findUserByName(p.user.name, domainId) : undefined;
         } else throw errors.invalidInput('Invalid input: auth/identity/password/user needs an id, or a name and a domain.');
-        user = await identity.authenticatePassword(candidate, p.user.password);
+        user = await identity.authenticatePassword(candidate, p.user.password, ctx.stream.socket?.remoteAddress ?? 'unknown', p.user.name ?? p.user.id);
         methods = ['password'];
       } else if (identityPart.methods.includes('token')) {
         const t = identityPart.token;
@@ -392,7 +392,7 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
       { type: 'object', required: ['user'], properties: { user: { type: 'object', required: ['password', 'original_password'], properties: { password: { type: 'string', minLength: 1, maxLength: 4096 }, original_password: { type: 'string', maxLength: 4096 } } } } },
       ctx.body,
     );
-    await identity.authenticatePassword(identity.user(context.userId), user.original_password);
+    await identity.authenticatePassword(identity.user(context.userId), user.original_password, ctx.stream.socket?.remoteAddress ?? 'unknown');
     await identity.updateUser(context.userId, { password: user.password });
     return { status: 204 };
   });

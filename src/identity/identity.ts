@@ -1,10 +1,13 @@
 /**
  * Identity domain logic: domains, projects, users, roles, assignments, the
- * service catalog and tokens. Tokens are opaque random ids stored in the
- * database (so revocations survive a restart) with an in-memory validation
- * cache that every identity change clears.
+ * service catalog and tokens. Tokens are opaque random ids (256 bits) kept
+ * only by the client: the database holds their SHA-256 (so revocations survive
+ * a restart, and a copy of the database gives no usable token), with an
+ * in-memory validation cache that every identity change clears. Password
+ * logins follow Keystone's [security_compliance] lockout and leave an audit
+ * line for every failure.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
@@ -12,7 +15,7 @@ import { hashPassword, verifyPassword } from './passwords.ts';
 
 export interface DomainRow { id: string; name: string; description: string; enabled: number }
 export interface ProjectRow { id: string; name: string; domain_id: string; description: string; enabled: number; parent_id: string | null; tags: string; options: string }
-export interface UserRow { id: string; name: string; domain_id: string; password_hash: string | null; enabled: number; default_project_id: string | null; description: string | null; email: string | null; extra: string; password_changed_at: string | null }
+export interface UserRow { id: string; name: string; domain_id: string; password_hash: string | null; enabled: number; default_project_id: string | null; description: string | null; email: string | null; extra: string; password_changed_at: string | null; failed_auth_count?: number; failed_auth_at?: string | null }
 export interface RoleRow { id: string; name: string; description: string | null; domain_id: string | null }
 export interface AssignmentRow { actor_id: string; target_id: string; target_type: 'project' | 'domain'; role_id: string }
 export interface CatalogServiceRow { id: string; type: string; name: string; description: string; enabled: number }
@@ -32,12 +35,29 @@ export type Scope =
   | { kind: 'project'; projectId: string }
   | { kind: 'domain'; domainId: string };
 
+/** The digest a token is stored and cached under; the token itself is never stored. */
+export function tokenDigest(tokenId: string): string {
+  return createHash('sha256').update(tokenId, 'utf8').digest('hex');
+}
+
+export interface LoginPolicy {
+  /** Keystone's lockout_failure_attempts: failed logins in a row that lock a user (0: never). */
+  lockoutFailureAttempts: number;
+  /** Keystone's lockout_duration in seconds. */
+  lockoutDurationSeconds: number;
+  /** Audit log (failed logins, lockouts). */
+  log: (message: string) => void;
+}
+
+const defaultLoginPolicy: LoginPolicy = { lockoutFailureAttempts: 0, lockoutDurationSeconds: 300, log: () => undefined };
+
 export class IdentityService {
   private readonly validationCache = new Map<string, AuthContext>();
 
   constructor(
     private readonly db: Db,
     private readonly tokenLifetimeSeconds: number,
+    private readonly loginPolicy: LoginPolicy = defaultLoginPolicy,
   ) {}
 
   /** Clears cached token validations; called after any change to users, roles or assignments. */
@@ -158,6 +178,8 @@ export class IdentityService {
       );
       // Keystone revokes a user's tokens when the user is disabled or the password changes.
       if (changes.enabled === false || changes.password !== undefined) this.db.run('UPDATE tokens SET revoked = 1 WHERE user_id = ?', id);
+      // A new password or re-enabling lifts a lockout (Keystone: an administrator unlocks this way).
+      if (changes.enabled === true || changes.password !== undefined) this.db.run('UPDATE users SET failed_auth_count = 0, failed_auth_at = NULL WHERE id = ?', id);
     });
     this.invalidateCache();
     return this.user(id);
@@ -237,16 +259,56 @@ export class IdentityService {
   }
 
   // ---- authentication ----
-  async authenticatePassword(user: UserRow | undefined, password: string): Promise<UserRow> {
+  /**
+   * Checks a password login. Unknown users cost a real scrypt (same timing as a wrong password);
+   * every failure is logged with the source address; `lockoutFailureAttempts` failures in a row
+   * lock the user for `lockoutDurationSeconds` (Keystone's [security_compliance]), and a locked
+   * user is refused without hashing. `attempted` names what the caller typed, for the audit line.
+   */
+  async authenticatePassword(user: UserRow | undefined, password: string, source = 'local', attempted?: string): Promise<UserRow> {
     // Same message whatever was wrong, so a caller learns nothing about which part failed.
     const generic = errors.unauthorized('The request you have made requires authentication.');
+    const { lockoutFailureAttempts, lockoutDurationSeconds, log } = this.loginPolicy;
+    const who = user ? `user ${user.id} (${JSON.stringify(user.name)})` : `unknown user ${JSON.stringify((attempted ?? '').slice(0, 64))}`;
     if (!user) {
-      await verifyPassword(password, null);
+      await verifyPassword(password, null, source);
+      log(`identity: failed login for ${who} from ${source}`);
       throw generic;
     }
-    if (!(await verifyPassword(password, user.password_hash))) throw generic;
-    if (!user.enabled) throw generic;
+    const lockedUntilMs = this.lockedUntilMs(user);
+    if (lockedUntilMs !== null) {
+      log(`identity: refused login for locked-out ${who} from ${source} (locked until ${new Date(lockedUntilMs).toISOString()})`);
+      throw errors.unauthorized(`The account is locked for user: ${user.id}. Too many failed logins; retry after ${new Date(lockedUntilMs).toISOString()} or ask an administrator to reset the password.`);
+    }
+    if (!(await verifyPassword(password, user.password_hash, source))) {
+      const failures = this.recordFailedLogin(user);
+      const locked = lockoutFailureAttempts > 0 && failures >= lockoutFailureAttempts;
+      log(`identity: failed login for ${who} from ${source}: wrong password (${failures} in a row${locked ? `; locked out for ${lockoutDurationSeconds} s` : ''})`);
+      throw generic;
+    }
+    if (!user.enabled) {
+      log(`identity: failed login for disabled ${who} from ${source}`);
+      throw generic;
+    }
+    if ((user.failed_auth_count ?? 0) > 0) this.db.run('UPDATE users SET failed_auth_count = 0, failed_auth_at = NULL WHERE id = ?', user.id);
     return user;
+  }
+
+  /** When the user's lockout ends (ms since epoch), or null when not locked out. */
+  private lockedUntilMs(user: UserRow): number | null {
+    const { lockoutFailureAttempts, lockoutDurationSeconds } = this.loginPolicy;
+    if (lockoutFailureAttempts <= 0 || (user.failed_auth_count ?? 0) < lockoutFailureAttempts || !user.failed_auth_at) return null;
+    const until = Date.parse(user.failed_auth_at) + lockoutDurationSeconds * 1000;
+    return until > Date.now() ? until : null;
+  }
+
+  /** Counts a failed login; after an expired lockout the count starts again. Returns the new count. */
+  private recordFailedLogin(user: UserRow): number {
+    const { lockoutFailureAttempts } = this.loginPolicy;
+    const current = this.db.get<{ failed_auth_count: number }>('SELECT failed_auth_count FROM users WHERE id = ?', user.id)?.failed_auth_count ?? 0;
+    const count = lockoutFailureAttempts > 0 && current >= lockoutFailureAttempts ? 1 : current + 1;
+    this.db.run('UPDATE users SET failed_auth_count = ?, failed_auth_at = ? WHERE id = ?', count, new Date().toISOString(), user.id);
+    return count;
   }
 
   /** Issues a token for an authenticated user with the requested scope. */
@@ -271,7 +333,7 @@ export class IdentityService {
     const auditId = randomBytes(16).toString('base64url');
     this.db.run(
       'INSERT INTO tokens (id, user_id, project_id, domain_id, methods, audit_id, audit_chain_id, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-      tokenId, user.id,
+      tokenDigest(tokenId), user.id,
       scope.kind === 'project' ? scope.projectId : null,
       scope.kind === 'domain' ? scope.domainId : null,
       JSON.stringify(methods), auditId, parent?.auditId ?? null, issuedAt.toISOString(), expiresAt,
@@ -281,12 +343,13 @@ export class IdentityService {
 
   /** Validates a token; a 401 for unknown, revoked or expired tokens, and when its user or project was disabled. */
   validateToken(tokenId: string): AuthContext {
-    const cached = this.validationCache.get(tokenId);
+    const digest = tokenDigest(tokenId);
+    const cached = this.validationCache.get(digest);
     if (cached) {
       if (cached.expiresAt > new Date().toISOString()) return cached;
-      this.validationCache.delete(tokenId);
+      this.validationCache.delete(digest);
     }
-    const row = this.db.get<TokenRow>('SELECT * FROM tokens WHERE id = ?', tokenId);
+    const row = this.db.get<TokenRow>('SELECT * FROM tokens WHERE id = ?', digest);
     const invalid = errors.unauthorized('The token is invalid, expired or revoked. Request a new token (openstack token issue).');
     if (!row || row.revoked || row.expires_at <= new Date().toISOString()) throw invalid;
     const user = this.db.get<UserRow>('SELECT * FROM users WHERE id = ?', row.user_id);
@@ -320,13 +383,14 @@ export class IdentityService {
       auditId: row.audit_id,
     };
     if (this.validationCache.size >= validationCacheMax) this.validationCache.clear();
-    this.validationCache.set(tokenId, context);
+    this.validationCache.set(digest, context);
     return context;
   }
 
   revokeToken(tokenId: string): void {
-    const { changes } = this.db.run('UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0', tokenId);
-    this.validationCache.delete(tokenId);
+    const digest = tokenDigest(tokenId);
+    const { changes } = this.db.run('UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0', digest);
+    this.validationCache.delete(digest);
     if (changes === 0) throw new PumiceError('NotFound', 'Could not find token: it does not exist or was already revoked.');
   }
 

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Db } from '../../src/db/db.ts';
-import { IdentityService, defaultDomainId } from '../../src/identity/identity.ts';
+import { IdentityService, defaultDomainId, tokenDigest } from '../../src/identity/identity.ts';
 import { bootstrapIdentity } from '../../src/identity/bootstrap.ts';
 import { PumiceError } from '../../src/errors.ts';
 import { hashPassword, verifyPassword } from '../../src/identity/passwords.ts';
@@ -27,7 +27,8 @@ test('passwords are salted scrypt hashes, verified in constant form', async () =
   const a = await hashPassword('pw');
   const b = await hashPassword('pw');
   assert.notEqual(a, b);
-  assert.match(a, /^scrypt\$16384\$8\$1\$/);
+  // OWASP Password Storage Cheat Sheet: N=2^15, r=8, p=3 is one of its equivalent scrypt settings.
+  assert.match(a, /^scrypt\$32768\$8\$3\$/);
   assert.ok(await verifyPassword('pw', a));
   assert.ok(!(await verifyPassword('pW', a)));
   assert.ok(!(await verifyPassword('pw', null)));
@@ -94,7 +95,9 @@ test('a token expires after its lifetime and a rescoped token never outlives its
   const token = identity.issueToken(admin, { kind: 'unscoped' }, ['password']);
   const child = identity.issueToken(admin, { kind: 'project', projectId: project.id }, ['password', 'token'], { expiresAt: token.expiresAt, auditId: token.auditId });
   assert.ok(child.expiresAt <= token.expiresAt);
-  db.run('UPDATE tokens SET expires_at = ? WHERE id = ?', new Date(Date.now() - 1000).toISOString(), token.tokenId);
+  // Tokens are stored by digest: the row's id is never the token itself.
+  assert.equal(db.get('SELECT 1 AS x FROM tokens WHERE id = ?', token.tokenId), undefined);
+  db.run('UPDATE tokens SET expires_at = ? WHERE id = ?', new Date(Date.now() - 1000).toISOString(), tokenDigest(token.tokenId));
   identity.invalidateCache();
   assert.equal(status(() => identity.validateToken(token.tokenId)), 401);
 });
