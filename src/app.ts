@@ -16,6 +16,9 @@ import { identityRouter } from './identity/api.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
+import { imagePolicy } from './image/policy.ts';
+import { responseValidationEnabled } from './http/declare.ts';
+import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
 import { RbdStore } from './image/stores/rbd.ts';
@@ -149,7 +152,11 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     return rbdStore;
   });
   const defaultImageStore = imageStores.find((s) => s.id === glanceStore.default_store)!;
+  // One policy file for every service ([oslo_policy] policy_file); each service's table takes its own rule names.
+  const policyOverrides = loadPolicyOverrides(config.oslo_policy.policy_file);
+  const validateResponses = responseValidationEnabled(config.api.validate_responses);
   const images = new ImageService(db, defaultImageStore, log, {
+    policy: imagePolicy(policyOverrides),
     otherStores: imageStores.filter((s) => s !== defaultImageStore),
     showDirectUrl: config.DEFAULT.show_image_direct_url,
     showMultipleLocations: config.DEFAULT.show_multiple_locations,
@@ -170,7 +177,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     apps: [
       { prefix: '/identity', router: identityRouter(identity, db), faultStyle: 'keystone' },
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
-      imageApp(images),
+      imageApp(images, { validateResponses, log }),
     ],
     tokens: identity,
     requestBodyBytesMax: config.oslo_middleware.max_request_body_size,

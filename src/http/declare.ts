@@ -44,10 +44,10 @@
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { OptionalKind, Type, type Static, type TSchema } from '@sinclair/typebox';
 import { errors, PumiceError } from '../errors.ts';
 import type { PolicyTable, PolicyTarget } from './policy.ts';
-import type { Handler, Reply, RequestContext, RouteOptions, Router } from './router.ts';
+import type { AuthContext, Handler, Reply, RequestContext, RouteOptions, Router } from './router.ts';
 
 /** Minor microversions of the service's major version, inclusive (compute 2.1..2.79 is `{ min: 1, max: 79 }`). Omitted: all. */
 export interface VersionRange {
@@ -119,6 +119,11 @@ export interface RegisterOptions {
   log?: (message: string) => void;
   /** Microversion text for messages, e.g. (1) => '2.1'; default '0.N'. */
   versionText?: (minor: number) => string;
+  /**
+   * The target of the route-level policy check and of `authorize()` without a target;
+   * default `{ project_id, user_id }` of the caller (Nova's). Glance adds `owner` and `member_id`.
+   */
+  defaultTarget?: (auth: AuthContext | null) => PolicyTarget;
 }
 
 /** `T | null`, as OpenStack bodies write optional values. */
@@ -288,14 +293,15 @@ interface CompiledSpec {
   params: ValidateFunction | null;
   query: ValidateFunction | null;
   body: ValidateFunction | null;
-  responses: Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null }[]>;
+  responses: Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null; bodyOptional: boolean }[]>;
 }
 
 function compileSpec(spec: AnyRouteSpec): CompiledSpec {
-  const responses = new Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null }[]>();
+  const responses = new Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null; bodyOptional: boolean }[]>();
   for (const [statusText, declared] of Object.entries(spec.responses as Record<string, ResponseSchema>)) {
     const entries = Array.isArray(declared) ? declared : [{ versions: undefined, schema: declared }];
-    responses.set(Number(statusText), entries.map((e) => ({ versions: e.versions, validate: e.schema === null ? null : compile(strictAjv, e.schema) })));
+    // `Type.Optional(schema)` as a response: the body may be absent (Nova's server actions: only rebuild answers with one).
+    responses.set(Number(statusText), entries.map((e) => ({ versions: e.versions, validate: e.schema === null ? null : compile(strictAjv, e.schema), bodyOptional: e.schema !== null && (e.schema as Record<symbol, unknown>)[OptionalKind] === 'Optional' })));
   }
   if (spec.options?.rawBody && spec.body) throw new Error(`route ${spec.method} ${spec.path}: a rawBody route cannot declare a body schema`);
   return {
@@ -366,7 +372,9 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
         throw badRequest(describeErrors('body', compiledSpec.body.errors ?? [], ctx.body));
       }
     }
-    const defaultTarget = (): PolicyTarget => ({ project_id: ctx.auth?.projectId ?? null, user_id: ctx.auth?.userId ?? null });
+    const defaultTarget = (): PolicyTarget => (options.defaultTarget
+      ? options.defaultTarget(ctx.auth)
+      : { project_id: ctx.auth?.projectId ?? null, user_id: ctx.auth?.userId ?? null });
     const declared: DeclaredContext<unknown, unknown> = Object.assign(ctx, {
       queryParams,
       authorize(rule: string, target?: PolicyTarget): void {
@@ -398,6 +406,7 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
       if (reply.body !== undefined) fail(`a body was returned where none is declared`);
       return;
     }
+    if (reply.body === undefined && !reply.stream && entry.bodyOptional) return;
     if (reply.stream) return fail('a stream was returned where a JSON body is declared');
     if (!entry.validate(reply.body)) {
       const failure = describeErrors('body', entry.validate.errors ?? [], reply.body);
@@ -409,4 +418,9 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
 /** Response validation is on when `[api] validate_responses = true` or PUMICE_VALIDATE_RESPONSES=1 (tests set it). */
 export function responseValidationEnabled(configValue: boolean, env: NodeJS.ProcessEnv = process.env): boolean {
   return configValue || env['PUMICE_VALIDATE_RESPONSES'] === '1' || env['PUMICE_VALIDATE_RESPONSES'] === 'true';
+}
+
+/** A strict (no coercion) validator for a schema used outside a route, e.g. a PATCH operation's form. */
+export function compileSchema(schema: TSchema): ValidateFunction {
+  return compile(strictAjv, schema);
 }

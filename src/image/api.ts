@@ -1,16 +1,24 @@
 /**
- * Image API v2 (Glance) routes: parse and check the request, call the image
- * service, render Glance's JSON. Policy and the state machine live in
- * `images.ts`; bytes live in the store.
+ * Image API v2 (Glance) routes, declared (src/http/declare.ts): each route
+ * names its request and response schemas (schemas.ts) and its Glance policy
+ * rule (policy.ts), checked with the caller's own project before the handler;
+ * the image service checks the rule again against the image's real target.
+ * The state machine lives in `images.ts`; bytes live in the store.
  */
 import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
-import { queryBool, validate, type Schema } from '../http/validate.ts';
+import { queryBool } from '../http/validate.ts';
+import { compileSchema, describeErrors, registerRoutes, route, type AnyRouteSpec } from '../http/declare.ts';
 import {
   containerFormats, diskFormats, glanceTime, limits, memberStatuses, sortKeys, visibilities,
-  type ImageRow, type ImageService, type ListQuery, type MemberRow,
+  type ImageRow, type ImageService, type ListQuery, type MemberRow, type PatchOp,
 } from './images.ts';
+import { ownProjectTarget } from './policy.ts';
+import {
+  ImageCreateBody, ImageEntity, ImageList, ImageListQuery, ImportBody, ImportInfo, MemberCreateBody, MemberEntity, MemberList,
+  MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreList, TagParams, VersionList,
+} from './schemas.ts';
 
 const imageApiVersions = ['2.16', '2.15', '2.9', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
 const jsonPatchTypes = ['application/openstack-images-v2.1-json-patch', 'application/openstack-images-v2.0-json-patch'];
@@ -60,14 +68,6 @@ function renderMember(member: MemberRow): Record<string, unknown> {
     schema: '/v2/schemas/member',
   };
 }
-
-const memberCreateSchema: Schema = { type: 'object', properties: { member: { type: 'string', minLength: 1, maxLength: 255 } }, required: ['member'] };
-/** openstacksdk sends the member's id along with the new status; Glance ignores it, so do we. */
-const memberUpdateSchema: Schema = {
-  type: 'object',
-  properties: { status: { type: 'string', enum: memberStatuses }, member: { type: 'string', maxLength: 255 }, member_id: { type: 'string', maxLength: 255 } },
-  required: ['status'],
-};
 
 function parseListQuery(query: URLSearchParams): ListQuery {
   const one = (name: string): string | undefined => query.get(name) ?? undefined;
@@ -142,17 +142,6 @@ function parseRange(header: string | undefined, sizeBytes: number): { start: num
   return { start, end };
 }
 
-const importSchema: Schema = {
-  type: 'object',
-  properties: {
-    method: { type: 'object', properties: { name: { type: 'string', maxLength: 255 }, uri: { type: 'string', maxLength: 2048 } }, required: ['name'] },
-    stores: { type: 'array', items: { type: 'string', maxLength: 255 }, maxItems: 16 },
-    all_stores: { type: 'boolean' },
-    all_stores_must_succeed: { type: 'boolean' },
-  },
-  required: ['method'],
-};
-
 /** Checks the Content-Type of image data and returns its Content-Length, if announced. */
 function dataContentLength(ctx: RequestContext): number | null {
   const type = (ctx.headers['content-type'] ?? 'application/octet-stream').split(';')[0]!.trim().toLowerCase();
@@ -163,7 +152,51 @@ function dataContentLength(ctx: RequestContext): number | null {
   return contentLength;
 }
 
-export function imageApp(service: ImageService): ServiceApp {
+export interface ImageAppOptions {
+  /** Check every reply against its declared schema ([api] validate_responses); on in tests. */
+  validateResponses?: boolean;
+  log?: (message: string) => void;
+}
+
+/**
+ * Turns a PATCH body into RFC 6902 operations. Glance's media types:
+ * `application/openstack-images-v2.1-json-patch` is RFC 6902's form
+ * (`{"op": "replace", "path": "/name", "value": ...}`);
+ * `application/openstack-images-v2.0-json-patch` is draft 4's
+ * (`{"replace": "/name", "value": ...}`). A body in the other form is refused
+ * naming the media type it needs, as Glance refuses it.
+ */
+export function normalizePatch(contentType: string, body: unknown[]): PatchOp[] {
+  const draft4 = contentType === 'application/openstack-images-v2.0-json-patch';
+  const rfc = compileSchema(PatchOpRfc6902);
+  const old = compileSchema(PatchOpDraft4);
+  return body.map((raw, index): PatchOp => {
+    const op = raw as Record<string, unknown>;
+    if (draft4) {
+      if (Object.hasOwn(op, 'op')) {
+        throw errors.badRequest(`Invalid JSON patch: operation ${index} is in RFC 6902 form ('op'); with Content-Type ${contentType} write {"replace": "/name", "value": ...}, or send Content-Type: application/openstack-images-v2.1-json-patch.`);
+      }
+      const kind = (['add', 'replace', 'remove'] as const).find((k) => Object.hasOwn(op, k));
+      if (!kind) throw errors.badRequest(`Invalid JSON patch: operation ${index} names no operation: expected one of "add", "replace", "remove" as its key.`);
+      if (!old(op)) throw errors.badRequest(`Invalid JSON patch: operation ${index}: ${describeErrors('body', old.errors ?? [], op).problem}.`);
+      return { op: kind, path: op[kind] as string, ...(Object.hasOwn(op, 'value') ? { value: op['value'] } : {}) };
+    }
+    if (!Object.hasOwn(op, 'op')) {
+      const kind = ['add', 'replace', 'remove'].find((k) => Object.hasOwn(op, k));
+      if (kind) throw errors.badRequest(`Invalid JSON patch: operation ${index} is in draft-4 form ('${kind}'); with Content-Type ${contentType} write {"op": "${kind}", "path": ...}, or send Content-Type: application/openstack-images-v2.0-json-patch.`);
+      throw errors.badRequest(`Invalid JSON patch: operation ${index} has no 'op': expected {"op": "replace", "path": "/name", "value": ...}.`);
+    }
+    if (!rfc(op)) {
+      const failure = describeErrors('body', rfc.errors ?? [], op);
+      throw errors.badRequest(`Invalid JSON patch: operation ${index}${failure.field ? ` member '${failure.field}'` : ''}: ${failure.problem}.`);
+    }
+    if (op['op'] !== 'remove' && !Object.hasOwn(op, 'value')) throw errors.badRequest(`Invalid JSON patch: operation ${index} ('${String(op['op'])}') needs a value.`);
+    if (op['op'] === 'remove' && Object.hasOwn(op, 'value')) throw errors.badRequest(`Invalid JSON patch: operation ${index} ('remove') takes no value.`);
+    return op as unknown as PatchOp;
+  });
+}
+
+export function imageApp(service: ImageService, options: ImageAppOptions = {}): ServiceApp {
   const router = new Router();
   const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
   /** The image as Glance renders it, with direct_url/locations where this caller may see them. */
@@ -175,163 +208,229 @@ export function imageApp(service: ImageService): ServiceApp {
       links: [{ rel: 'self', href: `${ctx.serviceUrl}/v2/` }],
     })),
   });
-  router.get('/', (ctx) => ({ status: 300, body: versions(ctx) }), { public: true });
-  router.get('/versions', (ctx) => ({ status: 200, body: versions(ctx) }), { public: true });
-  router.get('/v2', (ctx) => ({ status: 200, body: versions(ctx) }), { public: true });
+  const id = (ctx: RequestContext) => ctx.params['image_id']!;
+  const noBody = { 204: null } as const;
 
-  // ---- discovery ----
-  router.get('/v2/schemas/image', () => ({ status: 200, body: imageSchema() }));
-  router.get('/v2/schemas/images', () => ({
-    status: 200,
-    body: {
-      name: 'images',
-      properties: {
-        images: { type: 'array', items: imageSchema() },
-        schema: { type: 'string' },
-        first: { type: 'string' },
-        next: { type: 'string' },
+  const routes: AnyRouteSpec[] = [
+    // ---- versions (no token) ----
+    route({ method: 'GET', path: '/', policy: '@', options: { public: true }, responses: { 300: VersionList }, handler: (ctx) => ({ status: 300, body: versions(ctx) }) }),
+    route({ method: 'GET', path: '/versions', policy: '@', options: { public: true }, responses: { 200: VersionList }, handler: (ctx) => ({ status: 200, body: versions(ctx) }) }),
+    route({ method: 'GET', path: '/v2', policy: '@', options: { public: true }, responses: { 200: VersionList }, handler: (ctx) => ({ status: 200, body: versions(ctx) }) }),
+
+    // ---- discovery (any token; Glance checks no rule) ----
+    route({ method: 'GET', path: '/v2/schemas/image', policy: '@', responses: { 200: SchemaDocument }, handler: () => ({ status: 200, body: imageSchema() }) }),
+    route({
+      method: 'GET', path: '/v2/schemas/images', policy: '@', responses: { 200: SchemaDocument },
+      handler: () => ({
+        status: 200,
+        body: {
+          name: 'images',
+          properties: { images: { type: 'array', items: imageSchema() }, schema: { type: 'string' }, first: { type: 'string' }, next: { type: 'string' } },
+          links: [{ rel: 'first', href: '{first}' }, { rel: 'next', href: '{next}' }, { rel: 'describedby', href: '{schema}' }],
+        },
+      }),
+    }),
+    route({ method: 'GET', path: '/v2/schemas/member', policy: '@', responses: { 200: SchemaDocument }, handler: () => ({ status: 200, body: memberSchema() }) }),
+    route({
+      method: 'GET', path: '/v2/schemas/members', policy: '@', responses: { 200: SchemaDocument },
+      handler: () => ({
+        status: 200,
+        body: { name: 'members', properties: { members: { type: 'array', items: memberSchema() }, schema: { type: 'string' } }, links: [{ rel: 'describedby', href: '{schema}' }] },
+      }),
+    }),
+    route({
+      method: 'GET', path: '/v2/info/stores', policy: '@', responses: { 200: StoreList },
+      handler: () => ({
+        status: 200,
+        body: {
+          stores: service.stores.map((store, i) => ({
+            id: store.id,
+            description: store.description ?? 'Local file store (filesystem_store_datadir)',
+            ...(i === 0 ? { default: true } : {}),
+          })),
+        },
+      }),
+    }),
+    route({
+      method: 'GET', path: '/v2/info/import', policy: '@', responses: { 200: ImportInfo },
+      handler: () => ({ status: 200, body: { 'import-methods': { description: 'Import methods available.', type: 'array', value: importMethods } } }),
+    }),
+
+    // ---- images ----
+    route({
+      method: 'GET', path: '/v2/images', policy: 'get_images', query: ImageListQuery, responses: { 200: ImageList },
+      handler(ctx) {
+        const query = parseListQuery(ctx.query);
+        const page = service.list(auth(ctx), query);
+        const body: Record<string, unknown> = { images: page.images.map((image) => render(ctx, image)), first: '/v2/images', schema: '/v2/schemas/images' };
+        if (page.nextMarker) {
+          const next = new URLSearchParams(ctx.query);
+          next.set('marker', page.nextMarker);
+          next.set('limit', String(query.limit));
+          body['next'] = `/v2/images?${next.toString()}`;
+        }
+        return { status: 200, body };
       },
-      links: [{ rel: 'first', href: '{first}' }, { rel: 'next', href: '{next}' }, { rel: 'describedby', href: '{schema}' }],
+    }),
+    route({
+      method: 'POST', path: '/v2/images', policy: 'add_image', body: ImageCreateBody, responses: { 201: ImageEntity },
+      handler(ctx) {
+        const image = service.create(auth(ctx), ctx.body);
+        return {
+          status: 201,
+          body: render(ctx, image),
+          headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': importMethods.join(',') },
+        };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v2/images/:image_id', policy: 'get_image', responses: { 200: ImageEntity },
+      handler: (ctx) => ({ status: 200, body: render(ctx, service.get(auth(ctx), id(ctx))) }),
+    }),
+    route({
+      method: 'PATCH', path: '/v2/images/:image_id', policy: 'modify_image', body: PatchBody, responses: { 200: ImageEntity },
+      handler(ctx) {
+        const type = (ctx.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+        if (!jsonPatchTypes.includes(type)) {
+          throw new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type || '(none)'}' for PATCH: send Content-Type: application/openstack-images-v2.1-json-patch (RFC 6902 operations) or application/openstack-images-v2.0-json-patch (draft 4).`);
+        }
+        return { status: 200, body: render(ctx, service.update(auth(ctx), id(ctx), normalizePatch(type, ctx.body))) };
+      },
+    }),
+    route({
+      method: 'DELETE', path: '/v2/images/:image_id', policy: 'delete_image', responses: noBody,
+      async handler(ctx) {
+        await service.delete(auth(ctx), id(ctx));
+        return { status: 204 };
+      },
+    }),
+
+    // ---- data ----
+    route({
+      method: 'PUT', path: '/v2/images/:image_id/file', policy: 'upload_image', options: { rawBody: true }, responses: noBody,
+      async handler(ctx) {
+        const contentLength = dataContentLength(ctx);
+        await service.upload(auth(ctx), id(ctx), ctx.stream, contentLength);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v2/images/:image_id/file', policy: 'download_image', responses: { 200: null, 204: null, 206: null },
+      async handler(ctx) {
+        const image = service.openData(auth(ctx), id(ctx));
+        if (!image) return { status: 204 };
+        const sizeBytes = image.size ?? 0;
+        const store = service.storeOf(image);
+        const stored = await store.sizeOf(image.id);
+        if (stored !== sizeBytes) {
+          throw errors.backendUnavailable(`The data of image ${image.id} is missing or damaged in store '${store.id}' (${stored ?? 'no'} bytes stored, ${sizeBytes} recorded).`);
+        }
+        const rangeHeader = ctx.headers['range'];
+        const range = sizeBytes > 0 ? parseRange(typeof rangeHeader === 'string' ? rangeHeader : undefined, sizeBytes) : null;
+        const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes' };
+        if (!range) {
+          headers['Content-Length'] = String(sizeBytes);
+          if (image.checksum) headers['Content-MD5'] = image.checksum;
+          return { status: 200, headers, stream: store.read(image.id) };
+        }
+        headers['Content-Length'] = String(range.end - range.start + 1);
+        headers['Content-Range'] = `bytes ${range.start}-${range.end}/${sizeBytes}`;
+        return { status: 206, headers, stream: store.read(image.id, range) };
+      },
+    }),
+
+    // ---- interoperable import (glance-direct) ----
+    route({
+      method: 'PUT', path: '/v2/images/:image_id/stage', policy: 'upload_image', options: { rawBody: true }, responses: noBody,
+      async handler(ctx) {
+        const contentLength = dataContentLength(ctx);
+        await service.stage(auth(ctx), id(ctx), ctx.stream, contentLength);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'POST', path: '/v2/images/:image_id/import', policy: 'upload_image', body: ImportBody, responses: { 202: null },
+      async handler(ctx) {
+        const unknownStore = (ctx.body.stores ?? []).find((s) => s !== service.store.id);
+        if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
+        await service.importStaged(auth(ctx), id(ctx), ctx.body.method.name);
+        return { status: 202 };
+      },
+    }),
+
+    // ---- actions, tags ----
+    route({
+      method: 'POST', path: '/v2/images/:image_id/actions/deactivate', policy: 'deactivate', responses: noBody,
+      handler(ctx) {
+        service.deactivate(auth(ctx), id(ctx));
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'POST', path: '/v2/images/:image_id/actions/reactivate', policy: 'reactivate', responses: noBody,
+      handler(ctx) {
+        service.reactivate(auth(ctx), id(ctx));
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'PUT', path: '/v2/images/:image_id/tags/:tag', policy: 'modify_image', params: TagParams, responses: noBody,
+      handler(ctx) {
+        service.addTag(auth(ctx), id(ctx), ctx.params['tag']!);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'DELETE', path: '/v2/images/:image_id/tags/:tag', policy: 'modify_image', responses: noBody,
+      handler(ctx) {
+        service.removeTag(auth(ctx), id(ctx), ctx.params['tag']!);
+        return { status: 204 };
+      },
+    }),
+
+    // ---- members ----
+    route({
+      method: 'POST', path: '/v2/images/:image_id/members', policy: 'add_member', body: MemberCreateBody, responses: { 200: MemberEntity },
+      handler: (ctx) => ({ status: 200, body: renderMember(service.addMember(auth(ctx), id(ctx), ctx.body.member)) }),
+    }),
+    route({
+      method: 'GET', path: '/v2/images/:image_id/members', policy: 'get_members', responses: { 200: MemberList },
+      handler: (ctx) => ({ status: 200, body: { members: service.listMembers(auth(ctx), id(ctx)).map(renderMember), schema: '/v2/schemas/members' } }),
+    }),
+    route({
+      method: 'GET', path: '/v2/images/:image_id/members/:member_id', policy: 'get_member', responses: { 200: MemberEntity },
+      handler: (ctx) => ({ status: 200, body: renderMember(service.getMember(auth(ctx), id(ctx), ctx.params['member_id']!)) }),
+    }),
+    route({
+      method: 'PUT', path: '/v2/images/:image_id/members/:member_id', policy: 'modify_member', body: MemberUpdateBody, responses: { 200: MemberEntity },
+      handler: (ctx) => ({ status: 200, body: renderMember(service.updateMember(auth(ctx), id(ctx), ctx.params['member_id']!, ctx.body.status)) }),
+    }),
+    route({
+      method: 'DELETE', path: '/v2/images/:image_id/members/:member_id', policy: 'delete_member', responses: noBody,
+      handler(ctx) {
+        service.removeMember(auth(ctx), id(ctx), ctx.params['member_id']!);
+        return { status: 204 };
+      },
+    }),
+  ];
+  registerRoutes(router, routes, {
+    policy: service.policy,
+    validateResponses: options.validateResponses ?? false,
+    log: options.log,
+    versionText: (minor) => `2.${minor}`,
+    defaultTarget: (a) => ownProjectTarget(a?.projectId ?? null),
+  });
+
+  return {
+    prefix: '/image',
+    router,
+    faultStyle: 'openstack',
+    rewritePath(path) {
+      // Glance routes /v2/images/{image_id}; an empty id (a trailing slash) names no image.
+      if (path === '/v2/images/') throw errors.notFound('Image', "'' (the image id is empty)");
+      return { path, pathProjectId: null };
     },
-  }));
-  router.get('/v2/schemas/member', () => ({ status: 200, body: memberSchema() }));
-  router.get('/v2/schemas/members', () => ({
-    status: 200,
-    body: { name: 'members', properties: { members: { type: 'array', items: memberSchema() }, schema: { type: 'string' } }, links: [{ rel: 'describedby', href: '{schema}' }] },
-  }));
-  router.get('/v2/info/stores', () => ({
-    status: 200,
-    body: {
-      stores: service.stores.map((store, i) => ({
-        id: store.id,
-        description: store.description ?? 'Local file store (filesystem_store_datadir)',
-        ...(i === 0 ? { default: true } : {}),
-      })),
-    },
-  }));
-  router.get('/v2/info/import', () => ({
-    status: 200,
-    body: { 'import-methods': { description: 'Import methods available.', type: 'array', value: importMethods } },
-  }));
-
-  // ---- images ----
-  router.get('/v2/images', (ctx) => {
-    const query = parseListQuery(ctx.query);
-    const page = service.list(auth(ctx), query);
-    const body: Record<string, unknown> = { images: page.images.map((image) => render(ctx, image)), first: '/v2/images', schema: '/v2/schemas/images' };
-    if (page.nextMarker) {
-      const next = new URLSearchParams(ctx.query);
-      next.set('marker', page.nextMarker);
-      next.set('limit', String(query.limit));
-      body['next'] = `/v2/images?${next.toString()}`;
-    }
-    return { status: 200, body };
-  });
-  router.post('/v2/images', (ctx) => {
-    const image = service.create(auth(ctx), ctx.body);
-    return {
-      status: 201,
-      body: render(ctx, image),
-      headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': importMethods.join(',') },
-    };
-  });
-  router.get('/v2/images/:id', (ctx) => ({ status: 200, body: render(ctx, service.get(auth(ctx), ctx.params['id']!)) }));
-  router.patch('/v2/images/:id', (ctx) => {
-    const type = (ctx.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    if (!jsonPatchTypes.includes(type)) {
-      throw new PumiceError('UnsupportedMediaType', `Unsupported Content-Type '${type || '(none)'}' for PATCH: send Content-Type: application/openstack-images-v2.1-json-patch.`);
-    }
-    if (ctx.body === undefined) throw errors.badRequest('Invalid JSON patch: the body is empty; send a JSON array of operations.');
-    return { status: 200, body: render(ctx, service.update(auth(ctx), ctx.params['id']!, ctx.body)) };
-  });
-  router.delete('/v2/images/:id', async (ctx) => {
-    await service.delete(auth(ctx), ctx.params['id']!);
-    return { status: 204 };
-  });
-
-  // ---- data ----
-  router.put('/v2/images/:id/file', async (ctx) => {
-    const contentLength = dataContentLength(ctx);
-    await service.upload(auth(ctx), ctx.params['id']!, ctx.stream, contentLength);
-    return { status: 204 };
-  }, { rawBody: true });
-  router.get('/v2/images/:id/file', async (ctx) => {
-    const image = service.openData(auth(ctx), ctx.params['id']!);
-    if (!image) return { status: 204 };
-    const sizeBytes = image.size ?? 0;
-    const store = service.storeOf(image);
-    const stored = await store.sizeOf(image.id);
-    if (stored !== sizeBytes) {
-      throw errors.backendUnavailable(`The data of image ${image.id} is missing or damaged in store '${store.id}' (${stored ?? 'no'} bytes stored, ${sizeBytes} recorded).`);
-    }
-    const rangeHeader = ctx.headers['range'];
-    const range = sizeBytes > 0 ? parseRange(typeof rangeHeader === 'string' ? rangeHeader : undefined, sizeBytes) : null;
-    const headers: Record<string, string> = { 'Content-Type': 'application/octet-stream', 'Accept-Ranges': 'bytes' };
-    if (!range) {
-      headers['Content-Length'] = String(sizeBytes);
-      if (image.checksum) headers['Content-MD5'] = image.checksum;
-      return { status: 200, headers, stream: store.read(image.id) };
-    }
-    headers['Content-Length'] = String(range.end - range.start + 1);
-    headers['Content-Range'] = `bytes ${range.start}-${range.end}/${sizeBytes}`;
-    return { status: 206, headers, stream: store.read(image.id, range) };
-  });
-
-  // ---- interoperable import (glance-direct) ----
-  router.put('/v2/images/:id/stage', async (ctx) => {
-    const contentLength = dataContentLength(ctx);
-    await service.stage(auth(ctx), ctx.params['id']!, ctx.stream, contentLength);
-    return { status: 204 };
-  }, { rawBody: true });
-  router.post('/v2/images/:id/import', async (ctx) => {
-    const body = validate<{ method: { name: string }; stores?: string[] }>(importSchema, ctx.body);
-    const unknownStore = (body.stores ?? []).find((s) => s !== service.store.id);
-    if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
-    await service.importStaged(auth(ctx), ctx.params['id']!, body.method.name);
-    return { status: 202 };
-  });
-
-  // ---- actions, tags ----
-  router.post('/v2/images/:id/actions/deactivate', (ctx) => {
-    service.deactivate(auth(ctx), ctx.params['id']!);
-    return { status: 204 };
-  });
-  router.post('/v2/images/:id/actions/reactivate', (ctx) => {
-    service.reactivate(auth(ctx), ctx.params['id']!);
-    return { status: 204 };
-  });
-  router.put('/v2/images/:id/tags/:tag', (ctx) => {
-    service.addTag(auth(ctx), ctx.params['id']!, ctx.params['tag']!);
-    return { status: 204 };
-  });
-  router.delete('/v2/images/:id/tags/:tag', (ctx) => {
-    service.removeTag(auth(ctx), ctx.params['id']!, ctx.params['tag']!);
-    return { status: 204 };
-  });
-
-  // ---- members ----
-  router.post('/v2/images/:id/members', (ctx) => {
-    const body = validate<{ member: string }>(memberCreateSchema, ctx.body);
-    return { status: 200, body: renderMember(service.addMember(auth(ctx), ctx.params['id']!, body.member)) };
-  });
-  router.get('/v2/images/:id/members', (ctx) => ({
-    status: 200,
-    body: { members: service.listMembers(auth(ctx), ctx.params['id']!).map(renderMember), schema: '/v2/schemas/members' },
-  }));
-  router.get('/v2/images/:id/members/:member', (ctx) => ({
-    status: 200,
-    body: renderMember(service.getMember(auth(ctx), ctx.params['id']!, ctx.params['member']!)),
-  }));
-  router.put('/v2/images/:id/members/:member', (ctx) => {
-    const body = validate<{ status: string }>(memberUpdateSchema, ctx.body);
-    return { status: 200, body: renderMember(service.updateMember(auth(ctx), ctx.params['id']!, ctx.params['member']!, body.status)) };
-  });
-  router.delete('/v2/images/:id/members/:member', (ctx) => {
-    service.removeMember(auth(ctx), ctx.params['id']!, ctx.params['member']!);
-    return { status: 204 };
-  });
-
-  return { prefix: '/image', router, faultStyle: 'openstack' };
+  };
 }
 
 /** Glance's image schema, abridged to what Pumice stores; extra string properties are allowed. */

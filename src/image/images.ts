@@ -19,6 +19,8 @@ import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
+import type { PolicyTable, PolicyTarget } from '../http/policy.ts';
+import { imagePolicy } from './policy.ts';
 import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
 import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
 import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
@@ -56,6 +58,8 @@ export interface ImageServiceOptions {
   workDirectory: string;
   /** Convert non-raw uploads to raw for raw-only stores ([image_import_opts] image_import_plugins has image_conversion); else refuse them. */
   convertToRaw?: boolean;
+  /** Glance's policy table (src/image/policy.ts) with the operator's overrides; default: Glance's defaults. */
+  policy?: PolicyTable;
 }
 
 /** An upload written into the store and checked, waiting to be published. */
@@ -199,6 +203,7 @@ export class ImageService {
   private readonly staging: FileStore;
   /** Images whose data this process is writing into the store now: a sweep running meanwhile leaves them alone. */
   private readonly writing = new Set<string>();
+  readonly policy: PolicyTable;
 
   constructor(
     private readonly db: Db,
@@ -206,6 +211,7 @@ export class ImageService {
     private readonly log: (message: string) => void,
     private readonly options: ImageServiceOptions,
   ) {
+    this.policy = options.policy ?? imagePolicy();
     this.work = new FileStore(options.workDirectory);
     this.staging = store instanceof FileStore ? store : this.work;
   }
@@ -227,7 +233,7 @@ export class ImageService {
   locationFields(auth: AuthContext, image: ImageRow): Record<string, unknown> {
     const { showDirectUrl, showMultipleLocations } = this.options;
     if (!showDirectUrl && !showMultipleLocations) return {};
-    if (!auth.isAdmin && image.owner !== auth.projectId) return {};
+    if (!this.policy.check('get_image_location', auth, this.targetOf(auth, image))) return {};
     const active = image.status === 'active' || image.status === 'deactivated';
     const url = active ? this.storeOf(image).location?.(image.id) ?? null : null;
     const fields: Record<string, unknown> = {};
@@ -273,8 +279,26 @@ export class ImageService {
 
   // ---- policy ----
 
-  private requireWriter(auth: AuthContext, action: string): void {
-    if (!auth.isAdmin && !auth.roles.includes('member')) throw errors.forbidden(`${action} (the reader role can only read)`);
+  /** Glance's is_admin: the context_is_admin rule (role:admin by default). Admins see every image. */
+  isAdmin(auth: AuthContext): boolean {
+    return this.policy.check('context_is_admin', auth, {});
+  }
+
+  /** The policy target of an image as Glance builds it: owner, visibility, and member_id when the caller's project is a member. */
+  targetOf(auth: AuthContext, image: ImageRow): PolicyTarget {
+    return {
+      project_id: image.owner,
+      owner: image.owner,
+      visibility: image.visibility,
+      member_id: this.memberOf(image.id, auth.projectId) ? auth.projectId : null,
+    };
+  }
+
+  /** Throws 403 naming the rule unless the policy allows `rule` on `image`. */
+  private authorize(auth: AuthContext, rule: string, image: ImageRow, target: PolicyTarget = this.targetOf(auth, image)): void {
+    if (this.policy.check(rule, auth, target)) return;
+    const why = image.owner !== auth.projectId ? ` on image ${image.id} of another project` : ` on image ${image.id} (your role does not allow it)`;
+    throw forbidden(`Policy doesn't allow ${rule} to be performed${why}.`);
   }
 
   private memberOf(imageId: string, projectId: string | null): MemberRow | undefined {
@@ -284,7 +308,7 @@ export class ImageService {
 
   /** Whether `auth` may see the image at all (show, download): owner, admin, public, community, or any member of a shared image. */
   private canSee(auth: AuthContext, image: ImageRow): boolean {
-    if (auth.isAdmin || image.owner === auth.projectId) return true;
+    if (this.isAdmin(auth) || image.owner === auth.projectId) return true;
     if (image.visibility === 'public' || image.visibility === 'community') return true;
     if (image.visibility === 'shared') return this.memberOf(image.id, auth.projectId) !== undefined;
     return false;
@@ -294,14 +318,14 @@ export class ImageService {
   get(auth: AuthContext, imageId: string): ImageRow {
     const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', imageId);
     if (!image || !this.canSee(auth, image)) throw errors.notFound('Image', imageId);
+    this.authorize(auth, 'get_image', image);
     return image;
   }
 
-  /** The image for a change: visible, owned by the caller's project (or admin) and not read-only role. */
-  private getOwned(auth: AuthContext, imageId: string, action: string): ImageRow {
+  /** The image for a change: visible (else 404) and allowed by the policy rule `rule` (else 403). */
+  private getFor(auth: AuthContext, imageId: string, rule: string): ImageRow {
     const image = this.get(auth, imageId);
-    this.requireWriter(auth, action);
-    if (!auth.isAdmin && image.owner !== auth.projectId) throw forbidden(`You are not permitted to ${action} image ${imageId}: it belongs to another project.`);
+    this.authorize(auth, rule, image);
     return image;
   }
 
@@ -326,7 +350,6 @@ export class ImageService {
 
   /** Creates a `queued` image from a Glance create body (core attributes, tags, string properties). */
   create(auth: AuthContext, body: unknown): ImageRow {
-    this.requireWriter(auth, 'add_image');
     if (typeof body !== 'object' || body === null || Array.isArray(body)) throw errors.invalidInput('Invalid input: the body must be a JSON object of image attributes.');
     const input = body as Record<string, unknown>;
     let id: string = randomUUID();
@@ -345,12 +368,13 @@ export class ImageService {
     }
     if (Object.keys(properties).length > limits.propertiesMax) throw errors.quotaExceeded(`Maximum number of image properties (${limits.propertiesMax}) exceeded.`);
     const visibility = (core['visibility'] as string | undefined) ?? 'shared';
-    if (visibility === 'public' && !auth.isAdmin) throw errors.forbidden('publicize_image (only an administrator may make an image public)');
-    let owner = auth.projectId ?? '';
-    if (typeof core['owner'] === 'string' && core['owner'] !== owner) {
-      if (!auth.isAdmin) throw forbidden('You are not permitted to create images owned by another project.');
-      owner = core['owner'];
+    const owner = typeof core['owner'] === 'string' ? core['owner'] : auth.projectId ?? '';
+    const target: PolicyTarget = { project_id: auth.projectId, owner };
+    if (!this.policy.check('add_image', auth, target)) {
+      throw forbidden(`Policy doesn't allow add_image to be performed${owner !== auth.projectId ? ': only an administrator may create images owned by another project' : ' (your role does not allow it)'}.`);
     }
+    if (visibility === 'public') this.policy.enforce('publicize_image', auth, target, 'publicize_image (making an image public)');
+    if (visibility === 'community') this.policy.enforce('communitize_image', auth, target, 'communitize_image');
     const tags = [...new Set((core['tags'] as string[] | undefined) ?? [])];
     const now = new Date().toISOString();
     try {
@@ -380,7 +404,7 @@ export class ImageService {
    * before anything is written; the patch applies whole or not at all.
    */
   update(auth: AuthContext, imageId: string, ops: unknown): ImageRow {
-    const image = this.getOwned(auth, imageId, 'modify_image');
+    const image = this.getFor(auth, imageId, 'modify_image');
     if (!Array.isArray(ops)) throw errors.badRequest('Invalid JSON patch: the body must be a JSON array of operations such as {"op": "replace", "path": "/name", "value": "x"}.');
     if (ops.length > 1000) throw errors.badRequest('Invalid JSON patch: more than 1000 operations.');
     const core: Record<string, unknown> = {
@@ -397,10 +421,9 @@ export class ImageService {
         if (op.op === 'remove') throw forbidden(`Attribute '${key}' is a core attribute and cannot be removed.`);
         let value = validate(coreSchemas[key]!, op.value, key);
         if (key === 'tags') value = [...new Set(value as string[])];
-        if (key === 'owner' && value !== image.owner && !auth.isAdmin) throw forbidden('Only an administrator may change the owner of an image.');
-        if (key === 'visibility' && value === 'public' && image.visibility !== 'public' && !auth.isAdmin) {
-          throw errors.forbidden('publicize_image (only an administrator may make an image public)');
-        }
+        if (key === 'owner' && value !== image.owner && !this.isAdmin(auth)) throw forbidden('Only an administrator may change the owner of an image.');
+        if (key === 'visibility' && value === 'public' && image.visibility !== 'public') this.authorize(auth, 'publicize_image', image);
+        if (key === 'visibility' && value === 'community' && image.visibility !== 'community') this.authorize(auth, 'communitize_image', image);
         if ((key === 'disk_format' || key === 'container_format') && image.status !== 'queued' && value !== core[key]) {
           throw forbidden(`Attribute '${key}' can be only replaced for a queued image.`);
         }
@@ -444,7 +467,7 @@ export class ImageService {
 
   /** Deletes the image and its data. Protected images: 403. Idempotent in effect: a second delete is a 404. */
   async delete(auth: AuthContext, imageId: string): Promise<void> {
-    const image = this.getOwned(auth, imageId, 'delete_image');
+    const image = this.getFor(auth, imageId, 'delete_image');
     if (image.protected) throw forbidden(`Image ${imageId} is protected and cannot be deleted: unset it first (openstack image set --unprotected).`);
     const store = this.storeOf(image);
     // A store may refuse first (rbd: the snapshot still has clones → 409 'image in use').
@@ -458,7 +481,7 @@ export class ImageService {
   }
 
   addTag(auth: AuthContext, imageId: string, tag: string): void {
-    const image = this.getOwned(auth, imageId, 'modify_image');
+    const image = this.getFor(auth, imageId, 'modify_image');
     validate(tagSchema, tag, 'tag');
     const tags = JSON.parse(image.tags) as string[];
     if (tags.includes(tag)) return;
@@ -468,26 +491,28 @@ export class ImageService {
   }
 
   removeTag(auth: AuthContext, imageId: string, tag: string): void {
-    const image = this.getOwned(auth, imageId, 'modify_image');
+    const image = this.getFor(auth, imageId, 'modify_image');
     const tags = JSON.parse(image.tags) as string[];
     if (!tags.includes(tag)) throw errors.notFound('Tag', `'${tag.slice(0, 255)}' of image ${imageId}`);
     this.db.run('UPDATE images SET tags = ?, updated_at = ? WHERE id = ?', JSON.stringify(tags.filter((t) => t !== tag)), new Date().toISOString(), imageId);
   }
 
-  /** Admin only, as Glance's default policy. Deactivating a deactivated image is a no-op. */
+  /**
+   * Policy `deactivate` (Zed default: admin or a member of the owner's project).
+   * Deactivating a deactivated image is a no-op; other states get Glance's 403.
+   */
   deactivate(auth: AuthContext, imageId: string): void {
-    const image = this.get(auth, imageId);
-    if (!auth.isAdmin) throw errors.forbidden('deactivate (only an administrator may deactivate an image)');
+    const image = this.getFor(auth, imageId, 'deactivate');
     if (image.status === 'deactivated') return;
-    if (image.status !== 'active') throw conflict(`Not allowed to deactivate image in status '${image.status}': only active images can be deactivated.`);
+    if (image.status !== 'active') throw forbidden(`Not allowed to deactivate image in status '${image.status}': only active images can be deactivated.`);
     this.transition(imageId, 'active', 'deactivated');
   }
 
+  /** Policy `reactivate`; reactivating an active image is a no-op; other states get Glance's 403. */
   reactivate(auth: AuthContext, imageId: string): void {
-    const image = this.get(auth, imageId);
-    if (!auth.isAdmin) throw errors.forbidden('reactivate (only an administrator may reactivate an image)');
+    const image = this.getFor(auth, imageId, 'reactivate');
     if (image.status === 'active') return;
-    if (image.status !== 'deactivated') throw conflict(`Not allowed to reactivate image in status '${image.status}': only deactivated images can be reactivated.`);
+    if (image.status !== 'deactivated') throw forbidden(`Not allowed to reactivate image in status '${image.status}': only deactivated images can be reactivated.`);
     this.transition(imageId, 'deactivated', 'active');
   }
 
@@ -507,8 +532,9 @@ export class ImageService {
       params.push(project, statusParam);
       return 'EXISTS (SELECT 1 FROM image_members m WHERE m.image_id = images.id AND m.member_id = ? AND m.status = ?)';
     };
+    const isAdmin = this.isAdmin(auth);
     if (visibility === undefined || visibility === 'all') {
-      if (!auth.isAdmin) {
+      if (!isAdmin) {
         params.push(project);
         const parts = ['owner = ?', "visibility = 'public'"];
         if (visibility === 'all') parts.push("visibility = 'community'");
@@ -518,7 +544,7 @@ export class ImageService {
     } else {
       where.push('visibility = ?');
       params.push(visibility);
-      if (!auth.isAdmin && (visibility === 'private' || visibility === 'shared')) {
+      if (!isAdmin && (visibility === 'private' || visibility === 'shared')) {
         params.push(project);
         where.push(visibility === 'private' ? 'owner = ?' : `(owner = ? OR ${memberClause(query.memberStatus)})`);
       }
@@ -594,7 +620,7 @@ export class ImageService {
   }
 
   private async uploadData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
-    const image = this.getOwned(auth, imageId, 'upload_image');
+    const image = this.getFor(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'saving' is not allowed: data can only be uploaded to a queued image.`);
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to saving data: set them with openstack image set --disk-format … --container-format ….');
@@ -720,7 +746,7 @@ export class ImageService {
    * checks and publishes it. A refused stage leaves the image `queued`.
    */
   async stage(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
-    const image = this.getOwned(auth, imageId, 'upload_image');
+    const image = this.getFor(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'uploading' is not allowed: only a queued image can be staged.`);
     if (image.disk_format) this.mustConvert(image.disk_format);
     const pending = await this.receive(imageId, source, contentLength, 'uploading', this.staging, 'staging area');
@@ -754,7 +780,7 @@ export class ImageService {
   }
 
   private async importStagedData(auth: AuthContext, imageId: string, method: string): Promise<void> {
-    const image = this.getOwned(auth, imageId, 'import_image');
+    const image = this.getFor(auth, imageId, 'upload_image');
     if (method !== 'glance-direct') throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: glance-direct.`);
     if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
     if (!image.disk_format || !image.container_format) {
@@ -890,8 +916,8 @@ export class ImageService {
 
   /** Opens the image data for download; null when the image has no data (Glance answers 204). */
   openData(auth: AuthContext, imageId: string): ImageRow | null {
-    const image = this.get(auth, imageId);
-    if (image.status === 'deactivated' && !auth.isAdmin) throw forbidden('The requested image has been deactivated. Image data download is forbidden.');
+    const image = this.getFor(auth, imageId, 'download_image');
+    if (image.status === 'deactivated' && !this.isAdmin(auth)) throw forbidden('The requested image has been deactivated. Image data download is forbidden.');
     if (image.status !== 'active' && image.status !== 'deactivated') return null;
     return image;
   }
@@ -903,7 +929,7 @@ export class ImageService {
   }
 
   addMember(auth: AuthContext, imageId: string, memberId: string): MemberRow {
-    const image = this.getOwned(auth, imageId, 'add_member');
+    const image = this.getFor(auth, imageId, 'add_member');
     this.requireShared(image);
     const count = this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM image_members WHERE image_id = ?', imageId)!.n;
     if (count >= limits.membersMax) throw errors.quotaExceeded(`Maximum number of image members (${limits.membersMax}) exceeded.`);
@@ -919,14 +945,15 @@ export class ImageService {
 
   /** The owner (and admin) sees every member; a member sees only itself. */
   listMembers(auth: AuthContext, imageId: string): MemberRow[] {
-    const image = this.get(auth, imageId);
+    const image = this.getFor(auth, imageId, 'get_members');
     this.requireShared(image);
-    if (auth.isAdmin || image.owner === auth.projectId) return this.db.all<MemberRow>('SELECT * FROM image_members WHERE image_id = ? ORDER BY created_at, member_id', imageId);
+    if (this.isAdmin(auth) || image.owner === auth.projectId) return this.db.all<MemberRow>('SELECT * FROM image_members WHERE image_id = ? ORDER BY created_at, member_id', imageId);
     const own = this.memberOf(imageId, auth.projectId);
     return own ? [own] : [];
   }
 
   getMember(auth: AuthContext, imageId: string, memberId: string): MemberRow {
+    this.getFor(auth, imageId, 'get_member');
     const member = this.listMembers(auth, imageId).find((m) => m.member_id === memberId);
     if (!member) throw errors.notFound('Member', `${memberId} of image ${imageId}`);
     return member;
@@ -935,13 +962,16 @@ export class ImageService {
   /** Only the member itself accepts or rejects (admin too); the owner cannot decide for it. */
   updateMember(auth: AuthContext, imageId: string, memberId: string, status: string): MemberRow {
     const member = this.getMember(auth, imageId, memberId);
-    if (!auth.isAdmin && auth.projectId !== memberId) throw forbidden(`Only project ${memberId} can accept or reject its membership of image ${imageId}.`);
+    const image = this.get(auth, imageId);
+    if (!this.policy.check('modify_member', auth, { ...this.targetOf(auth, image), member_id: memberId })) {
+      throw forbidden(`Policy doesn't allow modify_member to be performed: only project ${memberId} can accept or reject its membership of image ${imageId}.`);
+    }
     this.db.run('UPDATE image_members SET status = ?, updated_at = ? WHERE image_id = ? AND member_id = ?', status, new Date().toISOString(), imageId, member.member_id);
     return this.getMember(auth, imageId, memberId);
   }
 
   removeMember(auth: AuthContext, imageId: string, memberId: string): void {
-    this.getOwned(auth, imageId, 'delete_member');
+    this.getFor(auth, imageId, 'delete_member');
     const removed = this.db.run('DELETE FROM image_members WHERE image_id = ? AND member_id = ?', imageId, memberId);
     if (removed.changes === 0) throw errors.notFound('Member', `${memberId} of image ${imageId}`);
   }

@@ -49,7 +49,8 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
   const adminPassword = options.adminPassword ?? 'test-admin-password';
   const proc = spawn(process.execPath, args, {
     cwd: repoRoot,
-    env: { ...process.env, PUMICE_ADMIN_PASSWORD: adminPassword },
+    // Every reply is checked against its declared schema: a contract violation is a 500 the test sees.
+    env: { PUMICE_VALIDATE_RESPONSES: '1', ...process.env, PUMICE_ADMIN_PASSWORD: adminPassword },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
