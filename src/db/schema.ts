@@ -178,6 +178,20 @@ CREATE INDEX image_members_member ON image_members(member_id, status);
     sql: `ALTER TABLE volumes ADD COLUMN image_metadata TEXT;`,
   },
   {
+    // Attachments API (Cinder 3.27+): an attachment row exists from its reservation on, so it
+    // records when it was made and the connection info the caller got, without the secrets
+    // (secret export names and keys are given once, never stored in clear). attach_mode 'null'
+    // means "not chosen yet" (Cinder's marker for 3.54's mode argument).
+    version: 6,
+    sql: `
+ALTER TABLE volume_attachments ADD COLUMN connection_info TEXT;
+ALTER TABLE volume_attachments ADD COLUMN created_at TEXT;
+ALTER TABLE volume_attachments ADD COLUMN updated_at TEXT;
+UPDATE volume_attachments SET created_at = COALESCE(attach_time, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+CREATE INDEX volume_attachments_instance ON volume_attachments(instance_uuid);
+`,
+  },
+  {
     // Security hardening (issue 12). Tokens are stored by the SHA-256 of their id (the id itself
     // stays only with the client): clear ids of the old layout are dropped, so users log in again.
     // Users carry Keystone's lockout counters. nbd_exports holds the per-connection NBD export

@@ -8,6 +8,8 @@ import { errors, PumiceError } from '../errors.ts';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
 import { checkMetadataKeys, metadataSchema, queryBool, validate, type Schema } from '../http/validate.ts';
+import { AttachmentService } from './attachments.ts';
+import { registerAttachmentRoutes } from './attachments-api.ts';
 import { ImageServiceError, type ImageRecord } from './images.ts';
 import { volumeBinary, type VolumeManager } from './manager.ts';
 import { quotaResources, type QuotaResource } from './quotas.ts';
@@ -60,6 +62,8 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
     microversion: ctx.microversion,
   });
   const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
+  const attachments = new AttachmentService(db, service, manager, (message) => console.error(`${new Date().toISOString()} ${message}`));
+  registerAttachmentRoutes(router, attachments, osapiMaxLimit);
   const versionDocument = (ctx: RequestContext) => ({
     id: 'v3.0',
     status: 'CURRENT',
@@ -256,6 +260,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       properties: { instance_uuid: { type: 'uuid', nullable: true }, host_name: { type: 'string', maxLength: 255, nullable: true }, mountpoint: { type: 'string', minLength: 1, maxLength: 255 }, mode: { type: 'string', enum: ['rw', 'ro'] } },
     },
     'os-detach': { type: 'object', properties: { attachment_id: { type: 'uuid', nullable: true } } },
+    'os-force_detach': { type: 'object', properties: { attachment_id: { type: 'uuid', nullable: true }, connector: { type: 'object', additional: true, nullable: true } } },
     revert: { type: 'object', required: ['snapshot_id'], properties: { snapshot_id: { type: 'uuid' } } },
     'os-volume_upload_image': {
       type: 'object', required: ['image_name'],
@@ -351,6 +356,8 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
         return { status: 202 };
       case 'os-reset_status':
         service.resetVolumeStatus(a, id, args as never);
+        // Cinder's _clean_volume_attachment: a volume reset to detached has no attachment left.
+        if (args['attach_status'] === 'detached') attachments.cleanAfterReset(id);
         return { status: 202 };
       case 'os-force_delete':
         service.deleteVolume(a, id, { cascade: false, force: true });
@@ -379,6 +386,9 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
         return { status: 202 };
       case 'os-detach':
         service.detach(a, id, (args['attachment_id'] as string | null | undefined) ?? null);
+        return { status: 202 };
+      case 'os-force_detach':
+        await attachments.forceDetach(a, id, (args['attachment_id'] as string | null | undefined) ?? null, (args['connector'] as never) ?? null);
         return { status: 202 };
       case 'os-volume_upload_image':
         return { status: 202, body: { 'os-volume_upload_image': await uploadToImage(ctx, id, args) } };

@@ -160,7 +160,8 @@ export class VolumeManager {
         storage_protocol: state.capacity?.storageProtocol ?? 'unknown',
         driver_version: state.driver.driverVersion,
         vendor_name: 'Pumice',
-        multiattach: false,
+        // Several NBD clients may open one local volume; RBD volumes would need exclusive-lock off first.
+        multiattach: state.driver instanceof LocalBackend,
         snapshot_support: hasSnapshots(state.driver),
         clone_support: hasClones(state.driver),
       },

@@ -112,7 +112,8 @@ export function renderVolume(
         attachment_id: a.id,
         volume_id: row.id,
         server_id: a.instance_uuid,
-        host_name: a.attached_host,
+        // Cinder shows the host an attachment is on to administrators only.
+        host_name: options.isAdmin ? a.attached_host : null,
         device: a.mountpoint,
         attached_at: cinderTime(a.attach_time),
       })),

@@ -222,6 +222,8 @@ export class VolumeService {
     }
     this.quotas.checkVolumeSize(projectId, size);
     const extraSpecs = this.extraSpecs(typeRow.id);
+    // Cinder: a volume is multiattach when its type says multiattach='<is> True' (the scheduler needs a backend that can).
+    const multiattach = /^<is>\s*true$/i.test((extraSpecs['multiattach'] ?? '').trim());
     const id = randomUUID();
     const now = nowIso();
     const sizeGiB = size;
@@ -239,12 +241,12 @@ export class VolumeService {
       const reason = result.ok ? null : input.failure ?? `No valid backend was found. ${result.reasons.join('; ')}.`;
       this.db.run(
         `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,
-           bootable, source_volid, snapshot_id, metadata, status_reason, image_metadata, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           bootable, source_volid, snapshot_id, metadata, status_reason, image_metadata, created_at, updated_at, multiattach)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         id, projectId, auth.userId, input.name ?? null, input.description ?? null, sizeGiB, result.ok ? 'creating' : 'error', zone, type.id,
         result.ok ? result.pool.host : null, result.ok ? result.pool.backend : null, bootable ? 1 : 0,
         input.sourceVolumeId ?? null, input.snapshotId ?? null, JSON.stringify(input.metadata ?? {}), reason,
-        image ? JSON.stringify(volumeImageMetadata(image)) : null, now, now,
+        image ? JSON.stringify(volumeImageMetadata(image)) : null, now, now, multiattach ? 1 : 0,
       );
       if (result.ok) {
         this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload);

@@ -79,6 +79,10 @@ interface Fixtures {
   privType: string;
   defaultType: string;
   volumeHost: string;
+  volAtt: string;
+  attA: string;
+  volBAtt: string;
+  attB: string;
 }
 
 describe('bad input on every route', () => {
@@ -301,6 +305,15 @@ describe('bad input on every route', () => {
     await ok('POST', `/volume/v3/{P}/types/${F.privType}/action`, 'admin', { addProjectAccess: { project: F.p2 } });
     F.defaultType = (await ok('GET', '/volume/v3/{P}/types/default', 'admin')).volume_type.id;
     F.volumeHost = ((await ok('GET', '/volume/v3/{P}/os-services', 'admin')).services as { binary: string; host: string }[]).find((s) => s.binary === 'cinder-volume')!.host;
+
+    // Attachments (3.27+): a reserved attachment in each project, on volumes of their own.
+    const mv44 = { 'OpenStack-API-Version': 'volume 3.44' };
+    F.volAtt = (await ok('POST', '/volume/v3/{P}/volumes', 'member', { volume: { size: 1, name: 'vol-att' } })).volume.id;
+    F.volBAtt = (await ok('POST', '/volume/v3/{P}/volumes', 'other', { volume: { size: 1, name: 'vol-b-att' } })).volume.id;
+    await waitStatus('volumes', F.volAtt, 'member');
+    await waitStatus('volumes', F.volBAtt, 'other');
+    F.attA = (await ok('POST', '/volume/v3/{P}/attachments', 'member', { attachment: { volume_uuid: F.volAtt, instance_uuid: UNKNOWN } }, mv44)).attachment.id;
+    F.attB = (await ok('POST', '/volume/v3/{P}/attachments', 'other', { attachment: { volume_uuid: F.volBAtt, instance_uuid: UNKNOWN } }, mv44)).attachment.id;
   });
 
   after(async () => {
@@ -1161,6 +1174,126 @@ describe('bad input on every route', () => {
     return cases;
   }
 
+  /** The attachments API (3.27+, os-complete 3.44, mode 3.54): every route, at 3.44 unless the case is about the version. */
+  function attachmentCases(): Case[] {
+    const V = '/volume/v3/{P}';
+    const A = `${V}/attachments`;
+    const mv = (v: string) => ({ 'OpenStack-API-Version': `volume ${v}` });
+    const c = (name: string, method: string, path: string, body: unknown, expect: number, as: Caller = 'member', extra: Partial<Case> = {}): Case => ({
+      name: `attachments ${method} ${path.replace(V, '')}: ${name}`, method, path, as, body, expect, headers: mv('3.44'), ...extra,
+    });
+    const create = (name: string, attachment: unknown, expect = 400, as: Caller = 'member', extra: Partial<Case> = {}) => c(name, 'POST', A, { attachment }, expect, as, extra);
+    const update = (name: string, attachment: unknown, expect = 400, as: Caller = 'member', id = F.attA) => c(name, 'PUT', `${A}/${id}`, { attachment }, expect, as);
+    const action = (name: string, body: unknown, expect = 400, as: Caller = 'member', id = F.attA, extra: Partial<Case> = {}) => c(name, 'POST', `${A}/${id}/action`, body, expect, as, extra);
+    const connector = { host: 'h', initiator: 'iqn.x' };
+    const ok = { volume_uuid: F.volA, instance_uuid: UNKNOWN };
+    const cases: Case[] = [
+      // ---- create ----
+      c('missing attachment', 'POST', A, {}, 400),
+      c('attachment is null', 'POST', A, { attachment: null }, 400),
+      c('attachment is an array', 'POST', A, { attachment: [ok] }, 400),
+      c('attachment is a string', 'POST', A, { attachment: F.volA }, 400),
+      c('unknown top-level field', 'POST', A, { attachment: ok, extra: 1 }, 400),
+      create('unknown field', { ...ok, bogus: 1 }),
+      create("unknown field 'constructor'", { ...ok, constructor: 1 }),
+      c("unknown field '__proto__'", 'POST', A, undefined, 400, 'member', { raw: `{"attachment": {"volume_uuid": "${F.volA}", "__proto__": {"x": 1}}}` }),
+      create('missing volume_uuid', { instance_uuid: UNKNOWN }),
+      create('volume_uuid null', { volume_uuid: null }),
+      create('volume_uuid not a UUID', { volume_uuid: BAD_UUID }),
+      create('volume_uuid is a number', { volume_uuid: 5 }),
+      create('instance_uuid not a UUID', { ...ok, instance_uuid: BAD_UUID }),
+      create('instance_uuid is an object', { ...ok, instance_uuid: {} }),
+      create('connector is a string', { ...ok, connector: 'host=h' }),
+      create('connector is an array', { ...ok, connector: [connector] }),
+      create('connector mode bogus', { ...ok, connector: { ...connector, mode: 'rx' } }),
+      create('connector with 65 keys', { ...ok, connector: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) }),
+      create('mode before 3.54', { ...ok, mode: 'ro' }),
+      create('mode bogus at 3.54', { ...ok, mode: 'rx' }, 400, 'member', { headers: mv('3.54') }),
+      create('mode null at 3.54', { ...ok, mode: null }, 400, 'member', { headers: mv('3.54') }),
+      create('unknown volume', { ...ok, volume_uuid: UNKNOWN }, 404),
+      create("another project's volume", { ...ok, volume_uuid: F.volB }, 404),
+      create('as reader', ok, 403, 'reader'),
+      create('volume reserved for another server (not multiattach)', { volume_uuid: F.volAtt, instance_uuid: '11111111-2222-4333-8444-555555555555' }),
+      create('volume reserved, with a connector', { volume_uuid: F.volAtt, instance_uuid: '11111111-2222-4333-8444-555555555555', connector }),
+      create('before 3.27', ok, 404, 'member', { headers: mv('3.26') }),
+      create('without a microversion', ok, 404, 'member', { headers: {} }),
+      c('unscoped token', 'POST', '/volume/v3/attachments', { attachment: ok }, 403, 'unscoped'),
+      // ---- update ----
+      update('missing connector', {}),
+      update('connector is null', { connector: null }),
+      update('connector is empty', { connector: {} }),
+      update('connector is a string', { connector: 'h' }),
+      update('connector is an array', { connector: [] }),
+      update('unknown field', { connector, instance_uuid: UNKNOWN }),
+      update('connector mode bogus', { connector: { ...connector, mode: 5 } }),
+      update('connector with 65 keys', { connector: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, 'v'])) }),
+      c('missing attachment', 'PUT', `${A}/${F.attA}`, { connector }, 400),
+      c('attachment is null', 'PUT', `${A}/${F.attA}`, { attachment: null }, 400),
+      update('unknown attachment', { connector }, 404, 'member', UNKNOWN),
+      update('id not a UUID', { connector }, 404, 'member', BAD_UUID),
+      update("another project's attachment", { connector }, 404, 'member', F.attB),
+      update('as reader', { connector }, 403, 'reader'),
+      c('before 3.27', 'PUT', `${A}/${F.attA}`, { attachment: { connector } }, 404, 'member', { headers: mv('3.26') }),
+      // ---- os-complete ----
+      action('empty body', {}),
+      action('two actions', { 'os-complete': null, 'os-detach': null }),
+      action('unknown action', { 'os-terminate': null }),
+      action("action 'constructor'", { constructor: null }),
+      action('os-complete with arguments', { 'os-complete': { force: true } }),
+      action('os-complete is a string', { 'os-complete': 'now' }),
+      action('os-complete before 3.44', { 'os-complete': null }, 404, 'member', F.attA, { headers: mv('3.43') }),
+      action('as reader', { 'os-complete': null }, 403, 'reader'),
+      action('unknown attachment', { 'os-complete': null }, 404, 'member', UNKNOWN),
+      action("another project's attachment", { 'os-complete': null }, 404, 'member', F.attB),
+      // ---- show, list ----
+      c('unknown attachment', 'GET', `${A}/${UNKNOWN}`, undefined, 404),
+      c('id not a UUID', 'GET', `${A}/${BAD_UUID}`, undefined, 404),
+      c("another project's attachment", 'GET', `${A}/${F.attB}`, undefined, 404),
+      c('before 3.27', 'GET', `${A}/${F.attA}`, undefined, 404, 'member', { headers: mv('3.26') }),
+      c('before 3.27', 'GET', A, undefined, 404, 'member', { headers: mv('3.26') }),
+      c('before 3.27', 'GET', `${A}/detail`, undefined, 404, 'member', { headers: mv('3.26') }),
+      c('unknown filter', 'GET', `${A}?bogus=1`, undefined, 400),
+      c('limit=-1', 'GET', `${A}?limit=-1`, undefined, 400),
+      c('limit=abc', 'GET', `${A}/detail?limit=abc`, undefined, 400),
+      c('offset=x', 'GET', `${A}?offset=x`, undefined, 400),
+      c('sort key unknown', 'GET', `${A}?sort=size`, undefined, 400),
+      c('sort direction bogus', 'GET', `${A}?sort=created_at:up`, undefined, 400),
+      c('sort key twice', 'GET', `${A}?sort=id,id`, undefined, 400),
+      c('sort and sort_key', 'GET', `${A}?sort=id&sort_key=id`, undefined, 400),
+      c('sort_dir bogus', 'GET', `${A}/detail?sort_dir=sideways`, undefined, 400),
+      c('unknown marker', 'GET', `${A}?marker=${UNKNOWN}`, undefined, 404),
+      c("another project's attachment as marker", 'GET', `${A}?marker=${F.attB}`, undefined, 404),
+      c('all_tenants=maybe', 'GET', `${A}?all_tenants=maybe`, undefined, 400, 'admin'),
+      c('filter given twice', 'GET', `${A}?volume_id=a&volume_id=b`, undefined, 400),
+      c('unscoped token', 'GET', '/volume/v3/attachments', undefined, 403, 'unscoped'),
+      // ---- delete ----
+      c('unknown attachment', 'DELETE', `${A}/${UNKNOWN}`, undefined, 404),
+      c("another project's attachment", 'DELETE', `${A}/${F.attB}`, undefined, 404),
+      c('as reader', 'DELETE', `${A}/${F.attA}`, undefined, 403, 'reader'),
+      c('before 3.27', 'DELETE', `${A}/${F.attA}`, undefined, 404, 'member', { headers: mv('3.26') }),
+      // ---- methods ----
+      c('method not allowed', 'DELETE', A, undefined, 405),
+      c('method not allowed', 'PATCH', `${A}/${F.attA}`, { attachment: {} }, 405),
+      c('method not allowed', 'GET', `${A}/${F.attA}/action`, undefined, 405),
+      // ---- os-force_detach (volume action, admin) ----
+      c('os-force_detach as member', 'POST', `${V}/volumes/${F.volAtt}/action`, { 'os-force_detach': { attachment_id: F.attA } }, 403),
+      c('os-force_detach unknown attachment', 'POST', `${V}/volumes/${F.volAtt}/action`, { 'os-force_detach': { attachment_id: UNKNOWN } }, 404, 'admin'),
+      c('os-force_detach attachment_id not a UUID', 'POST', `${V}/volumes/${F.volAtt}/action`, { 'os-force_detach': { attachment_id: BAD_UUID } }, 400, 'admin'),
+      c('os-force_detach connector is a string', 'POST', `${V}/volumes/${F.volAtt}/action`, { 'os-force_detach': { connector: 'h' } }, 400, 'admin'),
+      c('os-force_detach unknown field', 'POST', `${V}/volumes/${F.volAtt}/action`, { 'os-force_detach': { attachment_id: F.attA, force: true } }, 400, 'admin'),
+      c('os-force_detach of an attachment of another volume', 'POST', `${V}/volumes/${F.volA}/action`, { 'os-force_detach': { attachment_id: F.attA } }, 404, 'admin'),
+    ];
+    for (const [method, path] of [['POST', A], ['PUT', `${A}/${F.attA}`], ['POST', `${A}/${F.attA}/action`]] as const) {
+      for (const bad of badBodies(method, path, 'member')) cases.push({ ...bad, name: `attachments ${bad.name}`, headers: mv('3.44') });
+    }
+    for (const [method, path] of [['GET', A], ['GET', `${A}/detail`], ['GET', `${A}/${F.attA}`], ['POST', A], ['PUT', `${A}/${F.attA}`], ['POST', `${A}/${F.attA}/action`], ['DELETE', `${A}/${F.attA}`]] as const) {
+      cases.push({ name: `attachments ${method} ${path}: no X-Auth-Token`, method, path, as: 'none', headers: mv('3.44'), expect: 401 });
+      cases.push({ name: `attachments ${method} ${path}: invalid X-Auth-Token`, method, path, as: 'bogus', headers: mv('3.44'), expect: 401 });
+      cases.push({ name: `attachments ${method} ${path}: OpenStack-API-Version volume 3.999`, method, path, as: 'member', headers: mv('3.999'), expect: 406 });
+    }
+    return cases;
+  }
+
   function imageCases(): Case[] {
     return [
       { name: 'GET /image/v2/images?limit=-1', method: 'GET', path: '/image/v2/images?limit=-1', expect: 400 },
@@ -1175,7 +1308,7 @@ describe('bad input on every route', () => {
   }
 
   test('every route rejects bad input cleanly and changes nothing', async (t) => {
-    const cases = [...genericCases(), ...identityCases(), ...volumeCases(), ...imageCases()];
+    const cases = [...genericCases(), ...identityCases(), ...volumeCases(), ...attachmentCases(), ...imageCases()];
     const names = new Set<string>();
     for (const c of cases) {
       assert.ok(!names.has(c.name), `duplicate case name: ${c.name}`);
