@@ -125,7 +125,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       resolveReady();
     };
   });
-  const conversion = new ConversionArea(config.DEFAULT.image_conversion_dir ?? join(dataDir, 'conversion'));
+  const conversion = new ConversionArea(config.DEFAULT.image_conversion_dir ?? join(dataDir, 'conversion'), log);
   await conversion.start();
   manager.images = {
     client: new ImageServiceClient(() => imageEndpoint(config, identity, ownBaseUrl), config.DEFAULT.glance_request_timeout * 1000),
@@ -140,7 +140,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const glanceStore = config.glance_store;
   let rbdStore: RbdStore | null = null;
   const imageStores = glanceStore.stores.map((id): ImageStore => {
-    if (id !== 'rbd') return new FileStore(glanceStore.filesystem_store_datadir);
+    if (id !== 'rbd') return new FileStore(glanceStore.filesystem_store_datadir, log);
     rbdStore = new RbdStore({
       pool: glanceStore.rbd_store_pool,
       user: glanceStore.rbd_store_user,

@@ -5,6 +5,8 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { isIP } from 'node:net';
+import { unsafeDirectoryMode } from './file-modes.ts';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
 import { createBackupDriver } from './backup/manager.ts';
@@ -20,6 +22,33 @@ export interface Check {
   detail: string;
 }
 
+/**
+ * Issue 12: directories others can read (volumes, database, keys) and an NBD listener reachable
+ * beyond loopback without TLS are reported with the fix.
+ */
+function securityChecks(config: PumiceConfig, dataDir: string): Check[] {
+  const checks: Check[] = [];
+  const dirs: [string, string][] = [[dataDir, 'the data directory']];
+  for (const backend of config.backends) {
+    if (backend.local_volume_dir && (backend.volume_driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(backend.volume_driver))) {
+      dirs.push([backend.local_volume_dir, `[${backend.section}] local_volume_dir`]);
+    }
+  }
+  dirs.push([config.glance_store.filesystem_store_datadir, '[glance_store] filesystem_store_datadir']);
+  for (const [path, what] of dirs) {
+    const unsafe = unsafeDirectoryMode(path, what);
+    checks.push({ name: `permissions of ${what}`, ok: unsafe === null, detail: unsafe ?? `${path}: only its owner can enter it` });
+  }
+  const host = config.DEFAULT.nbd_listen_host;
+  const loopback = host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+  checks.push(
+    loopback || config.DEFAULT.nbd_tls
+      ? { name: 'NBD listener', ok: true, detail: `${host}${config.DEFAULT.nbd_tls ? ' with TLS-PSK per connection' : ' (loopback only)'}` }
+      : { name: 'NBD listener', ok: false, detail: `[DEFAULT] nbd_listen_host = ${host} is beyond loopback without TLS (serve refuses to start): set [DEFAULT] nbd_tls = true or nbd_listen_host = 127.0.0.1` },
+  );
+  return checks;
+}
+
 export async function runDoctor(configPath: string | null, dataDir: string): Promise<Check[]> {
   const checks: Check[] = [];
   let config: PumiceConfig;
@@ -31,12 +60,13 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     return checks;
   }
   try {
-    mkdirSync(dataDir, { recursive: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
     accessSync(dataDir, constants.W_OK);
     checks.push({ name: 'data directory', ok: true, detail: dataDir });
   } catch (error) {
     checks.push({ name: 'data directory', ok: false, detail: `${dataDir} is not writable: ${(error as Error).message}. Pass --data-dir with a writable directory.` });
   }
+  checks.push(...securityChecks(config, dataDir));
   try {
     await import('better-sqlite3');
     checks.push({ name: 'SQLite (better-sqlite3)', ok: true, detail: 'loads' });

@@ -120,6 +120,9 @@ export function createHttpServer(options: HttpServerOptions): Server {
       } catch (error) {
         const fault = toFault(error, app.faultStyle, options.log);
         status = fault.status;
+        // A client still sending its body (an oversize one, or one refused before it was read) would see
+        // the connection reset instead of this fault: read and discard the rest, within bounds, first.
+        if (!req.complete) await discardBody(req, bodyDiscard);
         // An unread body would otherwise be parsed as the next request on this connection.
         if (!req.complete) res.setHeader('Connection', 'close');
         send(res, fault.status, req.method === 'HEAD' ? undefined : fault.body, { ...headers, ...fault.headers });
@@ -169,20 +172,84 @@ async function sendStream(res: ServerResponse, req: IncomingMessage, status: num
   }
 }
 
+/**
+ * How much of a refused request's body the server reads and throws away so
+ * that the client, which sends its whole body before it reads the answer
+ * (python-requests, node:http), receives the fault instead of a reset. Beyond
+ * these bounds the fault goes out with `Connection: close`.
+ */
+const bodyDiscard = { bytesMax: 64 * 1024 * 1024, timeoutMs: 10_000 };
+
+/** Reads and drops the rest of the request body; resolves when it ended, or a bound was reached. */
+function discardBody(req: IncomingMessage, bounds: { bytesMax: number; timeoutMs: number }): Promise<void> {
+  if (req.complete || req.destroyed) return Promise.resolve();
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (Number.isFinite(declared) && declared > bounds.bytesMax) return Promise.resolve();
+  return new Promise((resolveDiscard) => {
+    let received = 0;
+    const done = () => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', done);
+      req.off('error', done);
+      req.off('close', done);
+      resolveDiscard();
+    };
+    const onData = (chunk: Buffer) => {
+      received += chunk.length;
+      if (received > bounds.bytesMax) done();
+    };
+    const timer = setTimeout(done, bounds.timeoutMs);
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('error', done);
+    req.once('close', done);
+    req.resume();
+  });
+}
+
 /** Rejects invalid UTF-8; keeps a BOM in the text so JSON.parse refuses it as before. */
 const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
+/** Reads the body into memory, bounded by `bytesMax`; leaves the rest of an oversize body unread (the stream is not destroyed). */
+function readBodyBytes(req: IncomingMessage, bytesMax: number): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? '0');
+  if (declared > bytesMax) return Promise.reject(errors.bodyTooLarge(bytesMax));
+  return new Promise((resolveBody, rejectBody) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const finish = (error: unknown) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('aborted', onAborted);
+      if (error) rejectBody(error);
+      else resolveBody(Buffer.concat(chunks, total));
+    };
+    const onData = (chunk: Buffer) => {
+      total += chunk.length;
+      if (total > bytesMax) {
+        // Stop buffering; the caller's fault path discards what is still coming.
+        req.pause();
+        finish(errors.bodyTooLarge(bytesMax));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => finish(null);
+    const onError = (error: Error) => finish(errors.malformedBody(`the request body could not be read (${error.message})`));
+    const onAborted = () => finish(errors.malformedBody('the client closed the connection before the body ended'));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onError);
+    req.once('aborted', onAborted);
+  });
+}
+
 /** Reads and parses a JSON body, bounded by `bytesMax`; returns undefined for an empty body. */
 async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? '0');
-  if (declared > bytesMax) throw errors.bodyTooLarge(bytesMax);
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > bytesMax) throw errors.bodyTooLarge(bytesMax);
-    chunks.push(chunk);
-  }
+  const body = await readBodyBytes(req, bytesMax);
+  const total = body.length;
   if (total === 0) return undefined;
   const contentType = (req.headers['content-type'] ?? 'application/json').split(';')[0]!.trim().toLowerCase();
   // `application/openstack-images-v2.1-json-patch` is JSON too (Glance's PATCH).
@@ -190,7 +257,7 @@ async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unk
   // Buffer#toString would turn invalid UTF-8 into U+FFFD and store it; JSON must be valid UTF-8 (RFC 8259).
   let text: string;
   try {
-    text = utf8Strict.decode(Buffer.concat(chunks, total));
+    text = utf8Strict.decode(body);
   } catch {
     throw errors.malformedBody('the body is not valid UTF-8');
   }

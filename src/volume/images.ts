@@ -418,17 +418,30 @@ export async function qemuImgInfo(path: string): Promise<QemuImageInfo> {
   }
 }
 
+/** Conversion files: `.pumice-conversion-<volume id>.<format>`; the start-up sweep removes only these. */
+const conversionPrefix = '.pumice-conversion-';
+const conversionNamePattern = /^\.pumice-conversion-[0-9a-f-]{36}(\.upload)?\.[a-z0-9]{1,12}$/;
+
 /**
- * A scratch directory for conversions. Files are named after the volume, so
- * a re-run of the same task overwrites its own leftovers, and start() clears
- * what a crash left behind.
+ * A scratch directory for conversions (image_conversion_dir may be a shared
+ * one such as /var/tmp). Files are named after the volume with a Pumice
+ * prefix, so a re-run of the same task overwrites its own leftovers, and
+ * start() removes what a crash left behind: only regular files named so,
+ * each logged, never anything else and never recursively.
  */
 export class ConversionArea {
-  constructor(readonly directory: string) {}
+  constructor(
+    readonly directory: string,
+    private readonly log: (message: string) => void = () => undefined,
+  ) {}
 
   async start(): Promise<void> {
-    await mkdir(this.directory, { recursive: true });
-    for (const name of await readdir(this.directory)) await rm(join(this.directory, name), { force: true, recursive: true });
+    await mkdir(this.directory, { recursive: true, mode: 0o700 });
+    for (const entry of await readdir(this.directory, { withFileTypes: true })) {
+      if (!entry.isFile() || !conversionNamePattern.test(entry.name)) continue;
+      await rm(join(this.directory, entry.name), { force: true });
+      this.log(`image conversion: removed ${join(this.directory, entry.name)} (left by an interrupted conversion)`);
+    }
   }
 
   /**
@@ -442,8 +455,8 @@ export class ConversionArea {
     diskFormat: string,
     use: (raw: { stream: AsyncIterable<Uint8Array>; virtualSize: number }) => Promise<T>,
   ): Promise<T> {
-    const sourcePath = join(this.directory, `${key}.${diskFormat}`);
-    const rawPath = join(this.directory, `${key}.raw`);
+    const sourcePath = join(this.directory, `${conversionPrefix}${key}.${diskFormat}`);
+    const rawPath = join(this.directory, `${conversionPrefix}${key}.raw`);
     try {
       const file = await open(sourcePath, 'w');
       try {
@@ -491,8 +504,8 @@ export async function withConvertedFile<T>(
   format: string,
   use: (file: { path: string; sizeBytes: number }) => Promise<T>,
 ): Promise<T> {
-  const rawPath = join(area.directory, `${key}.upload.raw`);
-  const outPath = join(area.directory, `${key}.upload.${format}`);
+  const rawPath = join(area.directory, `${conversionPrefix}${key}.upload.raw`);
+  const outPath = join(area.directory, `${conversionPrefix}${key}.upload.${format}`);
   try {
     const file = await open(rawPath, 'w');
     try {

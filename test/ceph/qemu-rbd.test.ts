@@ -184,7 +184,7 @@ describe('QemuHypervisor with RBD disks on the lab', { skip: shared ? false : 'P
     const wrong = guestSpec(randomUUID(), [rbdDisk('root', bootImage, { bootIndex: 1, key: wrongKey })]);
     let started = Date.now();
     const e1 = await driver.spawn(wrong).then(() => null, (e: unknown) => e);
-    t.diagnostic(`wrong key: failed after ${Date.now() - started} ms`);
+    t.diagnostic(`wrong key: failed after ${Date.now() - started} ms: ${(e1 as Error).message}`);
     assert.ok(e1 instanceof HypervisorError, String(e1));
     assert.equal(e1.code, 'CephKeyMissing', e1.message);
     assert.match(e1.message, /client\.cinder[\s\S]*QEMU said: /);
@@ -195,7 +195,7 @@ describe('QemuHypervisor with RBD disks on the lab', { skip: shared ? false : 'P
     const unreachable = guestSpec(randomUUID(), [rbdDisk('root', bootImage, { bootIndex: 1, monitorHosts: [`127.0.0.1:${port}`] })]);
     started = Date.now();
     const e2 = await driver.spawn(unreachable).then(() => null, (e: unknown) => e);
-    t.diagnostic(`unreachable monitors: failed after ${Date.now() - started} ms`);
+    t.diagnostic(`unreachable monitors: failed after ${Date.now() - started} ms: ${(e2 as Error).message}`);
     assert.ok(e2 instanceof HypervisorError, String(e2));
     assert.equal(e2.code, 'DiskOpenFailed', e2.message);
     assert.match(e2.message, /did not answer within 5 s/);

@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, open, readFile, readdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -264,6 +264,35 @@ setInterval(() => {}, 1000);
     await waitConsole(driver, uuid, (text) => diskCounters(text, 'data-nbd-1').includes(2), 'counter=2 after reboot');
     assert.equal((await driver.info(uuid)).pid, spawned.pid);
 
+    // A data disk over TLS-PSK (Pumice's NBD server with TLS on): the PSK reaches QEMU in a 0600 file in a 0700 directory.
+    const identity = `pumice-${randomUUID()}`;
+    const keyHex = randomBytes(32).toString('hex');
+    const tlsServer = new NbdServer({
+      host: '127.0.0.1',
+      port: 0,
+      resolveExport: (name) => (name === 'guest-tls' ? { path: dataPath, sizeBytes: 16 * MiB, readOnly: false, pskIdentity: identity } : undefined),
+      tls: { pskKey: (id) => (id === identity ? Buffer.from(keyHex, 'hex') : undefined) },
+      log,
+    });
+    const tlsPort = (await tlsServer.start()).port;
+    // The same file as data-nbd-1, which the guest counted to 2.
+    await driver.detachDisk(uuid, 'data-nbd-1', { timeoutMs: 15_000 });
+    try {
+      const tlsDisk: GuestDisk = { ...nbdDisk('data-tls-1', 'guest-tls'), source: { kind: 'nbd', host: '127.0.0.1', port: tlsPort, exportName: 'guest-tls', tlsPsk: { identity, keyHex } } };
+      await driver.attachDisk(uuid, tlsDisk);
+      const tlsDir = (await readdir(path.join(instancesDir, uuid))).find((name) => name.startsWith('tls-'));
+      assert.ok(tlsDir);
+      assert.equal((await stat(path.join(instancesDir, uuid, tlsDir))).mode & 0o777, 0o700);
+      assert.equal((await stat(path.join(instancesDir, uuid, tlsDir, 'keys.psk'))).mode & 0o777, 0o600);
+      assert.ok(!(await readFile(path.join(instancesDir, uuid, 'spec.json'), 'utf8')).includes(keyHex), 'spec.json holds no PSK');
+      assert.match(await readFile(path.join(instancesDir, uuid, 'libvirt.xml'), 'utf8'), /<source protocol='nbd' name='guest-tls' tls='yes'>/);
+      await waitConsole(driver, uuid, (text) => diskCounters(text, 'data-tls-1').includes(3), 'TLS data disk counter=3');
+      await driver.detachDisk(uuid, 'data-tls-1', { timeoutMs: 15_000 });
+      assert.deepEqual((await readdir(path.join(instancesDir, uuid))).filter((name) => name.startsWith('tls-')), []);
+    } finally {
+      await tlsServer.stop();
+    }
+
     await driver.destroy(uuid, { removeFiles: false });
     assert.ok(!alive(spawned.pid), 'destroy left no process');
     assert.equal((await driver.info(uuid)).powerState, 'shutdown');
@@ -273,10 +302,11 @@ setInterval(() => {}, 1000);
     await driver.destroy(uuid, { removeFiles: true });
   });
 
-  test('disks QEMU cannot open give HypervisorErrors naming the cause, quickly, and leave no process', async () => {
+  test('disks QEMU cannot open give HypervisorErrors naming the cause, quickly, and leave no process', async (t) => {
     const missing = guestSpec(randomUUID(), [fileDisk('root', path.join(workDir, 'no-such-disk.raw'), { bootIndex: 1 })]);
     const e1 = await driver.spawn(missing).then(() => null, (err: unknown) => err);
     assert.ok(e1 instanceof HypervisorError, String(e1));
+    t.diagnostic(`missing file: ${e1.message}`);
     assert.equal(e1.code, 'DiskOpenFailed');
     assert.match(e1.message, /no-such-disk\.raw[\s\S]*QEMU said: .*No such file/);
     assert.equal((await driver.info(missing.uuid)).pid, null);
@@ -287,6 +317,7 @@ setInterval(() => {}, 1000);
     const e2 = await driver.spawn(unreachable).then(() => null, (err: unknown) => err);
     const elapsedMs = Date.now() - started;
     assert.ok(e2 instanceof HypervisorError, String(e2));
+    t.diagnostic(`unreachable NBD after ${elapsedMs} ms: ${e2.message}`);
     assert.equal(e2.code, 'DiskOpenFailed');
     assert.match(e2.message, new RegExp(`NBD export 'nothing' at 127\\.0\\.0\\.1:${port}`));
     assert.ok(elapsedMs < 15_000, `failed after ${elapsedMs} ms`);
@@ -310,7 +341,7 @@ setInterval(() => {}, 1000);
     }
   });
 
-  test('no rbd block module: CephClientMissing naming qemu-block-extra', { skip: process.getuid?.() !== 0 ? 'needs root for a private mount namespace' : false }, async () => {
+  test('no rbd block module: CephClientMissing naming qemu-block-extra', { skip: process.getuid?.() !== 0 ? 'needs root for a private mount namespace' : false }, async (t) => {
     // A QEMU whose block-rbd.so is hidden (bind-mounted /dev/null in its own mount namespace), as on a host without qemu-block-extra.
     const wrapper = path.join(workDir, 'qemu-without-rbd');
     await writeFile(wrapper, `#!/bin/sh\nexec unshare -m sh -c 'mount --bind /dev/null /usr/lib/x86_64-linux-gnu/qemu/block-rbd.so && exec qemu-system-x86_64 "$@"' qemu "$@"\n`);
@@ -331,6 +362,7 @@ setInterval(() => {}, 1000);
     const err = await hv.spawn(spec).then(() => null, (e: unknown) => e);
     await hv.close();
     assert.ok(err instanceof HypervisorError, String(err));
+    t.diagnostic(`no block-rbd.so: ${err.message}`);
     assert.equal(err.code, 'CephClientMissing');
     assert.match(err.message, /install qemu-block-extra[\s\S]*QEMU said: /);
     await driver.destroy(spec.uuid, { removeFiles: true });

@@ -55,9 +55,18 @@ function isAllZero(chunk: Buffer): boolean {
   return true;
 }
 
+/**
+ * Names this store writes: `<image id>`, `<image id>.staged`, `<image id>.<12 hex>.tmp`. The
+ * start-up sweep never touches anything else (an operator's file, a directory, a link).
+ */
+const storeNamePattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.staged|\.[0-9a-f]{12}\.tmp)?$/;
+
 export class FileStore {
   readonly id = 'file';
-  constructor(readonly directory: string) {
+  constructor(
+    readonly directory: string,
+    private readonly log: (message: string) => void = () => undefined,
+  ) {
     mkdirSync(directory, { recursive: true, mode: 0o700 });
   }
 
@@ -172,14 +181,18 @@ export class FileStore {
   }
 
   /**
-   * Start-up cleanup: removes temp files (uploads a crash interrupted) and
-   * files no image row refers to. Returns the names removed.
+   * Start-up cleanup: removes temp files (uploads a crash interrupted) and files no image row
+   * refers to, among the regular files named as this store names them; logs each. Returns the
+   * names removed.
    */
   async removeLeftovers(isKnown: (imageId: string) => boolean): Promise<string[]> {
     const removed: string[] = [];
-    for (const name of await readdir(this.directory)) {
+    for (const entry of await readdir(this.directory, { withFileTypes: true })) {
+      const name = entry.name;
+      if (!entry.isFile() || !storeNamePattern.test(name)) continue;
       if (name.endsWith('.tmp') || !isKnown(name)) {
         await rm(join(this.directory, name), { force: true, recursive: false });
+        this.log(`image store: removed ${join(this.directory, name)} (${name.endsWith('.tmp') ? 'an upload a crash interrupted' : 'no image refers to it'})`);
         removed.push(name);
       }
     }

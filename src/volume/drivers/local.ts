@@ -14,6 +14,7 @@ import { closeSync, ftruncateSync, openSync, renameSync, statSync, unlinkSync } 
 import { mkdir, open, readdir, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { makePrivate } from '../../file-modes.ts';
 import { connectionKeyOf, type ExportGrant, type ExportGrantRequest } from '../../nbd/exports.ts';
 import {
   DriverError,
@@ -57,7 +58,12 @@ export interface LocalBackendOptions {
   directory: string;
   exporter: BlockExporter;
   reportDiscard: boolean;
+  /** Start-up sweep and permission fixes are logged, one line per file. */
+  log?: (message: string) => void;
 }
+
+/** Temporary copies this backend makes: `.tmp-<uuid>` or `.tmp-<uuid>-revert`; nothing else is swept. */
+const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?$/;
 
 export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess {
   readonly driverName = 'local';
@@ -119,11 +125,24 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   }
 
   async start(): Promise<void> {
+    const log = this.options.log ?? (() => undefined);
     try {
-      await mkdir(this.directory, { recursive: true });
-      // Temporary files are copies interrupted by a crash; the task that made them re-runs from scratch.
-      for (const name of await readdir(this.directory)) {
-        if (name.startsWith('.tmp-')) await rm(join(this.directory, name), { force: true });
+      await mkdir(this.directory, { recursive: true, mode: 0o700 });
+      for (const entry of await readdir(this.directory, { withFileTypes: true })) {
+        const path = join(this.directory, entry.name);
+        // Temporary files are copies interrupted by a crash; the task that made them re-runs from scratch.
+        // Only regular files named as this backend names them are removed; never a directory or a link.
+        if (entry.isFile() && tempNamePattern.test(entry.name)) {
+          await rm(path, { force: true });
+          log(`local backend [${this.section}]: removed ${path} (a copy a crash interrupted)`);
+        } else if (entry.isFile() && /^(volume|snapshot)-/.test(entry.name)) {
+          // Volumes written by an older Pumice (before umask 077) may be readable by other users.
+          const mode = (await stat(path)).mode & 0o777;
+          if ((mode & 0o077) !== 0) {
+            makePrivate(path);
+            log(`local backend [${this.section}]: ${path} had mode ${mode.toString(8)}; now 600`);
+          }
+        }
       }
     } catch (error) {
       throw new DriverError('Unreachable', `local backend [${this.section}]: cannot use directory ${this.directory}: ${(error as Error).message}. Check local_volume_dir and its permissions.`);

@@ -33,7 +33,7 @@ import {
   type DiskPlacement,
 } from './blockdev.ts';
 import { domainName, renderDomainXml, targetName } from './domain-xml.ts';
-import { diskOpenError } from './errors.ts';
+import { diskOpenError, qemuSaid } from './errors.ts';
 import { QmpClient, QmpError } from './qmp.ts';
 
 export interface QemuHypervisorOptions {
@@ -445,21 +445,24 @@ export class QemuHypervisor implements Hypervisor {
 
     // QEMU serves QMP once its disks are open (or failed): race the socket against the process exit.
     let qmp: QmpClient;
+    const abandon = new AbortController();
+    void exitedPromise.then(() => abandon.abort());
     try {
       qmp = await Promise.race([
-        QmpClient.connect(qmpPath, { timeoutMs: this.qmpTimeoutMs, retryUntilMs: this.startTimeoutMs }),
+        QmpClient.connect(qmpPath, { timeoutMs: this.qmpTimeoutMs, retryUntilMs: this.startTimeoutMs, signal: abandon.signal }),
         exitedPromise.then(() => {
           throw new Error('exited');
         }),
         spawnError,
       ]);
     } catch (err) {
+      abandon.abort();
       if (err instanceof HypervisorError) return fail(err);
       if (exited !== null) {
         await sleep(50); // let the last stderr bytes land
         return fail(this.startError(spec, await qemuOutput(), exited));
       }
-      return fail(new HypervisorError('QemuStartFailed', `QEMU did not answer on ${qmpPath} within ${this.startTimeoutMs} ms. ${await qemuOutput()}`));
+      return fail(new HypervisorError('QemuStartFailed', `QEMU did not answer on ${qmpPath} within ${this.startTimeoutMs} ms. QEMU said: ${qemuSaid(await qemuOutput())}`));
     }
     instance.qmp = qmp;
     qmp.onClosed(() => {
@@ -503,7 +506,7 @@ export class QemuHypervisor implements Hypervisor {
     const placements = coldPlacements(spec);
     const disk = nodeMatch ? spec.disks.find((d) => placements.get(d.diskId)?.protocolNode === `${nodeMatch[1]}-src`) ?? null : null;
     if (disk || /rbd|nbd|Could not open|blockdev/i.test(output)) return diskOpenError(disk, output);
-    return new HypervisorError('QemuStartFailed', `QEMU exited (${exited.signal ?? `code ${exited.code}`}) while starting the guest. QEMU said: ${output.slice(-800) || '(nothing)'}`);
+    return new HypervisorError('QemuStartFailed', `QEMU exited (${exited.signal ?? `code ${exited.code}`}) while starting the guest. QEMU said: ${qemuSaid(output)}`);
   }
 
   /** Every expected disk is behind its device with the expected node before the vCPUs run. */

@@ -6,8 +6,27 @@
 import { HypervisorError, type GuestDisk } from '../types.ts';
 import { cephClientMountTimeoutS, nbdOpenTimeoutS } from './blockdev.ts';
 
+/**
+ * QEMU's stderr without timestamps, program name and the echoed -blockdev
+ * JSON (which names the node, not the cause), distinct lines, the last few.
+ */
+export function qemuSaid(text: string): string {
+  const lines = text
+    .split('\n')
+    .map((line) =>
+      line
+        .replace(/^\d{4}-\d\d-\d\dT[\d:.]+Z\s+/, '')
+        .replace(/^[^\s:]*qemu-system-[^:\s]*:\s*/, '')
+        .replace(/^-(blockdev|device|object)\s+\{.*\}:\s*/, '')
+        .trim(),
+    )
+    .filter((line) => line !== '');
+  const distinct = [...new Set(lines)];
+  return distinct.slice(-3).join(' / ').slice(-600) || '(nothing)';
+}
+
 export function diskOpenError(disk: GuestDisk | null, qemuText: string): HypervisorError {
-  const said = `QEMU said: ${qemuText.trim().slice(-800)}`;
+  const said = `QEMU said: ${qemuSaid(qemuText)}`;
   if (/Unknown driver 'rbd'|Unknown protocol 'rbd'|block-rbd|Invalid parameter 'rbd'|driver 'rbd' is not whitelisted/i.test(qemuText)) {
     return new HypervisorError(
       'CephClientMissing',

@@ -52,16 +52,20 @@ export class QmpClient {
   private constructor(readonly socketPath: string) {}
 
   /** Connects, reads the greeting and negotiates capabilities. Retries connecting until `timeoutMs` (QEMU may not listen yet). */
-  static async connect(socketPath: string, options: { timeoutMs: number; retryUntilMs?: number }): Promise<QmpClient> {
-    const client = new QmpClient(socketPath);
+  static async connect(socketPath: string, options: { timeoutMs: number; retryUntilMs?: number; signal?: AbortSignal }): Promise<QmpClient> {
     const deadline = Date.now() + (options.retryUntilMs ?? 0);
     for (;;) {
+      const client = new QmpClient(socketPath);
       try {
         await client.open(options.timeoutMs);
+        if (options.signal?.aborted) {
+          client.destroy();
+          throw new QmpError('closed', `connecting to ${socketPath} was abandoned`);
+        }
         return client;
       } catch (err) {
         client.destroy();
-        if (Date.now() >= deadline) throw err;
+        if (Date.now() >= deadline || options.signal?.aborted) throw err;
         await sleep(100);
       }
     }

@@ -1,0 +1,109 @@
+/**
+ * What the compute agent asks of a hypervisor driver. The agent owns the
+ * server rows and their states; a driver only starts, stops and inspects
+ * guests and their disks on this host. Implementations: `qemu/` (QEMU driven
+ * directly over QMP).
+ */
+
+/** Where a guest disk's bytes are. */
+export type DiskSource =
+  | {
+      kind: 'rbd';
+      pool: string;
+      image: string;
+      /** Ceph user without the `client.` prefix, e.g. `cinder`. */
+      user: string;
+      /** The cephx key, base64 as in a keyring. Handed to QEMU as a secret object from a 0600 file, never on the command line. */
+      keyBase64: string;
+      /** Monitor addresses `host:port`. */
+      monitorHosts: string[];
+      /** ceph.conf for QEMU; the driver writes its own with short timeouts when null. */
+      cephConfPath: string | null;
+      /** libvirt secret uuid, for the domain XML only. */
+      secretUuid: string | null;
+    }
+  | {
+      kind: 'nbd';
+      host: string;
+      port: number;
+      exportName: string;
+      /** TLS-PSK credentials when the export requires them. */
+      tlsPsk?: { identity: string; keyHex: string } | null;
+    }
+  | { kind: 'file'; path: string; format: 'raw' | 'qcow2' };
+
+export interface GuestDisk {
+  /** Stable id of the disk inside the guest's configuration: the volume id, or `root` for an ephemeral root disk. */
+  diskId: string;
+  /** virtio-blk serial seen by the guest (Nova uses the volume id, truncated to 20 characters by virtio). */
+  serial: string;
+  source: DiskSource;
+  readOnly: boolean;
+  /** 1 for the boot disk; omitted for data disks. */
+  bootIndex?: number;
+  /** `writeback` for network disks as the scenario's disk_cachemodes = network=writeback; `none` otherwise. */
+  cache: 'writeback' | 'none' | 'writethrough' | 'unsafe';
+  discard: 'unmap' | 'ignore';
+}
+
+export interface GuestSpec {
+  /** Server uuid. */
+  uuid: string;
+  /** Display name (libvirt domain name `instance-XXXXXXXX` is derived by the driver). */
+  name: string;
+  vcpus: number;
+  memoryMiB: number;
+  /** `kvm` or `qemu` (TCG), as nova.conf's [libvirt] virt_type. */
+  virtType: 'kvm' | 'qemu';
+  disks: GuestDisk[];
+}
+
+export type GuestPowerState = 'running' | 'paused' | 'shutdown' | 'crashed' | 'nostate';
+
+export interface GuestInfo {
+  uuid: string;
+  powerState: GuestPowerState;
+  pid: number | null;
+  /** Disks currently attached (by diskId). */
+  diskIds: string[];
+  /** Set by adopt() for a live QEMU of this host's instances directory that has no spec.json (nothing to rebuild it from): log it, destroy it. */
+  orphan?: boolean;
+}
+
+/** A driver failure the agent turns into a server fault. `code` is closed; `message` names the cause and the fix. */
+export class HypervisorError extends Error {
+  constructor(
+    readonly code: 'CephClientMissing' | 'CephKeyMissing' | 'DiskOpenFailed' | 'QemuStartFailed' | 'QmpTimeout' | 'GuestNotFound' | 'DeviceBusy' | 'Internal',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Hypervisor {
+  /**
+   * Starts the guest (creating its per-instance directory, console log, domain XML) and returns when
+   * QEMU runs the vCPUs. Idempotent: a guest already running with this uuid is left as is.
+   */
+  spawn(spec: GuestSpec): Promise<GuestInfo>;
+  /** ACPI power-off, retried until `timeoutMs`, then a hard stop. Already off is success. The QEMU process exits. */
+  powerOff(uuid: string, options: { timeoutMs: number }): Promise<void>;
+  /** Soft (ACPI shutdown, then start again with the same spec) or hard (system_reset) reboot. */
+  reboot(uuid: string, spec: GuestSpec, options: { hard: boolean; timeoutMs: number }): Promise<void>;
+  /** Kills the guest and removes its runtime files (not the console log unless `removeFiles`). Already gone is success. */
+  destroy(uuid: string, options: { removeFiles: boolean }): Promise<void>;
+  /** Hot-plugs a virtio-blk disk (blockdev-add + device_add). Already attached is success. */
+  attachDisk(uuid: string, disk: GuestDisk): Promise<void>;
+  /** Hot-unplugs (device_del, waits for DEVICE_DELETED up to `timeoutMs`, then blockdev-del). Not attached is success. */
+  detachDisk(uuid: string, diskId: string, options: { timeoutMs: number }): Promise<void>;
+  /** Current state from QMP (`query-status`), or `shutdown`/`nostate` when there is no process. */
+  info(uuid: string): Promise<GuestInfo>;
+  /** Guests whose QEMU runs on this host (found in the instances directory), re-attached through their QMP sockets. */
+  adopt(): Promise<GuestInfo[]>;
+  /** The serial console log; the last `lines` lines when given. */
+  consoleLog(uuid: string, lines?: number): Promise<string>;
+  /** The libvirt-style domain XML Nova would have produced for this spec (written next to the instance for inspection). */
+  domainXml(spec: GuestSpec): string;
+  /** Closes QMP connections without touching the guests (agent shutdown: guests keep running). */
+  close(): Promise<void>;
+}
