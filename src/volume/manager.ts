@@ -4,6 +4,7 @@
  * drivers, and reconciles the database with the storage at start.
  */
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import type { BackendConfig, PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
@@ -425,8 +426,9 @@ export class VolumeManager {
         continue;
       }
       // A Ceph pool may be shared (another Pumice, a Cinder being migrated): its unknown images are
-      // reported, never removed. A local backend's directory is this process's own.
-      const shared = state.driver.driverName === 'rbd';
+      // reported, never removed. So is a local_volume_dir set by the operator (another instance may
+      // use it); only the default one inside this data directory is this process's own.
+      const shared = state.driver.driverName === 'rbd' || state.config.local_volume_dir !== join(this.config.dataDir, 'volumes', state.config.section);
       for (const id of listed.volumeIds) {
         if (this.db.get('SELECT 1 FROM volumes WHERE id = ?', id)) continue;
         if (shared) {
@@ -450,7 +452,7 @@ export class VolumeManager {
 function createDriver(backend: BackendConfig, exporter: BlockExporter, log: (message: string) => void): VolumeBackend {
   const driver = backend.volume_driver;
   if (driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(driver)) {
-    return new LocalBackend({ section: backend.section, directory: backend.local_volume_dir!, exporter, reportDiscard: backend.report_discard_supported });
+    return new LocalBackend({ section: backend.section, directory: backend.local_volume_dir!, exporter, reportDiscard: backend.report_discard_supported, log });
   }
   if (driver === 'rbd' || /RBDDriver$/.test(driver)) {
     return new RbdBackend({ config: backend, log });

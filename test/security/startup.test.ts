@@ -40,6 +40,7 @@ describe('start-up sweeps remove only what Pumice created', () => {
     writeFileSync(join(storeDir, 'something.tmp'), 'x');
     writeFileSync(join(volumeDir, `volume-${ids.foreignVolume}`), 'another instance');
     writeFileSync(join(volumeDir, '.tmp-notes'), 'x');
+    mkdirSync(join(root, 'data'), { mode: 0o700 });
     pumice = await startPumice({
       dataDir: join(root, 'data'),
       config:
