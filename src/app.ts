@@ -3,6 +3,7 @@
  * role with its backends and task runners, the NBD data path and the HTTP
  * listener. `serve` and the tests start Pumice through `startPumice`.
  */
+import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +33,7 @@ import { ConversionArea, ImageServiceClient, type ImageEndpoint } from './volume
 import { VolumeManager } from './volume/manager.ts';
 import { Quotas } from './volume/quotas.ts';
 import { VolumeService } from './volume/volumes.ts';
+import { computeApiApp, computeParts, inProcessLookups, startComputeRole } from './compute/role.ts';
 
 export interface StartOptions {
   dataDir: string;
@@ -40,7 +42,14 @@ export interface StartOptions {
   configPath: string | null;
   log?: (message: string) => void;
   adminPassword?: string;
+  /** `[DEFAULT] host` from the command line (`--host`). */
+  hostName?: string;
+  /** Roles to run; default all. Only all, or `compute` alone (startComputeHost), are built so far. */
+  roles?: readonly Role[];
 }
+
+export const allRoles = ['api', 'scheduler', 'volume', 'backup', 'image', 'compute'] as const;
+export type Role = (typeof allRoles)[number];
 
 export interface RunningPumice {
   url: string;
@@ -62,6 +71,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const dataDirWarning = ensurePrivateDirectory(dataDir, 'the data directory');
   if (dataDirWarning) log(`WARNING: ${dataDirWarning}`);
   const config = loadConfig(options.configPath, dataDir);
+  if (options.hostName) config.DEFAULT.host = options.hostName;
+  const runCompute = (options.roles ?? allRoles).includes('compute');
   if (config.database.connection && !config.database.connection.startsWith('sqlite')) {
     throw new Error(`[database] connection = ${config.database.connection}: only SQLite is supported in this version; remove the option to use DATA_DIR/pumice.db`);
   }
@@ -167,6 +178,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
   if (rbdStore) void (rbdStore as RbdStore).start();
   await images.recover();
+  const compute = computeParts(db, config, queue, inProcessLookups(images, volumes));
+  compute.flavors.ensureDefaults();
   // The backup role has its own runner so long backups never hold the volume queues' slots.
   const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000 });
   const backupManager = new BackupManager(db, config, backupTasks, manager, log);
@@ -178,6 +191,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       { prefix: '/identity', router: identityRouter(identity, db), faultStyle: 'keystone' },
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
       imageApp(images, { validateResponses, log }),
+      computeApiApp(compute, config, identity, log),
     ],
     tokens: identity,
     requestBodyBytesMax: config.oslo_middleware.max_request_body_size,
@@ -190,6 +204,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
         identity: `${baseUrl}/identity/v3`,
         'block-storage': `${baseUrl}/volume/v3`,
         image: `${baseUrl}/image/v2`,
+        compute: `${baseUrl}/compute/v2.1`,
       },
     }),
   });
@@ -201,6 +216,15 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${host}:${address.port}`;
   listening(config.DEFAULT.public_endpoint ?? url);
+  compute.hosts.recordApiListener(config.DEFAULT.host, config.DEFAULT.public_endpoint ?? url);
+  compute.hosts.heartbeat('nova-scheduler', config.DEFAULT.host, 'internal');
+  compute.hosts.heartbeat('nova-conductor', config.DEFAULT.host, 'internal');
+  const apiHeartbeat = setInterval(() => {
+    compute.hosts.heartbeat('nova-scheduler', config.DEFAULT.host, 'internal');
+    compute.hosts.heartbeat('nova-conductor', config.DEFAULT.host, 'internal');
+  }, config.DEFAULT.report_interval * 1000);
+  apiHeartbeat.unref();
+  const computeRole = runCompute ? await startComputeRole({ db, config, identity, parts: compute, serviceToken: serviceTokenSource(identity), log }) : null;
   const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? url}/identity/v3`, boot.adminPassword);
   const purgeTimer = setInterval(() => identity.purgeExpiredTokens(), tokenPurgeIntervalMs);
   purgeTimer.unref();
@@ -216,6 +240,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     async stop() {
       if (stopped) return;
       stopped = true;
+      clearInterval(apiHeartbeat);
+      await computeRole?.stop();
       clearInterval(purgeTimer);
       await new Promise<void>((r) => {
         server.close(() => r());
@@ -301,5 +327,42 @@ function serviceTokenSource(identity: IdentityService): () => string {
     const lifetimeMs = Date.parse(token.expiresAt) - Date.now();
     current = { id: token.tokenId, renewAfterMs: Date.now() + lifetimeMs / 2 };
     return current.id;
+  };
+}
+
+/**
+ * A compute host that joins a running cloud (`pumice serve --roles compute --host NAME --data-dir DIR`):
+ * only the compute agent, on the cloud's database, with no listener of its own.
+ */
+export async function startComputeHost(options: StartOptions): Promise<{ config: PumiceConfig; stop(): Promise<void> }> {
+  const log = options.log ?? ((message: string) => console.error(`${new Date().toISOString()} ${message}`));
+  const dataDir = resolve(options.dataDir);
+  const config = loadConfig(options.configPath, dataDir);
+  if (options.hostName) config.DEFAULT.host = options.hostName;
+  const dbPath = join(dataDir, 'pumice.db');
+  if (!existsSync(dbPath)) throw new Error(`${dbPath} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it)`);
+  const db = new Db(dbPath);
+  const identity = new IdentityService(db, config.token.expiration, {
+    lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
+    lockoutDurationSeconds: config.security_compliance.lockout_duration,
+    log,
+  });
+  const noLookups = {
+    image: () => {
+      throw new Error('the compute role does not answer API requests');
+    },
+    volume: () => {
+      throw new Error('the compute role does not answer API requests');
+    },
+  };
+  const queue = new TaskQueue({ db, log, concurrencyPerQueue: 1, attemptsMax: 3, pollIntervalMs: 2000 });
+  const parts = computeParts(db, config, queue, noLookups);
+  const role = await startComputeRole({ db, config, identity, parts, serviceToken: serviceTokenSource(identity), log });
+  return {
+    config,
+    async stop() {
+      await role.stop();
+      db.close();
+    },
   };
 }

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { startPumice } from './app.ts';
+import { allRoles, startComputeHost, startPumice, type Role } from './app.ts';
 import { loadConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
 import { runDoctor } from './doctor.ts';
@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = await cli.runCli(rest);
     return;
   }
-  let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean };
+  let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean; roles?: string; host?: string };
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -56,6 +56,8 @@ export async function main(argv: string[]): Promise<void> {
         'data-dir': { type: 'string' },
         listen: { type: 'string' },
         config: { type: 'string' },
+        roles: { type: 'string' },
+        host: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -76,7 +78,7 @@ export async function main(argv: string[]): Promise<void> {
   try {
     switch (command) {
       case 'serve':
-        return await serve(dataDir, configPath, parseListen(values.listen ?? '127.0.0.1:5000'));
+        return await serve(dataDir, configPath, parseListen(values.listen ?? '127.0.0.1:5000'), parseRoles(values.roles), values.host);
       case 'init': {
         const listen = parseListen(values.listen ?? '127.0.0.1:0');
         const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port, log: () => undefined });
@@ -148,8 +150,23 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-async function serve(dataDir: string, configPath: string | null, listen: { host: string; port: number }): Promise<void> {
-  const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port });
+/** `--roles api,compute,...`: every role (the default), or `compute` alone for a host that joins a cloud. */
+function parseRoles(value: string | undefined): Role[] {
+  if (value === undefined) return [...allRoles];
+  const roles = value.split(',').map((r) => r.trim()).filter(Boolean);
+  for (const role of roles) {
+    if (!(allRoles as readonly string[]).includes(role)) throw new UsageError(`--roles: unknown role '${role}'; roles are ${allRoles.join(', ')}`);
+  }
+  const all = allRoles.every((r) => roles.includes(r));
+  if (!all && !(roles.length === 1 && roles[0] === 'compute')) {
+    throw new UsageError(`--roles ${value}: this version runs every role together (the default) or 'compute' alone (a compute host joining a cloud: --roles compute --host NAME --data-dir DIR)`);
+  }
+  return roles as Role[];
+}
+
+async function serve(dataDir: string, configPath: string | null, listen: { host: string; port: number }, roles: Role[], hostName: string | undefined): Promise<void> {
+  if (roles.length === 1 && roles[0] === 'compute') return serveComputeHost(dataDir, configPath, hostName);
+  const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port, roles, ...(hostName ? { hostName } : {}) });
   if (pumice.generatedAdminPassword) {
     process.stdout.write(`admin password (shown once, also in ${pumice.openrcPath}): ${pumice.generatedAdminPassword}\n`);
   }
@@ -167,6 +184,23 @@ async function serve(dataDir: string, configPath: string | null, listen: { host:
         process.exit(1);
       },
     );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+async function serveComputeHost(dataDir: string, configPath: string | null, hostName: string | undefined): Promise<void> {
+  const host = await startComputeHost({ dataDir, configPath, host: '127.0.0.1', port: 0, roles: ['compute'], ...(hostName ? { hostName } : {}) });
+  process.stdout.write(`Pumice compute host ${host.config.DEFAULT.host} ready (compute agent on ${dataDir})\n`);
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`${signal}: stopping the compute agent (guests keep running)\n`);
+    host.stop().then(() => process.exit(0), (error: unknown) => {
+      process.stderr.write(`stop failed: ${(error as Error).message}\n`);
+      process.exit(1);
+    });
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));

@@ -68,6 +68,55 @@ const defaultOptions = {
   image_conversion_dir: { type: 'string', default: null, help: 'scratch directory for image conversions (default: DATA_DIR/conversion)' },
 } satisfies Record<string, OptionSpec>;
 
+/**
+ * nova.conf's options for the compute role: [DEFAULT] ones that Nova keeps there live in
+ * [compute] here only when [DEFAULT] already has a Cinder option of the same name.
+ */
+const computeOptions = {
+  instances_path: { type: 'string', default: null, help: 'directory of instance files: console logs, QMP sockets, domain XML, local disks (default: DATA_DIR/instances)' },
+  cpu_allocation_ratio: { type: 'float', default: 4, help: 'virtual CPUs per physical CPU the scheduler allows (nova.conf default 4.0 from placement)' },
+  ram_allocation_ratio: { type: 'float', default: 1, help: 'RAM over-commit ratio (1.0: none)' },
+  disk_allocation_ratio: { type: 'float', default: 1, help: 'local disk over-commit ratio' },
+  reserved_host_memory_mb: { type: 'int', default: 512, min: 0, help: 'MiB of host memory kept for the host itself' },
+  reserved_host_cpus: { type: 'int', default: 0, min: 0, help: 'host CPUs kept for the host itself' },
+  reserved_host_disk_mb: { type: 'int', default: 0, min: 0, help: 'MiB of local disk kept for the host itself' },
+  default_availability_zone: { type: 'string', default: 'nova', help: 'availability zone of compute hosts that are in no aggregate' },
+  shutdown_timeout: { type: 'int', default: 60, min: 0, help: 'seconds a guest gets to power off on ACPI before it is stopped hard' },
+  max_concurrent_builds: { type: 'int', default: 10, min: 1, help: 'instance builds run at once on this host' },
+  scheduler_enabled_filters: {
+    type: 'list',
+    default: ['ComputeFilter', 'AvailabilityZoneFilter', 'ComputeCapabilitiesFilter', 'ImagePropertiesFilter', 'RamFilter', 'CoreFilter', 'DiskFilter'],
+    help: 'instance scheduler filters in order (nova.conf [filter_scheduler] enabled_filters)',
+  },
+  resume_guests_state_on_host_boot: { type: 'bool', default: false, help: 'start guests that were running when the compute agent starts and finds them stopped' },
+} satisfies Record<string, OptionSpec>;
+
+/** nova.conf's [libvirt]: the scenario's Ceph options, honoured although Pumice drives QEMU over QMP. */
+const libvirtOptions = {
+  virt_type: { type: 'string', default: 'auto', help: "accelerator: 'kvm', 'qemu' (TCG) or 'auto' (a real probe boot decides; /dev/kvm alone proves nothing)" },
+  images_type: { type: 'string', default: 'default', help: "root disks of instances booted from images: 'rbd' (COW clone in images_rbd_pool), 'qcow2' or 'default' (qcow2 overlay in instances_path)" },
+  images_rbd_pool: { type: 'string', default: 'rbd', help: 'Ceph pool of instance root disks when images_type = rbd' },
+  images_rbd_ceph_conf: { type: 'string', default: '', help: 'ceph.conf of the instance disk pool' },
+  rbd_user: { type: 'string', default: null, help: 'Ceph user (client.NAME) for instance disks and RBD volumes' },
+  rbd_secret_uuid: { type: 'string', default: null, help: 'libvirt secret uuid of rbd_user (shown in the domain XML)' },
+  rbd_keyring: { type: 'string', default: null, help: 'keyring of rbd_user (default: the keyring of images_rbd_ceph_conf, else /etc/ceph/ceph.client.USER.keyring)' },
+  disk_cachemodes: { type: 'list', default: [], help: "cache modes per disk type, e.g. 'network=writeback,file=none'" },
+  hw_disk_discard: { type: 'string', default: null, help: "'unmap' passes discards to the storage; unset ignores them" },
+  inject_password: { type: 'bool', default: false, help: 'not supported (as the scenario: no injection)' },
+  inject_key: { type: 'bool', default: false, help: 'not supported (as the scenario: no injection)' },
+  inject_partition: { type: 'int', default: -2, min: -2, help: 'not supported (-2: no injection)' },
+  live_migration_flag: { type: 'string', default: null, help: 'accepted for the scenario; live migration is not built yet' },
+  qemu_binary: { type: 'string', default: 'qemu-system-x86_64', help: 'QEMU system emulator to run guests with' },
+} satisfies Record<string, OptionSpec>;
+
+/** nova.conf's [cinder]: how the compute role reaches the Block Storage API. */
+const novaCinderOptions = {
+  catalog_info: { type: 'string', default: 'volumev3:cinderv3:publicURL', help: 'catalog entry of Block Storage, TYPE:NAME:INTERFACE (NAME may be empty)' },
+  endpoint_override: { type: 'string', default: null, help: 'Block Storage URL up to /v3 (overrides the catalog)' },
+  os_region_name: { type: 'string', default: null, help: 'region of the Block Storage endpoint' },
+  http_timeout: { type: 'int', default: 60, min: 1, help: 'seconds to wait for Block Storage to answer' },
+} satisfies Record<string, OptionSpec>;
+
 const tokenOptions = {
   expiration: { type: 'int', default: 3600, min: 60, help: 'token lifetime in seconds' },
 } satisfies Record<string, OptionSpec>;
@@ -172,6 +221,9 @@ export interface PumiceConfig {
   glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
   image_import_opts: Values<typeof imageImportOptions>;
   image_conversion: Values<typeof imageConversionOptions>;
+  compute: Values<typeof computeOptions> & { instances_path: string };
+  libvirt: Values<typeof libvirtOptions>;
+  cinder: Values<typeof novaCinderOptions>;
   backends: BackendConfig[];
 }
 
@@ -186,6 +238,9 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   glance_store: glanceStoreOptions,
   image_import_opts: imageImportOptions,
   image_conversion: imageConversionOptions,
+  compute: computeOptions,
+  libvirt: libvirtOptions,
+  cinder: novaCinderOptions,
 };
 
 /** Loads and validates a configuration file; `path` null gives the embedded defaults. */
@@ -260,6 +315,7 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     oslo_policy: read('oslo_policy', osloPolicyOptions),
     glance_store: readGlanceStore(ini, dataDir),
     ...readImageImport(ini),
+    ...readCompute(ini, dataDir),
     backends,
   };
 }
@@ -295,6 +351,32 @@ function readImageImport(ini: IniFile): Pick<PumiceConfig, 'image_import_opts' |
     throw new ConfigError(ini.path, lineOf(ini, 'image_conversion', 'output_format'), `[image_conversion] output_format = ${conversion.output_format} is not available: only raw (what booting from RBD needs)`);
   }
   return { image_import_opts: { image_import_plugins: plugins }, image_conversion: conversion };
+}
+
+function readCompute(ini: IniFile, dataDir: string): Pick<PumiceConfig, 'compute' | 'libvirt' | 'cinder'> {
+  const compute = readSection(ini, ini.sections.get('compute'), computeOptions);
+  const libvirt = readSection(ini, ini.sections.get('libvirt'), libvirtOptions);
+  const oneOf = (key: keyof typeof libvirtOptions, value: string | null, allowed: string[]) => {
+    if (value !== null && !allowed.includes(value)) {
+      throw new ConfigError(ini.path, lineOf(ini, 'libvirt', key), `[libvirt] ${key} = ${value} is not valid: expected one of ${allowed.join(', ')}${suggest(value, allowed)}`);
+    }
+  };
+  oneOf('virt_type', libvirt.virt_type, ['auto', 'kvm', 'qemu']);
+  oneOf('images_type', libvirt.images_type, ['default', 'qcow2', 'raw', 'flat', 'rbd']);
+  oneOf('hw_disk_discard', libvirt.hw_disk_discard, ['unmap', 'ignore']);
+  for (const entry of libvirt.disk_cachemodes) {
+    if (!/^(file|block|network)=(none|writeback|writethrough|directsync|unsafe)$/.test(entry)) {
+      throw new ConfigError(ini.path, lineOf(ini, 'libvirt', 'disk_cachemodes'), `[libvirt] disk_cachemodes entry '${entry}' is not valid: expected TYPE=MODE with TYPE file, block or network and MODE none, writeback, writethrough, directsync or unsafe (e.g. network=writeback)`);
+    }
+  }
+  if (libvirt.images_type === 'rbd' && !libvirt.rbd_user) {
+    throw new ConfigError(ini.path, lineOf(ini, 'libvirt', 'images_type'), '[libvirt] images_type = rbd needs rbd_user (the Ceph user of instance disks, e.g. cinder) and images_rbd_ceph_conf');
+  }
+  return {
+    compute: { ...compute, instances_path: compute.instances_path ?? join(dataDir, 'instances') },
+    libvirt,
+    cinder: readSection(ini, ini.sections.get('cinder'), novaCinderOptions),
+  };
 }
 
 function lineOf(ini: IniFile, section: string, key: string): number | undefined {

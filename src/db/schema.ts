@@ -210,4 +210,71 @@ CREATE TABLE nbd_exports (
 CREATE TABLE nbd_listener (id INTEGER PRIMARY KEY CHECK (id = 1), port INTEGER NOT NULL);
 `,
   },
+  {
+    // Compute (Nova v2.1 subset): flavors, keypairs, servers with their block device
+    // mappings, instance actions, and the resources each compute host reports.
+    version: 10,
+    sql: `
+CREATE TABLE flavors (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, vcpus INTEGER NOT NULL, ram_mib INTEGER NOT NULL,
+  root_gib INTEGER NOT NULL, ephemeral_gib INTEGER NOT NULL DEFAULT 0, swap_mib INTEGER NOT NULL DEFAULT 0,
+  rxtx_factor REAL NOT NULL DEFAULT 1, is_public INTEGER NOT NULL DEFAULT 1, disabled INTEGER NOT NULL DEFAULT 0,
+  description TEXT, created_at TEXT NOT NULL, deleted_at TEXT
+);
+CREATE TABLE flavor_extra_specs (
+  flavor_id TEXT NOT NULL REFERENCES flavors(id) ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (flavor_id, key)
+);
+CREATE TABLE flavor_projects (
+  flavor_id TEXT NOT NULL REFERENCES flavors(id) ON DELETE CASCADE, project_id TEXT NOT NULL,
+  PRIMARY KEY (flavor_id, project_id)
+);
+CREATE TABLE keypairs (
+  user_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, public_key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (user_id, name)
+);
+CREATE TABLE servers (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, project_id TEXT NOT NULL, user_id TEXT NOT NULL,
+  flavor_id TEXT NOT NULL, flavor TEXT NOT NULL, image_id TEXT, image_meta TEXT NOT NULL DEFAULT '{}',
+  host TEXT, availability_zone TEXT, requested_zone TEXT,
+  vm_state TEXT NOT NULL, task_state TEXT, power_state INTEGER NOT NULL DEFAULT 0,
+  key_name TEXT, key_data TEXT, metadata TEXT NOT NULL DEFAULT '{}', description TEXT, user_data TEXT,
+  config_drive TEXT NOT NULL DEFAULT '', access_ipv4 TEXT NOT NULL DEFAULT '', access_ipv6 TEXT NOT NULL DEFAULT '',
+  locked INTEGER NOT NULL DEFAULT 0, locked_reason TEXT, fault TEXT, progress INTEGER NOT NULL DEFAULT 0,
+  root_source TEXT NOT NULL, generation INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL, updated_at TEXT, launched_at TEXT, terminated_at TEXT, deleted_at TEXT
+);
+CREATE INDEX servers_project ON servers(project_id, created_at, id);
+CREATE INDEX servers_host ON servers(host, vm_state);
+CREATE TABLE block_device_mappings (
+  id TEXT PRIMARY KEY, server_id TEXT NOT NULL REFERENCES servers(id) ON DELETE CASCADE,
+  source_type TEXT NOT NULL, destination_type TEXT NOT NULL, boot_index INTEGER,
+  volume_id TEXT, image_id TEXT, volume_size_gib INTEGER, volume_type TEXT,
+  device_name TEXT, tag TEXT, delete_on_termination INTEGER NOT NULL DEFAULT 0,
+  attachment_id TEXT, connection_info TEXT, status TEXT NOT NULL DEFAULT 'pending',
+  created_at TEXT NOT NULL
+);
+CREATE INDEX bdm_server ON block_device_mappings(server_id);
+CREATE INDEX bdm_volume ON block_device_mappings(volume_id);
+CREATE TABLE instance_actions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, server_id TEXT NOT NULL, request_id TEXT NOT NULL, action TEXT NOT NULL,
+  project_id TEXT NOT NULL, user_id TEXT NOT NULL, message TEXT, start_time TEXT NOT NULL, updated_at TEXT
+);
+CREATE INDEX instance_actions_server ON instance_actions(server_id, id);
+CREATE TABLE instance_action_events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, action_id INTEGER NOT NULL REFERENCES instance_actions(id) ON DELETE CASCADE,
+  event TEXT NOT NULL, host TEXT, start_time TEXT NOT NULL, finish_time TEXT, result TEXT, details TEXT
+);
+CREATE TABLE compute_nodes (
+  host TEXT PRIMARY KEY, hypervisor_hostname TEXT NOT NULL, hypervisor_type TEXT NOT NULL,
+  hypervisor_version INTEGER NOT NULL, host_ip TEXT NOT NULL, virt_type TEXT NOT NULL, virt_type_reason TEXT NOT NULL,
+  vcpus INTEGER NOT NULL, memory_mib INTEGER NOT NULL, local_gib INTEGER NOT NULL,
+  disk_source TEXT NOT NULL, disk_total_gib INTEGER NOT NULL, disk_free_gib INTEGER NOT NULL, disk_detail TEXT,
+  cpu_info TEXT NOT NULL DEFAULT '{}', report TEXT NOT NULL DEFAULT '{}', updated_at TEXT NOT NULL
+);
+CREATE TABLE api_listeners (host TEXT PRIMARY KEY, url TEXT NOT NULL, updated_at TEXT NOT NULL);
+ALTER TABLE services ADD COLUMN forced_down INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE services ADD COLUMN uuid TEXT;
+`,
+  },
 ];

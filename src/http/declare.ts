@@ -301,7 +301,7 @@ function compileSpec(spec: AnyRouteSpec): CompiledSpec {
   for (const [statusText, declared] of Object.entries(spec.responses as Record<string, ResponseSchema>)) {
     const entries = Array.isArray(declared) ? declared : [{ versions: undefined, schema: declared }];
     // `Type.Optional(schema)` as a response: the body may be absent (Nova's server actions: only rebuild answers with one).
-    responses.set(Number(statusText), entries.map((e) => ({ versions: e.versions, validate: e.schema === null ? null : compile(strictAjv, e.schema), bodyOptional: e.schema !== null && (e.schema as Record<symbol, unknown>)[OptionalKind] === 'Optional' })));
+    responses.set(Number(statusText), entries.map((e) => ({ versions: e.versions, validate: e.schema === null ? null : compile(strictAjv, e.schema), bodyOptional: e.schema !== null && (e.schema as unknown as Record<symbol, unknown>)[OptionalKind] === 'Optional' })));
   }
   if (spec.options?.rawBody && spec.body) throw new Error(`route ${spec.method} ${spec.path}: a rawBody route cannot declare a body schema`);
   return {

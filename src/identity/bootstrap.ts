@@ -22,6 +22,7 @@ const catalogEntries: [string, string, string, string][] = [
   ['volumev3', 'cinderv3', 'Block Storage v3 (Pumice)', '$(base_url)s/volume/v3/$(project_id)s'],
   ['block-storage', 'cinder', 'Block Storage (Pumice)', '$(base_url)s/volume/v3/$(project_id)s'],
   ['image', 'glance', 'Image (Pumice)', '$(base_url)s/image'],
+  ['compute', 'nova', 'Compute (Pumice)', '$(base_url)s/compute/v2.1'],
 ];
 
 export async function bootstrapIdentity(db: Db, identity: IdentityService, adminPasswordFromEnv: string | undefined): Promise<BootstrapResult> {

@@ -838,7 +838,7 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
   router.get('/v3/os-services', (ctx) => {
     service.requireAdmin(auth(ctx), 'volume_extension:services:index');
     const q = ctx.query;
-    let rows = db.all<ServiceRow>('SELECT * FROM services ORDER BY binary, host');
+    let rows = db.all<ServiceRow>("SELECT * FROM services WHERE binary LIKE 'cinder-%' ORDER BY binary, host");
     if (q.get('host') !== null) rows = rows.filter((r) => r.host === q.get('host'));
     if (q.get('binary') !== null) rows = rows.filter((r) => r.binary === q.get('binary'));
     return { status: 200, body: { services: rows.map((r) => renderService(ctx, r)) } };
