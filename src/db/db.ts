@@ -1,7 +1,8 @@
 /**
  * The database: SQLite (WAL) in the data directory. Every service reads and
  * writes through `Db`; a unit of work that must be atomic (a resource row and
- * its task) runs inside `db.transaction`. Statements are cached by SQL text.
+ * its task) runs inside `db.transaction`. Statements are cached by SQL text,
+ * at most `statementCacheMax` of them (least recently used dropped).
  */
 import Database from 'better-sqlite3';
 import { migrations } from './schema.ts';
@@ -9,8 +10,12 @@ import { migrations } from './schema.ts';
 export type Row = Record<string, unknown>;
 export type SqlValue = string | number | bigint | null | Buffer;
 
+/** Prepared statements kept; beyond it the least recently used is dropped (SQL built from input varies). */
+export const statementCacheMax = 256;
+
 export class Db {
   readonly sqlite: Database.Database;
+  /** Prepared statements by SQL text, least recently used first (Map keeps insertion order). */
   private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string) {
@@ -26,11 +31,24 @@ export class Db {
 
   private statement(sql: string): Database.Statement {
     let statement = this.statements.get(sql);
-    if (!statement) {
-      statement = this.sqlite.prepare(sql);
+    if (statement) {
+      // Move to the most recently used end.
+      this.statements.delete(sql);
       this.statements.set(sql, statement);
+      return statement;
+    }
+    statement = this.sqlite.prepare(sql);
+    this.statements.set(sql, statement);
+    if (this.statements.size > statementCacheMax) {
+      const oldest = this.statements.keys().next().value;
+      if (oldest !== undefined) this.statements.delete(oldest);
     }
     return statement;
+  }
+
+  /** Prepared statements cached now (bounded by statementCacheMax). */
+  get cachedStatementCount(): number {
+    return this.statements.size;
   }
 
   all<T = Row>(sql: string, ...params: SqlValue[]): T[] {

@@ -936,11 +936,17 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
   router.get('/v3/extensions', () => ({ status: 200, body: { extensions: [] } }));
 
   // ---- helpers ----
+  /** Sort keys one list call may give (Cinder's lists have fewer sortable columns than this). */
+  const sortKeysMax = 8;
   function listQuery(ctx: RequestContext, allowedFilters: string[]): ListQuery {
     const q = ctx.query;
     const known = new Set([...allowedFilters, 'limit', 'marker', 'sort', 'sort_key', 'sort_dir', 'all_tenants', 'with_count', 'offset']);
+    const seen = new Set<string>();
     for (const key of q.keys()) {
-      if (!known.has(key)) throw errors.invalidInput(`Invalid filter '${key}'. Supported filters here: ${allowedFilters.join(', ')}.`);
+      if (!known.has(key)) throw errors.invalidInput(`Invalid filter '${key.slice(0, 40)}'. Supported filters here: ${allowedFilters.join(', ')}.`);
+      // Each parameter once (a repeated one would be ignored or multiply the query's work).
+      if (seen.has(key)) throw errors.invalidInput(`Invalid input: query parameter '${key}' is given more than once; give it once.`);
+      seen.add(key);
     }
     let limit = osapiMaxLimit;
     const rawLimit = q.get('limit');
@@ -961,9 +967,13 @@ export function volumeApp(service: VolumeService, manager: VolumeManager, db: Db
       return d;
     };
     if (sortParam !== null) {
-      for (const part of sortParam.split(',')) {
+      const parts = sortParam.split(',');
+      // Cinder allows each key once; a bound keeps the marker condition (quadratic in keys) cheap.
+      if (parts.length > sortKeysMax) throw errors.invalidInput(`Invalid input: ${parts.length} sort keys; at most ${sortKeysMax}, each once.`);
+      for (const part of parts) {
         const [key, dir] = part.split(':');
-        if (!key) throw errors.invalidInput(`Invalid input: empty sort key in '${sortParam}'.`);
+        if (!key) throw errors.invalidInput(`Invalid input: empty sort key in '${sortParam.slice(0, 200)}'.`);
+        if (sort.some((s) => s.key === key.trim())) throw errors.invalidInput(`Invalid input: sort key '${key.trim().slice(0, 40)}' is given more than once; give each key once.`);
         sort.push({ key: key.trim(), dir: parseDir(dir?.trim()) });
       }
     } else if (sortKey !== null || q.get('sort_dir') !== null) {

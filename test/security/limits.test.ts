@@ -1,0 +1,67 @@
+/**
+ * Issue 12, resource exhaustion by a member: a list call with hundreds of sort keys (or the
+ * same one repeated) and a marker is refused at once with a 400 that names the limit, never a
+ * 500 or a blocked event loop; repeated query parameters are refused; the prepared-statement
+ * cache stays bounded however many distinct SQL texts are run.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Db, statementCacheMax } from '../../src/db/db.ts';
+import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+
+test('the prepared-statement cache is bounded (LRU)', () => {
+  const db = new Db(':memory:');
+  try {
+    for (let i = 0; i < statementCacheMax * 4; i++) db.get(`SELECT ${i} AS n`);
+    assert.ok(db.cachedStatementCount <= statementCacheMax, `${db.cachedStatementCount} statements cached`);
+    // A statement in use stays cached while others come and go.
+    for (let i = 0; i < statementCacheMax * 2; i++) {
+      db.get('SELECT 1 AS hot');
+      db.get(`SELECT ${i} AS cold`);
+    }
+    assert.equal(db.get<{ hot: number }>('SELECT 1 AS hot')?.hot, 1);
+  } finally {
+    db.close();
+  }
+});
+
+describe('list limits over the API', () => {
+  let pumice: PumiceProcess;
+  let api: ApiClient;
+  let marker: string;
+
+  before(async () => {
+    pumice = await startPumice();
+    api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const r = await api.request('POST', `/volume/v3/${api.projectId}/volumes`, { volume: { size: 1, name: 'limits' } });
+    assert.equal(r.status, 202, r.text);
+    marker = r.body.volume.id;
+  });
+
+  after(async () => {
+    await pumice?.stop();
+    pumice?.cleanup();
+  });
+
+  test('hundreds of sort keys with a marker: a fast 400 naming the limit, never a 500', async () => {
+    for (const count of [250, 1000]) {
+      const started = performance.now();
+      const r = await api.request('GET', `/volume/v3/${api.projectId}/volumes/detail?sort=${Array(count).fill('name').join(',')}&marker=${marker}`);
+      const ms = performance.now() - started;
+      assert.equal(r.status, 400, `${count} keys: ${r.status} ${r.text.slice(0, 200)}`);
+      assert.match(r.text, /at most 8/);
+      assert.ok(ms < 1000, `${count} keys took ${ms.toFixed(0)} ms`);
+    }
+  });
+
+  test('a sort key given twice, or a filter given twice, is a 400', async () => {
+    const twice = await api.request('GET', `/volume/v3/${api.projectId}/volumes?sort=name:asc,name:desc`);
+    assert.equal(twice.status, 400, twice.text);
+    assert.match(twice.text, /more than once/);
+    const filter = await api.request('GET', `/volume/v3/${api.projectId}/volumes?name=a&name=b`);
+    assert.equal(filter.status, 400, filter.text);
+    assert.match(filter.text, /more than once/);
+    const ok = await api.request('GET', `/volume/v3/${api.projectId}/volumes?sort=name:asc,created_at:desc&marker=${marker}`);
+    assert.equal(ok.status, 200, ok.text);
+  });
+});
