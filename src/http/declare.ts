@@ -293,15 +293,12 @@ interface CompiledSpec {
   params: ValidateFunction | null;
   query: ValidateFunction | null;
   body: ValidateFunction | null;
-  responses: Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null; bodyOptional: boolean }[]>;
 }
 
 function compileSpec(spec: AnyRouteSpec): CompiledSpec {
-  const responses = new Map<number, { versions: VersionRange | undefined; validate: ValidateFunction | null; bodyOptional: boolean }[]>();
-  for (const [statusText, declared] of Object.entries(spec.responses as Record<string, ResponseSchema>)) {
-    const entries = Array.isArray(declared) ? declared : [{ versions: undefined, schema: declared }];
-    // `Type.Optional(schema)` as a response: the body may be absent (Nova's server actions: only rebuild answers with one).
-    responses.set(Number(statusText), entries.map((e) => ({ versions: e.versions, validate: e.schema === null ? null : compile(strictAjv, e.schema), bodyOptional: e.schema !== null && (e.schema as unknown as Record<symbol, unknown>)[OptionalKind] === 'Optional' })));
+  // Response schemas are compiled now (cached by schema object): a bad schema fails at start, not in a request.
+  for (const declared of Object.values(spec.responses as Record<string, ResponseSchema>)) {
+    for (const entry of Array.isArray(declared) ? declared : [{ schema: declared }]) if (entry.schema !== null) compile(strictAjv, entry.schema);
   }
   if (spec.options?.rawBody && spec.body) throw new Error(`route ${spec.method} ${spec.path}: a rawBody route cannot declare a body schema`);
   return {
@@ -309,7 +306,6 @@ function compileSpec(spec: AnyRouteSpec): CompiledSpec {
     params: spec.params ? compile(coercingAjv, spec.params) : null,
     query: spec.query ? compile(coercingAjv, spec.query as TSchema) : null,
     body: spec.body ? compile(strictAjv, spec.body as TSchema) : null,
-    responses,
   };
 }
 
@@ -338,6 +334,7 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
     group.push(compileSpec(spec));
     groups.set(key, group);
   }
+  specsByRouter.set(router, [...(specsByRouter.get(router) ?? []), ...routes]);
   for (const [key, group] of groups) {
     const first = group[0]!.spec;
     const rawBody = group.some((c) => c.spec.options?.rawBody);
@@ -392,27 +389,40 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
 
   function checkResponse(compiledSpec: CompiledSpec, ctx: RequestContext, reply: Reply): void {
     const { spec } = compiledSpec;
+    const problem = responseProblem(spec, reply.status, ctx.microversion, reply.body, reply.stream !== undefined);
+    if (problem === null) return;
     const where = `${spec.method} ${spec.path} ${reply.status} (microversion ${versionText(ctx.microversion)})`;
-    const fail = (problem: string): never => {
-      log(`response validation failed: ${where}: ${problem}`);
-      reply.stream?.destroy();
-      throw new PumiceError('Internal', `The response did not match its declared schema: ${where}: ${problem}.`);
-    };
-    const entries = compiledSpec.responses.get(reply.status);
-    if (!entries) return fail(`status ${reply.status} is not declared (declared: ${[...compiledSpec.responses.keys()].join(', ')})`);
-    const entry = entries.find((e) => inRange(e.versions, ctx.microversion));
-    if (!entry) return fail(`no response schema covers this microversion`);
-    if (entry.validate === null) {
-      if (reply.body !== undefined) fail(`a body was returned where none is declared`);
-      return;
-    }
-    if (reply.body === undefined && !reply.stream && entry.bodyOptional) return;
-    if (reply.stream) return fail('a stream was returned where a JSON body is declared');
-    if (!entry.validate(reply.body)) {
-      const failure = describeErrors('body', entry.validate.errors ?? [], reply.body);
-      fail(`${failure.field === '' ? '(body)' : failure.field}: ${failure.problem}`);
-    }
+    log(`response validation failed: ${where}: ${problem}`);
+    reply.stream?.destroy();
+    throw new PumiceError('Internal', `The response did not match its declared schema: ${where}: ${problem}.`);
   }
+}
+
+const specsByRouter = new WeakMap<Router, AnyRouteSpec[]>();
+
+/** The declarations registered on `router`, in order (contract tests walk them; docs list them). */
+export function declaredRoutes(router: Router): AnyRouteSpec[] {
+  return [...(specsByRouter.get(router) ?? [])];
+}
+
+/**
+ * Why `body` is not what `spec` declares for `status` at `microversion`, or null when it is.
+ * `streamed`: the reply carried a raw stream (declared as null).
+ */
+export function responseProblem(spec: AnyRouteSpec, status: number, microversion: number, body: unknown, streamed = false): string | null {
+  const declared = (spec.responses as Record<number, ResponseSchema | undefined>)[status];
+  if (declared === undefined) return `status ${status} is not declared (declared: ${Object.keys(spec.responses).join(', ')})`;
+  const entries = Array.isArray(declared) ? declared : [{ versions: undefined, schema: declared }];
+  const entry = entries.find((e) => inRange(e.versions, microversion));
+  if (!entry) return 'no response schema covers this microversion';
+  if (entry.schema === null) return body !== undefined ? 'a body was returned where none is declared' : null;
+  if (streamed) return 'a stream was returned where a JSON body is declared';
+  // `Type.Optional(schema)` as a response: the body may be absent (Nova's server actions: only rebuild answers with one).
+  if (body === undefined && (entry.schema as unknown as Record<symbol, unknown>)[OptionalKind] === 'Optional') return null;
+  const validate = compile(strictAjv, entry.schema);
+  if (validate(body)) return null;
+  const failure = describeErrors('body', validate.errors ?? [], body);
+  return `${failure.field === '' ? '(body)' : failure.field}: ${failure.problem}`;
 }
 
 /** Response validation is on when `[api] validate_responses = true` or PUMICE_VALIDATE_RESPONSES=1 (tests set it). */

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { Type } from '@sinclair/typebox';
-import { Nullable, registerRoutes, route, type AnyRouteSpec } from '../../src/http/declare.ts';
+import { declaredRoutes, Nullable, registerRoutes, responseProblem, route, type AnyRouteSpec } from '../../src/http/declare.ts';
 import { PolicyTable } from '../../src/http/policy.ts';
 import { Router, type AuthContext, type Reply, type RequestContext } from '../../src/http/router.ts';
 import { PumiceError } from '../../src/errors.ts';
@@ -207,4 +207,23 @@ test('registration refuses unknown policy rules and overlapping version ranges',
     route({ ...spec, policy: 'thing:get', versions: { min: 1, max: 10 } }),
     route({ ...spec, policy: 'thing:get', versions: { min: 10, max: 20 } }),
   ]), /cover the same microversions/);
+});
+
+test('declaredRoutes lists the declarations; responseProblem checks a body as the server does; Optional bodies may be absent', () => {
+  const router = new Router();
+  const optional = route({
+    method: 'POST', path: '/act', policy: 'thing:get', responses: { 202: Type.Optional(Type.Object({ done: Type.Boolean() }, { additionalProperties: false })) },
+    handler: () => ({ status: 202 }),
+  });
+  registerRoutes(router, [...things, optional], { policy, validateResponses: true });
+  const listed = declaredRoutes(router);
+  assert.equal(listed.length, things.length + 1);
+  assert.deepEqual(listed.map((r) => `${r.method} ${r.path}`).slice(0, 2), ['GET /things/:id', 'GET /things/:id']);
+  const getOld = listed[0]!;
+  assert.equal(responseProblem(getOld, 200, 1, { thing: { id: 'a', name: 'b' } }), null);
+  assert.match(responseProblem(getOld, 200, 1, { thing: { id: 'a', name: 'b', x: 1 } })!, /'x' was unexpected/);
+  assert.match(responseProblem(getOld, 404, 1, {})!, /status 404 is not declared/);
+  assert.equal(responseProblem(optional, 202, 1, undefined), null);
+  assert.equal(responseProblem(optional, 202, 1, { done: true }), null);
+  assert.match(responseProblem(optional, 202, 1, { done: 'yes' })!, /not of type 'boolean'/);
 });
