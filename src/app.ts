@@ -27,6 +27,7 @@ import { NbdExportTable } from './nbd/exports.ts';
 import { NbdServer } from './nbd/server.ts';
 import { ensurePrivateDirectory, makePrivate, unsafeDirectoryMode, usePrivateUmask } from './file-modes.ts';
 import { TaskQueue } from './tasks/queue.ts';
+import { startRetention } from './tasks/retention.ts';
 import { volumeApp } from './volume/api.ts';
 import type { BlockExporter } from './volume/drivers/local.ts';
 import { ConversionArea, ImageServiceClient, type ImageEndpoint } from './volume/images.ts';
@@ -228,6 +229,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? url}/identity/v3`, boot.adminPassword);
   const purgeTimer = setInterval(() => identity.purgeExpiredTokens(), tokenPurgeIntervalMs);
   purgeTimer.unref();
+  const stopRetention = startRetention({ db, failedRetentionDays: config.DEFAULT.task_failed_retention_days, intervalMs: tokenPurgeIntervalMs, log });
 
   let stopped = false;
   return {
@@ -243,6 +245,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       clearInterval(apiHeartbeat);
       await computeRole?.stop();
       clearInterval(purgeTimer);
+      stopRetention();
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeIdleConnections();

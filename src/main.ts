@@ -22,6 +22,7 @@ commands:
                 a throwaway single-host Ceph cluster in DIR, for tests and demos
   image ...     operator image commands (pumice image --help)
   backup ...    operator backup commands (pumice backup --help)
+  tasks ...     list, show, retry or cancel tasks of a data directory (pumice tasks --help)
 
 options:
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
@@ -45,6 +46,10 @@ export async function main(argv: string[]): Promise<void> {
   if (command === 'image' || command === 'backup') {
     const cli = command === 'image' ? await import('./image/cli.ts') : await import('./backup/cli.ts');
     process.exitCode = await cli.runCli(rest);
+    return;
+  }
+  if (command === 'tasks') {
+    process.exitCode = await (await import('./tasks/cli.ts')).runCli(rest);
     return;
   }
   let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean; roles?: string; host?: string };

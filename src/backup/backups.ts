@@ -17,7 +17,8 @@ import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import type { VolumeManager } from '../volume/manager.ts';
 import type { VolumeRow } from '../volume/records.ts';
-import { requireStatus } from '../volume/states.ts';
+import { requireStatus, type VolumeStatus } from '../volume/states.ts';
+import { resourceStates } from '../state/owner.ts';
 import type { ListQuery, Page, VolumeService } from '../volume/volumes.ts';
 import { backupDriverKind } from './drivers/driver.ts';
 import { BackupDriverError, PosixBackupDriver, validContainer } from './drivers/posix.ts';
@@ -124,12 +125,16 @@ export class BackupService {
         id, projectId, auth.userId, volume.id, snapshot?.id ?? null, input.name ?? null, input.description ?? null, volume.size_gib, this.manager.zone, container,
         parent?.id ?? null, parent ? 1 : 0, JSON.stringify(input.metadata ?? {}), volume.status, this.manager.host, this.manager.driver.serviceName, now, now, now,
       );
-      const moved = this.db.run("UPDATE volumes SET status = 'backing-up', previous_status = ?, updated_at = ? WHERE id = ? AND status = ?", volume.status, now, volume.id, volume.status);
-      if (moved.changes !== 1) throw errors.conflict(`Invalid volume: volume ${volume.id} changed state while the backup was requested; retry.`);
-      if (snapshot && this.db.run("UPDATE snapshots SET status = 'backing-up', updated_at = ? WHERE id = ? AND status = 'available'", now, snapshot.id).changes !== 1) {
+      const states = resourceStates(this.db);
+      if (!states.volumes.transition(volume.id, [volume.status as VolumeStatus], 'backing-up', { previous_status: volume.status })) {
+        throw errors.conflict(`Invalid volume: volume ${volume.id} changed state while the backup was requested; retry.`);
+      }
+      if (snapshot && !states.snapshots.transition(snapshot.id, ['available'], 'backing-up')) {
         throw errors.conflict(`Invalid snapshot: snapshot ${snapshot.id} changed state while the backup was requested; retry.`);
       }
-      this.queue.enqueue('backup.create', id, backupQueue, {});
+      // The backup reads its volume (or snapshot) and its parent: none may be changed or deleted meanwhile.
+      const reads = [volume.id, ...(snapshot ? [snapshot.id] : []), ...(parent ? [parent.id] : [])];
+      this.queue.enqueue('backup.create', id, backupQueue, {}, { locks: { read: reads } });
       return this.db.get<BackupRow>('SELECT * FROM backups WHERE id = ?', id)!;
     });
   }
@@ -149,7 +154,11 @@ export class BackupService {
           `Invalid backup: incremental backups exist for this backup: ${dependents.map((d) => d.id).join(', ')} depend on backup ${id}. Delete them first (newest first).`,
         );
       }
-      this.db.run("UPDATE backups SET status = 'deleting', updated_at = ? WHERE id = ?", nowIso(), id);
+      const backups = resourceStates(this.db).backups;
+      if (force && !backupDeletableStatuses.includes(row.status as BackupStatus)) backups.force(id, 'deleting', {}, `force-delete of backup ${id}`);
+      else if (!backups.transition(id, backupDeletableStatuses, 'deleting')) {
+        throw errors.conflict(`Invalid backup: backup ${id} changed state while the delete was requested; retry.`);
+      }
       this.queue.enqueue('backup.delete', id, backupQueue, {});
     });
   }
@@ -170,32 +179,27 @@ export class BackupService {
           throw errors.badRequest(`Invalid volume: volume ${volume.id} is ${volume.size_gib} GiB, smaller than backup ${id} (${row.size_gib} GiB); restore into a larger volume or a new one.`);
         }
         this.requireFileBackend(volume);
-        const now = nowIso();
-        this.db.run("UPDATE volumes SET status = 'restoring-backup', updated_at = ? WHERE id = ?", now, volume.id);
-        this.db.run("UPDATE backups SET status = 'restoring', restore_volume_id = ?, fail_reason = NULL, updated_at = ? WHERE id = ?", volume.id, now, id);
-        this.queue.enqueue('backup.restore', id, backupQueue, { volumeId: volume.id, targetIsZeroed: false } satisfies RestorePayload);
+        const states = resourceStates(this.db);
+        if (!states.volumes.transition(volume.id, ['available'], 'restoring-backup') || !states.backups.transition(id, ['available'], 'restoring', { restore_volume_id: volume.id, fail_reason: null })) {
+          throw errors.conflict(`Invalid backup: backup ${id} or volume ${volume.id} changed state while the restore was requested; retry.`);
+        }
+        this.queue.enqueue('backup.restore', id, backupQueue, { volumeId: volume.id, targetIsZeroed: false } satisfies RestorePayload, { locks: { write: [volume.id] } });
         return { backupId: id, volumeId: volume.id, volumeName: volume.name };
       });
     }
-    // New volume: hold the backup first so it cannot be deleted while the volume is being made.
-    const row = this.db.transaction(() => {
-      const found = this.backup(auth, id);
-      requireStatus('backup', id, found.status, 'restore', ['available']);
-      this.db.run("UPDATE backups SET status = 'restoring', fail_reason = NULL, updated_at = ? WHERE id = ?", nowIso(), id);
-      return found;
-    });
-    let volume: VolumeRow;
-    try {
-      volume = this.volumes.createVolume(auth, { size: row.size_gib, name: input.name ?? `restore_backup_${id}`, description: `auto-created volume for restore of backup ${id}` }, requestId);
-      if (volume.status === 'error') throw errors.badRequest(`Invalid volume: the volume for the restore could not be scheduled: ${volume.status_reason ?? 'no valid backend'}`);
-      this.requireFileBackend(volume);
-    } catch (error) {
-      this.db.run("UPDATE backups SET status = 'available', updated_at = ? WHERE id = ? AND status = 'restoring'", nowIso(), id);
-      throw error;
-    }
-    this.db.transaction(() => {
-      this.db.run('UPDATE backups SET restore_volume_id = ?, updated_at = ? WHERE id = ?', volume.id, nowIso(), id);
-      this.queue.enqueue('backup.restore', id, backupQueue, { volumeId: volume.id, targetIsZeroed: true } satisfies RestorePayload);
+    // New volume: made with backup_id, which holds the backup and chains the restore after the volume's creation.
+    // One transaction: a volume that cannot be scheduled, or whose backend the backup service cannot write, leaves nothing behind.
+    const volume: VolumeRow = this.db.transaction(() => {
+      const row = this.backup(auth, id);
+      requireStatus('backup', id, row.status, 'restore', ['available']);
+      const made = this.volumes.createVolume(
+        auth,
+        { size: row.size_gib, backupId: id, name: input.name ?? `restore_backup_${id}`, description: `auto-created volume for restore of backup ${id}` },
+        requestId,
+      );
+      if (made.status === 'error') throw errors.badRequest(`Invalid volume: the volume for the restore could not be scheduled: ${made.status_reason ?? 'no valid backend'}`);
+      this.requireFileBackend(made);
+      return made;
     });
     return { backupId: id, volumeId: volume.id, volumeName: volume.name };
   }
@@ -284,10 +288,8 @@ export class BackupService {
     if (!backupResettableStatuses.includes(status as BackupStatus)) {
       throw errors.invalidInput(`Invalid input: status '${status}' cannot be set on a backup. Valid: ${backupResettableStatuses.join(', ')}.`);
     }
-    this.db.transaction(() => {
-      this.db.run('UPDATE backups SET status = ?, updated_at = ? WHERE id = ?', status, nowIso(), row.id);
-      this.db.run("UPDATE tasks SET state = 'failed', last_error = 'cancelled by os-reset_status' WHERE resource_id = ? AND state = 'queued'", row.id);
-    });
+    // Cancels the queued tasks that write the backup and fences the running ones.
+    resourceStates(this.db).backups.force(row.id, status as BackupStatus, {}, 'cancelled by os-reset_status');
   }
 
 }

@@ -12,7 +12,8 @@ import { randomUUID } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import type { PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db } from '../db/db.ts';
-import type { Task, TaskQueue } from '../tasks/queue.ts';
+import type { Task, TaskQueue, TaskRow } from '../tasks/queue.ts';
+import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
 import { DriverError, gib, hasFileAccess } from '../volume/drivers/driver.ts';
 import { volumeImage } from '../volume/drivers/rbd.ts';
 import type { VolumeManager } from '../volume/manager.ts';
@@ -21,13 +22,12 @@ import { CephBackupDriver } from './drivers/ceph.ts';
 import { backupDriverKind, type BackupDriver, type BackupRef, type ParentRef, type VolumeSource } from './drivers/driver.ts';
 import { PosixBackupDriver, type ChunkCodec, chunkCodecs } from './drivers/posix.ts';
 import { PosixBackupAdapter } from './drivers/posix-adapter.ts';
+import { classifyError } from '../tasks/errors.ts';
 import type { BackupRow } from './records.ts';
 
 export const backupBinary = 'cinder-backup';
 /** Queue name of backup tasks in the task table. */
 export const backupQueue = 'backup';
-/** How long a restore waits for the volume made for it to become available. */
-const restoreTargetWaitMs = 10 * 60_000;
 /** Fewest milliseconds between two progress writes of one backup. */
 const progressIntervalMs = 1000;
 /** How long the start waits for the clean-up of interrupted backups before it goes on (the rest runs in the background). */
@@ -92,6 +92,7 @@ export class BackupManager {
   /** Leftovers of backups cut short by a crash, removed in the background and retried on heartbeats until gone. */
   private readonly cleanups = new Map<string, BackupRef>();
   private cleaning: Promise<void> | null = null;
+  private readonly states: ResourceStateOwners;
 
   constructor(
     private readonly db: Db,
@@ -102,6 +103,7 @@ export class BackupManager {
   ) {
     const d = config.DEFAULT;
     this.driver = createBackupDriver(config, log);
+    this.states = resourceStates(db, { log });
     this.host = d.host;
     this.zone = d.storage_availability_zone;
   }
@@ -237,11 +239,8 @@ export class BackupManager {
 
   /** Puts the source volume back to the status it had before the backup (also after a failure or crash). */
   private releaseSource(row: BackupRow): void {
-    this.db.run(
-      "UPDATE volumes SET status = ?, previous_status = NULL, updated_at = ? WHERE id = ? AND status = 'backing-up'",
-      row.volume_previous_status ?? 'available', nowIso(), row.volume_id,
-    );
-    if (row.snapshot_id) this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), row.snapshot_id);
+    this.states.volumes.transition(row.volume_id, ['backing-up'], row.volume_previous_status === 'in-use' ? 'in-use' : 'available', { previous_status: null });
+    if (row.snapshot_id) this.states.snapshots.transition(row.snapshot_id, ['backing-up'], 'available');
   }
 
   private progressReporter(id: string, what: string): (done: number, total: number) => void {
@@ -279,6 +278,7 @@ export class BackupManager {
         const ref = this.ref(row);
         const started = Date.now();
         try {
+          task.checkpoint(parent ? 'backup.create.incremental.before' : 'backup.create.full.before');
           const result = await this.driver.backup({
             ...ref,
             source,
@@ -291,14 +291,15 @@ export class BackupManager {
             `backup ${row.id} of volume ${volume.id}${row.snapshot_id ? ` (snapshot ${row.snapshot_id})` : ''}: ${result.objectCount} object(s), ${result.storedBytes} bytes stored, ` +
               `${((row.size_gib * gib) / 2 ** 20 / Math.max(seconds, 0.001)).toFixed(0)} MiB/s of volume in ${seconds.toFixed(1)} s`,
           );
-          this.db.transaction(() => {
-            this.db.run(
-              "UPDATE backups SET status = 'available', object_count = ?, stored_bytes = ?, progress = '100%', fail_reason = NULL, updated_at = ? WHERE id = ?",
-              result.objectCount, result.storedBytes, nowIso(), row.id,
-            );
+          task.checkpoint(parent ? 'backup.create.incremental.written' : 'backup.create.full.written');
+          task.complete(() => {
+            this.states.backups.transition(row.id, ['creating'], 'available', {
+              object_count: result.objectCount, stored_bytes: result.storedBytes, progress: '100%', fail_reason: null,
+            });
             this.releaseSource(row);
           });
         } catch (error) {
+          if (classifyError(error) === 'fenced') throw error;
           // No partial backup may look valid: what it wrote goes, and what it left on the source.
           await this.driver.delete(ref, live).catch((cleanup: unknown) => this.log(`backup ${row.id}: clean-up after failure: ${(cleanup as Error).message}`));
           // A keyring or caps problem fails every backup: show the service down with the reason now.
@@ -309,7 +310,7 @@ export class BackupManager {
       (task, reason) => {
         const row = this.backupRow(task.resourceId);
         if (!row) return;
-        this.db.run("UPDATE backups SET status = 'error', fail_reason = ?, progress = NULL, updated_at = ? WHERE id = ?", reason, nowIso(), row.id);
+        this.states.backups.transition(row.id, ['creating'], 'error', { fail_reason: reason, progress: null });
         this.releaseSource(row);
         this.volumes.userMessage(row.volume_id, 'VOLUME', 'VOLUME_BACKUP_001_001', `create backup ${row.id}: ${reason}`);
       },
@@ -321,10 +322,15 @@ export class BackupManager {
         const row = this.backupRow(task.resourceId);
         if (!row || row.status !== 'restoring') return;
         const { volumeId, targetIsZeroed } = task.payload as RestorePayload;
-        const volume = await this.waitForTarget(volumeId);
+        // The volume was made (and held in restoring-backup) before this task was queued: by the
+        // volume's own task (a chain) or by the restore request into an existing volume.
+        const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', volumeId);
+        if (!volume) throw new DriverError('NotFound', `restore target volume ${volumeId} was deleted`);
+        if (volume.status !== 'restoring-backup') throw new DriverError('Invalid', `restore target volume ${volumeId} is '${volume.status}', not restoring-backup (reset by an operator?)`);
         const target = this.liveSource(volume);
         const backend = this.volumes.backend(volume.backend!).driver;
         if (hasFileAccess(backend)) backend.withdrawExport({ id: volume.id, sizeGiB: volume.size_gib });
+        task.checkpoint('backup.restore.before');
         await this.driver.restore({
           ...this.ref(row),
           target,
@@ -333,9 +339,10 @@ export class BackupManager {
           discardExcess: this.config.DEFAULT.restore_discard_excess_bytes,
           onProgress: this.progressReporter(row.id, 'restore of backup'),
         });
-        this.db.transaction(() => {
-          this.db.run("UPDATE volumes SET status = 'available', updated_at = ? WHERE id = ? AND status = 'restoring-backup'", nowIso(), volume.id);
-          this.db.run("UPDATE backups SET status = 'available', restore_volume_id = NULL, progress = NULL, updated_at = ? WHERE id = ?", nowIso(), row.id);
+        task.checkpoint('backup.restore.written');
+        task.complete(() => {
+          this.states.volumes.transition(volume.id, ['restoring-backup'], 'available');
+          this.states.backups.transition(row.id, ['restoring'], 'available', { restore_volume_id: null, progress: null });
         });
         this.log(`restore of backup ${row.id} into volume ${volume.id}: done`);
       },
@@ -347,38 +354,22 @@ export class BackupManager {
       async (task: Task) => {
         const row = this.backupRow(task.resourceId);
         if (!row) return;
+        task.checkpoint('backup.delete.before');
         await this.driver.delete(this.ref(row), this.sourceForCleanup(row.volume_id));
-        this.db.run('DELETE FROM backups WHERE id = ?', row.id);
+        task.checkpoint('backup.delete.deleted');
+        task.complete(() => this.db.run('DELETE FROM backups WHERE id = ?', row.id));
       },
       (task, reason) => {
-        this.db.run("UPDATE backups SET status = 'error_deleting', fail_reason = ?, updated_at = ? WHERE id = ?", reason, nowIso(), task.resourceId);
+        this.states.backups.transition(task.resourceId, ['deleting'], 'error_deleting', { fail_reason: reason });
       },
     );
   }
 
   /** A failed restore leaves the backup usable (`available`, with the reason) and the target volume `error_restoring`. */
   private failRestore(backupId: string, volumeId: string, reason: string): void {
-    this.db.run("UPDATE backups SET status = 'available', fail_reason = ?, restore_volume_id = NULL, progress = NULL, updated_at = ? WHERE id = ? AND status = 'restoring'", `restore failed: ${reason}`, nowIso(), backupId);
-    this.db.run("UPDATE volumes SET status = 'error_restoring', status_reason = ?, updated_at = ? WHERE id = ? AND status IN ('restoring-backup', 'creating', 'available')", reason, nowIso(), volumeId);
+    this.states.backups.transition(backupId, ['restoring'], 'available', { fail_reason: `restore failed: ${reason}`, restore_volume_id: null, progress: null });
+    this.states.volumes.transition(volumeId, ['restoring-backup'], 'error_restoring', { status_reason: reason });
     this.volumes.userMessage(volumeId, 'VOLUME', 'VOLUME_BACKUP_001_002', `restore backup ${backupId}: ${reason}`);
-  }
-
-  /** Waits until a volume made for a restore exists on its backend, then holds it in `restoring-backup`. */
-  private async waitForTarget(volumeId: string): Promise<VolumeRow> {
-    const deadline = Date.now() + restoreTargetWaitMs;
-    for (;;) {
-      const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', volumeId);
-      if (!volume) throw new DriverError('NotFound', `restore target volume ${volumeId} was deleted`);
-      if (volume.status === 'restoring-backup') return volume;
-      if (volume.status === 'available') {
-        const claimed = this.db.run("UPDATE volumes SET status = 'restoring-backup', updated_at = ? WHERE id = ? AND status = 'available'", nowIso(), volumeId);
-        if (claimed.changes === 1) return { ...volume, status: 'restoring-backup' };
-      } else if (volume.status !== 'creating') {
-        throw new DriverError('Invalid', `restore target volume ${volumeId} is '${volume.status}'; it must be created first`);
-      }
-      if (Date.now() > deadline) throw new DriverError('Unreachable', `restore target volume ${volumeId} was not created within ${restoreTargetWaitMs / 1000} s`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
   }
 
   /** Removes what interrupted backups left (images, snapshots, chunk directories); what fails stays queued for the next heartbeat. */
@@ -398,18 +389,21 @@ export class BackupManager {
   }
 
   /**
-   * Runs before the backup queue starts, so every `running` backup task
-   * belongs to a process that died. Creating → error (partial chunks
-   * removed, source volume released); restoring → backup available, target
-   * volume error_restoring; deleting re-runs (it is idempotent).
+   * Runs before the backup queue starts. A `running` backup task whose
+   * runner is gone (lease expired, or a dead process of this host) was
+   * interrupted: creating → error (partial chunks removed, source volume
+   * released); restoring → backup available, target volume error_restoring;
+   * deleting re-runs (it is idempotent). A task another live process runs
+   * (same data directory) is left to it.
    */
   private async reconcile(): Promise<void> {
-    const interrupted = (id: string) =>
-      this.db.get<{ id: number }>("SELECT id FROM tasks WHERE resource_id = ? AND queue = ? AND state = 'running'", id, backupQueue);
+    const interrupted = (id: string) => {
+      const task = this.db.get<TaskRow>("SELECT * FROM tasks WHERE resource_id = ? AND queue = ? AND state = 'running'", id, backupQueue);
+      return task && this.queue.abandoned(task) ? task : undefined;
+    };
     const pending = (id: string) =>
-      this.db.get<{ id: number }>("SELECT id FROM tasks WHERE resource_id = ? AND queue = ? AND state IN ('queued', 'running')", id, backupQueue);
-    const failTask = (taskId: number, reason: string) =>
-      this.db.run("UPDATE tasks SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?", reason, nowIso(), taskId);
+      this.db.get<{ id: number }>("SELECT id FROM tasks WHERE resource_id = ? AND state IN ('queued', 'running')", id);
+    const failTask = (task: TaskRow, reason: string) => this.queue.store.fail(task.id, task.owner, reason, () => undefined);
 
     for (const row of this.db.all<BackupRow>("SELECT * FROM backups WHERE status = 'creating'")) {
       const task = interrupted(row.id);
@@ -418,8 +412,8 @@ export class BackupManager {
       // Removed in the background: a killed process's watch on an image may hold its removal for up to 30 s.
       this.cleanups.set(row.id, this.ref(row));
       this.db.transaction(() => {
-        if (task) failTask(task.id, reason);
-        this.db.run("UPDATE backups SET status = 'error', fail_reason = ?, progress = NULL, updated_at = ? WHERE id = ?", reason, nowIso(), row.id);
+        if (task) failTask(task, reason);
+        this.states.backups.transition(row.id, ['creating'], 'error', { fail_reason: reason, progress: null });
         this.releaseSource(row);
       });
       this.log(`reconcile: backup ${row.id}: ${reason}`);
@@ -427,25 +421,27 @@ export class BackupManager {
     for (const row of this.db.all<BackupRow>("SELECT * FROM backups WHERE status = 'restoring'")) {
       const task = interrupted(row.id);
       if (!task && pending(row.id)) continue;
-      const payload = task ? (JSON.parse(this.db.get<{ payload: string }>('SELECT payload FROM tasks WHERE id = ?', task.id)!.payload) as RestorePayload) : null;
+      // A volume made for the restore is still being created: its task queues the restore when done.
+      if (!task && row.restore_volume_id && pending(row.restore_volume_id)) continue;
+      const payload = task ? (JSON.parse(task.payload) as RestorePayload) : null;
       const reason = 'the restore was interrupted (the process stopped while it ran); the volume holds partial data';
       this.db.transaction(() => {
-        if (task) failTask(task.id, reason);
+        if (task) failTask(task, reason);
         this.failRestore(row.id, payload?.volumeId ?? row.restore_volume_id ?? '', reason);
       });
       this.log(`reconcile: restore of backup ${row.id}: ${reason}`);
     }
     for (const row of this.db.all<BackupRow>("SELECT * FROM backups WHERE status = 'deleting'")) {
       if (pending(row.id)) continue;
-      this.db.run("UPDATE backups SET status = 'error_deleting', fail_reason = ?, updated_at = ? WHERE id = ?", 'the delete was interrupted and has no pending task; delete it again', nowIso(), row.id);
+      this.states.backups.transition(row.id, ['deleting'], 'error_deleting', { fail_reason: 'the delete was interrupted and has no pending task; delete it again' });
     }
     // A volume left `backing-up` by a backup row that is gone or finished goes back to available.
     for (const volume of this.db.all<VolumeRow>("SELECT v.* FROM volumes v WHERE v.status = 'backing-up' AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.volume_id = v.id AND b.status = 'creating')")) {
-      this.db.run("UPDATE volumes SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), volume.id);
+      this.states.volumes.transition(volume.id, ['backing-up'], volume.previous_status === 'in-use' ? 'in-use' : 'available', { previous_status: null });
       this.log(`reconcile: volume ${volume.id} was left backing-up with no backup running; set to available`);
     }
     for (const snapshot of this.db.all<{ id: string }>("SELECT s.id FROM snapshots s WHERE s.status = 'backing-up' AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.snapshot_id = s.id AND b.status = 'creating')")) {
-      this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ? AND status = 'backing-up'", nowIso(), snapshot.id);
+      this.states.snapshots.transition(snapshot.id, ['backing-up'], 'available');
       this.log(`reconcile: snapshot ${snapshot.id} was left backing-up with no backup running; set to available`);
     }
     // Waited for a while (a directory goes at once); what takes longer finishes in the background.

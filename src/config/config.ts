@@ -41,6 +41,7 @@ const defaultOptions = {
   },
   scheduler_default_weighers: { type: 'list', default: ['CapacityWeigher'], help: 'scheduler weighers' },
   volume_task_concurrency: { type: 'int', default: 16, min: 1, help: 'volume tasks run at once per backend' },
+  task_failed_retention_days: { type: 'int', default: 7, min: 0, help: 'days failed and cancelled tasks are kept (pumice tasks list) before they are deleted; done tasks are deleted at once' },
   debug: { type: 'bool', default: false, help: 'log every request' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes (beyond loopback only with nbd_tls = true)' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: a free port chosen at the first start and kept across restarts)' },

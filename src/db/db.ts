@@ -64,9 +64,13 @@ export class Db {
     return { changes: result.changes };
   }
 
-  /** Runs `fn` in one transaction (nested calls join the outer one). */
+  /**
+   * Runs `fn` in one transaction. A nested call runs in a savepoint of the
+   * outer one: if it throws, its writes alone are undone, even when the outer
+   * code catches the error and goes on.
+   */
   transaction<T>(fn: () => T): T {
-    if (this.sqlite.inTransaction) return fn();
+    if (this.sqlite.inTransaction) return this.sqlite.transaction(fn)();
     return this.sqlite.transaction(fn).immediate();
   }
 

@@ -192,6 +192,37 @@ CREATE INDEX volume_attachments_instance ON volume_attachments(instance_uuid);
 `,
   },
   {
+    // Task engine v2 (src/tasks/): leases (owner, lease_until), retry backoff (not_before),
+    // fencing by os-reset_status, a 'cancelled' state, progress, chains (parent_task_id),
+    // retention (finished_at), and operation locks on the resources a task reads and writes.
+    version: 7,
+    sql: `
+CREATE TABLE tasks_v2 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, resource_id TEXT NOT NULL,
+  queue TEXT NOT NULL, payload TEXT NOT NULL DEFAULT '{}',
+  state TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','cancelled')),
+  attempts INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until INTEGER, not_before INTEGER NOT NULL DEFAULT 0,
+  fenced INTEGER NOT NULL DEFAULT 0, last_error TEXT, progress TEXT, parent_task_id INTEGER,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT
+);
+INSERT INTO tasks_v2 (id, kind, resource_id, queue, payload, state, attempts, owner, last_error, created_at, updated_at, finished_at)
+  SELECT id, kind, resource_id, queue, payload, state, attempts, claimed_by, last_error, created_at, updated_at,
+         CASE WHEN state IN ('done','failed') THEN updated_at END FROM tasks;
+DROP TABLE tasks;
+ALTER TABLE tasks_v2 RENAME TO tasks;
+CREATE INDEX tasks_claim ON tasks(queue, state, id);
+CREATE INDEX tasks_resource ON tasks(resource_id, state);
+CREATE INDEX tasks_finished ON tasks(state, finished_at);
+CREATE TABLE task_locks (
+  task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE, resource_id TEXT NOT NULL,
+  mode TEXT NOT NULL CHECK (mode IN ('read','write')), PRIMARY KEY (task_id, resource_id)
+);
+CREATE INDEX task_locks_resource ON task_locks(resource_id, task_id);
+INSERT INTO task_locks (task_id, resource_id, mode) SELECT id, resource_id, 'write' FROM tasks WHERE state IN ('queued','running');
+CREATE INDEX messages_expires ON messages(expires_at);
+`,
+  },
+  {
     // Security hardening (issue 12). Tokens are stored by the SHA-256 of their id (the id itself
     // stays only with the client): clear ids of the old layout are dropped, so users log in again.
     // Users carry Keystone's lockout counters. nbd_exports holds the per-connection NBD export

@@ -1,25 +1,60 @@
 /**
- * Durable work queue in the database. A resource row and its task are
- * written in one transaction; a runner for the task's queue (a backend
- * section) claims it, runs the handler and records the outcome. Handlers are
- * idempotent: after a crash, a task found `running` is re-run from the start,
- * and each step tolerates having been done already.
+ * The task engine: durable work in the database, run by the role that owns
+ * each queue.
+ *
+ * **Tasks and queues.** A service writes a resource in its first state and
+ * enqueues its task in the same transaction (`enqueue` joins the caller's
+ * transaction), so a crash never strands a request between the two. A task
+ * names a queue: a volume backend section (`local`, `ceph`), `backup`, or a
+ * compute host (`compute:<host>`). A `TaskQueue` runs the queues passed to
+ * `start`, at most `concurrencyPerQueue` tasks of each at once, and calls the
+ * handler registered for the task's kind. Handlers are idempotent: a task is
+ * re-run from the start after a crash, and every step tolerates having been
+ * done already.
+ *
+ * **Leases.** Claiming a task records the runner (`owner`, which names host
+ * and pid) and `lease_until`; a heartbeat renews the leases of running tasks.
+ * A runner takes over a task of another runner only when its lease expired,
+ * or at once when the owner was a process of this host that is gone — so two
+ * processes on one data directory never run a task twice. A task that keeps
+ * being interrupted fails after `attemptsMax` tries.
+ *
+ * **Operation locks.** A task declares the resources it writes and reads
+ * (`locks`: by default it writes its own resource). It is claimed only when
+ * no running task, and no older queued task, holds a conflicting lock (reads
+ * share, a write excludes everything): "clone V" and "delete V", "snapshot
+ * V" and "extend V", "volume from S" and "delete S" run one after the other,
+ * in the order they were asked for.
+ *
+ * **Outcomes.** A handler returns (done) or throws. Typed errors
+ * (`./errors.ts`) decide what follows: transient and conflict errors are
+ * retried with exponential backoff and jitter until `attemptsMax`, then the
+ * task fails with the last reason and the number of attempts; other errors
+ * fail it at once. A failed task calls its failure handler in the
+ * transaction that marks it failed; if that handler throws, nothing of it is
+ * kept (a savepoint) and the task is failed with both reasons.
+ *
+ * **Checkpoints, fencing and chains.** `task.checkpoint(name)` is a named
+ * crash point (see `./crash.ts`) and checks that the task is still this
+ * runner's and not fenced: `os-reset_status` fences the running tasks that
+ * write the resource and cancels the queued ones, and a fenced task stops at
+ * its next checkpoint without writing. `task.complete(fn)` runs the task's
+ * last writes and marks it done in one transaction (fence checked inside);
+ * a follow-up task enqueued in `fn` is a chain (volume created → restore the
+ * backup into it) that exists if and only if the first task finished.
+ *
+ * **Retention.** Done tasks are deleted when they finish; failed and
+ * cancelled ones are kept `failedRetentionDays` for `pumice tasks` and
+ * support, then purged with expired user messages by `purge`.
  */
+import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
+import { systemClock, crashPoint, type Clock } from './crash.ts';
+import { classifyError, errorMessage, TaskFencedError } from './errors.ts';
+import { SqliteTaskStore, type TaskLocks, type TaskRow, type TaskStore } from './store.ts';
 
-export interface TaskRow {
-  id: number;
-  kind: string;
-  resource_id: string;
-  queue: string;
-  payload: string;
-  state: 'queued' | 'running' | 'done' | 'failed';
-  attempts: number;
-  claimed_by: string | null;
-  last_error: string | null;
-  created_at: string;
-}
+export type { TaskLocks, TaskRow } from './store.ts';
 
 export interface Task<P = unknown> {
   id: number;
@@ -27,60 +62,154 @@ export interface Task<P = unknown> {
   resourceId: string;
   queue: string;
   payload: P;
+  /** This run's number (1 on the first run; a retry or a re-run after a crash adds one). */
   attempts: number;
+  /**
+   * A named crash point; throws TaskFencedError when the task was fenced
+   * (reset by an operator) or taken over. Call it around every await that
+   * changes state.
+   */
+  checkpoint(name: string): void;
+  /**
+   * Runs `fn` (the task's final writes, and any follow-up `enqueue`) and marks
+   * the task done, in one transaction. Throws TaskFencedError, writing nothing,
+   * when the task is no longer this runner's.
+   */
+  complete<T>(fn: () => T): T;
+  /** Records progress shown by `pumice tasks show` (e.g. "40% (1/4 GiB)"). */
+  progress(text: string): void;
 }
 
 export type TaskHandler = (task: Task) => Promise<void>;
 /** Called when a task fails for good, to put its resource in an error state with a reason. */
 export type TaskFailureHandler = (task: Task, reason: string) => void;
 
+export interface RetryOptions {
+  /** First backoff; attempt n waits baseMs * 2^(n-1), capped, with full jitter over its upper half. */
+  baseMs: number;
+  capMs: number;
+}
+
 export interface TaskQueueOptions {
   db: Db;
   log: (message: string) => void;
   /** Tasks of one queue running at once. */
   concurrencyPerQueue: number;
-  /** Tries before a task is failed for good (a crash mid-task counts as a try). */
+  /** Tries before a task is failed for good (retries of transient errors and re-runs after a crash both count). */
   attemptsMax: number;
-  /** Fallback poll for tasks enqueued by other processes sharing the database. */
+  /** Fallback poll for tasks enqueued by other processes sharing the database, and for expired leases. */
   pollIntervalMs: number;
+  /** How long a claim holds without a heartbeat (default 30 s). */
+  leaseMs?: number;
+  retry?: RetryOptions;
+  clock?: Clock;
+  /** Random numbers in [0, 1) for the backoff jitter (tests pass a seeded one). */
+  random?: () => number;
+  store?: TaskStore;
+}
+
+export interface EnqueueOptions {
+  /** Resources the task writes and reads besides its own resource (always written). */
+  locks?: TaskLocks;
+  /** Delay before the task may run, in ms. */
+  delayMs?: number;
+}
+
+const defaultLeaseMs = 30_000;
+const defaultRetry: RetryOptions = { baseMs: 1000, capMs: 30_000 };
+
+/** Runners of one process per database, so a task that ends wakes the runners its locks held back. */
+const runnersByDb = new WeakMap<Db, Set<TaskQueue>>();
+
+/** Owner names `host:pid:random`, so a runner on the same host can tell a dead owner at once. */
+function ownerName(): string {
+  return `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+}
+
+function ownerIsDeadLocalProcess(owner: string | null): boolean {
+  if (!owner) return true;
+  const [host, pidText] = owner.split(':');
+  const pid = Number(pidText);
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
 }
 
 export class TaskQueue {
-  readonly runnerId = randomUUID();
+  readonly runnerId = ownerName();
+  readonly store: TaskStore;
+  private readonly clock: Clock;
+  private readonly leaseMs: number;
+  private readonly retry: RetryOptions;
+  private readonly random: () => number;
   private readonly handlers = new Map<string, TaskHandler>();
   private readonly failureHandlers = new Map<string, TaskFailureHandler>();
   private readonly queues = new Set<string>();
   private readonly running = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
   private pollTimer: NodeJS.Timeout | undefined;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wakeAtMs = Infinity;
   private stopped = true;
   private kickScheduled = false;
   private readonly idleWaiters: (() => void)[] = [];
 
-  constructor(private readonly options: TaskQueueOptions) {}
+  constructor(private readonly options: TaskQueueOptions) {
+    this.store = options.store ?? new SqliteTaskStore(options.db);
+    this.clock = options.clock ?? systemClock;
+    this.leaseMs = options.leaseMs ?? defaultLeaseMs;
+    this.retry = options.retry ?? defaultRetry;
+    this.random = options.random ?? Math.random;
+    let runners = runnersByDb.get(options.db);
+    if (!runners) runnersByDb.set(options.db, (runners = new Set()));
+    runners.add(this);
+  }
 
   register(kind: string, handler: TaskHandler, onFailure: TaskFailureHandler): void {
     this.handlers.set(kind, handler);
     this.failureHandlers.set(kind, onFailure);
   }
 
-  /** Enqueues a task; call inside the transaction that writes the resource. */
-  enqueue(kind: string, resourceId: string, queue: string, payload: unknown = {}): void {
-    const now = new Date().toISOString();
-    this.options.db.run(
-      "INSERT INTO tasks (kind, resource_id, queue, payload, state, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-      kind, resourceId, queue, JSON.stringify(payload), now, now,
-    );
-    this.kick();
+  /**
+   * Enqueues a task; call it inside the transaction that writes the resource
+   * (it joins it). The task writes `resourceId`, plus what `options.locks` names.
+   * Returns the task id.
+   */
+  enqueue(kind: string, resourceId: string, queue: string, payload: unknown = {}, options: EnqueueOptions = {}): number {
+    const id = this.store.insert({
+      kind,
+      resourceId,
+      queue,
+      payload,
+      locks: { write: [resourceId, ...(options.locks?.write ?? [])], read: options.locks?.read ?? [] },
+      notBeforeMs: options.delayMs ? this.clock.now() + options.delayMs : 0,
+      parentTaskId: null,
+    });
+    this.kickAll();
+    return id;
   }
 
-  /** Starts runners for `queues`. Tasks left `running` by a dead process are requeued (or failed after attemptsMax). */
+  /** Starts runners for `queues` (more may be added by calling it again). Tasks whose owner's lease expired are taken over. */
   start(queues: string[]): void {
     for (const q of queues) this.queues.add(q);
     this.stopped = false;
     this.recoverAbandoned();
-    this.pollTimer = setInterval(() => this.kick(), this.options.pollIntervalMs);
-    this.pollTimer.unref();
+    if (!this.pollTimer) {
+      this.pollTimer = setInterval(() => {
+        this.recoverAbandoned();
+        this.kick();
+      }, this.options.pollIntervalMs);
+      this.pollTimer.unref();
+    }
+    if (!this.leaseTimer) {
+      this.leaseTimer = setInterval(() => this.store.renew(this.runnerId, this.clock.now() + this.leaseMs), Math.max(10, Math.floor(this.leaseMs / 3)));
+      this.leaseTimer.unref();
+    }
     this.kick();
   }
 
@@ -88,40 +217,44 @@ export class TaskQueue {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.pollTimer = undefined;
+    this.wakeTimer = undefined;
+    this.wakeAtMs = Infinity;
     await Promise.allSettled([...this.inFlight]);
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.leaseTimer = undefined;
   }
 
-  /** Resolves when no task of this process's queues is queued or running (for tests and shutdown). */
+  /** Resolves when no task of this runner's queues is queued or running (for tests and shutdown). */
   whenIdle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** os-reset_status of `resourceId`: queued tasks that write it are cancelled, running ones stop at their next checkpoint. */
+  fence(resourceId: string, reason = 'cancelled by os-reset_status'): { cancelled: number; fenced: number } {
+    return this.store.fenceResource(resourceId, reason);
+  }
+
   private isIdle(): boolean {
     if (this.inFlight.size > 0) return false;
-    const placeholders = [...this.queues].map(() => '?').join(',');
-    if (!placeholders) return true;
-    const row = this.options.db.get<{ n: number }>(
-      `SELECT COUNT(*) AS n FROM tasks WHERE state = 'queued' AND queue IN (${placeholders})`,
-      ...this.queues,
-    );
-    return (row?.n ?? 0) === 0;
+    return this.store.queuedCount([...this.queues]) === 0;
+  }
+
+  /** True when a running task's owner can no longer be running it (lease expired, or a dead process of this host). */
+  abandoned(row: Pick<TaskRow, 'owner' | 'lease_until' | 'state'>): boolean {
+    if (row.state !== 'running' || row.owner === this.runnerId) return false;
+    return row.lease_until === null || row.lease_until < this.clock.now() || ownerIsDeadLocalProcess(row.owner);
   }
 
   private recoverAbandoned(): void {
-    const { db } = this.options;
-    const placeholders = [...this.queues].map(() => '?').join(',');
-    if (!placeholders) return;
-    const abandoned = db.all<TaskRow>(
-      `SELECT * FROM tasks WHERE state = 'running' AND queue IN (${placeholders}) AND (claimed_by IS NULL OR claimed_by != ?)`,
-      ...this.queues, this.runnerId,
-    );
-    for (const row of abandoned) {
+    for (const row of this.store.runningOfOthers([...this.queues], this.runnerId)) {
+      if (!this.abandoned(row)) continue;
       if (row.attempts >= this.options.attemptsMax) {
-        this.fail(row, `the task was interrupted ${row.attempts} times (process stopped while it ran) and was given up`);
-      } else {
-        this.options.log(`task ${row.id} ${row.kind} ${row.resource_id}: interrupted by a restart; running it again`);
-        db.run("UPDATE tasks SET state = 'queued', claimed_by = NULL, updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
+        this.fail(row, row.owner, `the task was interrupted ${row.attempts} times (the process running it stopped) and was given up`);
+      } else if (this.store.requeueExpired(row.id, row.owner)) {
+        this.options.log(`task ${row.id} ${row.kind} ${row.resource_id}: its runner ${row.owner ?? '(none)'} is gone (lease expired); running it again`);
       }
     }
   }
@@ -136,35 +269,37 @@ export class TaskQueue {
     });
   }
 
+  private kickAll(): void {
+    for (const runner of runnersByDb.get(this.options.db) ?? [this]) runner.kick();
+  }
+
   private claimAvailable(): void {
     if (this.stopped) return;
     for (const queue of this.queues) {
       while ((this.running.get(queue) ?? 0) < this.options.concurrencyPerQueue) {
-        const row = this.claim(queue);
+        const now = this.clock.now();
+        const row = this.store.claim(queue, this.runnerId, now, now + this.leaseMs);
         if (!row) break;
         this.launch(row);
       }
     }
+    this.scheduleWake();
     this.notifyIdle();
   }
 
-  private claim(queue: string): TaskRow | undefined {
-    const { db } = this.options;
-    return db.transaction(() => {
-      // Tasks on one resource run in order: skip a resource that has a running task.
-      const row = db.get<TaskRow>(
-        `SELECT * FROM tasks t WHERE t.state = 'queued' AND t.queue = ?
-           AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.resource_id = t.resource_id AND r.state = 'running')
-         ORDER BY t.id LIMIT 1`,
-        queue,
-      );
-      if (!row) return undefined;
-      db.run(
-        "UPDATE tasks SET state = 'running', claimed_by = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
-        this.runnerId, new Date().toISOString(), row.id,
-      );
-      return { ...row, attempts: row.attempts + 1 };
-    });
+  /** Wakes the runner when the earliest backed-off task becomes due. */
+  private scheduleWake(): void {
+    const now = this.clock.now();
+    const due = this.store.nextDueMs([...this.queues], now);
+    if (due === null || due >= this.wakeAtMs) return;
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wakeAtMs = due;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wakeAtMs = Infinity;
+      this.kick();
+    }, Math.max(1, due - now));
+    // Not unref'd: a retry that is due keeps the process (and whenIdle waiters) alive; bounded by retry.capMs.
   }
 
   private launch(row: TaskRow): void {
@@ -172,48 +307,98 @@ export class TaskQueue {
     const promise = this.execute(row).finally(() => {
       this.running.set(row.queue, (this.running.get(row.queue) ?? 1) - 1);
       this.inFlight.delete(promise);
-      this.kick();
+      this.kickAll();
     });
     this.inFlight.add(promise);
   }
 
+  private toTask(row: TaskRow, state: { completed: boolean }): Task {
+    const { store } = this;
+    const owner = this.runnerId;
+    return {
+      id: row.id,
+      kind: row.kind,
+      resourceId: row.resource_id,
+      queue: row.queue,
+      payload: JSON.parse(row.payload) as unknown,
+      attempts: row.attempts,
+      checkpoint: (name: string) => {
+        crashPoint(name);
+        store.check(row.id, owner);
+      },
+      complete: <T>(fn: () => T): T => {
+        const result = store.complete(row.id, owner, fn);
+        state.completed = true;
+        return result;
+      },
+      progress: (text: string) => store.setProgress(row.id, owner, text),
+    };
+  }
+
   private async execute(row: TaskRow): Promise<void> {
     const handler = this.handlers.get(row.kind);
-    const { db } = this.options;
     if (!handler) {
-      this.fail(row, `no handler for task kind '${row.kind}' in this version of Pumice`);
+      this.fail(row, this.runnerId, `no handler for task kind '${row.kind}' in this version of Pumice`);
       return;
     }
+    const state = { completed: false };
+    const task = this.toTask(row, state);
     try {
-      await handler(toTask(row));
-      db.run("UPDATE tasks SET state = 'done', updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
-      // Finished tasks are history only; keep the table small.
-      db.run("DELETE FROM tasks WHERE id = ? AND state = 'done'", row.id);
+      await handler(task);
+      if (!state.completed) task.complete(() => undefined);
     } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      this.options.log(`task ${row.id} ${row.kind} ${row.resource_id} failed: ${reason}`);
-      this.fail(row, reason);
+      this.settleError(row, task, error);
     }
   }
 
-  private fail(row: TaskRow, reason: string): void {
-    const { db } = this.options;
-    db.transaction(() => {
-      db.run("UPDATE tasks SET state = 'failed', last_error = ?, updated_at = ? WHERE id = ?", reason, new Date().toISOString(), row.id);
-      try {
-        this.failureHandlers.get(row.kind)?.(toTask(row), reason);
-      } catch (error) {
-        this.options.log(`task ${row.id}: failure handler failed: ${(error as Error).message}`);
+  private settleError(row: TaskRow, task: Task, error: unknown): void {
+    const reason = errorMessage(error);
+    const kind = classifyError(error);
+    const label = `task ${row.id} ${row.kind} ${row.resource_id}`;
+    if (kind === 'fenced') {
+      this.options.log(`${label}: stopped without writing: ${reason}`);
+      // Taken over by another runner: that runner owns the row now; leave it alone.
+      if (!(error instanceof TaskFencedError) || !/taken over/.test(reason)) this.store.cancel(row.id, reason);
+      return;
+    }
+    if ((kind === 'transient' || kind === 'conflict') && row.attempts < this.options.attemptsMax) {
+      const delayMs = this.backoffMs(row.attempts);
+      if (this.store.retry(row.id, this.runnerId, this.clock.now() + delayMs, reason)) {
+        this.options.log(`${label}: attempt ${row.attempts} failed (${kind}): ${reason}; retrying in ${delayMs} ms`);
+        return;
       }
-    });
+    }
+    const final = kind === 'transient' || kind === 'conflict' ? `${reason} (gave up after ${row.attempts} attempt${row.attempts === 1 ? '' : 's'})` : reason;
+    this.options.log(`${label} failed: ${final}`);
+    this.fail(row, this.runnerId, final, task);
+  }
+
+  /** Exponential backoff with jitter: attempt n waits between half and all of min(cap, base * 2^(n-1)). */
+  backoffMs(attempt: number): number {
+    const ceiling = Math.min(this.retry.capMs, this.retry.baseMs * 2 ** Math.max(0, attempt - 1));
+    return Math.round(ceiling / 2 + this.random() * (ceiling / 2));
+  }
+
+  private fail(row: TaskRow, owner: string | null, reason: string, task?: Task): void {
+    const handler = this.failureHandlers.get(row.kind);
+    const view = task ?? this.toTask(row, { completed: false });
+    try {
+      const failed = this.store.fail(row.id, owner, reason, () => handler?.(view, reason));
+      if (!failed) {
+        // Fenced or taken over meanwhile: whoever holds it now decides.
+        const current = this.store.get(row.id);
+        if (current?.fenced && current.state === 'running') this.store.cancel(row.id, current.last_error ?? 'fenced');
+      }
+    } catch (error) {
+      // The handler's writes were rolled back with the transaction; the task still fails, with both reasons.
+      const handlerReason = errorMessage(error);
+      this.options.log(`task ${row.id} ${row.kind} ${row.resource_id}: failure handler failed (its writes were undone): ${handlerReason}`);
+      this.store.fail(row.id, owner, `${reason}; then the failure handler failed: ${handlerReason}`, () => undefined);
+    }
   }
 
   private notifyIdle(): void {
     if (this.idleWaiters.length === 0 || !this.isIdle()) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
-}
-
-function toTask(row: TaskRow): Task {
-  return { id: row.id, kind: row.kind, resourceId: row.resource_id, queue: row.queue, payload: JSON.parse(row.payload) as unknown, attempts: row.attempts };
 }

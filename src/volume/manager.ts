@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import type { BackendConfig, PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
+import { backupQueue, type RestorePayload } from '../backup/manager.ts';
 import { DriverError, hasClones, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
@@ -15,6 +17,7 @@ import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './
 import type { ImageServiceDeps } from './images.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
+import type { SnapshotStatus, VolumeStatus } from './states.ts';
 
 export interface BackendState {
   config: BackendConfig;
@@ -37,6 +40,7 @@ export class VolumeManager {
   /** How to reach the image service; set by the app before start(). */
   images: ImageServiceDeps | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private readonly states: ResourceStateOwners;
 
   constructor(
     private readonly db: Db,
@@ -47,6 +51,7 @@ export class VolumeManager {
     /** Builds a backend's driver; tests pass a fake that implements the same interfaces. */
     driverFactory: (backend: BackendConfig) => VolumeBackend = (backend) => createDriver(backend, exporter, log),
   ) {
+    this.states = resourceStates(db, { log });
     for (const backend of config.backends) {
       this.backends.set(backend.section, {
         config: backend,
@@ -185,8 +190,7 @@ export class VolumeManager {
   private registerTasks(): void {
     const volume = (id: string) => this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id);
     const snapshot = (id: string) => this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id);
-    const setVolume = (id: string, status: string, reason: string | null = null) =>
-      this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', status, reason, nowIso(), id);
+    const { volumes, snapshots } = this.states;
 
     this.queue.register(
       'volume.create',
@@ -200,40 +204,59 @@ export class VolumeManager {
         if (source?.kind === 'image') {
           if (!this.images) throw new DriverError('Unreachable', 'this process has no image service client');
           const started = Date.now();
-          const result = await fillVolumeFromImage(this.images, driver, ref, source.id, () =>
-            this.db.run("UPDATE volumes SET status = 'downloading', updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), row.id),
-          );
+          task.checkpoint('volume.create.image.before');
+          const result = await fillVolumeFromImage(this.images, driver, ref, source.id, () => {
+            task.checkpoint('volume.create.image.copy-start');
+            volumes.transition(row.id, ['creating'], 'downloading');
+          });
+          task.checkpoint('volume.create.image.filled');
           const seconds = (Date.now() - started) / 1000;
           this.log(
             result.method === 'clone'
               ? `volume ${row.id}: copy-on-write clone of image ${source.id} in ${seconds.toFixed(2)} s`
               : `volume ${row.id}: copied ${result.bytes} bytes of image ${source.id} (${result.writtenBytes} written, the rest zero runs) in ${seconds.toFixed(1)} s`,
           );
-          this.db.run(
-            "UPDATE volumes SET status = 'available', launched_at = ?, updated_at = ? WHERE id = ? AND status IN ('creating', 'downloading')",
-            nowIso(), nowIso(), row.id,
-          );
+          task.complete(() => volumes.transition(row.id, ['creating', 'downloading'], 'available', { launched_at: nowIso() }));
           return;
         }
         if (source?.kind === 'snapshot') {
           const snap = snapshot(source.id);
           if (!snap) throw new DriverError('NotFound', `source snapshot ${source.id} was deleted before the volume was made`);
           if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot create volumes from snapshots`);
+          task.checkpoint('volume.create.snapshot.before');
           await driver.createVolumeFromSnapshot(ref, { id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
         } else if (source?.kind === 'volume') {
           const src = volume(source.id);
           if (!src) throw new DriverError('NotFound', `source volume ${source.id} was deleted before the clone was made`);
           if (!hasClones(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot clone volumes`);
+          task.checkpoint('volume.create.clone.before');
           await driver.cloneVolume(ref, { id: src.id, sizeGiB: src.size_gib });
         } else {
+          task.checkpoint('volume.create.before');
           await driver.createVolume(ref);
         }
-        // A volume made from a backup is held for the backup role's restore, which makes it available.
-        const next = source?.kind === 'backup' ? 'restoring-backup' : 'available';
-        this.db.run("UPDATE volumes SET status = ?, launched_at = ?, updated_at = ? WHERE id = ? AND status = 'creating'", next, nowIso(), nowIso(), row.id);
+        task.checkpoint('volume.create.made');
+        task.complete(() => {
+          if (source?.kind !== 'backup') {
+            volumes.transition(row.id, ['creating'], 'available', { launched_at: nowIso() });
+            return;
+          }
+          // Chain: the volume is held in restoring-backup and its restore is queued in the same
+          // transaction, so the restore exists exactly when the volume does (no polling).
+          if (volumes.transition(row.id, ['creating'], 'restoring-backup', { launched_at: nowIso() })) {
+            this.queue.enqueue('backup.restore', source.id, backupQueue, { volumeId: row.id, targetIsZeroed: true } satisfies RestorePayload, {
+              locks: { write: [row.id] },
+            });
+          }
+        });
       },
       (task, reason) => {
-        setVolume(task.resourceId, 'error', reason);
+        volumes.transition(task.resourceId, ['creating', 'downloading'], 'error', { status_reason: reason });
+        const { source } = task.payload as CreatePayload;
+        // The backup held for this volume's restore is released: the restore will never run.
+        if (source?.kind === 'backup') {
+          this.states.backups.transition(source.id, ['restoring'], 'available', { restore_volume_id: null, fail_reason: `restore into volume ${task.resourceId} failed: ${reason}` });
+        }
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_003', `create volume: ${reason}`);
       },
     );
@@ -246,9 +269,11 @@ export class VolumeManager {
         if (!this.images) throw new DriverError('Unreachable', 'this process has no image service client');
         const payload = task.payload as UploadPayload;
         const started = Date.now();
+        task.checkpoint('volume.upload.before');
         const bytes = await uploadVolumeToImage(this.images, this.ready(task.queue), { id: row.id, sizeGiB: row.size_gib }, payload);
+        task.checkpoint('volume.upload.uploaded');
         this.log(`volume ${row.id}: uploaded ${bytes} bytes into image ${payload.imageId} (${payload.diskFormat}) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-        this.releaseUpload(row.id);
+        task.complete(() => this.releaseUpload(row.id));
       },
       (task, reason) => {
         this.releaseUpload(task.resourceId);
@@ -268,19 +293,29 @@ export class VolumeManager {
         const { cascade } = task.payload as { cascade?: boolean };
         if (cascade && hasSnapshots(driver)) {
           for (const snap of this.db.all<SnapshotRow>('SELECT * FROM snapshots WHERE volume_id = ?', row.id)) {
+            task.checkpoint('volume.delete.snapshot.before');
             await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+            task.checkpoint('volume.delete.snapshot.deleted');
             this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
           }
         }
+        task.checkpoint('volume.delete.before');
         await driver.deleteVolume({ id: row.id, sizeGiB: row.size_gib });
-        this.db.run('DELETE FROM volumes WHERE id = ?', row.id);
+        task.checkpoint('volume.delete.deleted');
+        task.complete(() => {
+          this.db.run('DELETE FROM volumes WHERE id = ?', row.id);
+          // A backup held for a restore into this volume (force-deleted before the restore ran) is usable again.
+          for (const held of this.db.all<{ id: string }>("SELECT id FROM backups WHERE restore_volume_id = ? AND status = 'restoring'", row.id)) {
+            this.states.backups.transition(held.id, ['restoring'], 'available', { restore_volume_id: null, fail_reason: `restore target volume ${row.id} was deleted` });
+          }
+        });
       },
       (task, reason) => {
-        setVolume(task.resourceId, 'error_deleting', reason);
+        volumes.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_004', `delete volume: ${reason}`);
         // A cascade delete put the volume's snapshots in 'deleting'; left there, nothing could ever delete them again.
         for (const snap of this.db.all<{ id: string }>("SELECT id FROM snapshots WHERE volume_id = ? AND status = 'deleting'", task.resourceId)) {
-          this.db.run("UPDATE snapshots SET status = 'error_deleting', status_reason = ?, updated_at = ? WHERE id = ?", `delete of volume ${task.resourceId}: ${reason}`, nowIso(), snap.id);
+          snapshots.transition(snap.id, ['deleting'], 'error_deleting', { status_reason: `delete of volume ${task.resourceId}: ${reason}` });
           this.userMessage(snap.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot (cascade delete of volume ${task.resourceId}): ${reason}`);
         }
       },
@@ -292,14 +327,14 @@ export class VolumeManager {
         const row = volume(task.resourceId);
         if (!row || row.status !== 'extending') return;
         const { newSizeGiB } = task.payload as { newSizeGiB: number };
+        task.checkpoint('volume.extend.before');
         await this.ready(task.queue).extendVolume({ id: row.id, sizeGiB: row.size_gib }, newSizeGiB);
-        this.db.run(
-          'UPDATE volumes SET size_gib = ?, status = COALESCE(previous_status, ?), previous_status = NULL, updated_at = ? WHERE id = ?',
-          newSizeGiB, 'available', nowIso(), row.id,
-        );
+        task.checkpoint('volume.extend.extended');
+        const back = row.previous_status === 'in-use' ? 'in-use' : 'available';
+        task.complete(() => volumes.transition(row.id, ['extending'], back, { size_gib: newSizeGiB, previous_status: null }));
       },
       (task, reason) => {
-        setVolume(task.resourceId, 'error_extending', reason);
+        volumes.transition(task.resourceId, ['extending'], 'error_extending', { status_reason: reason });
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_005', `extend volume: ${reason}`);
       },
     );
@@ -314,16 +349,18 @@ export class VolumeManager {
         if (!snap) throw new DriverError('NotFound', `snapshot ${snapshotId} was deleted before the revert`);
         const driver = this.ready(task.queue);
         if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] has no snapshots`);
+        task.checkpoint('volume.revert.before');
         await driver.revertToSnapshot({ id: row.id, sizeGiB: row.size_gib }, { id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
-        this.db.transaction(() => {
-          setVolume(row.id, 'available');
-          this.db.run("UPDATE snapshots SET status = 'available', updated_at = ? WHERE id = ?", nowIso(), snap.id);
+        task.checkpoint('volume.revert.reverted');
+        task.complete(() => {
+          volumes.transition(row.id, ['reverting'], 'available', { status_reason: null });
+          snapshots.transition(snap.id, ['restoring'], 'available');
         });
       },
       (task, reason) => {
-        setVolume(task.resourceId, 'error', reason);
-        const { snapshotId } = JSON.parse(this.db.get<{ payload: string }>('SELECT payload FROM tasks WHERE id = ?', task.id)?.payload ?? '{}') as { snapshotId?: string };
-        if (snapshotId) this.db.run("UPDATE snapshots SET status = 'available' WHERE id = ? AND status = 'restoring'", snapshotId);
+        volumes.transition(task.resourceId, ['reverting'], 'error', { status_reason: reason });
+        const { snapshotId } = task.payload as { snapshotId?: string };
+        if (snapshotId) snapshots.transition(snapshotId, ['restoring'], 'available');
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_006', `revert volume to snapshot: ${reason}`);
       },
     );
@@ -335,11 +372,16 @@ export class VolumeManager {
         if (!snap || snap.status !== 'creating') return;
         const driver = this.ready(task.queue);
         if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] has no snapshots`);
-        await driver.createSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
-        this.db.run("UPDATE snapshots SET status = 'available', progress = '100%', updated_at = ? WHERE id = ? AND status = 'creating'", nowIso(), snap.id);
+        // The snapshot holds the volume's bytes as they are now (the read lock keeps an extend out): record its size now.
+        const parent = volume(snap.volume_id);
+        if (!parent) throw new DriverError('NotFound', `volume ${snap.volume_id} was deleted before its snapshot was taken`);
+        task.checkpoint('snapshot.create.before');
+        await driver.createSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: parent.size_gib });
+        task.checkpoint('snapshot.create.taken');
+        task.complete(() => snapshots.transition(snap.id, ['creating'], 'available', { progress: '100%', size_gib: parent.size_gib }));
       },
       (task, reason) => {
-        this.db.run("UPDATE snapshots SET status = 'error', status_reason = ?, updated_at = ? WHERE id = ?", reason, nowIso(), task.resourceId);
+        snapshots.transition(task.resourceId, ['creating'], 'error', { status_reason: reason });
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_001', `create snapshot: ${reason}`);
       },
     );
@@ -350,11 +392,13 @@ export class VolumeManager {
         const snap = snapshot(task.resourceId);
         if (!snap) return;
         const driver = this.ready(task.queue);
+        task.checkpoint('snapshot.delete.before');
         if (hasSnapshots(driver)) await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
-        this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
+        task.checkpoint('snapshot.delete.deleted');
+        task.complete(() => this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id));
       },
       (task, reason) => {
-        this.db.run("UPDATE snapshots SET status = 'error_deleting', status_reason = ?, updated_at = ? WHERE id = ?", reason, nowIso(), task.resourceId);
+        snapshots.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot: ${reason}`);
       },
     );
@@ -363,10 +407,9 @@ export class VolumeManager {
   /** Records a user-visible message (GET /messages) about a failed operation on a resource. */
   /** An upload is over (done or failed): the volume goes back to the status it had. */
   private releaseUpload(volumeId: string): void {
-    this.db.run(
-      "UPDATE volumes SET status = COALESCE(previous_status, 'available'), previous_status = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'",
-      nowIso(), volumeId,
-    );
+    const row = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', volumeId);
+    if (!row) return;
+    this.states.volumes.transition(volumeId, ['uploading'], row.previous_status === 'in-use' ? 'in-use' : 'available', { previous_status: null });
   }
 
   userMessage(resourceId: string, resourceType: 'VOLUME' | 'SNAPSHOT', eventId: string, text: string, requestId: string | null = null): void {
@@ -400,7 +443,7 @@ export class VolumeManager {
       }
       const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the volume was set to ${errorStatus}`;
-      this.db.run('UPDATE volumes SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', errorStatus, reason, nowIso(), row.id);
+      if (!this.states.volumes.transition(row.id, [row.status as VolumeStatus], errorStatus, { status_reason: reason })) continue;
       // status_reason is not in the API: the user message is where the reason shows.
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
@@ -412,7 +455,7 @@ export class VolumeManager {
       // A snapshot being restored from is intact: only the revert of its volume was cut short.
       const next = row.status === 'deleting' ? 'error_deleting' : row.status === 'restoring' ? 'available' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the snapshot was set to ${next}`;
-      this.db.run('UPDATE snapshots SET status = ?, status_reason = ?, updated_at = ? WHERE id = ?', next, reason, nowIso(), row.id);
+      if (!this.states.snapshots.transition(row.id, [row.status as SnapshotStatus], next, { status_reason: reason })) continue;
       if (next !== 'available') this.userMessage(row.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_003', `${row.status} snapshot: ${reason}`);
       this.log(`reconcile: snapshot ${row.id}: ${reason}`);
     }

@@ -1,7 +1,7 @@
 /**
- * Resource state machines, as in Cinder. Every status change goes through
- * `transition`, which refuses a move the machine does not allow; API checks
- * use the `allowedFrom` lists so the 409 message can say what state is needed.
+ * Resource statuses, as in Cinder, and the lists API checks use so a 409
+ * can say what state is needed. Every status change goes through the state
+ * owner (src/state/owner.ts), which enforces the transition tables.
  */
 import { errors } from '../errors.ts';
 
@@ -34,34 +34,7 @@ export const volumeStatuses: readonly VolumeStatus[] = [
   'error_extending', 'downloading', 'uploading', 'retyping', 'reverting',
 ];
 
-/** Moves a volume may make; the key is the current status. */
-const volumeTransitions: Record<VolumeStatus, readonly VolumeStatus[]> = {
-  creating: ['available', 'error'],
-  available: ['deleting', 'extending', 'reserved', 'attaching', 'in-use', 'reverting', 'backing-up', 'restoring-backup', 'uploading', 'maintenance', 'retyping'],
-  reserved: ['available', 'attaching', 'in-use'],
-  attaching: ['in-use', 'available', 'error'],
-  detaching: ['available', 'in-use'],
-  'in-use': ['detaching', 'available', 'backing-up', 'extending', 'in-use'],
-  maintenance: ['available', 'error'],
-  deleting: ['error_deleting'],
-  'awaiting-transfer': ['available'],
-  error: ['deleting'],
-  error_deleting: ['deleting'],
-  'backing-up': ['available', 'in-use'],
-  'restoring-backup': ['available', 'error_restoring'],
-  'error_backing-up': ['deleting', 'available'],
-  error_restoring: ['deleting'],
-  extending: ['available', 'in-use', 'error_extending'],
-  error_extending: ['deleting', 'extending'],
-  downloading: ['available', 'error'],
-  uploading: ['available', 'in-use', 'error'],
-  retyping: ['available', 'error'],
-  reverting: ['available', 'error'],
-};
-
-export function canTransitionVolume(from: VolumeStatus, to: VolumeStatus): boolean {
-  return volumeTransitions[from]?.includes(to) ?? false;
-}
+// The transition tables and the compare-and-set that enforces them are in src/state/ (one owner of status).
 
 /** Throws a 409 naming the current and the needed states unless `status` is one of `allowed`. */
 export function requireStatus(kind: string, id: string, status: string, action: string, allowed: readonly string[]): void {

@@ -11,7 +11,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
-import { backupQueue, type RestorePayload } from '../backup/manager.ts';
+import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import type { CreatePayload, VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
@@ -24,6 +24,8 @@ import {
   volumeExtendableStatuses,
   volumeStatuses,
   snapshotStatuses,
+  type SnapshotStatus,
+  type VolumeStatus,
 } from './states.ts';
 
 export const defaultTypeName = '__DEFAULT__';
@@ -249,12 +251,14 @@ export class VolumeService {
         image ? JSON.stringify(volumeImageMetadata(image)) : null, now, now, multiattach ? 1 : 0,
       );
       if (result.ok) {
-        this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload);
+        // The task reads its source (a clone waits for a delete of the source volume, and the other way round).
+        this.queue.enqueue('volume.create', id, result.pool.backend, { source } satisfies CreatePayload, {
+          locks: { read: source && source.kind !== 'image' ? [source.id] : [] },
+        });
         if (source?.kind === 'backup') {
-          // The backup role restores once the volume exists (it waits for it); the backup is held meanwhile.
-          const held = this.db.run("UPDATE backups SET status = 'restoring', restore_volume_id = ?, fail_reason = NULL, updated_at = ? WHERE id = ? AND status = 'available'", id, now, source.id);
-          if (held.changes !== 1) throw errors.invalidState('backup', source.id, 'busy', 'creating a volume from it', ['available']);
-          this.queue.enqueue('backup.restore', source.id, backupQueue, { volumeId: id, targetIsZeroed: true } satisfies RestorePayload);
+          // The backup is held meanwhile; the volume's task queues the restore when the volume exists (a chain).
+          const held = resourceStates(this.db).backups.transition(source.id, ['available'], 'restoring', { restore_volume_id: id, fail_reason: null });
+          if (!held) throw errors.invalidState('backup', source.id, 'busy', 'creating a volume from it', ['available']);
         }
       } else {
         this.manager.userMessage(id, 'VOLUME', input.failure ? 'VOLUME_VOLUME_001_003' : 'VOLUME_VOLUME_001_002', `${input.failure ? 'create volume' : 'schedule allocate volume'}: ${reason}`, requestId);
@@ -290,9 +294,17 @@ export class VolumeService {
         this.db.run('DELETE FROM volumes WHERE id = ?', id);
         return;
       }
-      this.db.run("UPDATE volumes SET status = 'deleting', status_reason = NULL, updated_at = ? WHERE id = ?", nowIso(), id);
-      this.db.run("UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE volume_id = ?", nowIso(), id);
-      this.queue.enqueue('volume.delete', id, row.backend, { cascade: options.cascade });
+      const states = resourceStates(this.db);
+      if (options.force && !volumeDeletableStatuses.includes(row.status as never)) {
+        // Force-delete from a transitional state: the task working on the volume is fenced first.
+        states.volumes.force(id, 'deleting', { status_reason: null }, `force-delete of volume ${id}`);
+      } else if (!states.volumes.transition(id, volumeDeletableStatuses, 'deleting', { status_reason: null })) {
+        throw errors.conflict(`Invalid volume: volume ${id} changed state while the delete was requested; retry.`);
+      }
+      for (const snap of snapshots) {
+        if (snap.status !== 'deleting') states.snapshots.transition(snap.id, snapshotDeletableStatuses, 'deleting');
+      }
+      this.queue.enqueue('volume.delete', id, row.backend, { cascade: options.cascade }, { locks: { write: snapshots.map((s) => s.id) } });
     });
   }
 
@@ -322,7 +334,9 @@ export class VolumeService {
       this.quotas.check(row.project_id, { gigabytes: newSizeGiB - row.size_gib });
       const pool = this.manager.poolStates().find((p) => p.backend === row.backend);
       if (pool && !pool.up) throw errors.backendUnavailable(`The volume's backend ${pool.host} is down (${pool.downReason}); try again when it is up.`);
-      this.db.run("UPDATE volumes SET previous_status = status, status = 'extending', updated_at = ? WHERE id = ?", nowIso(), id);
+      if (!resourceStates(this.db).volumes.transition(id, [row.status as VolumeStatus], 'extending', { previous_status: row.status })) {
+        throw errors.conflict(`Invalid volume: volume ${id} changed state while the extend was requested; retry.`);
+      }
       this.queue.enqueue('volume.extend', id, row.backend!, { newSizeGiB });
     });
   }
@@ -349,7 +363,9 @@ export class VolumeService {
   startUpload(auth: AuthContext, id: string, force: boolean, payload: { imageId: string; diskFormat: string }): VolumeRow {
     return this.db.transaction(() => {
       const row = this.uploadableVolume(auth, id, force);
-      this.db.run("UPDATE volumes SET status = 'uploading', previous_status = ?, updated_at = ? WHERE id = ?", row.status, nowIso(), id);
+      if (!resourceStates(this.db).volumes.transition(id, [row.status as VolumeStatus], 'uploading', { previous_status: row.status })) {
+        throw errors.conflict(`Invalid volume: volume ${id} changed state while the upload was requested; retry.`);
+      }
       this.queue.enqueue('volume.upload_image', id, row.backend!, payload);
       return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
     });
@@ -384,15 +400,17 @@ export class VolumeService {
     if (changes.status !== undefined && !volumeStatuses.includes(changes.status as never)) {
       throw errors.invalidInput(`Invalid input: status '${changes.status}' is not a volume status. Valid: ${volumeStatuses.join(', ')}.`);
     }
-    this.db.transaction(() => {
-      this.db.run(
-        'UPDATE volumes SET status = ?, attach_status = ?, migration_status = ?, status_reason = NULL, updated_at = ? WHERE id = ?',
-        changes.status ?? row.status, changes.attach_status ?? row.attach_status,
-        changes.migration_status === undefined ? row.migration_status : changes.migration_status, nowIso(), id,
-      );
-      // A reset ends whatever task was pending on the volume, so it cannot overwrite the admin's choice.
-      this.db.run("UPDATE tasks SET state = 'failed', last_error = 'cancelled by os-reset_status' WHERE resource_id = ? AND state = 'queued'", id);
-    });
+    // A reset cancels the queued tasks that write the volume and fences the running ones, so none can overwrite the admin's choice.
+    resourceStates(this.db).volumes.force(
+      id,
+      (changes.status ?? row.status) as VolumeStatus,
+      {
+        attach_status: changes.attach_status ?? row.attach_status,
+        migration_status: changes.migration_status === undefined ? row.migration_status : changes.migration_status,
+        status_reason: null,
+      },
+      'cancelled by os-reset_status',
+    );
   }
 
   setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {
@@ -424,9 +442,11 @@ export class VolumeService {
       const latest = this.db.get<{ id: string }>('SELECT id FROM snapshots WHERE volume_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1', id);
       if (latest?.id !== snapshotId) throw errors.conflict(`Volume ${id} can only be reverted to its latest snapshot (${latest?.id}); ${snapshotId} is older. Delete the newer snapshots first.`);
       if (snap.size_gib !== row.size_gib) throw errors.badRequest(`Volume ${id} was extended after snapshot ${snapshotId} (${row.size_gib} GiB vs ${snap.size_gib} GiB); a revert needs equal sizes.`);
-      this.db.run("UPDATE volumes SET status = 'reverting', updated_at = ? WHERE id = ?", nowIso(), id);
-      this.db.run("UPDATE snapshots SET status = 'restoring', updated_at = ? WHERE id = ?", nowIso(), snapshotId);
-      this.queue.enqueue('volume.revert', id, row.backend!, { snapshotId });
+      const states = resourceStates(this.db);
+      if (!states.volumes.transition(id, ['available'], 'reverting') || !states.snapshots.transition(snapshotId, ['available'], 'restoring')) {
+        throw errors.conflict(`Invalid volume: volume ${id} or snapshot ${snapshotId} changed state while the revert was requested; retry.`);
+      }
+      this.queue.enqueue('volume.revert', id, row.backend!, { snapshotId }, { locks: { write: [snapshotId] } });
     });
   }
 
@@ -538,7 +558,8 @@ export class VolumeService {
         "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gib, status, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
         id, volume.project_id, auth.userId, volume.id, input.name ?? null, input.description ?? null, volume.size_gib, JSON.stringify(input.metadata ?? {}), now, now,
       );
-      this.queue.enqueue('snapshot.create', id, volume.backend!);
+      // The snapshot reads its volume: an extend or a delete of the volume waits for it (and it for them).
+      this.queue.enqueue('snapshot.create', id, volume.backend!, {}, { locks: { read: [volume.id] } });
       return this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id)!;
     });
   }
@@ -555,8 +576,12 @@ export class VolumeService {
         this.db.run('DELETE FROM snapshots WHERE id = ?', id);
         return;
       }
-      this.db.run("UPDATE snapshots SET status = 'deleting', updated_at = ? WHERE id = ?", nowIso(), id);
-      this.queue.enqueue('snapshot.delete', id, volume.backend);
+      const snapshots = resourceStates(this.db).snapshots;
+      if (force && !snapshotDeletableStatuses.includes(snap.status as never)) snapshots.force(id, 'deleting', {}, `force-delete of snapshot ${id}`);
+      else if (!snapshots.transition(id, snapshotDeletableStatuses, 'deleting')) {
+        throw errors.conflict(`Invalid snapshot: snapshot ${id} changed state while the delete was requested; retry.`);
+      }
+      this.queue.enqueue('snapshot.delete', id, volume.backend, {}, { locks: { read: [volume.id] } });
     });
   }
 
@@ -595,7 +620,7 @@ export class VolumeService {
     if (!snapshotStatuses.includes(status as never)) {
       throw errors.invalidInput(`Invalid input: status '${status}' is not a snapshot status. Valid: ${snapshotStatuses.join(', ')}.`);
     }
-    this.db.run('UPDATE snapshots SET status = ?, status_reason = NULL, updated_at = ? WHERE id = ?', status, nowIso(), id);
+    resourceStates(this.db).snapshots.force(id, status as SnapshotStatus, { status_reason: null }, 'cancelled by os-reset_status');
   }
 
   // ---- listing ----

@@ -18,8 +18,21 @@ export class FakeBackend implements VolumeBackend, Snapshots, Clones {
 
   constructor(readonly section: string) {}
 
-  private async step(op: string): Promise<void> {
-    if (this.gate) await this.gate;
+  /** The next `times` calls of `op` throw `error` (e.g. a librbd ETIMEDOUT, to test retries). */
+  failWith: { op: string; error: Error; times: number } | null = null;
+  /** Operations in the order they started (after the gate), e.g. 'clone v2', 'delete v1'. */
+  readonly calls: string[] = [];
+
+  /** When set, the gate holds only these operations. */
+  gateOnly: Set<string> | null = null;
+
+  private async step(op: string, subject = ''): Promise<void> {
+    if (this.gate && (!this.gateOnly || this.gateOnly.has(op))) await this.gate;
+    this.calls.push(subject ? `${op} ${subject}` : op);
+    if (this.failWith?.op === op && this.failWith.times > 0) {
+      this.failWith.times--;
+      throw this.failWith.error;
+    }
     if (this.failNext === op) {
       this.failNext = null;
       throw new DriverError('Invalid', `fake ${op} failure`);
@@ -30,15 +43,15 @@ export class FakeBackend implements VolumeBackend, Snapshots, Clones {
   }
   async stop() {}
   async createVolume(v: VolumeRef) {
-    await this.step('create');
+    await this.step('create', v.id);
     this.volumes.set(v.id, v.sizeGiB);
   }
   async deleteVolume(v: VolumeRef) {
-    await this.step('delete');
+    await this.step('delete', v.id);
     this.volumes.delete(v.id);
   }
   async extendVolume(v: VolumeRef, size: number) {
-    await this.step('extend');
+    await this.step('extend', v.id);
     this.volumes.set(v.id, size);
   }
   async reportCapacity() {
@@ -53,22 +66,22 @@ export class FakeBackend implements VolumeBackend, Snapshots, Clones {
     return { volumeIds: [...this.volumes.keys()], snapshotIds: [...this.snapshots.keys()] };
   }
   async createSnapshot(s: SnapshotRef) {
-    await this.step('snapshot');
+    await this.step('snapshot', s.id);
     this.snapshots.set(s.id, { volumeId: s.volumeId, sizeGiB: s.sizeGiB });
   }
   async deleteSnapshot(s: SnapshotRef) {
-    await this.step('delete-snapshot');
+    await this.step('delete-snapshot', s.id);
     this.snapshots.delete(s.id);
   }
   async createVolumeFromSnapshot(v: VolumeRef) {
-    await this.step('from-snapshot');
+    await this.step('from-snapshot', v.id);
     this.volumes.set(v.id, v.sizeGiB);
   }
   async revertToSnapshot() {
     await this.step('revert');
   }
   async cloneVolume(v: VolumeRef) {
-    await this.step('clone');
+    await this.step('clone', v.id);
     this.volumes.set(v.id, v.sizeGiB);
   }
 }

@@ -36,6 +36,8 @@ export interface StartOptions {
   dataDir?: string;
   adminPassword?: string;
   port?: number;
+  /** Extra environment of the server (e.g. PUMICE_CRASH_POINT). */
+  env?: Record<string, string>;
 }
 
 export async function startPumice(options: StartOptions = {}): Promise<PumiceProcess> {
@@ -50,7 +52,7 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
   const proc = spawn(process.execPath, args, {
     cwd: repoRoot,
     // Every reply is checked against its declared schema: a contract violation is a 500 the test sees.
-    env: { PUMICE_VALIDATE_RESPONSES: '1', ...process.env, PUMICE_ADMIN_PASSWORD: adminPassword },
+    env: { PUMICE_VALIDATE_RESPONSES: '1', ...process.env, ...options.env, PUMICE_ADMIN_PASSWORD: adminPassword },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -47,8 +47,8 @@ test('tasks of one resource run in order, never two at once', async () => {
 test('a task left running by a dead process is re-run; after attemptsMax it fails with a reason', async () => {
   const db = new Db(':memory:');
   const now = new Date().toISOString();
-  db.run("INSERT INTO tasks (kind, resource_id, queue, payload, state, attempts, claimed_by, created_at, updated_at) VALUES ('k', 'r1', 'q', '{}', 'running', 1, 'dead', ?, ?)", now, now);
-  db.run("INSERT INTO tasks (kind, resource_id, queue, payload, state, attempts, claimed_by, created_at, updated_at) VALUES ('k', 'r2', 'q', '{}', 'running', 3, 'dead', ?, ?)", now, now);
+  db.run("INSERT INTO tasks (kind, resource_id, queue, payload, state, attempts, owner, created_at, updated_at) VALUES ('k', 'r1', 'q', '{}', 'running', 1, 'dead', ?, ?)", now, now);
+  db.run("INSERT INTO tasks (kind, resource_id, queue, payload, state, attempts, owner, created_at, updated_at) VALUES ('k', 'r2', 'q', '{}', 'running', 3, 'dead', ?, ?)", now, now);
   const queue = makeQueue(db, 3);
   const ran: string[] = [];
   const failed: string[] = [];

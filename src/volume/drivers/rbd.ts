@@ -14,6 +14,7 @@
 import type { BackendConfig } from '../../config/config.ts';
 import { CephConfigProblem, monitorAddresses, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
+import { markTransient } from '../../tasks/errors.ts';
 import {
   DriverError,
   gib,
@@ -156,10 +157,11 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
           );
         case 'ETIMEDOUT':
         case 'EINTR':
-          return new DriverError(
+          // Worth another try: the task runner retries it with backoff (src/tasks/errors.ts).
+          return markTransient(new DriverError(
             'Unreachable',
             `Error connecting to ceph cluster: no answer from the monitors (${this.client?.monHost ?? 'mon host'}) within ${this.timeoutSeconds} s (rados_connect_timeout). Check that the monitors run and that this host reaches them on ports 3300/6789.`,
-          );
+          ));
         case 'EBUSY':
           return new DriverError('Invalid', `${action}: the image is still open by another client (a VM, qemu-img or rbd map?): detach or stop it, then try again (${error.message})`);
         case 'ENOSPC':

@@ -1,0 +1,143 @@
+/**
+ * The one owner of resource status. Every status change of a volume,
+ * snapshot or backup row goes through `resourceStates(db)`:
+ *
+ *   const states = resourceStates(db);
+ *   states.volumes.transition(volumeId, ['available'], 'attaching');            // CAS: true if moved
+ *   states.volumes.transition(volumeId, ['attaching'], 'in-use', { attach_status: 'attached' });
+ *   states.volumes.force(volumeId, 'available', {}, 'os-reset_status');          // admin reset
+ *
+ * `transition(id, from, to, changes)` is a compare-and-set: it moves the row
+ * to `to` (setting the other `changes` columns and updated_at) only when its
+ * status is one of `from`, and returns whether it did. A CAS miss (the row
+ * moved meanwhile, or is gone) is an expected outcome: the caller decides
+ * (a 409 in the API, nothing in a task whose resource was reset). Every
+ * `from → to` pair must be in the kind's transition table (./tables.ts); an
+ * illegal pair is a bug: it throws under tests (node --test, or
+ * PUMICE_STRICT_STATES=1) and in production is refused with a logged error,
+ * the row left alone.
+ *
+ * `force(id, to, changes, reason)` is os-reset_status and force-delete: it
+ * sets any status, and fences the tasks that write the resource (queued ones
+ * are cancelled, running ones stop at their next checkpoint without writing).
+ *
+ * Attachments (reserved / attaching / in-use / detaching) call
+ * `states.volumes.transition` with the pairs the volume table allows:
+ * available → reserved | attaching; reserved → attaching | in-use | available;
+ * attaching → in-use | available | error; in-use → detaching | in-use | available;
+ * detaching → available | in-use | error.
+ *
+ * Why one folder for all kinds: the engine (CAS, strictness, fencing) is the
+ * same for every kind and some operations move two kinds at once (a backup
+ * holds its volume), so the tables sit side by side where one reader sees them.
+ */
+import { nowIso, type Db, type SqlValue } from '../db/db.ts';
+import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
+import { backupTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+
+/** Columns a transition may set besides status (names are code, never input; checked anyway). */
+export type StatusChanges = Record<string, SqlValue>;
+
+const columnName = /^[a-z_][a-z0-9_]*$/;
+
+/** Illegal transitions throw under tests (node --test children carry NODE_TEST_CONTEXT) or with PUMICE_STRICT_STATES=1. */
+function strictFromEnv(): boolean {
+  const flag = process.env['PUMICE_STRICT_STATES'];
+  if (flag === '1') return true;
+  if (flag === '0') return false;
+  return process.env['NODE_TEST_CONTEXT'] !== undefined;
+}
+
+export class IllegalTransitionError extends Error {}
+
+export interface StateOwnerOptions {
+  log: (message: string) => void;
+  strict: boolean;
+  tasks: Pick<TaskStore, 'fenceResource'>;
+}
+
+export class ResourceStates<S extends string> {
+  constructor(
+    private readonly db: Db,
+    readonly kind: 'volume' | 'snapshot' | 'backup',
+    private readonly table: 'volumes' | 'snapshots' | 'backups',
+    private readonly transitions: Readonly<Record<S, readonly S[]>>,
+    private readonly options: StateOwnerOptions,
+  ) {}
+
+  /** True when the table allows `from → to`. */
+  allowed(from: S, to: S): boolean {
+    return this.transitions[from]?.includes(to) ?? false;
+  }
+
+  /**
+   * Moves row `id` to `to` if its status is one of `from` (compare-and-set),
+   * also setting `changes`. Returns whether the row moved. An illegal pair
+   * throws under tests and is refused (logged, false) in production.
+   */
+  transition(id: string, from: S | readonly S[], to: S, changes: StatusChanges = {}): boolean {
+    const sources = (typeof from === 'string' ? [from] : from) as readonly S[];
+    const illegal = sources.filter((s) => !this.allowed(s, to));
+    if (illegal.length > 0 || sources.length === 0) {
+      const message = `illegal ${this.kind} transition ${illegal.join('|') || '(none)'} → ${to} for ${this.kind} ${id}: not in the transition table (src/state/tables.ts)`;
+      if (this.options.strict) throw new IllegalTransitionError(message);
+      this.options.log(`ERROR ${message}; refused, the row is left alone`);
+      return false;
+    }
+    const { sql, params } = this.update(changes);
+    const marks = sources.map(() => '?').join(',');
+    return this.db.run(`${sql} WHERE id = ? AND status IN (${marks})`, to, ...params, id, ...sources).changes === 1;
+  }
+
+  /**
+   * os-reset_status (and force-delete): sets `to` whatever the status is, and
+   * fences the tasks that write the resource. Returns false if the row is gone.
+   */
+  force(id: string, to: S, changes: StatusChanges, reason: string): boolean {
+    return this.db.transaction(() => {
+      const { sql, params } = this.update(changes);
+      const moved = this.db.run(`${sql} WHERE id = ?`, to, ...params, id).changes === 1;
+      if (moved) {
+        const { cancelled, fenced } = this.options.tasks.fenceResource(id, reason);
+        if (cancelled + fenced > 0) this.options.log(`${this.kind} ${id} set to ${to} (${reason}): ${cancelled} queued task(s) cancelled, ${fenced} running task(s) fenced`);
+      }
+      return moved;
+    });
+  }
+
+  private update(changes: StatusChanges): { sql: string; params: SqlValue[] } {
+    const columns = Object.keys(changes);
+    for (const c of columns) {
+      if (!columnName.test(c) || c === 'status' || c === 'id') throw new Error(`bad column '${c}' in a ${this.kind} transition`);
+    }
+    const sets = ['status = ?', ...columns.map((c) => `${c} = ?`), 'updated_at = ?'];
+    return { sql: `UPDATE ${this.table} SET ${sets.join(', ')}`, params: [...columns.map((c) => changes[c]!), nowIso()] };
+  }
+}
+
+export interface ResourceStateOwners {
+  volumes: ResourceStates<VolumeStatus>;
+  snapshots: ResourceStates<SnapshotStatus>;
+  backups: ResourceStates<BackupStatus>;
+}
+
+const ownersByDb = new WeakMap<Db, ResourceStateOwners>();
+
+/** The state owners of a database (one set per Db; options apply the first time). */
+export function resourceStates(db: Db, options: Partial<StateOwnerOptions> = {}): ResourceStateOwners {
+  let owners = ownersByDb.get(db);
+  if (!owners) {
+    const full: StateOwnerOptions = {
+      log: options.log ?? ((message) => console.error(`${new Date().toISOString()} ${message}`)),
+      strict: options.strict ?? strictFromEnv(),
+      tasks: options.tasks ?? new SqliteTaskStore(db),
+    };
+    owners = {
+      volumes: new ResourceStates(db, 'volume', 'volumes', volumeTransitions, full),
+      snapshots: new ResourceStates(db, 'snapshot', 'snapshots', snapshotTransitions, full),
+      backups: new ResourceStates(db, 'backup', 'backups', backupTransitions, full),
+    };
+    ownersByDb.set(db, owners);
+  }
+  return owners;
+}

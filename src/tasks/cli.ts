@@ -1,0 +1,105 @@
+/**
+ * `pumice tasks ...`: the operator's view of the task table of a data
+ * directory (it opens DATA_DIR/pumice.db beside a running Pumice; SQLite in
+ * WAL mode lets both work at once).
+ *
+ *   list [--state S] [--kind K] [--resource ID] [--limit N]
+ *   show ID          every column, the locks, the payload
+ *   retry ID         a failed or cancelled task is queued again (attempts from 0)
+ *   cancel ID        a queued task is cancelled; a running one is fenced (stops at its next checkpoint)
+ */
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Db } from '../db/db.ts';
+import { SqliteTaskStore, type TaskRow } from './store.ts';
+
+const usage = `usage: pumice tasks <command> [options]
+
+commands:
+  list [--state queued|running|failed|cancelled] [--kind KIND] [--resource ID] [--limit N]
+  show ID        a task with its locks, payload, lease and last error
+  retry ID       queue a failed or cancelled task again (attempts start from 0)
+  cancel ID      cancel a queued task, or fence a running one (it stops at its next checkpoint)
+
+options:
+  --data-dir DIR   data directory (default: ./data, or $PUMICE_DATA_DIR)
+  --json           machine-readable output
+`;
+
+class UsageError extends Error {}
+
+export async function runCli(args: string[], out: (text: string) => void = (t) => process.stdout.write(t)): Promise<number> {
+  const [command, ...rest] = args;
+  let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: rest,
+      options: {
+        state: { type: 'string' }, kind: { type: 'string' }, resource: { type: 'string' }, limit: { type: 'string' },
+        'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: true,
+    }));
+    if (!command || values['help'] || !['list', 'show', 'retry', 'cancel'].includes(command)) throw new UsageError(command && !values['help'] ? `unknown command '${command}'` : '');
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message ? `pumice tasks: ${(error as Error).message}\n\n` : ''}${usage}`);
+    return values!?.['help'] ? 0 : 2;
+  }
+  const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
+  const db = new Db(join(dataDir, 'pumice.db'));
+  const store = new SqliteTaskStore(db);
+  try {
+    const idArg = () => {
+      const id = Number(positionals[0]);
+      if (!Number.isInteger(id) || id <= 0) throw new UsageError(`'${command}' needs a task id (pumice tasks list shows them)`);
+      const row = store.get(id);
+      if (!row) throw new UsageError(`task ${id} does not exist (done tasks are deleted when they finish)`);
+      return row;
+    };
+    if (command === 'list') {
+      const where: string[] = [];
+      const params: string[] = [];
+      if (values['state']) (where.push('state = ?'), params.push(values['state'] as string));
+      if (values['kind']) (where.push('kind = ?'), params.push(values['kind'] as string));
+      if (values['resource']) (where.push('(resource_id = ? OR id IN (SELECT task_id FROM task_locks WHERE resource_id = ?))'), params.push(values['resource'] as string, values['resource'] as string));
+      const limit = Number(values['limit'] ?? 100);
+      const rows = db.all<TaskRow>(`SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, ...params, limit);
+      if (values['json']) out(`${JSON.stringify(rows, null, 2)}\n`);
+      else {
+        out(`${'ID'.padEnd(8)}${'STATE'.padEnd(11)}${'KIND'.padEnd(22)}${'QUEUE'.padEnd(16)}${'TRIES'.padEnd(7)}RESOURCE / LAST ERROR\n`);
+        for (const r of rows) out(`${String(r.id).padEnd(8)}${r.state.padEnd(11)}${r.kind.padEnd(22)}${r.queue.padEnd(16)}${String(r.attempts).padEnd(7)}${r.resource_id}${r.last_error ? `  ${r.last_error.slice(0, 100)}` : ''}\n`);
+      }
+      return 0;
+    }
+    const row = idArg();
+    if (command === 'show') {
+      const locks = db.all<{ resource_id: string; mode: string }>('SELECT resource_id, mode FROM task_locks WHERE task_id = ? ORDER BY mode DESC, resource_id', row.id);
+      const view = { ...row, payload: JSON.parse(row.payload) as unknown, lease_until: row.lease_until ? new Date(row.lease_until).toISOString() : null, locks };
+      out(values['json'] ? `${JSON.stringify(view, null, 2)}\n` : Object.entries(view).map(([k, v]) => `${k.padEnd(16)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`).join('\n') + '\n');
+      return 0;
+    }
+    if (command === 'retry') {
+      if (row.state !== 'failed' && row.state !== 'cancelled') throw new UsageError(`task ${row.id} is ${row.state}: only a failed or cancelled task can be retried`);
+      // Locks were released when it ended: it takes back a write lock on its resource (its other locks are not known any more).
+      db.transaction(() => {
+        db.run("UPDATE tasks SET state = 'queued', attempts = 0, owner = NULL, lease_until = NULL, not_before = 0, fenced = 0, finished_at = NULL, updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
+        db.run("INSERT OR IGNORE INTO task_locks (task_id, resource_id, mode) VALUES (?, ?, 'write')", row.id, row.resource_id);
+      });
+      out(`task ${row.id} (${row.kind} ${row.resource_id}) queued again; its resource must be in the state the task expects (reset it first if needed)\n`);
+      return 0;
+    }
+    if (row.state === 'queued') store.cancel(row.id, 'cancelled by pumice tasks cancel');
+    else if (row.state === 'running') db.run("UPDATE tasks SET fenced = 1, last_error = 'cancelled by pumice tasks cancel', updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
+    else throw new UsageError(`task ${row.id} is ${row.state} already`);
+    out(`task ${row.id} ${row.state === 'running' ? 'fenced: it stops at its next checkpoint without writing' : 'cancelled'}; its resource keeps its status (use os-reset_status to change it)\n`);
+    return 0;
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`pumice tasks: ${error.message}\n`);
+    return 1;
+  } finally {
+    db.close();
+  }
+}
