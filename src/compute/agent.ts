@@ -10,7 +10,7 @@
  * agent, and a restarted agent adopts them through their QMP sockets.
  */
 import { execFile } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statfsSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -328,17 +328,46 @@ export class ComputeAgent {
       // Creating from an image can take long; the bound grows with the size.
       await this.waitVolume(server.project_id, volumeId, ['available', 'reserved', 'attaching', 'in-use'], 300_000 + (bdm.volume_size_gib ?? 1) * 30_000);
       let attachmentId = bdm.attachment_id;
-      let connectionInfo = bdm.connection_info;
+      let connected = bdm.connection_info !== null && existsSync(this.connectionFile(server.id, bdm.id));
       if (!attachmentId) {
         const created = await this.o.blockStorage.createAttachment(server.project_id, { volumeId, serverId: server.id, connector: this.connector(bdm.device_name), mode: 'rw' });
         attachmentId = created.attachment.id;
-        connectionInfo = created.connectionInfo ? JSON.stringify(created.connectionInfo) : null;
-        this.updateBdm(bdm.id, { attachment_id: attachmentId, connection_info: connectionInfo });
+        this.updateBdm(bdm.id, { attachment_id: attachmentId });
+        if (created.connectionInfo) {
+          this.storeConnection(server.id, bdm.id, created.connectionInfo);
+          connected = true;
+        }
       }
-      if (!connectionInfo) {
-        connectionInfo = JSON.stringify(await this.o.blockStorage.updateAttachment(server.project_id, attachmentId, this.connector(bdm.device_name)));
-        this.updateBdm(bdm.id, { connection_info: connectionInfo });
+      if (!connected) {
+        // Also after a restart that lost the host's copy: Block Storage connects the attachment again.
+        this.storeConnection(server.id, bdm.id, await this.o.blockStorage.updateAttachment(server.project_id, attachmentId, this.connector(bdm.device_name)));
       }
+    }
+  }
+
+  private connectionFile(serverId: string, bdmId: string): string {
+    return join(this.instanceDir(serverId), 'connections', `${bdmId}.json`);
+  }
+
+  /**
+   * Connection info carries secrets (an NBD export name, TLS keys): it stays on the host that uses
+   * it, in a 0600 file; the database keeps the same info without them, for operators to read.
+   */
+  private storeConnection(serverId: string, bdmId: string, info: { driver_volume_type: string; data: Record<string, unknown> }): void {
+    const dir = join(this.instanceDir(serverId), 'connections');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = this.connectionFile(serverId, bdmId);
+    writeFileSync(`${file}.tmp`, JSON.stringify(info), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+    const data = Object.fromEntries(Object.entries(info.data).filter(([key]) => !secretConnectionKeys.test(key)));
+    this.updateBdm(bdmId, { connection_info: JSON.stringify({ driver_volume_type: info.driver_volume_type, data }) });
+  }
+
+  private loadConnection(bdm: BdmRow): { driver_volume_type: string; data: Record<string, unknown> } {
+    try {
+      return JSON.parse(readFileSync(this.connectionFile(bdm.server_id, bdm.id), 'utf8')) as { driver_volume_type: string; data: Record<string, unknown> };
+    } catch {
+      throw new BuildError(`The connection of volume ${bdm.volume_id} to server ${bdm.server_id} is not on compute host ${this.host} (${this.connectionFile(bdm.server_id, bdm.id)}); stop and start the server to connect it again.`);
     }
   }
 
@@ -462,7 +491,7 @@ export class ComputeAgent {
   }
 
   private volumeDisk(bdm: BdmRow): GuestDisk {
-    const info = JSON.parse(bdm.connection_info!) as { driver_volume_type: string; data: Record<string, unknown> };
+    const info = this.loadConnection(bdm);
     const data = info.data;
     const readOnly = data['access_mode'] === 'ro';
     const base = { diskId: bdm.volume_id!, serial: bdm.volume_id!.slice(0, 20), readOnly, ...(bdm.boot_index === 0 ? { bootIndex: 1 } : {}), discard: this.discard() };
@@ -610,6 +639,7 @@ export class ComputeAgent {
         });
       }
       this.updateBdm(bdm.id, { status: 'detached', connection_info: null });
+      rmSync(this.connectionFile(server.id, bdm.id), { force: true });
       if (bdm.delete_on_termination) {
         await this.o.blockStorage.deleteVolume(server.project_id, bdm.volume_id).catch((error: Error & { status?: number }) => {
           if (error.status !== 404) this.o.log(`compute: deleting volume ${bdm.volume_id} of deleted server ${server.id} failed: ${error.message}`);
@@ -647,6 +677,9 @@ export class ComputeAgent {
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_detach_volume', this.host, 'Success', null);
   }
 }
+
+/** Keys of connection data that grant access (NBD export names and URIs, TLS keys, CHAP passwords). */
+const secretConnectionKeys = /export_name|^uri$|psk|password|secret_key|keyring|^key$/i;
 
 function monitorHostsOf(monHost: string | null): string[] {
   if (!monHost) return [];

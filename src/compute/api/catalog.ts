@@ -2,6 +2,7 @@
  * Routes around servers: flavors (with extra specs and access), key pairs,
  * availability zones, limits, quota sets, compute services and hypervisors.
  */
+import { loadavg, uptime as osUptime } from 'node:os';
 import { Type, type TSchema } from '@sinclair/typebox';
 import { errors } from '../../errors.ts';
 import { Nullable, route, type AnyRouteSpec, type DeclaredContext } from '../../http/declare.ts';
@@ -468,12 +469,13 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
         return { status: 200, body: { services: hosts.services({ binary: q.binary ?? null, host: q.host ?? null }).map((s) => serviceBody(ctx as never, hosts, s)) } };
       } }),
     // Before 2.53 a service is changed with PUT /os-services/{enable|disable|disable-log-reason|force-down}.
-    route({ method: 'PUT', path: '/os-services/:action', policy: 'os_compute_api:os-services:update', versions: { min: 1, max: 52 },
-      params: Type.Object({ action: Type.String({ enum: ['enable', 'disable', 'disable-log-reason', 'force-down'] }) }),
+    // One path for both forms: the router matches by pattern, the microversion picks the declaration.
+    route({ method: 'PUT', path: '/os-services/:service_id', policy: 'os_compute_api:os-services:update', versions: { min: 1, max: 52 },
+      params: Type.Object({ service_id: Type.String({ enum: ['enable', 'disable', 'disable-log-reason', 'force-down'] }) }),
       body: Type.Object({ host: Type.String({ minLength: 1, maxLength: 255 }), binary: Type.String({ minLength: 1, maxLength: 255 }), disabled_reason: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })), forced_down: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
       responses: { 200: Type.Object({ service: Type.Object({ host: Type.String(), binary: Type.String(), status: Type.Optional(Type.String()), disabled_reason: Type.Optional(Nullable(Type.String())), forced_down: Type.Optional(Type.Boolean()) }, { additionalProperties: false }) }, { additionalProperties: false }) },
       handler(ctx) {
-        const action = ctx.params['action']!;
+        const action = ctx.params['service_id']!;
         const b = ctx.body;
         const row = hosts.serviceByHost(b.binary, b.host);
         if (!row || !row.binary.startsWith('nova-')) throw errors.notFound('Service', `${b.binary} on host ${b.host}`);
@@ -510,6 +512,11 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
         return { status: 204 };
       } }),
 
+    // ---- host aggregates: none yet (zones come from [compute] default_availability_zone per host) ----
+    route({ method: 'GET', path: '/os-aggregates', policy: 'os_compute_api:os-aggregates:index',
+      responses: { 200: Type.Object({ aggregates: Type.Array(Type.Unknown(), { maxItems: 0 }) }, { additionalProperties: false }) },
+      handler: () => ({ status: 200, body: { aggregates: [] } }) }),
+
     // ---- hypervisors ----
     route({ method: 'GET', path: '/os-hypervisors', policy: 'os_compute_api:os-hypervisors:list',
       query: Type.Object({ hypervisor_hostname_pattern: Type.Optional(Type.String()), limit: Type.Optional(Type.Integer({ minimum: 0 })), marker: Type.Optional(Type.String()), with_servers: Type.Optional(Type.String()) }, { additionalProperties: true }),
@@ -543,6 +550,18 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
           for (const k of ['local_gb_used', 'free_disk_gb', 'disk_available_least', 'local_gb'] as const) stats[k] += body[k] ?? 0;
         }
         return { status: 200, body: { hypervisor_statistics: stats } };
+      } }),
+    route({ method: 'GET', path: '/os-hypervisors/:hypervisor_id/uptime', policy: 'os_compute_api:os-hypervisors:uptime', versions: { min: 1, max: 87 }, params: Type.Object({ hypervisor_id: Type.String() }),
+      responses: { 200: Type.Object({ hypervisor: Type.Object({ id: Type.Union([Type.Integer(), Type.String()]), hypervisor_hostname: Type.String(), state: Type.String(), status: Type.String(), uptime: Type.String() }, { additionalProperties: false }) }, { additionalProperties: false }) },
+      handler(ctx) {
+        const node = findNode(ctx as never, hosts, ctx.params['hypervisor_id']!);
+        // The host's uptime as `uptime` prints it (Nova asks the hypervisor; every host here reports this machine's).
+        const seconds = Math.floor(osUptime());
+        const days = Math.floor(seconds / 86400);
+        const hhmm = `${Math.floor((seconds % 86400) / 3600)}:${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}`;
+        const load = loadavg().map((l) => l.toFixed(2)).join(', ');
+        const now = new Date().toISOString().slice(11, 19);
+        return { status: 200, body: { hypervisor: { ...hypervisorBody(ctx as never, hosts, node, false), uptime: ` ${now} up ${days ? `${days} day${days > 1 ? 's' : ''}, ` : ''}${hhmm},  load average: ${load}` } } };
       } }),
     route({ method: 'GET', path: '/os-hypervisors/:hypervisor_id', policy: 'os_compute_api:os-hypervisors:show', params: Type.Object({ hypervisor_id: Type.String() }),
       query: Type.Object({ with_servers: Type.Optional(Type.String()) }, { additionalProperties: true }),
