@@ -65,15 +65,15 @@ export function writeAdminOpenrc(dataDir: string, authUrl: string, password: str
   const path = join(dataDir, 'admin-openrc');
   let existingPassword: string | null = null;
   if (existsSync(path)) {
-    const match = /^export OS_PASSWORD='?([^'\n]*)'?$/m.exec(readFileSync(path, 'utf8'));
-    existingPassword = match?.[1] ?? null;
+    const match = /^export OS_PASSWORD=(.*)$/m.exec(readFileSync(path, 'utf8'));
+    existingPassword = match ? shellUnquote(match[1]!) : null;
   }
   const effective = password ?? existingPassword ?? '';
   const text = [
     '# Pumice admin credentials: source this file, then use the openstack CLI.',
     `export OS_AUTH_URL=${authUrl}`,
     'export OS_USERNAME=admin',
-    `export OS_PASSWORD='${effective}'`,
+    `export OS_PASSWORD=${shellQuote(effective)}`,
     'export OS_PROJECT_NAME=admin',
     'export OS_USER_DOMAIN_NAME=Default',
     'export OS_PROJECT_DOMAIN_NAME=Default',
@@ -85,4 +85,16 @@ export function writeAdminOpenrc(dataDir: string, authUrl: string, password: str
   writeFileSync(path, text, { mode: 0o600 });
   chmodSync(path, 0o600);
   return path;
+}
+
+/** Single-quotes a value for sh: a quote inside becomes '\'' (so `$`, backticks and quotes stay literal). */
+export function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, "'\\''")}'`;
+}
+
+/** Reads back what shellQuote wrote (and a bare or simply quoted value from older files). */
+export function shellUnquote(text: string): string {
+  let out = '';
+  for (const m of text.matchAll(/'([^']*)'|\\(.)|([^'\\]+)/g)) out += m[1] ?? m[2] ?? m[3] ?? '';
+  return out;
 }

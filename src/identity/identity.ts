@@ -7,7 +7,7 @@
  * logins follow Keystone's [security_compliance] lockout and leave an audit
  * line for every failure.
  */
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
@@ -51,8 +51,19 @@ export interface LoginPolicy {
 
 const defaultLoginPolicy: LoginPolicy = { lockoutFailureAttempts: 0, lockoutDurationSeconds: 300, log: () => undefined };
 
+/**
+ * Recent successful logins, so a client that logs in for every command (the openstack CLI does)
+ * pays the ~250 ms scrypt once per few minutes: per user, an HMAC under a key that lives only in
+ * this process of (user, stored hash, password). A new password changes the stored hash, so the
+ * entry no longer matches; a wrong password never matches and costs a full scrypt as before.
+ */
+const verifiedLoginTtlMs = 5 * 60_000;
+const verifiedLoginsMax = 10_000;
+
 export class IdentityService {
   private readonly validationCache = new Map<string, AuthContext>();
+  private readonly verifiedLoginKey = randomBytes(32);
+  private readonly verifiedLogins = new Map<string, { tag: Buffer; expiresAtMs: number }>();
 
   constructor(
     private readonly db: Db,
@@ -127,6 +138,8 @@ export class IdentityService {
       changes.tags ? JSON.stringify(changes.tags) : project.tags,
       id,
     );
+    // Keystone revokes the project's tokens when it is disabled: re-enabling it does not revive them.
+    if (changes.enabled === false) this.db.run('UPDATE tokens SET revoked = 1 WHERE project_id = ?', id);
     this.invalidateCache();
     return this.project(id);
   }
@@ -227,7 +240,12 @@ export class IdentityService {
   }
 
   revokeRole(actorId: string, targetId: string, roleId: string): void {
-    const { changes } = this.db.run('DELETE FROM role_assignments WHERE actor_id = ? AND target_id = ? AND role_id = ?', actorId, targetId, roleId);
+    const { changes } = this.db.transaction(() => {
+      const removed = this.db.run('DELETE FROM role_assignments WHERE actor_id = ? AND target_id = ? AND role_id = ?', actorId, targetId, roleId);
+      // Keystone revokes the user's tokens on that target: granting the role again does not revive them.
+      if (removed.changes > 0) this.db.run('UPDATE tokens SET revoked = 1 WHERE user_id = ? AND (project_id = ? OR domain_id = ?)', actorId, targetId, targetId);
+      return removed;
+    });
     if (changes === 0) throw errors.notFound('Role assignment', `${roleId} of ${actorId} on ${targetId}`);
     this.invalidateCache();
   }
@@ -280,7 +298,10 @@ export class IdentityService {
       log(`identity: refused login for locked-out ${who} from ${source} (locked until ${new Date(lockedUntilMs).toISOString()})`);
       throw errors.unauthorized(`The account is locked for user: ${user.id}. Too many failed logins; retry after ${new Date(lockedUntilMs).toISOString()} or ask an administrator to reset the password.`);
     }
-    if (!(await verifyPassword(password, user.password_hash, source))) {
+    const tag = createHmac('sha256', this.verifiedLoginKey).update(`${user.id}\0${user.password_hash ?? ''}\0`).update(password, 'utf8').digest();
+    const recent = this.verifiedLogins.get(user.id);
+    const recentlyVerified = recent !== undefined && recent.expiresAtMs > Date.now() && user.password_hash !== null && timingSafeEqual(recent.tag, tag);
+    if (!recentlyVerified && !(await verifyPassword(password, user.password_hash, source))) {
       const failures = this.recordFailedLogin(user);
       const locked = lockoutFailureAttempts > 0 && failures >= lockoutFailureAttempts;
       log(`identity: failed login for ${who} from ${source}: wrong password (${failures} in a row${locked ? `; locked out for ${lockoutDurationSeconds} s` : ''})`);
@@ -291,6 +312,10 @@ export class IdentityService {
       throw generic;
     }
     if ((user.failed_auth_count ?? 0) > 0) this.db.run('UPDATE users SET failed_auth_count = 0, failed_auth_at = NULL WHERE id = ?', user.id);
+    if (!recentlyVerified) {
+      if (this.verifiedLogins.size >= verifiedLoginsMax) this.verifiedLogins.clear();
+      this.verifiedLogins.set(user.id, { tag, expiresAtMs: Date.now() + verifiedLoginTtlMs });
+    }
     return user;
   }
 

@@ -12,6 +12,11 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Db } from '../../src/db/db.ts';
+import { IdentityService, defaultDomainId } from '../../src/identity/identity.ts';
+import { bootstrapIdentity, writeAdminOpenrc } from '../../src/identity/bootstrap.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -122,6 +127,48 @@ describe('login defences', () => {
     if (stdout) {
       assert.ok(!stdout.includes(r.token!), 'a token is stored in clear');
       assert.match(stdout.trim().split('\n')[0]!, /^[0-9a-f]{64}$/);
+    }
+  });
+});
+
+describe('token revocations stick (Keystone)', () => {
+  test('a token revoked by a role removal or a project disable stays revoked after re-grant or re-enable', async () => {
+    const db = new Db(':memory:');
+    const identity = new IdentityService(db, 3600);
+    await bootstrapIdentity(db, identity, 'secret');
+    const project = identity.createProject({ name: 'p1', domainId: defaultDomainId });
+    const user = await identity.createUser({ name: 'u1', domainId: defaultDomainId, password: 'pw' });
+    const member = identity.findRoleByName('member')!;
+    identity.grantRole(user.id, 'project', project.id, member.id);
+    const byRole = identity.issueToken(user, { kind: 'project', projectId: project.id }, ['password']);
+    identity.revokeRole(user.id, project.id, member.id);
+    identity.grantRole(user.id, 'project', project.id, member.id);
+    assert.throws(() => identity.validateToken(byRole.tokenId), /invalid, expired or revoked/);
+    const byProject = identity.issueToken(user, { kind: 'project', projectId: project.id }, ['password']);
+    identity.updateProject(project.id, { enabled: false });
+    identity.updateProject(project.id, { enabled: true });
+    assert.throws(() => identity.validateToken(byProject.tokenId), /invalid, expired or revoked/);
+    // New tokens work again.
+    assert.equal(identity.validateToken(identity.issueToken(user, { kind: 'project', projectId: project.id }, ['password']).tokenId).userId, user.id);
+    db.close();
+  });
+});
+
+describe('admin-openrc', () => {
+  test('a password with quotes, dollars and backticks survives sourcing and a rewrite', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pumice-sec-openrc-'));
+    try {
+      const password = `it's $HOME \`id\` "q" \\ end'`;
+      const path = writeAdminOpenrc(dir, 'http://127.0.0.1:1/identity/v3', password);
+      const { stdout } = await execFileAsync('bash', ['-c', `. '${path}' && printf %s "$OS_PASSWORD"`]);
+      assert.equal(stdout, password);
+      // Restart: the file keeps its password when none is given.
+      writeAdminOpenrc(dir, 'http://127.0.0.1:2/identity/v3', null);
+      const again = await execFileAsync('bash', ['-c', `. '${path}' && printf %s "$OS_PASSWORD"`]);
+      assert.equal(again.stdout, password);
+      assert.match(readFileSync(path, 'utf8'), /127\.0\.0\.1:2/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

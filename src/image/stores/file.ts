@@ -119,9 +119,20 @@ export class FileStore {
     return { tempPath, sizeBytes: position, ...digests };
   }
 
-  /** Publishes a pending write under the image's name (atomic rename). */
+  /** Publishes a pending write under the image's name (atomic rename, made durable by a directory fsync). */
   async commit(imageId: string, pending: PendingWrite): Promise<void> {
     await rename(pending.tempPath, this.pathOf(imageId));
+    await this.syncDirectory();
+  }
+
+  /** A rename survives a power loss only once its directory is synced. */
+  private async syncDirectory(): Promise<void> {
+    const dir = await open(this.directory, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 
   /** Name of an image's staged data (glance-direct import) in the store directory. */
@@ -136,11 +147,13 @@ export class FileStore {
   /** Keeps a pending write as the image's staged data (atomic rename). */
   async stage(imageId: string, pending: PendingWrite): Promise<void> {
     await rename(pending.tempPath, this.stagedPath(imageId));
+    await this.syncDirectory();
   }
 
   /** Publishes staged data under the image's name (atomic rename). */
   async commitStaged(imageId: string): Promise<void> {
     await rename(this.stagedPath(imageId), this.pathOf(imageId));
+    await this.syncDirectory();
   }
 
   /** Removes staged data; succeeds if it is already gone. */
