@@ -18,6 +18,8 @@ import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
 import { imagePolicy } from './image/policy.ts';
+import { MetadefService, shippedMetadefsDirectory } from './image/metadefs.ts';
+import { parseSeedDocument } from './image/metadefs-api.ts';
 import { responseValidationEnabled } from './http/declare.ts';
 import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
@@ -175,6 +177,9 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     workDirectory: join(dataDir, 'image-staging'),
     convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
   });
+  // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
+  const metadefs = new MetadefService(db, images.policy, log);
+  metadefs.seed(shippedMetadefsDirectory, parseSeedDocument);
   // Connects in the background (the fsid is needed for direct_url); a Ceph cluster that is down
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
   if (rbdStore) void (rbdStore as RbdStore).start();
@@ -191,7 +196,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     apps: [
       { prefix: '/identity', router: identityRouter(identity, db), faultStyle: 'keystone' },
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
-      imageApp(images, { validateResponses, log }),
+      imageApp(images, { validateResponses, log, metadefs }),
       computeApiApp(compute, config, identity, log),
     ],
     tokens: identity,

@@ -242,6 +242,18 @@ CREATE TABLE nbd_listener (id INTEGER PRIMARY KEY CHECK (id = 1), port INTEGER N
 `,
   },
   {
+    // Glance's metadata definitions catalog (issue 11): a namespace is one row with its document
+    // (properties, objects, tags, resource type associations) as JSON; resource types by name.
+    version: 9,
+    sql: `
+CREATE TABLE IF NOT EXISTS metadef_namespaces (
+  namespace TEXT PRIMARY KEY, owner TEXT, visibility TEXT NOT NULL, protected INTEGER NOT NULL DEFAULT 0,
+  document TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metadef_resource_types (name TEXT PRIMARY KEY, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+`,
+  },
+  {
     // Compute (Nova v2.1 subset): flavors, keypairs, servers with their block device
     // mappings, instance actions, and the resources each compute host reports.
     version: 10,

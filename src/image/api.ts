@@ -15,6 +15,8 @@ import {
   type ImageRow, type ImageService, type ListQuery, type MemberRow, type PatchOp,
 } from './images.ts';
 import { ownProjectTarget } from './policy.ts';
+import type { MetadefService } from './metadefs.ts';
+import { metadefRoutes } from './metadefs-api.ts';
 import {
   ImageCreateBody, ImageEntity, ImageList, ImageListQuery, ImportBody, ImportInfo, MemberCreateBody, MemberEntity, MemberList,
   MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreList, TagParams, VersionList,
@@ -156,6 +158,8 @@ export interface ImageAppOptions {
   /** Check every reply against its declared schema ([api] validate_responses); on in tests. */
   validateResponses?: boolean;
   log?: (message: string) => void;
+  /** The metadata definitions catalog; its routes are served when given. */
+  metadefs?: MetadefService;
 }
 
 /**
@@ -413,6 +417,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
       },
     }),
   ];
+  if (options.metadefs) routes.push(...metadefRoutes(options.metadefs));
   registerRoutes(router, routes, {
     policy: service.policy,
     validateResponses: options.validateResponses ?? false,

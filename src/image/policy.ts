@@ -18,6 +18,7 @@ const visibleToAll = `"community":%(visibility)s or "public":%(visibility)s or "
 
 const adminOrProjectMember = `role:admin or (${projectMember})`;
 const adminOrProjectReader = `role:admin or (${projectReader})`;
+const readNamespace = `role:admin or (role:reader and (project_id:%(project_id)s or "public":%(visibility)s))`;
 
 /** Rule name -> check string, in oslo.policy syntax. */
 export const imagePolicyDefaults: Record<string, string> = {
@@ -47,6 +48,35 @@ export const imagePolicyDefaults: Record<string, string> = {
   reactivate: adminOrProjectMember,
   copy_image: 'role:admin',
   manage_image_cache: 'role:admin',
+
+  // Metadata definitions catalog: readers see public namespaces and their project's; admins change it.
+  metadef_admin: 'role:admin',
+  get_metadef_namespace: readNamespace,
+  get_metadef_namespaces: readNamespace,
+  get_metadef_object: readNamespace,
+  get_metadef_objects: readNamespace,
+  get_metadef_property: readNamespace,
+  get_metadef_properties: readNamespace,
+  get_metadef_tag: readNamespace,
+  get_metadef_tags: readNamespace,
+  get_metadef_resource_type: readNamespace,
+  list_metadef_resource_types: readNamespace,
+  add_metadef_namespace: 'rule:metadef_admin',
+  modify_metadef_namespace: 'rule:metadef_admin',
+  delete_metadef_namespace: 'rule:metadef_admin',
+  add_metadef_object: 'rule:metadef_admin',
+  modify_metadef_object: 'rule:metadef_admin',
+  delete_metadef_object: 'rule:metadef_admin',
+  add_metadef_property: 'rule:metadef_admin',
+  modify_metadef_property: 'rule:metadef_admin',
+  remove_metadef_property: 'rule:metadef_admin',
+  add_metadef_tag: 'rule:metadef_admin',
+  add_metadef_tags: 'rule:metadef_admin',
+  modify_metadef_tag: 'rule:metadef_admin',
+  delete_metadef_tag: 'rule:metadef_admin',
+  delete_metadef_tags: 'rule:metadef_admin',
+  add_metadef_resource_type_association: 'rule:metadef_admin',
+  remove_metadef_resource_type_association: 'rule:metadef_admin',
 
 };
 

@@ -14,12 +14,13 @@ import { declaredRoutes, responseProblem, type AnyRouteSpec } from '../../src/ht
 import { imageApp } from '../../src/image/api.ts';
 import type { ImageService } from '../../src/image/images.ts';
 import { imagePolicy } from '../../src/image/policy.ts';
+import type { MetadefService } from '../../src/image/metadefs.ts';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 type Persona = 'admin' | 'member' | 'reader' | 'other' | 'anonymous';
 
 /** The Image API's declarations, read from an app built over a stand-in service (registration does not call it). */
-const specs: AnyRouteSpec[] = declaredRoutes(imageApp({ policy: imagePolicy(), stores: [] } as unknown as ImageService).router);
+const specs: AnyRouteSpec[] = declaredRoutes(imageApp({ policy: imagePolicy(), stores: [] } as unknown as ImageService, { metadefs: {} as MetadefService }).router);
 
 /** The declaration serving `method path`; null where none does (the answer must then be a fault). */
 function specFor(method: string, path: string): AnyRouteSpec | null {
@@ -241,6 +242,87 @@ describe('Image API response contract', () => {
     await call('admin', 'GET', `/image/v2/images?visibility=community&member_status=all`, 200);
     await call('admin', 'DELETE', `/image/v2/images/${pub.id}`, 204);
     await call('member', 'DELETE', `/image/v2/images/${community.id}`, 204);
+    assert.deepEqual(problems, []);
+  });
+
+  test('metadata definitions: the seeded catalog, and a namespace through its contents, as admin, reader and another project', async () => {
+    const M = '/image/v2/metadefs';
+    for (const name of ['namespace', 'namespaces', 'object', 'objects', 'property', 'properties', 'tag', 'tags', 'resource_type', 'resource_types']) {
+      await call('reader', 'GET', `/image/v2/schemas/metadefs/${name}`, 200);
+    }
+    const seeded = await call('reader', 'GET', `${M}/namespaces?limit=100`, 200);
+    const names = seeded.namespaces.map((n: { namespace: string }) => n.namespace);
+    for (const ns of ['OS::Compute::LibvirtImage', 'OS::Compute::VirtCPUTopology', 'OS::OperatingSystem', 'OS::Compute::Quota']) assert.ok(names.includes(ns), names.join(', '));
+    const page = await call('member', 'GET', `${M}/namespaces?limit=2&sort_key=namespace&sort_dir=asc`, 200);
+    assert.equal(page.namespaces.length, 2);
+    assert.match(page.next, /marker=/);
+    await call('member', 'GET', `${M}/namespaces?resource_types=OS::Nova::Flavor&visibility=public`, 200);
+    await call('member', 'GET', `${M}/namespaces?sort_key=password`, 400);
+    const flavorView = await call('reader', 'GET', `${M}/namespaces/OS::Compute::VirtCPUTopology?resource_type=OS::Nova::Flavor`, 200);
+    assert.ok(flavorView.properties['hw:cpu_sockets'], JSON.stringify(flavorView.properties));
+    await call('reader', 'GET', `${M}/namespaces/OS::Compute::VirtCPUTopology/properties/hw_cpu_cores?resource_type=OS::Glance::Image`, 200);
+    await call('reader', 'GET', `${M}/resource_types`, 200);
+    await call('reader', 'GET', `${M}/namespaces/OS::Compute::Quota/objects`, 200);
+    await call('reader', 'GET', `${M}/namespaces/OS::Compute::Quota/objects/CPU%20Limits`, 200);
+    await call('reader', 'GET', `${M}/namespaces/OS::OperatingSystem/tags`, 200);
+    await call('reader', 'GET', `${M}/namespaces/OS::OperatingSystem/tags/linux`, 200);
+    await call('member', 'POST', `${M}/namespaces`, 403, { namespace: 'Member::Try' });
+    await call('admin', 'DELETE', `${M}/namespaces/OS::OperatingSystem`, 403);
+    await call('reader', 'GET', `${M}/namespaces/No::Such`, 404);
+
+    // A private namespace of the admin project: invisible to other projects.
+    const ns = `${M}/namespaces/Contract::Test`;
+    const created = await call('admin', 'POST', `${M}/namespaces`, 201, {
+      namespace: 'Contract::Test', display_name: 'Contract', description: 'made by the contract test', visibility: 'private', protected: false,
+      properties: { speed: { title: 'Speed', type: 'integer', minimum: 0 } }, tags: [{ name: 'first' }],
+      resource_type_associations: [{ name: 'OS::Glance::Image', prefix: 'ct_' }],
+    });
+    assert.equal(created.namespace, 'Contract::Test');
+    await call('admin', 'POST', `${M}/namespaces`, 409, { namespace: 'Contract::Test' });
+    await call('admin', 'POST', `${M}/namespaces`, 400, { namespace: 'X', bogus: 1 });
+    await call('other', 'GET', ns, 404);
+    await call('reader', 'GET', ns, 404);
+    await call('admin', 'GET', ns, 200);
+    await call('admin', 'PUT', ns, 200, { namespace: 'Contract::Test', display_name: 'Renamed', visibility: 'public', protected: false });
+    await call('other', 'GET', ns, 200);
+    // objects
+    await call('admin', 'POST', `${ns}/objects`, 201, { name: 'Obj', description: 'an object', required: ['a'], properties: { a: { title: 'A', type: 'string', enum: ['x', 'y'] } } });
+    await call('admin', 'POST', `${ns}/objects`, 409, { name: 'Obj' });
+    await call('other', 'POST', `${ns}/objects`, 403, { name: 'Obj2' });
+    await call('reader', 'GET', `${ns}/objects`, 200);
+    await call('reader', 'GET', `${ns}/objects/Obj`, 200);
+    await call('admin', 'PUT', `${ns}/objects/Obj`, 200, { name: 'Obj', description: 'changed' });
+    await call('admin', 'DELETE', `${ns}/objects/Obj`, 204);
+    await call('admin', 'GET', `${ns}/objects/Obj`, 404);
+    await call('admin', 'POST', `${ns}/objects`, 201, { name: 'Obj3' });
+    await call('admin', 'DELETE', `${ns}/objects`, 204);
+    // properties
+    await call('admin', 'POST', `${ns}/properties`, 201, { name: 'color', title: 'Color', type: 'string', enum: ['red', 'blue'] });
+    await call('admin', 'POST', `${ns}/properties`, 400, { name: 'bad', title: 'Bad', type: 'colour' });
+    await call('reader', 'GET', `${ns}/properties`, 200);
+    await call('reader', 'GET', `${ns}/properties/color`, 200);
+    await call('admin', 'PUT', `${ns}/properties/color`, 200, { name: 'colour', title: 'Colour', type: 'string' });
+    await call('admin', 'DELETE', `${ns}/properties/colour`, 204);
+    await call('admin', 'DELETE', `${ns}/properties`, 204);
+    // tags
+    await call('admin', 'POST', `${ns}/tags/second`, 201);
+    await call('admin', 'POST', `${ns}/tags/second`, 409);
+    await call('reader', 'GET', `${ns}/tags`, 200);
+    await call('reader', 'GET', `${ns}/tags/second`, 200);
+    await call('admin', 'PUT', `${ns}/tags/second`, 200, { name: 'third' });
+    await call('admin', 'DELETE', `${ns}/tags/third`, 204);
+    await call('admin', 'POST', `${ns}/tags`, 201, { tags: [{ name: 'a' }, { name: 'b' }] });
+    const appended = await call('admin', 'POST', `${ns}/tags`, 201, { tags: [{ name: 'c' }] }, { 'X-Openstack-Append': 'true' });
+    assert.deepEqual(appended.tags, [{ name: 'c' }]);
+    assert.equal((await call('admin', 'GET', `${ns}/tags`, 200)).tags.length, 3);
+    await call('admin', 'DELETE', `${ns}/tags`, 204);
+    // resource type associations
+    await call('reader', 'GET', `${ns}/resource_types`, 200);
+    await call('admin', 'POST', `${ns}/resource_types`, 201, { name: 'OS::Nova::Flavor', prefix: 'ct:' });
+    await call('admin', 'POST', `${ns}/resource_types`, 409, { name: 'OS::Nova::Flavor' });
+    await call('admin', 'DELETE', `${ns}/resource_types/OS::Nova::Flavor`, 204);
+    await call('admin', 'DELETE', ns, 204);
+    await call('admin', 'GET', ns, 404);
     assert.deepEqual(problems, []);
   });
 

@@ -70,4 +70,22 @@ describe('image set and glance image-update as the owner project member', () => 
     assert.deepEqual((await openstackJson(member, ['image', 'show', imageId]))['tags'], ['from-glance']);
     assert.doesNotMatch(pumice.output(), /response validation failed|internal error/);
   });
+
+  test('glance md-* (python-glanceclient): the metadata definitions catalog, read by a member, changed by the admin', async () => {
+    const glance = async (env: Record<string, string>, args: string[]) => (await execFileAsync('/usr/bin/glance', ['--os-image-api-version', '2', ...args], { env: cliEnv(env), timeout: 120_000 })).stdout;
+    const listed = await glance(member, ['md-namespace-list']);
+    for (const ns of ['OS::Compute::LibvirtImage', 'OS::Compute::VirtCPUTopology', 'OS::OperatingSystem']) assert.match(listed, new RegExp(ns));
+    assert.match(await glance(member, ['md-namespace-show', 'OS::Compute::VirtCPUTopology', '--resource-type', 'OS::Nova::Flavor']), /hw:cpu_sockets/);
+    assert.match(await glance(member, ['md-resource-type-list']), /OS::Glance::Image/);
+    assert.match(await glance(member, ['md-property-list', 'OS::Compute::LibvirtImage']), /hw_disk_bus/);
+    assert.match(await glance(member, ['md-object-list', 'OS::Compute::Quota']), /CPU Limits/);
+    const admin = pumice.adminEnv;
+    await glance(admin, ['md-namespace-create', 'Pumice::OscTest', '--display-name', 'OSC test', '--visibility', 'public']);
+    await glance(admin, ['md-property-create', 'Pumice::OscTest', '--name', 'speed', '--title', 'Speed', '--schema', '{"type": "integer", "minimum": 0}']);
+    await glance(admin, ['md-tag-create', '--name', 'fast', 'Pumice::OscTest']);
+    assert.match(await glance(member, ['md-namespace-show', 'Pumice::OscTest']), /speed/);
+    await glance(admin, ['md-namespace-delete', 'Pumice::OscTest']);
+    assert.doesNotMatch(await glance(member, ['md-namespace-list']), /Pumice::OscTest/);
+    assert.doesNotMatch(pumice.output(), /response validation failed|internal error/);
+  });
 });
