@@ -1,0 +1,386 @@
+/**
+ * Seeded crash harness. `runCrashSeed(seed)` drives a real `pumice serve`
+ * (local backend, posix backups) through `operations` operations chosen
+ * from the seed; before each one the server is restarted armed with
+ * `PUMICE_CRASH_POINT=<point>:<hit>` (a point that operation passes, chosen
+ * from the seed, or none), so the process exits with 137 in the middle of
+ * it. After a crash the server is restarted on the same data directory and
+ * the invariants are checked once it settles:
+ *
+ * - no volume, snapshot or backup stays in a transitional state (the
+ *   recovery window is bounded; its length is the recovery time reported);
+ * - every error has a user message or a fail reason;
+ * - database rows match the backend: a file per available volume and
+ *   snapshot and no file without a row, no temporary file; a manifest per
+ *   available backup and no backup directory without a row;
+ * - every available copy (clone, volume from snapshot, restore) holds the
+ *   source's bytes.
+ *
+ * A failing seed replays from the seed alone: `runCrashSeed(seed)` makes the
+ * same choices (the operations, the crash points and hits).
+ */
+import assert from 'node:assert/strict';
+import { existsSync, openSync, readSync, closeSync, readdirSync, writeSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiClient, startPumice, type PumiceProcess } from './pumice.ts';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/** Bytes the source volume holds (written into its file before the run). */
+const sourcePattern: { byte: number; offset: number; length: number }[] = [
+  { byte: 0x5a, offset: 0, length: 2 * MiB },
+  { byte: 0xa5, offset: 700 * MiB, length: 1 * MiB },
+];
+
+const transitional = {
+  volume: new Set(['creating', 'deleting', 'extending', 'reverting', 'attaching', 'detaching', 'reserved', 'maintenance', 'backing-up', 'restoring-backup', 'downloading', 'uploading', 'retyping', 'awaiting-transfer']),
+  snapshot: new Set(['creating', 'deleting', 'restoring', 'unmanaging', 'backing-up']),
+  backup: new Set(['creating', 'deleting', 'restoring']),
+};
+
+/** Operations and the crash points each one passes (src/tasks checkpoints), in order. */
+export const crashOperations = {
+  clone: ['volume.create.clone.before', 'volume.create.made'],
+  'volume-from-snapshot': ['volume.create.snapshot.before', 'volume.create.made'],
+  'delete-with-dependents': ['volume.delete.snapshot.before', 'volume.delete.snapshot.deleted', 'volume.delete.before', 'volume.delete.deleted'],
+  extend: ['volume.extend.before', 'volume.extend.extended'],
+  snapshot: ['snapshot.create.before', 'snapshot.create.taken'],
+  'backup-full': ['backup.create.full.before', 'backup.create.full.written'],
+  'backup-incremental': ['backup.create.incremental.before', 'backup.create.incremental.written'],
+  restore: ['volume.create.before', 'volume.create.made', 'backup.restore.before', 'backup.restore.written'],
+  'upload-to-image': ['volume.upload.before', 'volume.upload.uploaded'],
+  'volume-from-image': ['volume.create.image.before', 'volume.create.image.copy-start', 'volume.create.image.filled'],
+} as const;
+export type CrashOperation = keyof typeof crashOperations;
+
+export interface CrashRunOptions {
+  /** Operations per seed. */
+  operations: number;
+  /** Chance that an operation runs unarmed (no crash), to mix in clean runs. */
+  cleanChance?: number;
+  /** Time a restarted server has to settle every resource. */
+  settleTimeoutMs?: number;
+  log?: (line: string) => void;
+}
+
+export interface CrashStep {
+  operation: CrashOperation;
+  crashPoint: string | null;
+  /** The armed point was reached and the process exited with 137. */
+  crashed: boolean;
+  /** From the restart to every resource settled, ms (null when no crash). */
+  recoveryMs: number | null;
+}
+
+export interface CrashRunResult {
+  seed: number;
+  steps: CrashStep[];
+}
+
+/** mulberry32: a small seeded generator, so a seed replays the same choices. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const config = '[DEFAULT]\nvolume_task_concurrency = 4\nreport_interval = 1\n';
+
+export async function runCrashSeed(seed: number, options: CrashRunOptions): Promise<CrashRunResult> {
+  const random = seededRandom(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+  const log = options.log ?? (() => undefined);
+  const settleTimeoutMs = options.settleTimeoutMs ?? 30_000;
+  const servers: PumiceProcess[] = [];
+  let server = await startPumice({ config });
+  servers.push(server);
+  const dataDir = server.dataDir;
+  const backendDir = join(dataDir, 'volumes', 'local');
+  const backupDir = join(dataDir, 'backups', 'volumebackups');
+  let api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+  const v = (path: string) => `${api.volumeUrl}${path}`;
+  const call = async (method: string, path: string, body?: unknown, expected = [200, 202]) => {
+    const r = await api.request(method, path.startsWith('http') ? path : v(path), body);
+    assert.ok(expected.includes(r.status), `${method} ${path}: ${r.status} ${r.text}`);
+    return r.body;
+  };
+  /** Resources that must hold the source's bytes when available. */
+  const copies = new Set<string>();
+  const steps: CrashStep[] = [];
+
+  try {
+    await call('PUT', `${server.url}/volume/v3/os-quota-sets/${api.projectId}`, { quota_set: { volumes: -1, snapshots: -1, gigabytes: -1, backups: -1, backup_gigabytes: -1 } });
+    // Setup: a source with known bytes, a snapshot of it, a full backup of it, a small image.
+    const sourceId = (await call('POST', '/volumes', { volume: { size: 1, name: 'source' } })).volume.id as string;
+    assert.equal((await api.waitVolume(sourceId, ['available', 'error'])).status, 'available');
+    writeSource(join(backendDir, `volume-${sourceId}`));
+    const snapshotId = (await call('POST', '/snapshots', { snapshot: { volume_id: sourceId, name: 'base' } })).snapshot.id as string;
+    await waitFor(api, v(`/snapshots/${snapshotId}`), 'snapshot', ['available']);
+    const backupId = (await call('POST', '/backups', { backup: { volume_id: sourceId, name: 'base' } })).backup.id as string;
+    await waitFor(api, v(`/backups/${backupId}`), 'backup', ['available']);
+    const imageId = await makeImage(api, server.url);
+
+    const operations = Object.keys(crashOperations) as CrashOperation[];
+    for (let index = 0; index < options.operations; index++) {
+      const operation = pick(operations);
+      const points = crashOperations[operation];
+      const armed = random() < (options.cleanChance ?? 0.1) ? null : pick(points);
+      // Restart armed: hit counts are per process, so the point's first hit is this operation's.
+      await server.stop();
+      server = await startPumice({ config, dataDir, env: armed ? { PUMICE_CRASH_POINT: `${armed}:1` } : {} });
+      servers.push(server);
+      api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+      const exited = new Promise<void>((r) => server.proc.once('exit', () => r()));
+      const done = startOperation(operation, { api, call, sourceId, snapshotId, backupId, imageId, copies, serverUrl: server.url }).catch((error: unknown) => {
+        // A crash cuts the HTTP call or the wait short; anything else is a real failure.
+        if (server.proc.exitCode === null) throw error;
+      });
+      await Promise.race([exited, done.then(() => settleAll(api, v, settleTimeoutMs)).catch(() => undefined)]);
+      // A crash during the settle polls shows as failed requests first and as the exit a moment later.
+      await new Promise((r) => setTimeout(r, 50));
+      let crashed = false;
+      let recoveryMs: number | null = null;
+      if (server.proc.exitCode !== null) {
+        assert.equal(server.proc.exitCode, 137, `the server exited with ${server.proc.exitCode}, not at a crash point:\n${server.output().slice(-3000)}`);
+        crashed = true;
+        const restartedAt = Date.now();
+        server = await startPumice({ config, dataDir });
+        servers.push(server);
+        api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+        await settleAll(api, v, settleTimeoutMs, server);
+        recoveryMs = Date.now() - restartedAt;
+      } else {
+        await done;
+        await settleAll(api, v, settleTimeoutMs, server);
+      }
+      await checkInvariants({ api, v, backendDir, backupDir, copies, sourceId });
+      steps.push({ operation, crashPoint: armed, crashed, recoveryMs });
+      log(`seed ${seed} op ${index} ${operation} crash-point ${armed ?? '(none)'} ${crashed ? `crashed, recovered in ${recoveryMs} ms` : 'not crashed'}`);
+    }
+    return { seed, steps };
+  } catch (error) {
+    (error as Error).message = `seed ${seed} (replay: runCrashSeed(${seed}, ${JSON.stringify({ operations: options.operations })})): ${(error as Error).message}\n--- last server output ---\n${server.output().slice(-4000)}`;
+    throw error;
+  } finally {
+    for (const s of servers) await s.kill9();
+    servers[0]?.cleanup();
+  }
+}
+
+interface OperationContext {
+  api: ApiClient;
+  call: (method: string, path: string, body?: unknown, expected?: number[]) => Promise<any>;
+  sourceId: string;
+  snapshotId: string;
+  backupId: string;
+  imageId: string;
+  copies: Set<string>;
+  serverUrl: string;
+}
+
+/** Sends the operation's requests (what the API accepts before the task runs). */
+async function startOperation(operation: CrashOperation, c: OperationContext): Promise<void> {
+  const { call } = c;
+  switch (operation) {
+    case 'clone': {
+      const id = (await call('POST', '/volumes', { volume: { source_volid: c.sourceId, name: 'clone' } })).volume.id;
+      c.copies.add(id);
+      return;
+    }
+    case 'volume-from-snapshot': {
+      const id = (await call('POST', '/volumes', { volume: { snapshot_id: c.snapshotId, name: 'from-snapshot' } })).volume.id;
+      c.copies.add(id);
+      return;
+    }
+    case 'delete-with-dependents': {
+      const id = (await call('POST', '/volumes', { volume: { size: 1, name: 'doomed' } })).volume.id;
+      await c.api.waitVolume(id, ['available']);
+      for (let i = 0; i < 2; i++) {
+        const snap = (await call('POST', '/snapshots', { snapshot: { volume_id: id, name: `doomed-${i}` } })).snapshot.id;
+        await waitFor(c.api, `${c.api.volumeUrl}/snapshots/${snap}`, 'snapshot', ['available']);
+      }
+      await call('DELETE', `/volumes/${id}?cascade=true`);
+      return;
+    }
+    case 'extend': {
+      const id = (await call('POST', '/volumes', { volume: { size: 1, name: 'extend-me' } })).volume.id;
+      await c.api.waitVolume(id, ['available']);
+      await call('POST', `/volumes/${id}/action`, { 'os-extend': { new_size: 2 } });
+      return;
+    }
+    case 'snapshot':
+      await call('POST', '/snapshots', { snapshot: { volume_id: c.sourceId, name: 'snap' } });
+      return;
+    case 'backup-full':
+      await call('POST', '/backups', { backup: { volume_id: c.sourceId, name: 'full' } });
+      return;
+    case 'backup-incremental':
+      await call('POST', '/backups', { backup: { volume_id: c.sourceId, name: 'incremental', incremental: true } });
+      return;
+    case 'restore': {
+      const body = await call('POST', `/backups/${c.backupId}/restore`, { restore: { name: 'restored' } });
+      c.copies.add(body.restore.volume_id);
+      return;
+    }
+    case 'upload-to-image':
+      await call('POST', `/volumes/${c.sourceId}/action`, { 'os-volume_upload_image': { image_name: 'uploaded', disk_format: 'raw', container_format: 'bare', force: true } });
+      return;
+    case 'volume-from-image':
+      await call('POST', '/volumes', { volume: { size: 1, name: 'from-image', imageRef: c.imageId } });
+      return;
+  }
+}
+
+function writeSource(path: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    for (const p of sourcePattern) writeSync(fd, Buffer.alloc(p.length, p.byte), 0, p.length, p.offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Null when the file holds the source's bytes at the pattern's places (and zeros after the first run), else what differs. */
+function sourceMismatch(path: string): string | null {
+  const fd = openSync(path, 'r');
+  try {
+    const probe = (offset: number, length: number, byte: number): string | null => {
+      const buf = Buffer.alloc(length);
+      readSync(fd, buf, 0, length, offset);
+      const at = buf.findIndex((b) => b !== byte);
+      return at === -1 ? null : `byte ${offset + at} is ${buf[at]}, expected ${byte}`;
+    };
+    for (const p of sourcePattern) {
+      const problem = probe(p.offset, p.length, p.byte) ?? probe(p.offset + p.length, 4096, 0);
+      if (problem) return problem;
+    }
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+async function makeImage(api: ApiClient, url: string): Promise<string> {
+  const imageUrl = `${url}/image/v2`;
+  const created = await api.request('POST', `${imageUrl}/images`, { name: 'crash-image', disk_format: 'raw', container_format: 'bare' });
+  assert.equal(created.status, 201, created.text);
+  const id = created.body.id as string;
+  const data = Buffer.alloc(MiB, 0x3c);
+  const put = await fetch(`${imageUrl}/images/${id}/file`, {
+    method: 'PUT',
+    headers: { 'X-Auth-Token': api.token, 'Content-Type': 'application/octet-stream' },
+    body: data,
+  });
+  assert.equal(put.status, 204, await put.text());
+  return id;
+}
+
+async function waitFor(api: ApiClient, url: string, kind: string, statuses: string[], timeoutMs = 30_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await api.request('GET', url);
+    if (r.status === 200 && statuses.includes(r.body[kind].status)) return r.body[kind];
+    assert.ok(Date.now() < deadline, `${kind} at ${url}: ${r.status} ${r.text}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+interface Listing {
+  volumes: any[];
+  snapshots: any[];
+  backups: any[];
+}
+
+async function listAll(api: ApiClient, v: (path: string) => string): Promise<Listing> {
+  const get = async (path: string, key: string) => {
+    const r = await api.request('GET', v(path));
+    assert.equal(r.status, 200, r.text);
+    return r.body[key] as any[];
+  };
+  return {
+    volumes: await get('/volumes/detail?limit=1000', 'volumes'),
+    snapshots: await get('/snapshots/detail?limit=1000', 'snapshots'),
+    backups: await get('/backups/detail?limit=1000', 'backups'),
+  };
+}
+
+/** Waits until no resource is transitional; fails naming the stuck ones after the timeout. */
+async function settleAll(api: ApiClient, v: (path: string) => string, timeoutMs: number, server?: PumiceProcess): Promise<Listing> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const listing = await listAll(api, v);
+    const busy = [
+      ...listing.volumes.filter((x) => transitional.volume.has(x.status)).map((x) => `volume ${x.id} ${x.name} ${x.status}`),
+      ...listing.snapshots.filter((x) => transitional.snapshot.has(x.status)).map((x) => `snapshot ${x.id} ${x.name} ${x.status}`),
+      ...listing.backups.filter((x) => transitional.backup.has(x.status)).map((x) => `backup ${x.id} ${x.name} ${x.status}`),
+    ];
+    if (busy.length === 0) return listing;
+    assert.ok(Date.now() < deadline, `still transitional after ${timeoutMs} ms:\n${busy.join('\n')}\n${server?.output().slice(-3000) ?? ''}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+async function checkInvariants(c: {
+  api: ApiClient;
+  v: (path: string) => string;
+  backendDir: string;
+  backupDir: string;
+  copies: Set<string>;
+  sourceId: string;
+}): Promise<void> {
+  const listing = await listAll(c.api, c.v);
+  const problems: string[] = [];
+  const volumes = new Map(listing.volumes.map((x) => [x.id as string, x]));
+  const snapshots = new Map(listing.snapshots.map((x) => [x.id as string, x]));
+  const backups = new Map(listing.backups.map((x) => [x.id as string, x]));
+  for (const vol of volumes.values()) {
+    if (!String(vol.status).startsWith('error')) continue;
+    const r = await c.api.request('GET', c.v(`/messages?resource_uuid=${vol.id}`), undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+    if (r.status !== 200 || r.body.messages.length === 0) problems.push(`volume ${vol.id} ${vol.name} is ${vol.status} with no user message`);
+  }
+  for (const b of backups.values()) if (b.status === 'error' && !b.fail_reason) problems.push(`backup ${b.id} is error with no fail_reason`);
+  for (const name of readdirSync(c.backendDir)) {
+    if (name.startsWith('.tmp-')) problems.push(`temporary file ${name} left behind`);
+    else if (name.startsWith('volume-')) {
+      if (!volumes.has(name.slice('volume-'.length))) problems.push(`orphaned file ${name}: no volume row`);
+    } else if (name.startsWith('snapshot-')) {
+      if (!snapshots.has(name.slice('snapshot-'.length))) problems.push(`orphaned file ${name}: no snapshot row`);
+    }
+  }
+  for (const vol of volumes.values()) {
+    if (vol.status !== 'available' && vol.status !== 'in-use') continue;
+    const path = join(c.backendDir, `volume-${vol.id}`);
+    if (!existsSync(path)) {
+      problems.push(`available volume ${vol.id} ${vol.name} has no file`);
+      continue;
+    }
+    if (statSync(path).size !== vol.size * GiB) problems.push(`volume ${vol.id} is ${vol.size} GiB but its file has ${statSync(path).size} bytes`);
+    if (c.copies.has(vol.id) || vol.id === c.sourceId) {
+      const mismatch = sourceMismatch(path);
+      if (mismatch) problems.push(`volume ${vol.id} ${vol.name} does not hold the source's bytes: ${mismatch}`);
+    }
+  }
+  for (const snap of snapshots.values()) {
+    if (snap.status === 'available' && !existsSync(join(c.backendDir, `snapshot-${snap.id}`))) problems.push(`available snapshot ${snap.id} has no file`);
+  }
+  for (const b of backups.values()) {
+    if (b.status === 'available' && !existsSync(join(c.backupDir, b.id, 'manifest.json'))) problems.push(`available backup ${b.id} ${b.name} has no manifest`);
+  }
+  if (existsSync(c.backupDir)) {
+    for (const name of readdirSync(c.backupDir)) if (!backups.has(name)) problems.push(`orphaned backup directory ${name}: no backup row`);
+  }
+  assert.deepEqual(problems, []);
+}
+
+/** Percentile of sorted-or-not numbers (nearest rank). */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
