@@ -136,7 +136,7 @@ export class ImageServiceClient {
 
   /**
    * One request; the timeout covers reaching the service and its answer's
-   * headers, not a long body. Network failures become 'Unreachable' naming
+   * headers (small JSON bodies only here). Network failures become 'Unreachable' naming
    * the URL and where it came from.
    */
   private async request(token: string, method: string, path: string, init: { body?: RequestInit['body']; headers?: Record<string, string> } = {}): Promise<Response> {
@@ -196,10 +196,18 @@ export class ImageServiceClient {
         reject(unreachable(url, endpoint, cause));
       };
       const request = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { method, headers: { 'x-auth-token': token, ...headers } });
-      const timer = setTimeout(() => {
-        fail(new Error(`no answer within ${this.timeoutMs / 1000} s (glance_request_timeout)`));
-        request.destroy();
-      }, this.timeoutMs);
+      // An idle timer, not a deadline: it is re-armed by every body chunk sent, so an upload of any
+      // size may take as long as it needs while the service keeps taking data; once the body is
+      // sent, the service has glance_request_timeout to answer.
+      let timer: NodeJS.Timeout;
+      const arm = (what: string): void => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          fail(new Error(`${what} within ${this.timeoutMs / 1000} s (glance_request_timeout)`));
+          request.destroy();
+        }, this.timeoutMs);
+      };
+      arm('no answer');
       request.on('response', (response) => {
         if (settled) return;
         settled = true;
@@ -211,8 +219,15 @@ export class ImageServiceClient {
         request.end();
         return;
       }
+      const tracked = async function* (): AsyncIterable<Uint8Array> {
+        for await (const chunk of body) {
+          if (!settled) arm('the image service took no data');
+          yield chunk;
+        }
+        if (!settled) arm('no answer after the upload');
+      };
       // The answer may come before the body is all sent (a refused upload): stop sending then.
-      pipeline(Readable.from(body), request).catch((error: Error) => {
+      pipeline(Readable.from(tracked()), request).catch((error: Error) => {
         if (!settled) fail(error);
       });
     });
