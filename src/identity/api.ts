@@ -74,6 +74,12 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
     if (!context.isAdmin) throw errors.forbidden(`identity:${action}`);
     return context;
   };
+  /** Catalogue reads need roles somewhere: an unscoped token has none (Keystone denies these to it). */
+  const requireScoped = (ctx: RequestContext, action: string): AuthContext => {
+    const context = auth(ctx);
+    if (!context.projectId && !context.domainId) throw errors.forbidden(`identity:${action} with an unscoped token (get a project-scoped token: openstack token issue with --os-project-name)`);
+    return context;
+  };
   const listLinks = (ctx: RequestContext, path: string) => ({ self: self(ctx, path), previous: null, next: null });
 
   // ---- renderers ----
@@ -250,13 +256,13 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
 
   // ---- domains (read; create for operators) ----
   router.get('/v3/domains', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'list_domains');
     const name = ctx.query.get('name');
     const rows = name !== null ? db.all<DomainRow>('SELECT * FROM domains WHERE name = ?', name) : db.all<DomainRow>('SELECT * FROM domains ORDER BY name');
     return { status: 200, body: { domains: rows.map((d) => renderDomain(ctx, d)), links: listLinks(ctx, 'domains') } };
   });
   router.get('/v3/domains/:id', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'get_domain');
     return { status: 200, body: { domain: renderDomain(ctx, identity.domain(ctx.params['id']!)) } };
   });
   router.post('/v3/domains', (ctx) => {
@@ -418,13 +424,13 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
   // ---- roles ----
   const roleBody: Schema = { type: 'object', properties: { name: nameSchema, description: { type: 'string', nullable: true, maxLength: 255 }, domain_id: { type: 'string', nullable: true }, options: { type: 'object', additional: true } } };
   router.get('/v3/roles', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'list_roles');
     const name = ctx.query.get('name');
     const rows = name !== null ? db.all<RoleRow>('SELECT * FROM roles WHERE name = ?', name) : db.all<RoleRow>('SELECT * FROM roles ORDER BY name');
     return { status: 200, body: { roles: rows.map((r) => renderRole(ctx, r)), links: listLinks(ctx, 'roles') } };
   });
   router.get('/v3/roles/:id', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'get_role');
     return { status: 200, body: { role: renderRole(ctx, identity.role(ctx.params['id']!)) } };
   });
   router.post('/v3/roles', (ctx) => {
@@ -574,13 +580,13 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
   const getService = (id: string): CatalogServiceRow =>
     db.get<CatalogServiceRow>('SELECT * FROM catalog_services WHERE id = ?', id) ?? (() => { throw new PumiceError('NotFound', `Could not find service: ${id}.`); })();
   router.get('/v3/services', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'list_services');
     const type = ctx.query.get('type');
     const rows = identity.services().filter((s) => type === null || s.type === type);
     return { status: 200, body: { services: rows.map((s) => renderService(ctx, s)), links: listLinks(ctx, 'services') } };
   });
   router.get('/v3/services/:id', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'get_service');
     return { status: 200, body: { service: renderService(ctx, getService(ctx.params['id']!)) } };
   });
   router.post('/v3/services', (ctx) => {
@@ -621,7 +627,7 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
   const getEndpoint = (id: string): EndpointRow =>
     db.get<EndpointRow>('SELECT * FROM catalog_endpoints WHERE id = ?', id) ?? (() => { throw new PumiceError('NotFound', `Could not find endpoint: ${id}.`); })();
   router.get('/v3/endpoints', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'list_endpoints');
     const q = ctx.query;
     const rows = identity.endpoints().filter((e) =>
       (q.get('service_id') === null || e.service_id === q.get('service_id')) &&
@@ -630,7 +636,7 @@ export function identityRouter(identity: IdentityService, db: Db): Router {
     return { status: 200, body: { endpoints: rows.map((e) => renderEndpoint(ctx, e)), links: listLinks(ctx, 'endpoints') } };
   });
   router.get('/v3/endpoints/:id', (ctx) => {
-    auth(ctx);
+    requireScoped(ctx, 'get_endpoint');
     return { status: 200, body: { endpoint: renderEndpoint(ctx, getEndpoint(ctx.params['id']!)) } };
   });
   router.post('/v3/endpoints', (ctx) => {

@@ -120,6 +120,17 @@ describe('login defences', () => {
     assert.match(log, /refused login for locked-out user/);
   });
 
+  test('an unscoped token cannot list domains, roles, services or endpoints', async () => {
+    const r = await login(pumice.url, 'timing', 'timing-password-1');
+    assert.equal(r.status, 201, r.text);
+    for (const path of ['domains', 'domains/default', 'roles', 'services', 'endpoints']) {
+      const res = await fetch(`${pumice.url}/identity/v3/${path}`, { headers: { 'X-Auth-Token': r.token! } });
+      assert.equal(res.status, 403, `GET ${path} with an unscoped token: ${res.status}`);
+    }
+    const scoped = await admin.request('GET', '/identity/v3/domains');
+    assert.equal(scoped.status, 200, scoped.text);
+  });
+
   test('the database holds token digests, not tokens', async () => {
     const r = await login(pumice.url, 'admin', pumice.adminPassword);
     assert.ok(r.token);
