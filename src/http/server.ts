@@ -261,11 +261,34 @@ async function readJsonBody(req: IncomingMessage, bytesMax: number): Promise<unk
   } catch {
     throw errors.malformedBody('the body is not valid UTF-8');
   }
+  let parsed: unknown;
   try {
-    return JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (error) {
     throw errors.malformedBody((error as Error).message);
   }
+  // Every API body is a few levels deep; a deeply nested one would overflow the stack of the
+  // recursive code that validates and quotes it (a 500). Counted without recursion.
+  if (jsonDepth(parsed) > jsonDepthMax) throw errors.malformedBody(`the body is nested more than ${jsonDepthMax} levels deep`);
+  return parsed;
+}
+
+/** Deepest nesting a JSON request body may have. */
+const jsonDepthMax = 32;
+
+/** Nesting depth of a parsed JSON value (0 for a scalar), iteratively; stops counting past the limit. */
+function jsonDepth(value: unknown): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (item === null || typeof item !== 'object') continue;
+    const inner = depth + 1;
+    if (inner > deepest) deepest = inner;
+    if (deepest > jsonDepthMax) return deepest;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) stack.push([child, inner]);
+  }
+  return deepest;
 }
 
 export { PumiceError };

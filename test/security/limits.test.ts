@@ -54,6 +54,24 @@ describe('list limits over the API', () => {
     }
   });
 
+  test('a deeply nested JSON body is a 400 on every service, never a 500', async () => {
+    const img = await api.request('POST', '/image/v2/images', { name: 'nested', disk_format: 'raw', container_format: 'bare' });
+    assert.equal(img.status, 201, img.text);
+    const deep = '['.repeat(20_000) + ']'.repeat(20_000);
+    const cases: [string, string, string, string][] = [
+      ['PATCH', `/image/v2/images/${img.body.id}`, 'application/json', `{"image": ${deep}}`],
+      ['PATCH', `/image/v2/images/${img.body.id}`, 'application/openstack-images-v2.1-json-patch', `[{"op":"add","path":"/x","value":${deep}}]`],
+      ['POST', `/volume/v3/${api.projectId}/volumes`, 'application/json', `{"volume": {"size": 1, "metadata": ${deep}}}`],
+      ['POST', '/identity/v3/auth/tokens', 'application/json', `{"auth": ${deep}}`],
+    ];
+    for (const [method, path, type, body] of cases) {
+      const r = await fetch(`${pumice.url}${path}`, { method, headers: { 'X-Auth-Token': api.token, 'Content-Type': type }, body });
+      const text = await r.text();
+      assert.equal(r.status, 400, `${method} ${path} (${type}): ${r.status} ${text.slice(0, 200)}`);
+      assert.match(text, /nested more than 32 levels/);
+    }
+  });
+
   test('a sort key given twice, or a filter given twice, is a 400', async () => {
     const twice = await api.request('GET', `/volume/v3/${api.projectId}/volumes?sort=name:asc,name:desc`);
     assert.equal(twice.status, 400, twice.text);
