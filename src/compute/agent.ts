@@ -620,13 +620,21 @@ export class ComputeAgent {
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_terminate_instance', this.host, 'Success', null);
   }
 
+  /** Removes the server's RBD root disk; already gone is fine. A crashed client's watch expires in ~30 s: retried that long. */
   private async removeRootDisk(server: ServerRow): Promise<void> {
     if (this.o.config.libvirt.images_type !== 'rbd') return;
     const client = this.cephClient();
     const target = `${this.o.config.libvirt.images_rbd_pool}/${this.rootDiskName(server.id)}`;
-    await execFileAsync('rbd', ['--id', client.user, '-c', client.confPath, '--keyring', client.keyringPath, 'rm', '--no-progress', target], { timeout: 120_000 }).catch((error: Error & { stderr?: string }) => {
-      if (!/No such file|does not exist|\(2\)/.test(error.stderr ?? '')) throw new Error(`removing the root disk ${target} failed: ${(error.stderr ?? error.message).trim()}`);
-    });
+    const deadline = Date.now() + 45_000;
+    for (;;) {
+      const failure = await execFileAsync('rbd', ['--id', client.user, '-c', client.confPath, '--keyring', client.keyringPath, 'rm', '--no-progress', target], { timeout: 120_000 }).then(
+        () => null,
+        (error: Error & { stderr?: string }) => (error.stderr ?? error.message).trim(),
+      );
+      if (failure === null || /No such file|does not exist|\(2\)/.test(failure)) return;
+      if (!/watchers/.test(failure) || Date.now() > deadline) throw new Error(`removing the root disk ${target} failed: ${failure}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
   }
 
   /** Ends every attachment of the server and deletes the volumes marked delete_on_termination. Already gone is fine. */

@@ -75,7 +75,7 @@ describe('compute catalog with the openstack CLI', () => {
     assert.equal(hv['hypervisor_type'], 'QEMU');
     assert.equal(hv['virt_type'], 'qemu');
     assert.match(String(hv['virt_type_reason']), /virt_type = qemu/);
-    const stats = await openstackJson({ ...adminEnv, OS_COMPUTE_API_VERSION: '2.87' }, ['hypervisor', 'stats', 'show']);
+    const stats = await openstackJson({ ...adminEnv, OS_COMPUTE_API_VERSION: '2.79' }, ['hypervisor', 'stats', 'show']);
     assert.equal(stats['count'], 1);
     assert.ok(Number(stats['vcpus']) >= 1 && Number(stats['memory_mb']) > 0 && Number(stats['local_gb']) > 0, JSON.stringify(stats));
     const zones = await osJson<Row[]>(['availability', 'zone', 'list', '--compute']);

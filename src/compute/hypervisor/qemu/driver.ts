@@ -181,7 +181,9 @@ export class QemuHypervisor implements Hypervisor {
   destroy(uuid: string, options: { removeFiles: boolean }): Promise<void> {
     return this.locked(uuid, async () => {
       const instance = await this.load(uuid);
-      if (instance && instance.pid !== null) await this.stopProcess(instance, { graceful: false });
+      // `quit` first: QEMU closes its disks, so librbd drops its watch and the image can be removed at once
+      // (after a SIGKILL the watch lingers ~30 s and `rbd rm` refuses with "image has watchers").
+      if (instance && instance.pid !== null) await this.stopProcess(instance, { graceful: true });
       this.instances.delete(uuid);
       const dir = this.dirOf(uuid);
       if (options.removeFiles) {
@@ -653,6 +655,7 @@ export class QemuHypervisor implements Hypervisor {
   private async stopProcess(instance: Instance, options: { graceful: boolean }): Promise<void> {
     const pid = instance.pid;
     if (pid === null) return;
+    if (options.graceful && !instance.qmp?.isOpen) await this.qmpOf(instance).catch(() => undefined);
     if (options.graceful && instance.qmp?.isOpen) {
       await instance.qmp.execute('quit', undefined, { timeoutMs: 3_000 }).catch(() => undefined);
       await waitExit(pid, 3_000);
