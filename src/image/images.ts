@@ -233,13 +233,23 @@ export class ImageService {
   locationFields(auth: AuthContext, image: ImageRow): Record<string, unknown> {
     const { showDirectUrl, showMultipleLocations } = this.options;
     if (!showDirectUrl && !showMultipleLocations) return {};
-    if (!this.policy.check('get_image_location', auth, this.targetOf(auth, image))) return {};
-    const active = image.status === 'active' || image.status === 'deactivated';
-    const url = active ? this.storeOf(image).location?.(image.id) ?? null : null;
+    // `isAdmin` set by an in-process caller (compute's image lookup) is trusted as before; API callers go by the policy.
+    if (!auth.isAdmin && !this.policy.check('get_image_location', auth, this.targetOf(auth, image))) return {};
+    const url = this.storeLocation(image);
     const fields: Record<string, unknown> = {};
     if (showDirectUrl && url) fields['direct_url'] = url;
     if (showMultipleLocations) fields['locations'] = url ? [{ url, metadata: {} }] : [];
     return fields;
+  }
+
+  /**
+   * The store URL of an active (or deactivated) image's data, e.g.
+   * `rbd://FSID/images/ID/snap`, for in-process callers that clone from it
+   * (compute, volumes); no policy check, whatever the show_image_direct_url setting.
+   */
+  storeLocation(image: ImageRow): string | null {
+    const active = image.status === 'active' || image.status === 'deactivated';
+    return active ? this.storeOf(image).location?.(image.id) ?? null : null;
   }
 
   /**
