@@ -101,7 +101,8 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     try {
       handle = await open(path, writable ? 'r+' : 'r');
     } catch (error) {
-      throw new DriverError('NotFound', `volume file ${path} is missing from the local backend [${this.section}]: ${(error as Error).message}`);
+      this.options.log?.(`local backend [${this.section}]: cannot open ${path}: ${(error as Error).message}`);
+      throw new DriverError('NotFound', `volume ${volume.id} has no file in the local backend [${this.section}]`);
     }
     const { size } = await handle.stat();
     const fh = handle;
@@ -176,7 +177,7 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   async extendVolume(volume: VolumeRef, newSizeGiB: number): Promise<void> {
     const path = this.volumePath(volume.id);
     const current = await statOrNull(path);
-    if (!current) throw new DriverError('NotFound', `volume file ${path} is missing from the local backend [${this.section}]`);
+    if (!current) throw new DriverError('NotFound', `volume ${volume.id} has no file in the local backend [${this.section}]`);
     if (current.size < newSizeGiB * gib) await truncate(path, newSizeGiB * gib);
   }
 
@@ -267,7 +268,9 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   /** Sparse-aware copy (`cp` seeks over holes and reflinks when it can) through a temp file, then resize. */
   private async copyInto(source: string, target: string, tempId: string, sizeGiB: number | null): Promise<void> {
     if (!(await statOrNull(source))) {
-      throw new DriverError('NotFound', `source file ${source} is missing from the local backend [${this.section}]`);
+      // Messages reach non-admin users: they name the backend, not the host's paths.
+      this.options.log?.(`local backend [${this.section}]: copy source ${source} is missing`);
+      throw new DriverError('NotFound', `the source of this copy has no file in the local backend [${this.section}]`);
     }
     const temp = this.tempPath(tempId);
     try {
@@ -280,7 +283,10 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     } catch (error) {
       await rm(temp, { force: true });
       const message = (error as { stderr?: string }).stderr?.trim() || (error as Error).message;
-      if (/No space left/i.test(message)) throw new DriverError('NoSpace', `local backend [${this.section}] is full: ${message}`);
+      if (/No space left/i.test(message)) {
+        this.options.log?.(`local backend [${this.section}]: copy to ${target} failed: ${message}`);
+        throw new DriverError('NoSpace', `local backend [${this.section}] is full: free space there or extend it, then retry`);
+      }
       throw error;
     }
   }
