@@ -26,7 +26,7 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { brotliCompress, brotliDecompress, constants as zlibConstants } from 'node:zlib';
 import { allocShared, BlockHasher, blockDigestBytes } from './block-hasher.ts';
@@ -195,6 +195,21 @@ export class PosixBackupDriver {
     await this.hasher.close();
   }
 
+  /**
+   * A file a manifest names (relative to the root), checked to stay inside the root: manifests
+   * come back through backup-record imports, so a crafted `../` path must not read, restore from,
+   * or delete a file elsewhere on the host.
+   */
+  private inRoot(file: string): string {
+    const root = resolve(this.options.root);
+    const path = resolve(root, file);
+    const rel = relative(root, path);
+    if (typeof file !== 'string' || file.length === 0 || isAbsolute(file) || rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+      throw new BackupDriverError('Corrupt', `backup is corrupt: its manifest names a file outside the backup directory (${JSON.stringify(String(file).slice(0, 100))})`);
+    }
+    return path;
+  }
+
   backupDir(location: BackupLocation): string {
     if (!validContainer(location.container)) throw new BackupDriverError('Invalid', `container '${location.container}' is not a valid directory name`);
     return join(this.options.root, location.container, location.backupId);
@@ -242,7 +257,7 @@ export class PosixBackupDriver {
   async firstMissing(files: string[]): Promise<string | null> {
     for (const file of files) {
       try {
-        await stat(join(this.options.root, file));
+        await stat(this.inRoot(file));
       } catch {
         return file;
       }
@@ -280,7 +295,7 @@ export class PosixBackupDriver {
     let parentDigests: FileHandle | null = null;
     try {
       const digests = (digestsOut = await open(`${digestsPath}.tmp`, 'w', 0o600));
-      if (parent) parentDigests = await open(join(this.options.root, parent.digestsFile), 'r').catch(() => null);
+      if (parent) parentDigests = await open(this.inRoot(parent.digestsFile), 'r').catch(() => null);
       const writeChunkFile = async (index: number, data: Buffer, suffix: string): Promise<ChunkSource> => {
         const encoded = await encode(data, codec);
         const raw = codec !== 'none' && encoded === data;
@@ -331,7 +346,7 @@ export class PosixBackupDriver {
     await rename(`${digestsPath}.tmp`, digestsPath);
     // Syncing after all writes lets the kernel write chunks back while later ones are read (one fsync per
     // chunk as it was written halved throughput with 1 MiB chunks); a crash before the manifest leaves no valid backup.
-    const ownFiles = [...new Set(chunks.flatMap((c) => (c.zero ? [] : c.sources.map((s) => s.file))).filter((f) => f.startsWith(ownPrefix)))].map((f) => join(this.options.root, f));
+    const ownFiles = [...new Set(chunks.flatMap((c) => (c.zero ? [] : c.sources.map((s) => s.file))).filter((f) => f.startsWith(ownPrefix)))].map((f) => this.inRoot(f));
     await runPool(ownFiles.length, this.options.concurrencyMax, () => null, async (index) => {
       const fh = await open(ownFiles[index]!, 'r');
       try {
@@ -530,7 +545,7 @@ export class PosixBackupDriver {
     const what = `chunk ${chunk.index} (${source.file}) of backup ${manifest.backupId}`;
     let body: Buffer;
     try {
-      body = await readFile(join(this.options.root, source.file));
+      body = await readFile(this.inRoot(source.file));
     } catch (error) {
       throw new BackupDriverError('Corrupt', `backup is corrupt: ${what} cannot be read: ${(error as Error).message}`);
     }
@@ -564,7 +579,7 @@ export class PosixBackupDriver {
     const position = chunk.index * Math.ceil(manifest.chunkBytes / manifest.blockBytes) * manifest.digestBytes;
     let known = false;
     try {
-      const fh = await open(join(this.options.root, manifest.digestsFile), 'r');
+      const fh = await open(this.inRoot(manifest.digestsFile), 'r');
       try {
         known = (await fh.read(recorded, 0, recorded.length, position)).bytesRead === recorded.length && sha256Hex(recorded) === chunk.sha256;
       } finally {
@@ -594,7 +609,7 @@ export class PosixBackupDriver {
 
   /** Reads, decodes and verifies one chunk of a version-1 manifest. */
   private async readChunkV1(manifest: BackupManifest, chunk: Extract<ManifestChunkV1, { file: string }>, length: number): Promise<Buffer> {
-    const path = join(this.options.root, chunk.file);
+    const path = this.inRoot(chunk.file);
     const what = `chunk ${chunk.index} (${chunk.file}) of backup ${manifest.backupId}`;
     let body: Buffer;
     try {
