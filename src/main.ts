@@ -9,6 +9,7 @@ import { allRoles, startComputeHost, startPumice, type Role } from './app.ts';
 import { loadConfig } from './config/config.ts';
 import { ConfigError } from './config/ini.ts';
 import { runDoctor } from './doctor.ts';
+import { usePrivateUmask } from './file-modes.ts';
 
 const usage = `usage: pumice <command> [options]
 
@@ -80,6 +81,8 @@ export async function main(argv: string[]): Promise<void> {
   }
   const dataDir = resolve(values['data-dir'] ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
   const configPath = values.config ? resolve(values.config) : null;
+  // Every command (serve, a compute-only host, init, doctor, ceph setup) creates private files only.
+  usePrivateUmask();
   try {
     switch (command) {
       case 'serve':
