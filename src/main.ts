@@ -82,7 +82,8 @@ export async function main(argv: string[]): Promise<void> {
   const dataDir = resolve(values['data-dir'] ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
   const configPath = values.config ? resolve(values.config) : null;
   // Every command (serve, a compute-only host, init, doctor, ceph setup) creates private files only.
-  usePrivateUmask();
+  // Not the throwaway lab: its files are shared by every test process on the machine, as before.
+  if (command !== 'ceph-lab') usePrivateUmask();
   try {
     switch (command) {
       case 'serve':
