@@ -4,6 +4,9 @@
  */
 import { execFile } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveCephClient } from './ceph/conf.ts';
+import { checkQemu, probeAccelerator, probeBootOnce } from './compute/hypervisor/qemu/index.ts';
 import { promisify } from 'node:util';
 import { isIP } from 'node:net';
 import { unsafeDirectoryMode } from './file-modes.ts';
@@ -110,6 +113,83 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     checks.push({ name: 'cp (sparse copies)', ok: true, detail: stdout.split('\n')[0]! });
   } catch {
     checks.push({ name: 'cp (sparse copies)', ok: false, detail: 'GNU cp not found: install coreutils' });
+  }
+  checks.push(...(await computeChecks(config)));
+  return checks;
+}
+
+/**
+ * The compute side (scenario §8, "Ceph client missing on a compute node"): QEMU and its rbd block
+ * driver, whether the accelerator works (a real probe boot, never /dev/kvm's presence), the
+ * instances directory, and for RBD disks the keyring of [libvirt] rbd_user and its access to the pools.
+ */
+async function computeChecks(config: PumiceConfig): Promise<Check[]> {
+  const checks: Check[] = [];
+  const qemu = await checkQemu({ qemuBinary: config.libvirt.qemu_binary });
+  checks.push(qemu.binary
+    ? { name: 'compute: QEMU', ok: true, detail: `${qemu.binary} ${qemu.version ?? ''}`.trim() }
+    : { name: 'compute: QEMU', ok: false, detail: qemu.problems.join('; ') });
+  if (qemu.binary) {
+    checks.push(qemu.rbd
+      ? { name: 'compute: QEMU rbd block driver', ok: true, detail: 'block-rbd is installed and links (qemu-block-extra)' }
+      : { name: 'compute: QEMU rbd block driver', ok: false, detail: qemu.problems.find((p) => /rbd/.test(p)) ?? 'missing: apt-get install qemu-block-extra' });
+    const virt = config.libvirt.virt_type;
+    if (virt === 'qemu') {
+      checks.push({ name: 'compute: accelerator', ok: true, detail: '[libvirt] virt_type = qemu: TCG (software emulation)' });
+    } else if (virt === 'kvm') {
+      const probe = await probeBootOnce('kvm', { qemuBinary: config.libvirt.qemu_binary });
+      checks.push(probe.ok
+        ? { name: 'compute: accelerator', ok: true, detail: `[libvirt] virt_type = kvm: a probe guest booted under KVM in ${probe.elapsedMs} ms` }
+        : { name: 'compute: accelerator', ok: false, detail: `[libvirt] virt_type = kvm but a probe guest under KVM did not boot (${probe.detail}): set virt_type = qemu (TCG) or auto, or fix KVM on this host` });
+    } else {
+      const probe = await probeAccelerator({ qemuBinary: config.libvirt.qemu_binary });
+      checks.push({ name: 'compute: accelerator', ok: true, detail: `[libvirt] virt_type = auto → ${probe.virtType}: ${probe.reason}` });
+    }
+  }
+  const instances = config.compute.instances_path;
+  try {
+    mkdirSync(instances, { recursive: true, mode: 0o700 });
+    accessSync(instances, constants.W_OK);
+    const socketPath = join(instances, '00000000-0000-0000-0000-000000000000', 'qmp.sock');
+    checks.push(Buffer.byteLength(socketPath) <= 107
+      ? { name: 'compute: instances_path', ok: true, detail: instances }
+      : { name: 'compute: instances_path', ok: false, detail: `${instances} is too long: QMP sockets under it would exceed the 107-byte Unix socket path limit; set [compute] instances_path to a shorter path` });
+  } catch (error) {
+    checks.push({ name: 'compute: instances_path', ok: false, detail: `${instances} is not writable: ${(error as Error).message}. Set [compute] instances_path or fix its owner.` });
+  }
+  const usesRbd = config.libvirt.images_type === 'rbd' || config.backends.some((b) => b.volume_driver === 'rbd' || /RBDDriver$/.test(b.volume_driver));
+  if (!usesRbd) return checks;
+  const user = config.libvirt.rbd_user ?? config.backends.find((b) => b.rbd_user)?.rbd_user ?? 'cinder';
+  const confPath = config.libvirt.images_rbd_ceph_conf || config.backends.find((b) => b.rbd_ceph_conf)?.rbd_ceph_conf || '/etc/ceph/ceph.conf';
+  let client;
+  try {
+    client = resolveCephClient({ confPath, user, keyringPath: config.libvirt.rbd_keyring });
+    checks.push({ name: `compute: Ceph client client.${user}`, ok: true, detail: `${client.confPath}, keyring ${client.keyringPath} (${client.keyringSource})` });
+  } catch (error) {
+    checks.push({ name: `compute: Ceph client client.${user}`, ok: false, detail: `${(error as Error).message} Instances with RBD disks would go to ERROR on this host.` });
+    return checks;
+  }
+  const rbd = (args: string[]) => execFileAsync('rbd', ['--id', user, '-c', client.confPath, '--keyring', client.keyringPath, '--client_mount_timeout=10', ...args], { timeout: 30_000 });
+  if (config.libvirt.images_type === 'rbd') {
+    const pool = config.libvirt.images_rbd_pool;
+    const probe = `pumice-doctor-probe-${process.pid}`;
+    try {
+      await rbd(['create', '--size', '1M', `${pool}/${probe}`]);
+      await rbd(['rm', '--no-progress', `${pool}/${probe}`]);
+      checks.push({ name: `compute: pool ${pool} (images_rbd_pool)`, ok: true, detail: `client.${user} can create and remove images (rwx)` });
+    } catch (error) {
+      const text = ((error as { stderr?: string }).stderr ?? (error as Error).message).trim().split('\n').pop();
+      checks.push({ name: `compute: pool ${pool} (images_rbd_pool)`, ok: false, detail: `client.${user} cannot write pool ${pool} (${text}): give it 'allow rwx pool=${pool}' (ceph auth caps client.${user} ...; pumice ceph setup does)` });
+    }
+  }
+  const imagePool = config.glance_store.rbd_store_pool;
+  if (config.glance_store.stores.includes('rbd')) {
+    try {
+      await rbd(['ls', imagePool]);
+      checks.push({ name: `compute: pool ${imagePool} (images, read)`, ok: true, detail: `client.${user} can read it (copy-on-write clones of images)` });
+    } catch (error) {
+      checks.push({ name: `compute: pool ${imagePool} (images, read)`, ok: false, detail: `client.${user} cannot read pool ${imagePool}: give it 'allow rx pool=${imagePool}' so volumes and root disks can be clones of images (${((error as { stderr?: string }).stderr ?? '').trim().split('\n').pop()})` });
+    }
   }
   return checks;
 }
