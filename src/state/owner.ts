@@ -33,6 +33,7 @@
  */
 import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
+import { noteLocalFence } from '../tasks/queue.ts';
 import { backupTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
 
 /** Columns a transition may set besides status (names are code, never input; checked anyway). */
@@ -98,6 +99,7 @@ export class ResourceStates<S extends string> {
       const { sql, params } = this.update(changes);
       const moved = this.db.run(`${sql} WHERE id = ?`, to, ...params, id).changes === 1;
       if (moved) {
+        noteLocalFence();
         const { cancelled, fenced } = this.options.tasks.fenceResource(id, reason);
         if (cancelled + fenced > 0) this.options.log(`${this.kind} ${id} set to ${to} (${reason}): ${cancelled} queued task(s) cancelled, ${fenced} running task(s) fenced`);
       }

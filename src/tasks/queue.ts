@@ -120,10 +120,19 @@ const defaultRetry: RetryOptions = { baseMs: 1000, capMs: 30_000 };
 
 /** Runners of one process per database, so a task that ends wakes the runners its locks held back. */
 const runnersByDb = new WeakMap<Db, Set<TaskQueue>>();
+/** Fences set by this process; a checkpoint reads the task row when it changed (else at most every fenceCheckIntervalMs). */
+let localFences = 0;
+/** How stale a checkpoint's view of a fence set by another process may be; task.complete() always checks. */
+const fenceCheckIntervalMs = 250;
 
 /** Owner names `host:pid:random`, so a runner on the same host can tell a dead owner at once. */
 function ownerName(): string {
   return `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+}
+
+/** Counts a fence set in this process (the state owner's force() calls it), so checkpoints look at once. */
+export function noteLocalFence(): void {
+  localFences++;
 }
 
 function ownerIsDeadLocalProcess(owner: string | null): boolean {
@@ -155,6 +164,7 @@ export class TaskQueue {
   private leaseTimer: NodeJS.Timeout | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private wakeAtMs = Infinity;
+  private rearmWake = false;
   private stopped = true;
   private kickScheduled = false;
   private readonly idleWaiters: (() => void)[] = [];
@@ -190,6 +200,7 @@ export class TaskQueue {
       notBeforeMs: options.delayMs ? this.clock.now() + options.delayMs : 0,
       parentTaskId: null,
     });
+    if (options.delayMs) setImmediate(() => this.scheduleWake());
     this.kickAll();
     return id;
   }
@@ -202,6 +213,7 @@ export class TaskQueue {
     if (!this.pollTimer) {
       this.pollTimer = setInterval(() => {
         this.recoverAbandoned();
+        this.scheduleWake();
         this.kick();
       }, this.options.pollIntervalMs);
       this.pollTimer.unref();
@@ -234,6 +246,7 @@ export class TaskQueue {
 
   /** os-reset_status of `resourceId`: queued tasks that write it are cancelled, running ones stop at their next checkpoint. */
   fence(resourceId: string, reason = 'cancelled by os-reset_status'): { cancelled: number; fenced: number } {
+    noteLocalFence();
     return this.store.fenceResource(resourceId, reason);
   }
 
@@ -283,7 +296,10 @@ export class TaskQueue {
         this.launch(row);
       }
     }
-    this.scheduleWake();
+    if (this.rearmWake) {
+      this.rearmWake = false;
+      this.scheduleWake();
+    }
     this.notifyIdle();
   }
 
@@ -297,8 +313,10 @@ export class TaskQueue {
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined;
       this.wakeAtMs = Infinity;
+      // The claim pass re-arms the timer for what is still not due (a timer may fire a little early).
+      this.rearmWake = true;
       this.kick();
-    }, Math.max(1, due - now));
+    }, Math.max(1, due - now) + 1);
     // Not unref'd: a retry that is due keeps the process (and whenIdle waiters) alive; bounded by retry.capMs.
   }
 
@@ -313,8 +331,10 @@ export class TaskQueue {
   }
 
   private toTask(row: TaskRow, state: { completed: boolean }): Task {
-    const { store } = this;
+    const { store, clock } = this;
     const owner = this.runnerId;
+    let checkedAtMs = clock.now();
+    let fencesSeen = localFences;
     return {
       id: row.id,
       kind: row.kind,
@@ -324,6 +344,10 @@ export class TaskQueue {
       attempts: row.attempts,
       checkpoint: (name: string) => {
         crashPoint(name);
+        const now = clock.now();
+        if (fencesSeen === localFences && now - checkedAtMs < fenceCheckIntervalMs) return;
+        fencesSeen = localFences;
+        checkedAtMs = now;
         store.check(row.id, owner);
       },
       complete: <T>(fn: () => T): T => {
@@ -365,6 +389,7 @@ export class TaskQueue {
       const delayMs = this.backoffMs(row.attempts);
       if (this.store.retry(row.id, this.runnerId, this.clock.now() + delayMs, reason)) {
         this.options.log(`${label}: attempt ${row.attempts} failed (${kind}): ${reason}; retrying in ${delayMs} ms`);
+        this.scheduleWake();
         return;
       }
     }

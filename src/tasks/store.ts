@@ -105,7 +105,7 @@ export class SqliteTaskStore implements TaskStore {
   insert(task: NewTask): number {
     const now = new Date().toISOString();
     const { db } = this;
-    return db.transaction(() => {
+    const insert = () => {
       const row = db.get<{ id: number }>(
         "INSERT INTO tasks (kind, resource_id, queue, payload, state, not_before, parent_task_id, created_at, updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING id",
         task.kind, task.resourceId, task.queue, JSON.stringify(task.payload ?? {}), task.notBeforeMs, task.parentTaskId, now, now,
@@ -115,14 +115,16 @@ export class SqliteTaskStore implements TaskStore {
       for (const id of task.locks.write ?? []) modes.set(id, 'write');
       for (const [resourceId, mode] of modes) db.run('INSERT INTO task_locks (task_id, resource_id, mode) VALUES (?, ?, ?)', row.id, resourceId, mode);
       return row.id;
-    });
+    };
+    // Inside the caller's transaction it is part of it (no savepoint: a failed insert fails the whole request anyway).
+    return db.sqlite.inTransaction ? insert() : db.transaction(insert);
   }
 
   claim(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined {
     const { db } = this;
-    return db.transaction(() => {
-      // A lock conflicts when either side writes; the holder is a running task or an older queued one.
-      const row = db.get<TaskRow>(
+    // A lock conflicts when either side writes; the holder is a running task or an older queued one.
+    const claimable = () =>
+      db.get<TaskRow>(
         `SELECT t.* FROM tasks t WHERE t.queue = ? AND t.state = 'queued' AND t.not_before <= ?
            AND NOT EXISTS (
              SELECT 1 FROM task_locks mine
@@ -133,6 +135,10 @@ export class SqliteTaskStore implements TaskStore {
          ORDER BY t.id LIMIT 1`,
         queue, nowMs,
       );
+    // Most passes find nothing: look first without taking the write lock, then claim inside one transaction.
+    if (!claimable()) return undefined;
+    return db.transaction(() => {
+      const row = claimable();
       if (!row) return undefined;
       db.run(
         "UPDATE tasks SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, fenced = 0, updated_at = ? WHERE id = ?",
@@ -155,11 +161,10 @@ export class SqliteTaskStore implements TaskStore {
 
   complete<T>(id: number, owner: string, fn: () => T): T {
     return this.db.transaction(() => {
-      this.check(id, owner);
-      const result = fn();
-      // Finished tasks are history only: deleted at once (their locks go with them).
-      this.db.run('DELETE FROM tasks WHERE id = ?', id);
-      return result;
+      // Finished tasks are history only: deleted at once (their locks go with them). Deleted first,
+      // as the ownership check: if fn throws, the transaction puts the row back.
+      if (this.db.run("DELETE FROM tasks WHERE id = ? AND state = 'running' AND owner = ? AND fenced = 0", id, owner).changes !== 1) this.check(id, owner);
+      return fn();
     });
   }
 
