@@ -3,7 +3,9 @@
  * the compute agent (role `compute`, one per host). Both read the same
  * database; the agent reaches Block Storage and Image over HTTP, as Nova does.
  */
+import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import type { PumiceConfig } from '../config/config.ts';
 import type { Db } from '../db/db.ts';
@@ -24,6 +26,8 @@ import { ComputeHosts } from './hosts.ts';
 import { checkQemu, probeAccelerator, QemuHypervisor } from './hypervisor/qemu/index.ts';
 import { Keypairs } from './keypairs.ts';
 import { ComputeQuotas } from './quotas.ts';
+
+const execFileAsync = promisify(execFile);
 import { InstanceScheduler } from './scheduler.ts';
 import { ServerService, type ComputeLookups } from './servers.ts';
 
@@ -116,21 +120,25 @@ function imageEndpoint(config: PumiceConfig, hosts: ComputeHosts): string {
 
 /** The accelerator: from [libvirt] virt_type, or for `auto` a real probe boot, remembered per QEMU version. */
 async function chooseVirtType(config: PumiceConfig, log: (m: string) => void): Promise<{ virtType: 'kvm' | 'qemu'; reason: string; qemuVersion: number }> {
-  const check = await checkQemu({ qemuBinary: config.libvirt.qemu_binary });
-  const [a = 0, b = 0, c = 0] = (check.version ?? '0').split('.').map((n) => Number.parseInt(n, 10) || 0);
+  const binary = config.libvirt.qemu_binary;
+  const versionText = await execFileAsync(binary, ['--version'], { timeout: 30_000 }).then((r) => /version (\S+)/.exec(r.stdout)?.[1] ?? '0', () => '0');
+  const [a = 0, b = 0, c = 0] = versionText.split('.').map((n) => Number.parseInt(n, 10) || 0);
   const qemuVersion = a * 1_000_000 + b * 1000 + c;
-  for (const problem of check.problems) log(`compute: ${problem}`);
+  // The full check (rbd module, accelerators) runs QEMU several times: in the background, to log what is missing.
+  void checkQemu({ qemuBinary: binary }).then((check) => {
+    for (const problem of check.problems) log(`compute: ${problem}`);
+  });
   const configured = config.libvirt.virt_type;
   if (configured === 'kvm' || configured === 'qemu') return { virtType: configured, reason: `[libvirt] virt_type = ${configured}`, qemuVersion };
   const cachePath = join(config.compute.instances_path, '.virt-probe.json');
-  const key = `${check.version}/${existsSync('/dev/kvm')}`;
+  const key = `${versionText}/${existsSync('/dev/kvm')}`;
   try {
     const cached = JSON.parse(readFileSync(cachePath, 'utf8')) as { key: string; virtType: 'kvm' | 'qemu'; reason: string };
     if (cached.key === key) return { virtType: cached.virtType, reason: `${cached.reason} (probe result remembered in ${cachePath})`, qemuVersion };
   } catch {
     // no remembered probe
   }
-  const probe = await probeAccelerator({ qemuBinary: config.libvirt.qemu_binary, log });
+  const probe = await probeAccelerator({ qemuBinary: binary, log });
   mkdirSync(config.compute.instances_path, { recursive: true, mode: 0o700 });
   writeFileSync(cachePath, JSON.stringify({ key, ...probe }), { mode: 0o600 });
   return { ...probe, reason: `[libvirt] virt_type = auto: ${probe.reason}`, qemuVersion };
