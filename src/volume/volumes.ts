@@ -411,6 +411,11 @@ export class VolumeService {
       },
       'cancelled by os-reset_status',
     );
+    // A restore into the volume (or the volume's creation before one) was fenced with it: the backup it held is usable again.
+    const states = resourceStates(this.db);
+    for (const held of this.db.all<{ id: string }>("SELECT id FROM backups WHERE restore_volume_id = ? AND status = 'restoring'", id)) {
+      states.backups.force(held.id, 'available', { restore_volume_id: null, fail_reason: `restore into volume ${id} cancelled by os-reset_status of the volume` }, 'cancelled by os-reset_status of its restore target');
+    }
   }
 
   setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {

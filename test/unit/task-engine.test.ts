@@ -332,3 +332,22 @@ test('pumice tasks list|show|retry|cancel on a data directory', async () => {
   assert.deepEqual(check.all<{ id: number; state: string }>('SELECT id, state FROM tasks ORDER BY id'), [{ id: failedId, state: 'queued' }, { id: queuedId, state: 'cancelled' }]);
   check.close();
 });
+
+test('a reset of a restore target releases the backup it held and fences the restore', async () => {
+  const { service, db, manager, queue } = await setup();
+  const volume = service.createVolume(member, { size: 1 }, 'r');
+  await new Promise((r) => setTimeout(r, 5));
+  await queue.whenIdle();
+  db.run(
+    `INSERT INTO backups (id, project_id, user_id, volume_id, status, size_gib, restore_volume_id, data_timestamp, created_at) VALUES ('b1', 'p1', 'u', ?, 'restoring', 1, ?, 'x', 'x')`,
+    volume.id, volume.id,
+  );
+  db.run("UPDATE volumes SET status = 'restoring-backup' WHERE id = ?", volume.id);
+  queue.enqueue('backup.restore', 'b1', 'backup', { volumeId: volume.id }, { locks: { write: [volume.id] } });
+  service.resetVolumeStatus(admin, volume.id, { status: 'error' });
+  const backup = db.get<{ status: string; fail_reason: string }>("SELECT status, fail_reason FROM backups WHERE id = 'b1'")!;
+  assert.equal(backup.status, 'available');
+  assert.match(backup.fail_reason, /cancelled by os-reset_status/);
+  assert.equal(db.get<{ state: string }>("SELECT state FROM tasks WHERE kind = 'backup.restore'")!.state, 'cancelled');
+  await manager.stop();
+});
