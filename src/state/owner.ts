@@ -23,9 +23,11 @@
  *
  * Attachments (reserved / attaching / in-use / detaching) call
  * `states.volumes.transition` with the pairs the volume table allows:
- * available → reserved | attaching; reserved → attaching | in-use | available;
- * attaching → in-use | available | error; in-use → detaching | in-use | available;
- * detaching → available | in-use | error.
+ * available → reserved | attaching | in-use; reserved → attaching | in-use | available | reserved;
+ * attaching → in-use | available | error | attaching | reserved;
+ * in-use → detaching | in-use | available | attaching | reserved; detaching → available | in-use | error.
+ * (A helper like attachments.ts's moveVolume becomes
+ * `resourceStates(db).volumes.transition(volumeId, from, to, changes)`.)
  *
  * Why one folder for all kinds: the engine (CAS, strictness, fencing) is the
  * same for every kind and some operations move two kinds at once (a backup

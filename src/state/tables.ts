@@ -13,9 +13,10 @@ export const volumeTransitions: Readonly<Record<VolumeStatus, readonly VolumeSta
   creating: ['available', 'error', 'downloading', 'restoring-backup'],
   downloading: ['available', 'error'],
   available: ['deleting', 'extending', 'reserved', 'attaching', 'in-use', 'reverting', 'backing-up', 'restoring-backup', 'uploading', 'maintenance', 'retyping', 'awaiting-transfer'],
-  reserved: ['available', 'attaching', 'in-use'],
-  attaching: ['in-use', 'available', 'error'],
-  'in-use': ['detaching', 'available', 'backing-up', 'extending', 'uploading', 'in-use', 'attaching'],
+  // Attachments (Cinder 3.27+): a multiattach volume in use is reserved again for its next server.
+  reserved: ['available', 'attaching', 'in-use', 'reserved'],
+  attaching: ['in-use', 'available', 'error', 'attaching', 'reserved'],
+  'in-use': ['detaching', 'available', 'backing-up', 'extending', 'uploading', 'in-use', 'attaching', 'reserved'],
   detaching: ['available', 'in-use', 'error'],
   maintenance: ['available', 'in-use', 'error'],
   deleting: ['error_deleting'],
