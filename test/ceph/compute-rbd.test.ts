@@ -165,8 +165,8 @@ describe('Nova on Ceph (scenario §4, §6, §7 steps 1-3)', () => {
   test('hypervisor figures: the RBD disk total is the usable space with replication', async () => {
     const hv = (await osJson<Row[]>(['hypervisor', 'list']))[0]!;
     const shown = await osJson(['hypervisor', 'show', hv['ID']]);
-    const source = shown['disk_source'] as Row;
-    assert.equal(source['kind'], 'rbd');
+    const source = (shown['cpu_info'] as Row)['disk'] as Row;
+    assert.equal(source['source'], 'rbd');
     assert.equal(source['pool'], 'vms');
     assert.equal(source['replicas'], 2);
     const df = JSON.parse((await execFileAsync('ceph', ['--conf', lab.confPath, 'df', '--format', 'json'])).stdout) as { stats: { total_bytes: number } };

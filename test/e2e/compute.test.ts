@@ -73,13 +73,16 @@ describe('compute catalog with the openstack CLI', () => {
     assert.equal(hypervisors.length, 1);
     const hv = await osJson(['hypervisor', 'show', hypervisors[0]!['ID']]);
     assert.equal(hv['hypervisor_type'], 'QEMU');
-    assert.equal(hv['virt_type'], 'qemu');
-    assert.match(String(hv['virt_type_reason']), /virt_type = qemu/);
+    const cpu = hv['cpu_info'] as Row;
+    assert.equal(cpu['accelerator'].virt_type, 'qemu');
+    assert.match(String(cpu['accelerator'].reason), /virt_type = qemu/);
+    assert.equal(cpu['disk'].source, 'local');
     const stats = await openstackJson({ ...adminEnv, OS_COMPUTE_API_VERSION: '2.79' }, ['hypervisor', 'stats', 'show']);
     assert.equal(stats['count'], 1);
     assert.ok(Number(stats['vcpus']) >= 1 && Number(stats['memory_mb']) > 0 && Number(stats['local_gb']) > 0, JSON.stringify(stats));
     const zones = await osJson<Row[]>(['availability', 'zone', 'list', '--compute']);
-    assert.deepEqual(zones.map((z) => [z['Zone Name'], z['Zone Status']]), [['nova', 'available']]);
+    // As in Nova, admins also see the `internal` zone of the scheduler and conductor services.
+    assert.deepEqual(zones.filter((z) => z['Zone Name'] !== 'internal').map((z) => [z['Zone Name'], z['Zone Status']]), [['nova', 'available']]);
     const quota = await osJson(['quota', 'show']);
     assert.equal(quota['instances'], 10);
     assert.equal(quota['cores'], 20);
@@ -375,6 +378,68 @@ describe('bad input over the compute routes', () => {
     assert.equal('description' in old.body.server, false);
     assert.equal('locked' in old.body.server, false);
     assert.deepEqual(Object.keys(old.body.server.flavor).sort(), ['id', 'links']);
+  });
+});
+
+describe('published schemas (tempest.lib) accept every compute response', () => {
+  test('servers, flavors, key pairs, services, hypervisors, limits, quotas, zones, attachments, actions at several microversions', async () => {
+    assert.ok(vm1, 'needs vm1');
+    const cases: { api: string; schema: string; version: string; status: number; body: unknown }[] = [];
+    const add = async (schema: string, version: string, method: string, p: string, body?: unknown) => {
+      const r = await admin.request(method, p, body, { 'OpenStack-API-Version': `compute ${version}` });
+      cases.push({ api: 'compute', schema, version, status: r.status, body: r.body ?? null });
+    };
+    for (const v of ['2.1', '2.3', '2.9', '2.16', '2.19', '2.26', '2.47', '2.63', '2.71', '2.73', '2.79']) {
+      await add('servers.get_server', v, 'GET', `/servers/${vm1}`);
+      await add('servers.list_servers_detail', v, 'GET', '/servers/detail');
+    }
+    await add('servers.list_servers', '2.1', 'GET', '/servers');
+    await add('servers.list_volume_attachments', '2.79', 'GET', `/servers/${vm1}/os-volume_attachments`);
+    await add('servers.show_volume_attachment', '2.79', 'GET', `/servers/${vm1}/os-volume_attachments/${bootVolumeId}`);
+    await add('servers.list_volume_attachments', '2.1', 'GET', `/servers/${vm1}/os-volume_attachments`);
+    await add('servers.list_instance_actions', '2.1', 'GET', `/servers/${vm1}/os-instance-actions`);
+    // (At 2.58 Nova lists updated_at too; tempest's list schema was not updated for it, so only 2.1 is checked here.)
+    const requestId = (await admin.request('GET', `/servers/${vm1}/os-instance-actions`)).body.instanceActions[0].request_id;
+    await add('servers.show_instance_action', '2.1', 'GET', `/servers/${vm1}/os-instance-actions/${requestId}`);
+    await add('servers.show_instance_action', '2.62', 'GET', `/servers/${vm1}/os-instance-actions/${requestId}`);
+    await add('servers.list_server_metadata', '2.1', 'GET', `/servers/${vm1}/metadata`);
+    await add('servers.get_console_output', '2.1', 'POST', `/servers/${vm1}/action`, { 'os-getConsoleOutput': { length: 5 } });
+    for (const v of ['2.1', '2.55', '2.61', '2.75']) {
+      await add('flavors.list_flavors', v, 'GET', '/flavors');
+      await add('flavors.list_flavors_details', v, 'GET', '/flavors/detail');
+      await add('flavors.create_update_get_flavor_details', v, 'GET', '/flavors/42');
+    }
+    await add('flavors_extra_specs.set_get_flavor_extra_specs', '2.1', 'GET', '/flavors/42/os-extra_specs');
+    await add('keypairs.create_keypair', '2.2', 'POST', '/os-keypairs', { keypair: { name: 'schema-key' } });
+    await add('keypairs.list_keypairs', '2.2', 'GET', '/os-keypairs');
+    await add('keypairs.get_keypair', '2.2', 'GET', '/os-keypairs/schema-key');
+    await admin.request('DELETE', '/os-keypairs/schema-key');
+    for (const v of ['2.1', '2.11', '2.53']) await add('services.list_services', v, 'GET', '/os-services');
+    for (const v of ['2.1', '2.28', '2.53']) {
+      await add('hypervisors.list_search_hypervisors', v, 'GET', '/os-hypervisors');
+      await add('hypervisors.list_hypervisors_detail', v, 'GET', '/os-hypervisors/detail');
+    }
+    const hvId = (await admin.request('GET', '/os-hypervisors', undefined, { 'OpenStack-API-Version': 'compute 2.53' })).body.hypervisors[0].id;
+    await add('hypervisors.get_hypervisor', '2.53', 'GET', `/os-hypervisors/${hvId}`);
+    await add('hypervisors.get_hypervisor_uptime', '2.53', 'GET', `/os-hypervisors/${hvId}/uptime`);
+    await add('hypervisors.get_hypervisor_statistics', '2.1', 'GET', '/os-hypervisors/statistics');
+    for (const v of ['2.1', '2.36', '2.57']) {
+      await add('limits.get_limit', v, 'GET', '/limits');
+      await add('quotas.get_quota_set', v, 'GET', `/os-quota-sets/${admin.projectId}`);
+      await add('quotas.get_quota_set_details', v, 'GET', `/os-quota-sets/${admin.projectId}/detail`);
+    }
+    await add('availability_zone.list_availability_zone_list', '2.1', 'GET', '/os-availability-zone');
+    await add('availability_zone.list_availability_zone_list_detail', '2.1', 'GET', '/os-availability-zone/detail');
+    const { execFile } = await import('node:child_process');
+    const results = await new Promise<{ index: number; ok: boolean; module: string | null; error: string | null }[]>((resolve, reject) => {
+      const child = execFile('/usr/bin/python3', [path.join(import.meta.dirname, '..', 'helpers', 'tempest-schemas.py')], { maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+        if (error) reject(new Error(`${error.message}\n${stderr}`));
+        else resolve(JSON.parse(stdout));
+      });
+      child.stdin!.end(JSON.stringify(cases));
+    });
+    const failures = results.filter((r) => !r.ok).map((r) => `${cases[r.index]!.schema} @${cases[r.index]!.version}: ${r.error}`);
+    assert.deepEqual(failures, [], failures.join('\n\n'));
   });
 });
 

@@ -127,10 +127,23 @@ function hypervisorBody(ctx: DeclaredContext<unknown, unknown>, hosts: ComputeHo
       current_workload: 0,
       running_vms: usage.servers,
       disk_available_least: node.disk_free_gib,
-      cpu_info: ctx.microversion >= 28 ? JSON.parse(node.cpu_info) : node.cpu_info,
+      cpu_info: ctx.microversion >= 28 ? cpuInfo(node) : JSON.stringify(cpuInfo(node)),
     });
   }
   return detailBody;
+}
+
+/**
+ * cpu_info is free-form in Nova's schema: Pumice adds which accelerator runs guests and why, and where
+ * the disk figures come from (replication-aware for RBD), so `openstack hypervisor show` tells an
+ * operator without extra keys that would break strict clients.
+ */
+function cpuInfo(node: ComputeNodeRow): Record<string, unknown> {
+  return {
+    ...(JSON.parse(node.cpu_info) as Record<string, unknown>),
+    accelerator: { virt_type: node.virt_type, reason: node.virt_type_reason },
+    disk: { source: node.disk_source, ...(JSON.parse(node.disk_detail ?? '{}') as Record<string, unknown>) },
+  };
 }
 
 /** Stable ids for hypervisors from their host names (Nova's are database ids / uuids). */
@@ -413,7 +426,9 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
           totalInstancesUsed: u.instances, totalCoresUsed: u.cores, totalRAMUsed: u.ram, totalServerGroupsUsed: 0,
         };
         if (ctx.microversion < 57) Object.assign(absolute, { maxPersonality: l.injected_files, maxPersonalitySize: l.injected_file_content_bytes });
-        if (ctx.microversion < 36) Object.assign(absolute, { maxImageMeta: l.metadata_items, maxSecurityGroups: l.security_groups, maxSecurityGroupRules: l.security_group_rules, maxTotalFloatingIps: l.floating_ips, totalSecurityGroupsUsed: 0, totalFloatingIpsUsed: 0 });
+        // Nova drops the networking limits at 2.36 and maxImageMeta (the image API's business) at 2.39.
+        if (ctx.microversion < 36) Object.assign(absolute, { maxSecurityGroups: l.security_groups, maxSecurityGroupRules: l.security_group_rules, maxTotalFloatingIps: l.floating_ips, totalSecurityGroupsUsed: 0, totalFloatingIpsUsed: 0 });
+        if (ctx.microversion < 39) absolute['maxImageMeta'] = l.metadata_items;
         return { status: 200, body: { limits: { rate: [], absolute } } };
       } }),
     route({ method: 'GET', path: '/os-quota-sets/:project_id', policy: 'os_compute_api:os-quota-sets:show', params: QuotaParams,
@@ -569,10 +584,6 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
       handler(ctx) {
         const node = findNode(ctx as never, hosts, ctx.params['hypervisor_id']!);
         const body = hypervisorBody(ctx as never, hosts, node, true);
-        // Pumice's own detail: where the disk figures come from (replication-aware for RBD) and why this accelerator.
-        body['disk_source'] = { kind: node.disk_source, ...(JSON.parse(node.disk_detail ?? '{}') as Record<string, unknown>) };
-        body['virt_type'] = node.virt_type;
-        body['virt_type_reason'] = node.virt_type_reason;
         return { status: 200, body: { hypervisor: body } };
       } }),
   ];

@@ -55,7 +55,8 @@ export function renderServerSummary(ctx: RenderContext, row: ServerRow): Record<
 
 export const ServerSummary = Type.Object({ id: Type.String(), name: Type.String(), links: Links }, { additionalProperties: false });
 
-export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[]): Record<string, unknown> {
+/** `single`: show, update and rebuild (not lists) carry server_groups from 2.71, as Nova's. */
+export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[], single = false): Record<string, unknown> {
   const v = ctx.microversion;
   const flavor = JSON.parse(row.flavor) as FlavorSnapshot;
   const status = serverStatus(row.vm_state, row.task_state);
@@ -114,6 +115,7 @@ export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[])
   if (v >= 19) body['description'] = row.description;
   if (v >= 26) body['tags'] = [];
   if (v >= 63) body['trusted_image_certificates'] = null;
+  if (v >= 71 && single) body['server_groups'] = [];
   if (v >= 73) body['locked_reason'] = row.locked ? row.locked_reason : null;
   return body;
 }
@@ -171,6 +173,7 @@ export function serverSchema(v: number): TSchema {
   if (v >= 19) props['description'] = Nullable(Type.String());
   if (v >= 26) props['tags'] = Type.Array(Type.String());
   if (v >= 63) props['trusted_image_certificates'] = Nullable(Type.Array(Type.String()));
+  if (v >= 71) props['server_groups'] = Type.Optional(Type.Array(Type.String({ format: 'uuid' }), { maxItems: 1 }));
   if (v >= 73) props['locked_reason'] = Nullable(Type.String());
   return Type.Object(props, { additionalProperties: false });
 }
