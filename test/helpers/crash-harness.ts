@@ -90,7 +90,8 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-const config = '[DEFAULT]\nvolume_task_concurrency = 4\nreport_interval = 1\n';
+/** virt_type = qemu: no accelerator probe boot at each fresh data directory's first start (the harness runs no guests). */
+const config = '[DEFAULT]\nvolume_task_concurrency = 4\nreport_interval = 1\n[libvirt]\nvirt_type = qemu\n';
 
 export async function runCrashSeed(seed: number, options: CrashRunOptions): Promise<CrashRunResult> {
   const random = seededRandom(seed);

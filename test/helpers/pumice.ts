@@ -60,7 +60,11 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`pumice did not become ready in ${startTimeoutMs} ms:\n${output}`)), startTimeoutMs);
+    const timer = setTimeout(() => {
+      // Not left running behind the failed start.
+      proc.kill('SIGKILL');
+      reject(new Error(`pumice did not become ready in ${startTimeoutMs} ms:\n${output}`));
+    }, startTimeoutMs);
     const onData = () => {
       const m = /ready at (http:\/\/[^\s]+)/.exec(output);
       if (m) {
