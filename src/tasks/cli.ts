@@ -8,6 +8,7 @@
  *   retry ID         a failed or cancelled task is queued again (attempts from 0)
  *   cancel ID        a queued task is cancelled; a running one is fenced (stops at its next checkpoint)
  */
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Db } from '../db/db.ts';
@@ -30,6 +31,10 @@ class UsageError extends Error {}
 
 export async function runCli(args: string[], out: (text: string) => void = (t) => process.stdout.write(t)): Promise<number> {
   const [command, ...rest] = args;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    out(usage);
+    return command === undefined ? 2 : 0;
+  }
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
@@ -48,6 +53,10 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
     return values!?.['help'] ? 0 : 2;
   }
   const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
+  if (!existsSync(join(dataDir, 'pumice.db'))) {
+    process.stderr.write(`pumice tasks: ${dataDir} holds no pumice.db: pass the data directory of a Pumice (--data-dir DIR or PUMICE_DATA_DIR)\n`);
+    return 1;
+  }
   const db = new Db(join(dataDir, 'pumice.db'));
   const store = new SqliteTaskStore(db);
   try {
