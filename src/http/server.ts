@@ -39,11 +39,23 @@ export interface HttpServerOptions {
   debug: boolean;
   /** Reply for `GET /`: lists the services. */
   rootDocument: (baseUrl: string) => unknown;
+  /** Longest a socket may sit idle while the client still sends the request (default 120 s). */
+  idleTimeoutMs?: number;
 }
 
 export function createHttpServer(options: HttpServerOptions): Server {
   const apps = [...options.apps].sort((a, b) => b.prefix.length - a.prefix.length);
   const server = createServer((req, res) => {
+    // Once the whole request has arrived, the server is the slow side (a conversion, a glance-direct
+    // import): the idle timeout bounds stalled clients, and must not cut off one that waits for the answer.
+    const holdOpen = (): void => {
+      req.socket.setTimeout(0);
+    };
+    if (req.complete) holdOpen();
+    else req.once('end', holdOpen);
+    res.once('finish', () => {
+      if (!req.socket.destroyed) req.socket.setTimeout(server.timeout);
+    });
     handle(req, res).catch((error: unknown) => {
       options.log(`response failed: ${error instanceof Error ? error.stack : String(error)}`);
       if (!res.headersSent) send(res, 500, { computeFault: { code: 500, message: 'internal error' } }, {});
@@ -65,7 +77,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
   // No cap on a whole request: an image upload of many GiB may take long. Slow or stalled
   // clients are still bounded: headers within 66 s, and no socket idle for more than 120 s.
   server.requestTimeout = 0;
-  server.timeout = 120_000;
+  server.timeout = options.idleTimeoutMs ?? 120_000;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = process.hrtime.bigint();

@@ -7,6 +7,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Db, statementCacheMax } from '../../src/db/db.ts';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { createHttpServer } from '../../src/http/server.ts';
+import { Router } from '../../src/http/router.ts';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 test('the prepared-statement cache is bounded (LRU)', () => {
@@ -121,4 +125,42 @@ describe('long transfers (issue 12 #8)', () => {
     assert.equal(vol.status, 'available');
     if (seconds <= 2) console.log(`note: the upload took only ${seconds.toFixed(1)} s; the timeout was not exercised`);
   });
+});
+
+test('the HTTP idle timeout cuts a stalled client but not one waiting for a slow answer', async () => {
+  const router = new Router();
+  // A handler that reads its JSON body, then works longer than the idle timeout (a conversion, an import).
+  router.post('/slow', async () => {
+    await new Promise((r) => setTimeout(r, 1200));
+    return { status: 200, body: { done: true } };
+  }, { public: true });
+  const server = createHttpServer({
+    apps: [{ prefix: '/t', router, faultStyle: 'openstack' }],
+    tokens: { validateToken: () => { throw new Error('no tokens here'); } },
+    requestBodyBytesMax: 1 << 20,
+    publicEndpoint: null,
+    log: () => undefined,
+    debug: false,
+    rootDocument: () => ({}),
+    idleTimeoutMs: 400,
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const { port } = server.address() as AddressInfo;
+  try {
+    for (let i = 0; i < 2; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/t/slow`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ x: 'y'.repeat(1000) }) });
+      assert.equal(r.status, 200, await r.text());
+    }
+    // A client that stops halfway through its body is still cut after the idle timeout.
+    const started = Date.now();
+    await new Promise<void>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.write('POST /t/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"x"'));
+      s.on('error', () => undefined);
+      s.on('close', () => resolve());
+    });
+    assert.ok(Date.now() - started < 3000, `a stalled body held the socket ${Date.now() - started} ms`);
+  } finally {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
 });
