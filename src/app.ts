@@ -36,7 +36,7 @@ import { ConversionArea, ImageServiceClient, type ImageEndpoint } from './volume
 import { VolumeManager } from './volume/manager.ts';
 import { Quotas } from './volume/quotas.ts';
 import { VolumeService } from './volume/volumes.ts';
-import { computeApiApp, computeParts, inProcessLookups, startComputeRole } from './compute/role.ts';
+import { computeApiApp, computeParts, inProcessLookups, startComputeRole, startEvacuationMonitor } from './compute/role.ts';
 
 export interface StartOptions {
   dataDir: string;
@@ -230,6 +230,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     compute.hosts.heartbeat('nova-conductor', config.DEFAULT.host, 'internal');
   }, config.DEFAULT.report_interval * 1000);
   apiHeartbeat.unref();
+  const evacuationMonitor = startEvacuationMonitor(compute, config, log);
   const computeRole = runCompute ? await startComputeRole({ db, config, identity, parts: compute, serviceToken: serviceTokenSource(identity), log }) : null;
   const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? url}/identity/v3`, boot.adminPassword);
   const purgeTimer = setInterval(() => identity.purgeExpiredTokens(), tokenPurgeIntervalMs);
@@ -248,6 +249,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       if (stopped) return;
       stopped = true;
       clearInterval(apiHeartbeat);
+      evacuationMonitor.stop();
       await computeRole?.stop();
       clearInterval(purgeTimer);
       stopRetention();

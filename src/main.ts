@@ -201,10 +201,13 @@ async function serve(dataDir: string, configPath: string | null, listen: { host:
 async function serveComputeHost(dataDir: string, configPath: string | null, hostName: string | undefined): Promise<void> {
   const host = await startComputeHost({ dataDir, configPath, host: '127.0.0.1', port: 0, roles: ['compute'], ...(hostName ? { hostName } : {}) });
   process.stdout.write(`Pumice compute host ${host.config.DEFAULT.host} ready (compute agent on ${dataDir})\n`);
+  // The agent's timers are unref'd (they must not hold an all-roles process open); a compute-only process has no listener, so this keeps it running.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;
     stopping = true;
+    clearInterval(keepAlive);
     process.stderr.write(`${signal}: stopping the compute agent (guests keep running)\n`);
     host.stop().then(() => process.exit(0), (error: unknown) => {
       process.stderr.write(`stop failed: ${(error as Error).message}\n`);

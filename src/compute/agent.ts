@@ -29,7 +29,8 @@ import { HypervisorError } from './hypervisor/types.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow } from './model.ts';
 import { nowIso, PowerState } from './model.ts';
 import type { ServerService } from './servers.ts';
-import { computeQueue, releaseQueue } from './servers.ts';
+import { computeQueue, releaseQueue, type EvacuatePayload } from './servers.ts';
+import { fenceRbdDisks, rbdWatchers, unfence, type FenceRecord, type RbdDiskRef } from './evacuation.ts';
 
 const execFileAsync = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -107,6 +108,7 @@ export class ComputeAgent {
     q.register('server.delete', wrap((s, t) => this.deleteServer(s, t)), (task, reason) => this.failTask(task, 'compute_terminate_instance', reason, { vm_state: 'error' }));
     q.register('server.attach', wrap((s, t) => this.attachVolume(s, t)), (task, reason) => this.failAttach(task, reason));
     q.register('server.detach', wrap((s, t) => this.detachVolume(s, t)), (task, reason) => this.failDetach(task, reason));
+    q.register('server.evacuate', wrap((s, t) => this.evacuateServer(s, t)), (task, reason) => this.failEvacuate(task, reason));
     q.register('server.release_volumes', async (task) => {
       const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', task.resourceId);
       if (server) await this.releaseVolumes(server, this.o.servers.bdms(server.id));
@@ -115,7 +117,7 @@ export class ComputeAgent {
     const interval = this.o.config.DEFAULT.report_interval * 1000;
     this.timers.push(setInterval(() => this.heartbeat(), interval));
     this.timers.push(setInterval(() => void this.reportNode().catch((e: Error) => this.o.log(`compute: node report failed: ${e.message}`)), 60_000));
-    this.timers.push(setInterval(() => void this.syncPowerStates(), (this.o.powerSyncIntervalS ?? 5) * 1000));
+    this.timers.push(setInterval(() => void this.syncPowerStates().then(() => this.cleanupEvacuated()), (this.o.powerSyncIntervalS ?? 5) * 1000));
     for (const t of this.timers) t.unref();
   }
 
@@ -223,6 +225,42 @@ export class ComputeAgent {
       this.o.log(`compute: adopted guest of server ${guest.uuid} (pid ${guest.pid ?? '?'}, ${guest.powerState})`);
     }
     await this.syncPowerStates();
+    await this.cleanupEvacuated();
+  }
+
+  private cleaning = false;
+
+  /**
+   * Servers evacuated away from this host (it was dead or cut off): their old guests are destroyed
+   * (their disks and volumes are not touched: the volumes are attached elsewhere now, and were
+   * fenced), their local connection files removed, and only then the blocklist entries of the
+   * fence are removed. Runs when the agent starts and with every power sync, so a host whose
+   * agent survived a partition cleans up as soon as it can reach the database again.
+   */
+  async cleanupEvacuated(): Promise<void> {
+    if (this.cleaning || this.stopped) return;
+    this.cleaning = true;
+    try {
+      for (const migration of this.o.servers.migrations.uncleanedFrom(this.host)) {
+        const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', migration.server_id);
+        try {
+          if (server && server.host !== this.host) {
+            await this.o.hypervisor.destroy(migration.server_id, { removeFiles: false });
+            rmSync(join(this.instanceDir(migration.server_id), 'connections'), { recursive: true, force: true });
+            this.o.log(`compute: the old guest of server ${migration.server_id}, evacuated to ${migration.dest_compute}, is destroyed on ${this.host} (its disks and volumes were left alone)`);
+          }
+          const fence = migration.fence ? (JSON.parse(migration.fence) as FenceRecord) : null;
+          if (fence && fence.blocklisted.length > 0) {
+            await unfence(this.cephClient(fence.cephUser ?? undefined), fence.blocklisted.map((b) => b.address), this.o.log);
+          }
+          this.o.servers.migrations.markSourceCleaned(migration.id);
+        } catch (error) {
+          this.o.log(`compute: cleaning up evacuated server ${migration.server_id} on ${this.host} failed (retried): ${(error as Error).message}`);
+        }
+      }
+    } finally {
+      this.cleaning = false;
+    }
   }
 
   /** Guests that powered themselves off (or vanished) make their servers SHUTOFF, as Nova's power sync does. */
@@ -273,6 +311,25 @@ export class ComputeAgent {
     }
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_attach_volume', this.host, 'Error', reason);
     this.o.log(`compute: attaching a volume to server ${task.resourceId} failed: ${reason}`);
+  }
+
+  /**
+   * An evacuation that failed for good: the migration record says why. Before the fence nothing
+   * changed (the server stays on its dead host, with the reason as its fault, and may be evacuated
+   * again); after it the server is in ERROR with the reason.
+   */
+  private failEvacuate(task: Task, reason: string): void {
+    const payload = task.payload as EvacuatePayload;
+    const migration = this.o.servers.migrations.get(payload.migrationId);
+    const server = this.o.servers.row(task.resourceId);
+    if (migration && migration.status !== 'done') this.o.servers.migrations.advance(migration.id, ['accepted', 'fenced', 'rebuilding'], 'failed', { reason: reason.slice(0, 2000) });
+    if (server) {
+      const fault: ServerFault = { code: 500, message: reason.slice(0, 255), details: reason, created: nowIso() };
+      const untouched = !migration || migration.status === 'accepted';
+      this.o.servers.transition(server.id, null, null, { task_state: null, fault: JSON.stringify(fault), ...(untouched ? {} : { vm_state: 'error' }) });
+    }
+    this.o.servers.finishAction(payload.actionId, 'compute_rebuild_instance', this.host, 'Error', reason);
+    this.o.log(`compute: evacuation of server ${task.resourceId} failed: ${reason}`);
   }
 
   private failDetach(task: Task, reason: string): void {
@@ -539,6 +596,7 @@ export class ComputeAgent {
       const spec = this.guestSpec(this.o.servers.row(server.id)!);
       await this.o.hypervisor.spawn(spec);
       await this.completeVolumes(server);
+      await this.recordRbdClients(server);
       const done = this.o.servers.transition(server.id, ['building'], null, { vm_state: 'active', task_state: null, power_state: PowerState.RUNNING, launched_at: nowIso(), fault: null });
       if (!done) {
         // Deleted (or reset) while building: the delete task cleans up what was made.
@@ -565,6 +623,7 @@ export class ComputeAgent {
       await this.connectVolumes(server);
       await this.o.hypervisor.spawn(this.guestSpec(this.o.servers.row(server.id)!));
       await this.completeVolumes(server);
+      await this.recordRbdClients(server);
     } catch (error) {
       throw describeFailure(error);
     }
@@ -608,6 +667,135 @@ export class ComputeAgent {
       ? { vm_state: 'stopped', task_state: null, power_state: PowerState.SHUTDOWN, fault: null }
       : { vm_state: 'active', task_state: null, power_state: PowerState.RUNNING, fault: null, launched_at: nowIso() });
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_rebuild_instance', this.host, 'Success', null);
+  }
+
+  /**
+   * Evacuate (on the destination host), resumable by the migration record's status:
+   * accepted → fence the source (RBD: blocklist its clients and break the exclusive locks; every
+   * volume: a new reservation for this server, then the old host's attachment deleted, which for a
+   * local volume revokes its NBD export and cuts the old QEMU's connection) → fenced → a local
+   * qcow2 root is rebuilt from the image (it was not shared), the server row names this host →
+   * rebuilding → volumes connected here, the guest spawned → done. Nothing is rebuilt without a
+   * successful fence; a fence that fails leaves the server where it was, with the reason.
+   */
+  private async evacuateServer(server: ServerRow, task: Task): Promise<void> {
+    const p = task.payload as EvacuatePayload;
+    const migrations = this.o.servers.migrations;
+    let migration = migrations.get(p.migrationId);
+    if (!migration || migration.status === 'done' || migration.status === 'failed') return;
+    const started = nowIso();
+    try {
+      if (migration.status === 'accepted') {
+        const service = this.o.hosts.serviceByHost(computeBinary, p.sourceHost);
+        if (service && this.o.hosts.isUp(service)) {
+          throw new BuildError(`Evacuation of server ${server.id} stopped before anything changed: its host ${p.sourceHost} is up again (last heartbeat ${service.heartbeat_at}). The server keeps running there.`, 409);
+        }
+        const fence = await this.fenceSource(server, p);
+        task.checkpoint('evacuate.fenced');
+        this.o.db.transaction(() => {
+          migrations.advance(p.migrationId, ['accepted'], 'fenced', { fence });
+          this.o.servers.finishAction(p.actionId, 'compute_fence_source_host', this.host, 'Success', describeFence(p.sourceHost, fence), started);
+        });
+        migration = migrations.get(p.migrationId)!;
+      }
+      if (migration.status === 'fenced') {
+        // An ephemeral root disk on this host's disk was not shared: rebuilt from the image. In RBD it is reused.
+        if (server.root_source === 'image' && server.image_id && this.o.config.libvirt.images_type !== 'rbd') await this.prepareRootDisk(server, server.image_id, true);
+        task.checkpoint('evacuate.root-disk');
+        this.o.db.transaction(() => {
+          this.o.servers.transition(server.id, null, null, { host: this.host, availability_zone: this.zone, task_state: 'rebuild_block_device_mapping' });
+          migrations.advance(p.migrationId, ['fenced'], 'rebuilding');
+        });
+        migration = migrations.get(p.migrationId)!;
+      }
+      const fresh = this.o.servers.row(server.id)!;
+      if (fresh.root_source === 'image' && fresh.image_id && this.o.config.libvirt.images_type === 'rbd') await this.prepareRootDisk(fresh, fresh.image_id, false);
+      await this.connectVolumes(fresh);
+      task.checkpoint('evacuate.volumes-connected');
+      this.o.servers.transition(server.id, null, null, { task_state: 'rebuild_spawning' });
+      await this.o.hypervisor.spawn(this.guestSpec(this.o.servers.row(server.id)!));
+      await this.completeVolumes(fresh);
+      await this.recordRbdClients(fresh);
+      if (p.wasStopped) await this.o.hypervisor.powerOff(server.id, { timeoutMs: this.o.config.compute.shutdown_timeout * 1000 });
+    } catch (error) {
+      throw describeFailure(error);
+    }
+    task.complete(() => {
+      this.o.servers.transition(server.id, null, null, p.wasStopped
+        ? { vm_state: 'stopped', task_state: null, power_state: PowerState.SHUTDOWN, fault: null }
+        : { vm_state: 'active', task_state: null, power_state: PowerState.RUNNING, fault: null, launched_at: nowIso() });
+      migrations.advance(p.migrationId, ['rebuilding'], 'done');
+      this.o.servers.finishAction(p.actionId, 'compute_rebuild_instance', this.host, 'Success', `rebuilt on ${this.host} (evacuated from ${p.sourceHost})`, started);
+    });
+  }
+
+  /** The server's RBD disks: its root in the vms pool, and its RBD volumes (from the connection info the database keeps). */
+  private rbdDisksOf(serverId: string): (RbdDiskRef & { bdmId: string })[] {
+    const out: (RbdDiskRef & { bdmId: string })[] = [];
+    for (const bdm of this.o.servers.bdms(serverId)) {
+      if (bdm.status === 'detached') continue;
+      const recordedClients = bdm.rbd_clients ? (JSON.parse(bdm.rbd_clients) as string[]) : [];
+      if (bdm.destination_type === 'local') {
+        if (this.o.config.libvirt.images_type === 'rbd') out.push({ bdmId: bdm.id, pool: this.o.config.libvirt.images_rbd_pool, image: this.rootDiskName(serverId), recordedClients });
+        continue;
+      }
+      if (!bdm.connection_info) continue;
+      const info = JSON.parse(bdm.connection_info) as { driver_volume_type: string; data: Record<string, unknown> };
+      if (info.driver_volume_type !== 'rbd' || typeof info.data['name'] !== 'string') continue;
+      const [pool, image] = info.data['name'].split('/');
+      if (pool && image) out.push({ bdmId: bdm.id, pool, image, recordedClients });
+    }
+    return out;
+  }
+
+  /** Remembers which Ceph client addresses opened the guest's RBD disks, so a later fence blocklists them even if their watch lapsed. */
+  private async recordRbdClients(server: ServerRow): Promise<void> {
+    const disks = this.rbdDisksOf(server.id);
+    if (disks.length === 0) return;
+    try {
+      const client = this.cephClient();
+      for (const disk of disks) {
+        const watchers = await rbdWatchers({ user: client.user, confPath: client.confPath, keyringPath: client.keyringPath }, disk.pool, disk.image);
+        this.o.db.run('UPDATE block_device_mappings SET rbd_clients = ? WHERE id = ?', JSON.stringify(watchers), disk.bdmId);
+      }
+    } catch (error) {
+      this.o.log(`compute: recording the Ceph clients of server ${server.id} failed (a fence will use the watchers it finds): ${(error as Error).message}`);
+    }
+  }
+
+  /** The fence of an evacuation (see evacuateServer). Idempotent; throws FenceError or BlockStorage errors naming the cause. */
+  private async fenceSource(server: ServerRow, p: EvacuatePayload): Promise<FenceRecord> {
+    const record: FenceRecord = { blocklisted: [], locksBroken: [], attachmentsRevoked: [], skippedBecause: null, cephUser: null, at: nowIso() };
+    const rbdDisks = this.rbdDisksOf(server.id);
+    if (rbdDisks.length > 0) {
+      if (p.hostPoweredOff) {
+        record.skippedBecause = `the operator vouched that ${p.sourceHost} is powered off (pumice_host_powered_off): its Ceph clients were not blocklisted`;
+      } else {
+        const client = this.cephClient();
+        const done = await fenceRbdDisks({ user: client.user, confPath: client.confPath, keyringPath: client.keyringPath }, rbdDisks, this.o.config.compute.evacuation_blocklist_expire_s, this.o.log);
+        record.blocklisted = done.blocklisted;
+        record.locksBroken = done.locksBroken;
+        record.cephUser = client.user;
+      }
+    }
+    // Every volume: reserve it for this server first (so it never looks free), then end the old host's attachment.
+    for (const bdm of this.o.servers.bdms(server.id)) {
+      if (bdm.destination_type !== 'volume' || !bdm.volume_id || bdm.status === 'detached') continue;
+      const old = bdm.attachment_id;
+      let next: string | null = null;
+      if (old || bdm.status !== 'pending') {
+        next = (await this.o.blockStorage.createAttachment(server.project_id, { volumeId: bdm.volume_id, serverId: server.id, connector: null, mode: 'rw' })).attachment.id;
+      }
+      if (old) {
+        await this.o.blockStorage.deleteAttachment(server.project_id, old).catch((error: Error & { status?: number }) => {
+          if (error.status !== 404) throw new Error(`Fencing: ending attachment ${old} of volume ${bdm.volume_id} on ${p.sourceHost} failed, so the old host may still reach it: ${error.message}`);
+        });
+        record.attachmentsRevoked.push({ volumeId: bdm.volume_id, attachmentId: old });
+      }
+      rmSync(this.connectionFile(server.id, bdm.id), { force: true });
+      this.o.db.run("UPDATE block_device_mappings SET attachment_id = ?, connection_info = NULL, status = 'pending', rbd_clients = NULL WHERE id = ?", next ?? old, bdm.id);
+    }
+    return record;
   }
 
   private async deleteServer(server: ServerRow, task: Task): Promise<void> {
@@ -666,6 +854,7 @@ export class ComputeAgent {
       const info = await this.o.hypervisor.info(server.id);
       if (info.powerState === 'running' || info.powerState === 'paused') await this.o.hypervisor.attachDisk(server.id, this.volumeDisk(fresh));
       await this.completeVolumes(server);
+      await this.recordRbdClients(server);
     } catch (error) {
       throw describeFailure(error);
     }
@@ -688,6 +877,17 @@ export class ComputeAgent {
 
 /** Keys of connection data that grant access (NBD export names and URIs, TLS keys, CHAP passwords). */
 const secretConnectionKeys = /export_name|^uri$|psk|password|secret_key|keyring|^key$/i;
+
+/** The fence, in the words of the instance action event (`openstack server event show`). */
+function describeFence(sourceHost: string, fence: FenceRecord): string {
+  const parts: string[] = [`source host ${sourceHost} fenced`];
+  if (fence.blocklisted.length) parts.push(`Ceph clients blocklisted: ${fence.blocklisted.map((b) => `${b.address} (${b.image})`).join(', ')}`);
+  if (fence.locksBroken.length) parts.push(`exclusive locks broken: ${fence.locksBroken.length}`);
+  if (fence.skippedBecause) parts.push(`RBD blocklist skipped: ${fence.skippedBecause}`);
+  if (fence.attachmentsRevoked.length) parts.push(`old attachments ended (NBD exports revoked, connections cut): ${fence.attachmentsRevoked.map((a) => `${a.attachmentId} of volume ${a.volumeId}`).join(', ')}`);
+  if (parts.length === 1) parts.push('it had no disk open that another host could reach');
+  return parts.join('; ');
+}
 
 function monitorHostsOf(monHost: string | null): string[] {
   if (!monHost) return [];

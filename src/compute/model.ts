@@ -156,6 +156,8 @@ export interface BdmRow {
   /** pending → attached → detaching → detached (or error) */
   status: string;
   created_at: string;
+  /** JSON list of the Ceph client addresses that opened this RBD disk for the guest (whom a fence blocklists). */
+  rbd_clients?: string | null;
 }
 
 export interface ServerFault {

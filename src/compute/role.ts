@@ -4,6 +4,7 @@
  * database; the agent reaches Block Storage and Image over HTTP, as Nova does.
  */
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -21,6 +22,7 @@ import type { VolumeService } from '../volume/volumes.ts';
 import { ComputeAgent, type BlockStorage } from './agent.ts';
 import { computeApp } from './api/app.ts';
 import { BlockStorageClient } from './block-storage-client.ts';
+import { EvacuationMonitor, systemAuth } from './evacuation.ts';
 import { Flavors } from './flavors.ts';
 import { ComputeHosts } from './hosts.ts';
 import { checkQemu, probeAccelerator, QemuHypervisor } from './hypervisor/qemu/index.ts';
@@ -171,4 +173,29 @@ export async function startComputeRole(options: {
   parts.servers.onEnqueue = () => queue.kick();
   await agent.start();
   return { agent, stop: () => agent.stop() };
+}
+
+/**
+ * The automatic evacuation monitor of the api role ([compute] auto_evacuate, off by default). It
+ * evacuates as the system user with the reason in the instance action; see EvacuationMonitor.
+ */
+export function startEvacuationMonitor(parts: ComputeParts, config: PumiceConfig, log: (m: string) => void): EvacuationMonitor {
+  const monitor = new EvacuationMonitor({
+    db: parts.servers.migrations.db,
+    hosts: parts.hosts,
+    settings: () => ({
+      enabled: config.compute.auto_evacuate,
+      graceS: config.compute.auto_evacuate_grace_s,
+      hostsMax: config.compute.auto_evacuate_hosts_max,
+      downFractionMax: config.compute.auto_evacuate_down_fraction_max,
+      serviceDownTimeS: config.DEFAULT.service_down_time,
+    }),
+    evacuate: (serverId, reason) => {
+      parts.servers.evacuate(systemAuth(), serverId, { reason, automatic: true }, `req-${randomUUID()}`);
+    },
+    log,
+    intervalMs: Math.max(1000, Math.min(5000, config.DEFAULT.report_interval * 1000)),
+  });
+  monitor.start();
+  return monitor;
 }

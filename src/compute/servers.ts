@@ -16,6 +16,7 @@ import type { ComputeHosts } from './hosts.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, TaskState, VmState } from './model.ts';
 import { nowIso, PowerState, vmStatesForStatus } from './model.ts';
+import { Migrations, type MigrationRow } from './evacuation.ts';
 import type { ComputeQuotas } from './quotas.ts';
 import type { InstanceScheduler } from './scheduler.ts';
 
@@ -138,7 +139,7 @@ export interface InstanceActionEventRow {
 }
 
 /** Server tasks: the kinds the compute agent registers; payloads carry what the agent cannot re-derive. */
-export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes'] as const;
+export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes', 'server.evacuate'] as const;
 export type ServerTaskKind = (typeof serverTaskKinds)[number];
 
 /** Work any compute agent may do: releasing the volumes of a server deleted while its host was down. */
@@ -186,9 +187,21 @@ interface PlannedBdm {
   delete_on_termination: boolean;
 }
 
+/** What an evacuation task carries to the destination host's agent. */
+export interface EvacuatePayload {
+  requestId: string;
+  actionId: number;
+  migrationId: number;
+  sourceHost: string;
+  wasStopped: boolean;
+  /** The operator said the source host is powered off: the RBD blocklist is skipped (attachments still move). */
+  hostPoweredOff: boolean;
+}
+
 export class ServerService {
   /** Wakes this process's compute agent after a task is queued (agents in other processes poll). */
   onEnqueue: () => void = () => undefined;
+  readonly migrations: Migrations;
 
   constructor(
     private readonly db: Db,
@@ -200,7 +213,9 @@ export class ServerService {
     private readonly quotas: ComputeQuotas,
     private readonly lookups: ComputeLookups,
     private readonly options: ComputeOptions,
-  ) {}
+  ) {
+    this.migrations = new Migrations(db);
+  }
 
   // ---- reading ----
 
@@ -673,6 +688,68 @@ export class ServerService {
         // Never scheduled: nothing exists on a host, and the build created no volume.
         this.finishDelete(id);
       }
+    });
+  }
+
+  /**
+   * Evacuate (admin): rebuild the server on another host because its host is dead. Refused while
+   * the source host's compute service is up (409, with the way to force it down). The destination
+   * is the requested host (checked by the filters unless `force`, 2.29-2.67) or the scheduler's
+   * choice, never the source. The server, its migration record (the journal) and the task on the
+   * destination's queue are written in one transaction; the destination fences the source before
+   * it rebuilds anything (agent.ts `evacuateServer`).
+   */
+  evacuate(auth: AuthContext, id: string, input: { host?: string | null; force?: boolean; hostPoweredOff?: boolean; reason?: string | null; automatic?: boolean }, requestId: string): { server: ServerRow; migration: MigrationRow; adminPass: string } {
+    const row = this.get(auth, id);
+    if (!row.host) throw errors.conflict(`Instance ${id} has no host (it was never scheduled): there is nothing to evacuate; delete it and create it again.`);
+    const source = row.host;
+    const service = this.hosts.serviceByHost('nova-compute', source);
+    if (service && this.hosts.isUp(service)) {
+      throw errors.conflict(
+        `Compute service of ${source} is still in use: evacuation needs the host down; force it down with \`openstack compute service set --down ${source} nova-compute\` ` +
+          `(after making sure it is dead), or wait service_down_time after its heartbeat stops.`,
+      );
+    }
+    const running = this.migrations.inProgress(id);
+    if (running) throw errors.conflict(`Instance ${id} is being evacuated already (migration ${running.uuid} from ${running.source_compute} to ${running.dest_compute}, ${running.status}).`);
+    this.requireState(row, 'evacuate', ['active', 'stopped', 'error']);
+    if (input.host) {
+      if (input.host === source) throw errors.badRequest(`The target host can't be the same one: instance ${id} is on ${source} already; choose another host or let the scheduler choose.`);
+      if (!this.hosts.serviceByHost('nova-compute', input.host)) throw errors.notFound('Compute host', input.host);
+    }
+    const flavor = JSON.parse(row.flavor) as FlavorSnapshot;
+    let dest: string;
+    let destZone: string | null;
+    if (input.host && input.force) {
+      // 2.29-2.67 force: the scheduler is bypassed (the host must still be up to run the task).
+      const target = this.hosts.serviceByHost('nova-compute', input.host)!;
+      if (!this.hosts.isUp(target)) throw errors.badRequest(`Compute host ${input.host} is down: it cannot rebuild instance ${id}.`);
+      dest = target.host;
+      destZone = target.zone;
+    } else {
+      const result = this.scheduler.select({
+        flavor,
+        imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
+        availabilityZone: row.requested_zone,
+        forcedHost: input.host ?? null,
+        needsLocalDisk: row.root_source === 'image',
+        ignoreHosts: [source],
+      });
+      if (!result.ok) throw errors.badRequest(`No valid host was found to evacuate instance ${id} to. ${result.reasons.join('; ')}`);
+      dest = result.hosts[0]!.service.host;
+      destZone = result.hosts[0]!.service.zone;
+    }
+    void destZone;
+    const adminPass = randomUUID().replace(/-/g, '').slice(0, 12);
+    return this.db.transaction(() => {
+      if (!this.transition(id, ['active', 'stopped', 'error'], [null], { task_state: 'rebuilding' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      const migration = this.migrations.create(row, dest, auth, input.automatic === true);
+      const actionId = this.recordAction(id, requestId, 'evacuate', auth);
+      if (input.reason) this.db.run('UPDATE instance_actions SET message = ? WHERE id = ?', input.reason.slice(0, 255), actionId);
+      const payload: EvacuatePayload = { requestId, actionId, migrationId: migration.id, sourceHost: source, wasStopped: row.vm_state === 'stopped', hostPoweredOff: input.hostPoweredOff === true };
+      this.queue.enqueue('server.evacuate', id, computeQueue(dest), payload);
+      queueMicrotask(() => this.onEnqueue());
+      return { server: this.row(id)!, migration, adminPass };
     });
   }
 

@@ -90,6 +90,11 @@ const computeOptions = {
     help: 'instance scheduler filters in order (nova.conf [filter_scheduler] enabled_filters)',
   },
   resume_guests_state_on_host_boot: { type: 'bool', default: false, help: 'start guests that were running when the compute agent starts and finds them stopped' },
+  auto_evacuate: { type: 'bool', default: false, help: 'evacuate the servers of a compute host that stays down (heartbeat lost) longer than auto_evacuate_grace_s, after fencing it (never for a host forced down for maintenance)' },
+  auto_evacuate_grace_s: { type: 'int', default: 60, min: 0, help: 'seconds a compute host must be down (beyond service_down_time) before its servers are evacuated automatically' },
+  auto_evacuate_hosts_max: { type: 'int', default: 1, min: 1, help: 'compute hosts evacuated automatically at once' },
+  auto_evacuate_down_fraction_max: { type: 'float', default: 0.5, help: 'no automatic evacuation while more than this fraction of compute hosts is down (a partition of the control plane, not host deaths)' },
+  evacuation_blocklist_expire_s: { type: 'int', default: 86400, min: 60, help: 'lifetime of the Ceph blocklist entries that fence an evacuated host (the host removes them itself when it comes back and has destroyed its old guests)' },
 } satisfies Record<string, OptionSpec>;
 
 /** nova.conf's [libvirt]: the scenario's Ceph options, honoured although Pumice drives QEMU over QMP. */

@@ -320,4 +320,22 @@ ALTER TABLE services ADD COLUMN forced_down INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE services ADD COLUMN uuid TEXT;
 `,
   },
+  {
+    // Evacuation (issue 13): migration records (os-migrations, type evacuation) that are also the
+    // evacuation's journal (fence done, volumes moved, source cleaned), and the Ceph client
+    // addresses each guest's RBD disks were opened with, so a fence knows whom to blocklist.
+    version: 11,
+    sql: `
+CREATE TABLE migrations (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL UNIQUE, server_id TEXT NOT NULL,
+  project_id TEXT NOT NULL, user_id TEXT NOT NULL, migration_type TEXT NOT NULL,
+  source_compute TEXT, dest_compute TEXT, status TEXT NOT NULL,
+  fence TEXT, reason TEXT, automatic INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, source_cleaned_at TEXT
+);
+CREATE INDEX migrations_server ON migrations(server_id, id);
+CREATE INDEX migrations_source ON migrations(source_compute, status);
+ALTER TABLE block_device_mappings ADD COLUMN rbd_clients TEXT;
+`,
+  },
 ];

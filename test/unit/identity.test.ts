@@ -42,7 +42,7 @@ test('bootstrap is idempotent and creates the admin with roles and the catalog',
   const project = identity.findProjectByName('admin', defaultDomainId)!;
   assert.deepEqual(identity.effectiveRoles(admin.id, project.id).map((r) => r.name).sort(), ['admin', 'member', 'reader']);
   const types = identity.services().map((s) => s.type).sort();
-  assert.deepEqual(types, ['block-storage', 'identity', 'image', 'volumev3']);
+  assert.deepEqual(types, ['block-storage', 'compute', 'identity', 'image', 'volumev3']);
   const catalog = identity.catalog('http://h:1', project.id) as { type: string; endpoints: { url: string; interface: string }[] }[];
   const volume = catalog.find((s) => s.type === 'volumev3')!;
   assert.equal(volume.endpoints.length, 3);

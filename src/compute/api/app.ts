@@ -10,6 +10,7 @@ import { PolicyTable } from '../../http/policy.ts';
 import { Router, type RequestContext } from '../../http/router.ts';
 import type { ServiceApp } from '../../http/server.ts';
 import { catalogRoutes, type CatalogRouteDeps } from './catalog.ts';
+import { migrationRoutes } from './migrations.ts';
 import { computePolicyDefaults } from './policy.ts';
 import { computeMicroversionMax, computeMicroversionMin } from './render.ts';
 import { serverRoutes, type ServerRouteDeps } from './servers.ts';
@@ -35,6 +36,7 @@ export function computeApp(options: ComputeAppOptions): ServiceApp {
   registerRoutes(inner, [
     ...serverRoutes(options),
     ...catalogRoutes(options),
+    ...migrationRoutes(options),
     route({
       method: 'GET', path: '/extensions', policy: 'os_compute_api:extensions',
       responses: { 200: Type.Object({ extensions: Type.Array(Type.Unknown()) }, { additionalProperties: false }) },

@@ -41,6 +41,8 @@ export const computePolicyDefaults: Record<string, string> = {
   'os_compute_api:os-instance-actions:list': 'rule:project_reader_or_admin',
   'os_compute_api:os-instance-actions:show': 'rule:project_reader_or_admin',
   'os_compute_api:os-instance-actions:events': 'rule:admin_api',
+  'os_compute_api:os-evacuate': 'rule:admin_api',
+  'os_compute_api:os-migrations:index': 'rule:admin_api',
 
   'os_compute_api:os-flavor-manage:create': 'rule:admin_api',
   'os_compute_api:os-flavor-manage:update': 'rule:admin_api',

@@ -356,15 +356,26 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
         'os-getConsoleOutput': Type.Optional(Type.Object({ length: Type.Optional(Nullable(Type.Union([Type.Integer({ minimum: -1 }), Type.String({ pattern: '^-?[0-9]+$' })]))) }, { additionalProperties: false })),
         lock: Type.Optional(Nullable(Type.Object({ locked_reason: Type.Optional(Type.String({ maxLength: 255 })) }, { additionalProperties: false }))),
         unlock: Type.Optional(Type.Null()),
+        evacuate: Type.Optional(Type.Object({
+          host: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+          onSharedStorage: Type.Optional(BoolOrString),
+          adminPass: Type.Optional(Type.String({ maxLength: 255 })),
+          force: Type.Optional(BoolOrString),
+          /** Pumice: the operator vouches that the source host is powered off; the RBD blocklist is skipped (documented in the README). */
+          pumice_host_powered_off: Type.Optional(Type.Boolean()),
+        }, { additionalProperties: false })),
       }, { additionalProperties: false, minProperties: 1, maxProperties: 1 }),
-      responses: { 202: serverDetailResponses.map((r) => ({ versions: r.versions, schema: Type.Optional(r.schema) })), 200: Type.Object({ output: Type.String() }, { additionalProperties: false }) },
+      responses: {
+        202: serverDetailResponses.map((r) => ({ versions: r.versions, schema: Type.Optional(r.schema) })),
+        200: Type.Optional(Type.Union([Type.Object({ output: Type.String() }, { additionalProperties: false }), Type.Object({ adminPass: Type.String() }, { additionalProperties: false })])),
+      },
       handler(ctx) {
         const body = ctx.body as Record<string, unknown>;
         const action = Object.keys(body)[0]!;
         const rule = ({
           'os-stop': 'os_compute_api:servers:stop', 'os-start': 'os_compute_api:servers:start', reboot: 'os_compute_api:servers:reboot',
           rebuild: 'os_compute_api:servers:rebuild', 'os-getConsoleOutput': 'os_compute_api:os-console-output',
-          lock: 'os_compute_api:os-lock-server:lock', unlock: 'os_compute_api:os-lock-server:unlock',
+          lock: 'os_compute_api:os-lock-server:lock', unlock: 'os_compute_api:os-lock-server:unlock', evacuate: 'os_compute_api:os-evacuate',
         } as Record<string, string>)[action]!;
         const row = owned(ctx as never, rule);
         switch (action) {
@@ -388,6 +399,28 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
             const length = raw === undefined || raw === null || Number(raw) === -1 ? null : Number(raw);
             if (!['active', 'stopped', 'error'].includes(row.vm_state) || !row.host) throw errors.conflict(`Instance ${row.id} is '${row.vm_state}': its console log exists once it has been built.`);
             return { status: 200, body: { output: consoleLog(row.id, row.host, length) } };
+          }
+          case 'evacuate': {
+            const e = ctx.body.evacuate!;
+            const v = ctx.microversion;
+            const asBool = (value: unknown, field: string): boolean => {
+              if (typeof value === 'boolean') return value;
+              const text = String(value).toLowerCase();
+              if (['true', '1', 'yes', 'on'].includes(text)) return true;
+              if (['false', '0', 'no', 'off'].includes(text)) return false;
+              throw errors.badRequest(`Invalid input for field/attribute ${field}. Value: ${JSON.stringify(value)}. Expected a boolean.`);
+            };
+            if (v < 14 && e.onSharedStorage === undefined) throw errors.badRequest("Invalid input for field/attribute evacuate: 'onSharedStorage' is a required property before microversion 2.14.");
+            if (v >= 14 && e.onSharedStorage !== undefined) throw errors.badRequest("Invalid input for field/attribute evacuate: 'onSharedStorage' was removed in microversion 2.14 (Pumice knows which disks are on shared storage); leave it out.");
+            if (e.force !== undefined && (v < 29 || v >= 68)) throw errors.badRequest(`Invalid input for field/attribute evacuate: 'force' exists only in microversions 2.29 to 2.67 (this request is 2.${v}).`);
+            const shared = e.onSharedStorage === undefined ? false : asBool(e.onSharedStorage, 'onSharedStorage');
+            if (shared && e.adminPass !== undefined) throw errors.badRequest("'adminPass' parameter should not be specified when onSharedStorage is True: the guest keeps its disk and its password.");
+            const force = e.force === undefined ? false : asBool(e.force, 'force');
+            if (force && !e.host) throw errors.badRequest("'force' needs 'host': it bypasses the scheduler for the given host.");
+            const result = servers.evacuate(ctx.auth!, row.id, { host: e.host ?? null, force, hostPoweredOff: e.pumice_host_powered_off === true }, ctx.requestId);
+            // Before 2.14 the password is returned (Nova with enable_instance_password); Pumice injects none, so it only echoes one.
+            if (v < 14) return { status: 200, body: { adminPass: e.adminPass ?? result.adminPass } };
+            return { status: 200 };
           }
           case 'lock':
             servers.lock(ctx.auth!, row.id, true, ctx.microversion >= 73 ? ctx.body.lock?.locked_reason ?? null : null);

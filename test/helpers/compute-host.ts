@@ -1,0 +1,128 @@
+/**
+ * A second compute host on this machine: `pumice serve --roles compute --host NAME
+ * --data-dir DIR --config F`, sharing the cloud's data directory (its SQLite
+ * database) with its own instances_path. And a minimal QMP client, to poke a
+ * guest's QEMU directly (a fenced guest's writes must fail).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { repoRoot } from './pumice.ts';
+
+export interface ComputeHostProcess {
+  host: string;
+  instancesDir: string;
+  proc: ChildProcess;
+  output: () => string;
+  kill9(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Starts the compute role for `host` on the cloud in `dataDir`; `configText` gets its instances_path added. */
+export async function startComputeHost(options: { dataDir: string; host: string; configText: string; instancesDir?: string }): Promise<ComputeHostProcess> {
+  const instancesDir = options.instancesDir ?? join(options.dataDir, `instances-${options.host}`);
+  const configPath = join(options.dataDir, `${options.host}.conf`);
+  writeFileSync(configPath, `${options.configText.replace(/^\[compute\]$/m, `[compute]\ninstances_path = ${instancesDir}`)}${/^\[compute\]$/m.test(options.configText) ? '' : `\n[compute]\ninstances_path = ${instancesDir}\n`}`);
+  const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--roles', 'compute', '--host', options.host, '--data-dir', options.dataDir, '--config', configPath], {
+    cwd: repoRoot,
+    env: { ...process.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`compute host ${options.host} did not start in 60 s:\n${output}`)), 60_000);
+    proc.stdout!.on('data', () => {
+      if (/ready \(compute agent/.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`compute host ${options.host} exited with ${code}:\n${output}`));
+    });
+  });
+  return {
+    host: options.host,
+    instancesDir,
+    proc,
+    output: () => output,
+    async kill9() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** Sends one HMP command through a guest's QMP socket and returns its text (QMP errors as thrown Errors). */
+export async function hmp(qmpSocket: string, command: string, timeoutMs = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(qmpSocket);
+    let buffer = '';
+    let stage = 0;
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`HMP '${command}' timed out`));
+    }, timeoutMs);
+    socket.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    socket.on('data', (d) => {
+      buffer += d.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line) as { QMP?: unknown; return?: unknown; error?: { desc: string }; event?: string };
+        if (msg.event) continue;
+        if (stage === 0 && msg.QMP) {
+          stage = 1;
+          socket.write(`${JSON.stringify({ execute: 'qmp_capabilities' })}\n`);
+        } else if (stage === 1) {
+          stage = 2;
+          socket.write(`${JSON.stringify({ execute: 'human-monitor-command', arguments: { 'command-line': command } })}\n`);
+        } else if (stage === 2) {
+          clearTimeout(timer);
+          socket.end();
+          if (msg.error) reject(new Error(msg.error.desc));
+          else resolve(String(msg.return ?? ''));
+        }
+      }
+    });
+  });
+}
+
+/** The QEMU device id of a guest disk (devices.json of the instance). */
+export function deviceIdOf(instanceDir: string, diskId: string): string {
+  const devices = JSON.parse(readFileSync(join(instanceDir, 'devices.json'), 'utf8')) as { placements: { diskId: string; deviceId: string }[] };
+  const placement = devices.placements.find((p) => p.diskId === diskId);
+  if (!placement) throw new Error(`disk ${diskId} is not in ${instanceDir}/devices.json`);
+  return placement.deviceId;
+}
+
+/**
+ * Runs a qemu-io command (e.g. `write -P 0x5a 1048576 4096`, `flush`) on a guest disk through its
+ * QEMU's monitor, as the guest's own I/O would go (the device's block backend). qemu-io prints to
+ * QEMU's stdout, which is the instance's qemu.log: returns what it printed
+ * (`wrote 4096/4096 bytes ...` or `write failed: ...`).
+ */
+export async function qemuIo(instanceDir: string, diskId: string, command: string): Promise<string> {
+  const logPath = join(instanceDir, 'qemu.log');
+  const before = readFileSync(logPath).length;
+  const device = deviceIdOf(instanceDir, diskId);
+  const returned = await hmp(join(instanceDir, 'qmp.sock'), `qemu-io -d /machine/peripheral/${device}/virtio-backend "${command}"`, 60_000);
+  await new Promise((r) => setTimeout(r, 200));
+  return `${returned}${readFileSync(logPath).subarray(before).toString()}`.trim();
+}
