@@ -279,8 +279,8 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     try {
       await pumice.stop();
       // What a crash mid-conversion leaves: the spooled upload and the half-converted raw file.
-      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.0a1b2c.tmp`), 'spooled');
-      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.3d4e5f.raw.tmp`), 'converted');
+      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.0a1b2c3d4e5f.tmp`), 'spooled');
+      await writeFile(path.join(pumice.dataDir, 'image-staging', `${queued}.3d4e5f6a7b8c.raw.tmp`), 'converted');
       pumice = await startPumice({ config, dataDir: pumice.dataDir });
       assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'spooled and converted temp files are swept at start');
       env = pumice.adminEnv;

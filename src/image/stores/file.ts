@@ -56,10 +56,10 @@ function isAllZero(chunk: Buffer): boolean {
 }
 
 /**
- * Names this store writes: `<image id>`, `<image id>.staged`, `<image id>.<12 hex>.tmp`. The
+ * Names this store writes: `<image id>`, `<image id>.staged`, `<image id>.<12 hex>.tmp` (and `.raw.tmp`, a conversion in the work directory). The
  * start-up sweep never touches anything else (an operator's file, a directory, a link).
  */
-const storeNamePattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.staged|\.[0-9a-f]{12}\.tmp)?$/;
+const storeNamePattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.staged|\.[0-9a-f]{12}(\.raw)?\.tmp)?$/;
 
 export class FileStore {
   readonly id = 'file';
