@@ -743,7 +743,8 @@ export class ComputeAgent {
       const info = JSON.parse(bdm.connection_info) as { driver_volume_type: string; data: Record<string, unknown> };
       if (info.driver_volume_type !== 'rbd' || typeof info.data['name'] !== 'string') continue;
       const [pool, image] = info.data['name'].split('/');
-      if (pool && image) out.push({ bdmId: bdm.id, pool, image, recordedClients });
+      const others = this.o.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM volume_attachments WHERE volume_id = ? AND COALESCE(instance_uuid, '') != ? AND attach_status != 'detached'", bdm.volume_id, serverId)?.n ?? 0;
+      if (pool && image) out.push({ bdmId: bdm.id, pool, image, recordedClients, sharedWithOthers: others > 0 });
     }
     return out;
   }

@@ -201,6 +201,11 @@ export interface RbdDiskRef {
   image: string;
   /** Addresses recorded when the old host's guest opened the disk. */
   recordedClients: string[];
+  /**
+   * Also open by other servers (a multiattach volume attached elsewhere): its watchers and lock
+   * owners may be those servers' guests, so only the recorded clients of the old guest are fenced.
+   */
+  sharedWithOthers?: boolean;
 }
 
 /**
@@ -225,6 +230,10 @@ export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expire
       const message = (error as Error).message;
       if (/No such file|\(2\)/.test(message)) continue; // the image is gone: nothing can write to it
       throw new FenceError(`Fencing could not read who has RBD image ${spec} open (client.${client.user}): ${message}`, 'Ceph');
+    }
+    if (disk.sharedWithOthers) {
+      watchers = [];
+      lockers = [];
     }
     for (const address of new Set([...disk.recordedClients.map(normalizeAddress), ...watchers, ...lockers.map((l) => l.address)])) {
       if (!address || done.has(address)) continue;
@@ -259,16 +268,26 @@ export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expire
   return { blocklisted, locksBroken };
 }
 
-/** Removes blocklist entries of a fence (the fenced host has destroyed its old guests). Entries already gone are fine. */
-export async function unfence(client: CephCli, addresses: string[], log: (m: string) => void): Promise<void> {
+/**
+ * Removes the blocklist entries of a fence (the fenced host has destroyed its old guests). Entries
+ * already gone are fine. `mon 'profile rbd'` may add entries but not remove them: then they are left
+ * to expire ([compute] evacuation_blocklist_expire_s), which is harmless (an address names one
+ * client instance; a restarted QEMU gets a new one). Returns how many were removed.
+ */
+export async function unfence(client: CephCli, addresses: string[], log: (m: string) => void): Promise<number> {
+  let removed = 0;
   for (const address of addresses) {
     try {
       await run('ceph', client, ['osd', 'blocklist', 'rm', address]);
+      removed++;
       log(`evacuation: blocklist entry ${address} removed (its host destroyed the evacuated guest)`);
     } catch (error) {
-      log(`evacuation: removing blocklist entry ${address} failed (it expires by itself): ${(error as Error).message}`);
+      const message = (error as Error).message;
+      if (isCapsError(message)) log(`evacuation: blocklist entry ${address} stays until it expires: client.${client.user} may add entries but not remove them (mon 'profile rbd')`);
+      else log(`evacuation: removing blocklist entry ${address} failed (it expires by itself): ${message}`);
     }
   }
+  return removed;
 }
 
 export interface EvacuationMonitorOptions {

@@ -94,7 +94,7 @@ const computeOptions = {
   auto_evacuate_grace_s: { type: 'int', default: 60, min: 0, help: 'seconds a compute host must be down (beyond service_down_time) before its servers are evacuated automatically' },
   auto_evacuate_hosts_max: { type: 'int', default: 1, min: 1, help: 'compute hosts evacuated automatically at once' },
   auto_evacuate_down_fraction_max: { type: 'float', default: 0.5, help: 'no automatic evacuation while more than this fraction of compute hosts is down (a partition of the control plane, not host deaths)' },
-  evacuation_blocklist_expire_s: { type: 'int', default: 86400, min: 60, help: 'lifetime of the Ceph blocklist entries that fence an evacuated host (the host removes them itself when it comes back and has destroyed its old guests)' },
+  evacuation_blocklist_expire_s: { type: 'int', default: 3600, min: 60, help: "lifetime of the Ceph blocklist entries that fence an evacuated host's clients; the returning host removes them once its old guests are destroyed when its Ceph user may (mon 'profile rbd' may only add entries: then they expire)" },
 } satisfies Record<string, OptionSpec>;
 
 /** nova.conf's [libvirt]: the scenario's Ceph options, honoured although Pumice drives QEMU over QMP. */

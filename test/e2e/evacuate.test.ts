@@ -43,6 +43,7 @@ virt_type = qemu
 
 let pumice: PumiceProcess;
 let compute02: ComputeHostProcess;
+let compute03: ComputeHostProcess | null = null;
 let admin: ComputeClient;
 let env: Record<string, string>;
 let imageId = '';
@@ -105,8 +106,9 @@ after(async () => {
   for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.request('DELETE', `/servers/${s.id}`);
   for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.waitServer(s.id, ['DELETED'], 60_000).catch(() => undefined);
   await compute02?.stop().catch(() => undefined);
+  await compute03?.stop().catch(() => undefined);
   await pumice.stop();
-  const left = [...(await qemuPids(path.join(pumice.dataDir, 'instances'))), ...(await qemuPids(compute02.instancesDir))];
+  const left = [...(await qemuPids(path.join(pumice.dataDir, 'instances'))), ...(await qemuPids(compute02.instancesDir)), ...(await qemuPids(path.join(pumice.dataDir, 'instances-compute03')))];
   for (const pid of left) process.kill(pid, 'SIGKILL');
   if (timings.length) console.log(`evacuation timings (TCG):\n  ${timings.join('\n  ')}`);
   pumice.cleanup();
@@ -261,5 +263,38 @@ describe('evacuation between two compute hosts on one machine', () => {
     assert.equal((await admin.server(vm2))!['status'], 'ACTIVE');
     assert.equal((await attachmentsOf(dataId)).length, 1);
     assert.equal((await attachmentsOf(dataId))[0]!.host_name, 'pumice');
+  });
+
+  test('crash harness: the destination dies (exit 137) at two steps of an evacuation; restarted, it finishes; never two copies, no stale attachment', async () => {
+    const dataId = await admin.createVolume({ size: 1, name: 'evac-data3' });
+    await admin.waitVolume(dataId, ['available']);
+    const vm3 = await bootOnCompute02('evac-vm3', [{ source_type: 'volume', destination_type: 'volume', uuid: dataId, boot_index: -1 }], imageId);
+    await admin.waitConsole(vm3, new RegExp(`PUMICE-DISK serial=${dataId.slice(0, 20)} counter=1`), 1, 90_000);
+    const pids = await qemuPids(compute02.instancesDir);
+    await compute02.kill9();
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    await os(['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
+    const crashAt = async (point: string | null) => {
+      compute03 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute03', configText: config, ...(point ? { env: { PUMICE_CRASH_POINT: point } } : {}) });
+      await waitService('compute03', 'up');
+    };
+    await crashAt('evacuate.fenced');
+    const r = await admin.request('POST', `/servers/${vm3}/action`, { evacuate: { host: 'compute03' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(await compute03!.exited, 137, 'compute03 died at evacuate.fenced');
+    await crashAt('evacuate.volumes-connected');
+    assert.equal(await compute03!.exited, 137, 'compute03 died at evacuate.volumes-connected');
+    await crashAt(null);
+    const row = (await admin.waitServer(vm3, ['ACTIVE'], 120_000))!;
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'compute03');
+    await admin.waitConsole(vm3, new RegExp(`PUMICE-DISK serial=${dataId.slice(0, 20)} counter=2`), 1, 90_000);
+    assert.equal((await qemuPids(compute03!.instancesDir)).length, 1, 'one guest');
+    assert.deepEqual(await qemuPids(compute02.instancesDir), []);
+    const attachments = await attachmentsOf(dataId);
+    assert.equal(attachments.length, 1, `one attachment: ${JSON.stringify(attachments)}`);
+    assert.equal(attachments[0]!.host_name, 'compute03');
+    const migrations = await osJson<Row[]>(['server', 'migration', 'list', '--server', vm3]);
+    assert.deepEqual(migrations.map((m) => m['Status']), ['done']);
+    await os(['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
   });
 });

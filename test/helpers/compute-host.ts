@@ -17,22 +17,24 @@ export interface ComputeHostProcess {
   output: () => string;
   kill9(): Promise<void>;
   stop(): Promise<void>;
+  /** Resolves with the exit code (137 after a crash point). */
+  exited: Promise<number | null>;
 }
 
 /** Starts the compute role for `host` on the cloud in `dataDir`; `configText` gets its instances_path added. */
-export async function startComputeHost(options: { dataDir: string; host: string; configText: string; instancesDir?: string }): Promise<ComputeHostProcess> {
+export async function startComputeHost(options: { dataDir: string; host: string; configText: string; instancesDir?: string; env?: Record<string, string> }): Promise<ComputeHostProcess> {
   const instancesDir = options.instancesDir ?? join(options.dataDir, `instances-${options.host}`);
   const configPath = join(options.dataDir, `${options.host}.conf`);
   writeFileSync(configPath, `${options.configText.replace(/^\[compute\]$/m, `[compute]\ninstances_path = ${instancesDir}`)}${/^\[compute\]$/m.test(options.configText) ? '' : `\n[compute]\ninstances_path = ${instancesDir}\n`}`);
   const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--roles', 'compute', '--host', options.host, '--data-dir', options.dataDir, '--config', configPath], {
     cwd: repoRoot,
-    env: { ...process.env },
+    env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`compute host ${options.host} did not start in 60 s:\n${output}`)), 60_000);
     proc.stdout!.on('data', () => {
@@ -50,6 +52,7 @@ export async function startComputeHost(options: { dataDir: string; host: string;
     host: options.host,
     instancesDir,
     proc,
+    exited,
     output: () => output,
     async kill9() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
