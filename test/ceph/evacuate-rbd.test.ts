@@ -1,0 +1,312 @@
+/**
+ * Evacuation on the Ceph lab (scenario §7 step 6, done right), with real QEMU
+ * guests (TCG) and three compute hosts on one machine: `pumice` (the cloud's
+ * own), `compute02` (where the server runs) and `compute03` whose Ceph user
+ * is the scenario's client.cinder (`mon 'allow r'`: it may not blocklist).
+ *
+ * The server boots on compute02 from an RBD volume cloned from the image,
+ * with an RBD data volume (exclusive-lock images). Partition: only
+ * compute02's agent dies; its QEMU keeps running and keeps the images open.
+ * - Evacuating to compute03 is refused by the fence (the cap and the fix are
+ *   named) and nothing is rebuilt: the server is still on compute02.
+ * - Evacuating to `pumice` (a fencing user with `mon 'profile rbd'`)
+ *   blocklists the old QEMU's Ceph client and breaks the locks: the server is
+ *   ACTIVE on pumice, its new guest reads the data volume's marker (counter
+ *   1 → 2), and the old QEMU, still running, can no longer write.
+ * - compute02's agent comes back: the old QEMU is destroyed, then the
+ *   blocklist entries are removed.
+ * Then host death with an ephemeral RBD root (vms pool, reused on the new host).
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { readLab, type CephLab } from '../../src/ceph/lab.ts';
+import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
+import { qemuIo, startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
+
+process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
+const execFileAsync = promisify(execFile);
+const shared = process.env['PUMICE_CEPH_LAB'];
+const secretUuid = '457eb676-33da-42ec-9a8c-9293d545c337';
+const fenceUser = `pumice-evac-${process.pid}`;
+
+let lab: CephLab;
+let workDir = '';
+let keyringPath = '';
+let pumice: PumiceProcess;
+let compute02: ComputeHostProcess;
+let compute03: ComputeHostProcess;
+let admin: ComputeClient;
+let env: Record<string, string>;
+let imageId = '';
+let blocklistBefore = '';
+let fencedAddresses: string[] = [];
+const timings: string[] = [];
+
+async function ceph(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync('ceph', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 60_000 });
+  return stdout;
+}
+
+async function rbd(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync('rbd', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 60_000 });
+  return stdout;
+}
+
+/** The cloud's config; `rbdUser` is the compute host's Ceph user (the one that fences). */
+function config(rbdUser: string): string {
+  return `[DEFAULT]
+enabled_backends = ceph
+show_image_direct_url = true
+report_interval = 1
+service_down_time = 4
+
+[ceph]
+volume_driver = cinder.volume.drivers.rbd.RBDDriver
+volume_backend_name = ceph
+rbd_pool = volumes
+rbd_user = cinder
+rbd_ceph_conf = ${lab.confPath}
+rbd_secret_uuid = ${secretUuid}
+rados_connect_timeout = 5
+
+[glance_store]
+stores = rbd
+default_store = rbd
+rbd_store_pool = images
+rbd_store_user = glance
+rbd_store_ceph_conf = ${lab.confPath}
+rbd_store_chunk_size = 8
+
+[libvirt]
+virt_type = qemu
+images_type = rbd
+images_rbd_pool = vms
+images_rbd_ceph_conf = ${lab.confPath}
+rbd_user = ${rbdUser}
+rbd_keyring = ${keyringPath}
+rbd_secret_uuid = ${secretUuid}
+disk_cachemodes = network=writeback
+hw_disk_discard = unmap
+
+[compute]
+evacuation_blocklist_expire_s = 600
+`;
+}
+
+async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await admin.request('GET', '/os-services?binary=nova-compute');
+    const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
+    if (svc && svc['state'] === state) return;
+    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+async function startCompute02(): Promise<void> {
+  compute02 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute02', configText: config(fenceUser) });
+  await waitService('compute02', 'up');
+}
+
+async function blocklist(): Promise<string> {
+  return ceph(['osd', 'blocklist', 'ls']).catch(() => '');
+}
+
+before(async () => {
+  if (!shared) return;
+  lab = readLab(shared);
+  workDir = await mkdtemp(path.join(tmpdir(), 'pumice-evacuate-rbd-'));
+  // A fencing user with the caps `pumice ceph setup` grants (mon 'profile rbd' may blocklist); client.cinder keeps the scenario's mon 'allow r'.
+  await ceph(['auth', 'get-or-create', `client.${fenceUser}`, 'mon', 'profile rbd', 'osd', 'profile rbd pool=volumes, profile rbd pool=vms, profile rbd-read-only pool=images']);
+  keyringPath = path.join(workDir, 'keyring');
+  const fenceKeyring = await ceph(['auth', 'get', `client.${fenceUser}`]);
+  writeFileSync(keyringPath, `${readFileSync(lab.keyringPath('cinder'), 'utf8')}\n${fenceKeyring}\n`, { mode: 0o600 });
+  pumice = await startPumice({ config: config(fenceUser) });
+  env = { ...pumice.adminEnv, OS_COMPUTE_API_VERSION: '2.79' };
+  admin = await ComputeClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+  imageId = await uploadGuestImage(admin.api);
+  await startCompute02();
+  compute03 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute03', configText: config('cinder') });
+  await waitService('compute03', 'up');
+}, { timeout: 600_000 });
+
+after(async () => {
+  if (pumice) {
+    await compute02?.stop().catch(() => undefined);
+    await compute03?.stop().catch(() => undefined);
+    await startCompute02().catch(() => undefined);
+    for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.request('DELETE', `/servers/${s.id}`);
+    for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.waitServer(s.id, ['DELETED'], 90_000).catch(() => undefined);
+    for (const v of await openstackJson<Row[]>(env, ['volume', 'list', '--all-projects']).catch(() => [])) await openstack(env, ['volume', 'delete', '--force', v['ID']]).catch(() => undefined);
+    const deadline = Date.now() + 60_000;
+    while (await openstack(env, ['image', 'delete', imageId]).then(() => false, () => Date.now() < deadline)) await new Promise((r) => setTimeout(r, 1000));
+    await compute02?.stop().catch(() => undefined);
+    await pumice.stop();
+    // The addresses this test's fences blocklisted (from the migration records), removed below.
+    const { stdout } = await execFileAsync('sqlite3', [path.join(pumice.dataDir, 'pumice.db'), 'SELECT fence FROM migrations WHERE fence IS NOT NULL']).catch(() => ({ stdout: '' }));
+    fencedAddresses = stdout.split('\n').filter(Boolean).flatMap((line) => (JSON.parse(line) as { blocklisted: { address: string }[] }).blocklisted.map((b) => b.address));
+    const left = [...(await qemuPids(path.join(pumice.dataDir, 'instances'))), ...(await qemuPids(compute02.instancesDir)), ...(await qemuPids(compute03.instancesDir))];
+    for (const pid of left) process.kill(pid, 'SIGKILL');
+    if (timings.length) console.log(`evacuation timings on Ceph (TCG):\n  ${timings.join('\n  ')}`);
+    pumice.cleanup();
+    assert.deepEqual(left, [], 'no QEMU outlives its servers');
+  }
+  if (lab) {
+    // Leave the shared lab as found: the fence entries this test made are removed (the admin may).
+    for (const address of fencedAddresses) await ceph(['osd', 'blocklist', 'rm', address]).catch(() => undefined);
+    await ceph(['auth', 'del', `client.${fenceUser}`]).catch(() => undefined);
+  }
+  if (workDir) await rm(workDir, { recursive: true, force: true });
+}, { timeout: 300_000 });
+
+describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEPH_LAB is not set (a running Ceph lab)' }, () => {
+  let vm = '';
+  let bootVolumeId = '';
+  let dataVolumeId = '';
+  let oldPid = 0;
+
+  test('a server on compute02: boot volume cloned from the image, RBD data volume with its marker', async () => {
+    bootVolumeId = await admin.createVolume({ size: 1, imageRef: imageId, name: 'evac-rbd-boot' });
+    dataVolumeId = await admin.createVolume({ size: 1, name: 'evac-rbd-data' });
+    await admin.waitVolume(bootVolumeId, ['available'], 120_000);
+    await admin.waitVolume(dataVolumeId, ['available']);
+    const r = await admin.request('POST', '/servers', {
+      server: {
+        name: 'evac-rbd', flavorRef: '42', networks: 'none', availability_zone: 'nova:compute02',
+        block_device_mapping_v2: [
+          { source_type: 'volume', destination_type: 'volume', uuid: bootVolumeId, boot_index: 0 },
+          { source_type: 'volume', destination_type: 'volume', uuid: dataVolumeId, boot_index: -1 },
+        ],
+      },
+    });
+    assert.equal(r.status, 202, r.text);
+    vm = r.body.server.id;
+    const started = Date.now();
+    assert.equal((await admin.waitServer(vm, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'compute02');
+    await admin.waitConsole(vm, new RegExp(`PUMICE-DISK serial=${dataVolumeId.slice(0, 20)} counter=1`), 1, 90_000);
+    timings.push(`reference: boot on compute02 → data marker ${Date.now() - started} ms`);
+    const status = JSON.parse(await rbd(['status', '--format', 'json', `volumes/volume-${dataVolumeId}`])) as { watchers: unknown[] };
+    assert.equal(status.watchers.length, 1, 'the guest on compute02 has the data volume open');
+    [oldPid] = await qemuPids(compute02.instancesDir);
+    assert.ok(oldPid);
+  });
+
+  test('partition: the fence of a user without blocklist caps refuses, naming the cap and the fix; nothing is rebuilt', async () => {
+    assert.ok(vm, 'needs the server');
+    await compute02.kill9();
+    await openstack(env, ['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
+    await waitService('compute02', 'down');
+    blocklistBefore = await blocklist();
+    const r = await admin.request('POST', `/servers/${vm}/action`, { evacuate: { host: 'compute03' } });
+    assert.equal(r.status, 200, r.text);
+    const row = (await admin.waitServer(vm, ['ACTIVE', 'ERROR'], 60_000))!;
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'compute02', 'nothing moved');
+    assert.equal(row['status'], 'ACTIVE', 'the server is as it was (the fence failed before any change)');
+    // An ACTIVE server shows no fault (as Nova): the reason is in the instance action, for the admin.
+    const events = await openstackJson<Row[]>(env, ['server', 'event', 'list', vm]);
+    const failed = events.find((e) => e['Action'] === 'evacuate')!;
+    const shown = await openstackJson(env, ['server', 'event', 'show', vm, failed['Request ID']]);
+    assert.equal(shown['message'], 'Error');
+    const event = (shown['events'] as Row[]).find((e) => e['event'] === 'compute_rebuild_instance')!;
+    assert.equal(event['result'], 'Error');
+    assert.match(String(event['traceback']), /client\.cinder may not blocklist Ceph clients.*mon 'profile rbd'/s);
+    assert.deepEqual(await qemuPids(compute03.instancesDir), [], 'no guest was started on compute03');
+    const migrations = await openstackJson<Row[]>(env, ['server', 'migration', 'list', '--server', vm]);
+    assert.equal(migrations[0]!['Status'], 'failed');
+  });
+
+  test('partition: evacuated to pumice after blocklisting the old client; the new guest reads the data, the old QEMU cannot write', async () => {
+    const oldDir = path.join(compute02.instancesDir, vm);
+    // Before the fence the old guest can write (its agent is dead, so the test may use QMP).
+    assert.match(await qemuIo(oldDir, dataVolumeId, 'write -P 0x5a 1048576 4096'), /wrote 4096\/4096 bytes/);
+    const calledAt = Date.now();
+    await openstack(env, ['server', 'evacuate', '--host', 'pumice', vm]).catch((error: Error) => {
+      if (!/TupleWithMeta/.test(error.message)) throw error; // OSC 6.0.0 fails reading the reply after the request
+    });
+    const row = (await admin.waitServer(vm, ['ACTIVE'], 120_000))!;
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'pumice');
+    const activeAt = Date.now();
+    await admin.waitConsole(vm, new RegExp(`PUMICE-DISK serial=${dataVolumeId.slice(0, 20)} counter=2`), 1, 90_000);
+    timings.push(`partition (RBD boot + data volumes): evacuate call → ACTIVE ${activeAt - calledAt} ms, → data marker read by the new guest ${Date.now() - calledAt} ms`);
+    const after = await blocklist();
+    assert.notEqual(after, blocklistBefore, 'the old client is blocklisted');
+
+    assert.doesNotThrow(() => process.kill(oldPid, 0), 'the partitioned QEMU still runs');
+    // With cache=writeback a write may land in librbd's cache: the flush must then fail. Either way nothing reaches the image.
+    const write = await qemuIo(oldDir, dataVolumeId, 'write -P 0xa5 1048576 4096').catch((e: Error) => e.message);
+    const flush = await qemuIo(oldDir, dataVolumeId, 'flush').catch((e: Error) => e.message);
+    assert.match(`${write}\n${flush}`, /write failed|flush failed/i, `the fenced QEMU must not write: write: ${write} flush: ${flush}`);
+    const { stdout: check } = await execFileAsync('qemu-io', ['-r', '-f', 'raw', '-c', 'read -P 0x5a 1048576 4096', `rbd:volumes/volume-${dataVolumeId}:id=admin:conf=${lab.confPath}`], { timeout: 60_000 });
+    assert.match(check, /read 4096\/4096 bytes/);
+    assert.doesNotMatch(check, /Pattern verification failed/, 'the data volume holds what the old guest wrote before the fence, not after');
+
+    for (const volumeId of [bootVolumeId, dataVolumeId]) {
+      const volume = await admin.volume(volumeId);
+      assert.equal(volume['status'], 'in-use');
+      assert.equal(volume['attachments'].length, 1);
+      assert.equal(volume['attachments'][0].host_name, 'pumice');
+    }
+    const status = JSON.parse(await rbd(['status', '--format', 'json', `volumes/volume-${dataVolumeId}`])) as { watchers: unknown[] };
+    assert.equal(status.watchers.length, 1, 'only the new guest watches the data volume');
+    const events = await openstackJson<Row[]>(env, ['server', 'event', 'list', vm]);
+    const evacuate = events.find((e) => e['Action'] === 'evacuate'); // the newest first
+    assert.ok(evacuate, JSON.stringify(events));
+    const shown = await openstackJson(env, ['server', 'event', 'show', vm, evacuate['Request ID']]);
+    const fence = (shown['events'] as Row[]).find((e) => e['event'] === 'compute_fence_source_host')!;
+    assert.match(String(fence['traceback'] ?? JSON.stringify(fence)), /Ceph clients blocklisted: \S+ \(volumes\/volume-/);
+  });
+
+  test('compute02 comes back: it destroys the old QEMU; the fence entries expire (profile rbd may add them, not remove them)', async () => {
+    await openstack(env, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
+    await startCompute02();
+    const deadline = Date.now() + 45_000;
+    let gone = false;
+    while (!gone && Date.now() < deadline) {
+      try {
+        process.kill(oldPid, 0);
+        await new Promise((r) => setTimeout(r, 250));
+      } catch {
+        gone = true;
+      }
+    }
+    assert.ok(gone, 'the old QEMU is destroyed');
+    const before = new Set(blocklistBefore.split('\n'));
+    const added = (await blocklist()).split('\n').filter((l) => l && !before.has(l));
+    assert.ok(added.length >= 1, 'the fence entries are there');
+    for (const line of added) {
+      const expires = Date.parse(line.split(' ')[1]!);
+      assert.ok(expires - Date.now() <= 600_000 && expires > Date.now(), `entry ${line} expires within evacuation_blocklist_expire_s`);
+    }
+    assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
+  });
+
+  test('host death with an ephemeral RBD root: the vms-pool disk is reused on the new host', async () => {
+    const r = await admin.request('POST', '/servers', { server: { name: 'evac-rbd-eph', flavorRef: '42', networks: 'none', imageRef: imageId, availability_zone: 'nova:compute02' } });
+    assert.equal(r.status, 202, r.text);
+    const id = r.body.server.id as string;
+    await admin.waitServer(id, ['ACTIVE'], 120_000);
+    await admin.waitConsole(id, /PUMICE-GUEST-READY/, 1, 90_000);
+    const before = JSON.parse(await rbd(['info', '--format', 'json', `vms/${id}_disk`])) as Row;
+    const pids = await qemuPids(compute02.instancesDir);
+    await compute02.kill9();
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    const downAt = Date.now();
+    await openstack(env, ['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
+    const e = await admin.request('POST', `/servers/${id}/action`, { evacuate: { host: 'pumice' } });
+    assert.equal(e.status, 200, e.text);
+    assert.equal((await admin.waitServer(id, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'pumice');
+    await admin.waitConsole(id, /PUMICE-GUEST-READY/, 1, 90_000);
+    timings.push(`host death (ephemeral RBD root): marked down → guest READY ${Date.now() - downAt} ms`);
+    const after = JSON.parse(await rbd(['info', '--format', 'json', `vms/${id}_disk`])) as Row;
+    assert.equal(after['id'], before['id'], 'the same RBD image (not rebuilt from the image)');
+    await openstack(env, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
+  });
+});
