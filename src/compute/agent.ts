@@ -783,6 +783,17 @@ export class ComputeAgent {
     for (const bdm of this.o.servers.bdms(server.id)) {
       if (bdm.destination_type !== 'volume' || !bdm.volume_id || bdm.status === 'detached') continue;
       const old = bdm.attachment_id;
+      if (bdm.status === 'detaching') {
+        // A detach asked before the host died: finished here (the old attachment ends), not re-attached.
+        if (old) {
+          await this.o.blockStorage.deleteAttachment(server.project_id, old).catch((error: Error & { status?: number }) => {
+            if (error.status !== 404) throw new Error(`Fencing: ending attachment ${old} of volume ${bdm.volume_id} on ${p.sourceHost} failed, so the old host may still reach it: ${error.message}`);
+          });
+          record.attachmentsRevoked.push({ volumeId: bdm.volume_id, attachmentId: old });
+        }
+        this.o.db.run("UPDATE block_device_mappings SET status = 'detached', connection_info = NULL WHERE id = ?", bdm.id);
+        continue;
+      }
       let next: string | null = null;
       if (old || bdm.status !== 'pending') {
         next = (await this.o.blockStorage.createAttachment(server.project_id, { volumeId: bdm.volume_id, serverId: server.id, connector: null, mode: 'rw' })).attachment.id;

@@ -743,6 +743,13 @@ export class ServerService {
     const adminPass = randomUUID().replace(/-/g, '').slice(0, 12);
     return this.db.transaction(() => {
       if (!this.transition(id, ['active', 'stopped', 'error'], [null], { task_state: 'rebuilding' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      // Tasks of this server on the dead host's queue can never run or finish there (a volume attach asked
+      // while it was down, or one it was running when it died): they would hold the server's lock, and the
+      // evacuation behind them, for ever. Queued ones are cancelled; running ones too (a returning agent finds
+      // its task gone and stops at its next checkpoint without writing).
+      const reason = `cancelled: server ${id} is evacuated from ${source}, whose compute service is down`;
+      this.queue.fence(id, reason);
+      for (const task of this.queue.store.runningOfOthers([computeQueue(source)], '')) if (task.resource_id === id) this.queue.store.cancel(task.id, reason);
       const migration = this.migrations.create(row, dest, auth, input.automatic === true);
       const actionId = this.recordAction(id, requestId, 'evacuate', auth);
       if (input.reason) this.db.run('UPDATE instance_actions SET message = ? WHERE id = ?', input.reason.slice(0, 255), actionId);
