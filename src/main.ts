@@ -24,6 +24,8 @@ commands:
   image ...     operator image commands (pumice image --help)
   backup ...    operator backup commands (pumice backup --help)
   tasks ...     list, show, retry or cancel tasks of a data directory (pumice tasks --help)
+  host evacuate HOST [--target H] [--wait]
+                evacuate every server of a dead compute host, fenced first (pumice host --help)
 
 options:
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
@@ -51,6 +53,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   if (command === 'tasks') {
     process.exitCode = await (await import('./tasks/cli.ts')).runCli(rest);
+    return;
+  }
+  if (command === 'host') {
+    process.exitCode = await (await import('./compute/host-cli.ts')).runHostCli(rest);
     return;
   }
   let values: { 'data-dir'?: string; listen?: string; config?: string; help?: boolean; roles?: string; host?: string };
