@@ -174,18 +174,10 @@ function parseIntField(value: unknown, field: string, min: number): number | nul
   return n;
 }
 
-interface PlannedBdm {
-  source_type: BdmRow['source_type'];
-  destination_type: BdmRow['destination_type'];
-  boot_index: number | null;
-  volume_id: string | null;
-  image_id: string | null;
-  volume_size_gib: number | null;
-  volume_type: string | null;
-  device_name: string | null;
-  tag: string | null;
+/** A block device mapping before it is written: the row's fields that the request decides. */
+type PlannedBdm = Pick<BdmRow, 'source_type' | 'destination_type' | 'boot_index' | 'volume_id' | 'image_id' | 'volume_size_gib' | 'volume_type' | 'device_name' | 'tag'> & {
   delete_on_termination: boolean;
-}
+};
 
 /** What an evacuation task carries to the destination host's agent. */
 export interface EvacuatePayload {
