@@ -10,45 +10,25 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { promisify } from 'node:util';
-import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
+import type { CephLab } from '../../src/ceph/lab.ts';
+import { labForTest, rbdBackendSection, type TestLab } from '../helpers/ceph-config.ts';
 import { monitorAddresses } from '../../src/ceph/conf.ts';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
-const shared = process.env['PUMICE_CEPH_LAB'];
 const secretUuid = '457eb676-33da-42ec-9a8c-9293d545c337';
 const MV = { 'OpenStack-API-Version': 'volume 3.44' };
 
 let lab: CephLab;
-let privateDir = '';
+let testLab: TestLab | undefined;
 let pumice: PumiceProcess;
 let admin: ApiClient;
 
 before(async () => {
-  if (shared) {
-    lab = readLab(shared);
-  } else {
-    privateDir = path.join(await mkdtemp(path.join(tmpdir(), 'pumice-att-rbd-')), 'lab');
-    lab = await labUp(privateDir);
-  }
-  pumice = await startPumice({
-    config: `[DEFAULT]
-enabled_backends = ceph
-
-[ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
-volume_backend_name = ceph
-rbd_pool = volumes
-rbd_user = cinder
-rbd_ceph_conf = ${lab.confPath}
-rbd_secret_uuid = ${secretUuid}
-rados_connect_timeout = 5
-`,
-  });
+  testLab = await labForTest('pumice-att-rbd');
+  lab = testLab.lab;
+  pumice = await startPumice({ config: `[DEFAULT]\nenabled_backends = ceph\n\n${rbdBackendSection(lab, { secretUuid })}` });
   admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
 }, { timeout: 180_000 });
 
@@ -57,10 +37,7 @@ after(async () => {
     await pumice.stop();
     pumice.cleanup();
   }
-  if (privateDir) {
-    await labPurge(privateDir);
-    await rm(path.dirname(privateDir), { recursive: true, force: true });
-  }
+  await testLab?.release();
 }, { timeout: 60_000 });
 
 /** The RBD drive spec QEMU takes, built only from the connection info (plus where this host keeps ceph.conf and the keyring). */

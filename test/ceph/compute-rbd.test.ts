@@ -12,21 +12,19 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { labPurge, labUp, readLab, type CephLab } from '../../src/ceph/lab.ts';
+import type { CephLab } from '../../src/ceph/lab.ts';
+import { computeRbdSection, labForTest, rbdBackendSection, rbdImageStoreSection, type TestLab } from '../helpers/ceph-config.ts';
 import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
-const shared = process.env['PUMICE_CEPH_LAB'];
 const secretUuid = '457eb676-33da-42ec-9a8c-9293d545c337';
 
 let lab: CephLab;
-let privateDir = '';
+let testLab: TestLab | undefined;
 let pumice: PumiceProcess;
 let admin: ComputeClient;
 let env: Record<string, string>;
@@ -49,42 +47,14 @@ enabled_backends = ceph
 show_image_direct_url = true
 report_interval = 2
 
-[ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
-volume_backend_name = ceph
-rbd_pool = volumes
-rbd_user = cinder
-rbd_ceph_conf = ${lab.confPath}
-rbd_secret_uuid = ${secretUuid}
-rados_connect_timeout = 5
-
-[glance_store]
-stores = rbd
-default_store = rbd
-rbd_store_pool = images
-rbd_store_user = glance
-rbd_store_ceph_conf = ${lab.confPath}
-rbd_store_chunk_size = 8
-
-[libvirt]
-virt_type = qemu
-images_type = rbd
-images_rbd_pool = vms
-images_rbd_ceph_conf = ${lab.confPath}
-rbd_user = cinder
-rbd_secret_uuid = ${secretUuid}
-disk_cachemodes = network=writeback
-hw_disk_discard = unmap
-${options.keyring ? `rbd_keyring = ${options.keyring}\n` : ''}`;
+${rbdBackendSection(lab, { secretUuid })}
+${rbdImageStoreSection(lab)}
+${computeRbdSection(lab, { secretUuid, ...options })}`;
 }
 
 before(async () => {
-  if (shared) {
-    lab = readLab(shared);
-  } else {
-    privateDir = path.join(await mkdtemp(path.join(tmpdir(), 'pumice-compute-rbd-test-')), 'lab');
-    lab = await labUp(privateDir);
-  }
+  testLab = await labForTest('pumice-compute-rbd-test');
+  lab = testLab.lab;
   pumice = await startPumice({ config: config() });
   env = { ...pumice.adminEnv, OS_COMPUTE_API_VERSION: '2.79' };
   admin = await ComputeClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
@@ -105,10 +75,7 @@ after(async () => {
     assert.deepEqual(left, [], 'no QEMU outlives its servers');
     assert.equal((await rbd(['ls', 'vms'])).trim(), '', 'no root disk is left in the vms pool');
   }
-  if (privateDir) {
-    await labPurge(privateDir);
-    await rm(path.dirname(privateDir), { recursive: true, force: true });
-  }
+  await testLab?.release();
 }, { timeout: 300_000 });
 
 describe('Nova on Ceph (scenario §4, §6, §7 steps 1-3)', () => {
