@@ -14,7 +14,8 @@ runtime_packages=(qemu-utils g++ make python3 qemu-system-x86 qemu-block-extra) 
 debian_packages=(
   python3-openstackclient python3-cinderclient python3-openstacksdk  # real API clients
   python3-glanceclient python3-requests                              # glance image-update, 413 test through requests
-  python3-tempest                                                    # tempest/lib/api_schema/response: reference response schemas
+  python3-tempest python3-jsonschema                                 # tempest/lib/api_schema/response: reference response schemas
+  curl procps                                                        # test helpers stream uploads (curl -T) and list QEMU processes (ps)
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
   g++ make python3                                                   # node-gyp builds (better-sqlite3, native/)
   ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime                # the lab Ceph cluster tests start
