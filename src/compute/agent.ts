@@ -769,15 +769,12 @@ export class ComputeAgent {
     const record: FenceRecord = { blocklisted: [], locksBroken: [], attachmentsRevoked: [], skippedBecause: null, cephUser: null, at: nowIso() };
     const rbdDisks = this.rbdDisksOf(server.id);
     if (rbdDisks.length > 0) {
-      if (p.hostPoweredOff) {
-        record.skippedBecause = `the operator vouched that ${p.sourceHost} is powered off (pumice_host_powered_off): its Ceph clients were not blocklisted`;
-      } else {
-        const client = this.cephClient();
-        const done = await fenceRbdDisks({ user: client.user, confPath: client.confPath, keyringPath: client.keyringPath }, rbdDisks, this.o.config.compute.evacuation_blocklist_expire_s, this.o.log);
-        record.blocklisted = done.blocklisted;
-        record.locksBroken = done.locksBroken;
-        record.cephUser = client.user;
-      }
+      const client = this.cephClient();
+      const done = await fenceRbdDisks({ user: client.user, confPath: client.confPath, keyringPath: client.keyringPath }, rbdDisks, this.o.config.compute.evacuation_blocklist_expire_s, this.o.log, { blocklist: !p.hostPoweredOff });
+      if (p.hostPoweredOff) record.skippedBecause = `the operator vouched that ${p.sourceHost} is powered off (pumice_host_powered_off): its Ceph clients were not blocklisted, only their exclusive locks broken`;
+      record.blocklisted = done.blocklisted;
+      record.locksBroken = done.locksBroken;
+      record.cephUser = client.user;
     }
     // Every volume: reserve it for this server first (so it never looks free), then end the old host's attachment.
     for (const bdm of this.o.servers.bdms(server.id)) {

@@ -153,6 +153,8 @@ export class FenceError extends Error {
 }
 
 const cliTimeoutMs = 30_000;
+/** Rounds of list-blocklist-break per image before a fence gives up (a lock taken again each time). */
+const lockRoundsMax = 5;
 
 function cliArgs(client: CephCli): string[] {
   return ['--id', client.user, '-c', client.confPath, '--keyring', client.keyringPath];
@@ -211,11 +213,13 @@ export interface RbdDiskRef {
 /**
  * Fences RBD disks: every client address that had one of them open (recorded at
  * open, watching now, or owning the exclusive lock) is blocklisted for
- * `expireS`, then the exclusive locks are broken. Idempotent: blocklisting an
+ * `expireS`, then the exclusive locks are broken (with `blocklist: false`, for a
+ * host the operator says is powered off, only the locks are broken, so the new
+ * guest is not held up by a dead owner's lock). Idempotent: blocklisting an
  * address twice and breaking a lock that is gone both succeed. Throws
  * FenceError (caps named, with the fix) when the user may not blocklist.
  */
-export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expireS: number, log: (m: string) => void): Promise<Pick<FenceRecord, 'blocklisted' | 'locksBroken'>> {
+export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expireS: number, log: (m: string) => void, options: { blocklist: boolean } = { blocklist: true }): Promise<Pick<FenceRecord, 'blocklisted' | 'locksBroken'>> {
   // Three rounds, each over every disk at once (every CLI call costs a Ceph connection: sequential calls made the fence the slow part).
   // 1. Who has each image open: recorded clients, watchers, exclusive-lock owners.
   const seen = await Promise.all(disks.map(async (disk) => {
@@ -231,18 +235,15 @@ export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expire
     }
   }));
   // 2. Blocklist every address once.
-  const targets = new Map<string, string>();
-  for (const entry of seen) {
-    if (!entry) continue;
-    for (const address of [...entry.disk.recordedClients.map(normalizeAddress), ...entry.watchers, ...entry.lockers.map((l) => l.address)]) {
-      if (address && !targets.has(address)) targets.set(address, entry.spec);
-    }
-  }
   const blocklisted: FenceRecord['blocklisted'] = [];
-  await Promise.all([...targets].map(async ([address, spec]) => {
+  const blocked = new Set<string>();
+  const blocklistOne = async (address: string, spec: string) => {
+    if (blocked.has(address)) return;
+    blocked.add(address);
     try {
       await run('ceph', client, ['osd', 'blocklist', 'add', address, String(expireS)]);
     } catch (error) {
+      blocked.delete(address);
       const message = (error as Error).message;
       if (isCapsError(message)) {
         throw new FenceError(
@@ -255,17 +256,44 @@ export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expire
     }
     blocklisted.push({ address, image: spec });
     log(`evacuation: blocklisted Ceph client ${address} (it had ${spec} open) for ${expireS} s`);
-  }));
-  // 3. Break the exclusive locks, so the new guest takes them at once.
+  };
+  if (options.blocklist) {
+    const targets = new Map<string, string>();
+    for (const entry of seen) {
+      if (!entry) continue;
+      for (const address of [...entry.disk.recordedClients.map(normalizeAddress), ...entry.watchers, ...entry.lockers.map((l) => l.address)]) {
+        if (address && !targets.has(address)) targets.set(address, entry.spec);
+      }
+    }
+    await Promise.all([...targets].map(([address, spec]) => blocklistOne(address, spec)));
+  }
+  // 3. Break the exclusive locks, so the new guest takes them at once (its user may not be allowed to break a
+  //    dead owner's lock itself). Listed again after the blocklist: a live old client may have taken a lock
+  //    since round 1 (a write it had cached); a new owner is blocklisted too, until a listing finds none.
   const locksBroken: string[] = [];
-  await Promise.all(seen.flatMap((entry) => (entry ? entry.lockers.map((lock) => ({ spec: entry.spec, lock })) : [])).map(async ({ spec, lock }) => {
-    try {
-      await run('rbd', client, ['lock', 'rm', spec, lock.id, lock.locker]);
-      locksBroken.push(`${spec} ${lock.id} ${lock.locker}`);
-    } catch (error) {
-      const message = (error as Error).message;
-      // Already released (librbd of the dead client, or a race with another fence): fine.
-      if (!/No such file|\(2\)|not found|ENOENT/.test(message)) throw new FenceError(`Breaking the exclusive lock of ${spec} held by ${lock.locker} failed: ${message}`, 'Ceph');
+  await Promise.all(seen.map(async (entry) => {
+    if (!entry || entry.disk.sharedWithOthers) return;
+    for (let round = 1; ; round++) {
+      const lockers = await rbdLockers(client, entry.disk.pool, entry.disk.image).catch((error: Error) => {
+        if (/No such file|\(2\)/.test(error.message)) return [] as Locker[];
+        throw new FenceError(`Fencing could not list the locks of RBD image ${entry.spec}: ${error.message}`, 'Ceph');
+      });
+      if (lockers.length === 0) return;
+      if (round > lockRoundsMax) throw new FenceError(`The exclusive lock of ${entry.spec} was taken again ${lockRoundsMax} times while it was being fenced (by ${lockers.map((l) => l.address).join(', ')}): evacuation stopped; retry it.`, 'Ceph');
+      for (const lock of lockers) {
+        if (options.blocklist) await blocklistOne(lock.address, entry.spec);
+        try {
+          // Without a blocklist (the operator vouched the host is off), librbd must not blocklist on break either: the user may lack the caps.
+          // (With it, librbd blocklists the owner again on break: with our expiry, not its 1 h default.)
+          const breakOptions = options.blocklist ? [`--rbd_blocklist_expire_seconds=${expireS}`] : ['--rbd_blocklist_on_break_lock=false'];
+          await run('rbd', client, [...breakOptions, 'lock', 'rm', entry.spec, lock.id, lock.locker]);
+          locksBroken.push(`${entry.spec} ${lock.id} ${lock.locker}`);
+        } catch (error) {
+          const message = (error as Error).message;
+          // Already released (librbd of the dead client, or a race with another fence): fine.
+          if (!/No such file|\(2\)|not found|ENOENT/.test(message)) throw new FenceError(`Breaking the exclusive lock of ${entry.spec} held by ${lock.locker} failed: ${message}`, 'Ceph');
+        }
+      }
     }
   }));
   return { blocklisted, locksBroken };

@@ -288,7 +288,7 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
   });
 
-  test('host death with an ephemeral RBD root: the vms-pool disk is reused on the new host', async () => {
+  test('host death with an ephemeral RBD root, the operator vouching it is powered off: no blocklist, the lock is broken, the vms-pool disk is reused', async () => {
     const r = await admin.request('POST', '/servers', { server: { name: 'evac-rbd-eph', flavorRef: '42', networks: 'none', imageRef: imageId, availability_zone: 'nova:compute02' } });
     assert.equal(r.status, 202, r.text);
     const id = r.body.server.id as string;
@@ -300,13 +300,19 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     for (const pid of pids) process.kill(pid, 'SIGKILL');
     const downAt = Date.now();
     await openstack(env, ['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
-    const e = await admin.request('POST', `/servers/${id}/action`, { evacuate: { host: 'pumice' } });
+    const entriesBefore = await blocklist();
+    const e = await admin.request('POST', `/servers/${id}/action`, { evacuate: { host: 'pumice', pumice_host_powered_off: true } });
     assert.equal(e.status, 200, e.text);
     assert.equal((await admin.waitServer(id, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'pumice');
     await admin.waitConsole(id, /PUMICE-GUEST-READY/, 1, 90_000);
     timings.push(`host death (ephemeral RBD root): marked down → guest READY ${Date.now() - downAt} ms`);
     const after = JSON.parse(await rbd(['info', '--format', 'json', `vms/${id}_disk`])) as Row;
     assert.equal(after['id'], before['id'], 'the same RBD image (not rebuilt from the image)');
+    assert.equal(await blocklist(), entriesBefore, 'nothing was blocklisted');
+    const events = await openstackJson<Row[]>(env, ['server', 'event', 'list', id]);
+    const shown = await openstackJson(env, ['server', 'event', 'show', id, events.find((a) => a['Action'] === 'evacuate')!['Request ID']]);
+    const fence = (shown['events'] as Row[]).find((ev) => ev['event'] === 'compute_fence_source_host')!;
+    assert.match(String(fence['traceback']), /RBD blocklist skipped: the operator vouched that compute02 is powered off/);
     await openstack(env, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
   });
 });
