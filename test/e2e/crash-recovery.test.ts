@@ -1,7 +1,7 @@
 /**
  * kill -9 in the middle of work: a real `pumice serve` gets a burst of
- * creates, clones (of a volume holding 64 MiB written through NBD, so `cp`
- * is busy), volumes from a snapshot, snapshots, an extend and deletes, and is
+ * creates, clones (of a volume holding 256 MiB written through NBD, so `cp`
+ * is busy for seconds: with 64 MiB a quiet machine finished every copy before the kill), volumes from a snapshot, snapshots, an extend and deletes, and is
  * SIGKILLed as soon as the API has answered them all. Restarted on the same
  * data directory, it must converge within a bounded time: nothing left in a
  * transitional state, every accepted create present (finished, or `error`
@@ -26,10 +26,10 @@ const settleTimeoutMs = 30_000;
 const transitionalVolume = new Set(['creating', 'deleting', 'extending', 'reverting', 'attaching', 'detaching', 'reserved', 'maintenance', 'backing-up', 'restoring-backup', 'downloading', 'uploading', 'retyping', 'awaiting-transfer']);
 const transitionalSnapshot = new Set(['creating', 'deleting', 'restoring', 'unmanaging', 'backing-up']);
 
-/** Source volume content: two patterns, 64 MiB in all. */
+/** Source volume content: two patterns, 256 MiB in all. */
 const sourceData: { pattern: number; offset: number; length: number }[] = [
-  { pattern: 0x5a, offset: 0, length: 48 * MiB },
-  { pattern: 0xa5, offset: 48 * MiB, length: 16 * MiB },
+  { pattern: 0x5a, offset: 0, length: 192 * MiB },
+  { pattern: 0xa5, offset: 192 * MiB, length: 64 * MiB },
 ];
 
 function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
@@ -185,7 +185,7 @@ describe('crash recovery after kill -9 mid-operation', { timeout: 120_000 }, () 
   };
   /** Reads every available volume of `ids` through NBD and checks it holds the source's bytes (and zeros after them). */
   const checkCopies = async (listing: Awaited<ReturnType<typeof settle>>, ids: string[]) => {
-    const reads = [...sourceData.map((d) => `read -P 0x${d.pattern.toString(16)} ${d.offset} ${d.length}`), `read -P 0 ${64 * MiB} ${MiB}`];
+    const reads = [...sourceData.map((d) => `read -P 0x${d.pattern.toString(16)} ${d.offset} ${d.length}`), `read -P 0 ${256 * MiB} ${MiB}`];
     let checked = 0;
     for (const id of ids) {
       if (listing.volumes.get(id)?.status !== 'available') continue;
@@ -239,7 +239,7 @@ describe('crash recovery after kill -9 mid-operation', { timeout: 120_000 }, () 
     servers[0]?.cleanup();
   });
 
-  test('setup: a source with 64 MiB written through NBD, a snapshot of it, volumes to delete', async () => {
+  test('setup: a source with 256 MiB written through NBD, a snapshot of it, volumes to delete', async () => {
     sourceId = (await post('/volumes', { volume: { size: 1, name: 'source' } })).volume.id;
     extendId = (await post('/volumes', { volume: { size: 1, name: 'extend-me' } })).volume.id;
     cascadeId = (await post('/volumes', { volume: { size: 1, name: 'cascade' } })).volume.id;
