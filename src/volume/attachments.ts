@@ -26,6 +26,8 @@ import { DriverError, type Connector, type VolumeBackend } from './drivers/drive
 import type { VolumeManager } from './manager.ts';
 import type { AttachmentRow, VolumeRow } from './records.ts';
 import type { VolumeService } from './volumes.ts';
+import { resourceStates, type ResourceStateOwners, type StatusChanges } from '../state/owner.ts';
+import type { VolumeStatus } from '../state/tables.ts';
 
 export type AttachStatus = 'reserved' | 'attaching' | 'attached' | 'detaching' | 'detached' | 'error_attaching' | 'error_detaching';
 
@@ -97,7 +99,11 @@ export class AttachmentService {
     private readonly volumes: VolumeService,
     private readonly manager: VolumeManager,
     private readonly log: (message: string) => void = () => undefined,
-  ) {}
+  ) {
+    this.states = resourceStates(db);
+  }
+
+  private readonly states: ResourceStateOwners;
 
   /** An attachment the caller may see: its volume's project, or any for an admin; a 404 otherwise. */
   attachment(auth: AuthContext, id: string): AttachmentRecord {
@@ -431,13 +437,9 @@ export class AttachmentService {
    * Compare-and-set of the volume's status (the row moves only from one of
    * `from`), with the other columns in `changes`. Returns whether it moved.
    */
+  /** Volume status moves go through the volume's state owner (compare-and-set against the transition table). */
   private moveVolume(volumeId: string, from: readonly string[], to: string, changes: Record<string, SqlValue> = {}): boolean {
-    const columns = Object.keys(changes);
-    const sets = ['status = ?', ...columns.map((c) => `${c} = ?`), 'updated_at = ?'];
-    return this.db.run(
-      `UPDATE volumes SET ${sets.join(', ')} WHERE id = ? AND status IN (${from.map(() => '?').join(',')})`,
-      to, ...columns.map((c) => changes[c]!), nowIso(), volumeId, ...from,
-    ).changes === 1;
+    return this.states.volumes.transition(volumeId, from as readonly VolumeStatus[], to as VolumeStatus, changes as StatusChanges);
   }
 }
 

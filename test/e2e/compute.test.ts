@@ -299,7 +299,7 @@ describe('guard rails', () => {
     });
     assert.equal(inUse.status, 400);
     assert.match(inUse.body.badRequest.message, /is 'in-use'; booting or attaching needs it 'available'/);
-    const { env } = await memberProject(adminEnv, 'compute-guard-p', 'compute-guard-u');
+    await memberProject(adminEnv, 'compute-guard-p', 'compute-guard-u');
     const member = await ComputeClient.login(pumice.url, 'compute-guard-u', 'pw-compute-guard-u', 'compute-guard-p');
     const other = await member.request('POST', '/servers', {
       server: { name: 'other', flavorRef: '42', networks: 'none', block_device_mapping_v2: [{ source_type: 'volume', destination_type: 'volume', uuid: dataVolumeId || bootVolumeId, boot_index: 0 }] },
@@ -307,7 +307,6 @@ describe('guard rails', () => {
     assert.equal(other.status, 400);
     assert.match(other.body.badRequest.message, /could not be found/);
     assert.equal((await member.request('GET', `/servers/${vm1}`)).status, 404, 'another project\'s server is a 404');
-    void env;
   });
 });
 
@@ -472,7 +471,6 @@ describe('crashes', () => {
     const row = (await admin.waitServer(id, ['ACTIVE', 'ERROR'], 120_000))!;
     if (row['status'] === 'ERROR') assert.ok(row['fault']?.message, 'an ERROR carries its reason');
     const live = new Set((await admin.request('GET', '/servers?all_tenants=1')).body.servers.map((s: Row) => s['id']));
-    for (const dir of ['vm1', 'vm2']) void dir;
     const { stdout } = await import('node:child_process').then(({ execFileSync }) => ({ stdout: execFileSync('ps', ['-eo', 'args=']).toString() }));
     for (const line of stdout.split('\n').filter((l) => l.includes('qemu-system') && l.includes(instancesDir()))) {
       const uuid = /([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/.exec(line)?.[1];

@@ -12,7 +12,7 @@ import { computeBinary } from '../hosts.ts';
 import type { Keypairs, KeypairRow } from '../keypairs.ts';
 import { novaTime } from '../model.ts';
 import type { ComputeQuotaResource, ComputeQuotas } from '../quotas.ts';
-import { computeQuotaResources } from '../quotas.ts';
+import { computeQuotaDefaults, computeQuotaResources } from '../quotas.ts';
 import { Links, links, versioned } from './render.ts';
 
 export interface CatalogRouteDeps {
@@ -449,7 +449,7 @@ export function catalogRoutes(deps: CatalogRouteDeps): AnyRouteSpec[] {
       } }),
     route({ method: 'GET', path: '/os-quota-sets/:project_id/defaults', policy: 'os_compute_api:os-quota-sets:defaults', params: QuotaParams,
       responses: { 200: versioned(quotaBreakpoints, (v) => Type.Object({ quota_set: quotaSetSchema(v, true, false) }, { additionalProperties: false })) },
-      handler: (ctx) => ({ status: 200, body: { quota_set: quotaBody(ctx.microversion, ctx.params['project_id']!, quotas.limits('\u0000defaults'), true) } }) }),
+      handler: (ctx) => ({ status: 200, body: { quota_set: quotaBody(ctx.microversion, ctx.params['project_id']!, { ...computeQuotaDefaults }, true) } }) }),
     route({ method: 'PUT', path: '/os-quota-sets/:project_id', policy: 'os_compute_api:os-quota-sets:update', params: QuotaParams,
       body: Type.Object({ quota_set: Type.Object({
         ...Object.fromEntries(computeQuotaResources.map((r) => [r, Type.Optional(Type.Union([Type.Integer({ minimum: -1, maximum: 2147483647 }), Type.String({ pattern: '^-?[0-9]+$' })]))])),

@@ -10,7 +10,7 @@ import { Nullable, route, type AnyRouteSpec, type DeclaredContext } from '../../
 import type { ComputeHosts } from '../hosts.ts';
 import type { BdmRow } from '../model.ts';
 import { novaTime } from '../model.ts';
-import type { ServerListQuery, ServerService } from '../servers.ts';
+import { ServerService, type ServerListQuery } from '../servers.ts';
 import { Links, links, renderServer, renderServerSummary, serverDetailResponses, serverListDetailResponses, ServerSummary, type RenderContext } from './render.ts';
 
 const ServerIdParams = Type.Object({ server_id: Type.String({ minLength: 1, maxLength: 255 }) });
@@ -586,7 +586,7 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
                       event: e.event, start_time: novaTime(e.start_time)!, finish_time: novaTime(e.finish_time), result: e.result,
                       ...(isAdmin ? { traceback: e.details } : {}),
                       ...(ctx.microversion >= 62 && isAdmin && e.host ? { host: e.host } : {}),
-                      ...(ctx.microversion >= 62 && e.host ? { hostId: ServerServiceHostId(action.project_id, e.host) } : {}),
+                      ...(ctx.microversion >= 62 && e.host ? { hostId: ServerService.hostId(action.project_id, e.host) } : {}),
                       ...(ctx.microversion >= 84 ? { details: e.details } : {}),
                     })),
                   }
@@ -597,9 +597,4 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
       },
     }),
   ];
-}
-
-import { ServerService as ServerServiceClass } from '../servers.ts';
-function ServerServiceHostId(projectId: string, host: string): string {
-  return ServerServiceClass.hostId(projectId, host);
 }
