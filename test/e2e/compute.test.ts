@@ -9,7 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { memberProject, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
@@ -56,9 +56,16 @@ after(async () => {
   for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.waitServer(s.id, ['DELETED'], 60_000).catch(() => undefined);
   await pumice.stop();
   const left = await qemuPids(instancesDir());
+  const described = left.map((pid) => {
+    try {
+      return `${pid}: ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').slice(0, 300)}`;
+    } catch {
+      return `${pid}: gone`;
+    }
+  });
   for (const pid of left) process.kill(pid, 'SIGKILL');
   pumice.cleanup();
-  assert.deepEqual(left, [], 'no QEMU process outlives its servers');
+  assert.deepEqual(described, [], 'no QEMU process outlives its servers');
 });
 
 describe('compute catalog with the openstack CLI', () => {

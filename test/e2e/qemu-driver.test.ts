@@ -302,6 +302,26 @@ setInterval(() => {}, 1000);
     await driver.destroy(uuid, { removeFiles: true });
   });
 
+  test('a QEMU no pid file records (a start interrupted before qemu.pid was written) is killed by the next start and by destroy', async () => {
+    const uuid = randomUUID();
+    const spec = guestSpec(uuid, [fileDisk('root', await blankDisk('unrecorded.raw'), { bootIndex: 1 })]);
+    const first = await driver.spawn(spec);
+    assert.ok(first.pid && alive(first.pid));
+    // The window between spawning QEMU and recording it: the agent died there, so no pid file.
+    await rm(path.join(instancesDir, uuid, 'qemu.pid'));
+    const restarted = new QemuHypervisor({ instancesDir, log });
+    const second = await restarted.spawn(spec);
+    assert.ok(second.pid && alive(second.pid));
+    assert.notEqual(second.pid, first.pid);
+    assert.ok(!alive(first.pid), 'the unrecorded QEMU was killed before the new one started');
+    assert.ok(logs.some((line) => line.includes(`killing QEMU pid ${first.pid}`)), 'the kill is logged');
+
+    await rm(path.join(instancesDir, uuid, 'qemu.pid'));
+    await new QemuHypervisor({ instancesDir, log }).destroy(uuid, { removeFiles: true });
+    assert.ok(!alive(second.pid), 'destroy kills an unrecorded QEMU too');
+    await restarted.close();
+  });
+
   test('disks QEMU cannot open give HypervisorErrors naming the cause, quickly, and leave no process', async (t) => {
     const missing = guestSpec(randomUUID(), [fileDisk('root', path.join(workDir, 'no-such-disk.raw'), { bootIndex: 1 })]);
     const e1 = await driver.spawn(missing).then(() => null, (err: unknown) => err);

@@ -184,6 +184,7 @@ export class QemuHypervisor implements Hypervisor {
       // `quit` first: QEMU closes its disks, so librbd drops its watch and the image can be removed at once
       // (after a SIGKILL the watch lingers ~30 s and `rbd rm` refuses with "image has watchers").
       if (instance && instance.pid !== null) await this.stopProcess(instance, { graceful: true });
+      await this.killUnrecorded(uuid, instance?.pid ?? null);
       this.instances.delete(uuid);
       const dir = this.dirOf(uuid);
       if (options.removeFiles) {
@@ -375,6 +376,7 @@ export class QemuHypervisor implements Hypervisor {
     }
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await chmod(dir, 0o700);
+    await this.killUnrecorded(uuid, null);
     await removeRuntimeFiles(dir);
     const placements = coldPlacements(spec);
     const instance: Instance = { uuid, dir, spec: { ...spec, disks: spec.disks.map(withoutSecrets) }, placements, nextSeq: spec.disks.length + 1, pid: null, qmp: null };
@@ -597,6 +599,25 @@ export class QemuHypervisor implements Hypervisor {
     const instance = await this.load(uuid);
     if (!instance || instance.pid === null) throw new HypervisorError('GuestNotFound', `Instance ${uuid} has no running QEMU on this host: start it first.`);
     return instance;
+  }
+
+  /**
+   * QEMUs of this instance that no pid file records: a start interrupted (Pumice killed) between
+   * spawning QEMU and writing qemu.pid. Such a guest never finished starting, so a new start or a
+   * destroy kills it: otherwise it would run on beside the new one, unseen and never stopped.
+   */
+  private async killUnrecorded(uuid: string, recordedPid: number | null): Promise<void> {
+    for (const found of await qemuProcessesUnder(this.options.instancesDir)) {
+      const pid = found.pid;
+      if (pid === recordedPid || found.uuid !== uuid) continue;
+      this.log(`qemu ${uuid}: killing QEMU pid ${pid}, left by an interrupted start (no pid file records it)`);
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        continue;
+      }
+      await waitExit(pid, exitWaitMs);
+    }
   }
 
   private async livePid(uuid: string): Promise<number | null> {
