@@ -415,7 +415,10 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     assert.match(String(failed['fail_reason']), /interrupted/);
     assert.equal((await openstackJson(s.env, ['volume', 'show', bigId]))['status'], 'available');
     // The clean-up may wait for the killed client's watch on the image to expire (osd_client_watch_timeout).
-    await waitFor('the interrupted backup image to be removed', async () => ((await backupImages(bigId)).length === 0 ? true : undefined), 90_000, 500);
+    await waitFor('the interrupted backup image to be removed', async () => ((await backupImages(bigId)).length === 0 ? true : undefined), 180_000, 500).catch((error: Error) => {
+      const reconcileLines = pumice.output().split('\n').filter((line) => /reconcile|backup/i.test(line));
+      throw new Error(`${error.message}; Pumice said:\n${reconcileLines.slice(-30).join('\n')}`);
+    });
     assert.deepEqual((await snapNames(`${volumePool}/volume-${bigId}`)).filter((n) => n.startsWith('backup.')), [], 'no orphan source snapshot');
     const retry = await s.backup(['--name', 'after-crash', bigId]);
     assert.equal((await s.waitBackup(retry, ['available', 'error']))['status'], 'available');
