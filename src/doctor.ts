@@ -6,6 +6,8 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCephClient } from './ceph/conf.ts';
+import { setupPlan } from './ceph/setup.ts';
+import { blocklistProbe } from './compute/evacuation.ts';
 import { checkQemu, probeAccelerator, probeBootOnce } from './compute/hypervisor/qemu/index.ts';
 import { promisify } from 'node:util';
 import { isIP } from 'node:net';
@@ -169,6 +171,7 @@ async function computeChecks(config: PumiceConfig): Promise<Check[]> {
     checks.push({ name: `compute: Ceph client client.${user}`, ok: false, detail: `${(error as Error).message} Instances with RBD disks would go to ERROR on this host.` });
     return checks;
   }
+  checks.push(await checkFencingCaps(config, user, client));
   const rbd = (args: string[]) => execFileAsync('rbd', ['--id', user, '-c', client.confPath, '--keyring', client.keyringPath, '--client_mount_timeout=10', ...args], { timeout: 30_000 });
   if (config.libvirt.images_type === 'rbd') {
     const pool = config.libvirt.images_rbd_pool;
@@ -192,6 +195,46 @@ async function computeChecks(config: PumiceConfig): Promise<Check[]> {
     }
   }
   return checks;
+}
+
+/**
+ * Issue 13: the compute host's Ceph user ([libvirt] rbd_user, the one an evacuation to this host
+ * fences with) must be able to blocklist the old host's clients, or evacuations of servers with RBD
+ * disks are refused. A warning, since servers run without it; a failure with `[compute]
+ * auto_evacuate = true`, which could then never recover a host. The fix is `pumice ceph setup` when
+ * it manages that user, else the exact `ceph auth caps` command (with the user's current osd caps
+ * when an admin keyring is at hand to read them).
+ */
+async function checkFencingCaps(config: PumiceConfig, user: string, client: { confPath: string; keyringPath: string }): Promise<Check> {
+  const name = `compute: fencing as client.${user} (evacuation)`;
+  const problem = await blocklistProbe({ user, confPath: client.confPath, keyringPath: client.keyringPath });
+  if (!problem) return { name, ok: true, detail: `client.${user} may blocklist Ceph clients: an evacuation to this host can fence a dead or partitioned host` };
+  const automatic = config.compute.auto_evacuate;
+  if (!problem.capsMissing) {
+    return { name, ok: !automatic, detail: `${automatic ? '' : 'warning: '}could not check that client.${user} may blocklist Ceph clients: ${problem.message}` };
+  }
+  const osdCaps = await readOsdCaps(client.confPath, user);
+  const command = `ceph auth caps client.${user} mon 'profile rbd' osd '${osdCaps ?? `<its current osd caps: ceph auth get client.${user}>`}'`;
+  const viaSetup = setupPlan(config).some((entry) => entry.user === user);
+  return {
+    name,
+    ok: !automatic,
+    detail:
+      `${automatic ? '' : 'warning: '}client.${user} may not blocklist Ceph clients (mon caps lack 'profile rbd' or 'allow command "osd blocklist"'; the scenario's mon 'allow r' cannot): ` +
+      `evacuating a server with RBD disks to this host is refused, because the old host could keep writing to them` +
+      `${automatic ? ', and [compute] auto_evacuate = true can never recover a host' : ''}. ` +
+      `Fix: ${viaSetup ? `pumice ceph setup (it grants mon 'profile rbd'), or ` : ''}${command}`,
+  };
+}
+
+/** A user's osd caps as an admin reads them (best effort: null when no admin keyring is at hand). */
+async function readOsdCaps(confPath: string, user: string): Promise<string | null> {
+  try {
+    const { stdout } = await execFileAsync('ceph', ['--conf', confPath, '--id', 'admin', '--connect-timeout', '10', 'auth', 'get', `client.${user}`, '--format', 'json'], { timeout: 20_000 });
+    return (JSON.parse(stdout) as { caps?: { osd?: string } }[])[0]?.caps?.osd ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** The backup driver can work: directory writable, or Ceph reachable as backup_ceph_user with write caps on backup_ceph_pool. */

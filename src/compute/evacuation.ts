@@ -299,6 +299,26 @@ export async function fenceRbdDisks(client: CephCli, disks: RbdDiskRef[], expire
   return { blocklisted, locksBroken };
 }
 
+/** An address no Ceph client has (port 0 on 127.0.0.254): what the blocklist probe adds, for a second. */
+const blocklistProbeAddress = '127.0.0.254:0/1';
+
+/**
+ * Whether `client` may blocklist Ceph clients, which the fence of an evacuation needs (`mon 'profile
+ * rbd'`, or `allow command "osd blocklist"`): adds a blocklist entry for an address no client has,
+ * expiring after 1 s (the only way to know, as a user may not read its own caps). Returns null when
+ * it may; otherwise the failure, with `capsMissing` when Ceph said EACCES/EPERM (anything else:
+ * the cluster could not be asked).
+ */
+export async function blocklistProbe(client: CephCli): Promise<{ capsMissing: boolean; message: string } | null> {
+  try {
+    await run('ceph', client, ['--connect-timeout', '10', 'osd', 'blocklist', 'add', blocklistProbeAddress, '1']);
+    return null;
+  } catch (error) {
+    const message = (error as Error).message;
+    return { capsMissing: isCapsError(message), message };
+  }
+}
+
 /**
  * Removes the blocklist entries of a fence (the fenced host has destroyed its old guests). Entries
  * already gone are fine. `mon 'profile rbd'` may add entries but not remove them: then they are left

@@ -29,6 +29,11 @@ async function pumice(args: string[]): Promise<{ code: number; stdout: string; s
   }
 }
 
+async function ceph(args: string[]): Promise<string> {
+  const { stdout } = await execFileAsync('ceph', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 60_000 });
+  return stdout;
+}
+
 async function configFile(name: string, section: string): Promise<string> {
   const file = path.join(work, `${name}.conf`);
   await writeFile(file, `[DEFAULT]\nenabled_backends = ceph\n[ceph]\nvolume_driver = rbd\nrados_connect_timeout = 5\nrbd_secret_uuid = 457eb676-33da-42ec-9a8c-9293d545c337\n${section}`);
@@ -77,6 +82,41 @@ describe('pumice doctor and pumice ceph setup', { timeout: 180_000 }, () => {
     assert.equal(r.code, 0, r.stdout);
     assert.match(r.stdout, /ok\s+backend \[ceph\] \(rbd\): pool volumes as client\.cinder: [\d.]+ of [\d.]+ GiB free/);
     assert.match(r.stdout, /warning: client\.cinder may not blocklist clients.*mon 'profile rbd'/);
+    // The compute side: client.cinder fences evacuations ([libvirt] rbd_user falls back to the backend's user).
+    assert.match(r.stdout, /ok\s+compute: fencing as client\.cinder \(evacuation\): warning: client\.cinder may not blocklist Ceph clients .*mon 'allow r'.*evacuating a server with RBD disks to this host is refused/);
+  });
+
+  test("doctor: with auto_evacuate, the compute user's mon 'allow r' fails, naming the cap and the exact fix", async () => {
+    const conf = await configFile('fence-auto', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n[libvirt]\nrbd_user = cinder\n[compute]\nauto_evacuate = true\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd6'), '--config', conf]);
+    assert.equal(r.code, 1, r.stdout);
+    const line = r.stdout.split('\n').find((l) => /compute: fencing as client\.cinder/.test(l)) ?? '';
+    assert.match(line, /^FAIL\s+compute: fencing as client\.cinder \(evacuation\): client\.cinder may not blocklist Ceph clients \(mon caps lack 'profile rbd' or 'allow command "osd blocklist"'/);
+    assert.match(line, /\[compute\] auto_evacuate = true can never recover a host/);
+    // client.cinder is a backend user, so pumice ceph setup fixes it; the exact command keeps its osd caps (read with the lab's admin keyring).
+    const osd = JSON.parse(await ceph(['auth', 'get', 'client.cinder', '--format', 'json']))[0].caps.osd as string;
+    assert.ok(line.includes(`Fix: pumice ceph setup (it grants mon 'profile rbd'), or ceph auth caps client.cinder mon 'profile rbd' osd '${osd}'`), line);
+  });
+
+  test('doctor: a compute user pumice ceph setup does not manage gets only the ceph auth caps command; a user that may blocklist passes', async () => {
+    const conf = await configFile('fence-other', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n[libvirt]\nrbd_user = glance\n`);
+    const r = await pumice(['doctor', '--data-dir', path.join(work, 'd7'), '--config', conf]);
+    const line = r.stdout.split('\n').find((l) => /compute: fencing as client\.glance/.test(l)) ?? '';
+    assert.match(line, /warning: client\.glance may not blocklist/);
+    assert.match(line, /Fix: ceph auth caps client\.glance mon 'profile rbd' osd 'allow class-read object_prefix rbd_children, allow rwx pool=images'$/);
+    assert.doesNotMatch(line, /pumice ceph setup/);
+
+    const fencer = `pumice-doctor-fence-${process.pid}`;
+    await ceph(['auth', 'get-or-create', `client.${fencer}`, 'mon', 'allow r, allow command "osd blocklist"', 'osd', 'allow rwx pool=volumes']);
+    try {
+      const keyring = path.join(work, 'fencer.keyring');
+      await writeFile(keyring, await ceph(['auth', 'get', `client.${fencer}`]), { mode: 0o600 });
+      const ok = await configFile('fence-ok', `rbd_pool = volumes\nrbd_user = cinder\nrbd_ceph_conf = ${lab.confPath}\n[libvirt]\nrbd_user = ${fencer}\nrbd_keyring = ${keyring}\n`);
+      const r2 = await pumice(['doctor', '--data-dir', path.join(work, 'd8'), '--config', ok]);
+      assert.match(r2.stdout, new RegExp(`ok\\s+compute: fencing as client\\.${fencer} \\(evacuation\\): client\\.${fencer} may blocklist Ceph clients`), r2.stdout);
+    } finally {
+      await ceph(['auth', 'del', `client.${fencer}`]).catch(() => undefined);
+    }
   });
 
   test('ceph setup creates the missing pool, user, caps and keyring once; doctor is then happy', async () => {
@@ -98,5 +138,6 @@ describe('pumice doctor and pumice ceph setup', { timeout: 180_000 }, () => {
     const after = await pumice(['doctor', '--data-dir', path.join(work, 'd4'), '--config', conf]);
     assert.equal(after.code, 0, after.stdout);
     assert.match(after.stdout, /ok\s+backend \[ceph\] \(rbd\) fencing: may blocklist crashed clients/);
+    assert.match(after.stdout, /ok\s+compute: fencing as client\.cinder2 \(evacuation\): client\.cinder2 may blocklist Ceph clients/);
   });
 });
