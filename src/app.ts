@@ -20,6 +20,7 @@ import { imageApp } from './image/api.ts';
 import { imagePolicy } from './image/policy.ts';
 import { MetadefService, shippedMetadefsDirectory } from './image/metadefs.ts';
 import { parseSeedDocument } from './image/metadefs-api.ts';
+import { taskApp } from './tasks/api.ts';
 import { responseValidationEnabled } from './http/declare.ts';
 import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
@@ -198,6 +199,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
       imageApp(images, { validateResponses, log, metadefs }),
       computeApiApp(compute, config, identity, log),
+      taskApp(db, { policyOverrides, validateResponses, log }),
     ],
     tokens: identity,
     requestBodyBytesMax: config.oslo_middleware.max_request_body_size,

@@ -39,8 +39,9 @@
  * field, value and expected shape), then the route's policy rule with the
  * default target (403), then the handler. Nova validates before it checks
  * policy, and so do we. The route-level policy check sees only the caller's own
- * project as target; handlers that act on another project's resource call
- * `ctx.authorize(rule, { project_id: owner })` once they know the owner.
+ * project as target (unless the route declares `target`); handlers that act on
+ * another project's resource call `ctx.authorize(rule, { project_id: owner })`
+ * once they know the owner.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
@@ -81,6 +82,12 @@ export interface RouteSpec<B extends TSchema | undefined = undefined, Q extends 
   versions?: VersionRange;
   /** Rule name in the service's policy table, checked with the default target before the handler; `@` for routes anyone may call. */
   policy: string;
+  /**
+   * The target of the route-level policy check, built from the validated request (path
+   * parameters, a header, a lookup that does not throw); default: `RegisterOptions.defaultTarget`.
+   * Keystone's rules name the target this way (`user_id:%(target.user.id)s`).
+   */
+  target?: (ctx: RequestContext) => PolicyTarget;
   /** Path parameters' schema (an object of strings), e.g. `Type.Object({ server_id: Type.String({ format: 'uuid' }) })`. */
   params?: TSchema;
   body?: B;
@@ -363,7 +370,8 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
     } else {
       for (const key of new Set(ctx.query.keys())) queryParams[key] = ctx.query.get(key);
     }
-    if (compiledSpec.body && !spec.options?.rawBody) {
+    const bodyMayBeAbsent = ctx.body === undefined && (spec.body as unknown as Record<symbol, unknown> | undefined)?.[OptionalKind] === 'Optional';
+    if (compiledSpec.body && !spec.options?.rawBody && !bodyMayBeAbsent) {
       if (!compiledSpec.body(ctx.body)) {
         if (ctx.body === undefined) throw errors.badRequest(`${spec.method} ${spec.path} needs a JSON body; the request had none.`);
         throw badRequest(describeErrors('body', compiledSpec.body.errors ?? [], ctx.body));
@@ -381,7 +389,7 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
         return options.policy.check(rule, ctx.auth, target ?? defaultTarget());
       },
     });
-    declared.authorize(spec.policy);
+    declared.authorize(spec.policy, spec.target?.(ctx));
     const reply = await spec.handler(declared);
     if (options.validateResponses) checkResponse(compiledSpec, ctx, reply);
     return reply;

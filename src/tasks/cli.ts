@@ -12,7 +12,8 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Db } from '../db/db.ts';
-import { SqliteTaskStore, type TaskRow } from './store.ts';
+import { PumiceError } from '../errors.ts';
+import { TaskAdmin, taskView } from './admin.ts';
 
 const usage = `usage: pumice tasks <command> [options]
 
@@ -58,53 +59,47 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
     return 1;
   }
   const db = new Db(join(dataDir, 'pumice.db'));
-  const store = new SqliteTaskStore(db);
+  const admin = new TaskAdmin(db);
   try {
-    const idArg = () => {
+    const taskId = () => {
       const id = Number(positionals[0]);
       if (!Number.isInteger(id) || id <= 0) throw new UsageError(`'${command}' needs a task id (pumice tasks list shows them)`);
-      const row = store.get(id);
-      if (!row) throw new UsageError(`task ${id} does not exist (done tasks are deleted when they finish)`);
-      return row;
+      return id;
     };
     if (command === 'list') {
-      const where: string[] = [];
-      const params: string[] = [];
-      if (values['state']) (where.push('state = ?'), params.push(values['state'] as string));
-      if (values['kind']) (where.push('kind = ?'), params.push(values['kind'] as string));
-      if (values['resource']) (where.push('(resource_id = ? OR id IN (SELECT task_id FROM task_locks WHERE resource_id = ?))'), params.push(values['resource'] as string, values['resource'] as string));
-      const limit = Number(values['limit'] ?? 100);
-      const rows = db.all<TaskRow>(`SELECT * FROM tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`, ...params, limit);
-      if (values['json']) out(`${JSON.stringify(rows, null, 2)}\n`);
+      const rows = admin.list({
+        state: values['state'] as string | undefined,
+        kind: values['kind'] as string | undefined,
+        resource: values['resource'] as string | undefined,
+        limit: Number(values['limit'] ?? 100),
+      });
+      if (values['json']) out(`${JSON.stringify(rows.map(taskView), null, 2)}\n`);
       else {
         out(`${'ID'.padEnd(8)}${'STATE'.padEnd(11)}${'KIND'.padEnd(22)}${'QUEUE'.padEnd(16)}${'TRIES'.padEnd(7)}RESOURCE / LAST ERROR\n`);
         for (const r of rows) out(`${String(r.id).padEnd(8)}${r.state.padEnd(11)}${r.kind.padEnd(22)}${r.queue.padEnd(16)}${String(r.attempts).padEnd(7)}${r.resource_id}${r.last_error ? `  ${r.last_error.slice(0, 100)}` : ''}\n`);
       }
       return 0;
     }
-    const row = idArg();
+    const id = taskId();
     if (command === 'show') {
-      const locks = db.all<{ resource_id: string; mode: string }>('SELECT resource_id, mode FROM task_locks WHERE task_id = ? ORDER BY mode DESC, resource_id', row.id);
-      const view = { ...row, payload: JSON.parse(row.payload) as unknown, lease_until: row.lease_until ? new Date(row.lease_until).toISOString() : null, locks };
+      // The operator holds the database itself: the payload is shown whole.
+      const view = admin.detail(id, { revealSecrets: true });
       out(values['json'] ? `${JSON.stringify(view, null, 2)}\n` : Object.entries(view).map(([k, v]) => `${k.padEnd(16)}${typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v)}`).join('\n') + '\n');
       return 0;
     }
     if (command === 'retry') {
-      if (row.state !== 'failed' && row.state !== 'cancelled') throw new UsageError(`task ${row.id} is ${row.state}: only a failed or cancelled task can be retried`);
-      // Locks were released when it ended: it takes back a write lock on its resource (its other locks are not known any more).
-      db.transaction(() => {
-        db.run("UPDATE tasks SET state = 'queued', attempts = 0, owner = NULL, lease_until = NULL, not_before = 0, fenced = 0, finished_at = NULL, updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
-        db.run("INSERT OR IGNORE INTO task_locks (task_id, resource_id, mode) VALUES (?, ?, 'write')", row.id, row.resource_id);
-      });
+      const row = admin.retry(id);
       out(`task ${row.id} (${row.kind} ${row.resource_id}) queued again; its resource must be in the state the task expects (reset it first if needed)\n`);
       return 0;
     }
-    if (row.state === 'queued') store.cancel(row.id, 'cancelled by pumice tasks cancel');
-    else if (row.state === 'running') db.run("UPDATE tasks SET fenced = 1, last_error = 'cancelled by pumice tasks cancel', updated_at = ? WHERE id = ?", new Date().toISOString(), row.id);
-    else throw new UsageError(`task ${row.id} is ${row.state} already`);
-    out(`task ${row.id} ${row.state === 'running' ? 'fenced: it stops at its next checkpoint without writing' : 'cancelled'}; its resource keeps its status (use os-reset_status to change it)\n`);
+    const { effect } = admin.cancel(id, 'cancelled by pumice tasks cancel');
+    out(`task ${id} ${effect === 'fenced' ? 'fenced: it stops at its next checkpoint without writing' : 'cancelled'}; its resource keeps its status (use os-reset_status to change it)\n`);
     return 0;
   } catch (error) {
+    if (error instanceof PumiceError) {
+      process.stderr.write(`pumice tasks: ${error.status === 404 ? `task ${positionals[0]} does not exist (done tasks are deleted when they finish)` : error.message}\n`);
+      return 1;
+    }
     if (!(error instanceof UsageError)) throw error;
     process.stderr.write(`pumice tasks: ${error.message}\n`);
     return 1;
