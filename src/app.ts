@@ -170,6 +170,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // One policy file for every service ([oslo_policy] policy_file); each service's table takes its own rule names.
   const policyOverrides = loadPolicyOverrides(config.oslo_policy.policy_file);
   const validateResponses = responseValidationEnabled(config.api.validate_responses);
+  const imageTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000 });
   const images = new ImageService(db, defaultImageStore, log, {
     policy: imagePolicy(policyOverrides),
     otherStores: imageStores.filter((s) => s !== defaultImageStore),
@@ -177,6 +178,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     showMultipleLocations: config.DEFAULT.show_multiple_locations,
     workDirectory: join(dataDir, 'image-staging'),
     convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
+    // Imports have their own runner, so a long conversion never holds a volume queue's slot.
+    tasks: imageTasks,
   });
   // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
   const metadefs = new MetadefService(db, images.policy, log);
@@ -185,6 +188,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
   if (rbdStore) void (rbdStore as RbdStore).start();
   await images.recover();
+  images.startTasks();
   const compute = computeParts(db, config, queue, inProcessLookups(images, volumes));
   compute.flavors.ensureDefaults();
   // The backup role has its own runner so long backups never hold the volume queues' slots.
@@ -259,6 +263,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
         server.close(() => r());
         server.closeIdleConnections();
       });
+      await imageTasks.stop();
       await backupManager.stop();
       await manager.stop();
       await nbdServer.stop();

@@ -354,10 +354,11 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
     }),
     route({
       method: 'POST', path: '/v2/images/:image_id/import', policy: 'upload_image', body: ImportBody, responses: { 202: null },
-      async handler(ctx) {
+      handler(ctx) {
         const unknownStore = (ctx.body.stores ?? []).find((s) => s !== service.store.id);
         if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
-        await service.importStaged(auth(ctx), id(ctx), ctx.body.method.name);
+        // Answers at once, as Glance does: the import runs as a task; clients poll the image's status.
+        service.importStaged(auth(ctx), id(ctx), ctx.body.method.name);
         return { status: 202 };
       },
     }),

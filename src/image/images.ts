@@ -24,6 +24,8 @@ import { imagePolicy } from './policy.ts';
 import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
 import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
 import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
+import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { errorMessage, FatalError, TaskFencedError } from '../tasks/errors.ts';
 
 /** What an image store offers (the file store's data interface); `location`/`assertDeletable` where the store has them. */
 export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'discard' | 'delete' | 'read' | 'sizeOf'> & {
@@ -60,6 +62,8 @@ export interface ImageServiceOptions {
   convertToRaw?: boolean;
   /** Glance's policy table (src/image/policy.ts) with the operator's overrides; default: Glance's defaults. */
   policy?: PolicyTable;
+  /** Runs glance-direct imports (queue `imageTaskQueue`); started by `startTasks()`. */
+  tasks: TaskQueue;
 }
 
 /** An upload written into the store and checked, waiting to be published. */
@@ -71,6 +75,29 @@ interface StoredUpload {
 }
 
 const execFileAsync = promisify(execFile);
+
+/** The task queue of image imports (run by the api role, where the staged data is). */
+export const imageTaskQueue = 'image';
+const importTaskKind = 'image.import';
+
+interface ImportPayload {
+  /** The id shown in os_glance_import_task. */
+  taskId: string;
+  method: string;
+}
+
+/**
+ * Glance's import bookkeeping properties: the running task, the stores still
+ * to import to, and the stores that failed (comma-separated). `os_glance_*`
+ * names are reserved: users cannot set them.
+ */
+export const importProperties = {
+  task: 'os_glance_import_task',
+  importingTo: 'os_glance_importing_to_stores',
+  failed: 'os_glance_failed_import',
+} as const;
+/** After a successful import: no task, no store left, none failed. */
+const importDoneProperties = { task: null, importingTo: '', failed: '' } as const;
 
 export type ImageStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'killed' | 'deactivated' | 'deleted';
 
@@ -214,6 +241,10 @@ export class ImageService {
     this.policy = options.policy ?? imagePolicy();
     this.work = new FileStore(options.workDirectory);
     this.staging = store instanceof FileStore ? store : this.work;
+    options.tasks.register(importTaskKind, (task) => this.runImport(task), (task, reason) => {
+      // Interrupted too often, or failed after the handler's own bookkeeping (a no-op then).
+      if (this.recordImportFailure(task.resourceId, 'uploading') !== null) this.log(`images: import of ${task.resourceId} given up: ${reason}`);
+    });
   }
 
   /** Every enabled store, the default first. */
@@ -261,16 +292,24 @@ export class ImageService {
     const now = new Date().toISOString();
     const stuck = this.db.run("UPDATE images SET status = 'queued', updated_at = ? WHERE status = 'saving'", now);
     if (stuck.changes > 0) this.log(`images: ${stuck.changes} interrupted upload(s) back to queued`);
-    // An interrupted import starts again from its staged data; staging without data is undone.
-    this.db.run("UPDATE images SET status = 'uploading', updated_at = ? WHERE status = 'importing'", now);
+    // An import whose task is still queued or running runs again (startTasks) from its staged data;
+    // one without a task (lost) goes back to `uploading`; staging without data is undone.
+    const orphanImports = this.db.run(
+      `UPDATE images SET status = 'uploading', updated_at = ? WHERE status = 'importing'
+       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = images.id AND t.kind = ? AND t.state IN ('queued', 'running'))`,
+      now, importTaskKind,
+    );
+    if (orphanImports.changes > 0) this.log(`images: ${orphanImports.changes} import(s) without a task back to uploading`);
     for (const { id } of this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'")) {
       if ((await this.staging.stagedSizeOf(id)) === null) {
         this.db.run("UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'", now, id);
       }
     }
-    const staged = new Set(this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'").map((r) => this.staging.stagedName(r.id)));
+    const staged = new Set(this.db.all<{ id: string }>("SELECT id FROM images WHERE status IN ('uploading', 'importing')").map((r) => this.staging.stagedName(r.id)));
+    // File store: an import a crash cut after its rename has its data under the image's name already.
+    const keptStatuses = this.staging === this.store ? "'active', 'deactivated', 'importing'" : "'active', 'deactivated'";
     const keep = new Set([
-      ...this.db.all<{ id: string }>("SELECT id FROM images WHERE status IN ('active', 'deactivated')").map((r) => r.id),
+      ...this.db.all<{ id: string }>(`SELECT id FROM images WHERE status IN (${keptStatuses})`).map((r) => r.id),
       ...(this.staging === this.store ? staged : []),
     ]);
     const statusOf = (imageId: string) => this.db.get<{ status: ImageStatus }>('SELECT status FROM images WHERE id = ?', imageId)?.status ?? null;
@@ -404,7 +443,7 @@ export class ImageService {
 
   private checkAttributeName(key: string): void {
     if (readOnlyAttributes.has(key)) throw forbidden(`Attribute '${key}' is read-only.`);
-    if (reservedAttributes.has(key)) throw forbidden(`Attribute '${key}' is reserved.`);
+    if (reservedAttributes.has(key) || key.startsWith('os_glance')) throw forbidden(`Attribute '${key.slice(0, 255)}' is reserved.`);
     if (key.length === 0 || key.length > 255) throw errors.invalidInput(`Invalid property name '${key.slice(0, 40)}': names must be 1 to 255 characters.`);
   }
 
@@ -726,7 +765,7 @@ export class ImageService {
    * the stored bytes' size and checksums; a converted image becomes
    * disk_format raw, container_format bare, with its original format as a property.
    */
-  private async publish(imageId: string, from: 'saving' | 'importing', stored: StoredUpload): Promise<void> {
+  private async publish(imageId: string, from: 'saving' | 'importing', stored: StoredUpload, importDone?: typeof importDoneProperties): Promise<void> {
     const { pending } = stored;
     try {
       await this.store.commit(imageId, pending);
@@ -740,7 +779,10 @@ export class ImageService {
         properties[originalDiskFormatProperty] = stored.convertedFrom;
         Object.assign(set, { disk_format: 'raw', container_format: 'bare', properties: JSON.stringify(properties) });
       }
-      this.transition(imageId, from, 'active', set);
+      this.db.transaction(() => {
+        this.transition(imageId, from, 'active', set);
+        if (importDone) this.setImportProperties(imageId, importDone);
+      });
     } catch (error) {
       await this.store.discard(pending);
       // Deleted meanwhile: the row is gone, so the data must go too.
@@ -775,21 +817,19 @@ export class ImageService {
   }
 
   /**
-   * glance-direct import of staged data: `uploading` → `importing` → `active`
-   * after the same format check as an upload. Runs before the 202 answer, so
-   * the client sees the final state on its next read. A refused import
-   * removes the staged data and leaves the image `queued`.
+   * glance-direct import of staged data, asynchronous as in Glance: the
+   * request is checked (method, stores, status `uploading`, formats set),
+   * the image goes `importing` with Glance's bookkeeping properties
+   * (`os_glance_import_task`, `os_glance_importing_to_stores`, an empty
+   * `os_glance_failed_import`) and an import task is queued, in one
+   * transaction; the caller answers 202 at once and clients poll the image.
+   * The task (`runImport`) checks the data as an upload is checked,
+   * converts it when the store needs raw, and publishes it: `active`. A
+   * refused import leaves the image `queued` without data; a store failure
+   * leaves it `uploading` with the staged data kept for another import; both
+   * record the store in `os_glance_failed_import`. Returns the task's id.
    */
-  async importStaged(auth: AuthContext, imageId: string, method: string): Promise<void> {
-    this.writing.add(imageId);
-    try {
-      await this.importStagedData(auth, imageId, method);
-    } finally {
-      this.writing.delete(imageId);
-    }
-  }
-
-  private async importStagedData(auth: AuthContext, imageId: string, method: string): Promise<void> {
+  importStaged(auth: AuthContext, imageId: string, method: string): string {
     const image = this.getFor(auth, imageId, 'upload_image');
     if (method !== 'glance-direct') throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: glance-direct.`);
     if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
@@ -797,47 +837,111 @@ export class ImageService {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to importing data.');
     }
     this.mustConvert(image.disk_format);
-    this.transition(imageId, 'uploading', 'importing');
+    const taskId = randomUUID();
+    this.db.transaction(() => {
+      this.transition(imageId, 'uploading', 'importing');
+      this.setImportProperties(imageId, { task: taskId, importingTo: this.store.id, failed: '' });
+      this.options.tasks.enqueue(importTaskKind, imageId, imageTaskQueue, { taskId, method } satisfies ImportPayload);
+    });
+    return taskId;
+  }
+
+  /** Starts the runner of import tasks; call after `recover()`, so an import a crash interrupted runs again on its staged data. */
+  startTasks(): void {
+    this.options.tasks.start([imageTaskQueue]);
+  }
+
+  /** The import task: idempotent (an image no longer `importing` was finished, failed or deleted meanwhile). */
+  private async runImport(task: Task): Promise<void> {
+    const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', task.resourceId);
+    if (!image || image.status !== 'importing') return;
+    this.writing.add(image.id);
+    try {
+      task.progress(`importing into store '${this.store.id}'`);
+      await this.importData(image, task);
+    } catch (error) {
+      if (error instanceof TaskFencedError) throw error;
+      // The store failed: the staged data is kept for another import. Anything else refused the data.
+      const keepStaged = error instanceof StoreWriteError || (error instanceof PumiceError && error.code === 'BackendUnavailable');
+      if (!keepStaged) await this.staging.discardStaged(image.id);
+      const reason = error instanceof StoreWriteError ? `image store '${this.store.id}' failed to write: ${error.message}` : errorMessage(error);
+      const left = this.recordImportFailure(image.id, keepStaged ? 'uploading' : 'queued');
+      if (left !== null) {
+        this.log(`images: import of ${image.id} into store '${this.store.id}' failed; the image is '${left}'${keepStaged ? ' (its staged data is kept: import it again)' : ''}: ${reason}`);
+      }
+      throw new FatalError(reason, { cause: error });
+    } finally {
+      this.writing.delete(image.id);
+    }
+  }
+
+  private async importData(image: ImageRow, task: Task): Promise<void> {
+    const imageId = image.id;
+    const diskFormat = image.disk_format!;
+    this.mustConvert(diskFormat);
     const stagedPath = this.staging.stagedPath(imageId);
-    const refuse = async (error: unknown): Promise<never> => {
-      await this.staging.discardStaged(imageId);
-      this.db.run(
-        "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'importing'",
-        new Date().toISOString(), imageId,
-      );
-      throw error;
-    };
     if (this.staging !== this.store) {
       // Another store (rbd): the staged file is checked, converted when needed and written into it.
-      let stored: StoredUpload;
-      try {
-        stored = await this.storeFile(imageId, stagedPath, image.disk_format, image.size ?? 0);
-      } catch (error) {
-        if (error instanceof StoreWriteError) throw this.refuseStored(imageId, 'importing', error);
-        // The store is unreachable: the staged data is kept for another import.
-        if (error instanceof PumiceError && error.code === 'BackendUnavailable') {
-          this.revertUpload(imageId, 'importing', 'uploading');
-          throw error;
-        }
-        return refuse(error);
-      }
-      await this.publish(imageId, 'importing', stored);
+      const stored = await this.storeFile(imageId, stagedPath, diskFormat, image.size ?? 0);
+      task.checkpoint('image.import.stored');
+      await this.publish(imageId, 'importing', stored, importDoneProperties);
+      task.checkpoint('image.import.published');
       await this.staging.discardStaged(imageId);
       return;
     }
-    let virtualSize: number;
+    // The file store: the staged file is checked and renamed into place. A run that a crash cut
+    // after the rename finds the data already published under the image's name.
+    const published = (await this.staging.stagedSizeOf(imageId)) === null && (await this.store.sizeOf(imageId)) !== null;
+    const path = published ? (this.store as FileStore).pathOf(imageId) : stagedPath;
+    const virtualSize = await this.checkFormat(path, diskFormat, image.size ?? 0);
+    task.checkpoint('image.import.checked');
+    if (!published) await this.staging.commitStaged(imageId);
+    task.checkpoint('image.import.renamed');
     try {
-      virtualSize = await this.checkFormat(stagedPath, image.disk_format, image.size ?? 0);
-    } catch (error) {
-      return refuse(error);
-    }
-    await this.staging.commitStaged(imageId);
-    try {
-      this.transition(imageId, 'importing', 'active', { virtual_size: virtualSize, store: this.store.id });
+      this.db.transaction(() => {
+        this.transition(imageId, 'importing', 'active', { virtual_size: virtualSize, store: this.store.id });
+        this.setImportProperties(imageId, importDoneProperties);
+      });
     } catch (error) {
       if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await this.store.delete(imageId);
       throw error;
     }
+  }
+
+  /**
+   * A failed import: the image leaves `importing` (or stays `uploading` when
+   * a publish already put it back) for `to`, and its store moves from
+   * `os_glance_importing_to_stores` to `os_glance_failed_import`, as Glance
+   * records it. Returns the status left, or null when the image is gone.
+   */
+  private recordImportFailure(imageId: string, to: 'uploading' | 'queued'): ImageStatus | null {
+    return this.db.transaction(() => {
+      const now = new Date().toISOString();
+      if (to === 'queued') {
+        this.db.run(
+          "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status IN ('importing', 'uploading')",
+          now, imageId,
+        );
+      } else {
+        this.revertUpload(imageId, 'importing', 'uploading');
+      }
+      const row = this.db.get<{ status: ImageStatus }>('SELECT status FROM images WHERE id = ?', imageId);
+      if (!row) return null;
+      this.setImportProperties(imageId, { task: null, importingTo: '', failed: this.store.id });
+      return row.status;
+    });
+  }
+
+  /** Sets (a string) or removes (null) Glance's import bookkeeping properties of an image. */
+  private setImportProperties(imageId: string, values: Partial<Record<keyof typeof importProperties, string | null>>): void {
+    const row = this.db.get<{ properties: string }>('SELECT properties FROM images WHERE id = ?', imageId);
+    if (!row) return;
+    const properties = JSON.parse(row.properties) as Record<string, string>;
+    for (const [key, value] of Object.entries(values) as [keyof typeof importProperties, string | null][]) {
+      if (value === null) delete properties[importProperties[key]];
+      else properties[importProperties[key]] = value;
+    }
+    this.db.run('UPDATE images SET properties = ? WHERE id = ?', JSON.stringify(properties), imageId);
   }
 
   /** Streams the request into a pending write in state `during`; on failure the image is back to queued (or killed when the store failed). */

@@ -4,7 +4,8 @@
  * a sparse raw image into pool `images` (8 MiB objects, thin, protected
  * snapshot `snap`), direct_url, download byte for byte, 409 while a clone
  * exists, delete; non-raw uploads and glance-direct imports converted to
- * raw; conversion switched off refuses them; the start-up orphan sweep.
+ * raw (asynchronously: a long conversion answers 202 at once); conversion
+ * switched off refuses them; the start-up orphan sweep.
  * Also: an unusable ceph.conf answers 503 naming the fix.
  * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it.
  */
@@ -46,6 +47,16 @@ async function poolImages(pool: string): Promise<string[]> {
 /** Files left in the image scratch directory (spooled uploads, conversions, staged data). */
 async function scratchFiles(dataDir: string): Promise<string[]> {
   return readdir(path.join(dataDir, 'image-staging')).catch(() => []);
+}
+
+/** Polls an image until it leaves `importing`; returns its last view. */
+async function importEnded(api: ApiClient, imageId: string, timeoutMs = 120_000): Promise<any> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const image = (await api.request('GET', `/image/v2/images/${imageId}`)).body;
+    if (image.status !== 'importing' || Date.now() > deadline) return image;
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 async function fileMd5(file: string): Promise<string> {
@@ -250,11 +261,12 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     await openstack(env, ['image', 'create', '--import', '--file', qcow2Path, '--disk-format', 'qcow2', '--container-format', 'bare', 'rbd-imported-qcow2']);
     const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
     const shown = await openstackJson(env, ['image', 'show', 'rbd-imported-qcow2']);
-    const full = (await api.request('GET', `/image/v2/images/${shown['id']}`)).body;
+    // The import is asynchronous (Glance): the client polls until the image leaves 'importing'.
+    const full = await importEnded(api, shown['id'] as string);
     await checkConverted(api, full.id, full, qcow2Path, 'qcow2', 64 * MiB);
     await openstack(env, ['image', 'create', '--import', '--file', diskPath, '--disk-format', 'raw', '--container-format', 'bare', 'rbd-imported-raw']);
     const raw = await openstackJson(env, ['image', 'show', 'rbd-imported-raw']);
-    assert.equal(raw['status'], 'active');
+    assert.equal((await importEnded(api, raw['id'] as string)).status, 'active');
     assert.equal(raw['checksum'], createHash('md5').update(await readFile(diskPath)).digest('hex'));
     const snaps = JSON.parse(await rbd(['snap', 'ls', '--format', 'json', `images/${raw['id']}`])) as { name: string }[];
     assert.deepEqual(snaps.map((x) => x.name), ['snap']);
@@ -263,6 +275,40 @@ describe('images on the rbd store with the openstack CLI', { timeout: 300_000 },
     assert.ok((await readFile(saved)).equals(await readFile(diskPath)));
     await openstack(env, ['image', 'delete', 'rbd-imported-qcow2', 'rbd-imported-raw']);
     assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'staged data is removed after the import');
+  });
+
+  test('a glance-direct import with a long conversion answers 202 at once; clients poll importing -> active', async () => {
+    // 512 MiB of non-zero data: converting it and writing it into the pool takes seconds, not milliseconds.
+    const qcow2Path = path.join(work, 'long.qcow2');
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '512M']);
+    await execFileAsync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 512M', qcow2Path], { timeout: 120_000 });
+    const api = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const created = await api.request('POST', '/image/v2/images', { name: 'long-import', disk_format: 'qcow2', container_format: 'bare' });
+    assert.equal(created.status, 201, created.text);
+    const imageId = created.body.id as string;
+    await execFileAsync('curl', ['-sS', '--fail-with-body', '-T', qcow2Path, '-H', `X-Auth-Token: ${api.token}`, '-H', 'Content-Type: application/octet-stream', `${pumice.url}/image/v2/images/${imageId}/stage`], { timeout: 300_000 });
+    assert.equal((await api.request('GET', `/image/v2/images/${imageId}`)).body.status, 'uploading');
+    const started = performance.now();
+    const imported = await api.request('POST', `/image/v2/images/${imageId}/import`, { method: { name: 'glance-direct' } });
+    const answeredMs = performance.now() - started;
+    assert.equal(imported.status, 202, imported.text);
+    // The answer came before the work: the image is still being imported, with Glance's bookkeeping.
+    const during = (await api.request('GET', `/image/v2/images/${imageId}`)).body;
+    assert.equal(during.status, 'importing', JSON.stringify(during));
+    assert.equal(during.os_glance_importing_to_stores, 'rbd');
+    assert.match(during.os_glance_import_task, /^[0-9a-f-]{36}$/);
+    const done = await importEnded(api, imageId, 300_000);
+    const doneMs = performance.now() - started;
+    assert.equal(done.status, 'active', JSON.stringify(done));
+    assert.ok(answeredMs < doneMs, `202 after ${answeredMs.toFixed(0)} ms, active after ${doneMs.toFixed(0)} ms`);
+    console.log(`long import: 202 after ${answeredMs.toFixed(0)} ms, active after ${(doneMs / 1000).toFixed(1)} s`);
+    assert.equal(done.disk_format, 'raw');
+    assert.equal(done.size, 512 * MiB);
+    assert.equal(done.os_glance_importing_to_stores, '');
+    assert.equal(done.os_glance_failed_import, '');
+    assert.equal((await api.request('DELETE', `/image/v2/images/${imageId}`)).status, 204);
+    await rm(qcow2Path, { force: true });
+    assert.deepEqual(await scratchFiles(pumice.dataDir), [], 'staged data and conversion files are removed after the import');
   });
 
   test('restart: temp files of conversions are swept; orphan RBD images (no record, or a record left queued) are removed; images with records and others\' published images stay', async () => {

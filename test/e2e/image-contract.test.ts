@@ -226,7 +226,18 @@ describe('Image API response contract', () => {
     assert.equal((await call('member', 'GET', image, 200)).status, 'uploading');
     await call('member', 'POST', `${image}/import`, 400, { method: { name: 'glance-direct' }, bogus: true });
     await call('member', 'POST', `${image}/import`, 202, { method: { name: 'glance-direct' } });
-    assert.equal((await call('member', 'GET', image, 200)).status, 'active');
+    // Asynchronous, as Glance: 'importing' (with Glance's bookkeeping properties) until the task publishes the data.
+    let shown = await call('member', 'GET', image, 200);
+    for (const deadline = Date.now() + 60_000; shown.status === 'importing' && Date.now() < deadline;) {
+      assert.equal(shown.os_glance_importing_to_stores, 'file');
+      await new Promise((r) => setTimeout(r, 100));
+      shown = await call('member', 'GET', image, 200);
+    }
+    assert.equal(shown.status, 'active');
+    assert.equal(shown.os_glance_importing_to_stores, '');
+    assert.equal(shown.os_glance_failed_import, '');
+    // os_glance_* names are Glance's: a user cannot set them.
+    await call('member', 'PATCH', image, 403, [{ op: 'add', path: '/os_glance_failed_import', value: '' }], { 'Content-Type': 'application/openstack-images-v2.1-json-patch' });
     await call('admin', 'DELETE', image, 204);
     assert.deepEqual(problems, []);
   });

@@ -69,6 +69,16 @@ function fileHashes(path: string): { md5: string; sha512: string } {
   return { md5: createHash('md5').update(data).digest('hex'), sha512: createHash('sha512').update(data).digest('hex') };
 }
 
+/** Polls an image until `done` says so (60 s at most); returns the last view. */
+async function waitForImage(api: ApiClient, imageId: string, done: (image: any) => boolean): Promise<any> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const image = (await api.request('GET', `/image/v2/images/${imageId}`)).body;
+    if (done(image) || Date.now() > deadline) return image;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** OSC 6 prints os_hash_* under properties; either place is accepted. */
 function attr(image: Row, key: string): unknown {
   return image[key] ?? (image['properties'] as Row | undefined)?.[key];
@@ -233,18 +243,30 @@ describe('images with the openstack CLI on the file store', { timeout: 300_000 }
     const stage = await putData(api, created.body.id, readFileSync(qcow2Path), 'stage');
     assert.equal(stage.status, 204, stage.text);
     assert.equal((await api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'uploading');
+    // The import answers 202 at once (Glance); the task refuses the data: the image goes back to queued and records the failed store.
     const imported = await api.request('POST', `/image/v2/images/${created.body.id}/import`, { method: { name: 'glance-direct' } });
-    assert.equal(imported.status, 400, imported.text);
-    assert.match(imported.body.badRequest.message, /qcow2.*'raw'/);
-    assert.equal((await api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'queued');
+    assert.equal(imported.status, 202, imported.text);
+    const refused = await waitForImage(api, created.body.id, (image) => image.status !== 'importing');
+    assert.equal(refused.status, 'queued', JSON.stringify(refused));
+    assert.equal(refused.os_glance_failed_import, 'file');
+    assert.equal(refused.os_glance_importing_to_stores, '');
+    assert.equal(refused.os_glance_import_task, undefined);
+    assert.match(pumice.output(), new RegExp(`import of ${created.body.id} into store 'file' failed; the image is 'queued': .*qcow2.*'raw'`));
     assert.deepEqual(storeFiles(), filesBefore, 'a refused import left staged data');
     assert.equal((await api.request('DELETE', `/image/v2/images/${created.body.id}`)).status, 204);
   });
 
   test('image create --import (glance-direct stage + import)', async () => {
     await openstack(userA, ['image', 'create', '--import', '--file', qcow2Path, '--disk-format', 'qcow2', '--container-format', 'bare', '--private', 'q-imported']);
-    const shown = await openstackJson(userA, ['image', 'show', 'q-imported']);
+    // The import is asynchronous: the client polls the image until it leaves 'importing'.
+    let shown = await openstackJson(userA, ['image', 'show', 'q-imported']);
+    for (const deadline = Date.now() + 60_000; shown['status'] === 'importing' && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 200));
+      shown = await openstackJson(userA, ['image', 'show', 'q-imported']);
+    }
     assert.equal(shown['status'], 'active');
+    assert.equal(attr(shown, 'os_glance_failed_import'), '');
+    assert.equal(attr(shown, 'os_glance_importing_to_stores'), '');
     assert.equal(shown['virtual_size'], rawSizeBytes);
     assert.equal(shown['checksum'], fileHashes(qcow2Path).md5);
     const out = join(work, 'imported.qcow2');

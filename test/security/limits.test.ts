@@ -11,7 +11,24 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { createHttpServer } from '../../src/http/server.ts';
 import { Router } from '../../src/http/router.ts';
-import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { ApiClient, cliEnv, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+
+const execFileAsync = promisify(execFile);
+
+/** Polls an image until it leaves `importing` (60 s at most); returns its last view. */
+async function importEnded(api: ApiClient, imageId: string): Promise<any> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const image = (await api.request('GET', `/image/v2/images/${imageId}`)).body;
+    if (image.status !== 'importing' || Date.now() > deadline) return image;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 test('the prepared-statement cache is bounded (LRU)', () => {
   const db = new Db(':memory:');
@@ -124,6 +141,69 @@ describe('long transfers (issue 12 #8)', () => {
     const vol = await api.waitVolume(volumeId, ['available', 'error']);
     assert.equal(vol.status, 'available');
     if (seconds <= 2) console.log(`note: the upload took only ${seconds.toFixed(1)} s; the timeout was not exercised`);
+  });
+
+  test('glanceclient image-create-via-import: the import runs as a task, the image goes importing -> active', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'pumice-import-'));
+    try {
+      const qcow2 = join(work, 'disk.qcow2');
+      await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2, '64M']);
+      const env = cliEnv({ ...pumice.adminEnv, OS_IMAGE_API_VERSION: '2' });
+      // stdin closed (<&-): glanceclient takes an open stdin for image data besides --file.
+      const { stdout } = await execFileAsync('/bin/sh', ['-c', 'exec /usr/bin/glance "$@" <&-', 'glance',
+        'image-create-via-import', '--import-method', 'glance-direct', '--file', qcow2,
+        '--disk-format', 'qcow2', '--container-format', 'bare', '--name', 'via-import',
+      ], { env, timeout: 120_000 });
+      const id = /\|\s*id\s*\|\s*([0-9a-f-]{36})/.exec(stdout)?.[1];
+      assert.ok(id, stdout);
+      const image = await importEnded(api, id);
+      assert.equal(image.status, 'active', JSON.stringify(image));
+      assert.equal(image.virtual_size, 64 * 1024 * 1024);
+      assert.equal(image.os_glance_importing_to_stores, '');
+      assert.equal(image.os_glance_failed_import, '');
+      assert.equal(image.os_glance_import_task, undefined, 'the task property is dropped when the import ends');
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('an import cut by a crash (issue 12 #8)', () => {
+  let pumice: PumiceProcess | undefined;
+
+  after(async () => {
+    await pumice?.stop();
+    pumice?.cleanup();
+  });
+
+  test('the 202 comes before the work; a crash mid-import runs the task again after the restart', async () => {
+    // The server dies (as after kill -9) once the import task has checked the staged data.
+    const first = await startPumice({ env: { PUMICE_CRASH_POINT: 'image.import.checked:1' } });
+    pumice = first;
+    const api = await ApiClient.login(first.url, 'admin', first.adminPassword, 'admin');
+    const created = await api.request('POST', '/image/v2/images', { name: 'crashy', disk_format: 'qcow2', container_format: 'bare' });
+    assert.equal(created.status, 201, created.text);
+    const imageId = created.body.id as string;
+    const qcow2Path = join(first.dataDir, 'disk.qcow2');
+    await execFileAsync('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2Path, '32M']);
+    const staged = await fetch(`${first.url}/image/v2/images/${imageId}/stage`, {
+      method: 'PUT', headers: { 'X-Auth-Token': api.token, 'Content-Type': 'application/octet-stream' }, body: new Uint8Array(readFileSync(qcow2Path)),
+    });
+    assert.equal(staged.status, 204, await staged.text());
+    const exited = new Promise<void>((r) => (first.proc.exitCode !== null ? r() : first.proc.once('exit', () => r())));
+    const imported = await api.request('POST', `/image/v2/images/${imageId}/import`, { method: { name: 'glance-direct' } });
+    // The answer came from a server that had not yet done the work: the task crashed it afterwards.
+    assert.equal(imported.status, 202, imported.text);
+    await exited;
+    assert.equal(first.proc.exitCode, 137, first.output());
+    const second = await startPumice({ dataDir: first.dataDir, adminPassword: first.adminPassword });
+    pumice = second;
+    const api2 = await ApiClient.login(second.url, 'admin', second.adminPassword, 'admin');
+    const image = await importEnded(api2, imageId);
+    assert.equal(image.status, 'active', `${JSON.stringify(image)}\n${second.output()}`);
+    assert.equal(image.virtual_size, 32 * 1024 * 1024);
+    assert.equal(image.os_glance_failed_import, '');
+    assert.match(second.output(), /image\.import .*running it again|task \d+ image\.import/);
   });
 });
 
