@@ -13,7 +13,7 @@ import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
 import { createHttpServer } from './http/server.ts';
-import { identityRouter } from './identity/api.ts';
+import { identityApp } from './identity/api/app.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
 import { imageApp } from './image/api.ts';
@@ -199,7 +199,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
 
   const server = createHttpServer({
     apps: [
-      { prefix: '/identity', router: identityRouter(identity, db), faultStyle: 'keystone' },
+      identityApp({ identity, policyOverrides, validateResponses, log }),
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
       imageApp(images, { validateResponses, log, metadefs }),
       computeApiApp(compute, config, identity, log),

@@ -23,6 +23,9 @@ export interface EndpointRow { id: string; service_id: string; interface: string
 export interface RegionRow { id: string; description: string; parent_region_id: string | null }
 interface TokenRow { id: string; user_id: string; project_id: string | null; domain_id: string | null; methods: string; audit_id: string; audit_chain_id: string | null; issued_at: string; expires_at: string; revoked: number }
 
+export interface ProjectFilter { name?: string | null; domainId?: string | null; parentId?: string | null; enabled?: boolean; assignedTo?: string | null }
+export interface RoleAssignmentListRow extends AssignmentRow { role_name: string; user_name: string; user_domain: string }
+
 export const defaultDomainId = 'default';
 const validationCacheMax = 50_000;
 
@@ -103,6 +106,90 @@ export class IdentityService {
   }
   findRoleByName(name: string): RoleRow | undefined {
     return this.db.get<RoleRow>('SELECT * FROM roles WHERE name = ?', name);
+  }
+
+  findDomain(id: string): DomainRow | undefined {
+    return this.db.get<DomainRow>('SELECT * FROM domains WHERE id = ?', id);
+  }
+  findUser(id: string): UserRow | undefined {
+    return this.db.get<UserRow>('SELECT * FROM users WHERE id = ?', id);
+  }
+
+  // ---- listings ----
+  /** Every domain, or the one named `name` (empty when none), by name. */
+  listDomains(name: string | null): DomainRow[] {
+    return name !== null ? this.db.all<DomainRow>('SELECT * FROM domains WHERE name = ?', name) : this.db.all<DomainRow>('SELECT * FROM domains ORDER BY name');
+  }
+
+  /** Domains on which `userId` holds a role, by name. */
+  domainsWithRoleFor(userId: string): DomainRow[] {
+    return this.db.all<DomainRow>('SELECT DISTINCT d.* FROM domains d JOIN role_assignments a ON a.target_id = d.id WHERE a.actor_id = ? ORDER BY d.name', userId);
+  }
+
+  /** Projects matching every given filter, by name; `assignedTo` keeps those on which that user holds a role. */
+  listProjects(filter: ProjectFilter): ProjectRow[] {
+    const conditions: string[] = [];
+    const params: (string | number)[] = [];
+    const add = (sql: string, value: string | number | undefined | null) => {
+      if (value === undefined || value === null) return;
+      conditions.push(sql);
+      params.push(value);
+    };
+    add('name = ?', filter.name);
+    add('domain_id = ?', filter.domainId);
+    add('parent_id = ?', filter.parentId);
+    add('enabled = ?', filter.enabled === undefined ? undefined : filter.enabled ? 1 : 0);
+    add('id IN (SELECT target_id FROM role_assignments WHERE actor_id = ?)', filter.assignedTo);
+    return this.db.all<ProjectRow>(`SELECT * FROM projects ${conditions.length ? 'WHERE ' + conditions.join(' AND ') : ''} ORDER BY name`, ...params);
+  }
+
+  /** Users matching every given filter, by name. */
+  listUsers(filter: { name?: string | null; domainId?: string | null }): UserRow[] {
+    const conditions: string[] = [];
+    const params: string[] = [];
+    if (filter.name !== undefined && filter.name !== null) {
+      conditions.push('name = ?');
+      params.push(filter.name);
+    }
+    if (filter.domainId !== undefined && filter.domainId !== null) {
+      conditions.push('domain_id = ?');
+      params.push(filter.domainId);
+    }
+    return this.db.all<UserRow>(`SELECT * FROM users ${conditions.length ? 'WHERE ' + conditions.join(' AND ') : ''} ORDER BY name`, ...params);
+  }
+
+  /** Every role, or the one named `name`, by name. */
+  listRoles(name: string | null): RoleRow[] {
+    return name !== null ? this.db.all<RoleRow>('SELECT * FROM roles WHERE name = ?', name) : this.db.all<RoleRow>('SELECT * FROM roles ORDER BY name');
+  }
+
+  /** Roles granted directly (no implied roles) to `actorId` on `targetId`, by name. */
+  directRoles(actorId: string, targetId: string): RoleRow[] {
+    return this.db.all<RoleRow>(
+      'SELECT r.* FROM role_assignments a JOIN roles r ON r.id = a.role_id WHERE a.actor_id = ? AND a.target_id = ? ORDER BY r.name',
+      actorId, targetId,
+    );
+  }
+
+  /** Role assignments matching every given filter, with the role's and user's names, ordered by user, target and role name. */
+  roleAssignments(filter: { userId?: string | null; projectId?: string | null; domainId?: string | null; roleId?: string | null }): RoleAssignmentListRow[] {
+    const conditions: string[] = [];
+    const params: string[] = [];
+    const add = (sql: string, value: string | null | undefined) => {
+      if (value === undefined || value === null) return;
+      conditions.push(sql);
+      params.push(value);
+    };
+    add('a.actor_id = ?', filter.userId);
+    add("a.target_id = ? AND a.target_type = 'project'", filter.projectId);
+    add("a.target_id = ? AND a.target_type = 'domain'", filter.domainId);
+    add('a.role_id = ?', filter.roleId);
+    return this.db.all<RoleAssignmentListRow>(
+      `SELECT a.*, r.name AS role_name, u.name AS user_name, u.domain_id AS user_domain FROM role_assignments a
+       JOIN roles r ON r.id = a.role_id JOIN users u ON u.id = a.actor_id
+       ${conditions.length ? 'WHERE ' + conditions.join(' AND ') : ''} ORDER BY a.actor_id, a.target_id, r.name`,
+      ...params,
+    );
   }
 
   // ---- writes ----
@@ -437,6 +524,93 @@ export class IdentityService {
   }
   endpoints(): EndpointRow[] {
     return this.db.all<EndpointRow>('SELECT * FROM catalog_endpoints ORDER BY service_id, interface');
+  }
+
+  service(id: string): CatalogServiceRow {
+    return this.db.get<CatalogServiceRow>('SELECT * FROM catalog_services WHERE id = ?', id) ?? notFound('Could not find service', id);
+  }
+
+  createService(input: { type: string; name?: string; description?: string | null; enabled?: boolean }): CatalogServiceRow {
+    const id = newId();
+    this.db.run('INSERT INTO catalog_services (id, type, name, description, enabled) VALUES (?, ?, ?, ?, ?)', id, input.type, input.name ?? '', input.description ?? '', input.enabled === false ? 0 : 1);
+    return this.service(id);
+  }
+
+  /** Changes the given fields; a null description keeps the current one. Throws 404 for an unknown service. */
+  updateService(id: string, changes: { type?: string; name?: string; description?: string | null; enabled?: boolean }): CatalogServiceRow {
+    const current = this.service(id);
+    this.db.run('UPDATE catalog_services SET type = ?, name = ?, description = ?, enabled = ? WHERE id = ?',
+      changes.type ?? current.type, changes.name ?? current.name, changes.description ?? current.description,
+      changes.enabled === undefined ? current.enabled : changes.enabled ? 1 : 0, id);
+    return this.service(id);
+  }
+
+  /** Throws 404 for an unknown service. */
+  deleteService(id: string): void {
+    this.service(id);
+    this.db.run('DELETE FROM catalog_services WHERE id = ?', id);
+  }
+
+  endpoint(id: string): EndpointRow {
+    return this.db.get<EndpointRow>('SELECT * FROM catalog_endpoints WHERE id = ?', id) ?? notFound('Could not find endpoint', id);
+  }
+
+  /** The service must exist (404) and the region, when given, too (400 naming the fix). */
+  createEndpoint(input: { interface: string; serviceId: string; url: string; regionId: string | null; enabled?: boolean }): EndpointRow {
+    this.service(input.serviceId);
+    if (input.regionId) this.requireRegionForEndpoint(input.regionId);
+    const id = newId();
+    this.db.run('INSERT INTO catalog_endpoints (id, service_id, interface, region_id, url, enabled) VALUES (?, ?, ?, ?, ?, ?)',
+      id, input.serviceId, input.interface, input.regionId, input.url, input.enabled === false ? 0 : 1);
+    return this.endpoint(id);
+  }
+
+  /** Changes the given fields; a region id of null or undefined keeps the current region. */
+  updateEndpoint(id: string, changes: { interface?: string; serviceId?: string; url?: string; regionId?: string | null; enabled?: boolean }): EndpointRow {
+    const current = this.endpoint(id);
+    if (changes.serviceId) this.service(changes.serviceId);
+    if (changes.regionId) this.requireRegionForEndpoint(changes.regionId);
+    this.db.run('UPDATE catalog_endpoints SET interface = ?, region_id = ?, service_id = ?, url = ?, enabled = ? WHERE id = ?',
+      changes.interface ?? current.interface, changes.regionId ?? current.region_id, changes.serviceId ?? current.service_id,
+      changes.url ?? current.url, changes.enabled === undefined ? current.enabled : changes.enabled ? 1 : 0, id);
+    return this.endpoint(id);
+  }
+
+  /** Throws 404 for an unknown endpoint. */
+  deleteEndpoint(id: string): void {
+    this.endpoint(id);
+    this.db.run('DELETE FROM catalog_endpoints WHERE id = ?', id);
+  }
+
+  private requireRegionForEndpoint(regionId: string): void {
+    if (!this.findRegion(regionId)) throw errors.badRequest(`Region ${regionId} does not exist: create it first (openstack region create ${regionId}).`);
+  }
+
+  // ---- regions ----
+  regions(): RegionRow[] {
+    return this.db.all<RegionRow>('SELECT * FROM regions ORDER BY id');
+  }
+  findRegion(id: string): RegionRow | undefined {
+    return this.db.get<RegionRow>('SELECT * FROM regions WHERE id = ?', id);
+  }
+  region(id: string): RegionRow {
+    return this.findRegion(id) ?? notFound('Could not find region', id);
+  }
+
+  /** 409 for an id in use; 404 naming the fix when the parent region does not exist. */
+  createRegion(input: { id?: string; description?: string; parentRegionId?: string | null }): RegionRow {
+    const id = input.id ?? newId();
+    if (this.findRegion(id)) throw errors.conflict(`Conflict occurred attempting to store region - Duplicate ID, ${id}.`);
+    if (input.parentRegionId && !this.findRegion(input.parentRegionId)) {
+      throw new PumiceError('NotFound', `Could not find region: ${input.parentRegionId} (the parent_region_id); create the parent region first.`);
+    }
+    this.db.run('INSERT INTO regions (id, description, parent_region_id) VALUES (?, ?, ?)', id, input.description ?? '', input.parentRegionId ?? null);
+    return this.region(id);
+  }
+
+  /** Throws 404 for an unknown region. */
+  deleteRegion(id: string): void {
+    if (this.db.run('DELETE FROM regions WHERE id = ?', id).changes === 0) notFound('Could not find region', id);
   }
 
   /** The catalog as a token carries it: templates rendered for the caller's base URL and project. */

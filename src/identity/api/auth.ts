@@ -1,0 +1,223 @@
+/**
+ * Routes of /v3/auth: issue, validate, check and revoke tokens, and what the
+ * caller's token may be scoped to (catalog, projects, domains, system).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import { errors, PumiceError } from '../../errors.ts';
+import { route, type AnyRouteSpec } from '../../http/declare.ts';
+import type { PolicyTarget } from '../../http/policy.ts';
+import type { AuthContext, RequestContext } from '../../http/router.ts';
+import { defaultDomainId, type IdentityService, type Scope, type UserRow } from '../identity.ts';
+import { listLinks, renderDomain, renderProject, renderToken } from './render.ts';
+import { Catalog, collection, Domain, DomainRefInput, envelope, IdRef, ListLinks, Name, Project, Token } from './schemas.ts';
+
+const strict = { additionalProperties: false } as const;
+
+const ScopeInput = Type.Object(
+  {
+    project: Type.Optional(Type.Object({ id: Type.Optional(IdRef), name: Type.Optional(Name), domain: Type.Optional(DomainRefInput) }, strict)),
+    domain: Type.Optional(DomainRefInput),
+    system: Type.Optional(Type.Unknown()),
+  },
+  strict,
+);
+
+const AuthBody = Type.Object(
+  {
+    auth: Type.Object(
+      {
+        identity: Type.Object(
+          {
+            methods: Type.Array(Type.String({ enum: ['password', 'token', 'application_credential'] }), { maxItems: 3 }),
+            password: Type.Optional(Type.Object(
+              {
+                user: Type.Object(
+                  { id: Type.Optional(IdRef), name: Type.Optional(Name), domain: Type.Optional(DomainRefInput), password: Type.String({ maxLength: 4096 }) },
+                  strict,
+                ),
+              },
+              strict,
+            )),
+            token: Type.Optional(Type.Object({ id: Type.String({ maxLength: 1024 }) }, strict)),
+          },
+          strict,
+        ),
+        // "unscoped": an explicitly unscoped token, even for a user with a default project (Keystone's api-ref).
+        scope: Type.Optional(Type.Union([ScopeInput, Type.Literal('unscoped')])),
+      },
+      strict,
+    ),
+  },
+  strict,
+);
+
+const TokenQuery = Type.Object({ nocatalog: Type.Optional(Type.String()), allow_expired: Type.Optional(Type.String()) }, { additionalProperties: true });
+
+const TokenBody = envelope('token', Token);
+
+export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
+  const resolveDomainRef = (ref: { id?: string; name?: string } | undefined): string | undefined => {
+    if (!ref) return defaultDomainId;
+    if (ref.id) return ref.id;
+    if (ref.name) return identity.findDomainByName(ref.name)?.id;
+    return undefined;
+  };
+  // Keystone answers 401 for a scope the caller cannot use, without telling whether it exists.
+  const requireFound = <T>(value: T | undefined, ref: string): T => {
+    if (!value) throw errors.unauthorized(`Could not find project: ${ref}, or you have no role on it.`);
+    return value;
+  };
+  const parseScope = (scope: Static<typeof ScopeInput> | 'unscoped' | undefined): Scope => {
+    if (scope === undefined || scope === 'unscoped') return { kind: 'unscoped' };
+    if (scope.project) {
+      if (scope.project.id) return { kind: 'project', projectId: requireFound(identity.findProject(scope.project.id), scope.project.id).id };
+      if (!scope.project.name) throw errors.invalidInput('Invalid input: auth/scope/project needs an id, or a name and a domain.');
+      if (!scope.project.domain) throw errors.invalidInput('Invalid input: auth/scope/project/domain is required when the project is named (set OS_PROJECT_DOMAIN_NAME=Default).');
+      const domainId = resolveDomainRef(scope.project.domain);
+      const project = domainId ? identity.findProjectByName(scope.project.name, domainId) : undefined;
+      return { kind: 'project', projectId: requireFound(project, scope.project.name).id };
+    }
+    if (scope.domain) {
+      const domainId = resolveDomainRef(scope.domain);
+      if (!domainId || !identity.findDomain(domainId)) throw errors.unauthorized(`Could not find domain: ${scope.domain.id ?? scope.domain.name}.`);
+      return { kind: 'domain', domainId };
+    }
+    if (scope.system !== undefined) throw errors.unauthorized('System-scoped tokens are not supported by Pumice: scope the token to a project (the admin role on any project is cloud admin).');
+    return { kind: 'unscoped' };
+  };
+
+  /** The token X-Subject-Token names, or null when it is missing or not valid. */
+  const subjectOrNull = (ctx: RequestContext): AuthContext | null => {
+    const subject = ctx.headers['x-subject-token'];
+    if (typeof subject !== 'string' || !subject) return null;
+    try {
+      return identity.validateToken(subject);
+    } catch (error) {
+      if (error instanceof PumiceError && error.status === 401) return null;
+      throw error;
+    }
+  };
+  // Keystone's target: the subject token's user, absent for a token that is not valid (only admins then learn it is a 404).
+  const subjectTarget = (ctx: RequestContext): PolicyTarget => ({ 'target.token.user_id': subjectOrNull(ctx)?.userId ?? null });
+  const subject = (ctx: RequestContext): AuthContext => {
+    const header = ctx.headers['x-subject-token'];
+    if (typeof header !== 'string' || !header) throw errors.badRequest('Missing X-Subject-Token header: name the token to check.');
+    const context = subjectOrNull(ctx);
+    if (!context) throw new PumiceError('NotFound', 'Could not find token: it is invalid, expired or revoked.');
+    return context;
+  };
+  const withCatalog = (query: Static<typeof TokenQuery>) => query.nocatalog === undefined;
+
+  return [
+    route({
+      method: 'POST', path: '/v3/auth/tokens', policy: '@', options: { public: true },
+      summary: 'Issue a token (password or token method), scoped to a project or domain, or unscoped',
+      body: AuthBody, query: TokenQuery,
+      responses: { 201: TokenBody },
+      async handler(ctx) {
+        const { identity: identityPart, scope: scopeInput } = ctx.body.auth;
+        let user: UserRow;
+        let methods: string[];
+        let parent: AuthContext | undefined;
+        if (identityPart.methods.includes('password')) {
+          const p = identityPart.password;
+          if (!p) throw errors.invalidInput("Invalid input: auth/identity/password is required for the 'password' method.");
+          let candidate: UserRow | undefined;
+          if (p.user.id) candidate = identity.findUser(p.user.id);
+          else if (p.user.name) {
+            const domainId = resolveDomainRef(p.user.domain);
+            candidate = domainId ? identity.findUserByName(p.user.name, domainId) : undefined;
+          } else throw errors.invalidInput('Invalid input: auth/identity/password/user needs an id, or a name and a domain.');
+          user = await identity.authenticatePassword(candidate, p.user.password, ctx.stream.socket?.remoteAddress ?? 'unknown', p.user.name ?? p.user.id);
+          methods = ['password'];
+        } else if (identityPart.methods.includes('token')) {
+          const t = identityPart.token;
+          if (!t) throw errors.invalidInput("Invalid input: auth/identity/token is required for the 'token' method.");
+          parent = identity.validateToken(t.id);
+          user = identity.user(parent.userId);
+          methods = [...new Set([...parent.methods, 'token'])];
+        } else {
+          throw errors.unauthorized('Unsupported authentication method: use password or token.');
+        }
+        let scope = parseScope(scopeInput);
+        if (scope.kind === 'unscoped' && scopeInput === undefined && parent) {
+          // Rescoping without a scope keeps the parent token's scope.
+          if (parent.projectId) scope = { kind: 'project', projectId: parent.projectId };
+          else if (parent.domainId) scope = { kind: 'domain', domainId: parent.domainId };
+        } else if (scope.kind === 'unscoped' && scopeInput === undefined && user.default_project_id) {
+          const project = identity.findProject(user.default_project_id);
+          if (project && project.enabled && identity.effectiveRoles(user.id, project.id).length > 0) {
+            scope = { kind: 'project', projectId: project.id };
+          }
+        }
+        const context = identity.issueToken(user, scope, methods, parent ? { expiresAt: parent.expiresAt, auditId: parent.auditId } : undefined);
+        return { status: 201, body: renderToken(ctx, identity, context, withCatalog(ctx.queryParams)), headers: { 'X-Subject-Token': context.tokenId } };
+      },
+    }),
+    // HEAD before GET: the router would otherwise answer HEAD with the GET declaration.
+    route({
+      method: 'HEAD', path: '/v3/auth/tokens', policy: 'identity:check_token', target: subjectTarget,
+      summary: 'Check the token named by X-Subject-Token',
+      responses: { 200: null },
+      handler(ctx) {
+        return { status: 200, headers: { 'X-Subject-Token': subject(ctx).tokenId } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/auth/tokens', policy: 'identity:validate_token', target: subjectTarget,
+      summary: 'Validate the token named by X-Subject-Token and show it',
+      query: TokenQuery,
+      responses: { 200: TokenBody },
+      handler(ctx) {
+        const context = subject(ctx);
+        return { status: 200, body: renderToken(ctx, identity, context, withCatalog(ctx.queryParams)), headers: { 'X-Subject-Token': context.tokenId } };
+      },
+    }),
+    route({
+      method: 'DELETE', path: '/v3/auth/tokens', policy: 'identity:revoke_token', target: subjectTarget,
+      summary: 'Revoke the token named by X-Subject-Token',
+      responses: { 204: null },
+      handler(ctx) {
+        identity.revokeToken(subject(ctx).tokenId);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/auth/catalog', policy: 'identity:get_auth_catalog',
+      summary: "The catalog of the caller's token",
+      responses: { 200: Type.Object({ catalog: Catalog, links: ListLinks }, strict) },
+      handler(ctx) {
+        const context = ctx.auth!;
+        // Keystone refuses this to an unscoped token in code, not in policy: such a token has no catalog.
+        if (!context.projectId && !context.domainId) throw errors.forbidden('identity:get_auth_catalog (an unscoped token has no catalog)');
+        return { status: 200, body: { catalog: identity.catalog(ctx.baseUrl, context.projectId), links: listLinks(ctx, 'auth/catalog') } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/auth/projects', policy: 'identity:get_auth_projects',
+      summary: 'Projects the caller may scope a token to',
+      responses: { 200: collection('projects', Project) },
+      handler(ctx) {
+        const projects = identity.listProjects({ assignedTo: ctx.auth!.userId, enabled: true });
+        return { status: 200, body: { projects: projects.map((p) => renderProject(ctx, p)), links: listLinks(ctx, 'auth/projects') } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/auth/domains', policy: 'identity:get_auth_domains',
+      summary: 'Domains the caller may scope a token to',
+      responses: { 200: collection('domains', Domain) },
+      handler(ctx) {
+        const domains = identity.domainsWithRoleFor(ctx.auth!.userId);
+        return { status: 200, body: { domains: domains.map((d) => renderDomain(ctx, d)), links: listLinks(ctx, 'auth/domains') } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/auth/system', policy: 'identity:get_auth_system',
+      summary: 'System scopes the caller may use: none (Pumice has no system scope)',
+      responses: { 200: Type.Object({ system: Type.Array(Type.Object({ all: Type.Boolean() }, strict), { maxItems: 1 }), links: ListLinks }, strict) },
+      handler(ctx) {
+        return { status: 200, body: { system: [], links: listLinks(ctx, 'auth/system') } };
+      },
+    }),
+  ];
+}

@@ -1,0 +1,481 @@
+/**
+ * Response contract of the Identity v3 API: every declared route is driven as
+ * the admin, a member and a reader of project A, a member of project B
+ * ("other"), an unscoped token and without a token, through the resources'
+ * life (create, show, update, grant, check, revoke, delete). Every answer is
+ * checked three times: by the server (PUMICE_VALIDATE_RESPONSES=1: a mismatch
+ * would be a 500), here against the route's declared schema for its status
+ * (additionalProperties false: extra, missing or mistyped keys fail), and
+ * against the key sets of the Identity API v3 reference, written out below
+ * independently of our schemas. Faults must be Keystone's
+ * `{"error": {"code", "title", "message"}}`. tempest.lib has no Identity
+ * response schemas, so the reference's parameter tables are the source. The
+ * test ends by checking that every declared route was exercised, and a second
+ * server checks that `[oslo_policy] policy_file` overrides Identity rules.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { declaredRoutes, responseProblem, type AnyRouteSpec } from '../../src/http/declare.ts';
+import type { IdentityService } from '../../src/identity/identity.ts';
+import { identityRouter } from '../../src/identity/api/app.ts';
+import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+
+type Persona = 'admin' | 'member' | 'reader' | 'other' | 'unscoped' | 'anonymous';
+
+/** The Identity API's declarations, read from a router built over a stand-in service (registration does not call it). */
+const specs: AnyRouteSpec[] = declaredRoutes(identityRouter({ identity: {} as IdentityService, policyOverrides: {}, validateResponses: false, log: () => undefined }));
+
+function specFor(method: string, path: string): AnyRouteSpec | null {
+  const bare = path.split('?')[0]!.replace(/^\/identity/, '');
+  return specs.find((s) => {
+    if (s.method !== method) return false;
+    const pattern = new RegExp(`^${s.path.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}/?$`);
+    return pattern.test(bare);
+  }) ?? null;
+}
+
+/**
+ * Keys of each entity in the Identity API v3 reference (docs.openstack.org/api-ref/identity/v3):
+ * every `required` key must be there, and no key outside `required` and `optional`.
+ */
+const reference: Record<string, { required: string[]; optional?: string[] }> = {
+  project: { required: ['description', 'domain_id', 'enabled', 'id', 'is_domain', 'links', 'name', 'parent_id'], optional: ['tags', 'options'] },
+  domain: { required: ['description', 'enabled', 'id', 'links', 'name'], optional: ['tags', 'options'] },
+  user: { required: ['domain_id', 'enabled', 'id', 'links', 'name', 'password_expires_at'], optional: ['default_project_id', 'description', 'email', 'options'] },
+  role: { required: ['id', 'links', 'name'], optional: ['domain_id', 'description', 'options'] },
+  region: { required: ['description', 'id', 'links', 'parent_region_id'] },
+  service: { required: ['enabled', 'id', 'links', 'type'], optional: ['name', 'description'] },
+  endpoint: { required: ['enabled', 'id', 'interface', 'links', 'region', 'region_id', 'service_id', 'url'] },
+  group: { required: ['description', 'domain_id', 'id', 'links', 'name'] },
+  token: { required: ['audit_ids', 'expires_at', 'issued_at', 'methods', 'user'], optional: ['catalog', 'domain', 'is_domain', 'project', 'roles', 'system'] },
+  role_assignment: { required: ['links', 'role', 'scope', 'user'] },
+  version: { required: ['id', 'links', 'media-types', 'status', 'updated'] },
+};
+/** Collection key -> entity name. */
+const collections: Record<string, string> = {
+  projects: 'project', domains: 'domain', users: 'user', roles: 'role', regions: 'region', services: 'service',
+  endpoints: 'endpoint', groups: 'group', role_assignments: 'role_assignment',
+};
+
+function referenceProblems(body: unknown): string[] {
+  if (!body || typeof body !== 'object') return [];
+  const problems: string[] = [];
+  const checkEntity = (entity: string, value: unknown, where: string) => {
+    const ref = reference[entity]!;
+    const keys = Object.keys(value as object);
+    for (const k of ref.required) if (!keys.includes(k)) problems.push(`${where}: '${k}' missing`);
+    for (const k of keys) if (!ref.required.includes(k) && !(ref.optional ?? []).includes(k)) problems.push(`${where}: '${k}' is not in the reference`);
+    const links = (value as Record<string, unknown>)['links'];
+    if (!['version', 'role_assignment', 'token'].includes(entity) && (typeof links !== 'object' || links === null || typeof (links as Record<string, unknown>)['self'] !== 'string')) {
+      problems.push(`${where}: links.self missing`);
+    }
+  };
+  for (const [key, value] of Object.entries(body as Record<string, unknown>)) {
+    if (reference[key]) checkEntity(key, value, key);
+    else if (collections[key] && Array.isArray(value)) {
+      value.forEach((item, i) => checkEntity(collections[key]!, item, `${key}[${i}]`));
+      const links = (body as Record<string, unknown>)['links'] as Record<string, unknown> | undefined;
+      if (!links || Object.keys(links).sort().join() !== 'next,previous,self') problems.push(`${key}: list links are not {self, previous, next}`);
+    }
+  }
+  return problems;
+}
+
+describe('Identity API response contract', () => {
+  let pumice: PumiceProcess;
+  const tokens = {} as Record<Exclude<Persona, 'anonymous'>, string>;
+  const covered = new Set<string>();
+  const problems: string[] = [];
+  const ids = {} as Record<'projectA' | 'projectB' | 'member' | 'reader' | 'other' | 'adminUser' | 'memberRole' | 'readerRole', string>;
+
+  /** One request; checks the status, then the body against the declaration and the reference, or the fault shape. */
+  async function call(as: Persona, method: string, path: string, expect: number, body?: unknown, headers: Record<string, string> = {}): Promise<any> {
+    const spec = specFor(method, path);
+    const res = await fetch(`${pumice.url}${path}`, {
+      method,
+      headers: {
+        ...(as === 'anonymous' ? {} : { 'X-Auth-Token': tokens[as] }),
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+        ...headers,
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    const parsed: unknown = (res.headers.get('content-type') ?? '').startsWith('application/json') && text ? JSON.parse(text) : undefined;
+    const where = `${as} ${method} ${path} -> ${res.status}`;
+    if (res.status !== expect) problems.push(`${where}: expected ${expect}: ${text.slice(0, 300)}`);
+    if (res.status < 400) {
+      if (!spec) {
+        problems.push(`${where}: answered without a declared route`);
+        return parsed;
+      }
+      covered.add(`${spec.method} ${spec.path}`);
+      const problem = responseProblem(spec, res.status, 0, parsed);
+      if (problem) problems.push(`${where}: ${problem}`);
+      for (const p of referenceProblems(parsed)) problems.push(`${where}: ${p}`);
+      if (method === 'HEAD' && text !== '') problems.push(`${where}: HEAD reply has a body`);
+    } else if (method !== 'HEAD') {
+      const error = (parsed as { error?: Record<string, unknown> } | undefined)?.error;
+      if (!parsed || Object.keys(parsed).length !== 1 || !error || error['code'] !== res.status || typeof error['title'] !== 'string' || typeof error['message'] !== 'string' || error['message'] === ''
+        || Object.keys(error).sort().join() !== 'code,message,title') {
+        problems.push(`${where}: not a Keystone fault: ${text.slice(0, 300)}`);
+      }
+      if (res.status === 401 && !res.headers.get('www-authenticate')) problems.push(`${where}: 401 without WWW-Authenticate`);
+    }
+    return parsed;
+  }
+
+  async function login(name: string, password: string, scope?: unknown): Promise<string> {
+    const res = await fetch(`${pumice.url}/identity/v3/auth/tokens`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['password'], password: { user: { name, domain: { id: 'default' }, password } } }, ...(scope !== undefined ? { scope } : {}) } }),
+    });
+    assert.equal(res.status, 201, await res.text());
+    return res.headers.get('x-subject-token')!;
+  }
+
+  before(async () => {
+    pumice = await startPumice();
+    const admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    tokens.admin = admin.token;
+    const roleId = async (name: string) => ((await admin.request('GET', `/identity/v3/roles?name=${name}`)).body.roles as { id: string }[])[0]!.id;
+    ids.memberRole = await roleId('member');
+    ids.readerRole = await roleId('reader');
+    const project = async (name: string) => (await admin.request('POST', '/identity/v3/projects', { project: { name, domain_id: 'default' } })).body.project.id as string;
+    const user = async (name: string, projectId: string, role: string) => {
+      const created = await admin.request('POST', '/identity/v3/users', { user: { name, password: `pw-${name}`, domain_id: 'default' } });
+      assert.equal(created.status, 201, created.text);
+      const granted = await admin.request('PUT', `/identity/v3/projects/${projectId}/users/${created.body.user.id}/roles/${role}`);
+      assert.equal(granted.status, 204, granted.text);
+      return created.body.user.id as string;
+    };
+    ids.projectA = await project('idc-a');
+    ids.projectB = await project('idc-b');
+    ids.member = await user('idc-member', ids.projectA, ids.memberRole);
+    ids.reader = await user('idc-reader', ids.projectA, ids.readerRole);
+    ids.other = await user('idc-other', ids.projectB, ids.memberRole);
+    ids.adminUser = (await admin.request('GET', '/identity/v3/users?name=admin')).body.users[0].id;
+    tokens.member = await login('idc-member', 'pw-idc-member', { project: { id: ids.projectA } });
+    tokens.reader = await login('idc-reader', 'pw-idc-reader', { project: { id: ids.projectA } });
+    tokens.other = await login('idc-other', 'pw-idc-other', { project: { id: ids.projectB } });
+    tokens.unscoped = await login('idc-member', 'pw-idc-member');
+  });
+
+  after(async () => {
+    await pumice?.stop();
+    pumice?.cleanup();
+  });
+
+  test('version documents, without a token', async () => {
+    const versions = await call('anonymous', 'GET', '/identity/', 300);
+    assert.equal(versions.versions.values[0].id, 'v3.14');
+    const v3 = await call('anonymous', 'GET', '/identity/v3', 200);
+    assert.match(v3.version.links[0].href, /\/identity\/v3\/$/);
+    assert.deepEqual(problems, []);
+  });
+
+  test('tokens: issue in every scope, validate, check and revoke, as the subject, the admin and another user', async () => {
+    const I = '/identity/v3';
+    const pw = (name: string, password: string, scope?: unknown) => ({ auth: { identity: { methods: ['password'], password: { user: { name, domain: { name: 'Default' }, password } } }, ...(scope !== undefined ? { scope } : {}) } });
+    const scoped = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, pw('idc-member', 'pw-idc-member', { project: { name: 'idc-a', domain: { id: 'default' } } }));
+    assert.equal(scoped.token.project.id, ids.projectA);
+    assert.equal(scoped.token.is_domain, false);
+    assert.deepEqual(scoped.token.roles.map((r: { name: string }) => r.name).sort(), ['member', 'reader']);
+    assert.ok(scoped.token.catalog.some((s: { type: string }) => s.type === 'identity'));
+    const noCatalog = await call('anonymous', 'POST', `${I}/auth/tokens?nocatalog`, 201, pw('idc-member', 'pw-idc-member', { project: { id: ids.projectA } }));
+    assert.equal(noCatalog.token.catalog, undefined);
+    const unscoped = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, pw('idc-member', 'pw-idc-member'));
+    assert.equal(unscoped.token.project, undefined);
+    assert.equal(unscoped.token.roles, undefined);
+    const explicit = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, pw('idc-member', 'pw-idc-member', 'unscoped'));
+    assert.equal(explicit.token.catalog, undefined);
+    const domainScoped = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, pw('admin', pumice.adminPassword, { domain: { id: 'default' } }));
+    assert.deepEqual(domainScoped.token.domain, { id: 'default', name: 'Default' });
+    // Rescope the unscoped token with the token method.
+    const rescoped = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['token'], token: { id: tokens.unscoped } }, scope: { project: { id: ids.projectA } } } });
+    assert.deepEqual(rescoped.token.methods.sort(), ['password', 'token']);
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, pw('idc-member', 'wrong'));
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 400, pw('idc-member', 'pw-idc-member', 'project'));
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, pw('idc-member', 'pw-idc-member', { project: { id: ids.projectB } }));
+
+    // A throwaway token of the member, validated by its user, the admin and others.
+    const subjectToken = await login('idc-member', 'pw-idc-member', { project: { id: ids.projectA } });
+    const subject = { 'X-Subject-Token': subjectToken };
+    for (const as of ['member', 'admin', 'unscoped'] as const) {
+      const shown = await call(as, 'GET', `${I}/auth/tokens`, 200, undefined, subject);
+      assert.equal(shown.token.user.id, ids.member);
+      await call(as, 'HEAD', `${I}/auth/tokens`, 200, undefined, subject);
+    }
+    await call('member', 'GET', `${I}/auth/tokens?nocatalog=1`, 200, undefined, subject);
+    for (const as of ['reader', 'other'] as const) {
+      await call(as, 'GET', `${I}/auth/tokens`, 403, undefined, subject);
+      await call(as, 'HEAD', `${I}/auth/tokens`, 403, undefined, subject);
+      await call(as, 'DELETE', `${I}/auth/tokens`, 403, undefined, subject);
+    }
+    await call('anonymous', 'GET', `${I}/auth/tokens`, 401, undefined, subject);
+    await call('admin', 'GET', `${I}/auth/tokens`, 400);
+    await call('admin', 'GET', `${I}/auth/tokens`, 404, undefined, { 'X-Subject-Token': 'not-a-token' });
+    await call('member', 'GET', `${I}/auth/tokens`, 403, undefined, { 'X-Subject-Token': 'not-a-token' });
+    await call('member', 'DELETE', `${I}/auth/tokens`, 204, undefined, subject);
+    await call('admin', 'GET', `${I}/auth/tokens`, 404, undefined, subject);
+    const second = await login('idc-other', 'pw-idc-other', { project: { id: ids.projectB } });
+    await call('admin', 'DELETE', `${I}/auth/tokens`, 204, undefined, { 'X-Subject-Token': second });
+    assert.deepEqual(problems, []);
+  });
+
+  test("the caller's scopes and catalog", async () => {
+    const I = '/identity/v3';
+    for (const as of ['member', 'reader', 'other', 'admin'] as const) {
+      const catalog = await call(as, 'GET', `${I}/auth/catalog`, 200);
+      const volume = catalog.catalog.find((s: { type: string }) => s.type === 'volumev3');
+      assert.ok(volume.endpoints.every((e: { url: string }) => !e.url.includes('$(')), 'templates are rendered');
+      await call(as, 'GET', `${I}/auth/system`, 200);
+    }
+    await call('unscoped', 'GET', `${I}/auth/catalog`, 403);
+    await call('anonymous', 'GET', `${I}/auth/catalog`, 401);
+    const projects = await call('unscoped', 'GET', `${I}/auth/projects`, 200);
+    assert.deepEqual(projects.projects.map((p: { id: string }) => p.id), [ids.projectA]);
+    assert.deepEqual((await call('other', 'GET', `${I}/auth/projects`, 200)).projects.map((p: { id: string }) => p.id), [ids.projectB]);
+    assert.deepEqual((await call('member', 'GET', `${I}/auth/domains`, 200)).domains, []);
+    assert.deepEqual((await call('admin', 'GET', `${I}/auth/domains`, 200)).domains.map((d: { id: string }) => d.id), ['default']);
+    await call('unscoped', 'GET', `${I}/auth/system`, 200);
+    assert.deepEqual(problems, []);
+  });
+
+  test('domains: readers of any scope read, the admin creates, an unscoped token is refused', async () => {
+    const I = '/identity/v3';
+    for (const as of ['member', 'reader', 'other', 'admin'] as const) {
+      await call(as, 'GET', `${I}/domains`, 200);
+      await call(as, 'GET', `${I}/domains?name=Default`, 200);
+      await call(as, 'GET', `${I}/domains/default`, 200);
+    }
+    await call('unscoped', 'GET', `${I}/domains`, 403);
+    await call('unscoped', 'GET', `${I}/domains/default`, 403);
+    await call('member', 'POST', `${I}/domains`, 403, { domain: { name: 'idc-domain' } });
+    const created = await call('admin', 'POST', `${I}/domains`, 201, { domain: { name: 'idc-domain', description: 'contract' } });
+    assert.equal(created.domain.name, 'idc-domain');
+    await call('admin', 'POST', `${I}/domains`, 409, { domain: { name: 'idc-domain' } });
+    await call('admin', 'POST', `${I}/domains`, 400, { domain: { name: 'x', bogus: 1 } });
+    await call('admin', 'GET', `${I}/domains/no-such-domain`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('projects: through create, show, update and delete as every persona', async () => {
+    const I = '/identity/v3';
+    const created = await call('admin', 'POST', `${I}/projects`, 201, { project: { name: 'idc-c', description: 'contract', tags: ['t1'], domain_id: 'default' } });
+    const id = created.project.id as string;
+    assert.deepEqual(created.project.tags, ['t1']);
+    for (const as of ['member', 'reader', 'other'] as const) await call(as, 'POST', `${I}/projects`, 403, { project: { name: 'nope' } });
+    // Lists: the admin sees all, others the projects they hold a role on.
+    const all = await call('admin', 'GET', `${I}/projects`, 200);
+    assert.ok(all.projects.some((p: { id: string }) => p.id === id));
+    assert.deepEqual((await call('member', 'GET', `${I}/projects`, 200)).projects.map((p: { id: string }) => p.id), [ids.projectA]);
+    assert.deepEqual((await call('other', 'GET', `${I}/projects`, 200)).projects.map((p: { id: string }) => p.id), [ids.projectB]);
+    assert.deepEqual((await call('unscoped', 'GET', `${I}/projects`, 200)).projects.map((p: { id: string }) => p.id), [ids.projectA]);
+    await call('admin', 'GET', `${I}/projects?name=idc-c&domain_id=default&enabled=true`, 200);
+    // Show: the admin, a token scoped to it, a user with a role on it.
+    await call('admin', 'GET', `${I}/projects/${id}`, 200);
+    for (const as of ['member', 'reader', 'unscoped'] as const) await call(as, 'GET', `${I}/projects/${ids.projectA}`, 200);
+    await call('other', 'GET', `${I}/projects/${ids.projectA}`, 403);
+    await call('member', 'GET', `${I}/projects/${id}`, 403);
+    await call('admin', 'GET', `${I}/projects/no-such-project`, 404);
+    // Update and delete.
+    const updated = await call('admin', 'PATCH', `${I}/projects/${id}`, 200, { project: { name: 'idc-c2', enabled: false, description: null } });
+    assert.equal(updated.project.enabled, false);
+    await call('member', 'PATCH', `${I}/projects/${ids.projectA}`, 403, { project: { name: 'x' } });
+    await call('admin', 'PATCH', `${I}/projects/${id}`, 400, { project: { bogus: 1 } });
+    await call('reader', 'DELETE', `${I}/projects/${id}`, 403);
+    await call('admin', 'DELETE', `${I}/projects/${id}`, 204);
+    await call('admin', 'GET', `${I}/projects/${id}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('users and groups: the admin manages, a user reads themself and changes their password', async () => {
+    const I = '/identity/v3';
+    const created = await call('admin', 'POST', `${I}/users`, 201, {
+      user: { name: 'idc-u', password: 'pw-1', email: 'u@example.com', description: 'contract', default_project_id: ids.projectA, domain_id: 'default' },
+    });
+    const id = created.user.id as string;
+    assert.equal(created.user.default_project_id, ids.projectA);
+    const bare = await call('admin', 'POST', `${I}/users`, 201, { user: { name: 'idc-bare' } });
+    assert.equal(bare.user.email, undefined);
+    for (const as of ['member', 'reader', 'other', 'unscoped'] as const) {
+      await call(as, 'POST', `${I}/users`, 403, { user: { name: 'nope' } });
+      await call(as, 'GET', `${I}/users`, 403);
+      await call(as, 'GET', `${I}/users/${id}`, 403);
+      await call(as, 'GET', `${I}/users/${id}/projects`, 403);
+      await call(as, 'GET', `${I}/users/${id}/groups`, 403);
+      await call(as, 'GET', `${I}/groups`, 403);
+    }
+    await call('admin', 'GET', `${I}/users`, 200);
+    await call('admin', 'GET', `${I}/users?name=idc-u&domain_id=default`, 200);
+    await call('admin', 'GET', `${I}/users/${id}`, 200);
+    await call('admin', 'GET', `${I}/users/${id}/projects`, 200);
+    await call('admin', 'GET', `${I}/users/${id}/groups`, 200);
+    await call('admin', 'GET', `${I}/groups`, 200);
+    for (const as of ['member', 'unscoped'] as const) {
+      assert.equal((await call(as, 'GET', `${I}/users/${ids.member}`, 200)).user.name, 'idc-member');
+      assert.deepEqual((await call(as, 'GET', `${I}/users/${ids.member}/projects`, 200)).projects.map((p: { id: string }) => p.id), [ids.projectA]);
+      await call(as, 'GET', `${I}/users/${ids.member}/groups`, 200);
+    }
+    const updated = await call('admin', 'PATCH', `${I}/users/${id}`, 200, { user: { email: null, enabled: false } });
+    assert.equal(updated.user.enabled, false);
+    await call('member', 'PATCH', `${I}/users/${ids.member}`, 403, { user: { name: 'x' } });
+    await call('admin', 'PATCH', `${I}/users/${id}`, 200, { user: { enabled: true, password: 'pw-2' } });
+    // Password change: only by the user, with the original password.
+    const own = await login('idc-u', 'pw-2');
+    const u = { 'X-Auth-Token': own };
+    const change = async (token: Record<string, string>, userId: string, original: string, expect: number) => {
+      const res = await fetch(`${pumice.url}${I}/users/${userId}/password`, { method: 'POST', headers: { ...token, 'Content-Type': 'application/json' }, body: JSON.stringify({ user: { password: 'pw-3', original_password: original } }) });
+      if (res.status !== expect) problems.push(`password change of ${userId}: ${res.status}, expected ${expect}: ${await res.text()}`);
+      if (res.status === 204) covered.add('POST /v3/users/:user_id/password');
+    };
+    await change({ 'X-Auth-Token': tokens.admin }, id, 'pw-2', 403);
+    await change(u, id, 'wrong', 401);
+    await change(u, id, 'pw-2', 204);
+    await login('idc-u', 'pw-3');
+    await call('member', 'DELETE', `${I}/users/${id}`, 403);
+    await call('admin', 'DELETE', `${I}/users/${id}`, 204);
+    await call('admin', 'DELETE', `${I}/users/${bare.user.id}`, 204);
+    await call('admin', 'GET', `${I}/users/${id}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('roles, grants on projects and domains, and role assignments', async () => {
+    const I = '/identity/v3';
+    for (const as of ['member', 'reader', 'other', 'admin'] as const) {
+      await call(as, 'GET', `${I}/roles`, 200);
+      await call(as, 'GET', `${I}/roles/${ids.memberRole}`, 200);
+    }
+    await call('unscoped', 'GET', `${I}/roles`, 403);
+    await call('member', 'POST', `${I}/roles`, 403, { role: { name: 'idc-role' } });
+    const role = (await call('admin', 'POST', `${I}/roles`, 201, { role: { name: 'idc-role', description: 'contract' } })).role.id as string;
+    await call('admin', 'PATCH', `${I}/roles/${role}`, 200, { role: { description: 'changed' } });
+    await call('member', 'PATCH', `${I}/roles/${role}`, 403, { role: { description: 'x' } });
+
+    for (const [kind, target] of [['projects', ids.projectA], ['domains', 'default']] as const) {
+      const base = `${I}/${kind}/${target}/users/${ids.reader}/roles`;
+      await call('member', 'PUT', `${base}/${role}`, 403);
+      await call('admin', 'PUT', `${base}/${role}`, 204);
+      await call('admin', 'HEAD', `${base}/${role}`, 204);
+      await call('admin', 'GET', `${base}/${role}`, 204);
+      await call('member', 'GET', `${base}/${role}`, 403);
+      await call('member', 'HEAD', `${base}/${role}`, 403);
+      const granted = await call('admin', 'GET', base, 200);
+      assert.ok(granted.roles.some((r: { id: string }) => r.id === role));
+      await call('reader', 'GET', base, 200);
+      await call('other', 'GET', base, 403);
+      await call('member', 'DELETE', `${base}/${role}`, 403);
+      await call('admin', 'DELETE', `${base}/${role}`, 204);
+      // Keystone revokes the user's tokens on the target when one of their roles there is revoked.
+      await call('reader', 'GET', `${I}/roles`, kind === 'projects' ? 401 : 200);
+      tokens.reader = await login('idc-reader', 'pw-idc-reader', { project: { id: ids.projectA } });
+      await call('admin', 'GET', `${base}/${role}`, 404);
+      await call('admin', 'HEAD', `${base}/${role}`, 404);
+    }
+
+    const all = await call('admin', 'GET', `${I}/role_assignments`, 200);
+    assert.ok(all.role_assignments.some((a: { user: { id: string }; scope: { project?: { id: string } } }) => a.user.id === ids.member && a.scope.project?.id === ids.projectA));
+    const named = await call('admin', 'GET', `${I}/role_assignments?include_names=true&scope.project.id=${ids.projectA}`, 200);
+    assert.ok(named.role_assignments.every((a: { role: { name?: string }; scope: { project: { name?: string } } }) => a.role.name && a.scope.project.name === 'idc-a'));
+    await call('admin', 'GET', `${I}/role_assignments?scope.domain.id=default&include_names=1`, 200);
+    await call('admin', 'GET', `${I}/role_assignments?role.id=${ids.memberRole}&user.id=${ids.member}`, 200);
+    await call('admin', 'GET', `${I}/role_assignments?group.id=none`, 200);
+    const own = await call('member', 'GET', `${I}/role_assignments?user.id=${ids.member}`, 200);
+    assert.ok(own.role_assignments.every((a: { user: { id: string } }) => a.user.id === ids.member));
+    await call('member', 'GET', `${I}/role_assignments`, 403);
+    await call('member', 'GET', `${I}/role_assignments?user.id=${ids.other}`, 403);
+
+    await call('member', 'DELETE', `${I}/roles/${role}`, 403);
+    await call('admin', 'DELETE', `${I}/roles/${role}`, 204);
+    await call('admin', 'GET', `${I}/roles/${role}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('catalog: regions, services and endpoints', async () => {
+    const I = '/identity/v3';
+    for (const as of ['member', 'reader', 'other', 'admin', 'unscoped'] as const) {
+      await call(as, 'GET', `${I}/regions`, 200);
+      await call(as, 'GET', `${I}/regions/RegionOne`, 200);
+    }
+    for (const as of ['member', 'reader', 'other', 'admin'] as const) {
+      await call(as, 'GET', `${I}/services`, 200);
+      await call(as, 'GET', `${I}/services?type=identity`, 200);
+      await call(as, 'GET', `${I}/endpoints`, 200);
+      await call(as, 'GET', `${I}/endpoints?interface=public&region_id=RegionOne`, 200);
+    }
+    for (const path of ['services', 'endpoints']) await call('unscoped', 'GET', `${I}/${path}`, 403);
+
+    await call('member', 'POST', `${I}/regions`, 403, { region: { id: 'idc-region' } });
+    await call('admin', 'POST', `${I}/regions`, 201, { region: { id: 'idc-region', description: 'contract', parent_region_id: 'RegionOne' } });
+    await call('admin', 'POST', `${I}/regions`, 409, { region: { id: 'idc-region' } });
+    const service = (await call('admin', 'POST', `${I}/services`, 201, { service: { type: 'idc', name: 'idc-svc', description: 'contract' } })).service.id as string;
+    await call('member', 'POST', `${I}/services`, 403, { service: { type: 'x' } });
+    for (const as of ['member', 'admin'] as const) await call(as, 'GET', `${I}/services/${service}`, 200);
+    await call('admin', 'PATCH', `${I}/services/${service}`, 200, { service: { enabled: false } });
+    await call('reader', 'PATCH', `${I}/services/${service}`, 403, { service: { enabled: true } });
+    const endpoint = (await call('admin', 'POST', `${I}/endpoints`, 201, { endpoint: { interface: 'public', service_id: service, url: 'http://example.invalid/idc', region_id: 'idc-region' } })).endpoint.id as string;
+    await call('member', 'POST', `${I}/endpoints`, 403, { endpoint: { interface: 'public', service_id: service, url: 'http://x' } });
+    for (const as of ['reader', 'admin'] as const) await call(as, 'GET', `${I}/endpoints/${endpoint}`, 200);
+    await call('admin', 'PATCH', `${I}/endpoints/${endpoint}`, 200, { endpoint: { interface: 'internal', region: 'RegionOne' } });
+    await call('other', 'PATCH', `${I}/endpoints/${endpoint}`, 403, { endpoint: { url: 'http://y' } });
+    await call('member', 'DELETE', `${I}/endpoints/${endpoint}`, 403);
+    await call('admin', 'DELETE', `${I}/endpoints/${endpoint}`, 204);
+    await call('admin', 'GET', `${I}/endpoints/${endpoint}`, 404);
+    await call('member', 'DELETE', `${I}/services/${service}`, 403);
+    await call('admin', 'DELETE', `${I}/services/${service}`, 204);
+    await call('member', 'DELETE', `${I}/regions/idc-region`, 403);
+    await call('admin', 'DELETE', `${I}/regions/idc-region`, 204);
+    await call('admin', 'GET', `${I}/regions/idc-region`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('every declared route was exercised, and the server found no contract violation', () => {
+    const missing = specs.map((s) => `${s.method} ${s.path}`).filter((key) => !covered.has(key));
+    assert.deepEqual(missing, []);
+    assert.doesNotMatch(pumice.output(), /response validation failed|internal error/);
+  });
+});
+
+describe('Identity policy file overrides', () => {
+  let pumice: PumiceProcess;
+  let work = '';
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'identity-policy-'));
+    const policyPath = join(work, 'policy.yaml');
+    writeFileSync(policyPath, [
+      '# Readers may list users; only admins may list roles.',
+      '"identity:list_users": "rule:admin_required or role:reader"',
+      '"identity:list_roles": "rule:admin_required"',
+    ].join('\n'));
+    pumice = await startPumice({ config: `[oslo_policy]\npolicy_file = ${policyPath}\n` });
+  });
+  after(async () => {
+    await pumice?.stop();
+    pumice?.cleanup();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('overridden Identity rules apply; the others keep their defaults', async () => {
+    const admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const roles = await admin.request('GET', '/identity/v3/roles?name=reader');
+    assert.equal(roles.status, 200, roles.text);
+    const project = (await admin.request('POST', '/identity/v3/projects', { project: { name: 'ipf' } })).body.project.id as string;
+    const user = (await admin.request('POST', '/identity/v3/users', { user: { name: 'ipf-reader', password: 'pw' } })).body.user.id as string;
+    assert.equal((await admin.request('PUT', `/identity/v3/projects/${project}/users/${user}/roles/${roles.body.roles[0].id}`)).status, 204);
+    const reader = await ApiClient.login(pumice.url, 'ipf-reader', 'pw', 'ipf');
+    const users = await reader.request('GET', '/identity/v3/users');
+    assert.equal(users.status, 200, users.text);
+    const refused = await reader.request('GET', '/identity/v3/roles');
+    assert.equal(refused.status, 403, refused.text);
+    assert.match(refused.body.error.message, /identity:list_roles/);
+    // Defaults still apply: a reader may not create users.
+    assert.equal((await reader.request('POST', '/identity/v3/users', { user: { name: 'x' } })).status, 403);
+    assert.equal((await reader.request('GET', '/identity/v3/domains')).status, 200);
+  });
+});
