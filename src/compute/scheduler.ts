@@ -40,9 +40,21 @@ export interface HostState {
   servers: number;
 }
 
-export type SchedulingResult = { ok: true; hosts: HostState[] } | { ok: false; reasons: string[] };
+/**
+ * A refusal carries `reasons` (each host, the filter that rejected it, figures: for administrators
+ * and the log) and `memberReasons` (the same without host names, free capacity or host settings:
+ * for the server's owner; issue 12).
+ */
+export type SchedulingResult = { ok: true; hosts: HostState[] } | { ok: false; reasons: string[]; memberReasons: string[] };
 
-type Filter = { name: string; check: (host: HostState, request: SchedulingRequest) => string | null };
+type Filter = {
+  name: string;
+  check: (host: HostState, request: SchedulingRequest) => string | null;
+  /** The rejection as a project member may read it: only figures of its own request. */
+  member: (request: SchedulingRequest) => string;
+};
+
+const hostUnavailable = 'a compute host is unavailable';
 
 const filters: Record<string, Filter> = {
   ComputeFilter: {
@@ -52,18 +64,22 @@ const filters: Record<string, Filter> = {
       if (!host.up) return host.service.forced_down ? 'the compute service is forced down' : `the compute service is down (last heartbeat ${host.service.heartbeat_at ?? 'never'})`;
       return null;
     },
+    member: () => hostUnavailable,
   },
   AvailabilityZoneFilter: {
     name: 'AvailabilityZoneFilter',
     check: (host, request) => (request.availabilityZone && host.service.zone !== request.availabilityZone ? `it is in zone '${host.service.zone}', not '${request.availabilityZone}'` : null),
+    member: (request) => `no host in availability zone '${request.availabilityZone ?? ''}'`,
   },
   RamFilter: {
     name: 'RamFilter',
     check: (host, request) => (host.freeMemoryMiB < request.flavor.ram_mib ? `${host.freeMemoryMiB} MiB of RAM free (with ram_allocation_ratio) < ${request.flavor.ram_mib} MiB asked` : null),
+    member: (request) => `not enough free RAM for ${request.flavor.ram_mib} MiB`,
   },
   CoreFilter: {
     name: 'CoreFilter',
     check: (host, request) => (host.freeVcpus < request.flavor.vcpus ? `${host.freeVcpus} vCPUs free (with cpu_allocation_ratio) < ${request.flavor.vcpus} asked` : null),
+    member: (request) => `not enough free vCPUs for ${request.flavor.vcpus}`,
   },
   DiskFilter: {
     name: 'DiskFilter',
@@ -72,6 +88,7 @@ const filters: Record<string, Filter> = {
       const asked = request.flavor.root_gib + request.flavor.ephemeral_gib;
       return host.freeDiskGiB < asked ? `${host.freeDiskGiB} GiB of ${host.node.disk_source === 'rbd' ? 'RBD pool' : 'local'} disk free < ${asked} GiB asked` : null;
     },
+    member: (request) => `not enough free disk for ${request.flavor.root_gib + request.flavor.ephemeral_gib} GiB`,
   },
   ComputeCapabilitiesFilter: {
     name: 'ComputeCapabilitiesFilter',
@@ -90,6 +107,7 @@ const filters: Record<string, Filter> = {
       }
       return null;
     },
+    member: () => "no host has the capabilities the flavor's extra specs ask for",
   },
   ImagePropertiesFilter: {
     name: 'ImagePropertiesFilter',
@@ -103,6 +121,7 @@ const filters: Record<string, Filter> = {
       if (mode && mode.toLowerCase() !== 'hvm') return `image vm_mode '${mode}' is not hvm`;
       return null;
     },
+    member: () => "no host can run the image as its properties ask (architecture, hypervisor_type, vm_mode)",
   },
 };
 
@@ -157,14 +176,20 @@ export class InstanceScheduler {
   select(request: SchedulingRequest): SchedulingResult {
     const all = this.hostStates();
     if (all.length === 0) {
-      return { ok: false, reasons: ['no compute host has registered: start one with `pumice serve` (all roles) or `pumice serve --roles compute --host NAME`'] };
+      return {
+        ok: false,
+        reasons: ['no compute host has registered: start one with `pumice serve` (all roles) or `pumice serve --roles compute --host NAME`'],
+        memberReasons: ['no compute host is available'],
+      };
     }
     const reasons: string[] = [];
+    const memberReasons: string[] = [];
     const passed: HostState[] = [];
     const active = this.enabledFilters().map((name) => filters[name]).filter((f): f is Filter => f !== undefined);
     for (const host of all) {
       if (request.ignoreHosts.includes(host.service.host)) {
         reasons.push(`${host.service.host}: excluded by the request`);
+        memberReasons.push('a host was excluded by the request');
         continue;
       }
       if (request.forcedHost && host.service.host !== request.forcedHost) continue;
@@ -173,6 +198,7 @@ export class InstanceScheduler {
         const why = filter.check(host, request);
         if (why) {
           rejected = `${host.service.host}: ${filter.name} (${why})`;
+          memberReasons.push(filter.member(request));
           break;
         }
       }
@@ -180,9 +206,11 @@ export class InstanceScheduler {
       else passed.push(host);
     }
     if (request.forcedHost && !all.some((h) => h.service.host === request.forcedHost)) {
-      return { ok: false, reasons: [`host '${request.forcedHost}' is not a compute host (known: ${all.map((h) => h.service.host).join(', ')})`] };
+      // Only administrators may force a host: the list of hosts is theirs to read.
+      const reason = `host '${request.forcedHost}' is not a compute host (known: ${all.map((h) => h.service.host).join(', ')})`;
+      return { ok: false, reasons: [reason], memberReasons: [reason] };
     }
-    if (passed.length === 0) return { ok: false, reasons };
+    if (passed.length === 0) return { ok: false, reasons, memberReasons: [...new Set(memberReasons)] };
     passed.sort((a, b) => b.freeMemoryMiB - a.freeMemoryMiB || a.servers - b.servers || a.service.host.localeCompare(b.service.host));
     return { ok: true, hosts: passed };
   }

@@ -345,7 +345,8 @@ export class ServerService {
         ? null
         : {
             code: 500,
-            message: `No valid host was found. ${result.reasons.join('; ')}`.slice(0, 255),
+            // The owner reads the message (no host names or free capacity); administrators the details.
+            message: `No valid host was found: ${result.memberReasons.join('; ')}.`.slice(0, 255),
             details: `No valid host was found. Each compute host and the filter that rejected it: ${result.reasons.join('; ')}`,
             created: now,
           };

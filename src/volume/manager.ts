@@ -47,7 +47,8 @@ export class VolumeManager {
     private readonly config: PumiceConfig,
     private readonly queue: TaskQueue,
     exporter: BlockExporter,
-    private readonly log: (message: string) => void,
+    /** The process log (the scheduler writes what it tells administrators only). */
+    readonly log: (message: string) => void,
     /** Builds a backend's driver; tests pass a fake that implements the same interfaces. */
     driverFactory: (backend: BackendConfig) => VolumeBackend = (backend) => createDriver(backend, exporter, log),
   ) {

@@ -16,7 +16,7 @@ import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import type { CreatePayload, VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
-import { schedule } from './scheduler/scheduler.ts';
+import { schedule, schedulingFailureTexts } from './scheduler/scheduler.ts';
 import {
   requireStatus,
   snapshotDeletableStatuses,
@@ -240,7 +240,10 @@ export class VolumeService {
         this.config.DEFAULT.scheduler_default_weighers,
       );
       const zone = result.ok ? result.pool.availabilityZone : availabilityZone ?? this.config.DEFAULT.default_availability_zone ?? this.config.DEFAULT.storage_availability_zone;
-      const reason = result.ok ? null : input.failure ?? `No valid backend was found. ${result.reasons.join('; ')}.`;
+      // The project reads a reason without backend names or figures; the detail goes to the log (issue 12).
+      const failure = result.ok || input.failure ? null : schedulingFailureTexts(result);
+      if (failure) this.manager.log(`scheduler: volume ${id} of project ${projectId} (${sizeGiB} GiB) not placed: ${failure.detail}`);
+      const reason = result.ok ? null : input.failure ?? failure?.member ?? null;
       this.db.run(
         `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,
            bootable, source_volid, snapshot_id, metadata, status_reason, image_metadata, created_at, updated_at, multiattach)

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { matchesSpec, schedule, type PoolState } from '../../src/volume/scheduler/scheduler.ts';
+import { matchesSpec, schedule, schedulingFailureTexts, type PoolState } from '../../src/volume/scheduler/scheduler.ts';
 
 function pool(overrides: Partial<PoolState>): PoolState {
   return {
@@ -57,6 +57,18 @@ test('when nothing fits, every backend gets a reason naming its filter', () => {
   assert.match(result.reasons[1]!, /CapabilitiesFilter rejected backend h@b#b: its volume_backend_name is 'b'/);
   assert.match(result.reasons[2]!, /h@c#c: its volume service is down \(keyring missing\)/);
   assert.match(result.reasons[3]!, /h@d#d: its volume service is disabled/);
+  // What the project reads: kinds of reasons and its own figures; no backend name, down reason or capacity.
+  const texts = schedulingFailureTexts(result);
+  assert.equal(texts.member, "No valid backend was found: no backend in availability zone 'nova'; no backend offers what the volume type asks for; a storage backend is unavailable.");
+  assert.match(texts.detail, /h@c#c: its volume service is down \(keyring missing\)/);
+});
+
+test('a capacity refusal reads the size asked, never the free space, for the member', () => {
+  const result = schedule([pool({ thinProvisioningSupport: false, thickProvisioningSupport: true, freeCapacityGiB: 30 })], { sizeGiB: 31, availabilityZone: null, extraSpecs: {} });
+  assert.ok(!result.ok);
+  const texts = schedulingFailureTexts(result);
+  assert.equal(texts.member, 'No valid backend was found: not enough free capacity for 31 GiB.');
+  assert.match(texts.detail, /pumice@local#local: it has 30 GiB free/);
 });
 
 test('no backends at all is explained', () => {

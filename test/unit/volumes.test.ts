@@ -90,16 +90,19 @@ test("volume types route by volume_backend_name; another project's volume is a 4
   await manager.stop();
 });
 
-test('no backend fits: the volume is error with a reason and a user message names the filter', async () => {
+test('no backend fits: the volume is error with a reason for the member, the filter and backend in the log', async () => {
   const { service, db, manager } = await setup();
+  const logged: string[] = [];
+  (manager as unknown as { log: (m: string) => void }).log = (m) => logged.push(m);
   const member = ctx('p1', ['member']);
   db.run("INSERT INTO volume_types (id, name, is_public, created_at) VALUES ('tc', 'ceph', 1, 'now')");
   db.run("INSERT INTO volume_type_extra_specs (volume_type_id, key, value) VALUES ('tc', 'volume_backend_name', 'ceph')");
   const v = service.createVolume(member, { size: 1, volumeType: 'ceph' }, 'req-1');
   assert.equal(v.status, 'error');
-  assert.match(v.status_reason!, /CapabilitiesFilter rejected backend pumice@a#a: its volume_backend_name is 'a'/);
+  assert.equal(v.status_reason, 'No valid backend was found: no backend offers what the volume type asks for.');
+  assert.match(logged.join('\n'), /scheduler: volume .* not placed: .*CapabilitiesFilter rejected backend pumice@a#a: its volume_backend_name is 'a'/);
   const message = db.get<{ user_message: string; request_id: string }>('SELECT * FROM messages WHERE resource_uuid = ?', v.id)!;
-  assert.match(message.user_message, /^schedule allocate volume: No valid backend was found/);
+  assert.equal(message.user_message, 'schedule allocate volume: No valid backend was found: no backend offers what the volume type asks for.');
   assert.equal(message.request_id, 'req-1');
   await manager.stop();
 });
@@ -184,11 +187,15 @@ test('the reader role cannot write; a conflicting operation gets a 409 naming th
 
 test('a backend that is down is reported by the scheduler and comes back on heartbeat', async () => {
   const { service, manager, fakes } = await setup();
+  const logged: string[] = [];
+  (manager as unknown as { log: (m: string) => void }).log = (m) => logged.push(m);
   for (const fake of fakes.values()) fake.down = 'Error connecting to the cluster: keyring missing';
   await manager.heartbeat();
   const v = service.createVolume(ctx('p1', ['member']), { size: 1 }, 'r');
   assert.equal(v.status, 'error');
-  assert.match(v.status_reason!, /its volume service is down \(Error connecting to the cluster: keyring missing\)/);
+  // The member reads that a backend is unavailable; why (the keyring) is for the operator's log.
+  assert.equal(v.status_reason, 'No valid backend was found: a storage backend is unavailable.');
+  assert.match(logged.join('\n'), /its volume service is down \(Error connecting to the cluster: keyring missing\)/);
   for (const fake of fakes.values()) fake.down = null;
   await manager.heartbeat();
   assert.equal(service.createVolume(ctx('p1', ['member']), { size: 1 }, 'r').status, 'creating');

@@ -93,8 +93,9 @@ export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[],
   if (['ACTIVE', 'BUILD', 'REBUILD', 'RESIZE', 'VERIFY_RESIZE', 'MIGRATING'].includes(status)) body['progress'] = row.progress;
   if (row.fault && (status === 'ERROR' || status === 'DELETED')) {
     const fault = JSON.parse(row.fault) as ServerFault;
-    // Nova hides the details of 500 faults from non-admins; ours say what is wrong and how to fix it, so everyone sees them.
-    body['fault'] = { code: fault.code, created: novaTime(fault.created), message: fault.message, details: fault.details };
+    // As Nova: the details of a 500 fault (which host, which filter, free capacity, host paths) are for
+    // administrators; the owner reads the message, written for it (issue 12).
+    body['fault'] = { code: fault.code, created: novaTime(fault.created), message: fault.message, ...(ctx.isAdmin || fault.code !== 500 ? { details: fault.details } : {}) };
   }
   if (ctx.showExtended) {
     body['OS-EXT-SRV-ATTR:host'] = row.host;

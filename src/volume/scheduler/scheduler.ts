@@ -3,7 +3,9 @@
  * weighers rank the rest (Cinder's filter scheduler). It is pure: it sees
  * only pool states (capacity reports and capabilities), so it is tested
  * without any backend. When nothing fits, the result says which filter
- * rejected which pool and why, and that text becomes the user message.
+ * rejected which pool and why, with figures (`reasons`: for administrators
+ * and the log), and the same without backend names, capacities or internal
+ * reasons (`memberReasons`: for the project's user message and status).
  */
 
 export interface PoolState {
@@ -35,7 +37,7 @@ export interface ScheduleRequest {
 
 export type ScheduleResult =
   | { ok: true; pool: PoolState; weight: number }
-  | { ok: false; reasons: string[] };
+  | { ok: false; reasons: string[]; memberReasons?: string[] };
 
 type Filter = (pool: PoolState, request: ScheduleRequest) => string | null;
 
@@ -82,6 +84,28 @@ export const filters: Record<string, Filter> = {
   },
 };
 
+/**
+ * What a project member may read about a rejection: the kind of reason, and
+ * only figures the request itself gave (its size, zone); never a backend's
+ * name, capacity, settings or down reason (issue 12: error texts must not
+ * show backend capacity to non-admins).
+ */
+const memberFilterReasons: Record<string, (request: ScheduleRequest) => string> = {
+  AvailabilityZoneFilter: (request) => `no backend in availability zone '${request.availabilityZone ?? ''}'`,
+  CapacityFilter: (request) => `not enough free capacity for ${request.sizeGiB} GiB`,
+  CapabilitiesFilter: () => 'no backend offers what the volume type asks for',
+};
+
+/**
+ * The texts of a failed scheduling: `detail` for administrators and the log
+ * (every backend, the filter that rejected it, figures), `member` for the
+ * project (the user message and the volume's status reason).
+ */
+export function schedulingFailureTexts(result: { reasons: string[]; memberReasons?: string[] }): { detail: string; member: string } {
+  const member = [...new Set(result.memberReasons ?? ['no backend can take the volume now'])];
+  return { detail: `No valid backend was found. ${result.reasons.join('; ')}.`, member: `No valid backend was found: ${member.join('; ')}.` };
+}
+
 /** Free capacity weigher (Cinder's CapacityWeigher): virtual free space for thin pools. */
 export const weighers: Record<string, (pool: PoolState) => number> = {
   CapacityWeigher(pool) {
@@ -107,15 +131,18 @@ export function schedule(
   weigherNames: string[] = ['CapacityWeigher'],
 ): ScheduleResult {
   const reasons: string[] = [];
+  const memberReasons: string[] = [];
   const passed: PoolState[] = [];
-  if (pools.length === 0) return { ok: false, reasons: ['no storage backend is configured (enabled_backends)'] };
+  if (pools.length === 0) return { ok: false, reasons: ['no storage backend is configured (enabled_backends)'], memberReasons: ['no storage backend is available'] };
   for (const pool of pools) {
     if (!pool.up) {
       reasons.push(`backend ${pool.host}: its volume service is down${pool.downReason ? ` (${pool.downReason})` : ''}`);
+      memberReasons.push('a storage backend is unavailable');
       continue;
     }
     if (pool.disabled) {
       reasons.push(`backend ${pool.host}: its volume service is disabled (openstack volume service set --enable to use it)`);
+      memberReasons.push('a storage backend is unavailable');
       continue;
     }
     let rejected = false;
@@ -125,13 +152,14 @@ export function schedule(
       const reason = filter(pool, request);
       if (reason !== null) {
         reasons.push(`${name} rejected backend ${pool.host}: ${reason}`);
+        memberReasons.push(memberFilterReasons[name]?.(request) ?? 'no backend can take the volume now');
         rejected = true;
         break;
       }
     }
     if (!rejected) passed.push(pool);
   }
-  if (passed.length === 0) return { ok: false, reasons };
+  if (passed.length === 0) return { ok: false, reasons, memberReasons };
   let best: PoolState = passed[0]!;
   let bestWeight = -Infinity;
   for (const pool of passed) {
