@@ -8,26 +8,32 @@
  *
  *   node --import tsx bench/crash-harness.ts [--seeds 100] [--operations 10] [--first-seed 1]
  *
- * Local backend (sparse files) and the posix backup driver. The Ceph variant
- * (300 operations on the lab) is not built yet: with PUMICE_CEPH_LAB set it says so.
+ * Local backend (sparse files) and the posix backup driver by default; with
+ * --backend ceph, RBD volumes and the Ceph backup driver in pools made per seed
+ * on the lab named by PUMICE_CEPH_LAB (e.g. --backend ceph --seeds 30 for 300
+ * operations).
  */
-import { crashOperations, percentile, runCrashSeed, type CrashStep } from '../test/helpers/crash-harness.ts';
-import { arg } from './lib.ts';
+import { readLab } from '../src/ceph/lab.ts';
+import { cephCrashOperations, crashOperations, percentile, runCrashSeed, type CrashRunOptions, type CrashStep } from '../test/helpers/crash-harness.ts';
+import { arg, argString } from './lib.ts';
 
 const seeds = arg('seeds', 100);
 const operations = arg('operations', 10);
 const firstSeed = arg('first-seed', 1);
 
-if (process.env['PUMICE_CEPH_LAB']) {
-  console.log('crash_harness_ceph: not built yet (local backend only); running the local harness');
-}
+const backendArg = argString('backend', 'local');
+if (backendArg !== 'local' && backendArg !== 'ceph') throw new Error(`--backend local|ceph, not ${backendArg}`);
+const labDir = process.env['PUMICE_CEPH_LAB'];
+if (backendArg === 'ceph' && !labDir) throw new Error('--backend ceph needs PUMICE_CEPH_LAB (start one: pumice ceph-lab up DIR)');
+const backend: CrashRunOptions['backend'] = backendArg === 'ceph' ? { ceph: readLab(labDir!) } : 'local';
+console.log(`crash_harness_backend: ${backendArg}`);
 
 const steps: CrashStep[] = [];
 const failures: { seed: number; message: string }[] = [];
 const started = Date.now();
 for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
   try {
-    const result = await runCrashSeed(seed, { operations });
+    const result = await runCrashSeed(seed, { operations, backend });
     steps.push(...result.steps);
     const crashed = result.steps.filter((s) => s.crashed).length;
     console.log(`seed ${seed}: ${result.steps.length} operations, ${crashed} crashes: ${result.steps.map((s) => `${s.operation}@${s.crashPoint ?? '-'}${s.crashed ? '!' : ''}`).join(' ')}`);
@@ -39,7 +45,7 @@ for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
 const hits = new Map<string, number>();
 for (const s of steps) if (s.crashed && s.crashPoint) hits.set(s.crashPoint, (hits.get(s.crashPoint) ?? 0) + 1);
 const recoveries = steps.flatMap((s) => (s.recoveryMs === null ? [] : [s.recoveryMs]));
-const allPoints = Object.values(crashOperations).flat();
+const allPoints = Object.values(backendArg === 'ceph' ? cephCrashOperations : crashOperations).flat();
 console.log(`crash_harness_seeds: ${firstSeed}..${firstSeed + seeds - 1} (${seeds}), ${operations} operations each`);
 console.log(`crash_harness_operations: ${steps.length} checked, ${steps.filter((s) => s.crashed).length} crashed, ${steps.filter((s) => s.crashPoint && !s.crashed).length} armed but not reached`);
 console.log(`crash_harness_failed_seeds: ${failures.length}${failures.length ? ` (${failures.map((f) => f.seed).join(', ')})` : ''}`);

@@ -18,11 +18,26 @@
  *
  * A failing seed replays from the seed alone: `runCrashSeed(seed)` makes the
  * same choices (the operations, the crash points and hits).
+ *
+ * Two backends: `local` (sparse files, posix backups) and `ceph` (RBD volumes
+ * and the Ceph backup driver in pools made for the seed on the lab, so the
+ * listing of a pool is exactly this run's). On Ceph the rows are checked
+ * against `rbd ls`, every image's snapshots (Cinder's names, the hidden
+ * parents kept for clones, the clone and backup snapshots), the trash, and
+ * the backup images' snapshots; the operations also pass the drivers' own
+ * crash points (between RBD's snapshot, protect and clone; after the trash
+ * move; inside a backup's copy).
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { existsSync, openSync, readSync, closeSync, readdirSync, writeSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { CephLab } from '../../src/ceph/lab.ts';
+import { RadosCluster, type IoCtx } from '../../src/ceph/rbd.ts';
 import { ApiClient, startPumice, type PumiceProcess } from './pumice.ts';
+
+const execFileAsync = promisify(execFile);
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -54,9 +69,21 @@ export const crashOperations = {
 } as const;
 export type CrashOperation = keyof typeof crashOperations;
 
+/** On Ceph the operations also pass the RBD driver's and the Ceph backup driver's points. */
+export const cephCrashOperations: Record<CrashOperation, readonly string[]> = {
+  ...crashOperations,
+  clone: ['volume.create.clone.before', 'rbd.clone.snapshot-taken', 'rbd.clone.protected', 'rbd.clone.cloned', 'volume.create.made'],
+  'volume-from-snapshot': ['volume.create.snapshot.before', 'rbd.clone.protected', 'rbd.clone.cloned', 'volume.create.made'],
+  'delete-with-dependents': ['volume.delete.snapshot.before', 'volume.delete.snapshot.deleted', 'volume.delete.before', 'rbd.delete.snapshots-removed', 'rbd.delete.trashed', 'volume.delete.deleted'],
+  'backup-full': ['backup.create.full.before', 'ceph-backup.image-created', 'ceph-backup.source-snapshot-taken', 'ceph-backup.piece-written', 'ceph-backup.copied', 'backup.create.full.written'],
+  'backup-incremental': ['backup.create.incremental.before', 'ceph-backup.source-snapshot-taken', 'ceph-backup.copied', 'backup.create.incremental.written'],
+};
+
 export interface CrashRunOptions {
   /** Operations per seed. */
   operations: number;
+  /** Where the volumes and backups live; default local files. */
+  backend?: 'local' | { ceph: CephLab };
   /** Chance that an operation runs unarmed (no crash), to mix in clean runs. */
   cleanChance?: number;
   /** Time a restarted server has to settle every resource. */
@@ -91,19 +118,44 @@ export function seededRandom(seed: number): () => number {
 }
 
 /** virt_type = qemu: no accelerator probe boot at each fresh data directory's first start (the harness runs no guests). */
-const config = '[DEFAULT]\nvolume_task_concurrency = 4\nreport_interval = 1\n[libvirt]\nvirt_type = qemu\n';
+const localConfig = '[DEFAULT]\nvolume_task_concurrency = 4\nreport_interval = 1\n[libvirt]\nvirt_type = qemu\n';
 
+/** What the invariants need to know of a backend: where the bytes are and what exists there. */
+interface HarnessBackend {
+  config: string;
+  points: Record<CrashOperation, readonly string[]>;
+  writeSource(volumeId: string): Promise<void>;
+  /** Null when the volume holds the source's bytes, else what differs. */
+  sourceMismatch(volumeId: string): Promise<string | null>;
+  /** Rows against what the backend holds: orphans, missing data, wrong sizes. */
+  problems(listing: Listing): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+function localBackend(dataDir: string): HarnessBackend {
+  const backendDir = join(dataDir, 'volumes', 'local');
+  const backupDir = join(dataDir, 'backups', 'volumebackups');
+  return {
+    config: localConfig,
+    points: crashOperations,
+    writeSource: async (volumeId) => writeSource(join(backendDir, `volume-${volumeId}`)),
+    sourceMismatch: async (volumeId) => sourceMismatch(join(backendDir, `volume-${volumeId}`)),
+    problems: async (listing) => localProblems(listing, backendDir, backupDir),
+    close: async () => undefined,
+  };
+}
 export async function runCrashSeed(seed: number, options: CrashRunOptions): Promise<CrashRunResult> {
   const random = seededRandom(seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const log = options.log ?? (() => undefined);
   const settleTimeoutMs = options.settleTimeoutMs ?? 30_000;
   const servers: PumiceProcess[] = [];
+  const ceph = options.backend && options.backend !== 'local' ? await cephBackend(options.backend.ceph, seed) : null;
+  const config = ceph?.config ?? localConfig;
   let server = await startPumice({ config });
   servers.push(server);
   const dataDir = server.dataDir;
-  const backendDir = join(dataDir, 'volumes', 'local');
-  const backupDir = join(dataDir, 'backups', 'volumebackups');
+  const backend = ceph ?? localBackend(dataDir);
   let api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
   const v = (path: string) => `${api.volumeUrl}${path}`;
   const call = async (method: string, path: string, body?: unknown, expected = [200, 202]) => {
@@ -120,7 +172,7 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
     // Setup: a source with known bytes, a snapshot of it, a full backup of it, a small image.
     const sourceId = (await call('POST', '/volumes', { volume: { size: 1, name: 'source' } })).volume.id as string;
     assert.equal((await api.waitVolume(sourceId, ['available', 'error'])).status, 'available');
-    writeSource(join(backendDir, `volume-${sourceId}`));
+    await backend.writeSource(sourceId);
     const snapshotId = (await call('POST', '/snapshots', { snapshot: { volume_id: sourceId, name: 'base' } })).snapshot.id as string;
     await waitFor(api, v(`/snapshots/${snapshotId}`), 'snapshot', ['available']);
     const backupId = (await call('POST', '/backups', { backup: { volume_id: sourceId, name: 'base' } })).backup.id as string;
@@ -130,7 +182,7 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
     const operations = Object.keys(crashOperations) as CrashOperation[];
     for (let index = 0; index < options.operations; index++) {
       const operation = pick(operations);
-      const points = crashOperations[operation];
+      const points = backend.points[operation];
       const armed = random() < (options.cleanChance ?? 0.1) ? null : pick(points);
       // Restart armed: hit counts are per process, so the point's first hit is this operation's.
       await server.stop();
@@ -160,7 +212,7 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
         await done;
         await settleAll(api, v, settleTimeoutMs, server);
       }
-      await checkInvariants({ api, v, backendDir, backupDir, copies, sourceId });
+      await checkInvariants({ api, v, backend, copies, sourceId });
       steps.push({ operation, crashPoint: armed, crashed, recoveryMs });
       log(`seed ${seed} op ${index} ${operation} crash-point ${armed ?? '(none)'} ${crashed ? `crashed, recovered in ${recoveryMs} ms` : 'not crashed'}`);
     }
@@ -171,6 +223,7 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
   } finally {
     for (const s of servers) await s.kill9();
     servers[0]?.cleanup();
+    await backend?.close();
   }
 }
 
@@ -330,23 +383,33 @@ async function settleAll(api: ApiClient, v: (path: string) => string, timeoutMs:
 async function checkInvariants(c: {
   api: ApiClient;
   v: (path: string) => string;
-  backendDir: string;
-  backupDir: string;
+  backend: HarnessBackend;
   copies: Set<string>;
   sourceId: string;
 }): Promise<void> {
   const listing = await listAll(c.api, c.v);
   const problems: string[] = [];
-  const volumes = new Map(listing.volumes.map((x) => [x.id as string, x]));
-  const snapshots = new Map(listing.snapshots.map((x) => [x.id as string, x]));
-  const backups = new Map(listing.backups.map((x) => [x.id as string, x]));
-  for (const vol of volumes.values()) {
+  for (const vol of listing.volumes) {
     if (!String(vol.status).startsWith('error')) continue;
     const r = await c.api.request('GET', c.v(`/messages?resource_uuid=${vol.id}`), undefined, { 'OpenStack-API-Version': 'volume 3.3' });
     if (r.status !== 200 || r.body.messages.length === 0) problems.push(`volume ${vol.id} ${vol.name} is ${vol.status} with no user message`);
   }
-  for (const b of backups.values()) if (b.status === 'error' && !b.fail_reason) problems.push(`backup ${b.id} is error with no fail_reason`);
-  for (const name of readdirSync(c.backendDir)) {
+  for (const b of listing.backups) if (b.status === 'error' && !b.fail_reason) problems.push(`backup ${b.id} is error with no fail_reason`);
+  problems.push(...(await c.backend.problems(listing)));
+  for (const vol of listing.volumes) {
+    if ((vol.status !== 'available' && vol.status !== 'in-use') || (!c.copies.has(vol.id) && vol.id !== c.sourceId)) continue;
+    const mismatch = await c.backend.sourceMismatch(vol.id);
+    if (mismatch) problems.push(`volume ${vol.id} ${vol.name} does not hold the source's bytes: ${mismatch}`);
+  }
+  assert.deepEqual(problems, []);
+}
+
+function localProblems(listing: Listing, backendDir: string, backupDir: string): string[] {
+  const problems: string[] = [];
+  const volumes = new Map(listing.volumes.map((x) => [x.id as string, x]));
+  const snapshots = new Map(listing.snapshots.map((x) => [x.id as string, x]));
+  const backups = new Map(listing.backups.map((x) => [x.id as string, x]));
+  for (const name of readdirSync(backendDir)) {
     if (name.startsWith('.tmp-')) problems.push(`temporary file ${name} left behind`);
     else if (name.startsWith('volume-')) {
       if (!volumes.has(name.slice('volume-'.length))) problems.push(`orphaned file ${name}: no volume row`);
@@ -356,27 +419,190 @@ async function checkInvariants(c: {
   }
   for (const vol of volumes.values()) {
     if (vol.status !== 'available' && vol.status !== 'in-use') continue;
-    const path = join(c.backendDir, `volume-${vol.id}`);
-    if (!existsSync(path)) {
-      problems.push(`available volume ${vol.id} ${vol.name} has no file`);
-      continue;
-    }
-    if (statSync(path).size !== vol.size * GiB) problems.push(`volume ${vol.id} is ${vol.size} GiB but its file has ${statSync(path).size} bytes`);
-    if (c.copies.has(vol.id) || vol.id === c.sourceId) {
-      const mismatch = sourceMismatch(path);
-      if (mismatch) problems.push(`volume ${vol.id} ${vol.name} does not hold the source's bytes: ${mismatch}`);
-    }
+    const path = join(backendDir, `volume-${vol.id}`);
+    if (!existsSync(path)) problems.push(`available volume ${vol.id} ${vol.name} has no file`);
+    else if (statSync(path).size !== vol.size * GiB) problems.push(`volume ${vol.id} is ${vol.size} GiB but its file has ${statSync(path).size} bytes`);
   }
   for (const snap of snapshots.values()) {
-    if (snap.status === 'available' && !existsSync(join(c.backendDir, `snapshot-${snap.id}`))) problems.push(`available snapshot ${snap.id} has no file`);
+    if (snap.status === 'available' && !existsSync(join(backendDir, `snapshot-${snap.id}`))) problems.push(`available snapshot ${snap.id} has no file`);
   }
   for (const b of backups.values()) {
-    if (b.status === 'available' && !existsSync(join(c.backupDir, b.id, 'manifest.json'))) problems.push(`available backup ${b.id} ${b.name} has no manifest`);
+    if (b.status === 'available' && !existsSync(join(backupDir, b.id, 'manifest.json'))) problems.push(`available backup ${b.id} ${b.name} has no manifest`);
   }
-  if (existsSync(c.backupDir)) {
-    for (const name of readdirSync(c.backupDir)) if (!backups.has(name)) problems.push(`orphaned backup directory ${name}: no backup row`);
+  if (existsSync(backupDir)) {
+    for (const name of readdirSync(backupDir)) if (!backups.has(name)) problems.push(`orphaned backup directory ${name}: no backup row`);
   }
-  assert.deepEqual(problems, []);
+  return problems;
+}
+
+// ------------------------------------------------------------------ Ceph
+
+const uuid = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+const volumeImagePattern = new RegExp(`^volume-(${uuid})(\\.deleted)?$`);
+const backupImagePattern = new RegExp(`^volume-(${uuid})\\.backup\\.(${uuid})$`);
+/** Snapshot names a volume image may carry, and what each needs to exist. */
+const volumeSnapPatterns = {
+  snapshot: new RegExp(`^snapshot-(${uuid})$`),
+  hidden: new RegExp(`^snapshot-(${uuid})\\.deleted$`),
+  cloneSnap: new RegExp(`^volume-(${uuid})\\.clone_snap$`),
+  backup: new RegExp(`^backup\\.(${uuid})\\.snap$`),
+};
+/** The background parts of a delete (trash purge, the collector of hidden parents) get this long after the API settled. */
+const cephGraceMs = 30_000;
+
+/**
+ * RBD volumes (as client.admin: client.cinder has no caps on a pool made for the run) and the
+ * Ceph backup driver, in two pools made for this seed and deleted after it.
+ */
+async function cephBackend(lab: CephLab, seed: number): Promise<HarnessBackend> {
+  const volumePool = `crash-v-${process.pid}-${seed}`;
+  const backupPool = `crash-b-${process.pid}-${seed}`;
+  const ceph = (...args: string[]) => execFileAsync('ceph', ['--conf', lab.confPath, '--id', 'admin', ...args], { timeout: 120_000 });
+  for (const pool of [volumePool, backupPool]) {
+    await ceph('osd', 'pool', 'create', pool, '8', '8');
+    await execFileAsync('rbd', ['--conf', lab.confPath, '--id', 'admin', 'pool', 'init', pool], { timeout: 120_000 });
+  }
+  const cluster = await RadosCluster.connect({ confPath: lab.confPath, user: 'admin', keyringPath: lab.keyringPath('admin'), connectTimeoutSeconds: 10 });
+  const volumes = await cluster.openIoctx(volumePool);
+  const backups = await cluster.openIoctx(backupPool);
+  const config = `[DEFAULT]
+volume_task_concurrency = 4
+report_interval = 1
+enabled_backends = ceph
+backup_driver = cinder.backup.drivers.ceph.CephBackupDriver
+backup_ceph_conf = ${lab.confPath}
+backup_ceph_user = admin
+backup_ceph_pool = ${backupPool}
+
+[ceph]
+volume_driver = cinder.volume.drivers.rbd.RBDDriver
+volume_backend_name = ceph
+rbd_pool = ${volumePool}
+rbd_user = admin
+rbd_ceph_conf = ${lab.confPath}
+rados_connect_timeout = 5
+
+[libvirt]
+virt_type = qemu
+`;
+  const imageOf = async (volumeId: string): Promise<string> => {
+    const names = await volumes.listImages();
+    return names.includes(`volume-${volumeId}`) ? `volume-${volumeId}` : `volume-${volumeId}.deleted`;
+  };
+  return {
+    config,
+    points: cephCrashOperations,
+    async writeSource(volumeId) {
+      await volumes.withImage(`volume-${volumeId}`, {}, async (image) => {
+        for (const p of sourcePattern) await image.write(p.offset, Buffer.alloc(p.length, p.byte));
+        await image.flush();
+      });
+    },
+    async sourceMismatch(volumeId) {
+      return volumes.withImage(await imageOf(volumeId), { readOnly: true }, async (image) => {
+        for (const p of sourcePattern) {
+          for (const [offset, length, byte] of [[p.offset, p.length, p.byte], [p.offset + p.length, 4096, 0]] as const) {
+            const buf = Buffer.alloc(length);
+            const got = await image.readInto(offset, buf);
+            if (got < length) buf.fill(0, got);
+            const at = buf.findIndex((b) => b !== byte);
+            if (at !== -1) return `byte ${offset + at} is ${buf[at]}, expected ${byte}`;
+          }
+        }
+        return null;
+      });
+    },
+    async problems(listing) {
+      // The API settled; a delete's purge and the collector of hidden parents run in the background: give them a while.
+      const deadline = Date.now() + cephGraceMs;
+      for (;;) {
+        const problems = await cephProblems(listing, volumes, backups);
+        if (problems.length === 0 || Date.now() > deadline) return problems;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    },
+    async close() {
+      await volumes.close().catch(() => undefined);
+      await backups.close().catch(() => undefined);
+      await cluster.shutdown().catch(() => undefined);
+      for (const pool of [volumePool, backupPool]) await ceph('osd', 'pool', 'delete', pool, pool, '--yes-i-really-really-mean-it').catch(() => undefined);
+    },
+  };
+}
+
+async function cephProblems(listing: Listing, volumes: IoCtx, backups: IoCtx): Promise<string[]> {
+  const problems: string[] = [];
+  const volumeRows = new Map(listing.volumes.map((x) => [x.id as string, x]));
+  const snapshotRows = new Map(listing.snapshots.map((x) => [x.id as string, x]));
+  const backupRows = new Map(listing.backups.map((x) => [x.id as string, x]));
+  const names = new Set(await volumes.listImages());
+  const snapshotsSeen = new Set<string>();
+  for (const name of names) {
+    const m = volumeImagePattern.exec(name);
+    if (!m) {
+      problems.push(`image ${volumes.pool}/${name}: not a name Pumice gives`);
+      continue;
+    }
+    const [, volumeId, hidden] = m;
+    await volumes.withImage(name, { readOnly: true }, async (image) => {
+      let children = 0;
+      for (const snap of await image.snapList()) {
+        const kids = (await image.listChildren(snap.name)).length;
+        children += kids;
+        const at = `${volumes.pool}/${name}@${snap.name}`;
+        const s = volumeSnapPatterns.snapshot.exec(snap.name);
+        if (s) {
+          snapshotsSeen.add(s[1]!);
+          if (!snapshotRows.has(s[1]!)) problems.push(`snapshot ${at}: no snapshot row`);
+        } else if (volumeSnapPatterns.hidden.test(snap.name) || volumeSnapPatterns.cloneSnap.test(snap.name)) {
+          // Kept for clones only; a clone snapshot is also fine while its clone's volume exists.
+          const clone = volumeSnapPatterns.cloneSnap.exec(snap.name)?.[1];
+          if (kids === 0 && !(clone && names.has(`volume-${clone}`))) problems.push(`snapshot ${at}: kept for clones but none is left`);
+        } else {
+          const b = volumeSnapPatterns.backup.exec(snap.name);
+          if (!b) problems.push(`snapshot ${at}: not a name Pumice gives`);
+          else if (!backupRows.has(b[1]!)) problems.push(`snapshot ${at}: no backup row`);
+        }
+      }
+      if (hidden) {
+        if (children === 0) problems.push(`image ${volumes.pool}/${name}: hidden for clones but none is left`);
+      } else if (!volumeRows.has(volumeId!)) {
+        problems.push(`image ${volumes.pool}/${name}: no volume row`);
+      } else {
+        const row = volumeRows.get(volumeId!);
+        const sizeBytes = await image.size();
+        if ((row.status === 'available' || row.status === 'in-use') && sizeBytes !== row.size * GiB) problems.push(`volume ${volumeId} is ${row.size} GiB but its image has ${sizeBytes} bytes`);
+      }
+    });
+  }
+  for (const vol of volumeRows.values()) {
+    if ((vol.status === 'available' || vol.status === 'in-use') && !names.has(`volume-${vol.id}`)) problems.push(`available volume ${vol.id} ${vol.name} has no image`);
+  }
+  for (const snap of snapshotRows.values()) {
+    if (snap.status === 'available' && !snapshotsSeen.has(snap.id)) problems.push(`available snapshot ${snap.id} has no RBD snapshot`);
+  }
+  for (const entry of await volumes.trashList()) problems.push(`trash of ${volumes.pool} still holds ${entry.name} (${entry.id})`);
+  const backupSnaps = new Set<string>();
+  for (const name of await backups.listImages()) {
+    if (!backupImagePattern.test(name)) {
+      problems.push(`image ${backups.pool}/${name}: not a name the backup driver gives`);
+      continue;
+    }
+    const snaps = await backups.withImage(name, { readOnly: true }, (image) => image.snapList());
+    if (snaps.length === 0) problems.push(`backup image ${backups.pool}/${name} has no backup snapshot: an interrupted backup's leftover`);
+    for (const snap of snaps) {
+      const b = volumeSnapPatterns.backup.exec(snap.name);
+      if (!b) problems.push(`snapshot ${backups.pool}/${name}@${snap.name}: not a name the backup driver gives`);
+      else {
+        backupSnaps.add(b[1]!);
+        if (!backupRows.has(b[1]!)) problems.push(`snapshot ${backups.pool}/${name}@${snap.name}: no backup row`);
+      }
+    }
+  }
+  for (const b of backupRows.values()) {
+    if (b.status === 'available' && !backupSnaps.has(b.id)) problems.push(`available backup ${b.id} ${b.name} has no snapshot in ${backups.pool}`);
+  }
+  return problems;
 }
 
 /** Percentile of sorted-or-not numbers (nearest rank). */

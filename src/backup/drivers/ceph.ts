@@ -42,6 +42,7 @@ import {
   type RbdImage,
 } from '../../ceph/rbd.ts';
 import { DriverError } from '../../volume/drivers/driver.ts';
+import { crashPoint } from '../../tasks/crash.ts';
 import { cephServiceName, type BackupDriver, type BackupJob, type BackupRef, type BackupResult, type CephClientRef, type RestoreJob, type VolumeSource } from './driver.ts';
 
 
@@ -286,6 +287,7 @@ export class CephBackupDriver implements BackupDriver {
           }),
         `create ${imageName}`,
       );
+      crashPoint('ceph-backup.image-created');
     }
     const target = await this.explain(() => pool.openImage(imageName), `open ${imageName}`).catch((error: unknown) => {
       if (error instanceof RbdError && error.code === 'ENOENT') {
@@ -311,6 +313,7 @@ export class CephBackupDriver implements BackupDriver {
         }
       }
       await target.flush();
+      crashPoint('ceph-backup.copied');
       const snap = backupSnapName(job.backupId);
       if (!(await target.snapList()).some((s) => s.name === snap)) await this.explain(() => target.snapCreate(snap), `snapshot ${imageName}@${snap}`);
     } finally {
@@ -357,6 +360,7 @@ export class CephBackupDriver implements BackupDriver {
       await volumes.withImage(source.image, {}, async (image) => {
         if (!(await image.snapList()).some((s) => s.name === snap)) await image.snapCreate(snap);
       });
+      crashPoint('ceph-backup.source-snapshot-taken');
     }
     const image = await volumes.openImage(source.image, { snapshot: readSnap });
     try {
@@ -411,6 +415,7 @@ export class CephBackupDriver implements BackupDriver {
         const data = buffer.subarray(0, piece.length);
         await source.read(piece.offset, data);
         await writeRuns(target, piece.offset, data, null, zeroRuns, stats);
+        crashPoint('ceph-backup.piece-written');
       }
       // Extents come in volume order: how far into the volume the copy is says how much is left.
       doneBytes = Math.max(doneBytes, piece.offset + piece.length);

@@ -14,6 +14,7 @@
 import type { BackendConfig } from '../../config/config.ts';
 import { CephConfigProblem, monitorAddresses, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
+import { crashPoint } from '../../tasks/crash.ts';
 import { markTransient } from '../../tasks/errors.ts';
 import {
   DriverError,
@@ -244,6 +245,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
       if (error instanceof RbdError && error.code === 'ENOENT') return;
       throw error;
     }
+    crashPoint('rbd.delete.snapshots-removed');
     if (keep) {
       if (!name.endsWith(hiddenSuffix)) await this.io().renameImage(name, name + hiddenSuffix);
       this.options.log(`[${this.section}] ${name} still has clones: kept hidden as ${name}${name.endsWith(hiddenSuffix) ? '' : hiddenSuffix} until they are gone`);
@@ -253,6 +255,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
       // A user's delete answers once the image is in the trash (~20 ms against ~70 ms for
       // rbd_remove); the purge and the parent's clean-up follow in the background.
       await this.trashMoveRetrying(name);
+      crashPoint('rbd.delete.trashed');
       this.schedulePurge({ id: imageId, name, parent });
       return;
     }
@@ -474,6 +477,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
         if (!(await image.snapList()).some((s) => s.name === snap)) await image.snapCreate(snap);
       }),
     );
+    crashPoint('rbd.clone.snapshot-taken');
     await this.cloneFrom(volume, parentImage, snap, false);
   }
 
@@ -486,7 +490,9 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
         await this.withImage(parentImage, async (image) => {
           if (!(await image.snapIsProtected(snap))) await image.snapProtect(snap);
         });
+        crashPoint('rbd.clone.protected');
         await this.io().clone({ parentImage, parentSnap: snap, childName: child, features: volumeFeatures, orderBits: this.orderBits() });
+        crashPoint('rbd.clone.cloned');
       }
       await this.withImage(child, async (image) => {
         const { sizeBytes } = await image.stat();
