@@ -114,6 +114,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       port,
       resolveExport: (name) => exportTable.resolve(name),
       tls: nbdTls ? { pskKey: (identity) => exportTable.pskKey(identity) } : undefined,
+      connectionsMax: config.DEFAULT.nbd_connections_max,
+      connectionsPerSourceMax: config.DEFAULT.nbd_connections_per_source_max,
       log,
     });
   const nbdStarted = await startNbdOnStablePort(db, config.DEFAULT.nbd_listen_port, makeNbdServer, log);

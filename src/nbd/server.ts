@@ -89,8 +89,10 @@ export interface NbdServerOptions {
    * otherwise); `pskKey` returns the key of an identity, undefined refuses the session.
    */
   tls?: { pskKey: (identity: string) => Buffer | undefined };
-  /** Connections past the handshake. Default 64. */
+  /** Connections past the handshake. Default 64 (`nbd_connections_max`). */
   connectionsMax?: number;
+  /** Connections past the handshake from one source address. Default 32 (`nbd_connections_per_source_max`). */
+  connectionsPerSourceMax?: number;
   /** Connections still negotiating, server-wide and per source address (defaults below). */
   handshakesMax?: number;
   handshakesPerSourceMax?: number;
@@ -130,6 +132,14 @@ export const zeroChunkBytes = 1024 * 1024;
 /** After a graceful end(), force-close if the peer never closes its side. */
 export const gracefulCloseTimeoutMs = 5_000;
 export const connectionsMaxDefault = 64;
+/**
+ * Established connections per source address: one consumer (a host, or a member holding the
+ * export name of its own volume) cannot take every slot. On one host every local consumer comes
+ * from loopback, so this also bounds the volumes attached there at once.
+ */
+export const connectionsPerSourceMaxDefault = 32;
+/** A refused source is logged at most once in this time (a count of the others follows). */
+export const refusalLogIntervalMs = 10_000;
 
 /** Shared, never-mutated source of zeros for WRITE_ZEROES and comparisons. */
 const zeroChunk = Buffer.alloc(zeroChunkBytes);
@@ -326,7 +336,9 @@ interface ConnectionContext {
   tls: NbdServerOptions['tls'];
   budget: ByteBudget;
   handshakeTimeoutMs: number;
-  /** Called when the handshake picked an export; false refuses the connection (server full). */
+  /** Before NBD_OPT_GO opens an export: why the connection may not be established (limits), or null. */
+  admit: (conn: NbdConnection) => string | null;
+  /** Called when the handshake picked an export; false refuses the connection (a limit reached meanwhile). */
   onEstablished: (conn: NbdConnection) => boolean;
   log: (msg: string) => void;
 }
@@ -601,6 +613,12 @@ class NbdConnection {
           }
           let flags = transmissionFlagsFor(spec);
           if (option === NBD_OPT_GO) {
+            // Refused before anything is opened, with a reason the consumer shows (qemu prints it).
+            const refusal = this.context.admit(this);
+            if (refusal !== null) {
+              this.write(encodeOptionReply(option, NBD_REP_ERR_POLICY, Buffer.from(refusal)));
+              break;
+            }
             const opened = await this.openExport(parsed.exportName, spec);
             if (!opened) {
               this.exportName = undefined;
@@ -816,6 +834,9 @@ export class NbdServer {
   private readonly connections = new Set<NbdConnection>();
   private readonly connectionRuns = new Set<Promise<void>>();
   private readonly connectionsMax: number;
+  private readonly connectionsPerSourceMax: number;
+  /** Last refusal logged per source address, and how many were not logged since. */
+  private readonly refusalsLogged = new Map<string, { atMs: number; unlogged: number }>();
   private readonly handshakesMax: number;
   private readonly handshakesPerSourceMax: number;
   private readonly budget: ByteBudget;
@@ -825,6 +846,7 @@ export class NbdServer {
 
   constructor(private readonly options: NbdServerOptions) {
     this.connectionsMax = options.connectionsMax ?? connectionsMaxDefault;
+    this.connectionsPerSourceMax = options.connectionsPerSourceMax ?? connectionsPerSourceMaxDefault;
     this.handshakesMax = options.handshakesMax ?? handshakesMaxDefault;
     this.handshakesPerSourceMax = options.handshakesPerSourceMax ?? handshakesPerSourceMaxDefault;
     this.budget = new ByteBudget(options.serverInFlightBytesMax ?? serverInFlightBytesMaxDefault);
@@ -917,14 +939,8 @@ export class NbdServer {
       tls: this.options.tls,
       budget: this.budget,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs ?? handshakeTimeoutMs,
-      onEstablished: (established) => {
-        const count = [...this.connections].filter((c) => !c.handshaking && c !== established).length;
-        if (count >= this.connectionsMax) {
-          this.log(`nbd: refusing a client of ${established.source}: ${count} connections open (the limit)`);
-          return false;
-        }
-        return true;
-      },
+      admit: (candidate) => this.refusal(candidate),
+      onEstablished: (established) => this.refusal(established) === null,
       log: this.log,
     });
     this.connections.add(conn);
@@ -936,5 +952,33 @@ export class NbdServer {
         this.connectionRuns.delete(run);
       });
     this.connectionRuns.add(run);
+  }
+
+  /** Why `conn` may not become an established connection (server-wide or per-source limit), logged; null when it may. */
+  private refusal(conn: NbdConnection): string | null {
+    const open = [...this.connections].filter((c) => !c.handshaking && c !== conn);
+    const fromSource = open.filter((c) => c.source === conn.source).length;
+    let reason: string | null = null;
+    if (open.length >= this.connectionsMax) {
+      reason = `the server has ${open.length} connections open, its limit (nbd_connections_max = ${this.connectionsMax})`;
+    } else if (fromSource >= this.connectionsPerSourceMax) {
+      reason = `${conn.source} has ${fromSource} connections open, the limit per source address (nbd_connections_per_source_max = ${this.connectionsPerSourceMax})`;
+    }
+    if (reason !== null) this.logRefusal(conn.source, reason);
+    return reason;
+  }
+
+  /** One line per source per refusalLogIntervalMs, so a client retrying in a loop cannot flood the log. */
+  private logRefusal(source: string, reason: string): void {
+    const now = Date.now();
+    const last = this.refusalsLogged.get(source);
+    if (last && now - last.atMs < refusalLogIntervalMs) {
+      last.unlogged++;
+      return;
+    }
+    const more = last && last.unlogged > 0 ? ` (${last.unlogged} more refused since the last line)` : '';
+    this.log(`nbd: refusing a connection from ${source}: ${reason}${more}; close connections or raise the limit`);
+    if (this.refusalsLogged.size > 1024) this.refusalsLogged.clear();
+    this.refusalsLogged.set(source, { atMs: now, unlogged: 0 });
   }
 }

@@ -3,7 +3,8 @@
  * volume id (but not the per-connection secret) gets nothing; terminate revokes; a restart keeps
  * the exports of attachments on the same port; TLS-PSK works with qemu-io and nbdinfo and is
  * required when on; pipelined big reads and a disconnect cannot grow the server's memory;
- * idle sockets cannot lock consumers out; a listener beyond loopback needs TLS.
+ * idle sockets cannot lock consumers out; established connections are bounded per source
+ * address and server-wide, with a reason the client shows; a listener beyond loopback needs TLS.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,7 @@ import {
   NBD_IHAVEOPT,
   NBD_OPT_GO,
   NBD_REP_ACK,
+  NBD_REP_ERR_POLICY,
   NBD_REP_ERR_TLS_REQD,
   encodeRequestHeader,
 } from '../../src/nbd/protocol.ts';
@@ -60,9 +62,10 @@ class Raw {
       }),
     );
   }
-  static connect(port: number): Promise<Raw> {
+  /** `from`: the source address (any of 127/8 on Linux), for per-source limits. */
+  static connect(port: number, from?: string): Promise<Raw> {
     return new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => resolve(new Raw(s)));
+      const s = net.connect({ host: '127.0.0.1', port, ...(from ? { localAddress: from } : {}) }, () => resolve(new Raw(s)));
       s.once('error', reject);
     });
   }
@@ -324,6 +327,64 @@ describe('NBD server bounds', () => {
       assert.ok(server.connectionCount <= 32 + 1, `${server.connectionCount} connections held`);
     } finally {
       for (const c of idle) c.close();
+      await server.stop();
+    }
+  });
+
+  test('established connections are bounded per source address and server-wide; other sources still connect', async () => {
+    const logs: string[] = [];
+    const server = new NbdServer({
+      host: '127.0.0.1',
+      port: 0,
+      resolveExport: (name) => (name === 'disk' ? { path: disk, sizeBytes: 1024 * MiB, readOnly: true } : undefined),
+      connectionsPerSourceMax: 3,
+      connectionsMax: 5,
+      log: (m) => logs.push(m),
+    });
+    const { port } = await server.start();
+    const open: Raw[] = [];
+    const refusalLines = (source: string) => logs.filter((l) => l.startsWith(`nbd: refusing a connection from ${source}:`));
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await Raw.connect(port, '127.0.0.1');
+        assert.equal(await c.go('disk'), NBD_REP_ACK);
+        open.push(c);
+      }
+      // A fourth from the same address is refused at NBD_OPT_GO, with the reason, before anything is opened.
+      for (let i = 0; i < 5; i++) {
+        const extra = await Raw.connect(port, '127.0.0.1');
+        assert.equal(await extra.go('disk'), NBD_REP_ERR_POLICY);
+        extra.close();
+      }
+      // Real clients are refused too; qemu shows the server's reason.
+      const info = await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}/disk`]);
+      assert.notEqual(info.code, 0, info.out);
+      assert.match(info.out, /server policy prevents NBD_OPT_GO/);
+      const qemu = await run('qemu-img', ['info', '--image-opts', `driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=${port},export=disk`]);
+      assert.notEqual(qemu.code, 0, qemu.out);
+      assert.match(qemu.out, /nbd_connections_per_source_max = 3/);
+      const lines = refusalLines('127.0.0.1');
+      assert.ok(lines.length >= 1 && lines.length < 7, `seven refusals, ${lines.length} log lines:\n${lines.join('\n')}`);
+      assert.match(lines[0]!, /127\.0\.0\.1 has 3 connections open, the limit per source address \(nbd_connections_per_source_max = 3\); close connections or raise the limit/);
+      // Another source still gets in, up to the server-wide limit.
+      for (let i = 0; i < 2; i++) {
+        const c = await Raw.connect(port, '127.0.0.2');
+        assert.equal(await c.go('disk'), NBD_REP_ACK);
+        open.push(c);
+      }
+      const third = await Raw.connect(port, '127.0.0.3');
+      assert.equal(await third.go('disk'), NBD_REP_ERR_POLICY);
+      third.close();
+      assert.match(refusalLines('127.0.0.3')[0] ?? '', /the server has 5 connections open, its limit \(nbd_connections_max = 5\)/);
+      // A closed connection frees its source's slot.
+      open.shift()!.close();
+      for (let i = 0; i < 200 && server.connectionCount > 4; i++) await new Promise((r) => setTimeout(r, 25));
+      const again = await Raw.connect(port, '127.0.0.1');
+      assert.equal(await again.go('disk'), NBD_REP_ACK);
+      open.push(again);
+      assert.equal(server.connectionCount, 5);
+    } finally {
+      for (const c of open) c.close();
       await server.stop();
     }
   });
