@@ -21,7 +21,9 @@ import { join } from 'node:path';
 import { declaredRoutes, responseProblem, type AnyRouteSpec } from '../../src/http/declare.ts';
 import type { IdentityService } from '../../src/identity/identity.ts';
 import { identityRouter } from '../../src/identity/api/app.ts';
-import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+
+const cliEnvFor = (adminEnv: Record<string, string>, user: string, password: string, project: string) => ({ ...adminEnv, OS_USERNAME: user, OS_PASSWORD: password, OS_PROJECT_NAME: project });
 
 type Persona = 'admin' | 'member' | 'reader' | 'other' | 'unscoped' | 'anonymous';
 
@@ -404,7 +406,8 @@ describe('Identity API response contract', () => {
     }
     for (const as of ['member', 'reader', 'other', 'admin'] as const) {
       await call(as, 'GET', `${I}/services`, 200);
-      await call(as, 'GET', `${I}/services?type=identity`, 200);
+      assert.deepEqual((await call(as, 'GET', `${I}/services?type=identity`, 200)).services.map((x: { name: string }) => x.name), ['keystone']);
+      assert.deepEqual((await call(as, 'GET', `${I}/services?name=glance`, 200)).services.map((x: { type: string }) => x.type), ['image']);
       await call(as, 'GET', `${I}/endpoints`, 200);
       await call(as, 'GET', `${I}/endpoints?interface=public&region_id=RegionOne`, 200);
     }
@@ -432,6 +435,29 @@ describe('Identity API response contract', () => {
     await call('admin', 'DELETE', `${I}/regions/idc-region`, 204);
     await call('admin', 'GET', `${I}/regions/idc-region`, 404);
     assert.deepEqual(problems, []);
+  });
+
+  test("the scenario's Identity set-up with the openstack CLI (service user, services, endpoints with %(tenant_id)s)", async () => {
+    const env = pumice.adminEnv;
+    await openstack(env, ['user', 'create', '--project', 'service', '--password', 'cinder-pw', 'cinder']);
+    await openstack(env, ['role', 'add', '--project', 'service', '--user', 'cinder', 'admin']);
+    await openstack(env, ['service', 'create', '--name', 'cinder', '--description', 'OpenStack Block Storage', 'volume']);
+    await openstack(env, ['service', 'create', '--name', 'cinderv2', 'volumev2']);
+    for (const iface of ['public', 'internal', 'admin']) {
+      await openstack(env, ['endpoint', 'create', '--region', 'RegionOne', 'volume', iface, 'http://controller:8776/v1/%(tenant_id)s']);
+    }
+    const endpoints = await openstackJson<{ URL: string; Interface: string }[]>(env, ['endpoint', 'list', '--service', 'volume']);
+    assert.deepEqual(endpoints.map((e) => e.Interface).sort(), ['admin', 'internal', 'public']);
+    const assignments = await openstackJson<{ Role: string; User: string; Project: string }[]>(env, ['role', 'assignment', 'list', '--user', 'cinder', '--project', 'service', '--names']);
+    assert.deepEqual(assignments.map((a) => a.Role), ['admin']);
+    const token = await openstackJson(cliEnvFor(env, 'cinder', 'cinder-pw', 'service'), ['token', 'issue']);
+    assert.ok(token['project_id']);
+    await openstack(env, ['user', 'show', 'cinder']);
+    await openstack(env, ['project', 'list', '--user', 'cinder']);
+    // The catalog of the service user renders the template with its project.
+    const catalog = await openstackJson<{ Type: string; Endpoints: unknown }[]>(cliEnvFor(env, 'cinder', 'cinder-pw', 'service'), ['catalog', 'list']);
+    const volume = catalog.find((c) => c.Type === 'volume');
+    assert.ok(volume && JSON.stringify(volume.Endpoints).includes(`/v1/${token['project_id']}`), JSON.stringify(volume));
   });
 
   test('every declared route was exercised, and the server found no contract violation', () => {

@@ -82,12 +82,13 @@ export function catalogRoutes(identity: IdentityService): AnyRouteSpec[] {
     // ---- services ----
     route({
       method: 'GET', path: '/v3/services', policy: 'identity:list_services',
-      summary: 'List services (filter: type)',
-      query: Type.Object({ type: Type.Optional(Type.String()) }, { additionalProperties: true }),
+      summary: 'List services (filters: type, name)',
+      query: Type.Object({ type: Type.Optional(Type.String()), name: Type.Optional(Type.String()) }, { additionalProperties: true }),
       responses: { 200: collection('services', Service) },
       handler(ctx) {
-        const type = ctx.queryParams.type;
-        const rows = identity.services().filter((s) => type === undefined || s.type === type);
+        // The openstack CLI finds a service by name before type (`services?name=volume`): an ignored filter made every lookup ambiguous.
+        const { type, name } = ctx.queryParams;
+        const rows = identity.services().filter((s) => (type === undefined || s.type === type) && (name === undefined || s.name === name));
         return { status: 200, body: { services: rows.map((s) => renderService(ctx, s)), links: listLinks(ctx, 'services') } };
       },
     }),
