@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import type { Db } from '../db/db.ts';
+import { resourceStates, type ResourceStates } from '../state/owner.ts';
+import type { ImageStatus } from '../state/tables.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
@@ -99,23 +101,10 @@ export const importProperties = {
 /** After a successful import: no task, no store left, none failed. */
 const importDoneProperties = { task: null, importingTo: '', failed: '' } as const;
 
-export type ImageStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'killed' | 'deactivated' | 'deleted';
-
-/**
- * Allowed transitions; anything else is a bug or a conflicting request.
- * Interoperable import (glance-direct): queued → uploading (staged data kept
- * beside the store) → importing → active, or back to queued when refused.
- */
-const transitions: Record<ImageStatus, readonly ImageStatus[]> = {
-  queued: ['saving', 'uploading', 'deleted'],
-  saving: ['active', 'queued', 'killed', 'deleted'],
-  uploading: ['importing', 'queued', 'killed', 'deleted'],
-  importing: ['active', 'queued', 'uploading', 'deleted'],
-  active: ['deactivated', 'deleted'],
-  deactivated: ['active', 'deleted'],
-  killed: ['deleted'],
-  deleted: [],
-};
+// The transition table lives with the other kinds' in the state owner (src/state/tables.ts).
+/** An image back to queued holds no data: its size and digests go with it. */
+const noData = { size: null, checksum: null, os_hash_algo: null, os_hash_value: null } as const;
+export type { ImageStatus } from '../state/tables.ts';
 
 export const diskFormats = ['ami', 'ari', 'aki', 'vhd', 'vhdx', 'vmdk', 'raw', 'qcow2', 'vdi', 'iso', 'ploop'] as const;
 export const containerFormats = ['ami', 'ari', 'aki', 'bare', 'ovf', 'ova', 'docker', 'compressed'] as const;
@@ -231,6 +220,8 @@ export class ImageService {
   /** Images whose data this process is writing into the store now: a sweep running meanwhile leaves them alone. */
   private readonly writing = new Set<string>();
   readonly policy: PolicyTable;
+  /** The one writer of images.status (compare-and-set on the transition table). */
+  private readonly states: ResourceStates<ImageStatus>;
 
   constructor(
     private readonly db: Db,
@@ -239,6 +230,7 @@ export class ImageService {
     private readonly options: ImageServiceOptions,
   ) {
     this.policy = options.policy ?? imagePolicy();
+    this.states = resourceStates(db, { log }).images;
     this.work = new FileStore(options.workDirectory);
     this.staging = store instanceof FileStore ? store : this.work;
     options.tasks.register(importTaskKind, (task) => this.runImport(task), (task, reason) => {
@@ -289,20 +281,19 @@ export class ImageService {
    * upload) and temp and orphan files are removed.
    */
   async recover(): Promise<void> {
-    const now = new Date().toISOString();
-    const stuck = this.db.run("UPDATE images SET status = 'queued', updated_at = ? WHERE status = 'saving'", now);
-    if (stuck.changes > 0) this.log(`images: ${stuck.changes} interrupted upload(s) back to queued`);
+    const stuck = this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'saving'").filter(({ id }) => this.states.transition(id, 'saving', 'queued'));
+    if (stuck.length > 0) this.log(`images: ${stuck.length} interrupted upload(s) back to queued`);
     // An import whose task is still queued or running runs again (startTasks) from its staged data;
     // one without a task (lost) goes back to `uploading`; staging without data is undone.
-    const orphanImports = this.db.run(
-      `UPDATE images SET status = 'uploading', updated_at = ? WHERE status = 'importing'
+    const orphanImports = this.db.all<{ id: string }>(
+      `SELECT id FROM images WHERE status = 'importing'
        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = images.id AND t.kind = ? AND t.state IN ('queued', 'running'))`,
-      now, importTaskKind,
-    );
-    if (orphanImports.changes > 0) this.log(`images: ${orphanImports.changes} import(s) without a task back to uploading`);
+      importTaskKind,
+    ).filter(({ id }) => this.states.transition(id, 'importing', 'uploading'));
+    if (orphanImports.length > 0) this.log(`images: ${orphanImports.length} import(s) without a task back to uploading`);
     for (const { id } of this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'uploading'")) {
       if ((await this.staging.stagedSizeOf(id)) === null) {
-        this.db.run("UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status = 'uploading'", now, id);
+        this.states.transition(id, 'uploading', 'queued', noData);
       }
     }
     const staged = new Set(this.db.all<{ id: string }>("SELECT id FROM images WHERE status IN ('uploading', 'importing')").map((r) => this.staging.stagedName(r.id)));
@@ -382,13 +373,8 @@ export class ImageService {
 
   /** Compare-and-set of the status; a 409 names the state found when another request got there first. */
   private transition(imageId: string, from: ImageStatus, to: ImageStatus, set: Record<string, string | number | null> = {}): void {
-    if (!transitions[from].includes(to)) throw new Error(`invariant: image transition ${from} -> ${to} is not allowed`);
-    const columns = Object.keys(set);
-    const result = this.db.run(
-      `UPDATE images SET status = ?, updated_at = ?${columns.map((c) => `, ${c} = ?`).join('')} WHERE id = ? AND status = ?`,
-      to, new Date().toISOString(), ...columns.map((c) => set[c]!), imageId, from,
-    );
-    if (result.changes === 0) {
+    if (!this.states.allowed(from, to)) throw new Error(`invariant: image transition ${from} -> ${to} is not allowed`);
+    if (!this.states.transition(imageId, from, to, set)) {
       const now = this.db.get<{ status: string }>('SELECT status FROM images WHERE id = ?', imageId);
       if (!now) throw errors.notFound('Image', imageId);
       throw conflict(`Image ${imageId} is '${now.status}', not '${from}': another request changed it; retry after it settles.`);
@@ -663,9 +649,28 @@ export class ImageService {
     this.writing.add(imageId);
     try {
       await this.uploadData(auth, imageId, source, contentLength);
+    } catch (error) {
+      throw this.withoutPaths(error);
     } finally {
       this.writing.delete(imageId);
     }
+  }
+
+  /**
+   * The error as a client may read it: the store, staging and work directories are cut from the
+   * paths qemu-img and file-system messages name, leaving the file names (issue 12: error texts
+   * show no internal paths). Store failures are logged with the full text where they happen.
+   */
+  private withoutPaths(error: unknown): unknown {
+    if (!(error instanceof PumiceError)) return error;
+    let message = error.message;
+    const directories = new Set([this.store.directory, this.work.directory, this.staging.directory, this.options.workDirectory]);
+    // Longest first, so a directory inside another is replaced whole.
+    for (const directory of [...directories].filter((d) => d.startsWith('/')).sort((a, b) => b.length - a.length)) {
+      const escaped = directory.replace(/\/+$/, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      message = message.replace(new RegExp(`${escaped}(/?)`, 'g'), (_, slash: string) => (slash ? '' : '<image store>'));
+    }
+    return message === error.message ? error : new PumiceError(error.code, message, error.headers);
   }
 
   private async uploadData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
@@ -798,6 +803,14 @@ export class ImageService {
    * checks and publishes it. A refused stage leaves the image `queued`.
    */
   async stage(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+    try {
+      await this.stageData(auth, imageId, source, contentLength);
+    } catch (error) {
+      throw this.withoutPaths(error);
+    }
+  }
+
+  private async stageData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
     const image = this.getFor(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'uploading' is not allowed: only a queued image can be staged.`);
     if (image.disk_format) this.mustConvert(image.disk_format);
@@ -916,12 +929,8 @@ export class ImageService {
    */
   private recordImportFailure(imageId: string, to: 'uploading' | 'queued'): ImageStatus | null {
     return this.db.transaction(() => {
-      const now = new Date().toISOString();
       if (to === 'queued') {
-        this.db.run(
-          "UPDATE images SET status = 'queued', size = NULL, checksum = NULL, os_hash_algo = NULL, os_hash_value = NULL, updated_at = ? WHERE id = ? AND status IN ('importing', 'uploading')",
-          now, imageId,
-        );
+        this.states.transition(imageId, ['importing', 'uploading'], 'queued', noData);
       } else {
         this.revertUpload(imageId, 'importing', 'uploading');
       }
@@ -973,7 +982,7 @@ export class ImageService {
 
   /** saving/uploading → queued or killed; a no-op when the image was deleted meanwhile. */
   private revertUpload(imageId: string, from: 'saving' | 'uploading' | 'importing', to: 'queued' | 'killed' | 'uploading'): void {
-    this.db.run('UPDATE images SET status = ?, updated_at = ? WHERE id = ? AND status = ?', to, new Date().toISOString(), imageId, from);
+    if (from !== to) this.states.transition(imageId, from, to);
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
  * The one owner of resource status. Every status change of a volume,
- * snapshot or backup row goes through `resourceStates(db)`:
+ * snapshot, backup or image row goes through `resourceStates(db)`:
  *
  *   const states = resourceStates(db);
  *   states.volumes.transition(volumeId, ['available'], 'attaching');            // CAS: true if moved
@@ -36,7 +36,7 @@
 import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
-import { backupTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+import { backupTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
 
 /** Columns a transition may set besides status (names are code, never input; checked anyway). */
 export type StatusChanges = Record<string, SqlValue>;
@@ -62,8 +62,8 @@ export interface StateOwnerOptions {
 export class ResourceStates<S extends string> {
   constructor(
     private readonly db: Db,
-    readonly kind: 'volume' | 'snapshot' | 'backup',
-    private readonly table: 'volumes' | 'snapshots' | 'backups',
+    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image',
+    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images',
     private readonly transitions: Readonly<Record<S, readonly S[]>>,
     private readonly options: StateOwnerOptions,
   ) {}
@@ -123,6 +123,7 @@ export interface ResourceStateOwners {
   volumes: ResourceStates<VolumeStatus>;
   snapshots: ResourceStates<SnapshotStatus>;
   backups: ResourceStates<BackupStatus>;
+  images: ResourceStates<ImageStatus>;
 }
 
 const ownersByDb = new WeakMap<Db, ResourceStateOwners>();
@@ -140,6 +141,7 @@ export function resourceStates(db: Db, options: Partial<StateOwnerOptions> = {})
       volumes: new ResourceStates(db, 'volume', 'volumes', volumeTransitions, full),
       snapshots: new ResourceStates(db, 'snapshot', 'snapshots', snapshotTransitions, full),
       backups: new ResourceStates(db, 'backup', 'backups', backupTransitions, full),
+      images: new ResourceStates(db, 'image', 'images', imageTransitions, full),
     };
     ownersByDb.set(db, owners);
   }

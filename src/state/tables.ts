@@ -7,6 +7,8 @@ import type { SnapshotStatus, VolumeStatus } from '../volume/states.ts';
 
 export type { SnapshotStatus, VolumeStatus } from '../volume/states.ts';
 export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
+/** Glance's image statuses ('deleted' is Glance's name for a row soft-deleted; Pumice removes the row). */
+export type ImageStatus = 'queued' | 'saving' | 'uploading' | 'importing' | 'active' | 'killed' | 'deactivated' | 'deleted';
 
 export const volumeTransitions: Readonly<Record<VolumeStatus, readonly VolumeStatus[]>> = {
   // A volume made from an image copies it in 'downloading'; one made from a backup is held for its restore.
@@ -44,6 +46,20 @@ export const snapshotTransitions: Readonly<Record<SnapshotStatus, readonly Snaps
   error: ['deleting'],
   error_deleting: ['deleting'],
   unmanaging: ['available', 'error'],
+};
+
+export const imageTransitions: Readonly<Record<ImageStatus, readonly ImageStatus[]>> = {
+  // Upload (PUT file) is saving; stage (PUT stage) is uploading, then an import is importing.
+  queued: ['saving', 'uploading'],
+  // An upload the client cut goes back to queued; a store that failed leaves it killed.
+  saving: ['active', 'queued', 'killed'],
+  uploading: ['importing', 'queued', 'killed'],
+  // A failed import: refused data → queued; a store failure keeps the staged data (uploading).
+  importing: ['active', 'queued', 'uploading'],
+  active: ['deactivated'],
+  deactivated: ['active'],
+  killed: [],
+  deleted: [],
 };
 
 export const backupTransitions: Readonly<Record<BackupStatus, readonly BackupStatus[]>> = {

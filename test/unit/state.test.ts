@@ -1,9 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { Db } from '../../src/db/db.ts';
 import { IllegalTransitionError, resourceStates } from '../../src/state/owner.ts';
-import { backupTransitions, snapshotTransitions, volumeTransitions } from '../../src/state/tables.ts';
+import { backupTransitions, imageTransitions, snapshotTransitions, volumeTransitions } from '../../src/state/tables.ts';
+
+/** Glance's image statuses (api-ref: queued, saving, uploading, importing, active, deactivated, killed, deleted, pending_delete; Pumice never soft-deletes, so no pending_delete). */
+const imageStatuses = ['queued', 'saving', 'uploading', 'importing', 'active', 'killed', 'deactivated', 'deleted'] as const;
 import { snapshotStatuses, volumeStatuses } from '../../src/volume/states.ts';
 import { backupStatuses } from '../../src/backup/backups.ts';
 import { TaskQueue } from '../../src/tasks/queue.ts';
@@ -17,7 +20,7 @@ function insertVolume(db: Db, id: string, status: string): void {
 const statusOf = (db: Db, id: string) => db.get<{ status: string }>('SELECT status FROM volumes WHERE id = ?', id)?.status;
 
 test('the transition tables are complete: every status has a row, every target is a status', () => {
-  for (const [table, statuses] of [[volumeTransitions, volumeStatuses], [snapshotTransitions, snapshotStatuses], [backupTransitions, backupStatuses]] as const) {
+  for (const [table, statuses] of [[volumeTransitions, volumeStatuses], [snapshotTransitions, snapshotStatuses], [backupTransitions, backupStatuses], [imageTransitions, imageStatuses]] as const) {
     assert.deepEqual(Object.keys(table).sort(), [...statuses].sort());
     for (const targets of Object.values(table) as string[][]) for (const t of targets) assert.ok((statuses as readonly string[]).includes(t), t);
   }
@@ -86,14 +89,17 @@ test('os-reset_status (force) sets any status, cancels queued tasks and fences t
   await queue.stop();
 });
 
-test('every status write of volumes, snapshots and backups goes through the state owner', () => {
-  const files = ['src/volume/manager.ts', 'src/backup/manager.ts', 'src/backup/backups.ts', 'src/volume/volumes.ts'];
-  const raw = /UPDATE (volumes|snapshots|backups) SET[^'"`]*\bstatus\s*=/;
+test('every status write of volumes, snapshots, backups and images goes through the state owner', () => {
+  // Every source file, not a list: a new module that writes a status by hand is found too.
+  const root = new URL('../../src/', import.meta.url);
+  const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.startsWith('state/'));
+  const raw = /UPDATE\s+(volumes|snapshots|backups|images)\s+SET\b[^;'"`]*?\bstatus\s*=/g;
+  // Not moved yet: the legacy attach actions (os-reserve/os-attach/os-detach) and the attachment API's rollback.
+  const pending = new Set(['volume/volumes.ts', 'volume/attachments.ts']);
+  const found: string[] = [];
   for (const file of files) {
-    let text = readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');
-    // The attach flow (reserve/attach/detach) is being moved to the attachments API by its owner.
-    if (file === 'src/volume/volumes.ts') text = text.replace(/\/\/ ---- attach flow[\s\S]*?\/\/ ---- snapshots ----/, '');
-    const lines = text.split('\n').filter((line) => raw.test(line));
-    assert.deepEqual(lines, [], `${file} writes a status without the state owner`);
+    const text = readFileSync(new URL(file, root), 'utf8');
+    for (const m of text.matchAll(raw)) if (!pending.has(file)) found.push(`${file}: ${m[0].slice(0, 80)}`);
   }
+  assert.deepEqual(found, [], 'status written without the state owner');
 });
