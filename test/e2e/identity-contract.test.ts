@@ -200,6 +200,18 @@ describe('Identity API response contract', () => {
     // Rescope the unscoped token with the token method.
     const rescoped = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['token'], token: { id: tokens.unscoped } }, scope: { project: { id: ids.projectA } } } });
     assert.deepEqual(rescoped.token.methods.sort(), ['password', 'token']);
+    // audit_ids: the token's own, then the first of its chain (Keystone), also after a second rescope.
+    const parentAudit = (await call('admin', 'GET', `${I}/auth/tokens`, 200, undefined, { 'X-Subject-Token': tokens.unscoped })).token.audit_ids as string[];
+    assert.equal(parentAudit.length, 1);
+    assert.equal(rescoped.token.audit_ids.length, 2);
+    assert.equal(rescoped.token.audit_ids[1], parentAudit[0]);
+    const rescopedToken = await fetch(`${pumice.url}${I}/auth/tokens`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['token'], token: { id: tokens.unscoped } }, scope: { project: { id: ids.projectA } } } }),
+    }).then((r) => r.headers.get('x-subject-token')!);
+    const twice = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['token'], token: { id: rescopedToken } } } });
+    assert.equal(twice.token.audit_ids[1], parentAudit[0]);
+    assert.equal(twice.token.project.id, ids.projectA, 'a rescope without a scope keeps the parent token\'s');
     await call('anonymous', 'POST', `${I}/auth/tokens`, 401, pw('idc-member', 'wrong'));
     await call('anonymous', 'POST', `${I}/auth/tokens`, 400, pw('idc-member', 'pw-idc-member', 'project'));
     await call('anonymous', 'POST', `${I}/auth/tokens`, 401, pw('idc-member', 'pw-idc-member', { project: { id: ids.projectB } }));
@@ -416,6 +428,14 @@ describe('Identity API response contract', () => {
     await call('member', 'POST', `${I}/regions`, 403, { region: { id: 'idc-region' } });
     await call('admin', 'POST', `${I}/regions`, 201, { region: { id: 'idc-region', description: 'contract', parent_region_id: 'RegionOne' } });
     await call('admin', 'POST', `${I}/regions`, 409, { region: { id: 'idc-region' } });
+    await call('admin', 'POST', `${I}/regions`, 201, { region: { id: 'idc-child', parent_region_id: 'idc-region' } });
+    const moved = await call('admin', 'PATCH', `${I}/regions/idc-region`, 200, { region: { description: 'changed', parent_region_id: null } });
+    assert.equal(moved.region.parent_region_id, null);
+    await call('admin', 'PATCH', `${I}/regions/idc-region`, 400, { region: { parent_region_id: 'idc-child' } });
+    await call('admin', 'PATCH', `${I}/regions/idc-region`, 400, { region: { parent_region_id: 'idc-region' } });
+    await call('admin', 'PATCH', `${I}/regions/idc-region`, 404, { region: { parent_region_id: 'no-such-region' } });
+    await call('member', 'PATCH', `${I}/regions/idc-region`, 403, { region: { description: 'x' } });
+    await call('admin', 'DELETE', `${I}/regions/idc-child`, 204);
     const service = (await call('admin', 'POST', `${I}/services`, 201, { service: { type: 'idc', name: 'idc-svc', description: 'contract' } })).service.id as string;
     await call('member', 'POST', `${I}/services`, 403, { service: { type: 'x' } });
     for (const as of ['member', 'admin'] as const) await call(as, 'GET', `${I}/services/${service}`, 200);

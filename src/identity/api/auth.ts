@@ -150,7 +150,8 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
             scope = { kind: 'project', projectId: project.id };
           }
         }
-        const context = identity.issueToken(user, scope, methods, parent ? { expiresAt: parent.expiresAt, auditId: parent.auditId } : undefined);
+        // The new token's chain starts where the parent's did (Keystone: audit_ids[1] is the chain's first token).
+        const context = identity.issueToken(user, scope, methods, parent ? { expiresAt: parent.expiresAt, auditId: identity.auditChainOf(parent.tokenId) ?? parent.auditId } : undefined);
         return { status: 201, body: renderToken(ctx, identity, context, withCatalog(ctx.queryParams)), headers: { 'X-Subject-Token': context.tokenId } };
       },
     }),

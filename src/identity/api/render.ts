@@ -77,7 +77,8 @@ export function renderToken(ctx: RequestContext, identity: IdentityService, cont
   const token: Record<string, unknown> = {
     methods: context.methods,
     user: { domain: { id: userDomain.id, name: userDomain.name }, id: user.id, name: user.name, password_expires_at: null },
-    audit_ids: [context.auditId],
+    // Keystone: this token's audit id, then the audit id of the chain's first token when it was issued from another.
+    audit_ids: [context.auditId, ...[identity.auditChainOf(context.tokenId)].filter((id) => id !== null)],
     expires_at: context.expiresAt,
     issued_at: context.issuedAt,
   };
