@@ -616,26 +616,6 @@ export class IdentityService {
     return this.region(id);
   }
 
-  /**
-   * Changes the description and the parent (null: none). 404 for an unknown region or parent;
-   * 400 when the new parent is the region itself or one of its descendants (Keystone's circular hierarchy).
-   */
-  updateRegion(id: string, changes: { description?: string; parentRegionId?: string | null }): RegionRow {
-    const current = this.region(id);
-    const parentId = changes.parentRegionId === undefined ? current.parent_region_id : changes.parentRegionId;
-    if (changes.parentRegionId) {
-      if (!this.findRegion(changes.parentRegionId)) throw new PumiceError('NotFound', `Could not find region: ${changes.parentRegionId} (the parent_region_id); create the parent region first.`);
-      // Walk up from the new parent: reaching this region again would make a loop. Bounded by the number of regions.
-      const regionsMax = this.regions().length;
-      for (let at: string | null = changes.parentRegionId, steps = 0; at !== null && steps <= regionsMax; steps++) {
-        if (at === id) throw errors.badRequest(`The specified parent region ${changes.parentRegionId} would create a circular region hierarchy with ${id}.`);
-        at = this.findRegion(at)?.parent_region_id ?? null;
-      }
-    }
-    this.db.run('UPDATE regions SET description = ?, parent_region_id = ? WHERE id = ?', changes.description ?? current.description, parentId, id);
-    return this.region(id);
-  }
-
   /** Throws 404 for an unknown region. */
   deleteRegion(id: string): void {
     if (this.db.run('DELETE FROM regions WHERE id = ?', id).changes === 0) notFound('Could not find region', id);

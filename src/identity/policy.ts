@@ -86,7 +86,6 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:get_region': '',
   'identity:list_regions': '',
   'identity:create_region': 'rule:admin_required',
-  'identity:update_region': 'rule:admin_required',
   'identity:delete_region': 'rule:admin_required',
   'identity:get_service': adminOrReader,
   'identity:list_services': adminOrReader,
