@@ -244,10 +244,12 @@ export class ComputeAgent {
       for (const migration of this.o.servers.migrations.uncleanedFrom(this.host)) {
         const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', migration.server_id);
         try {
-          if (server && server.host !== this.host) {
-            await this.o.hypervisor.destroy(migration.server_id, { removeFiles: false });
-            rmSync(join(this.instanceDir(migration.server_id), 'connections'), { recursive: true, force: true });
-            this.o.log(`compute: the old guest of server ${migration.server_id}, evacuated to ${migration.dest_compute}, is destroyed on ${this.host} (its disks and volumes were left alone)`);
+          if (!server || server.host !== this.host) {
+            // Its instance directory goes too (as Nova's destroy of evacuated instances without shared storage): a local
+            // qcow2 root (rebuilt from the image on the new host), connection files, logs. Volumes and RBD disks are not in it.
+            await this.o.hypervisor.destroy(migration.server_id, { removeFiles: true });
+            rmSync(this.instanceDir(migration.server_id), { recursive: true, force: true });
+            this.o.log(`compute: the old guest of server ${migration.server_id}, evacuated to ${migration.dest_compute}, is destroyed on ${this.host} and its local files removed (its volumes and shared disks were left alone)`);
           }
           const fence = migration.fence ? (JSON.parse(migration.fence) as FenceRecord) : null;
           if (fence && fence.blocklisted.length > 0) {
@@ -690,7 +692,7 @@ export class ComputeAgent {
         if (service && this.o.hosts.isUp(service)) {
           throw new BuildError(`Evacuation of server ${server.id} stopped before anything changed: its host ${p.sourceHost} is up again (last heartbeat ${service.heartbeat_at}). The server keeps running there.`, 409);
         }
-        const fence = await this.fenceSource(server, p);
+        const fence = await this.fenceSource(server, p, task);
         task.checkpoint('evacuate.fenced');
         this.o.db.transaction(() => {
           migrations.advance(p.migrationId, ['accepted'], 'fenced', { fence });
@@ -714,7 +716,9 @@ export class ComputeAgent {
       task.checkpoint('evacuate.volumes-connected');
       this.o.servers.transition(server.id, null, null, { task_state: 'rebuild_spawning' });
       await this.o.hypervisor.spawn(this.guestSpec(this.o.servers.row(server.id)!));
+      task.checkpoint('evacuate.spawned');
       await this.completeVolumes(fresh);
+      task.checkpoint('evacuate.volumes-completed');
       await this.recordRbdClients(fresh);
       if (p.wasStopped) await this.o.hypervisor.powerOff(server.id, { timeoutMs: this.o.config.compute.shutdown_timeout * 1000 });
     } catch (error) {
@@ -764,8 +768,20 @@ export class ComputeAgent {
     }
   }
 
-  /** The fence of an evacuation (see evacuateServer). Idempotent; throws FenceError or BlockStorage errors naming the cause. */
-  private async fenceSource(server: ServerRow, p: EvacuatePayload): Promise<FenceRecord> {
+  /**
+   * A reservation (attachment with no connector) of `volumeId` for the server other than `old`: what
+   * an earlier run of this fence made before a crash, since nothing else reserves a volume the server
+   * already has. Null when there is none.
+   */
+  private fenceReservationOf(serverId: string, volumeId: string, old: string | null): string | null {
+    return this.o.db.get<{ id: string }>(
+      "SELECT id FROM volume_attachments WHERE volume_id = ? AND instance_uuid = ? AND id != ? AND attach_status = 'reserved' AND connector IS NULL ORDER BY rowid LIMIT 1",
+      volumeId, serverId, old ?? '',
+    )?.id ?? null;
+  }
+
+  /** The fence of an evacuation (see evacuateServer). Idempotent, also when re-run after a crash at any step; throws FenceError or BlockStorage errors naming the cause. */
+  private async fenceSource(server: ServerRow, p: EvacuatePayload, task: Task): Promise<FenceRecord> {
     const record: FenceRecord = { blocklisted: [], locksBroken: [], attachmentsRevoked: [], skippedBecause: null, cephUser: null, at: nowIso() };
     const rbdDisks = this.rbdDisksOf(server.id);
     if (rbdDisks.length > 0) {
@@ -793,13 +809,17 @@ export class ComputeAgent {
       }
       let next: string | null = null;
       if (old || bdm.status !== 'pending') {
-        next = (await this.o.blockStorage.createAttachment(server.project_id, { volumeId: bdm.volume_id, serverId: server.id, connector: null, mode: 'rw' })).attachment.id;
+        // A fence re-run after a crash finds the reservation its last run made (before the mapping recorded it): reused, not leaked.
+        next = this.fenceReservationOf(server.id, bdm.volume_id, old)
+          ?? (await this.o.blockStorage.createAttachment(server.project_id, { volumeId: bdm.volume_id, serverId: server.id, connector: null, mode: 'rw' })).attachment.id;
+        task.checkpoint('evacuate.fence.reserved');
       }
       if (old) {
         await this.o.blockStorage.deleteAttachment(server.project_id, old).catch((error: Error & { status?: number }) => {
           if (error.status !== 404) throw new Error(`Fencing: ending attachment ${old} of volume ${bdm.volume_id} on ${p.sourceHost} failed, so the old host may still reach it: ${error.message}`);
         });
         record.attachmentsRevoked.push({ volumeId: bdm.volume_id, attachmentId: old });
+        task.checkpoint('evacuate.fence.old-ended');
       }
       rmSync(this.connectionFile(server.id, bdm.id), { force: true });
       this.o.db.run("UPDATE block_device_mappings SET attachment_id = ?, connection_info = NULL, status = 'pending', rbd_clients = NULL WHERE id = ?", next ?? old, bdm.id);
