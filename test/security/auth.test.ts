@@ -120,10 +120,12 @@ describe('login defences', () => {
     assert.match(log, /refused login for locked-out user/);
   });
 
-  test('an unscoped token cannot list domains, roles, services or endpoints', async () => {
+  test('an unscoped token cannot list domains, roles, services or endpoints, nor probe user ids', async () => {
     const r = await login(pumice.url, 'timing', 'timing-password-1');
     assert.equal(r.status, 201, r.text);
-    for (const path of ['domains', 'domains/default', 'roles', 'services', 'endpoints']) {
+    // User ids cannot be probed either: a user that exists and one that does not answer alike.
+    const adminUserId = (await admin.request('GET', '/identity/v3/users?name=admin')).body.users[0].id as string;
+    for (const path of ['domains', 'domains/default', 'roles', 'services', 'endpoints', `users/${adminUserId}`, 'users/0123456789abcdef0123456789abcdef', `users/${adminUserId}/projects`]) {
       const res = await fetch(`${pumice.url}/identity/v3/${path}`, { headers: { 'X-Auth-Token': r.token! } });
       assert.equal(res.status, 403, `GET ${path} with an unscoped token: ${res.status}`);
     }

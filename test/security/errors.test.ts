@@ -4,6 +4,7 @@
  * never a backend's or host's name, free capacity or settings; an
  * administrator still reads every host (or backend), the filter that
  * rejected it and the figures (the server fault's details; the log for volumes).
+ * A refused image upload quotes qemu-img without the server's file paths.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -82,5 +83,24 @@ describe('scheduler refusals: members get the reason, administrators the detail'
     // The operator's view keeps every backend, its filter and the figures.
     assert.match(pumice.output(), new RegExp(`scheduler: volume ${r.body.volume.id} of project ${projectId} \\(900000 GiB\\) not placed: No valid backend was found\\. CapacityFilter rejected backend pumice@\\S+: .*[\\d.]+ GiB`));
     assert.equal((await member.api.request('DELETE', `/volume/v3/${projectId}/volumes/${r.body.volume.id}`)).status, 202);
+  });
+
+  test("a refused image upload says why without naming the server's files", async () => {
+    // A qcow2 header with an unknown version: qemu-img's refusal names the file it read.
+    const header = Buffer.alloc(512);
+    header.write('QFI\xfb', 0, 'latin1');
+    header.writeUInt32BE(7, 4);
+    const created = await member.api.request('POST', '/image/v2/images', { name: 'bad-qcow2', disk_format: 'qcow2', container_format: 'bare' });
+    assert.equal(created.status, 201, created.text);
+    const put = await fetch(`${pumice.url}/image/v2/images/${created.body.id}/file`, {
+      method: 'PUT', headers: { 'X-Auth-Token': member.api.token, 'Content-Type': 'application/octet-stream' }, body: new Uint8Array(header),
+    });
+    const text = await put.text();
+    assert.equal(put.status, 400, text);
+    assert.match(text, /Unsupported qcow2 version 7/);
+    assert.match(text, /Could not open '[0-9a-f-]{36}\.[0-9a-f]+\.tmp'/, 'the file name stays, its directory goes');
+    assert.ok(!text.includes(pumice.dataDir), text);
+    assert.doesNotMatch(text, /\/images\//);
+    assert.equal((await member.api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'queued');
   });
 });

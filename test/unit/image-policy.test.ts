@@ -35,6 +35,7 @@ test("Glance's Zed defaults: owner's members write, readers read, other projects
   assert.ok(policy.check('add_image', auth('A', 'admin'), { project_id: 'A', owner: 'B' }));
   assert.ok(policy.check('modify_member', auth('B', 'member'), { ...image('A', 'shared'), member_id: 'B' }), 'the member accepts for itself');
   assert.ok(!policy.check('modify_member', auth('A', 'member'), { ...image('A', 'shared'), member_id: 'B' }), 'the owner does not accept for it');
+  assert.ok(!policy.check('modify_member', auth('B', 'reader'), { ...image('A', 'shared'), member_id: 'B' }), "a reader of the member project cannot accept for it (issue 12)");
   assert.ok(policy.check('get_members', auth('B', 'reader'), image('A', 'shared', 'B')));
   assert.ok(!policy.check('get_members', auth('C', 'reader'), image('A', 'shared')));
   assert.ok(policy.check('context_is_admin', auth('A', 'admin'), {}));
