@@ -472,6 +472,17 @@ describe('Identity API response contract', () => {
     assert.ok(volume && JSON.stringify(volume.Endpoints).includes(`/v1/${token['project_id']}`), JSON.stringify(volume));
   });
 
+  test('every route that needs a token answers 401 without one, and with a bad one', async () => {
+    for (const spec of specs.filter((s) => !s.options?.public)) {
+      const path = `/identity${spec.path.replace(/:[a-z_]+/g, 'x')}`;
+      const body = ['POST', 'PUT', 'PATCH'].includes(spec.method) ? {} : undefined;
+      await call('anonymous', spec.method, path, 401, body);
+      const res = await fetch(`${pumice.url}${path}`, { method: spec.method, headers: { 'X-Auth-Token': 'not-a-token' } });
+      if (res.status !== 401) problems.push(`${spec.method} ${path} with a bad token -> ${res.status}`);
+    }
+    assert.deepEqual(problems, []);
+  });
+
   test('every declared route was exercised, and the server found no contract violation', () => {
     const missing = specs.map((s) => `${s.method} ${s.path}`).filter((key) => !covered.has(key));
     assert.deepEqual(missing, []);
