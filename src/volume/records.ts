@@ -96,7 +96,12 @@ export function renderVolume(
   typeName: string | null,
   attachments: AttachmentRow[],
   imageMetadata: Record<string, string> | null = null,
+  /** 'detail': show and list detail; 'create': the answer of create, update and other writes, which has no tenant, host or migration attributes and no image metadata (Cinder's extensions add those to show and detail only). */
+  view: 'detail' | 'create' = 'detail',
 ) {
+  const metadata = JSON.parse(row.metadata) as Record<string, string>;
+  // Cinder shows the visible admin metadata in the volume's metadata: 'readonly' once the flag was set to true.
+  if (row.read_only) metadata['readonly'] = 'True';
   const body: Record<string, unknown> = {
     id: row.id,
     name: row.name,
@@ -121,7 +126,7 @@ export function renderVolume(
     volume_type: typeName,
     snapshot_id: row.snapshot_id,
     source_volid: row.source_volid,
-    metadata: JSON.parse(row.metadata) as Record<string, string>,
+    metadata,
     links: volumeLinks(options, row.id),
     user_id: row.user_id,
     bootable: row.bootable ? 'true' : 'false',
@@ -130,17 +135,20 @@ export function renderVolume(
     consistencygroup_id: null,
     multiattach: !!row.multiattach,
     migration_status: row.migration_status,
-    'os-vol-tenant-attr:tenant_id': row.project_id,
   };
-  if (options.isAdmin) {
-    body['os-vol-host-attr:host'] = row.host;
-    body['os-vol-mig-status-attr:migstat'] = row.migration_status;
-    body['os-vol-mig-status-attr:name_id'] = null;
+  if (view === 'detail') {
+    body['os-vol-tenant-attr:tenant_id'] = row.project_id;
+    if (options.isAdmin) {
+      body['os-vol-host-attr:host'] = row.host;
+      body['os-vol-mig-status-attr:migstat'] = row.migration_status;
+      body['os-vol-mig-status-attr:name_id'] = null;
+    }
+    if (imageMetadata) body['volume_image_metadata'] = imageMetadata;
   }
-  if (imageMetadata) body['volume_image_metadata'] = imageMetadata;
   const mv = options.microversion;
   if (mv >= 13) body['group_id'] = null;
   if (mv >= 21 && options.isAdmin) body['provider_id'] = null;
+  if (mv >= 61 && options.isAdmin) body['cluster_name'] = null;
   if (mv >= 48) {
     body['service_uuid'] = null;
     body['shared_targets'] = false;
@@ -151,7 +159,8 @@ export function renderVolume(
   return body;
 }
 
-export function renderSnapshot(options: RenderOptions, row: SnapshotRow) {
+/** 'detail' (show, list detail) carries the os-extended-snapshot-attributes; 'summary' (list, create, update) does not. */
+export function renderSnapshot(options: RenderOptions, row: SnapshotRow, view: 'detail' | 'summary' = 'detail') {
   const body: Record<string, unknown> = {
     id: row.id,
     created_at: cinderTime(row.created_at),
@@ -162,9 +171,11 @@ export function renderSnapshot(options: RenderOptions, row: SnapshotRow) {
     status: row.status,
     size: row.size_gib,
     metadata: JSON.parse(row.metadata) as Record<string, string>,
-    'os-extended-snapshot-attributes:progress': row.progress,
-    'os-extended-snapshot-attributes:project_id': row.project_id,
   };
+  if (view === 'detail') {
+    body['os-extended-snapshot-attributes:progress'] = row.progress;
+    body['os-extended-snapshot-attributes:project_id'] = row.project_id;
+  }
   const mv = options.microversion;
   if (mv >= 14) body['group_snapshot_id'] = null;
   if (mv >= 41) body['user_id'] = row.user_id;

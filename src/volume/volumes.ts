@@ -66,7 +66,8 @@ export interface ListQuery {
 export class VolumeService {
   constructor(
     private readonly db: Db,
-    private readonly config: PumiceConfig,
+    /** The configuration (the API reads its policy file and response-validation flag from it). */
+    readonly config: PumiceConfig,
     private readonly queue: TaskQueue,
     private readonly manager: VolumeManager,
     readonly quotas: Quotas,
@@ -632,6 +633,30 @@ export class VolumeService {
   }
 
   // ---- listing ----
+  /** Attachments of each of `volumeIds` (one query for a whole page of volumes). */
+  attachmentsOf(volumeIds: string[]): Map<string, AttachmentRow[]> {
+    const byVolume = new Map<string, AttachmentRow[]>();
+    if (volumeIds.length === 0) return byVolume;
+    for (const a of this.db.all<AttachmentRow>(`SELECT * FROM volume_attachments WHERE volume_id IN (${volumeIds.map(() => '?').join(',')})`, ...volumeIds)) {
+      const list = byVolume.get(a.volume_id) ?? [];
+      list.push(a);
+      byVolume.set(a.volume_id, list);
+    }
+    return byVolume;
+  }
+
+  /** Number and total size of the volumes `query` selects (its conditions only: no paging). */
+  summary(query: ListQuery): { count: number; sizeGiB: number } {
+    const where = query.conditions.length ? `WHERE ${query.conditions.join(' AND ')}` : '';
+    const row = this.db.get<{ n: number; gb: number | null }>(`SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM volumes ${where}`, ...query.params)!;
+    return { count: row.n, sizeGiB: row.gb ?? 0 };
+  }
+
+  /** The id of the type a list filter names (id or name), or a value no volume has when there is none. */
+  typeIdForFilter(idOrName: string): string {
+    return this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE id = ? OR name = ?', idOrName, idOrName)?.id ?? '-';
+  }
+
   /** Keyset pagination over `table` in the given sort order, with the marker row as the start. */
   listPage<T extends { id: string }>(table: 'volumes' | 'snapshots' | 'backups', query: ListQuery, sortColumns: Record<string, string>): Page<T> {
     const conditions = [...query.conditions];

@@ -900,7 +900,9 @@ describe('bad input on every route', () => {
       c('force=maybe', 'DELETE', `${V}/volumes/${F.volA}?force=maybe`, undefined, 400),
       c('force as member', 'DELETE', `${V}/volumes/${F.volA}?force=true`, undefined, 403),
       c('has snapshots', 'DELETE', `${V}/volumes/${F.volA}`, undefined, [400, 409]),
-      c('summary with unscoped token', 'GET', '/volume/v3/volumes/summary', undefined, 403, 'unscoped'),
+      c('summary with unscoped token', 'GET', '/volume/v3/volumes/summary', undefined, 403, 'unscoped', { headers: { 'OpenStack-API-Version': 'volume 3.12' } }),
+      // Cinder serves the summary from 3.12; below it /volumes/summary is no route.
+      c('summary before 3.12', 'GET', `${V}/volumes/summary`, undefined, 404),
       // ---- volume actions ----
       action('unknown action', { 'os-bogus': {} }),
       action("action 'constructor'", { constructor: {} }),
