@@ -20,7 +20,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -28,7 +29,7 @@ import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
 import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
-import { qemuIo, startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { deviceIdOf, qemuIo, startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
@@ -118,6 +119,118 @@ async function startCompute02(): Promise<void> {
 
 async function blocklist(): Promise<string> {
   return ceph(['osd', 'blocklist', 'ls']).catch(() => '');
+}
+
+/** The QEMU of one instance (its -uuid argument) under an instances directory. */
+async function qemuPidOf(instancesDir: string, uuid: string): Promise<number> {
+  const { stdout } = await execFileAsync('ps', ['-eo', 'pid=,args='], { maxBuffer: 16 << 20 });
+  const pids = stdout.split('\n').filter((l) => l.includes('qemu-system') && l.includes(instancesDir) && l.includes(`-uuid ${uuid}`)).map((l) => Number(l.trim().split(/\s+/)[0]));
+  assert.equal(pids.length, 1, `one QEMU for ${uuid}: ${pids.join(', ')}`);
+  return pids[0]!;
+}
+
+function processState(pid: number): string {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')[0]!;
+}
+
+function allThreadsStopped(pid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).every((tid) => readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').replace(/^.*\) /, '').startsWith('T'));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return processState(pid) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+function sha256(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/**
+ * QEMU's QMP socket takes one client, and the frozen agent keeps its connection open: the command is
+ * sent on that connection, borrowed with pidfd_getfd(2) (the agent cannot read the reply while it is
+ * stopped), or on a new one when the agent has none.
+ */
+const borrowQmpScript = String.raw`
+import ctypes, json, os, socket, sys
+agent, path, command = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+def borrowed():
+    pidfd = libc.syscall(434, agent, 0)  # pidfd_open
+    if pidfd < 0: return None
+    for name in os.listdir(f'/proc/{agent}/fd'):
+        try:
+            if not os.readlink(f'/proc/{agent}/fd/{name}').startswith('socket:'): continue
+        except OSError: continue
+        fd = libc.syscall(438, pidfd, int(name), 0)  # pidfd_getfd
+        if fd < 0: continue
+        s = socket.socket(fileno=fd)
+        try:
+            if s.family == socket.AF_UNIX and s.getpeername() == path: return s
+        except OSError: pass
+        s.close()
+    return None
+s = borrowed()
+fresh = s is None
+if fresh:
+    s = socket.socket(socket.AF_UNIX); s.connect(path)
+s.settimeout(60)
+buf = b''
+def messages():
+    global buf
+    while True:
+        while b'\n' in buf:
+            line, buf = buf.split(b'\n', 1)
+            if line.strip(): yield json.loads(line)
+        data = s.recv(65536)
+        if not data: sys.exit('QMP connection closed')
+        buf += data
+it = messages()
+if fresh:
+    next(it)
+    s.sendall(b'{"execute": "qmp_capabilities", "id": "pumice-test-caps"}\n')
+    for m in it:
+        if m.get('id') == 'pumice-test-caps': break
+s.sendall(json.dumps({'execute': 'human-monitor-command', 'arguments': {'command-line': command}, 'id': 'pumice-test'}).encode() + b'\n')
+for m in it:
+    if m.get('id') == 'pumice-test':
+        if 'error' in m: sys.exit(m['error']['desc'])
+        print(m['return'], end='')
+        break
+`;
+
+/** qemuIo (helpers/compute-host.ts) on a guest whose agent is frozen holding the QMP connection. */
+async function qemuIoBeside(agentPid: number, instanceDir: string, diskId: string, command: string): Promise<string> {
+  const logPath = path.join(instanceDir, 'qemu.log');
+  const before = readFileSync(logPath).length;
+  const device = deviceIdOf(instanceDir, diskId);
+  const { stdout } = await execFileAsync('/usr/bin/python3', ['-c', borrowQmpScript, String(agentPid), path.join(instanceDir, 'qmp.sock'), `qemu-io -d /machine/peripheral/${device}/virtio-backend "${command}"`], { timeout: 90_000 });
+  await new Promise((r) => setTimeout(r, 200));
+  return `${stdout}${readFileSync(logPath).subarray(before).toString()}`.trim();
+}
+
+/**
+ * SIGSTOPs a compute agent. The hosts of this test share one SQLite database: an agent frozen inside
+ * a write (its heartbeat, every second) would hold the write lock and stall the whole cloud, which
+ * a real partition (PostgreSQL, a lost connection) does not. So the test thaws and freezes again
+ * until the database takes a write.
+ */
+async function freezeAgent(pid: number): Promise<void> {
+  const dbPath = path.join(pumice.dataDir, 'pumice.db');
+  for (let attempt = 1; ; attempt++) {
+    process.kill(pid, 'SIGSTOP');
+    const stopDeadline = Date.now() + 10_000;
+    while (!allThreadsStopped(pid) && Date.now() < stopDeadline) await new Promise((res) => setTimeout(res, 20));
+    const free = await execFileAsync('sqlite3', ['-cmd', '.timeout 1000', dbPath, 'BEGIN IMMEDIATE; ROLLBACK;'], { timeout: 10_000 }).then(() => true, () => false);
+    if (free) return;
+    process.kill(pid, 'SIGCONT');
+    if (attempt >= 20) throw new Error(`agent ${pid} was frozen holding the database's write lock ${attempt} times`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
 }
 
 before(async () => {
@@ -286,6 +399,84 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
       assert.ok(expires - Date.now() <= 600_000 && expires > Date.now(), `entry ${line} expires within evacuation_blocklist_expire_s`);
     }
     assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
+  });
+
+  test('partition by SIGSTOP (agent and QEMU of compute02 frozen): evacuated; on SIGCONT the old guest cannot write, the data volume holds what the new guest wrote, the resumed agent destroys the old QEMU', async () => {
+    const boot = await admin.createVolume({ size: 1, imageRef: imageId, name: 'evac-stop-boot' });
+    const data = await admin.createVolume({ size: 1, name: 'evac-stop-data' });
+    await admin.waitVolume(boot, ['available'], 120_000);
+    await admin.waitVolume(data, ['available']);
+    const r = await admin.request('POST', '/servers', {
+      server: {
+        name: 'evac-stop', flavorRef: '42', networks: 'none', availability_zone: 'nova:compute02',
+        block_device_mapping_v2: [
+          { source_type: 'volume', destination_type: 'volume', uuid: boot, boot_index: 0 },
+          { source_type: 'volume', destination_type: 'volume', uuid: data, boot_index: -1 },
+        ],
+      },
+    });
+    assert.equal(r.status, 202, r.text);
+    const id = r.body.server.id as string;
+    assert.equal((await admin.waitServer(id, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'compute02');
+    await admin.waitConsole(id, new RegExp(`PUMICE-DISK serial=${data.slice(0, 20)} counter=1`), 1, 90_000);
+    const oldQemu = await qemuPidOf(compute02.instancesDir, id);
+    const agentPid = compute02.proc.pid!;
+    const oldDir = path.join(compute02.instancesDir, id);
+    const frozen: number[] = [];
+    try {
+      // The agent first: frozen while its guest still answers, it is not left waiting on a QMP reply.
+      await freezeAgent(agentPid);
+      frozen.push(agentPid);
+      process.kill(oldQemu, 'SIGSTOP');
+      frozen.push(oldQemu);
+      // SIGSTOP lands asynchronously: wait until every thread of the QEMU is stopped.
+      const stopDeadline = Date.now() + 10_000;
+      while (!allThreadsStopped(oldQemu) && Date.now() < stopDeadline) await new Promise((res) => setTimeout(res, 50));
+      assert.ok(allThreadsStopped(oldQemu), 'the old QEMU is stopped');
+      await openstack(env, ['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
+      await waitService('compute02', 'down');
+      const calledAt = Date.now();
+      const e = await admin.request('POST', `/servers/${id}/action`, { evacuate: { host: 'pumice' } });
+      assert.equal(e.status, 200, e.text);
+      assert.equal((await admin.waitServer(id, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'pumice');
+      const activeAt = Date.now();
+      const consoleText = await admin.waitConsole(id, new RegExp(`PUMICE-DISK serial=${data.slice(0, 20)} counter=2`), 1, 90_000);
+      timings.push(`partition by SIGSTOP: evacuate call → ACTIVE ${activeAt - calledAt} ms, → data marker of the new guest ${Date.now() - calledAt} ms`);
+      assert.doesNotMatch(consoleText, /PUMICE-DISK-ERROR/, 'the new guest wrote its marker');
+
+      // The partition heals for the QEMU first (its agent still frozen, so nothing stops it): it runs again, fenced.
+      process.kill(oldQemu, 'SIGCONT');
+      frozen.splice(frozen.indexOf(oldQemu), 1);
+      const write = await qemuIoBeside(agentPid, oldDir, data, 'write -P 0xa5 0 512').catch((err: Error) => err.message);
+      const flush = await qemuIoBeside(agentPid, oldDir, data, 'flush').catch((err: Error) => err.message);
+      assert.match(`${write}\n${flush}`, /write failed|flush failed/i, `the fenced QEMU must not write: write: ${write} flush: ${flush}`);
+      // The data volume's first sector is the new guest's counter record, byte for byte ("PUMICE-MARK 2\n", NUL padded).
+      const expected = Buffer.alloc(512);
+      expected.write('PUMICE-MARK 2\n');
+      const sectorFile = path.join(workDir, `sector-${id}`);
+      await execFileAsync('qemu-img', ['dd', '-f', 'raw', '-O', 'raw', 'bs=512', 'count=1', `if=rbd:volumes/volume-${data}:id=admin:conf=${lab.confPath}`, `of=${sectorFile}`], { timeout: 60_000 });
+      const sector = readFileSync(sectorFile);
+      assert.equal(sha256(sector), sha256(expected), `the data volume holds what the new guest wrote: ${JSON.stringify(sector.toString('latin1').replace(/\0+$/, ''))}`);
+
+      assert.ok(processAlive(oldQemu), 'the fenced QEMU runs on until its agent comes back');
+      // The agent resumes: it finds the server evacuated to pumice and destroys the old QEMU.
+      process.kill(agentPid, 'SIGCONT');
+      frozen.splice(frozen.indexOf(agentPid), 1);
+      const destroyed = new RegExp(`the old guest of server ${id}, evacuated to pumice, is destroyed on compute02`);
+      const deadline = Date.now() + 60_000;
+      while ((processAlive(oldQemu) || !destroyed.test(compute02.output())) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+      assert.ok(!processAlive(oldQemu), `the resumed agent destroys the old QEMU:\n${compute02.output().slice(-2000)}`);
+      assert.match(compute02.output(), destroyed);
+      const server = (await admin.server(id))!;
+      assert.equal(server['status'], 'ACTIVE');
+      assert.equal(server['OS-EXT-SRV-ATTR:host'], 'pumice');
+      const status = JSON.parse(await rbd(['status', '--format', 'json', `volumes/volume-${data}`])) as { watchers: unknown[] };
+      assert.equal(status.watchers.length, 1, 'only the new guest has the data volume open');
+    } finally {
+      for (const pid of frozen) process.kill(pid, 'SIGCONT');
+    }
+    await openstack(env, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
+    await waitService('compute02', 'up');
   });
 
   test('host death with an ephemeral RBD root, the operator vouching it is powered off: no blocklist, the lock is broken, the vms-pool disk is reused', async () => {
