@@ -27,6 +27,7 @@ import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
 import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
 import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { withoutDirectories } from '../redact.ts';
 import { errorMessage, FatalError, TaskFencedError } from '../tasks/errors.ts';
 
 /** What an image store offers (the file store's data interface); `location`/`assertDeletable` where the store has them. */
@@ -663,13 +664,7 @@ export class ImageService {
    */
   private withoutPaths(error: unknown): unknown {
     if (!(error instanceof PumiceError)) return error;
-    let message = error.message;
-    const directories = new Set([this.store.directory, this.work.directory, this.staging.directory, this.options.workDirectory]);
-    // Longest first, so a directory inside another is replaced whole.
-    for (const directory of [...directories].filter((d) => d.startsWith('/')).sort((a, b) => b.length - a.length)) {
-      const escaped = directory.replace(/\/+$/, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-      message = message.replace(new RegExp(`${escaped}(/?)`, 'g'), (_, slash: string) => (slash ? '' : '<image store>'));
-    }
+    const message = withoutDirectories(error.message, [this.store.directory, this.work.directory, this.staging.directory, this.options.workDirectory], '<image store>');
     return message === error.message ? error : new PumiceError(error.code, message, error.headers);
   }
 

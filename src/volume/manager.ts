@@ -18,6 +18,7 @@ import type { ImageServiceDeps } from './images.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
 import type { SnapshotStatus, VolumeStatus } from './states.ts';
+import { withoutDirectories } from '../redact.ts';
 
 export interface BackendState {
   config: BackendConfig;
@@ -405,7 +406,6 @@ export class VolumeManager {
     );
   }
 
-  /** Records a user-visible message (GET /messages) about a failed operation on a resource. */
   /** An upload is over (done or failed): the volume goes back to the status it had. */
   private releaseUpload(volumeId: string): void {
     const row = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', volumeId);
@@ -413,7 +413,15 @@ export class VolumeManager {
     this.states.volumes.transition(volumeId, ['uploading'], row.previous_status === 'in-use' ? 'in-use' : 'available', { previous_status: null });
   }
 
-  userMessage(resourceId: string, resourceType: 'VOLUME' | 'SNAPSHOT', eventId: string, text: string, requestId: string | null = null): void {
+  /**
+   * Records a user-visible message (GET /messages) about a failed operation on a resource. The
+   * text is the project's to read: the data, volume and conversion directories are cut from the
+   * paths a driver's error names (issue 12); the log keeps the full reason.
+   */
+  userMessage(resourceId: string, resourceType: 'VOLUME' | 'SNAPSHOT', eventId: string, reason: string, requestId: string | null = null): void {
+    const text = withoutDirectories(reason, [
+      this.config.dataDir, this.config.DEFAULT.image_conversion_dir, ...[...this.backends.values()].map((b) => b.config.local_volume_dir),
+    ], '<data directory>');
     const table = resourceType === 'VOLUME' ? 'volumes' : 'snapshots';
     const owner = this.db.get<{ project_id: string }>(`SELECT project_id FROM ${table} WHERE id = ?`, resourceId);
     if (!owner) return;

@@ -107,6 +107,20 @@ test('no backend fits: the volume is error with a reason for the member, the fil
   await manager.stop();
 });
 
+test("a driver failure's user message names the file, not the server's directories; the status reason keeps it", async () => {
+  const { service, settle, manager, fakes, db } = await setup();
+  const member = ctx('p1', ['member']);
+  for (const fake of fakes.values()) fake.failWith = { op: 'create', error: new Error("ENOSPC: no space left on device, open '/nonexistent/volumes/a/volume-x.tmp'"), times: 1 };
+  const v = service.createVolume(member, { size: 1 }, 'r');
+  await settle();
+  const failed = service.volume(member, v.id);
+  assert.equal(failed.status, 'error');
+  assert.match(failed.status_reason!, /\/nonexistent\/volumes\/a\/volume-x\.tmp/);
+  const message = db.get<{ user_message: string }>('SELECT * FROM messages WHERE resource_uuid = ?', v.id)!;
+  assert.equal(message.user_message, "create volume: ENOSPC: no space left on device, open 'volume-x.tmp'");
+  await manager.stop();
+});
+
 test('quotas: count and gigabytes are enforced with 413s, extend counts the growth', async () => {
   const { service, settle, manager } = await setup();
   const member = ctx('p1', ['member']);
