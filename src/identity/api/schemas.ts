@@ -14,7 +14,7 @@ const strict = { additionalProperties: false } as const;
 
 export const Name = Type.String({ minLength: 1, maxLength: 255 });
 export const IdRef = Type.String({ minLength: 1, maxLength: 64 });
-/** Path parameters are ids of at most 64 characters (Keystone's column size); region ids too. */
+/** A path parameter: an id (64 characters in Keystone's columns) or a region id, bounded at 255; an unknown one is a 404, not a 400. */
 export const IdParam = Type.String({ minLength: 1, maxLength: 255 });
 /** An object the caller may fill freely (Keystone's `options`). */
 export const FreeObject = Type.Object({}, { additionalProperties: true });
