@@ -12,10 +12,13 @@
  */
 import { cinderTime } from '../db/db.ts';
 import { errors } from '../errors.ts';
-import type { RequestContext, Router } from '../http/router.ts';
+import { Type } from '@sinclair/typebox';
+import { Nullable, route, type AnyRouteSpec, type DeclaredContext } from '../http/declare.ts';
+import type { RequestContext } from '../http/router.ts';
 import { queryBool, validate, type Schema } from '../http/validate.ts';
 import type { AttachmentRecord, AttachmentService, FlatConnectionInfo, ListAttachmentsQuery } from './attachments.ts';
 import type { Connector } from './drivers/driver.ts';
+import { declaredBody, microversionMax } from './api/common.ts';
 
 /** First microversions of the attachments API, os-complete, and the create `mode` argument. */
 export const attachmentsMicroversion = 27;
@@ -68,26 +71,40 @@ export function renderAttachmentDetail(a: AttachmentRecord, connectionInfo: Flat
   };
 }
 
-export function registerAttachmentRoutes(router: Router, attachments: AttachmentService, osapiMaxLimit: number): void {
-  const auth = (ctx: RequestContext) => ctx.auth!;
-  const requireVersion = (ctx: RequestContext, minor: number, what: string) => {
-    if (ctx.microversion < minor) {
-      throw errors.notFound('Resource', `'${what}' (it needs microversion 3.${minor} or later: OpenStack-API-Version: volume 3.${minor})`);
-    }
-  };
+const Params = Type.Object({ id: Type.String({ minLength: 1 }) });
+const closed = { additionalProperties: false } as const;
+const AttachmentSummary = Type.Object({ id: Type.String(), status: Type.String(), instance: Nullable(Type.String()), volume_id: Type.String() }, closed);
+const AttachmentDetail = Type.Object({
+  id: Type.String(),
+  status: Type.String(),
+  instance: Nullable(Type.String()),
+  volume_id: Type.String(),
+  attached_at: Type.String(),
+  detached_at: Type.String(),
+  attach_mode: Nullable(Type.String()),
+  connection_info: Type.Record(Type.String(), Type.Unknown()),
+}, closed);
+const AttachmentBody = Type.Object({ attachment: AttachmentDetail }, closed);
+const versions = { min: attachmentsMicroversion, max: microversionMax };
+/** os-complete takes null or an empty object, nothing else. */
+const CompleteBody = Type.Object({
+  'os-complete': Type.Union([Type.Null(), Type.Object({}, closed)]),
+}, closed);
 
+/**
+ * The attachments routes as declarations. Cinder guards create, update,
+ * complete and delete with its rules (`volume:attachment_*`); it has none for
+ * list and show, which Pumice guards with `volume:attachment_get_all` /
+ * `volume:attachment_get` (reader of the project, or admin).
+ */
+export function attachmentRoutes(attachments: AttachmentService, osapiMaxLimit: number): AnyRouteSpec[] {
+  const auth = (ctx: RequestContext) => ctx.auth!;
   const list = (detail: boolean) => (ctx: RequestContext) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
     const query = listQuery(ctx, osapiMaxLimit);
     const rows = attachments.list(auth(ctx), query);
     return { status: 200, body: { attachments: rows.map((r) => (detail ? renderAttachmentDetail(r) : renderAttachmentSummary(r))) } };
   };
-  router.get('/v3/attachments', list(false));
-  router.get('/v3/attachments/detail', list(true));
-
-  router.post('/v3/attachments', async (ctx) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
-    const withMode = ctx.microversion >= attachmentModeMicroversion;
+  const create = async (ctx: DeclaredContext<unknown, unknown>, withMode: boolean) => {
     const { attachment: input } = validate<{ attachment: { volume_uuid: string; instance_uuid?: string | null; connector?: Connector | null; mode?: 'rw' | 'ro' } }>(createSchema(withMode), ctx.body ?? null);
     const { attachment, connectionInfo } = await attachments.create(auth(ctx), {
       volumeId: input.volume_uuid,
@@ -96,44 +113,65 @@ export function registerAttachmentRoutes(router: Router, attachments: Attachment
       mode: input.mode ?? null,
     });
     return { status: 200, body: { attachment: renderAttachmentDetail(attachment, connectionInfo) } };
-  });
-
-  router.get('/v3/attachments/:id', (ctx) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
-    return { status: 200, body: { attachment: renderAttachmentDetail(attachments.attachment(auth(ctx), ctx.params['id']!)) } };
-  });
-
-  router.put('/v3/attachments/:id', async (ctx) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
-    const { attachment: input } = validate<{ attachment: { connector: Connector } }>(updateSchema, ctx.body ?? null);
-    if (Object.keys(input.connector).length === 0) {
-      throw errors.invalidInput("Invalid input for field/attribute attachment/connector. Value: {}. Expected an object with at least 1 property (the host's connector: host, ip, initiator, ...).");
-    }
-    const { attachment, connectionInfo } = await attachments.update(auth(ctx), ctx.params['id']!, input.connector);
-    return { status: 200, body: { attachment: renderAttachmentDetail(attachment, connectionInfo) } };
-  });
-
-  router.post('/v3/attachments/:id/action', (ctx) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
-    const body = ctx.body;
-    if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length !== 1) {
-      throw errors.badRequest('An attachment action body is an object with exactly one key, the action: os-complete.');
-    }
-    const [action, args] = Object.entries(body)[0]!;
-    if (action !== 'os-complete') throw errors.badRequest(`Invalid attachment action '${action}'. Pumice supports: os-complete.`);
-    requireVersion(ctx, attachmentCompleteMicroversion, 'os-complete');
-    if (args !== null && !(typeof args === 'object' && !Array.isArray(args) && Object.keys(args).length === 0)) {
-      throw errors.invalidInput(`Invalid input for field/attribute os-complete. Value: ${JSON.stringify(args).slice(0, 40)}. Expected null.`);
-    }
-    attachments.complete(auth(ctx), ctx.params['id']!);
-    return { status: 204 };
-  });
-
-  router.delete('/v3/attachments/:id', async (ctx) => {
-    requireVersion(ctx, attachmentsMicroversion, 'attachments');
-    const remaining = await attachments.delete(auth(ctx), ctx.params['id']!);
-    return { status: 200, body: { attachments: remaining.map(renderAttachmentSummary) } };
-  });
+  };
+  return [
+    route({
+      method: 'GET', path: '/v3/attachments', policy: 'volume:attachment_get_all', versions,
+      responses: { 200: Type.Object({ attachments: Type.Array(AttachmentSummary) }, closed) },
+      handler: list(false),
+    }),
+    route({
+      method: 'GET', path: '/v3/attachments/detail', policy: 'volume:attachment_get_all', versions,
+      responses: { 200: Type.Object({ attachments: Type.Array(AttachmentDetail) }, closed) },
+      handler: list(true),
+    }),
+    route({
+      method: 'POST', path: '/v3/attachments', policy: 'volume:attachment_create', versions: { min: attachmentsMicroversion, max: attachmentModeMicroversion - 1 },
+      body: declaredBody(createSchema(false)),
+      responses: { 200: AttachmentBody },
+      handler: (ctx) => create(ctx, false),
+    }),
+    route({
+      method: 'POST', path: '/v3/attachments', policy: 'volume:attachment_create', versions: { min: attachmentModeMicroversion, max: microversionMax },
+      body: declaredBody(createSchema(true)),
+      responses: { 200: AttachmentBody },
+      handler: (ctx) => create(ctx, true),
+    }),
+    route({
+      method: 'GET', path: '/v3/attachments/:id', policy: 'volume:attachment_get', versions, params: Params,
+      responses: { 200: AttachmentBody },
+      handler: (ctx) => ({ status: 200, body: { attachment: renderAttachmentDetail(attachments.attachment(auth(ctx), ctx.params['id']!)) } }),
+    }),
+    route({
+      method: 'PUT', path: '/v3/attachments/:id', policy: 'volume:attachment_update', versions, params: Params, body: declaredBody(updateSchema),
+      responses: { 200: AttachmentBody },
+      async handler(ctx) {
+        const { attachment: input } = validate<{ attachment: { connector: Connector } }>(updateSchema, ctx.body ?? null);
+        if (Object.keys(input.connector).length === 0) {
+          throw errors.invalidInput("Invalid input for field/attribute attachment/connector. Value: {}. Expected an object with at least 1 property (the host's connector: host, ip, initiator, ...).");
+        }
+        const { attachment, connectionInfo } = await attachments.update(auth(ctx), ctx.params['id']!, input.connector);
+        return { status: 200, body: { attachment: renderAttachmentDetail(attachment, connectionInfo) } };
+      },
+    }),
+    route({
+      method: 'POST', path: '/v3/attachments/:id/action', policy: 'volume:attachment_complete', versions: { min: attachmentCompleteMicroversion, max: microversionMax },
+      params: Params, body: CompleteBody,
+      responses: { 204: null },
+      handler(ctx) {
+        attachments.complete(auth(ctx), ctx.params['id']!);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'DELETE', path: '/v3/attachments/:id', policy: 'volume:attachment_delete', versions, params: Params,
+      responses: { 200: Type.Object({ attachments: Type.Array(AttachmentSummary) }, closed) },
+      async handler(ctx) {
+        const remaining = await attachments.delete(auth(ctx), ctx.params['id']!);
+        return { status: 200, body: { attachments: remaining.map(renderAttachmentSummary) } };
+      },
+    }),
+  ];
 }
 
 /** Cinder's list parameters for attachments: filters volume_id, status, attach_status, instance_id; sort; limit/marker/offset. */

@@ -355,6 +355,42 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       assert.deepEqual(problems, [], problems.join('\n'));
     });
 
+    test(`attachments: reserved, attaching, attached, deleted @${mv}`, async () => {
+      if (minor < 27) {
+        await call('member', mv, 'GET', `${V}/attachments`, 404);
+        assert.deepEqual(problems, [], problems.join('\n'));
+        return;
+      }
+      const created = await call('member', mv, 'POST', `${V}/volumes`, 202, { volume: { size: 1 } });
+      const volumeId = created.volume.id as string;
+      await waitVolume(volumeId, ['available']);
+      const instance = '5f0d7b8e-3c0a-4d8e-9a55-2d1f1f6b1a01';
+      await call('reader', mv, 'POST', `${V}/attachments`, 403, { attachment: { volume_uuid: volumeId, instance_uuid: instance } });
+      await call('other', mv, 'POST', `${V}/attachments`, 404, { attachment: { volume_uuid: volumeId, instance_uuid: instance } });
+      const reserved = await call('member', mv, 'POST', `${V}/attachments`, 200, { attachment: { volume_uuid: volumeId, instance_uuid: instance } });
+      const id = reserved.attachment.id as string;
+      const a = `${V}/attachments/${id}`;
+      for (const as of ['member', 'reader', 'admin'] as const) {
+        await call(as, mv, 'GET', a, 200);
+        await call(as, mv, 'GET', `${V}/attachments?volume_id=${volumeId}`, 200);
+        await call(as, mv, 'GET', `${V}/attachments/detail`, 200);
+      }
+      await call('other', mv, 'GET', a, 404);
+      await call('reader', mv, 'PUT', a, 403, { attachment: { connector: { host: 'contract-host' } } });
+      const connected = await call('member', mv, 'PUT', a, 200, { attachment: { connector: { host: 'contract-host', initiator: 'iqn.contract', mountpoint: '/dev/vdb' } } });
+      assert.equal(typeof connected.attachment.connection_info.driver_volume_type, 'string');
+      await call('reader', mv, 'POST', `${a}/action`, 403, { 'os-complete': null });
+      await call('member', mv, 'POST', `${a}/action`, 204, { 'os-complete': null });
+      assert.equal((await waitVolume(volumeId, ['in-use'])).status, 'in-use');
+      await call('member', mv, 'GET', `${V}/volumes/${volumeId}`, 200, undefined, 'volumes.show_volume');
+      await call('reader', mv, 'DELETE', a, 403);
+      await call('member', mv, 'DELETE', a, 200);
+      await waitVolume(volumeId, ['available']);
+      await call('member', mv, 'DELETE', `${V}/volumes/${volumeId}`, 202);
+      await waitVolume(volumeId, ['deleted']);
+      assert.deepEqual(problems, [], problems.join('\n'));
+    });
+
     test(`user messages @${mv}`, async () => {
       if (minor < 3) {
         await call('member', mv, 'GET', `${V}/messages`, 404);

@@ -5,8 +5,8 @@
  * resource module. Each route names its request and response schemas
  * (schemas.ts) and its Cinder policy rule (policy.ts); rules and SQL live in
  * the domain modules (`../volumes.ts`, `../types.ts`, `../services.ts`,
- * `../messages.ts`, `../quotas.ts`). Attachments and backups still register
- * undeclared routes on the same router.
+ * `../messages.ts`, `../quotas.ts`, `../attachments.ts`). Backups still
+ * register undeclared routes on the same router (src/backup/api.ts).
  */
 import type { Db } from '../../db/db.ts';
 import { errors } from '../../errors.ts';
@@ -14,7 +14,7 @@ import { registerRoutes, responseValidationEnabled, route, type AnyRouteSpec } f
 import { loadPolicyOverrides, PolicyTable } from '../../http/policy.ts';
 import { Router, type RequestContext } from '../../http/router.ts';
 import type { ServiceApp } from '../../http/server.ts';
-import { registerAttachmentRoutes } from '../attachments-api.ts';
+import { attachmentRoutes } from '../attachments-api.ts';
 import { AttachmentService } from '../attachments.ts';
 import type { VolumeManager } from '../manager.ts';
 import { UserMessages } from '../messages.ts';
@@ -71,6 +71,7 @@ export function declaredVolumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     ...quotaRoutes(deps),
     ...serviceRoutes(deps),
     ...messageRoutes(deps),
+    ...attachmentRoutes(deps.attachments, deps.osapiMaxLimit),
     route({
       method: 'GET', path: '/v3/extensions', policy: '@',
       responses: { 200: ExtensionsBody },
@@ -86,7 +87,6 @@ export function volumeApp(
   const log = options.log ?? ((message: string) => console.error(`${new Date().toISOString()} ${message}`));
   const router = new Router();
   const attachments = new AttachmentService(db, service, manager, log);
-  registerAttachmentRoutes(router, attachments, osapiMaxLimit);
   const versionDocument = (ctx: RequestContext) => ({
     id: 'v3.0',
     status: 'CURRENT',

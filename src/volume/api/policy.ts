@@ -101,6 +101,14 @@ export const volumePolicyDefaults: Record<string, string> = {
   'scheduler_extension:scheduler_stats:get_pools': 'rule:admin_api',
   'volume_extension:availability_zone_list': '@',
 
+  // attachments (3.27+); Cinder has no rule for list and show, Pumice names them
+  'volume:attachment_create': 'rule:project_member_or_admin',
+  'volume:attachment_update': 'rule:project_member_or_admin',
+  'volume:attachment_complete': 'rule:project_member_or_admin',
+  'volume:attachment_delete': 'rule:project_member_or_admin',
+  'volume:attachment_get_all': 'rule:project_reader_or_admin',
+  'volume:attachment_get': 'rule:project_reader_or_admin',
+
   // user messages
   'message:get_all': 'rule:project_reader_or_admin',
   'message:get': 'rule:project_reader_or_admin',
