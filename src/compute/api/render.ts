@@ -10,6 +10,7 @@ import { Nullable, type VersionRange } from '../../http/declare.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow } from '../model.ts';
 import { instanceName, novaTime, serverStatus, usageTime } from '../model.ts';
 import { ServerService } from '../servers.ts';
+import { withoutDirectories } from '../../redact.ts';
 
 export const computeMicroversionMin = 1;
 export const computeMicroversionMax = 79;
@@ -40,6 +41,8 @@ export interface RenderContext {
   showExtended: boolean;
   showHostStatus: boolean;
   hostStatus: (host: string | null) => string;
+  /** Directories of a host whose paths fault messages name (instances_path and its parent): cut for non-admins. */
+  privateDirectoriesOf?: (host: string | null) => (string | null)[];
 }
 
 function flavorBody(ctx: RenderContext, flavor: FlavorSnapshot): Record<string, unknown> {
@@ -95,7 +98,9 @@ export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[],
     const fault = JSON.parse(row.fault) as ServerFault;
     // As Nova: the details of a 500 fault (which host, which filter, free capacity, host paths) are for
     // administrators; the owner reads the message, written for it (issue 12).
-    body['fault'] = { code: fault.code, created: novaTime(fault.created), message: fault.message, ...(ctx.isAdmin || fault.code !== 500 ? { details: fault.details } : {}) };
+    // A build error quotes QEMU, which names files: the owner reads the file names, not the host's directories.
+    const message = ctx.isAdmin ? fault.message : withoutDirectories(fault.message, ctx.privateDirectoriesOf?.(row.host) ?? [], '<host directory>');
+    body['fault'] = { code: fault.code, created: novaTime(fault.created), message, ...(ctx.isAdmin || fault.code !== 500 ? { details: fault.details } : {}) };
   }
   if (ctx.showExtended) {
     body['OS-EXT-SRV-ATTR:host'] = row.host;

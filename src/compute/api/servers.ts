@@ -3,7 +3,7 @@
  * volume attachments, instance actions and the console log.
  */
 import { existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { errors } from '../../errors.ts';
 import { Nullable, route, type AnyRouteSpec, type DeclaredContext } from '../../http/declare.ts';
@@ -153,8 +153,12 @@ export interface ServerRouteDeps {
   maxLimit: number;
 }
 
-export function renderContext(ctx: DeclaredContext<unknown, unknown>, hosts: ComputeHosts): RenderContext {
+export function renderContext(ctx: DeclaredContext<unknown, unknown>, hosts: ComputeHosts, instancesPathOf?: (host: string) => string | null): RenderContext {
   return {
+    privateDirectoriesOf: (host) => {
+      const instancesPath = host && instancesPathOf ? instancesPathOf(host) : null;
+      return instancesPath ? [instancesPath, dirname(instancesPath)] : [];
+    },
     serviceUrl: ctx.serviceUrl,
     microversion: ctx.microversion,
     isAdmin: ctx.auth?.isAdmin ?? false,
@@ -208,7 +212,7 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
       locked: ctx.microversion >= 73 && q['locked'] !== undefined ? bool(q['locked'] as string) : null,
     };
     const page = servers.list(ctx.auth!, query);
-    const rc = renderContext(ctx, hosts);
+    const rc = renderContext(ctx, hosts, deps.instancesPathOf);
     const body: Record<string, unknown> = {
       servers: page.servers.map((row) => (detail ? renderServer(rc, row, servers.bdms(row.id)) : renderServerSummary(rc, row))),
     };
@@ -302,7 +306,7 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
       responses: { 200: serverDetailResponses },
       handler(ctx) {
         const row = owned(ctx as never, 'os_compute_api:servers:show');
-        return { status: 200, body: { server: renderServer(renderContext(ctx as never, hosts), row, servers.bdms(row.id), true) } };
+        return { status: 200, body: { server: renderServer(renderContext(ctx as never, hosts, deps.instancesPathOf), row, servers.bdms(row.id), true) } };
       },
     }),
     route({
@@ -322,7 +326,7 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
         const row = owned(ctx as never, 'os_compute_api:servers:update');
         if (ctx.body.server.description !== undefined && ctx.microversion < 19) throw errors.badRequest('description needs microversion 2.19 or later.');
         const updated = servers.update(ctx.auth!, row.id, { name: ctx.body.server.name, description: ctx.body.server.description, accessIPv4: ctx.body.server.accessIPv4, accessIPv6: ctx.body.server.accessIPv6 });
-        return { status: 200, body: { server: renderServer(renderContext(ctx as never, hosts), updated, servers.bdms(row.id), true) } };
+        return { status: 200, body: { server: renderServer(renderContext(ctx as never, hosts, deps.instancesPathOf), updated, servers.bdms(row.id), true) } };
       },
     }),
     route({
@@ -392,7 +396,7 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
             const r = ctx.body.rebuild!;
             const updated = servers.rebuild(ctx.auth!, row.id, { imageRef: r.imageRef, name: r.name, metadata: r.metadata }, ctx.requestId);
             // No adminPass: Pumice injects no password (the scenario's inject_password = false), as Nova with enable_instance_password = false.
-            return { status: 202, body: { server: renderServer(renderContext(ctx as never, hosts), updated, servers.bdms(row.id), true) } };
+            return { status: 202, body: { server: renderServer(renderContext(ctx as never, hosts, deps.instancesPathOf), updated, servers.bdms(row.id), true) } };
           }
           case 'os-getConsoleOutput': {
             const raw = ctx.body['os-getConsoleOutput']!.length;
