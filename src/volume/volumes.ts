@@ -645,11 +645,21 @@ export class VolumeService {
     return byVolume;
   }
 
-  /** Number and total size of the volumes `query` selects (its conditions only: no paging). */
-  summary(query: ListQuery): { count: number; sizeGiB: number } {
+  /**
+   * Number and total size of the volumes `query` selects (its conditions only: no paging), and
+   * their metadata as Cinder's summary gives it (3.36+): each key with the distinct values it has.
+   */
+  summary(query: ListQuery): { count: number; sizeGiB: number; metadata: Record<string, string[]> } {
     const where = query.conditions.length ? `WHERE ${query.conditions.join(' AND ')}` : '';
     const row = this.db.get<{ n: number; gb: number | null }>(`SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM volumes ${where}`, ...query.params)!;
-    return { count: row.n, sizeGiB: row.gb ?? 0 };
+    const metadata: Record<string, string[]> = {};
+    for (const m of this.db.all<{ key: string; value: string }>(
+      `SELECT DISTINCT m.key AS key, CAST(m.value AS TEXT) AS value FROM volumes, json_each(volumes.metadata) m ${where} ORDER BY m.key, m.value`, ...query.params,
+    )) {
+      if (!Object.hasOwn(metadata, m.key)) Object.defineProperty(metadata, m.key, { value: [], enumerable: true, writable: true, configurable: true });
+      metadata[m.key]!.push(m.value);
+    }
+    return { count: row.n, sizeGiB: row.gb ?? 0, metadata };
   }
 
   /** The id of the type a list filter names (id or name), or a value no volume has when there is none. */

@@ -147,7 +147,8 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       await call('admin', mv, 'GET', `${V}/volumes/detail?all_tenants=1`, 200, undefined, 'volumes.list_volumes_with_detail');
       await call('other', mv, 'GET', `${V}/volumes`, 200, undefined, 'volumes.list_volumes_no_detail');
       if (minor >= 45) await call('member', mv, 'GET', `${V}/volumes/detail?with_count=true`, 200);
-      await call('member', mv, 'GET', `${V}/volumes/summary`, minor >= 12 ? 200 : 404, undefined, minor >= 12 ? 'volumes.show_volume_summary' : undefined);
+      const summary = await call('member', mv, 'GET', `${V}/volumes/summary`, minor >= 12 ? 200 : 404, undefined, minor >= 12 ? 'volumes.show_volume_summary' : undefined);
+      if (minor >= 36) assert.deepEqual(summary['volume-summary'].metadata, { k1: ['v1'] }, 'the summary lists each metadata key with its values');
 
       // update
       // tempest's v3_61+ modules copy the 3.0 update_volume without the fields they add to create and show

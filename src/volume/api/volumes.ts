@@ -147,8 +147,8 @@ export function volumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       handler(ctx) {
         const query: ListQuery = { conditions: [], params: [], sort: [], limit: 0, marker: null, withCount: false };
         scopeToProject(ctx, service, query);
-        const { count, sizeGiB } = service.summary(query);
-        return { status: 200, body: { 'volume-summary': { total_size: sizeGiB, total_count: count, ...(ctx.microversion >= 36 ? { metadata: {} } : {}) } } };
+        const { count, sizeGiB, metadata } = service.summary(query);
+        return { status: 200, body: { 'volume-summary': { total_size: sizeGiB, total_count: count, ...(ctx.microversion >= 36 ? { metadata } : {}) } } };
       },
     }),
     route({
