@@ -20,6 +20,7 @@ import { imageApp } from './image/api.ts';
 import { imagePolicy } from './image/policy.ts';
 import { MetadefService, shippedMetadefsDirectory } from './image/metadefs.ts';
 import { parseSeedDocument } from './image/metadefs-api.ts';
+import { openEventLog } from './events.ts';
 import { taskApp } from './tasks/api.ts';
 import { responseValidationEnabled } from './http/declare.ts';
 import { loadPolicyOverrides } from './http/policy.ts';
@@ -74,6 +75,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const dataDir = resolve(options.dataDir);
   const dataDirWarning = ensurePrivateDirectory(dataDir, 'the data directory');
   if (dataDirWarning) log(`WARNING: ${dataDirWarning}`);
+  const closeEvents = openEventLog(dataDir);
   const config = loadConfig(options.configPath, dataDir);
   if (options.hostName) config.DEFAULT.host = options.hostName;
   const runCompute = (options.roles ?? allRoles).includes('compute');
@@ -271,6 +273,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await nbdServer.stop();
       if (rbdStore) await (rbdStore as RbdStore).stop();
       db.close();
+      closeEvents();
     },
   };
 }
@@ -361,6 +364,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const dbPath = join(dataDir, 'pumice.db');
   if (!existsSync(dbPath)) throw new Error(`${dbPath} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it)`);
   const db = new Db(dbPath);
+  const closeEvents = openEventLog(dataDir);
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
@@ -382,6 +386,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
     async stop() {
       await role.stop();
       db.close();
+      closeEvents();
     },
   };
 }

@@ -8,6 +8,7 @@
  * cut short by a crash is not resumed but failed with a reason, what it wrote
  * is removed, and the volumes and snapshots it held go back to the state they had.
  */
+import { emitEvent } from '../events.ts';
 import { randomUUID } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import type { PumiceConfig } from '../config/config.ts';
@@ -291,6 +292,10 @@ export class BackupManager {
             `backup ${row.id} of volume ${volume.id}${row.snapshot_id ? ` (snapshot ${row.snapshot_id})` : ''}: ${result.objectCount} object(s), ${result.storedBytes} bytes stored, ` +
               `${((row.size_gib * gib) / 2 ** 20 / Math.max(seconds, 0.001)).toFixed(0)} MiB/s of volume in ${seconds.toFixed(1)} s`,
           );
+          emitEvent('backup.written', {
+            backup_id: row.id, volume_id: volume.id, snapshot_id: row.snapshot_id, incremental: parent !== null,
+            object_count: result.objectCount, stored_bytes: result.storedBytes, duration_s: Math.round(seconds * 10) / 10,
+          });
           task.checkpoint(parent ? 'backup.create.incremental.written' : 'backup.create.full.written');
           task.complete(() => {
             this.states.backups.transition(row.id, ['creating'], 'available', {

@@ -4,6 +4,7 @@
  * body limits, JSON parsing, token authentication and fault rendering;
  * services only see a RequestContext and return a Reply.
  */
+import { emitEvent, withRequestId } from '../events.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -79,19 +80,33 @@ export function createHttpServer(options: HttpServerOptions): Server {
   server.requestTimeout = 0;
   server.timeout = options.idleTimeoutMs ?? 120_000;
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const started = process.hrtime.bigint();
+  function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = `req-${randomUUID()}`;
+    return withRequestId(requestId, () => handleRequest(req, res, requestId));
+  }
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> {
+    const started = process.hrtime.bigint();
+    let auth: RequestContext['auth'] = null;
     const url = new URL(req.url ?? '/', 'http://placeholder');
     const baseUrl = options.publicEndpoint?.replace(/\/+$/, '') ?? `http://${req.headers.host ?? '127.0.0.1'}`;
     const pathname = url.pathname.replace(/\/{2,}/g, '/');
     const app = apps.find((a) => pathname === a.prefix || pathname.startsWith(a.prefix + '/'));
     let status = 500;
     const headers: Record<string, string> = { 'x-openstack-request-id': requestId };
+    // Recorded before the answer goes out: a client that reads the events file after its reply finds it there.
+    let recorded = false;
+    const record = (answered: number): void => {
+      if (recorded) return;
+      recorded = true;
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      emitEvent('http.request', { method: req.method, path: pathname, status: answered, duration_ms: Math.round(ms * 10) / 10, user_id: auth?.userId ?? null, project_id: auth?.projectId ?? null });
+    };
     try {
       if (!app) {
         if (pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
           status = 200;
+          record(status);
           send(res, 200, options.rootDocument(baseUrl), headers);
           return;
         }
@@ -122,11 +137,13 @@ export function createHttpServer(options: HttpServerOptions): Server {
           const token = req.headers['x-auth-token'];
           if (typeof token !== 'string' || token.length === 0) throw errors.unauthorized();
           ctx.auth = options.tokens.validateToken(token);
+          auth = ctx.auth;
         }
         Object.assign(headers, app.prepare?.(ctx));
         if (!match.options.rawBody) ctx.body = await readJsonBody(req, options.requestBodyBytesMax);
         const reply: Reply = await match.handler(ctx);
         status = reply.status;
+        record(status);
         if (reply.stream) return await sendStream(res, req, reply.status, reply.stream, { ...headers, ...reply.headers });
         send(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
       } catch (error) {
@@ -137,17 +154,18 @@ export function createHttpServer(options: HttpServerOptions): Server {
         if (!req.complete) await discardBody(req, bodyDiscard);
         // An unread body would otherwise be parsed as the next request on this connection.
         if (!req.complete) res.setHeader('Connection', 'close');
+        record(status);
         send(res, fault.status, req.method === 'HEAD' ? undefined : fault.body, { ...headers, ...fault.headers });
       }
     } catch (error) {
       const fault = toFault(error, 'openstack', options.log);
       status = fault.status;
+      record(status);
       send(res, fault.status, fault.body, { ...headers, ...fault.headers });
     } finally {
-      if (options.debug || status >= 500) {
-        const ms = Number(process.hrtime.bigint() - started) / 1e6;
-        options.log(`${req.method} ${pathname} ${status} ${ms.toFixed(1)}ms ${requestId}`);
-      }
+      record(status);
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      if (options.debug || status >= 500) options.log(`${req.method} ${pathname} ${status} ${ms.toFixed(1)}ms ${requestId}`);
     }
   }
 

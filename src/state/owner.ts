@@ -34,6 +34,7 @@
  * holds its volume), so the tables sit side by side where one reader sees them.
  */
 import { nowIso, type Db, type SqlValue } from '../db/db.ts';
+import { emitEvent } from '../events.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
 import { backupTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
@@ -89,7 +90,9 @@ export class ResourceStates<S extends string> {
     }
     const { sql, params } = this.update(changes);
     const marks = sources.map(() => '?').join(',');
-    return this.db.run(`${sql} WHERE id = ? AND status IN (${marks})`, to, ...params, id, ...sources).changes === 1;
+    const moved = this.db.run(`${sql} WHERE id = ? AND status IN (${marks})`, to, ...params, id, ...sources).changes === 1;
+    emitEvent('state.transition', { resource: this.kind, id, from: sources, to, moved });
+    return moved;
   }
 
   /**
@@ -100,6 +103,7 @@ export class ResourceStates<S extends string> {
     return this.db.transaction(() => {
       const { sql, params } = this.update(changes);
       const moved = this.db.run(`${sql} WHERE id = ?`, to, ...params, id).changes === 1;
+      emitEvent('state.forced', { resource: this.kind, id, to, moved, reason });
       if (moved) {
         noteLocalFence();
         const { cancelled, fenced } = this.options.tasks.fenceResource(id, reason);

@@ -47,6 +47,7 @@
  * cancelled ones are kept `failedRetentionDays` for `pumice tasks` and
  * support, then purged with expired user messages by `purge`.
  */
+import { emitEvent } from '../events.ts';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
@@ -321,6 +322,7 @@ export class TaskQueue {
   }
 
   private launch(row: TaskRow): void {
+    emitEvent('task.claimed', { ...taskFields(row), owner: this.runnerId });
     this.running.set(row.queue, (this.running.get(row.queue) ?? 0) + 1);
     const promise = this.execute(row).finally(() => {
       this.running.set(row.queue, (this.running.get(row.queue) ?? 1) - 1);
@@ -353,6 +355,7 @@ export class TaskQueue {
       complete: <T>(fn: () => T): T => {
         const result = store.complete(row.id, owner, fn);
         state.completed = true;
+        emitEvent('task.done', taskFields(row));
         return result;
       },
       progress: (text: string) => store.setProgress(row.id, owner, text),
@@ -381,6 +384,7 @@ export class TaskQueue {
     const label = `task ${row.id} ${row.kind} ${row.resource_id}`;
     if (kind === 'fenced') {
       this.options.log(`${label}: stopped without writing: ${reason}`);
+      emitEvent('task.fenced', { ...taskFields(row), reason });
       // Taken over by another runner: that runner owns the row now; leave it alone.
       if (!(error instanceof TaskFencedError) || !/taken over/.test(reason)) this.store.cancel(row.id, reason);
       return;
@@ -389,12 +393,14 @@ export class TaskQueue {
       const delayMs = this.backoffMs(row.attempts);
       if (this.store.retry(row.id, this.runnerId, this.clock.now() + delayMs, reason)) {
         this.options.log(`${label}: attempt ${row.attempts} failed (${kind}): ${reason}; retrying in ${delayMs} ms`);
+        emitEvent('task.retry', { ...taskFields(row), error_kind: kind, reason, delay_ms: delayMs });
         this.scheduleWake();
         return;
       }
     }
     const final = kind === 'transient' || kind === 'conflict' ? `${reason} (gave up after ${row.attempts} attempt${row.attempts === 1 ? '' : 's'})` : reason;
     this.options.log(`${label} failed: ${final}`);
+    emitEvent('task.failed', { ...taskFields(row), error_kind: kind, reason: final });
     this.fail(row, this.runnerId, final, task);
   }
 
@@ -426,4 +432,9 @@ export class TaskQueue {
     if (this.idleWaiters.length === 0 || !this.isIdle()) return;
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
+}
+
+/** The fields every task event carries. */
+function taskFields(row: TaskRow): Record<string, unknown> {
+  return { task_id: row.id, kind: row.kind, resource_id: row.resource_id, queue: row.queue, attempts: row.attempts };
 }

@@ -24,7 +24,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
 import { RadosCluster, type IoCtx } from '../../src/ceph/rbd.ts';
-import { ApiClient, cliEnv, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, cliEnv, openstack, openstackJson, readEvents, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 const shared = process.env['PUMICE_CEPH_LAB'];
@@ -95,10 +95,11 @@ async function backupImages(volumeId: string): Promise<string[]> {
  * to rbd_write). `rbd diff` cannot tell: librbd reports a whole object for every object created
  * since the earlier snapshot, even if only 4 KiB of it was written.
  */
-function storedBytes(output: string, backupId: string): number {
-  const m = new RegExp(`backup ${backupId} of volume [0-9a-f-]+[^:]*: \\d+ object\\(s\\), (\\d+) bytes stored`).exec(output);
-  assert.ok(m, `no log line for backup ${backupId}`);
-  return Number(m[1]);
+/** What the backup wrote, from its `backup.written` event (src/events.ts). */
+function storedBytes(dataDir: string, backupId: string): number {
+  const written = readEvents(dataDir, 'backup.written').find((e) => e['backup_id'] === backupId);
+  assert.ok(written, `no backup.written event for backup ${backupId}`);
+  return Number(written['stored_bytes']);
 }
 
 async function sha256Image(pool: IoCtx, image: string, sizeBytes: number): Promise<string> {
@@ -283,7 +284,7 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     const usage = JSON.parse(await rbd(['du', '--format', 'json', `backups/volume-${volumeId}.backup.${fullId}`])) as { images: { name: string; snapshot?: string; used_size: number }[] };
     const used = usage.images.filter((i) => i.snapshot).reduce((sum, i) => sum + i.used_size, 0);
     assert.ok(used <= 256 * MiB, `backup image uses ${used} bytes (4 MiB objects)`);
-    assert.equal(storedBytes(pumice.output(), fullId), written, 'the full backup wrote the data and nothing of the zero runs');
+    assert.equal(storedBytes(pumice.dataDir, fullId), written, 'the full backup wrote the data and nothing of the zero runs');
   });
 
   test('incremental after 1% changed in scattered 4 KiB writes stores at most 2% of the volume', async () => {
@@ -295,7 +296,7 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     const done = await s.waitBackup(incrementalId, ['available', 'error']);
     assert.equal(done['status'], 'available', String(done['fail_reason']));
     assert.equal(done['is_incremental'], true);
-    const stored = storedBytes(pumice.output(), incrementalId);
+    const stored = storedBytes(pumice.dataDir, incrementalId);
     const limit = 0.02 * sizeBytes + MiB;
     // At least the changed blocks outside the zeroed 64 KiB; at most 2% of the volume plus overhead.
     assert.ok(stored >= changed - 64 * 1024 && stored <= limit, `incremental stored ${stored} bytes for ${changed} changed (limit ${limit})`);
@@ -380,8 +381,8 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     const shaIncremental = sha();
     const incremental = await s.backup(['--incremental', '--name', 'local-incremental', localId]);
     assert.equal((await s.waitBackup(incremental, ['available', 'error']))['status'], 'available');
-    assert.equal(storedBytes(pumice.output(), full), 32 * MiB);
-    const stored = storedBytes(pumice.output(), incremental);
+    assert.equal(storedBytes(pumice.dataDir, full), 32 * MiB);
+    const stored = storedBytes(pumice.dataDir, incremental);
     assert.ok(stored > 0 && stored <= 64 * 4096, `local incremental stored ${stored} bytes for 64 changed blocks`);
     // Into existing local volumes (one holding other data), and into a new volume, which the default type puts on RBD.
     const fileOf = (id: string) => path.join(pumice.dataDir, 'volumes', 'local', `volume-${id}`);

@@ -146,6 +146,7 @@ export async function memberProject(adminEnv: Record<string, string>, project: s
 export class ApiClient {
   token = '';
   projectId = '';
+  userId = '';
   volumeUrl = '';
   constructor(readonly url: string) {}
 
@@ -163,8 +164,9 @@ export class ApiClient {
     });
     if (res.status !== 201) throw new Error(`login failed: ${res.status} ${await res.text()}`);
     client.token = res.headers.get('x-subject-token')!;
-    const body = (await res.json()) as { token: { project: { id: string } } };
+    const body = (await res.json()) as { token: { project: { id: string }; user: { id: string } } };
     client.projectId = body.token.project.id;
+    client.userId = body.token.user.id;
     client.volumeUrl = `${url}/volume/v3/${client.projectId}`;
     return client;
   }
@@ -196,4 +198,27 @@ export class ApiClient {
       await new Promise((res) => setTimeout(res, 50));
     }
   }
+}
+
+/** One structured event of a Pumice's DATA_DIR/log/events.jsonl (see src/events.ts). */
+export interface PumiceEvent {
+  event: string;
+  time: string;
+  request_id?: string;
+  [field: string]: unknown;
+}
+
+/** The events a Pumice has written so far, oldest first, optionally only those named `event`. */
+export function readEvents(dataDir: string, event?: string): PumiceEvent[] {
+  let text = '';
+  try {
+    text = readFileSync(join(dataDir, 'log', 'events.jsonl'), 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as PumiceEvent)
+    .filter((e) => event === undefined || e.event === event);
 }
