@@ -214,7 +214,9 @@ export class AttachmentService {
         // The reservation is undone as if it never happened (status and updated_at as they were).
         this.db.transaction(() => {
           this.db.run('DELETE FROM volume_attachments WHERE id = ?', id);
-          this.db.run("UPDATE volumes SET status = ?, updated_at = ? WHERE id = ? AND status = 'reserved'", volumeBefore.status, volumeBefore.updated_at, volumeBefore.id);
+          if (this.states.volumes.transition(volumeBefore.id, ['reserved'], volumeBefore.status as VolumeStatus)) {
+            this.db.run('UPDATE volumes SET updated_at = ? WHERE id = ?', volumeBefore.updated_at, volumeBefore.id);
+          }
         });
         throw error;
       }

@@ -464,7 +464,7 @@ export class VolumeService {
     this.requireWriter(auth, 'reserve');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'reserve', ['available']);
-    this.db.run("UPDATE volumes SET status = 'attaching', updated_at = ? WHERE id = ?", nowIso(), id);
+    this.moveAttachState(id, ['available'], 'attaching', 'reserve');
   }
 
   unreserve(auth: AuthContext, id: string): void {
@@ -472,7 +472,7 @@ export class VolumeService {
     const row = this.volume(auth, id);
     if (row.status === 'attaching') {
       const attached = this.attachments(id).some((a) => a.attach_status === 'attached');
-      this.db.run('UPDATE volumes SET status = ?, updated_at = ? WHERE id = ?', attached ? 'in-use' : 'available', nowIso(), id);
+      resourceStates(this.db).volumes.transition(id, ['attaching'], attached ? 'in-use' : 'available');
     }
   }
 
@@ -505,7 +505,7 @@ export class VolumeService {
         "INSERT INTO volume_attachments (id, volume_id, instance_uuid, attached_host, mountpoint, attach_mode, attach_status, attach_time) VALUES (?, ?, ?, ?, ?, ?, 'attached', ?)",
         randomUUID(), id, input.instance_uuid ?? null, input.host_name ?? null, input.mountpoint, mode, now,
       );
-      this.db.run("UPDATE volumes SET status = 'in-use', attach_status = 'attached', updated_at = ? WHERE id = ?", now, id);
+      this.moveAttachState(id, ['available', 'attaching', 'reserved', 'in-use'], 'in-use', 'attach', { attach_status: 'attached' });
     });
   }
 
@@ -513,13 +513,13 @@ export class VolumeService {
     this.requireWriter(auth, 'begin_detaching');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'begin detaching', ['in-use']);
-    this.db.run("UPDATE volumes SET status = 'detaching', updated_at = ? WHERE id = ?", nowIso(), id);
+    this.moveAttachState(id, ['in-use'], 'detaching', 'begin detaching');
   }
 
   rollDetaching(auth: AuthContext, id: string): void {
     this.requireWriter(auth, 'roll_detaching');
     const row = this.volume(auth, id);
-    if (row.status === 'detaching') this.db.run("UPDATE volumes SET status = 'in-use', updated_at = ? WHERE id = ?", nowIso(), id);
+    if (row.status === 'detaching') resourceStates(this.db).volumes.transition(id, ['detaching'], 'in-use');
   }
 
   detach(auth: AuthContext, id: string, attachmentId: string | null): void {
@@ -535,11 +535,22 @@ export class VolumeService {
       if (attachmentId && !target) throw errors.notFound('Attachment', attachmentId);
       if (target) this.db.run('DELETE FROM volume_attachments WHERE id = ?', target.id);
       const remaining = attachments.length - (target ? 1 : 0);
-      this.db.run(
-        'UPDATE volumes SET status = ?, attach_status = ?, updated_at = ? WHERE id = ?',
-        remaining > 0 ? 'in-use' : 'available', remaining > 0 ? 'attached' : 'detached', nowIso(), id,
-      );
+      const attachStatus = remaining > 0 ? 'attached' : 'detached';
+      if (row.status === 'error_deleting') {
+        // A failed delete stays visible: only the attachment goes (a delete can be retried once detached).
+        this.db.run('UPDATE volumes SET attach_status = ?, updated_at = ? WHERE id = ?', attachStatus, nowIso(), id);
+        return;
+      }
+      this.moveAttachState(id, ['in-use', 'detaching', 'attaching', 'maintenance'], remaining > 0 ? 'in-use' : 'available', 'detach', { attach_status: attachStatus });
     });
+  }
+
+  /** The legacy attach actions' status moves, through the state owner: a miss (another request got there first) is a 409. */
+  private moveAttachState(id: string, from: VolumeStatus[], to: VolumeStatus, action: string, changes: Record<string, string> = {}): void {
+    if (resourceStates(this.db).volumes.transition(id, from, to, changes)) return;
+    const now = this.db.get<{ status: string }>('SELECT status FROM volumes WHERE id = ?', id);
+    if (!now) throw errors.notFound('Volume', id);
+    throw errors.invalidState('volume', id, now.status, action, from);
   }
 
   private driverFor(row: VolumeRow) {
