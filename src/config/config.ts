@@ -45,8 +45,10 @@ const defaultOptions = {
   debug: { type: 'bool', default: false, help: 'log every request' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes (beyond loopback only with nbd_tls = true)' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: a free port chosen at the first start and kept across restarts)' },
-  nbd_connections_max: { type: 'int', default: 64, min: 1, help: 'NBD connections past the handshake, server-wide' },
-  nbd_connections_per_source_max: { type: 'int', default: 32, min: 1, help: 'NBD connections past the handshake from one source address (on one host every local consumer comes from loopback)' },
+  // Past the handshake a client holds an attachment's secret: these bound a runaway consumer, not an attacker,
+  // and a compute host holds one connection per attached local volume (on one host, all from loopback).
+  nbd_connections_max: { type: 'int', default: 1024, min: 1, help: 'NBD connections past the handshake, server-wide (one per attached local volume)' },
+  nbd_connections_per_source_max: { type: 'int', default: 512, min: 1, help: 'NBD connections past the handshake from one source address (a compute host holds one per attached local volume; on one host every local consumer comes from loopback)' },
   nbd_tls: { type: 'bool', default: false, help: 'require TLS-PSK on the NBD data path: every connection gets its own PSK identity and key (qemu tls-creds-psk, nbdinfo --tls-psk)' },
   // Backup service (cinder.conf names): the directory driver is the embedded default.
   backup_driver: { type: 'string', default: 'posix', help: "backup driver: 'posix' (chunks in a directory; cinder.backup.drivers.posix.PosixBackupDriver) or 'ceph' (RBD images; cinder.backup.drivers.ceph.CephBackupDriver)" },

@@ -89,9 +89,9 @@ export interface NbdServerOptions {
    * otherwise); `pskKey` returns the key of an identity, undefined refuses the session.
    */
   tls?: { pskKey: (identity: string) => Buffer | undefined };
-  /** Connections past the handshake. Default 64 (`nbd_connections_max`). */
+  /** Connections past the handshake. Default 1024 (`nbd_connections_max`). */
   connectionsMax?: number;
-  /** Connections past the handshake from one source address. Default 32 (`nbd_connections_per_source_max`). */
+  /** Connections past the handshake from one source address. Default 512 (`nbd_connections_per_source_max`). */
   connectionsPerSourceMax?: number;
   /** Connections still negotiating, server-wide and per source address (defaults below). */
   handshakesMax?: number;
@@ -131,13 +131,13 @@ export const readAheadBytesMax = 1024 * 1024;
 export const zeroChunkBytes = 1024 * 1024;
 /** After a graceful end(), force-close if the peer never closes its side. */
 export const gracefulCloseTimeoutMs = 5_000;
-export const connectionsMaxDefault = 64;
+export const connectionsMaxDefault = 1024;
 /**
  * Established connections per source address: one consumer (a host, or a member holding the
  * export name of its own volume) cannot take every slot. On one host every local consumer comes
  * from loopback, so this also bounds the volumes attached there at once.
  */
-export const connectionsPerSourceMaxDefault = 32;
+export const connectionsPerSourceMaxDefault = 512;
 /** A refused source is logged at most once in this time (a count of the others follows). */
 export const refusalLogIntervalMs = 10_000;
 
