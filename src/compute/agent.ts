@@ -492,17 +492,36 @@ export class ComputeAgent {
     renameSync(`${disk}.tmp`, disk);
   }
 
-  /** Image bytes cached under instances_path/_base (Nova's image cache), downloaded once per image. */
+  /** Downloads of images into the cache under way: concurrent builds (an evacuation of a whole host) share one. */
+  private readonly imageDownloads = new Map<string, Promise<string>>();
+
+  /**
+   * Image bytes cached under instances_path/_base (Nova's image cache), downloaded once per image:
+   * concurrent callers wait for the same download (before, each wrote the same `.part` file and all
+   * renames but the first failed with ENOENT, so evacuating several servers of one image failed).
+   */
   private async cachedImage(imageId: string, token: string): Promise<string> {
     const dir = join(this.o.config.compute.instances_path, '_base');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const path = join(dir, imageId);
     if (existsSync(path)) return path;
-    const data = await this.o.images.openData(token, imageId);
-    const tmp = `${path}.part-${process.pid}`;
-    await pipeline(Readable.from(data), createWriteStream(tmp, { mode: 0o600 }));
-    renameSync(tmp, path);
-    return path;
+    let download = this.imageDownloads.get(imageId);
+    if (!download) {
+      download = (async () => {
+        const data = await this.o.images.openData(token, imageId);
+        const tmp = `${path}.part-${process.pid}`;
+        try {
+          await pipeline(Readable.from(data), createWriteStream(tmp, { mode: 0o600 }));
+          renameSync(tmp, path);
+        } catch (error) {
+          rmSync(tmp, { force: true });
+          throw error;
+        }
+        return path;
+      })().finally(() => this.imageDownloads.delete(imageId));
+      this.imageDownloads.set(imageId, download);
+    }
+    return download;
   }
 
   /** The guest's disks from the server's mappings: root first (vda), then volumes in attach order. */

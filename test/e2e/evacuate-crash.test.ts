@@ -127,7 +127,15 @@ describe('evacuation: kill -9 of the destination at every step', () => {
     });
     assert.equal(r.status, 202, r.text);
     const vm = r.body.server.id as string;
+    // A second server of the same image, built at the same time on compute02 whose image cache is empty: both
+    // builds need the image's download (a whole host's evacuation does the same on its destination).
+    const twin = await admin.request('POST', '/servers', { server: { name: 'evac-crash-twin', flavorRef: '42', networks: 'none', availability_zone: 'nova:compute02', imageRef: imageId } });
+    assert.equal(twin.status, 202, twin.text);
     assert.equal((await admin.waitServer(vm, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'compute02');
+    const twinRow = (await admin.waitServer(twin.body.server.id, ['ACTIVE', 'ERROR'], 120_000))!;
+    assert.equal(twinRow['status'], 'ACTIVE', `two builds of one image at once share its download: ${JSON.stringify(twinRow['fault'])}`);
+    assert.equal((await admin.request('DELETE', `/servers/${twin.body.server.id}`)).status, 204);
+    await admin.waitServer(twin.body.server.id, ['DELETED'], 60_000);
     await admin.waitConsole(vm, new RegExp(`PUMICE-DISK serial=${serial} counter=1`), 1, 90_000);
     let counter = 1;
 
