@@ -5,11 +5,12 @@
  * resource module. Each route names its request and response schemas
  * (schemas.ts) and its Cinder policy rule (policy.ts); rules and SQL live in
  * the domain modules (`../volumes.ts`, `../types.ts`, `../services.ts`,
- * `../messages.ts`, `../quotas.ts`, `../attachments.ts`). Backups still
- * register undeclared routes on the same router (src/backup/api.ts).
+ * `../messages.ts`, `../quotas.ts`, `../attachments.ts`). Backups declare
+ * theirs in src/backup/api.ts and register them through `helpers.register`.
  */
 import type { Db } from '../../db/db.ts';
 import { errors } from '../../errors.ts';
+import { backupPolicyDefaults } from '../../backup/api.ts';
 import { registerRoutes, responseValidationEnabled, route, type AnyRouteSpec } from '../../http/declare.ts';
 import { loadPolicyOverrides, PolicyTable } from '../../http/policy.ts';
 import { Router, type RequestContext } from '../../http/router.ts';
@@ -23,12 +24,12 @@ import { BlockStorageServices } from '../services.ts';
 import { VolumeTypes } from '../types.ts';
 import type { ListQuery, VolumeService } from '../volumes.ts';
 import { volumeActionRoutes } from './actions.ts';
-import { listQuery, microversionMax, microversionMin, nextLink, renderOptions, scopeToProject, type VolumeRouteDeps } from './common.ts';
+import { declaredBody, listQuery, microversionMax, microversionMin, nextLink, renderOptions, scopeToProject, type VolumeRouteDeps } from './common.ts';
 import { messageRoutes } from './messages.ts';
 import { metadataRoutes } from './metadata.ts';
 import { volumePolicyDefaults } from './policy.ts';
 import { quotaRoutes } from './quotas.ts';
-import { ExtensionsBody } from './schemas.ts';
+import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { typeRoutes } from './types.ts';
@@ -49,6 +50,11 @@ export interface VolumeApiHelpers {
   listQuery(ctx: RequestContext, allowedFilters: string[]): ListQuery;
   scopeToProject(ctx: RequestContext, query: ListQuery): void;
   nextLink(ctx: RequestContext, lastId: string, limit: number): { href: string; rel: string };
+  /** Registers declared routes with the Block Storage policy table and response validation. */
+  register(routes: AnyRouteSpec[]): void;
+  declaredBody: typeof declaredBody;
+  perVersion: typeof perVersion;
+  microversionMax: number;
 }
 export type VolumeApiExtension = (router: Router, helpers: VolumeApiHelpers) => void;
 
@@ -105,19 +111,24 @@ export function volumeApp(
     messages: new UserMessages(db),
     services: new BlockStorageServices(db, serviceDownSeconds),
   };
-  const policy = new PolicyTable(volumePolicyDefaults, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
-  registerRoutes(router, declaredVolumeRoutes(deps), {
+  const policy = new PolicyTable({ ...volumePolicyDefaults, ...backupPolicyDefaults }, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
+  const registerOptions = {
     policy,
     validateResponses: options.validateResponses ?? responseValidationEnabled(service.config.api.validate_responses),
     log,
-    versionText: (minor) => `3.${minor}`,
-  });
+    versionText: (minor: number) => `3.${minor}`,
+  };
+  registerRoutes(router, declaredVolumeRoutes(deps), registerOptions);
 
   const helpers: VolumeApiHelpers = {
     render: renderOptions,
     listQuery: (ctx, allowedFilters) => listQuery(ctx, osapiMaxLimit, allowedFilters),
     scopeToProject: (ctx, query) => scopeToProject(ctx, service, query),
     nextLink,
+    register: (routes) => registerRoutes(router, routes, registerOptions),
+    declaredBody,
+    perVersion,
+    microversionMax,
   };
   for (const extend of extensions) extend(router, helpers);
 
