@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText, loadConfig } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/config/ini.ts';
+import { ConfigError, parseIni } from '../../src/config/ini.ts';
 
 test('embedded defaults: one local backend under the data directory', () => {
   const config = loadConfig(null, '/data');
@@ -103,4 +103,19 @@ test('unknown sections and syntax errors are reported with their line', () => {
   assert.equal(syntax.line, 2);
   const orphan = configError('debug = true\n');
   assert.match(orphan.message, /before any \[section\]/);
+});
+
+test('a comment after a value is refused with its line and the fix (oslo.config would keep it in the value)', () => {
+  const driver = configError('[DEFAULT]\nenabled_backends = ceph\n\n[ceph]\nvolume_driver = cinder.volume.drivers.rbd.RBDDriver   # or: rbd\n');
+  assert.equal(driver.line, 5);
+  assert.match(driver.message, /option 'volume_driver' has a comment after its value \('# or: rbd'\)/);
+  assert.match(driver.message, /Move it to the line above: '# or: rbd' then 'volume_driver = cinder\.volume\.drivers\.rbd\.RBDDriver'/);
+  const directory = configError('[DEFAULT]\nlocal_volume_dir = /x   # where\n');
+  assert.equal(directory.line, 2);
+  // In a continuation line too.
+  const continued = configError('[DEFAULT]\nenabled_backends = a,\n  b # second\n');
+  assert.equal(continued.line, 3);
+  // '#' inside a value (no space before it) and whole-line comments stay as they are.
+  assert.doesNotThrow(() => parseIni('[DEFAULT]\n# a comment\n  ; another\npublic_endpoint = http://h:5000/#frag\n', 'x.conf'));
+  assert.equal(parseIni('[DEFAULT]\nx = a#b\n', 'x.conf').sections.get('DEFAULT')!.entries.get('x')!.value, 'a#b');
 });
