@@ -19,6 +19,7 @@ import { pino, type Logger } from 'pino';
 
 const requestContext = new AsyncLocalStorage<{ requestId: string }>();
 let sink: Logger | null = null;
+let reopenSink: (() => void) | null = null;
 
 /** Runs `fn` with `requestId` attached to every event it (and what it awaits) emits. */
 export function withRequestId<T>(requestId: string, fn: () => T): T {
@@ -35,6 +36,13 @@ export function emitEvent(event: string, fields: Record<string, unknown> = {}): 
   if (!sink) return;
   const requestId = currentRequestId();
   sink.info(requestId ? { event, request_id: requestId, ...fields } : { event, ...fields });
+}
+
+/** Reopens the events file by its name (SIGHUP, after a log rotation); false when none is open. */
+export function reopenEventLog(): boolean {
+  if (!reopenSink) return false;
+  reopenSink();
+  return true;
 }
 
 /** The events file of a data directory. */
@@ -55,8 +63,16 @@ export function openEventLog(dataDir: string): () => void {
   const destination = pino.destination({ dest: file, sync: true, append: true });
   const logger = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, destination);
   sink = logger;
+  // After logrotate moved the file away: SIGHUP makes the next event start a new file (0600 as the first).
+  reopenSink = () => {
+    closeSync(openSync(file, 'a', 0o600));
+    destination.reopen();
+  };
   return () => {
-    if (sink === logger) sink = null;
+    if (sink === logger) {
+      sink = null;
+      reopenSink = null;
+    }
     destination.flushSync();
     destination.end();
   };

@@ -3,6 +3,7 @@
  * `init` bootstraps a data directory and prints the admin credentials,
  * `check-config` validates a configuration file.
  */
+import { reopenEventLog } from './events.ts';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { allRoles, startComputeHost, startPumice, type Role } from './app.ts';
@@ -202,6 +203,7 @@ async function serve(dataDir: string, configPath: string | null, listen: { host:
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', reload);
 }
 
 async function serveComputeHost(dataDir: string, configPath: string | null, hostName: string | undefined): Promise<void> {
@@ -222,4 +224,15 @@ async function serveComputeHost(dataDir: string, configPath: string | null, host
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGHUP', reload);
+}
+
+/**
+ * SIGHUP (systemd's ExecReload, logrotate's postrotate): reopen the events file by name. Before,
+ * Node's default action ended the process. Configuration is read at start only: changing it needs
+ * a restart, which the log line says.
+ */
+function reload(): void {
+  const reopened = reopenEventLog();
+  process.stderr.write(`${new Date().toISOString()} SIGHUP: ${reopened ? 'events file reopened' : 'no events file open'}; configuration changes (including [oslo_policy] policy_file) take effect at the next restart\n`);
 }

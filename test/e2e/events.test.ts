@@ -8,7 +8,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { statSync } from 'node:fs';
+import { renameSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiClient, readEvents, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
@@ -81,4 +81,17 @@ test('the events file is 0600 in a 0700 directory, and a kill -9 loses no event 
   const again = await api.request('GET', `${api.volumeUrl}/volumes`);
   const seen = readEvents(pumice.dataDir, 'http.request');
   assert.ok(seen.some((e) => e.request_id === again.headers.get('x-openstack-request-id')), `the restarted Pumice appends to the same file: ${again.status} ${again.headers.get('x-openstack-request-id')} not in ${JSON.stringify(seen.slice(-2))}`);
+});
+
+test('SIGHUP (a log rotation) reopens the events file by name, 0600 again, and the server keeps serving', async () => {
+  const file = join(pumice.dataDir, 'log', 'events.jsonl');
+  renameSync(file, `${file}.1`);
+  pumice.proc.kill('SIGHUP');
+  for (const deadline = Date.now() + 10_000; !/SIGHUP: events file reopened/.test(pumice.output()) && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 50));
+  assert.match(pumice.output(), /SIGHUP: events file reopened; configuration changes .* take effect at the next restart/);
+  const after = await api.request('GET', `${api.volumeUrl}/volumes`);
+  assert.equal(after.status, 200, 'still serving after SIGHUP');
+  assert.equal(pumice.proc.exitCode, null);
+  assert.equal(statSync(file).mode & 0o777, 0o600);
+  assert.deepEqual(readEvents(pumice.dataDir, 'http.request').map((e) => e.request_id), [after.headers.get('x-openstack-request-id')], 'the new file starts with the next event');
 });
