@@ -24,3 +24,19 @@ export function withoutDirectories(text: string, directories: Iterable<string | 
   }
   return out;
 }
+
+/**
+ * An absolute file-system path (two or more segments, not part of a URL): `/etc/ceph/ceph.conf`,
+ * `/var/lib/pumice/volumes/local/volume-1`. Preceded by a host or a scheme (`http://h:5000/x/y`)
+ * it is a URL's path and is left alone.
+ */
+const fileSystemPath = /(?<![\w.:/@-])\/[\w.@+-]+(?:\/[\w.@+-]+)+\/?/g;
+
+/**
+ * `text` with every absolute file-system path reduced to its last name, for a server error (5xx)
+ * shown to a caller who is not an administrator: where a configuration, keyring or volume file
+ * lives is the operator's business; which file it is still says what failed.
+ */
+export function withoutAbsolutePaths(text: string): string {
+  return text.replace(fileSystemPath, (path) => path.replace(/\/+$/, '').split('/').pop() ?? path);
+}

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { errors, PumiceError } from '../errors.ts';
+import { withoutAbsolutePaths } from '../redact.ts';
 import { toFault, type FaultStyle } from './faults.ts';
 import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
 
@@ -147,7 +148,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
         if (reply.stream) return await sendStream(res, req, reply.status, reply.stream, { ...headers, ...reply.headers });
         send(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
       } catch (error) {
-        const fault = toFault(error, app.faultStyle, options.log);
+        const fault = toFault(forCaller(error, auth), app.faultStyle, options.log);
         status = fault.status;
         // A client still sending its body (an oversize one, or one refused before it was read) would see
         // the connection reset instead of this fault: read and discard the rest, within bounds, first.
@@ -170,6 +171,17 @@ export function createHttpServer(options: HttpServerOptions): Server {
   }
 
   return server;
+}
+
+/**
+ * A server error (5xx) told to a caller who is not an administrator names no directory of the
+ * server (a ceph.conf, a keyring, a data directory): the file's name stays, its place goes. The
+ * log, and an administrator, keep the whole text.
+ */
+function forCaller(error: unknown, auth: AuthContext | null): unknown {
+  if (!(error instanceof PumiceError) || error.status < 500 || auth?.roles.some((r) => r.toLowerCase() === 'admin')) return error;
+  const message = withoutAbsolutePaths(error.message);
+  return message === error.message ? error : new PumiceError(error.code, message, error.headers);
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
