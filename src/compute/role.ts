@@ -82,6 +82,7 @@ export function inProcessLookups(images: ImageService, volumes: VolumeService): 
         backendDriver: null,
       };
     },
+    volumeBackend: (volumeId: string) => volumes.backendOf(volumeId),
   };
 }
 

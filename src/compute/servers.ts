@@ -48,9 +48,21 @@ export interface VolumeFacts {
   backendDriver: string | null;
 }
 
+export interface VolumeBackendFacts {
+  name: string;
+  /** The volume service's host (`host@backend`). */
+  host: string;
+  /** RBD: every host reaches the data; local: only through the volume service of one host. */
+  shared: boolean;
+  up: boolean;
+  downReason: string | null;
+}
+
 export interface ComputeLookups {
   image(auth: AuthContext, imageId: string): ImageFacts;
   volume(auth: AuthContext, volumeId: string): VolumeFacts;
+  /** Where a volume's data lives; absent where the volume role does not run (a compute-only host). */
+  volumeBackend?(volumeId: string): VolumeBackendFacts | null;
 }
 
 export interface BlockDeviceMappingInput {
@@ -701,6 +713,15 @@ export class ServerService {
       throw errors.conflict(
         `Compute service of ${source} is still in use: evacuation needs the host down; force it down with \`openstack compute service set --down ${source} nova-compute\` ` +
           `(after making sure it is dead), or wait service_down_time after its heartbeat stops.`,
+      );
+    }
+    // A local volume is not shared storage: another host reaches it only through its volume service.
+    for (const bdm of this.bdms(id)) {
+      const backend = bdm.volume_id ? this.lookups.volumeBackend?.(bdm.volume_id) : null;
+      if (!backend || backend.shared || backend.up) continue;
+      throw errors.conflict(
+        `Instance ${id} cannot be evacuated: volume ${bdm.volume_id} is on the local backend ${backend.host}, which is down (${backend.downReason ?? 'no heartbeat'}). ` +
+          `A local volume is not shared storage: no other host can reach its data until that volume service is back. Bring ${backend.host} back, then evacuate; or restore the volume from a backup.`,
       );
     }
     const running = this.migrations.inProgress(id);

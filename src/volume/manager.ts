@@ -501,9 +501,14 @@ export class VolumeManager {
   }
 }
 
+/** A backend whose volumes live on one host's disk (sparse files served over NBD): not shared storage. */
+export function isLocalDriver(driver: string): boolean {
+  return driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(driver);
+}
+
 function createDriver(backend: BackendConfig, exporter: BlockExporter, log: (message: string) => void): VolumeBackend {
   const driver = backend.volume_driver;
-  if (driver === 'local' || /LocalDriver$|LVMVolumeDriver$/.test(driver)) {
+  if (isLocalDriver(driver)) {
     return new LocalBackend({ section: backend.section, directory: backend.local_volume_dir!, exporter, reportDiscard: backend.report_discard_supported, log });
   }
   if (driver === 'rbd' || /RBDDriver$/.test(driver)) {

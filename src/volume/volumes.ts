@@ -13,7 +13,7 @@ import type { TaskQueue } from '../tasks/queue.ts';
 import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
 import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
-import type { CreatePayload, VolumeManager } from './manager.ts';
+import { isLocalDriver, type CreatePayload, type VolumeManager } from './manager.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
 import { schedule, schedulingFailureTexts } from './scheduler/scheduler.ts';
@@ -93,6 +93,18 @@ export class VolumeService {
     const row = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id);
     if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Volume', id);
     return row;
+  }
+
+  /**
+   * Where a volume's data lives: its backend, the volume service's host, whether other hosts
+   * share the storage (RBD) or it sits on one host's disk (local), and whether that backend is
+   * up now. Null for a volume never placed, or on a backend this process does not serve.
+   */
+  backendOf(volumeId: string): { name: string; host: string; shared: boolean; up: boolean; downReason: string | null } | null {
+    const row = this.db.get<{ backend: string | null }>('SELECT backend FROM volumes WHERE id = ?', volumeId);
+    const state = row?.backend ? this.manager.backends.get(row.backend) : undefined;
+    if (!state) return null;
+    return { name: state.config.section, host: state.host, shared: !isLocalDriver(state.config.volume_driver), up: state.up, downReason: state.downReason };
   }
 
   snapshot(auth: AuthContext, id: string): SnapshotRow {

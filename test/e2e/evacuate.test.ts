@@ -23,7 +23,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { openstack, openstackJson, startPumice, cliEnv, repoRoot, type PumiceProcess } from '../helpers/pumice.ts';
@@ -63,6 +63,18 @@ async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_00
     const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
     if (svc && svc['state'] === state) return;
     if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+/** Waits until the local backend's volume service shows `state` in `openstack volume service list`. */
+async function waitVolumeService(state: 'up' | 'down', timeoutMs = 30_000): Promise<Row> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const services = await osJson<Row[]>(['volume', 'service', 'list', '--long']);
+    const local = services.find((s) => s['Binary'] === 'cinder-volume' && String(s['Host']).endsWith('@local'));
+    if (local && local['State'] === state) return local;
+    if (Date.now() > deadline) throw new Error(`the local volume service is not ${state}: ${JSON.stringify(local)}`);
     await new Promise((res) => setTimeout(res, 250));
   }
 }
@@ -159,6 +171,25 @@ describe('evacuation between two compute hosts on one machine', () => {
     const downAt = Date.now();
     await os(['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
     await waitService('compute02', 'down');
+    // Local volumes are not shared storage: with their volume service down (its directory gone here) no
+    // other host can reach their data, and the evacuation is refused naming it; back up, it goes ahead.
+    const volumeDir = path.join(pumice.dataDir, 'volumes', 'local');
+    renameSync(volumeDir, `${volumeDir}.away`);
+    symlinkSync('/nonexistent-pumice-volume-directory', volumeDir);
+    try {
+      const down = await waitVolumeService('down');
+      assert.match(String(down['Disabled Reason']), /nonexistent-pumice-volume-directory|ENOENT/);
+      const statusBefore = (await admin.server(vm1))!['status'];
+      const refused = await admin.request('POST', `/servers/${vm1}/action`, { evacuate: {} });
+      assert.equal(refused.status, 409, refused.text);
+      assert.match(refused.body.conflictingRequest.message, /cannot be evacuated: volume [0-9a-f-]{36} is on the local backend pumice@local, which is down \(.*\)\. A local volume is not shared storage: .* Bring pumice@local back, then evacuate/);
+      assert.equal((await admin.server(vm1))!['status'], statusBefore, 'nothing changed');
+      assert.deepEqual(await osJson<Row[]>(['server', 'migration', 'list', '--server', vm1]), [], 'no migration record');
+    } finally {
+      rmSync(volumeDir);
+      renameSync(`${volumeDir}.away`, volumeDir);
+    }
+    await waitVolumeService('up');
     // A volume attach asked while the host is dead queues a task that compute02 will never run: the
     // evacuation must not wait behind it (it is cancelled, and the volume is attached on the new host).
     lateVolumeId = await admin.createVolume({ size: 1, name: 'evac-late' });
