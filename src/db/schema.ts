@@ -338,4 +338,48 @@ CREATE INDEX migrations_source ON migrations(source_compute, status);
 ALTER TABLE block_device_mappings ADD COLUMN rbd_clients TEXT;
 `,
   },
+  {
+    // Identity (issues 11 and 18): groups with members and role assignments (on projects, domains
+    // and the system), users' system role assignments, credentials (blob encrypted at rest with a
+    // key file beside the database), application credentials (secret stored hashed), and tokens
+    // that carry a system scope or the application credential they were issued from.
+    version: 12,
+    sql: `
+CREATE TABLE identity_groups (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, domain_id TEXT NOT NULL REFERENCES domains(id),
+  description TEXT NOT NULL DEFAULT '', UNIQUE (domain_id, name)
+);
+CREATE TABLE group_members (
+  group_id TEXT NOT NULL REFERENCES identity_groups(id) ON DELETE CASCADE,
+  user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  PRIMARY KEY (group_id, user_id)
+);
+CREATE INDEX group_members_user ON group_members(user_id);
+CREATE TABLE group_role_assignments (
+  group_id TEXT NOT NULL REFERENCES identity_groups(id) ON DELETE CASCADE, target_id TEXT NOT NULL,
+  target_type TEXT NOT NULL CHECK (target_type IN ('project','domain','system')),
+  role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+  PRIMARY KEY (group_id, target_id, role_id)
+);
+CREATE INDEX group_role_assignments_target ON group_role_assignments(target_id);
+CREATE TABLE system_role_assignments (
+  user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  role_id TEXT NOT NULL REFERENCES roles(id) ON DELETE CASCADE,
+  PRIMARY KEY (user_id, role_id)
+);
+CREATE TABLE credentials (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, project_id TEXT,
+  type TEXT NOT NULL, encrypted_blob TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE INDEX credentials_user ON credentials(user_id);
+CREATE TABLE application_credentials (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  project_id TEXT NOT NULL, secret_hash TEXT NOT NULL, description TEXT, expires_at TEXT,
+  unrestricted INTEGER NOT NULL DEFAULT 0, roles TEXT NOT NULL, access_rules TEXT NOT NULL DEFAULT '[]',
+  created_at TEXT NOT NULL, UNIQUE (user_id, name)
+);
+ALTER TABLE tokens ADD COLUMN system_scope INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN application_credential_id TEXT;
+`,
+  },
 ];
