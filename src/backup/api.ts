@@ -11,7 +11,7 @@ import type { AuthContext, RequestContext } from '../http/router.ts';
 import { checkMetadataKeys, metadataSchema, validate, type Schema } from '../http/validate.ts';
 import type { VolumeApiExtension } from '../volume/api.ts';
 import type { BackupService } from './backups.ts';
-import { renderBackup, renderBackupSummary, type BackupRow } from './records.ts';
+import { backupProgressHeader, renderBackup, renderBackupSummary, type BackupRow } from './records.ts';
 
 const nameSchema: Schema = { type: 'string', maxLength: 255, nullable: true };
 const descriptionSchema: Schema = { type: 'string', maxLength: 255, nullable: true };
@@ -71,8 +71,6 @@ function backupSchema(mv: number) {
     has_dependent_backups: Type.Boolean(),
     fail_reason: Nullable(Type.String()),
     links: Links,
-    // Pumice's own (not in Cinder): '42% (450887680/1073741824 bytes)' while a backup or restore runs.
-    progress: Nullable(Type.String()),
     ...(mv >= 18 ? { 'os-backup-project-attr:project_id': Type.Optional(Type.String()) } : {}),
     ...(mv >= 43 ? { metadata: StringMap } : {}),
     ...(mv >= 56 ? { user_id: Type.String() } : {}),
@@ -188,7 +186,10 @@ export function backupRoutes(service: BackupService): VolumeApiExtension {
       route({
         method: 'GET', path: '/v3/backups/:id', policy: 'backup:get', params: Params,
         responses: { 200: perVersion(backupBoundaries, (mv) => Type.Object({ backup: backupSchema(mv) }, closed)) },
-        handler: (ctx) => ({ status: 200, body: { backup: renderRows(ctx, [service.backup(auth(ctx), ctx.params['id']!)])[0] } }),
+        handler(ctx) {
+          const row = service.backup(auth(ctx), ctx.params['id']!);
+          return { status: 200, body: { backup: renderRows(ctx, [row])[0] }, ...(row.progress ? { headers: { [backupProgressHeader]: row.progress } } : {}) };
+        },
       }),
       route({
         method: 'GET', path: '/v3/backups/:id/export_record', policy: 'backup:export-import', params: Params,
@@ -227,11 +228,13 @@ export function backupRoutes(service: BackupService): VolumeApiExtension {
       }),
       route({
         method: 'POST', path: '/v3/backups/:id/restore', policy: 'backup:restore', params: Params, body: helpers.declaredBody(restoreSchema),
-        responses: { 202: Type.Object({ restore: Type.Object({ backup_id: Type.String(), volume_id: Type.String(), volume_name: Nullable(Type.String()) }, closed) }, closed) },
+        responses: { 202: Type.Object({ restore: Type.Object({ backup_id: Type.String(), volume_id: Type.String(), volume_name: Type.String() }, closed) }, closed) },
         handler(ctx) {
           const { restore } = validate<{ restore: { volume_id?: string | null; name?: string | null } | null }>(restoreSchema, ctx.body ?? null);
+          // Cinder answers the target's display name, null for an unnamed one; tempest's schema (and so strict
+          // clients) want a string, and an empty name says the same.
           const result = service.restore(auth(ctx), ctx.params['id']!, { volumeId: restore?.volume_id ?? null, name: restore?.name ?? null }, ctx.requestId);
-          return { status: 202, body: { restore: { backup_id: result.backupId, volume_id: result.volumeId, volume_name: result.volumeName } } };
+          return { status: 202, body: { restore: { backup_id: result.backupId, volume_id: result.volumeId, volume_name: result.volumeName ?? '' } } };
         },
       }),
       route({

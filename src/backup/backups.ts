@@ -80,7 +80,6 @@ export class BackupService {
   }
 
   create(auth: AuthContext, input: CreateBackupInput): BackupRow {
-    this.volumes.requireWriter(auth, 'backup:create');
     const projectId = this.volumes.projectOf(auth);
     const container = input.container ?? defaultContainer;
     if (!validContainer(container)) {
@@ -140,8 +139,6 @@ export class BackupService {
   }
 
   delete(auth: AuthContext, id: string, force: boolean): void {
-    this.volumes.requireWriter(auth, 'backup:delete');
-    if (force) this.volumes.requireAdmin(auth, 'backup:backup-delete --force');
     this.db.transaction(() => {
       const row = this.backup(auth, id);
       if (row.status === 'deleting') return;
@@ -168,7 +165,6 @@ export class BackupService {
    * backup) or into a new volume of the backup's size named `name`.
    */
   restore(auth: AuthContext, id: string, input: { volumeId?: string | null; name?: string | null }, requestId: string): RestoreResult {
-    this.volumes.requireWriter(auth, 'backup:restore');
     if (input.volumeId) {
       return this.db.transaction(() => {
         const row = this.backup(auth, id);
@@ -211,7 +207,6 @@ export class BackupService {
 
   /** Changes name, description or metadata (3.9 / 3.43); metadata replaces the whole set, as in Cinder. */
   update(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null; metadata?: Record<string, string> }): BackupRow {
-    this.volumes.requireWriter(auth, 'backup:update');
     const row = this.backup(auth, id);
     this.db.run(
       'UPDATE backups SET name = ?, description = ?, metadata = ?, updated_at = ? WHERE id = ?',
@@ -225,7 +220,6 @@ export class BackupService {
 
   /** export_record (admin): the backup's record as Cinder's opaque backup_url, for import_record on another Pumice. */
   exportRecord(auth: AuthContext, id: string): { backup_service: string; backup_url: string } {
-    this.volumes.requireAdmin(auth, 'backup:export-import');
     const row = this.backup(auth, id);
     requireStatus('backup', id, row.status, 'export_record', ['available']);
     return { backup_service: row.service ?? this.manager.driver.serviceName, backup_url: encodeBackupRecord(row) };
@@ -239,7 +233,6 @@ export class BackupService {
    * when the parent was imported first. A backup id already known is a 409.
    */
   async importRecord(auth: AuthContext, backupService: string, backupUrl: string): Promise<BackupRow> {
-    this.volumes.requireAdmin(auth, 'backup:export-import');
     const ours = this.manager.driver.serviceName;
     const kind = backupDriverKind(backupService);
     if (!kind || kind !== backupDriverKind(ours)) {
@@ -283,7 +276,6 @@ export class BackupService {
   }
 
   resetStatus(auth: AuthContext, id: string, status: string): void {
-    this.volumes.requireAdmin(auth, 'backup:reset_status');
     const row = this.backup(auth, id);
     if (!backupResettableStatuses.includes(status as BackupStatus)) {
       throw errors.invalidInput(`Invalid input: status '${status}' cannot be set on a backup. Valid: ${backupResettableStatuses.join(', ')}.`);

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createProgressBar, type ProgressBar } from '../cli/progress.ts';
 import { CloudError, CloudSession, loadCredentials } from '../cli/session.ts';
+import { backupProgressHeader } from './records.ts';
 
 const usage = `usage: pumice backup <command> [options]
 
@@ -33,6 +34,7 @@ interface BackupBody {
   status: string;
   size: number;
   fail_reason: string | null;
+  /** From the show's Pumice-Backup-Progress header, not the body. */
   progress?: string | null;
 }
 
@@ -134,7 +136,8 @@ async function watch(session: CloudSession, backupId: string, intervalMs: number
   for (;;) {
     let backup: BackupBody;
     try {
-      backup = ((await (await session.request('GET', url)).json()) as { backup: BackupBody }).backup;
+      const response = await session.request('GET', url);
+      backup = { ...((await response.json()) as { backup: BackupBody }).backup, progress: response.headers.get(backupProgressHeader) };
     } catch (error) {
       if (error instanceof CloudError && error.status === 404 && seenBusy && barStatus === 'deleting') {
         bar?.finish('deleted');

@@ -35,6 +35,13 @@ export interface BackupRow {
   updated_at: string | null;
 }
 
+/**
+ * Response header of a backup's show while it is created or restored: `42% (450887680/1073741824 bytes)`.
+ * Not a body key: Cinder's backup has no progress, and strict clients (tempest's schemas) refuse extra keys;
+ * clients that know it (`pumice backup watch`, the dashboard) read the header.
+ */
+export const backupProgressHeader = 'Pumice-Backup-Progress';
+
 export function renderBackupSummary(options: RenderOptions, row: BackupRow) {
   return { id: row.id, name: row.name, links: volumeLinks(options, row.id, 'backups') };
 }
@@ -58,9 +65,6 @@ export function renderBackup(options: RenderOptions, row: BackupRow, hasDependen
     has_dependent_backups: hasDependents,
     fail_reason: row.fail_reason,
     links: volumeLinks(options, row.id, 'backups'),
-    // Not in Cinder (clients ignore unknown fields): '42% (450887680/1073741824 bytes)' while a backup or
-    // restore runs, so `volume backup show`, a dashboard or `pumice backup watch` can follow it.
-    progress: row.progress,
   };
   if (options.microversion >= 18 && options.isAdmin) body['os-backup-project-attr:project_id'] = row.project_id;
   if (options.microversion >= 43) body['metadata'] = JSON.parse(row.metadata) as Record<string, string>;

@@ -173,7 +173,6 @@ export class AttachmentService {
    * is undone and the error is the caller's answer.
    */
   async create(auth: AuthContext, input: { volumeId: string; instanceUuid: string | null; connector: Connector | null; mode: 'rw' | 'ro' | null }): Promise<{ attachment: AttachmentRecord; connectionInfo: FlatConnectionInfo | null }> {
-    this.volumes.requireWriter(auth, 'attachment_create');
     if (input.connector) checkConnector(input.connector);
     const id = randomUUID();
     const volumeBefore = this.db.transaction(() => {
@@ -231,7 +230,6 @@ export class AttachmentService {
    * returns Cinder's flat connection info. Attachment and volume → attaching.
    */
   async update(auth: AuthContext, id: string, connector: Connector): Promise<{ attachment: AttachmentRecord; connectionInfo: FlatConnectionInfo }> {
-    this.volumes.requireWriter(auth, 'attachment_update');
     checkConnector(connector);
     this.attachment(auth, id);
     const connectionInfo = await this.connect(auth, id, connector);
@@ -308,7 +306,6 @@ export class AttachmentService {
 
   /** os-complete (3.44): the consumer sees the volume; attachment attached, volume in-use. */
   complete(auth: AuthContext, id: string): void {
-    this.volumes.requireWriter(auth, 'attachment_complete');
     this.db.transaction(() => {
       const attachment = this.attachment(auth, id);
       const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', attachment.volume_id)!;
@@ -330,7 +327,6 @@ export class AttachmentService {
    * remaining attachments.
    */
   async delete(auth: AuthContext, id: string): Promise<AttachmentRecord[]> {
-    this.volumes.requireWriter(auth, 'attachment_delete');
     const attachment = this.attachment(auth, id);
     const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', attachment.volume_id)!;
     if (this.busy.has(id)) throw errors.conflict(`Volume attachment ${id} is being connected or deleted by another request; retry when it has finished.`);
@@ -357,7 +353,6 @@ export class AttachmentService {
    * (a backend that is down is logged, not waited for), and settles the volume.
    */
   async forceDetach(auth: AuthContext, volumeId: string, attachmentId: string | null, connector: Connector | null): Promise<void> {
-    this.volumes.requireAdmin(auth, 'volume_extension:volume_admin_actions:force_detach');
     const volume = this.volumes.volume(auth, volumeId);
     const all = this.volumes.attachments(volumeId) as AttachmentRecord[];
     let targets: AttachmentRecord[];

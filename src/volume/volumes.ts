@@ -74,14 +74,8 @@ export class VolumeService {
   ) {}
 
   // ---- access ----
-  /** A user may write only with the member or admin role. */
-  requireWriter(auth: AuthContext, action: string): void {
-    if (!auth.isAdmin && !auth.roles.includes('member')) throw errors.forbidden(`volume:${action} (the reader role can only read)`);
-  }
-
-  requireAdmin(auth: AuthContext, action: string): void {
-    if (!auth.isAdmin) throw errors.forbidden(action);
-  }
+  // Who may call what is the route's rule in the Block Storage policy table (api/policy.ts), checked
+  // before these methods run; they only scope lookups to the caller's project (another's is a 404).
 
   projectOf(auth: AuthContext): string {
     if (!auth.projectId) throw errors.forbidden('block storage calls with a token that is not scoped to a project');
@@ -163,7 +157,6 @@ export class VolumeService {
 
   // ---- volumes ----
   createVolume(auth: AuthContext, input: CreateVolumeInput, requestId: string): VolumeRow {
-    this.requireWriter(auth, 'create');
     const projectId = this.projectOf(auth);
     let source: CreatePayload['source'];
     let forcedBackend: string | null = null;
@@ -284,8 +277,6 @@ export class VolumeService {
   }
 
   deleteVolume(auth: AuthContext, id: string, options: { cascade: boolean; force: boolean }): void {
-    this.requireWriter(auth, 'delete');
-    if (options.force) this.requireAdmin(auth, 'volume_extension:volume_admin_actions:force_delete');
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       if (row.status === 'deleting') return;
@@ -325,7 +316,6 @@ export class VolumeService {
   }
 
   updateVolume(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null; metadata?: Record<string, string> }): VolumeRow {
-    this.requireWriter(auth, 'update');
     const row = this.volume(auth, id);
     this.db.run(
       'UPDATE volumes SET name = ?, description = ?, metadata = ?, updated_at = ? WHERE id = ?',
@@ -338,7 +328,6 @@ export class VolumeService {
   }
 
   extendVolume(auth: AuthContext, id: string, newSizeGiB: number, microversion: number): void {
-    this.requireWriter(auth, 'extend');
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       const allowed = microversion >= 42 ? volumeExtendableStatuses : ['available'];
@@ -358,14 +347,12 @@ export class VolumeService {
   }
 
   setBootable(auth: AuthContext, id: string, bootable: boolean): void {
-    this.requireWriter(auth, 'set_bootable');
     this.volume(auth, id);
     this.db.run('UPDATE volumes SET bootable = ?, updated_at = ? WHERE id = ?', bootable ? 1 : 0, nowIso(), id);
   }
 
   /** Checks a volume may be uploaded to an image now (os-volume_upload_image); returns it. */
   uploadableVolume(auth: AuthContext, id: string, force: boolean): VolumeRow {
-    this.requireWriter(auth, 'upload_image');
     const row = this.volume(auth, id);
     if (row.status === 'in-use' && !force) {
       throw errors.invalidState('volume', id, row.status, 'upload to an image (it is attached: detach it, or pass force=true to upload its current bytes)', ['available']);
@@ -389,7 +376,6 @@ export class VolumeService {
 
   /** os-set_image_metadata / os-unset_image_metadata: edits volume_image_metadata (Cinder keeps image_id etc. read-only only by convention). */
   updateImageMetadata(auth: AuthContext, id: string, set: Record<string, string>, unset: string[]): Record<string, string> {
-    this.requireWriter(auth, 'update_volume_metadata');
     return this.db.transaction(() => {
       const row = this.volume(auth, id);
       const metadata = row.image_metadata ? (JSON.parse(row.image_metadata) as Record<string, string>) : {};
@@ -404,14 +390,12 @@ export class VolumeService {
   }
 
   setReadOnly(auth: AuthContext, id: string, readOnly: boolean): void {
-    this.requireWriter(auth, 'update_readonly_flag');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'changing the read-only flag', ['available', 'in-use']);
     this.db.run('UPDATE volumes SET read_only = ?, updated_at = ? WHERE id = ?', readOnly ? 1 : 0, nowIso(), id);
   }
 
   resetVolumeStatus(auth: AuthContext, id: string, changes: { status?: string; attach_status?: string; migration_status?: string | null }): void {
-    this.requireAdmin(auth, 'volume_extension:volume_admin_actions:reset_status');
     const row = this.volume(auth, id);
     if (changes.status !== undefined && !volumeStatuses.includes(changes.status as never)) {
       throw errors.invalidInput(`Invalid input: status '${changes.status}' is not a volume status. Valid: ${volumeStatuses.join(', ')}.`);
@@ -435,7 +419,6 @@ export class VolumeService {
   }
 
   setMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {
-    this.requireWriter(auth, 'update_volume_metadata');
     const row = this.volume(auth, id);
     const merged = replace ? metadata : { ...(JSON.parse(row.metadata) as Record<string, string>), ...metadata };
     this.db.run('UPDATE volumes SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(merged), nowIso(), id);
@@ -443,7 +426,6 @@ export class VolumeService {
   }
 
   deleteMetadataKey(auth: AuthContext, id: string, key: string): void {
-    this.requireWriter(auth, 'delete_volume_metadata');
     const row = this.volume(auth, id);
     const metadata = JSON.parse(row.metadata) as Record<string, string>;
     // hasOwn, not `in`: 'constructor' or 'hasOwnProperty' is not a metadata key.
@@ -453,7 +435,6 @@ export class VolumeService {
   }
 
   revertToSnapshot(auth: AuthContext, id: string, snapshotId: string): void {
-    this.requireWriter(auth, 'revert_to_snapshot');
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       const snap = this.snapshot(auth, snapshotId);
@@ -473,14 +454,12 @@ export class VolumeService {
 
   // ---- attach flow (os-reserve → os-initialize_connection → os-attach; os-begin_detaching → os-terminate_connection → os-detach) ----
   reserve(auth: AuthContext, id: string): void {
-    this.requireWriter(auth, 'reserve');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'reserve', ['available']);
     this.moveAttachState(id, ['available'], 'attaching', 'reserve');
   }
 
   unreserve(auth: AuthContext, id: string): void {
-    this.requireWriter(auth, 'unreserve');
     const row = this.volume(auth, id);
     if (row.status === 'attaching') {
       const attached = this.attachments(id).some((a) => a.attach_status === 'attached');
@@ -489,7 +468,6 @@ export class VolumeService {
   }
 
   async initializeConnection(auth: AuthContext, id: string, connector: Connector): Promise<ConnectionInfo> {
-    this.requireWriter(auth, 'initialize_connection');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'initialize a connection', ['available', 'attaching', 'reserved', 'in-use', 'detaching', 'backing-up']);
     const driver = this.driverFor(row);
@@ -499,13 +477,11 @@ export class VolumeService {
   }
 
   async terminateConnection(auth: AuthContext, id: string, connector: Connector | null): Promise<void> {
-    this.requireWriter(auth, 'terminate_connection');
     const row = this.volume(auth, id);
     await this.driverFor(row).terminateConnection({ id: row.id, sizeGiB: row.size_gib }, connector);
   }
 
   attach(auth: AuthContext, id: string, input: { instance_uuid?: string | null; host_name?: string | null; mountpoint: string; mode?: string }): void {
-    this.requireWriter(auth, 'attach');
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       requireStatus('volume', id, row.status, 'attach', ['available', 'attaching', 'reserved', 'in-use']);
@@ -522,20 +498,17 @@ export class VolumeService {
   }
 
   beginDetaching(auth: AuthContext, id: string): void {
-    this.requireWriter(auth, 'begin_detaching');
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'begin detaching', ['in-use']);
     this.moveAttachState(id, ['in-use'], 'detaching', 'begin detaching');
   }
 
   rollDetaching(auth: AuthContext, id: string): void {
-    this.requireWriter(auth, 'roll_detaching');
     const row = this.volume(auth, id);
     if (row.status === 'detaching') resourceStates(this.db).volumes.transition(id, ['detaching'], 'in-use');
   }
 
   detach(auth: AuthContext, id: string, attachmentId: string | null): void {
-    this.requireWriter(auth, 'detach');
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       requireStatus('volume', id, row.status, 'detach', ['in-use', 'detaching', 'attaching', 'error_deleting', 'maintenance']);
@@ -575,7 +548,6 @@ export class VolumeService {
 
   // ---- snapshots ----
   createSnapshot(auth: AuthContext, input: { volumeId: string; name?: string | null; description?: string | null; force: boolean; metadata?: Record<string, string> }): SnapshotRow {
-    this.requireWriter(auth, 'create_snapshot');
     const id = randomUUID();
     return this.db.transaction(() => {
       const volume = this.volume(auth, input.volumeId);
@@ -597,8 +569,6 @@ export class VolumeService {
   }
 
   deleteSnapshot(auth: AuthContext, id: string, force: boolean): void {
-    this.requireWriter(auth, 'delete_snapshot');
-    if (force) this.requireAdmin(auth, 'volume_extension:snapshot_admin_actions:force_delete');
     this.db.transaction(() => {
       const snap = this.snapshot(auth, id);
       if (snap.status === 'deleting') return;
@@ -618,7 +588,6 @@ export class VolumeService {
   }
 
   updateSnapshot(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null }): SnapshotRow {
-    this.requireWriter(auth, 'update_snapshot');
     const snap = this.snapshot(auth, id);
     this.db.run(
       'UPDATE snapshots SET name = ?, description = ?, updated_at = ? WHERE id = ?',
@@ -630,7 +599,6 @@ export class VolumeService {
   }
 
   setSnapshotMetadata(auth: AuthContext, id: string, metadata: Record<string, string>, replace: boolean): Record<string, string> {
-    this.requireWriter(auth, 'update_snapshot_metadata');
     const snap = this.snapshot(auth, id);
     const merged = replace ? metadata : { ...(JSON.parse(snap.metadata) as Record<string, string>), ...metadata };
     this.db.run('UPDATE snapshots SET metadata = ?, updated_at = ? WHERE id = ?', JSON.stringify(merged), nowIso(), id);
@@ -638,7 +606,6 @@ export class VolumeService {
   }
 
   deleteSnapshotMetadataKey(auth: AuthContext, id: string, key: string): void {
-    this.requireWriter(auth, 'delete_snapshot_metadata');
     const snap = this.snapshot(auth, id);
     const metadata = JSON.parse(snap.metadata) as Record<string, string>;
     if (!Object.hasOwn(metadata, key)) throw errors.notFound('Metadata key', `'${key}' of snapshot ${id}`);
@@ -647,7 +614,6 @@ export class VolumeService {
   }
 
   resetSnapshotStatus(auth: AuthContext, id: string, status: string): void {
-    this.requireAdmin(auth, 'volume_extension:snapshot_admin_actions:reset_status');
     this.snapshot(auth, id);
     if (!snapshotStatuses.includes(status as never)) {
       throw errors.invalidInput(`Invalid input: status '${status}' is not a snapshot status. Valid: ${snapshotStatuses.join(', ')}.`);

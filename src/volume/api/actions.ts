@@ -45,6 +45,7 @@ const actionSchemas: Record<string, Schema> = {
   'os-set_image_metadata': { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } },
   'os-unset_image_metadata': { type: 'object', required: ['key'], properties: { key: { type: 'string', minLength: 1, maxLength: 255 } } },
   'os-show_image_metadata': { type: 'any' },
+  'os-reimage': { type: 'object', required: ['image_id'], properties: { image_id: { type: 'uuid' }, reimage_reserved: { type: 'boolean', allowString: true } } },
 };
 
 /** The Cinder policy rule of each volume action. */
@@ -68,6 +69,7 @@ export const volumeActionPolicies: Record<string, string> = {
   'os-set_image_metadata': 'volume_extension:volume_image_metadata:set',
   'os-unset_image_metadata': 'volume_extension:volume_image_metadata:remove',
   'os-show_image_metadata': 'volume_extension:volume_image_metadata:show',
+  'os-reimage': 'volume:reimage',
 };
 
 /** Exactly one known action key; its argument as the action declares it. */
@@ -218,6 +220,11 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
             const row = service.volume(a, id);
             return { status: 200, body: { metadata: row.image_metadata ? (JSON.parse(row.image_metadata) as object) : {} } };
           }
+          case 'os-reimage':
+            if (ctx.microversion < 68) throw errors.notFound('Volume action', "'os-reimage' (it needs microversion 3.68 or later: OpenStack-API-Version: volume 3.68)");
+            if (args['reimage_reserved'] === true) ctx.authorize('volume:reimage_reserved');
+            service.volume(a, id); // a missing or another project's volume is a 404 before the refusal
+            throw new PumiceError('NotImplemented', `Re-imaging a volume (os-reimage, 3.68) is not implemented by Pumice: it cannot rewrite an existing volume from an image yet. Create a new volume from image ${String(args['image_id'])} (imageRef) and use it instead.`);
           case 'revert':
             if (ctx.microversion < 40) throw errors.notFound('Volume action', "'revert' (it needs microversion 3.40 or later: OpenStack-API-Version: volume 3.40)");
             service.revertToSnapshot(a, id, args['snapshot_id'] as string);

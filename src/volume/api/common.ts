@@ -21,7 +21,7 @@ import type { ListQuery, VolumeService } from '../volumes.ts';
 
 export const microversionMin = 0;
 /** Highest 3.x microversion served; see README for what each implemented step means here. */
-export const microversionMax = 67;
+export const microversionMax = 70;
 
 export interface VolumeRouteDeps {
   service: VolumeService;

@@ -50,6 +50,8 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume_extension:volume_admin_actions:force_delete': 'rule:admin_api',
   'volume_extension:volume_admin_actions:force_detach': 'rule:admin_api',
   'volume:set_bootable': 'rule:project_member_or_admin',
+  'volume:reimage': 'rule:project_member_or_admin',
+  'volume:reimage_reserved': 'rule:project_member_or_admin',
 
   // volume metadata
   'volume:get_volume_metadata': 'rule:project_reader_or_admin',

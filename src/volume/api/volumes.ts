@@ -11,7 +11,7 @@ import { checkMetadataKeys, metadataSchema, queryBool, validate, type Schema } f
 import { ImageServiceError, type ImageRecord } from '../images.ts';
 import { renderVolume, renderVolumeSummary, type VolumeRow } from '../records.ts';
 import type { ListQuery } from '../volumes.ts';
-import { auth, collectionLinks, declaredBody, listQuery, parseDictParam, renderOptions, scopeToProject, type Ctx, type VolumeRouteDeps } from './common.ts';
+import { auth, collectionLinks, declaredBody, listQuery, microversionMax, parseDictParam, renderOptions, scopeToProject, type Ctx, type VolumeRouteDeps } from './common.ts';
 import { volumeListResponses, volumeResponses, volumeSummaryResponses } from './schemas.ts';
 
 export const sizeSchema = (max: number): Schema => ({ type: 'integer', min: 1, max, allowString: true });
@@ -90,7 +90,7 @@ export function volumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     if (bootable !== undefined) add('bootable = ?', bootable ? 1 : 0);
     const volumeType = q.get('volume_type');
     if (volumeType !== null) add('volume_type_id = ?', service.typeIdForFilter(volumeType));
-    if (auth(ctx).isAdmin && auth(ctx).roles.includes('admin') && q.get('host') !== null) add('host = ?', q.get('host')!);
+    if (q.get('host') !== null && ctx.can('volume_extension:volume_host_attribute')) add('host = ?', q.get('host')!);
     for (const [key, value] of Object.entries(parseDictParam(q.get('metadata'), 'metadata'))) {
       add('EXISTS (SELECT 1 FROM json_each(volumes.metadata) m WHERE m.key = ? AND m.value = ?)', key);
       query.params.push(value);
@@ -142,7 +142,7 @@ export function volumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       handler: list(true),
     }),
     route({
-      method: 'GET', path: '/v3/volumes/summary', policy: 'volume:get_volume_summary', versions: { min: 12, max: 67 }, summary: 'Count and total size of the volumes (3.12+)',
+      method: 'GET', path: '/v3/volumes/summary', policy: 'volume:get_volume_summary', versions: { min: 12, max: microversionMax }, summary: 'Count and total size of the volumes (3.12+)',
       responses: { 200: volumeSummaryResponses },
       handler(ctx) {
         const query: ListQuery = { conditions: [], params: [], sort: [], limit: 0, marker: null, withCount: false };
