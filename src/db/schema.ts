@@ -382,4 +382,27 @@ ALTER TABLE tokens ADD COLUMN system_scope INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tokens ADD COLUMN application_credential_id TEXT;
 `,
   },
+  {
+    // Block Storage (issue 18): volume transfers (the auth key stored as a salted hash, shown once),
+    // QoS specs with their type associations, and per-project default volume types (3.62).
+    version: 13,
+    sql: `
+CREATE TABLE volume_transfers (
+  id TEXT PRIMARY KEY, volume_id TEXT NOT NULL, name TEXT, source_project_id TEXT NOT NULL,
+  destination_project_id TEXT, salt TEXT NOT NULL, crypt_hash TEXT NOT NULL,
+  no_snapshots INTEGER NOT NULL DEFAULT 0, accepted INTEGER NOT NULL DEFAULT 0,
+  created_at TEXT NOT NULL, updated_at TEXT, deleted_at TEXT
+);
+CREATE UNIQUE INDEX volume_transfers_open ON volume_transfers(volume_id) WHERE accepted = 0 AND deleted_at IS NULL;
+CREATE TABLE qos_specs (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, consumer TEXT NOT NULL DEFAULT 'back-end',
+  specs TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, updated_at TEXT
+);
+ALTER TABLE volume_types ADD COLUMN qos_specs_id TEXT REFERENCES qos_specs(id);
+CREATE TABLE default_volume_types (
+  project_id TEXT PRIMARY KEY, volume_type_id TEXT NOT NULL REFERENCES volume_types(id) ON DELETE CASCADE,
+  created_at TEXT NOT NULL, updated_at TEXT
+);
+`,
+  },
 ];
