@@ -471,6 +471,40 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       assert.deepEqual(problems, [], problems.join('\n'));
     });
 
+    test(`volume transfers: create, list, show, accept by another project, delete @${mv}`, async () => {
+      // /os-volume-transfer at every microversion, /volume-transfers from 3.55 (tempest's client picks the same way).
+      const collections = minor >= 55 ? ['os-volume-transfer', 'volume-transfers'] : ['os-volume-transfer'];
+      if (minor < 55) await call('member', mv, 'GET', `${V}/volume-transfers`, 404);
+      for (const collection of collections) {
+        const T = `${V}/${collection}`;
+        const created = await call('member', mv, 'POST', `${V}/volumes`, 202, { volume: { size: 1, name: `xfer-${collection}` } });
+        const volumeId = created.volume.id as string;
+        await waitVolume(volumeId, ['available']);
+        await call('reader', mv, 'POST', T, 403, { transfer: { volume_id: volumeId } });
+        const offered = await call('member', mv, 'POST', T, 202, { transfer: { volume_id: volumeId, name: 'x' } }, 'transfers.create_volume_transfer');
+        const id = offered.transfer.id as string;
+        assert.equal(typeof offered.transfer.auth_key, 'string');
+        assert.equal((await waitVolume(volumeId, ['awaiting-transfer'])).status, 'awaiting-transfer');
+        await call('member', mv, 'POST', T, 409, { transfer: { volume_id: volumeId } });
+        for (const as of ['member', 'reader', 'admin'] as const) await call(as, mv, 'GET', `${T}/${id}`, 200, undefined, 'transfers.show_volume_transfer');
+        await call('other', mv, 'GET', `${T}/${id}`, 404);
+        await call('member', mv, 'GET', T, 200, undefined, 'transfers.list_volume_transfers_no_detail');
+        await call('reader', mv, 'GET', `${T}/detail`, 200, undefined, 'transfers.list_volume_transfers_with_detail');
+        await call('other', mv, 'POST', `${T}/${id}/accept`, 400, { accept: { auth_key: 'wrong' } });
+        await call('reader', mv, 'DELETE', `${T}/${id}`, 403);
+        await call('member', mv, 'DELETE', `${T}/${id}`, 202, undefined, 'transfers.delete_volume_transfer');
+        await waitVolume(volumeId, ['available']);
+        const again = await call('member', mv, 'POST', T, 202, { transfer: { volume_id: volumeId } }, 'transfers.create_volume_transfer');
+        await call('other', mv, 'POST', `${T}/${again.transfer.id}/accept`, 202, { accept: { auth_key: again.transfer.auth_key } }, 'transfers.accept_volume_transfer');
+        await call('member', mv, 'GET', `${V}/volumes/${volumeId}`, 404);
+        await call('other', mv, 'GET', `${V}/volumes/${volumeId}`, 200);
+        await call('other', mv, 'POST', `${T}/${again.transfer.id}/accept`, 404, { accept: { auth_key: again.transfer.auth_key } });
+        await call('other', mv, 'DELETE', `${V}/volumes/${volumeId}`, 202);
+        await waitVolume(volumeId, ['deleted']);
+      }
+      assert.deepEqual(problems, [], problems.join('\n'));
+    });
+
     test(`user messages @${mv}`, async () => {
       if (minor < 3) {
         await call('member', mv, 'GET', `${V}/messages`, 404);

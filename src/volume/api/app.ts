@@ -21,6 +21,7 @@ import type { VolumeManager } from '../manager.ts';
 import { UserMessages } from '../messages.ts';
 import type { RenderOptions } from '../records.ts';
 import { BlockStorageServices } from '../services.ts';
+import { VolumeTransfers } from '../transfers.ts';
 import { VolumeTypes } from '../types.ts';
 import type { ListQuery, VolumeService } from '../volumes.ts';
 import { volumeActionRoutes } from './actions.ts';
@@ -32,6 +33,7 @@ import { quotaRoutes } from './quotas.ts';
 import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { transferRoutes } from './transfers.ts';
 import { typeRoutes } from './types.ts';
 import { volumeRoutes } from './volumes.ts';
 
@@ -78,6 +80,7 @@ export function declaredVolumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     ...serviceRoutes(deps),
     ...messageRoutes(deps),
     ...attachmentRoutes(deps.attachments, deps.osapiMaxLimit),
+    ...transferRoutes(deps.transfers),
     route({
       method: 'GET', path: '/v3/extensions', policy: '@',
       responses: { 200: ExtensionsBody },
@@ -110,6 +113,7 @@ export function volumeApp(
     types: new VolumeTypes(db, service),
     messages: new UserMessages(db),
     services: new BlockStorageServices(db, serviceDownSeconds),
+    transfers: new VolumeTransfers(db, service, service.quotas),
   };
   const policy = new PolicyTable({ ...volumePolicyDefaults, ...backupPolicyDefaults }, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
   const registerOptions = {

@@ -111,6 +111,13 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume:attachment_get_all': 'rule:project_reader_or_admin',
   'volume:attachment_get': 'rule:project_reader_or_admin',
 
+  // volume transfers
+  'volume:get_all_transfers': 'rule:project_reader_or_admin',
+  'volume:get_transfer': 'rule:project_reader_or_admin',
+  'volume:create_transfer': 'rule:project_member_or_admin',
+  'volume:accept_transfer': 'rule:project_member_or_admin',
+  'volume:delete_transfer': 'rule:project_member_or_admin',
+
   // user messages
   'message:get_all': 'rule:project_reader_or_admin',
   'message:get': 'rule:project_reader_or_admin',
