@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
-import { Db } from './db/db.ts';
+import { Db, databaseLocation } from './db/db.ts';
 import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
@@ -79,9 +79,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const config = loadConfig(options.configPath, dataDir);
   if (options.hostName) config.DEFAULT.host = options.hostName;
   const runCompute = (options.roles ?? allRoles).includes('compute');
-  if (config.database.connection && !config.database.connection.startsWith('sqlite')) {
-    throw new Error(`[database] connection = ${config.database.connection}: only SQLite is supported in this version; remove the option to use DATA_DIR/pumice.db`);
-  }
+  const dbLocation = databaseLocation(config.database.connection, dataDir);
   for (const backend of config.backends) {
     if (backend.volume_driver !== 'local' || !backend.local_volume_dir) continue;
     const warning = unsafeDirectoryMode(backend.local_volume_dir, `[${backend.section}] local_volume_dir`);
@@ -97,7 +95,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const dbPath = join(dataDir, 'pumice.db');
   // A database made by an older Pumice (or before the umask) may be readable by others.
   for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
-  const db = new Db(dbPath);
+  const db = new Db(dbLocation);
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,

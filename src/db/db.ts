@@ -1,32 +1,117 @@
 /**
- * The database: SQLite (WAL) in the data directory. Every service reads and
- * writes through `Db`; a unit of work that must be atomic (a resource row and
- * its task) runs inside `db.transaction`. Statements are cached by SQL text,
- * at most `statementCacheMax` of them (least recently used dropped).
+ * The database: SQLite (WAL) in the data directory by default, or PostgreSQL when
+ * `[database] connection = postgresql://…` names one (shared by several hosts).
+ * Every service reads and writes through `Db`, synchronously on both engines; a
+ * unit of work that must be atomic (a resource row and its task) runs inside
+ * `db.transaction`. Services write SQLite's dialect; pg-dialect.ts translates.
+ * SQLite statements are cached by SQL text, at most `statementCacheMax` of them
+ * (least recently used dropped).
  */
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { migrations } from './schema.ts';
+import { PgSyncConnection, redactConnectionUrl } from './pg-sync.ts';
+import { translateSchema, translateStatement } from './pg-dialect.ts';
 
 export type Row = Record<string, unknown>;
 export type SqlValue = string | number | bigint | null | Buffer;
+export type DbEngine = 'sqlite' | 'postgresql';
 
 /** Prepared statements kept; beyond it the least recently used is dropped (SQL built from input varies). */
 export const statementCacheMax = 256;
+/**
+ * The advisory lock every PostgreSQL write transaction takes first: transactions
+ * run one at a time across all hosts, as SQLite's BEGIN IMMEDIATE does in one
+ * process, so read-then-write code (quota checks, compare-and-set) keeps its meaning.
+ */
+const pgTransactionLockKey = 0x50756d69;
+
+/** The schema version this code creates and understands. */
+export const codeSchemaVersion = Math.max(...migrations.map((m) => m.version));
+
+/** True when `location` names a PostgreSQL database rather than a SQLite file. */
+export function isPostgresUrl(location: string): boolean {
+  return /^postgres(ql)?:\/\//.test(location);
+}
+
+/**
+ * Where the database is: `[database] connection` when it names PostgreSQL, else the
+ * SQLite file DATA_DIR/pumice.db (also for `sqlite://…`, the embedded default).
+ * Throws for any other scheme, naming the accepted forms (never the password).
+ */
+export function databaseLocation(connection: string | null | undefined, dataDir: string): string {
+  if (!connection || connection.startsWith('sqlite')) return join(dataDir, 'pumice.db');
+  if (isPostgresUrl(connection)) return connection;
+  throw new Error(
+    `[database] connection = ${redactConnectionUrl(connection)}: unknown database; use postgresql://user:password@host:port/database, ` +
+      'or remove the option for SQLite in DATA_DIR/pumice.db',
+  );
+}
+
+/** Thrown when the database was upgraded by a newer Pumice than this one. */
+export class SchemaTooNewError extends Error {
+  constructor(where: string, databaseVersion: number) {
+    super(
+      `the database ${where} has schema version ${databaseVersion}, newer than this Pumice knows (${codeSchemaVersion}): ` +
+        'it was upgraded by a newer release. Run that newer Pumice, or restore the backup taken before the upgrade ' +
+        '(pumice db upgrade leaves pumice.db.before-v<N> next to a SQLite database)',
+    );
+    this.name = 'SchemaTooNewError';
+  }
+}
+
+export interface DbOptions {
+  /** Apply pending migrations on open (default). `pumice db status` opens without. */
+  migrate?: boolean;
+}
 
 export class Db {
-  readonly sqlite: Database.Database;
+  readonly engine: DbEngine;
+  /** The location for messages: a file path, or the URL without its password. */
+  readonly where: string;
+  private readonly sqliteDb: Database.Database | null = null;
+  private readonly pg: PgSyncConnection | null = null;
   /** Prepared statements by SQL text, least recently used first (Map keeps insertion order). */
   private readonly statements = new Map<string, Database.Statement>();
+  /** PostgreSQL translations by SQL text, bounded like the statement cache. */
+  private readonly translations = new Map<string, string>();
+  /** Open PostgreSQL transaction levels (0: none, 1: BEGIN, 2+: savepoints). */
+  private pgDepth = 0;
 
-  constructor(path: string) {
-    this.sqlite = new Database(path);
-    this.sqlite.pragma('journal_mode = WAL');
-    // NORMAL in WAL mode is durable against process crashes (kill -9); only an
-    // OS crash can lose the last transactions, which the reconciler tolerates.
-    this.sqlite.pragma('synchronous = NORMAL');
-    this.sqlite.pragma('foreign_keys = ON');
-    this.sqlite.pragma('busy_timeout = 5000');
-    this.migrate();
+  /** `location`: a SQLite file path or a postgresql:// URL. */
+  constructor(location: string, options: DbOptions = {}) {
+    if (isPostgresUrl(location)) {
+      this.engine = 'postgresql';
+      this.where = redactConnectionUrl(location);
+      this.pg = new PgSyncConnection(location);
+    } else {
+      this.engine = 'sqlite';
+      this.where = location;
+      this.sqliteDb = new Database(location);
+      this.sqliteDb.pragma('journal_mode = WAL');
+      // NORMAL in WAL mode is durable against process crashes (kill -9); only an
+      // OS crash can lose the last transactions, which the reconciler tolerates.
+      this.sqliteDb.pragma('synchronous = NORMAL');
+      this.sqliteDb.pragma('foreign_keys = ON');
+      this.sqliteDb.pragma('busy_timeout = 5000');
+    }
+    try {
+      if (options.migrate ?? true) this.migrate();
+      else if (this.schemaVersion() > codeSchemaVersion) throw new SchemaTooNewError(this.where, this.schemaVersion());
+    } catch (error) {
+      this.close();
+      throw error;
+    }
+  }
+
+  /** The SQLite handle; only for SQLite-specific work (backups, tests). */
+  get sqlite(): Database.Database {
+    if (!this.sqliteDb) throw new Error(`the database is PostgreSQL (${this.where}), not SQLite`);
+    return this.sqliteDb;
+  }
+
+  get inTransaction(): boolean {
+    return this.sqliteDb ? this.sqliteDb.inTransaction : this.pgDepth > 0;
   }
 
   private statement(sql: string): Database.Statement {
@@ -46,20 +131,37 @@ export class Db {
     return statement;
   }
 
+  private pgQuery(sql: string, params: SqlValue[]): { rows: Row[]; rowCount: number } {
+    let translated = this.translations.get(sql);
+    if (translated === undefined) {
+      translated = translateStatement(sql);
+      this.translations.set(sql, translated);
+      if (this.translations.size > statementCacheMax) {
+        const oldest = this.translations.keys().next().value;
+        if (oldest !== undefined) this.translations.delete(oldest);
+      }
+    }
+    const guarded = this.pgDepth > 0 && !/^\s*SELECT\b/i.test(sql);
+    return this.pg!.query(translated, params, guarded);
+  }
+
   /** Prepared statements cached now (bounded by statementCacheMax). */
   get cachedStatementCount(): number {
-    return this.statements.size;
+    return this.sqliteDb ? this.statements.size : this.translations.size;
   }
 
   all<T = Row>(sql: string, ...params: SqlValue[]): T[] {
+    if (this.pg) return this.pgQuery(sql, params).rows as T[];
     return this.statement(sql).all(...params) as T[];
   }
 
   get<T = Row>(sql: string, ...params: SqlValue[]): T | undefined {
+    if (this.pg) return this.pgQuery(sql, params).rows[0] as T | undefined;
     return this.statement(sql).get(...params) as T | undefined;
   }
 
   run(sql: string, ...params: SqlValue[]): { changes: number } {
+    if (this.pg) return { changes: this.pgQuery(sql, params).rowCount };
     const result = this.statement(sql).run(...params);
     return { changes: result.changes };
   }
@@ -70,27 +172,85 @@ export class Db {
    * code catches the error and goes on.
    */
   transaction<T>(fn: () => T): T {
-    if (this.sqlite.inTransaction) return this.sqlite.transaction(fn)();
-    return this.sqlite.transaction(fn).immediate();
+    if (!this.pg) {
+      if (this.sqlite.inTransaction) return this.sqlite.transaction(fn)();
+      return this.sqlite.transaction(fn).immediate();
+    }
+    const depth = this.pgDepth;
+    const savepoint = `pumice_level_${depth}`;
+    this.pg.exec(depth === 0 ? `BEGIN; SELECT pg_advisory_xact_lock(${pgTransactionLockKey})` : `SAVEPOINT ${savepoint}`);
+    this.pgDepth++;
+    try {
+      const result = fn();
+      if (result instanceof Promise) throw new TypeError('Transaction function cannot return a promise');
+      this.pg.exec(depth === 0 ? 'COMMIT' : `RELEASE SAVEPOINT ${savepoint}`);
+      return result;
+    } catch (error) {
+      this.pg.exec(depth === 0 ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${savepoint}; RELEASE SAVEPOINT ${savepoint}`);
+      throw error;
+    } finally {
+      this.pgDepth = depth;
+    }
   }
 
   close(): void {
-    this.sqlite.close();
+    if (this.pg) this.pg.close();
+    else this.sqliteDb?.close();
   }
 
-  private migrate(): void {
-    this.sqlite.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+  /** The schema version recorded in the database (0 when empty). */
+  schemaVersion(): number {
+    if (this.pg) {
+      const table = this.pg.query("SELECT to_regclass('schema_version') IS NOT NULL AS present", [], false).rows[0];
+      if (!table?.['present']) return 0;
+      return Number(this.pg.query('SELECT version FROM schema_version', [], false).rows[0]?.['version'] ?? 0);
+    }
+    const table = this.sqlite.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").get();
+    if (!table) return 0;
     const row = this.sqlite.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
+    return row?.version ?? 0;
+  }
+
+  /**
+   * Applies the migrations newer than the database's version, each in its own
+   * transaction (DDL is transactional on both engines). Refuses a database newer
+   * than the code. On PostgreSQL the transaction lock keeps two hosts starting at
+   * once from both migrating. Returns the versions applied.
+   */
+  migrate(): number[] {
+    const applied: number[] = [];
+    if (this.pg) {
+      this.transaction(() => {
+        this.pg!.exec('CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)');
+        let version = this.schemaVersion();
+        if (version > codeSchemaVersion) throw new SchemaTooNewError(this.where, version);
+        if (!this.pg!.query('SELECT 1 FROM schema_version', [], false).rows.length) this.pg!.exec('INSERT INTO schema_version (version) VALUES (0)');
+        for (const migration of migrations) {
+          if (migration.version <= version) continue;
+          this.pg!.exec(translateSchema(migration.sql));
+          this.pg!.exec(`UPDATE schema_version SET version = ${migration.version}`);
+          version = migration.version;
+          applied.push(version);
+        }
+      });
+      return applied;
+    }
+    const sqlite = this.sqlite;
+    sqlite.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    const row = sqlite.prepare('SELECT version FROM schema_version').get() as { version: number } | undefined;
     let version = row?.version ?? 0;
-    if (!row) this.sqlite.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
+    if (version > codeSchemaVersion) throw new SchemaTooNewError(this.where, version);
+    if (!row) sqlite.prepare('INSERT INTO schema_version (version) VALUES (0)').run();
     for (const migration of migrations) {
       if (migration.version <= version) continue;
-      this.sqlite.transaction(() => {
-        this.sqlite.exec(migration.sql);
-        this.sqlite.prepare('UPDATE schema_version SET version = ?').run(migration.version);
+      sqlite.transaction(() => {
+        sqlite.exec(migration.sql);
+        sqlite.prepare('UPDATE schema_version SET version = ?').run(migration.version);
       })();
       version = migration.version;
+      applied.push(version);
     }
+    return applied;
   }
 }
 

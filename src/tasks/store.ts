@@ -117,7 +117,7 @@ export class SqliteTaskStore implements TaskStore {
       return row.id;
     };
     // Inside the caller's transaction it is part of it (no savepoint: a failed insert fails the whole request anyway).
-    return db.sqlite.inTransaction ? insert() : db.transaction(insert);
+    return db.inTransaction ? insert() : db.transaction(insert);
   }
 
   claim(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined {

@@ -38,7 +38,7 @@ before(async () => {
   admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
   await memberProject(pumice.adminEnv, 'tasks-p', 'tasks-member');
   member = await ApiClient.login(pumice.url, 'tasks-member', 'pw-tasks-member', 'tasks-p');
-  db = new Db(join(pumice.dataDir, 'pumice.db'));
+  db = new Db(pumice.database);
   ids['failed'] = insertTask('volume.extend', 'vol-a', 'failed', { newSizeGiB: 2 }, { attempts: 3, last_error: 'librbd: ETIMEDOUT after 3 attempts' });
   ids['queued'] = insertTask('volume.delete', 'vol-b', 'queued', { cascade: true });
   ids['running'] = insertTask('compute.build', 'srv-c', 'running', { adminPass: 'hunter2', flavor: { vcpus: 1 }, nested: { rbd_keyring: 'AQB...' } }, { owner: 'host-x:1234', lease_until: Date.now() + 60_000 });

@@ -4,7 +4,8 @@
  * Debian `openstack`/`cinder` clients against it.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -16,6 +17,8 @@ const startTimeoutMs = 30_000;
 export interface PumiceProcess {
   url: string;
   dataDir: string;
+  /** Its database, for a second connection from the test: a SQLite path or a postgresql:// URL. */
+  database: string;
   adminPassword: string;
   /** Environment for the openstack CLI as admin (from admin-openrc). */
   adminEnv: Record<string, string>;
@@ -40,12 +43,35 @@ export interface StartOptions {
   env?: Record<string, string>;
 }
 
+/** Where a test server under PUMICE_TEST_DATABASE keeps its database's URL (reused on restart). */
+const testDatabaseFile = 'test-database-url';
+
+/**
+ * Under scripts/with-postgres.sh (PUMICE_TEST_DATABASE set), a fresh PostgreSQL database for
+ * a new data directory, the one made before for a reused one; null on the SQLite default.
+ */
+export async function testDatabaseUrl(dataDir: string): Promise<string | null> {
+  const server = process.env['PUMICE_TEST_DATABASE'];
+  if (!server) return null;
+  const remembered = join(dataDir, testDatabaseFile);
+  if (existsSync(remembered)) return readFileSync(remembered, 'utf8').trim();
+  const name = `pumice_test_${randomBytes(6).toString('hex')}`;
+  await execFileAsync('/usr/bin/psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', server, '-c', `CREATE DATABASE ${name}`], { timeout: 30_000 });
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  writeFileSync(remembered, url.toString(), { mode: 0o600 });
+  return url.toString();
+}
+
 export async function startPumice(options: StartOptions = {}): Promise<PumiceProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pumice-test-'));
   const args = [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${options.port ?? 0}`];
-  if (options.config !== undefined) {
+  const databaseUrl = await testDatabaseUrl(dataDir);
+  // The test's own [database] section wins; otherwise the PostgreSQL of with-postgres.sh is appended.
+  const config = databaseUrl && !/^\[database\]/m.test(options.config ?? '') ? `${options.config ?? ''}\n[database]\nconnection = ${databaseUrl}\n` : options.config;
+  if (config !== undefined) {
     const configPath = join(dataDir, 'pumice.conf');
-    writeFileSync(configPath, options.config);
+    writeFileSync(configPath, config);
     args.push('--config', configPath);
   }
   const adminPassword = options.adminPassword ?? 'test-admin-password';
@@ -82,6 +108,7 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
   return {
     url,
     dataDir,
+    database: databaseUrl ?? join(dataDir, 'pumice.db'),
     adminPassword,
     adminEnv,
     proc,

@@ -1,0 +1,121 @@
+/**
+ * A synchronous PostgreSQL connection for `Db`: the `pg` client runs in a worker
+ * thread (pg-worker.mjs) and the calling thread blocks in Atomics.wait until the
+ * reply is posted (the synckit technique). The calling thread is blocked for the
+ * whole round trip, so one connection per Db is all it can use: a pool would sit
+ * idle. Processes on other hosts have their own connections.
+ */
+import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import type { Row, SqlValue } from './db.ts';
+
+/** A statement that runs longer is cancelled by the server (and the call throws). */
+export const pgStatementTimeoutMs = 30_000;
+/** The caller stops waiting for a reply after the statement timeout plus this margin. */
+const replyMarginMs = 5_000;
+/** Statements prepared by name on the connection; others are parsed on each call. */
+const preparedMax = 512;
+
+/** A PostgreSQL error with the SQLite code callers already test (`SQLITE_CONSTRAINT_PRIMARYKEY`, …). */
+export class PgError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly pgCode: string | undefined,
+  ) {
+    super(message);
+    this.name = 'PgError';
+  }
+}
+
+type Request = { kind: 'connect' | 'close' } | { kind: 'exec'; sql: string } | { kind: 'query'; sql: string; params: SqlValue[]; guarded: boolean };
+interface Reply {
+  result?: { rows: Row[]; rowCount: number } | null;
+  error?: { message: string; code?: string; constraint?: string; detail?: string };
+}
+
+/** SQLite's names for the constraint classes, so existing `error.code` checks hold on both engines. */
+function sqliteCode(pgCode: string | undefined, constraint: string | undefined): string {
+  switch (pgCode) {
+    case '23505':
+      return constraint?.endsWith('_pkey') ? 'SQLITE_CONSTRAINT_PRIMARYKEY' : 'SQLITE_CONSTRAINT_UNIQUE';
+    case '23503':
+      return 'SQLITE_CONSTRAINT_FOREIGNKEY';
+    case '23502':
+      return 'SQLITE_CONSTRAINT_NOTNULL';
+    case '23514':
+      return 'SQLITE_CONSTRAINT_CHECK';
+    default:
+      return pgCode ? `PG_${pgCode}` : 'PG_ERROR';
+  }
+}
+
+/** Removes the password from a connection URL, for messages and logs. */
+export function redactConnectionUrl(url: string): string {
+  return url.replace(/^(\w+:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+}
+
+export class PgSyncConnection {
+  private readonly worker: Worker;
+  private readonly port: MessagePort;
+  private readonly flag = new Int32Array(new SharedArrayBuffer(4));
+  private closed = false;
+
+  /** Connects (blocking); throws a message naming the server (never the password) when it cannot. */
+  constructor(readonly url: string) {
+    const channel = new MessageChannel();
+    this.port = channel.port1;
+    this.worker = new Worker(new URL('./pg-worker.mjs', import.meta.url), {
+      workerData: { port: channel.port2, flag: this.flag, connection: url, statementTimeoutMs: pgStatementTimeoutMs, preparedMax },
+      transferList: [channel.port2],
+    });
+    // The worker never keeps the process alive by itself; close() ends it.
+    this.worker.unref();
+    try {
+      this.call({ kind: 'connect' });
+    } catch (error) {
+      void this.worker.terminate();
+      this.closed = true;
+      throw new Error(
+        `cannot connect to PostgreSQL at ${redactConnectionUrl(url)}: ${(error as Error).message}. ` +
+          'Check [database] connection (postgresql://user:password@host:port/database), that the server runs and that the user may log in',
+      );
+    }
+  }
+
+  exec(sql: string): void {
+    this.call({ kind: 'exec', sql });
+  }
+
+  /** `guarded`: wrap in a savepoint so a failure undoes only this statement (inside a transaction). */
+  query(sql: string, params: SqlValue[], guarded: boolean): { rows: Row[]; rowCount: number } {
+    return this.call({ kind: 'query', sql, params, guarded })!;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.call({ kind: 'close' });
+    } finally {
+      void this.worker.terminate();
+    }
+  }
+
+  private call(request: Request): { rows: Row[]; rowCount: number } | null {
+    if (this.closed && request.kind !== 'close') throw new Error('the database connection is closed');
+    Atomics.store(this.flag, 0, 0);
+    this.port.postMessage(request);
+    const waited = Atomics.wait(this.flag, 0, 0, pgStatementTimeoutMs + replyMarginMs);
+    if (waited === 'timed-out') {
+      throw new PgError(`PostgreSQL did not answer in ${pgStatementTimeoutMs + replyMarginMs} ms`, 'PG_TIMEOUT', undefined);
+    }
+    const message = receiveMessageOnPort(this.port);
+    if (!message) throw new PgError('the PostgreSQL worker woke without a reply', 'PG_ERROR', undefined);
+    const reply = message.message as Reply;
+    if (reply.error) {
+      const { message: text, code, constraint, detail } = reply.error;
+      throw new PgError(detail ? `${text} (${detail})` : text, sqliteCode(code, constraint), code);
+    }
+    return reply.result ?? null;
+  }
+}
