@@ -49,6 +49,8 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:get_domain': adminOrReader,
   'identity:list_domains': adminOrReader,
   'identity:create_domain': 'rule:admin_required',
+  'identity:update_domain': 'rule:admin_required',
+  'identity:delete_domain': 'rule:admin_required',
 
   // projects: anyone may list, and sees only the projects they hold a role on unless `admin_required` allows all
   'identity:get_project': 'rule:admin_required or project_id:%(target.project.id)s or user_id:%(target.project.assignee_id)s',
@@ -58,7 +60,7 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:update_project': 'rule:admin_required',
   'identity:delete_project': 'rule:admin_required',
 
-  // users and groups (Pumice has no groups: the lists are empty)
+  // users and groups
   'identity:get_user': adminOrSelf,
   'identity:list_users': 'rule:admin_required',
   'identity:create_user': 'rule:admin_required',
@@ -68,6 +70,27 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:change_password': 'user_id:%(target.user.id)s',
   'identity:list_groups': 'rule:admin_required',
   'identity:list_groups_for_user': adminOrSelf,
+  'identity:get_group': 'rule:admin_required',
+  'identity:create_group': 'rule:admin_required',
+  'identity:update_group': 'rule:admin_required',
+  'identity:delete_group': 'rule:admin_required',
+  'identity:list_users_in_group': 'rule:admin_required',
+  'identity:add_user_to_group': 'rule:admin_required',
+  'identity:remove_user_from_group': 'rule:admin_required',
+  'identity:check_user_in_group': 'rule:admin_required',
+
+  // credentials: an owner's own, or any for administrators (a list is filtered to the caller's own)
+  'identity:get_credential': 'rule:admin_required or user_id:%(target.credential.user_id)s',
+  'identity:list_credentials': '',
+  'identity:create_credential': 'rule:admin_required or user_id:%(target.credential.user_id)s',
+  'identity:update_credential': 'rule:admin_required or user_id:%(target.credential.user_id)s',
+  'identity:delete_credential': 'rule:admin_required or user_id:%(target.credential.user_id)s',
+
+  // application credentials: made by their user only (the roles come from the user's token); administrators read and delete
+  'identity:get_application_credential': adminOrSelf,
+  'identity:list_application_credentials': adminOrSelf,
+  'identity:create_application_credential': 'user_id:%(target.user.id)s',
+  'identity:delete_application_credential': adminOrSelf,
 
   // roles, grants and assignments
   'identity:get_role': adminOrReader,
@@ -81,11 +104,16 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:revoke_grant': 'rule:admin_required',
   // A user may list their own assignments (the `user.id` filter set to themself).
   'identity:list_role_assignments': adminOrSelf,
+  'identity:list_system_grants_for_user': adminOrSelf,
+  'identity:check_system_grant_for_user': 'rule:admin_required',
+  'identity:create_system_grant_for_user': 'rule:admin_required',
+  'identity:revoke_system_grant_for_user': 'rule:admin_required',
 
   // catalog
   'identity:get_region': '',
   'identity:list_regions': '',
   'identity:create_region': 'rule:admin_required',
+  'identity:update_region': 'rule:admin_required',
   'identity:delete_region': 'rule:admin_required',
   'identity:get_service': adminOrReader,
   'identity:list_services': adminOrReader,

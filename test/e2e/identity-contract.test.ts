@@ -52,14 +52,21 @@ const reference: Record<string, { required: string[]; optional?: string[] }> = {
   service: { required: ['enabled', 'id', 'links', 'type'], optional: ['name', 'description'] },
   endpoint: { required: ['enabled', 'id', 'interface', 'links', 'region', 'region_id', 'service_id', 'url'] },
   group: { required: ['description', 'domain_id', 'id', 'links', 'name'] },
-  token: { required: ['audit_ids', 'expires_at', 'issued_at', 'methods', 'user'], optional: ['catalog', 'domain', 'is_domain', 'project', 'roles', 'system'] },
-  role_assignment: { required: ['links', 'role', 'scope', 'user'] },
+  token: { required: ['audit_ids', 'expires_at', 'issued_at', 'methods', 'user'], optional: ['application_credential', 'catalog', 'domain', 'is_domain', 'project', 'roles', 'system'] },
+  // Exactly one of user and group (checked in the declared schema).
+  role_assignment: { required: ['links', 'role', 'scope'], optional: ['user', 'group'] },
+  credential: { required: ['blob', 'id', 'links', 'project_id', 'type', 'user_id'] },
+  application_credential: {
+    required: ['description', 'expires_at', 'id', 'links', 'name', 'project_id', 'roles', 'unrestricted'],
+    optional: ['access_rules', 'secret', 'user_id'],
+  },
   version: { required: ['id', 'links', 'media-types', 'status', 'updated'] },
 };
 /** Collection key -> entity name. */
 const collections: Record<string, string> = {
   projects: 'project', domains: 'domain', users: 'user', roles: 'role', regions: 'region', services: 'service',
-  endpoints: 'endpoint', groups: 'group', role_assignments: 'role_assignment',
+  endpoints: 'endpoint', groups: 'group', role_assignments: 'role_assignment', credentials: 'credential',
+  application_credentials: 'application_credential',
 };
 
 function referenceProblems(body: unknown): string[] {
@@ -410,6 +417,217 @@ describe('Identity API response contract', () => {
     assert.deepEqual(problems, []);
   });
 
+  test('domains: update, the disable-then-delete rule, and the default domain', async () => {
+    const I = '/identity/v3';
+    const id = (await call('admin', 'POST', `${I}/domains`, 201, { domain: { name: 'idc-d2', description: 'to delete' } })).domain.id as string;
+    await call('member', 'PATCH', `${I}/domains/${id}`, 403, { domain: { description: 'x' } });
+    const renamed = await call('admin', 'PATCH', `${I}/domains/${id}`, 200, { domain: { name: 'idc-d2b', description: null } });
+    assert.equal(renamed.domain.name, 'idc-d2b');
+    await call('admin', 'PATCH', `${I}/domains/${id}`, 409, { domain: { name: 'Default' } });
+    await call('member', 'DELETE', `${I}/domains/${id}`, 403);
+    const refused = await call('admin', 'DELETE', `${I}/domains/${id}`, 403);
+    assert.match(refused.error.message, /disable/);
+    // A domain that still holds a project is refused even when disabled, naming what it holds.
+    const project = (await call('admin', 'POST', `${I}/projects`, 201, { project: { name: 'idc-in-d2', domain_id: id } })).project.id as string;
+    assert.equal((await call('admin', 'PATCH', `${I}/domains/${id}`, 200, { domain: { enabled: false } })).domain.enabled, false);
+    assert.match((await call('admin', 'DELETE', `${I}/domains/${id}`, 409)).error.message, /1 projects/);
+    await call('admin', 'DELETE', `${I}/projects/${project}`, 204);
+    await call('admin', 'DELETE', `${I}/domains/${id}`, 204);
+    await call('admin', 'GET', `${I}/domains/${id}`, 404);
+    await call('admin', 'DELETE', `${I}/domains/${id}`, 404);
+    await call('admin', 'PATCH', `${I}/domains/default`, 403, { domain: { enabled: false } });
+    await call('admin', 'DELETE', `${I}/domains/default`, 403);
+    assert.deepEqual(problems, []);
+  });
+
+  test('groups: CRUD, membership, grants to groups, effective assignments and a member token with group roles', async () => {
+    const I = '/identity/v3';
+    await call('member', 'POST', `${I}/groups`, 403, { group: { name: 'idc-g' } });
+    const group = (await call('admin', 'POST', `${I}/groups`, 201, { group: { name: 'idc-g', description: 'contract' } })).group.id as string;
+    await call('admin', 'POST', `${I}/groups`, 409, { group: { name: 'idc-g' } });
+    await call('admin', 'GET', `${I}/groups`, 200);
+    assert.equal((await call('admin', 'GET', `${I}/groups?name=idc-g&domain_id=default`, 200)).groups.length, 1);
+    await call('member', 'GET', `${I}/groups`, 403);
+    await call('admin', 'GET', `${I}/groups/${group}`, 200);
+    await call('member', 'GET', `${I}/groups/${group}`, 403);
+    await call('admin', 'PATCH', `${I}/groups/${group}`, 200, { group: { description: 'changed' } });
+    await call('member', 'PATCH', `${I}/groups/${group}`, 403, { group: { description: 'x' } });
+
+    // Membership of the "other" user (who holds nothing on project A).
+    const member = `${I}/groups/${group}/users/${ids.other}`;
+    await call('member', 'PUT', member, 403);
+    await call('admin', 'PUT', member, 204);
+    await call('admin', 'PUT', member, 204);
+    await call('admin', 'HEAD', member, 204);
+    await call('admin', 'GET', member, 204);
+    await call('member', 'HEAD', member, 403);
+    await call('admin', 'GET', `${I}/groups/${group}/users/${ids.reader}`, 404);
+    assert.deepEqual((await call('admin', 'GET', `${I}/groups/${group}/users`, 200)).users.map((u: { id: string }) => u.id), [ids.other]);
+    await call('member', 'GET', `${I}/groups/${group}/users`, 403);
+    assert.deepEqual((await call('other', 'GET', `${I}/users/${ids.other}/groups`, 200)).groups.map((g: { id: string }) => g.id), [group]);
+    await call('member', 'GET', `${I}/users/${ids.other}/groups`, 403);
+
+    // A group grant on project A lets "other" scope a token there, with the group's role.
+    for (const [kind, target] of [['projects', ids.projectA], ['domains', 'default']] as const) {
+      const base = `${I}/${kind}/${target}/groups/${group}/roles`;
+      await call('member', 'PUT', `${base}/${ids.readerRole}`, 403);
+      await call('admin', 'PUT', `${base}/${ids.readerRole}`, 204);
+      await call('admin', 'HEAD', `${base}/${ids.readerRole}`, 204);
+      await call('admin', 'GET', `${base}/${ids.readerRole}`, 204);
+      await call('admin', 'GET', `${base}/${ids.memberRole}`, 404);
+      await call('admin', 'HEAD', `${base}/${ids.memberRole}`, 404);
+      assert.deepEqual((await call('admin', 'GET', base, 200)).roles.map((r: { id: string }) => r.id), [ids.readerRole]);
+      await call('member', 'GET', base, 403);
+    }
+    const viaGroup = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['password'], password: { user: { id: ids.other, password: 'pw-idc-other' } } }, scope: { project: { id: ids.projectA } } } });
+    assert.deepEqual(viaGroup.token.roles.map((r: { name: string }) => r.name), ['reader']);
+    const groupAssignments = await call('admin', 'GET', `${I}/role_assignments?group.id=${group}&include_names=1`, 200);
+    assert.equal(groupAssignments.role_assignments.length, 2);
+    assert.ok(groupAssignments.role_assignments.every((a: { group?: { name: string } }) => a.group?.name === 'idc-g'));
+    const effective = await call('admin', 'GET', `${I}/role_assignments?effective&user.id=${ids.other}&scope.project.id=${ids.projectA}&include_names=true`, 200);
+    assert.equal(effective.role_assignments.length, 1);
+    assert.equal(effective.role_assignments[0].user.name, 'idc-other');
+    assert.match(effective.role_assignments[0].links.membership, new RegExp(`groups/${group}/users/${ids.other}$`));
+    // Without effective, the user has no assignment of their own on project A.
+    assert.equal((await call('other', 'GET', `${I}/role_assignments?user.id=${ids.other}&scope.project.id=${ids.projectA}`, 200)).role_assignments.length, 0);
+    await call('admin', 'GET', `${I}/role_assignments?effective=true&group.id=${group}`, 400);
+
+    for (const [kind, target] of [['projects', ids.projectA], ['domains', 'default']] as const) {
+      await call('member', 'DELETE', `${I}/${kind}/${target}/groups/${group}/roles/${ids.readerRole}`, 403);
+      await call('admin', 'DELETE', `${I}/${kind}/${target}/groups/${group}/roles/${ids.readerRole}`, 204);
+      await call('admin', 'DELETE', `${I}/${kind}/${target}/groups/${group}/roles/${ids.readerRole}`, 404);
+    }
+    await call('member', 'DELETE', member, 403);
+    await call('admin', 'DELETE', member, 204);
+    await call('admin', 'DELETE', member, 404);
+    await call('member', 'DELETE', `${I}/groups/${group}`, 403);
+    await call('admin', 'DELETE', `${I}/groups/${group}`, 204);
+    await call('admin', 'GET', `${I}/groups/${group}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('system role assignments and system-scoped tokens', async () => {
+    const I = '/identity/v3';
+    const grant = `${I}/system/users/${ids.reader}/roles/${ids.readerRole}`;
+    await call('member', 'PUT', grant, 403);
+    await call('admin', 'GET', grant, 404);
+    await call('admin', 'PUT', grant, 204);
+    await call('admin', 'HEAD', grant, 204);
+    await call('admin', 'GET', grant, 204);
+    await call('member', 'HEAD', grant, 403);
+    assert.deepEqual((await call('reader', 'GET', `${I}/system/users/${ids.reader}/roles`, 200)).roles.map((r: { id: string }) => r.id), [ids.readerRole]);
+    await call('member', 'GET', `${I}/system/users/${ids.reader}/roles`, 403);
+    const system = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['password'], password: { user: { id: ids.reader, password: 'pw-idc-reader' } } }, scope: { system: { all: true } } } });
+    assert.deepEqual(system.token.system, { all: true });
+    assert.deepEqual(system.token.roles.map((r: { name: string }) => r.name), ['reader']);
+    assert.deepEqual((await call('reader', 'GET', `${I}/auth/system`, 200)).system, [{ all: true }]);
+    const listed = await call('admin', 'GET', `${I}/role_assignments?scope.system=all&include_names=1`, 200);
+    assert.ok(listed.role_assignments.some((a: { user?: { id: string }; scope: { system?: unknown } }) => a.user?.id === ids.reader && a.scope.system));
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, { auth: { identity: { methods: ['password'], password: { user: { id: ids.member, password: 'pw-idc-member' } } }, scope: { system: { all: true } } } });
+    await call('member', 'DELETE', grant, 403);
+    await call('admin', 'DELETE', grant, 204);
+    await call('admin', 'DELETE', grant, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('credentials: the owner and the admin, blobs encrypted at rest, no one else sees them', async () => {
+    const I = '/identity/v3';
+    const blob = JSON.stringify({ access: 'idc-access', secret: 'idc-very-secret' });
+    const ec2 = (await call('member', 'POST', `${I}/credentials`, 201, { credential: { type: 'ec2', blob, project_id: ids.projectA } })).credential;
+    assert.equal(ec2.user_id, ids.member);
+    assert.equal(ec2.blob, blob);
+    assert.match(ec2.id, /^[0-9a-f]{64}$/);
+    await call('member', 'POST', `${I}/credentials`, 409, { credential: { type: 'ec2', blob, project_id: ids.projectA } });
+    await call('member', 'POST', `${I}/credentials`, 403, { credential: { type: 'totp', blob: 'x', user_id: ids.other } });
+    const totp = (await call('admin', 'POST', `${I}/credentials`, 201, { credential: { type: 'totp', blob: 'idc-totp-secret', user_id: ids.other } })).credential.id as string;
+    assert.deepEqual((await call('member', 'GET', `${I}/credentials`, 200)).credentials.map((c: { id: string }) => c.id), [ec2.id]);
+    assert.deepEqual((await call('member', 'GET', `${I}/credentials?user_id=${ids.other}`, 200)).credentials, []);
+    assert.equal((await call('admin', 'GET', `${I}/credentials?user_id=${ids.other}&type=totp`, 200)).credentials.length, 1);
+    await call('member', 'GET', `${I}/credentials/${totp}`, 403);
+    await call('other', 'GET', `${I}/credentials/${ec2.id}`, 403);
+    await call('member', 'GET', `${I}/credentials/${ec2.id}`, 200);
+    await call('admin', 'GET', `${I}/credentials/${totp}`, 200);
+    const changed = await call('other', 'PATCH', `${I}/credentials/${totp}`, 200, { credential: { blob: 'idc-totp-2' } });
+    assert.equal(changed.credential.blob, 'idc-totp-2');
+    await call('other', 'PATCH', `${I}/credentials/${totp}`, 403, { credential: { user_id: ids.member } });
+    await call('member', 'PATCH', `${I}/credentials/${totp}`, 403, { credential: { blob: 'x' } });
+    // At rest: neither secret appears in the database files.
+    const { readFileSync, readdirSync } = await import('node:fs');
+    const files = readdirSync(pumice.dataDir).filter((f) => f.startsWith('pumice.db'));
+    for (const file of files) {
+      const bytes = readFileSync(join(pumice.dataDir, file)).toString('latin1');
+      assert.ok(!bytes.includes('idc-very-secret') && !bytes.includes('idc-totp-2'), `${file} holds a blob in clear`);
+    }
+    await call('other', 'DELETE', `${I}/credentials/${ec2.id}`, 403);
+    await call('member', 'DELETE', `${I}/credentials/${ec2.id}`, 204);
+    await call('admin', 'DELETE', `${I}/credentials/${totp}`, 204);
+    await call('admin', 'GET', `${I}/credentials/${totp}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
+  test('application credentials: create with a subset of roles, authenticate, restrictions, invalidation', async () => {
+    const I = '/identity/v3';
+    const base = `${I}/users/${ids.member}/application_credentials`;
+    await call('other', 'POST', base, 403, { application_credential: { name: 'x' } });
+    await call('admin', 'POST', base, 403, { application_credential: { name: 'x' } });
+    await call('unscoped', 'POST', base, 400, { application_credential: { name: 'x' } });
+    const created = (await call('member', 'POST', base, 201, { application_credential: { name: 'idc-ac', description: 'ci', roles: [{ name: 'reader' }] } })).application_credential;
+    assert.ok(created.secret.length >= 64);
+    assert.deepEqual(created.roles.map((r: { name: string }) => r.name), ['reader']);
+    assert.equal(created.project_id, ids.projectA);
+    await call('member', 'POST', base, 409, { application_credential: { name: 'idc-ac' } });
+    await call('member', 'POST', base, 403, { application_credential: { name: 'idc-ac2', roles: [{ name: 'admin' }] } });
+    await call('member', 'POST', base, 400, { application_credential: { name: 'idc-ac3', access_rules: [{ method: 'GET', path: '/v3/volumes', service: 'volumev3' }] } });
+    await call('member', 'POST', base, 400, { application_credential: { name: 'idc-ac4', expires_at: '2001-01-01T00:00:00Z' } });
+    const full = (await call('member', 'POST', base, 201, { application_credential: { name: 'idc-full', secret: 'chosen-secret', expires_at: '2099-01-01T00:00:00Z', unrestricted: true } })).application_credential;
+    assert.deepEqual(full.roles.map((r: { name: string }) => r.name).sort(), ['member', 'reader']);
+    // Secrets are never shown again.
+    const listed = await call('member', 'GET', base, 200);
+    assert.deepEqual(listed.application_credentials.map((a: { name: string }) => a.name), ['idc-ac', 'idc-full']);
+    assert.ok(!JSON.stringify(listed).includes('secret'));
+    await call('member', 'GET', `${base}?name=idc-ac`, 200);
+    await call('admin', 'GET', base, 200);
+    await call('other', 'GET', base, 403);
+    await call('member', 'GET', `${base}/${created.id}`, 200);
+    await call('other', 'GET', `${base}/${created.id}`, 403);
+    await call('admin', 'GET', `${I}/users/${ids.other}/application_credentials/${created.id}`, 404);
+
+    // Authenticate by id, and by name and user; the token is the project's with the credential's roles only.
+    const byId = await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['application_credential'], application_credential: { id: created.id, secret: created.secret } } } });
+    assert.equal(byId.token.project.id, ids.projectA);
+    assert.deepEqual(byId.token.roles.map((r: { name: string }) => r.name), ['reader']);
+    assert.deepEqual(byId.token.methods, ['application_credential']);
+    assert.deepEqual(byId.token.application_credential, { id: created.id, name: 'idc-ac', restricted: true });
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 201, { auth: { identity: { methods: ['application_credential'], application_credential: { name: 'idc-full', secret: 'chosen-secret', user: { name: 'idc-member', domain: { id: 'default' } } } } } });
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, { auth: { identity: { methods: ['application_credential'], application_credential: { id: created.id, secret: 'wrong' } } } });
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, { auth: { identity: { methods: ['application_credential'], application_credential: { id: created.id, secret: created.secret } }, scope: { project: { id: ids.projectB } } } });
+    // A restricted credential's token may not make more credentials.
+    const acToken = await fetch(`${pumice.url}${I}/auth/tokens`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['application_credential'], application_credential: { id: created.id, secret: created.secret } } } }),
+    }).then((r) => r.headers.get('x-subject-token')!);
+    const viaAc = await fetch(`${pumice.url}${base}`, { method: 'POST', headers: { 'X-Auth-Token': acToken, 'Content-Type': 'application/json' }, body: JSON.stringify({ application_credential: { name: 'idc-child' } }) });
+    assert.equal(viaAc.status, 403, await viaAc.text());
+    // Removing the member role from the user invalidates the unrestricted credential (which holds it) but not the reader-only one.
+    await call('admin', 'DELETE', `${I}/projects/${ids.projectA}/users/${ids.member}/roles/${ids.memberRole}`, 204);
+    const lost = await call('anonymous', 'POST', `${I}/auth/tokens`, 401, { auth: { identity: { methods: ['application_credential'], application_credential: { id: full.id, secret: 'chosen-secret' } } } });
+    assert.match(lost.error.message, /no longer holds role member/);
+    assert.equal((await fetch(`${pumice.url}${I}/auth/catalog`, { headers: { 'X-Auth-Token': acToken } })).status, 401, 'the restricted token lost the reader role too: member implied it');
+    await call('admin', 'PUT', `${I}/projects/${ids.projectA}/users/${ids.member}/roles/${ids.memberRole}`, 204);
+    tokens.member = await login('idc-member', 'pw-idc-member', { project: { id: ids.projectA } });
+    // Deleting the credential revokes its tokens.
+    const again = await fetch(`${pumice.url}${I}/auth/tokens`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['application_credential'], application_credential: { id: created.id, secret: created.secret } } } }),
+    }).then((r) => r.headers.get('x-subject-token')!);
+    await call('other', 'DELETE', `${base}/${created.id}`, 403);
+    await call('member', 'DELETE', `${base}/${created.id}`, 204);
+    await call('member', 'DELETE', `${base}/${created.id}`, 404);
+    assert.equal((await fetch(`${pumice.url}${I}/auth/catalog`, { headers: { 'X-Auth-Token': again } })).status, 401);
+    await call('admin', 'DELETE', `${base}/${full.id}`, 204);
+    assert.deepEqual(problems, []);
+  });
+
   test('catalog: regions, services and endpoints', async () => {
     const I = '/identity/v3';
     for (const as of ['member', 'reader', 'other', 'admin', 'unscoped'] as const) {
@@ -428,6 +646,11 @@ describe('Identity API response contract', () => {
     await call('member', 'POST', `${I}/regions`, 403, { region: { id: 'idc-region' } });
     await call('admin', 'POST', `${I}/regions`, 201, { region: { id: 'idc-region', description: 'contract', parent_region_id: 'RegionOne' } });
     await call('admin', 'POST', `${I}/regions`, 409, { region: { id: 'idc-region' } });
+    await call('member', 'PATCH', `${I}/regions/idc-region`, 403, { region: { description: 'x' } });
+    assert.equal((await call('admin', 'PATCH', `${I}/regions/idc-region`, 200, { region: { description: 'changed', parent_region_id: null } })).region.parent_region_id, null);
+    await call('admin', 'PATCH', `${I}/regions/idc-region`, 200, { region: { parent_region_id: 'RegionOne' } });
+    await call('admin', 'PATCH', `${I}/regions/RegionOne`, 400, { region: { parent_region_id: 'idc-region' } });
+    await call('admin', 'PATCH', `${I}/regions/idc-region`, 404, { region: { parent_region_id: 'no-such-region' } });
     const service = (await call('admin', 'POST', `${I}/services`, 201, { service: { type: 'idc', name: 'idc-svc', description: 'contract' } })).service.id as string;
     await call('member', 'POST', `${I}/services`, 403, { service: { type: 'x' } });
     for (const as of ['member', 'admin'] as const) await call(as, 'GET', `${I}/services/${service}`, 200);

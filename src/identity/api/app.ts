@@ -10,9 +10,12 @@ import { Router, type RequestContext } from '../../http/router.ts';
 import type { ServiceApp } from '../../http/server.ts';
 import type { IdentityService } from '../identity.ts';
 import { callerTarget, identityPolicy } from '../policy.ts';
+import { applicationCredentialRoutes } from './application-credentials.ts';
 import { authRoutes } from './auth.ts';
 import { catalogRoutes } from './catalog.ts';
+import { credentialRoutes } from './credentials.ts';
 import { domainRoutes } from './domains.ts';
+import { groupRoutes } from './groups.ts';
 import { projectRoutes } from './projects.ts';
 import { roleRoutes } from './roles.ts';
 import { VersionDocument } from './schemas.ts';
@@ -55,8 +58,11 @@ export function identityRouter(options: IdentityAppOptions): Router {
     ...domainRoutes(identity),
     ...projectRoutes(identity),
     ...userRoutes(identity),
+    ...applicationCredentialRoutes(identity),
+    ...groupRoutes(identity),
     ...roleRoutes(identity),
     ...catalogRoutes(identity),
+    ...credentialRoutes(identity),
   ], { policy: identityPolicy(options.policyOverrides), validateResponses: options.validateResponses, log: options.log, defaultTarget: callerTarget });
   return router;
 }

@@ -7,7 +7,7 @@ import { errors, PumiceError } from '../../errors.ts';
 import { route, type AnyRouteSpec } from '../../http/declare.ts';
 import type { PolicyTarget } from '../../http/policy.ts';
 import type { AuthContext, RequestContext } from '../../http/router.ts';
-import { defaultDomainId, type IdentityService, type Scope, type UserRow } from '../identity.ts';
+import { defaultDomainId, systemTargetId, type ApplicationCredentialRow, type IdentityService, type Scope, type UserRow } from '../identity.ts';
 import { listLinks, renderDomain, renderProject, renderToken } from './render.ts';
 import { Catalog, collection, Domain, DomainRefInput, envelope, IdRef, ListLinks, Name, Project, Token } from './schemas.ts';
 
@@ -17,7 +17,7 @@ const ScopeInput = Type.Object(
   {
     project: Type.Optional(Type.Object({ id: Type.Optional(IdRef), name: Type.Optional(Name), domain: Type.Optional(DomainRefInput) }, strict)),
     domain: Type.Optional(DomainRefInput),
-    system: Type.Optional(Type.Unknown()),
+    system: Type.Optional(Type.Object({ all: Type.Literal(true) }, strict)),
   },
   strict,
 );
@@ -39,6 +39,13 @@ const AuthBody = Type.Object(
               strict,
             )),
             token: Type.Optional(Type.Object({ id: Type.String({ maxLength: 1024 }) }, strict)),
+            application_credential: Type.Optional(Type.Object(
+              {
+                id: Type.Optional(IdRef), name: Type.Optional(Name), secret: Type.String({ minLength: 1, maxLength: 4096 }),
+                user: Type.Optional(Type.Object({ id: Type.Optional(IdRef), name: Type.Optional(Name), domain: Type.Optional(DomainRefInput) }, strict)),
+              },
+              strict,
+            )),
           },
           strict,
         ),
@@ -82,7 +89,7 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
       if (!domainId || !identity.findDomain(domainId)) throw errors.unauthorized(`Could not find domain: ${scope.domain.id ?? scope.domain.name}.`);
       return { kind: 'domain', domainId };
     }
-    if (scope.system !== undefined) throw errors.unauthorized('System-scoped tokens are not supported by Pumice: scope the token to a project (the admin role on any project is cloud admin).');
+    if (scope.system !== undefined) return { kind: 'system' };
     return { kind: 'unscoped' };
   };
 
@@ -111,7 +118,7 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
   return [
     route({
       method: 'POST', path: '/v3/auth/tokens', policy: '@', options: { public: true },
-      summary: 'Issue a token (password or token method), scoped to a project or domain, or unscoped',
+      summary: 'Issue a token (password, token or application_credential method), scoped to a project, a domain or the system, or unscoped',
       body: AuthBody, query: TokenQuery,
       responses: { 201: TokenBody },
       async handler(ctx) {
@@ -119,7 +126,25 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
         let user: UserRow;
         let methods: string[];
         let parent: AuthContext | undefined;
-        if (identityPart.methods.includes('password')) {
+        let appCred: ApplicationCredentialRow | undefined;
+        if (identityPart.methods.includes('application_credential')) {
+          const a = identityPart.application_credential;
+          if (!a) throw errors.invalidInput("Invalid input: auth/identity/application_credential is required for the 'application_credential' method.");
+          let owner: UserRow | undefined;
+          if (!a.id) {
+            if (!a.name || !a.user) throw errors.invalidInput('Invalid input: auth/identity/application_credential needs an id, or a name and its user (id, or name and domain).');
+            if (a.user.id) owner = identity.findUser(a.user.id);
+            else if (a.user.name) {
+              const domainId = resolveDomainRef(a.user.domain);
+              owner = domainId ? identity.findUserByName(a.user.name, domainId) : undefined;
+            } else throw errors.invalidInput('Invalid input: auth/identity/application_credential/user needs an id, or a name and a domain.');
+            if (!owner) throw errors.unauthorized('The request you have made requires authentication.');
+          }
+          const found = await identity.applicationCredentials.authenticate({ id: a.id, name: a.name, user: owner }, a.secret);
+          user = found.user;
+          appCred = found.row;
+          methods = ['application_credential'];
+        } else if (identityPart.methods.includes('password')) {
           const p = identityPart.password;
           if (!p) throw errors.invalidInput("Invalid input: auth/identity/password is required for the 'password' method.");
           let candidate: UserRow | undefined;
@@ -137,13 +162,22 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
           user = identity.user(parent.userId);
           methods = [...new Set([...parent.methods, 'token'])];
         } else {
-          throw errors.unauthorized('Unsupported authentication method: use password or token.');
+          throw errors.unauthorized('Unsupported authentication method: use password, token or application_credential.');
         }
         let scope = parseScope(scopeInput);
+        // An application credential's token is scoped to its project whatever the request asks (Keystone).
+        const appCredOfChain = appCred ?? (parent ? identity.tokenExtras(parent.tokenId).applicationCredential ?? undefined : undefined);
+        if (appCredOfChain) {
+          if (scopeInput !== undefined && !(scope.kind === 'project' && scope.projectId === appCredOfChain.project_id)) {
+            throw errors.unauthorized(`A token from application credential ${appCredOfChain.id} can only be scoped to its project ${appCredOfChain.project_id}: leave out the scope.`);
+          }
+          scope = { kind: 'project', projectId: appCredOfChain.project_id };
+        }
         if (scope.kind === 'unscoped' && scopeInput === undefined && parent) {
           // Rescoping without a scope keeps the parent token's scope.
           if (parent.projectId) scope = { kind: 'project', projectId: parent.projectId };
           else if (parent.domainId) scope = { kind: 'domain', domainId: parent.domainId };
+          else if (identity.tokenExtras(parent.tokenId).system) scope = { kind: 'system' };
         } else if (scope.kind === 'unscoped' && scopeInput === undefined && user.default_project_id) {
           const project = identity.findProject(user.default_project_id);
           if (project && project.enabled && identity.effectiveRoles(user.id, project.id).length > 0) {
@@ -151,7 +185,11 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
           }
         }
         // The new token's chain starts where the parent's did (Keystone: audit_ids[1] is the chain's first token).
-        const context = identity.issueToken(user, scope, methods, parent ? { expiresAt: parent.expiresAt, auditId: identity.auditChainOf(parent.tokenId) ?? parent.auditId } : undefined);
+        const context = identity.issueToken(
+          user, scope, methods,
+          parent ? { expiresAt: parent.expiresAt, auditId: identity.auditChainOf(parent.tokenId) ?? parent.auditId, applicationCredentialId: appCredOfChain?.id ?? null } : undefined,
+          appCred,
+        );
         return { status: 201, body: renderToken(ctx, identity, context, withCatalog(ctx.queryParams)), headers: { 'X-Subject-Token': context.tokenId } };
       },
     }),
@@ -214,10 +252,11 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
     }),
     route({
       method: 'GET', path: '/v3/auth/system', policy: 'identity:get_auth_system',
-      summary: 'System scopes the caller may use: none (Pumice has no system scope)',
+      summary: 'System scopes the caller may use: [{"all": true}] when they hold a role on the system',
       responses: { 200: Type.Object({ system: Type.Array(Type.Object({ all: Type.Boolean() }, strict), { maxItems: 1 }), links: ListLinks }, strict) },
       handler(ctx) {
-        return { status: 200, body: { system: [], links: listLinks(ctx, 'auth/system') } };
+        const system = identity.effectiveRoles(ctx.auth!.userId, systemTargetId).length > 0 ? [{ all: true }] : [];
+        return { status: 200, body: { system, links: listLinks(ctx, 'auth/system') } };
       },
     }),
   ];

@@ -16,6 +16,11 @@ const CreateRegionBody = envelope('region', Type.Object(
   strict,
 ));
 
+const UpdateRegionBody = envelope('region', Type.Object(
+  { description: Type.Optional(Type.String({ maxLength: 255 })), parent_region_id: Type.Optional(Nullable(Type.String({ maxLength: 255 }))) },
+  strict,
+));
+
 const serviceFields = {
   name: Type.Optional(Type.String({ maxLength: 255 })),
   description: Type.Optional(Nullable(Type.String({ maxLength: 65535 }))),
@@ -67,6 +72,17 @@ export function catalogRoutes(identity: IdentityService): AnyRouteSpec[] {
         const { region } = ctx.body;
         const created = identity.createRegion({ id: region.id, description: region.description, parentRegionId: region.parent_region_id });
         return { status: 201, body: { region: renderRegion(ctx, created) } };
+      },
+    }),
+    route({
+      method: 'PATCH', path: '/v3/regions/:region_id', policy: 'identity:update_region',
+      summary: "Change a region's description or parent",
+      params: RegionParams, body: UpdateRegionBody,
+      responses: { 200: envelope('region', Region) },
+      handler(ctx) {
+        const { region } = ctx.body;
+        const updated = identity.updateRegion(ctx.params['region_id']!, { description: region.description, parentRegionId: region.parent_region_id });
+        return { status: 200, body: { region: renderRegion(ctx, updated) } };
       },
     }),
     route({

@@ -9,6 +9,7 @@ import {
   type CatalogServiceRow,
   type DomainRow,
   type EndpointRow,
+  type GroupRow,
   type IdentityService,
   type ProjectRow,
   type RegionRow,
@@ -48,6 +49,10 @@ export function renderUser(ctx: RequestContext, u: UserRow) {
   if (u.description !== null) user['description'] = u.description;
   if (u.email !== null) user['email'] = u.email;
   return user;
+}
+
+export function renderGroup(ctx: RequestContext, g: GroupRow) {
+  return { id: g.id, name: g.name, domain_id: g.domain_id, description: g.description, links: { self: selfUrl(ctx, `groups/${g.id}`) } };
 }
 
 export function renderRole(ctx: RequestContext, r: RoleRow) {
@@ -90,7 +95,13 @@ export function renderToken(ctx: RequestContext, identity: IdentityService, cont
     const domain = identity.domain(context.domainId);
     token['domain'] = { id: domain.id, name: domain.name };
   }
-  if (context.projectId || context.domainId) {
+  const extras = identity.tokenExtras(context.tokenId);
+  if (extras.system) token['system'] = { all: true };
+  if (extras.applicationCredential) {
+    const a = extras.applicationCredential;
+    token['application_credential'] = { id: a.id, name: a.name, restricted: !a.unrestricted };
+  }
+  if (context.projectId || context.domainId || extras.system) {
     token['roles'] = identity.roleRefs(context);
     if (withCatalog) token['catalog'] = identity.catalog(ctx.baseUrl, context.projectId);
   }

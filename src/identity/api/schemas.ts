@@ -104,6 +104,8 @@ export const Token = Type.Object(
     project: Type.Optional(Type.Object({ domain: DomainRef, id: Type.String(), name: Type.String() }, strict)),
     is_domain: Type.Optional(Type.Boolean()),
     domain: Type.Optional(DomainRef),
+    system: Type.Optional(Type.Object({ all: Type.Literal(true) }, strict)),
+    application_credential: Type.Optional(Type.Object({ id: Type.String(), name: Type.String(), restricted: Type.Boolean() }, strict)),
     roles: Type.Optional(Type.Array(RoleRef)),
     catalog: Type.Optional(Catalog),
   },
@@ -112,17 +114,20 @@ export const Token = Type.Object(
 
 const NamedRef = Type.Object({ id: Type.String(), name: Type.Optional(Type.String()), domain: Type.Optional(DomainRef) }, strict);
 
+/** One assignment: a user's or a group's role on a project, a domain or the system; `membership` links an effective row to the group it came through. */
 export const RoleAssignment = Type.Object(
   {
     role: NamedRef,
-    user: NamedRef,
+    user: Type.Optional(NamedRef),
+    group: Type.Optional(NamedRef),
     scope: Type.Union([
       Type.Object({ project: NamedRef }, strict),
       Type.Object({ domain: Type.Object({ id: Type.String(), name: Type.Optional(Type.String()) }, strict) }, strict),
+      Type.Object({ system: Type.Object({ all: Type.Literal(true) }, strict) }, strict),
     ]),
-    links: Type.Object({ assignment: Type.String({ format: 'uri' }) }, strict),
+    links: Type.Object({ assignment: Type.String({ format: 'uri' }), membership: Type.Optional(Type.String({ format: 'uri' })) }, strict),
   },
-  strict,
+  { ...strict, minProperties: 4, maxProperties: 4 },
 );
 
 export const VersionDocument = Type.Object(

@@ -1,14 +1,13 @@
 /**
- * Routes of /v3/users and /v3/groups: administrators manage users; a user
- * reads themself and their projects and changes their own password. Pumice
- * has no groups: the group lists are empty.
+ * Routes of /v3/users: administrators manage users; a user reads themself
+ * and their projects and changes their own password. Groups are in groups.ts.
  */
 import { Type } from '@sinclair/typebox';
 import { route, Nullable, type AnyRouteSpec } from '../../http/declare.ts';
 import type { RequestContext } from '../../http/router.ts';
 import { defaultDomainId, type IdentityService } from '../identity.ts';
 import { listLinks, renderProject, renderUser } from './render.ts';
-import { collection, envelope, FreeObject, Group, IdParam, IdRef, Name, Project, User } from './schemas.ts';
+import { collection, envelope, FreeObject, IdParam, IdRef, Name, Project, User } from './schemas.ts';
 
 const strict = { additionalProperties: false } as const;
 
@@ -105,22 +104,6 @@ export function userRoutes(identity: IdentityService): AnyRouteSpec[] {
       handler(ctx) {
         const rows = identity.listProjects({ assignedTo: identity.user(ctx.params['user_id']!).id });
         return { status: 200, body: { projects: rows.map((p) => renderProject(ctx, p)), links: listLinks(ctx, `users/${ctx.params['user_id']}/projects`) } };
-      },
-    }),
-    route({
-      method: 'GET', path: '/v3/users/:user_id/groups', policy: 'identity:list_groups_for_user', target: userTarget,
-      params: UserParams,
-      responses: { 200: collection('groups', Group) },
-      handler(ctx) {
-        identity.user(ctx.params['user_id']!);
-        return { status: 200, body: { groups: [], links: listLinks(ctx, `users/${ctx.params['user_id']}/groups`) } };
-      },
-    }),
-    route({
-      method: 'GET', path: '/v3/groups', policy: 'identity:list_groups',
-      responses: { 200: collection('groups', Group) },
-      handler(ctx) {
-        return { status: 200, body: { groups: [], links: listLinks(ctx, 'groups') } };
       },
     }),
   ];
