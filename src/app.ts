@@ -20,7 +20,8 @@ import { imageApp } from './image/api.ts';
 import { imagePolicy } from './image/policy.ts';
 import { MetadefService, shippedMetadefsDirectory } from './image/metadefs.ts';
 import { parseSeedDocument } from './image/metadefs-api.ts';
-import { openEventLog } from './events.ts';
+import { moduleLogger, openEventLog } from './events.ts';
+import { applyLogSettings, startObservability } from './observability.ts';
 import { taskApp } from './tasks/api.ts';
 import { responseValidationEnabled } from './http/declare.ts';
 import { loadPolicyOverrides } from './http/policy.ts';
@@ -69,7 +70,7 @@ export interface RunningPumice {
 const tokenPurgeIntervalMs = 15 * 60_000;
 
 export async function startPumice(options: StartOptions): Promise<RunningPumice> {
-  const log = options.log ?? ((message: string) => console.error(`${new Date().toISOString()} ${message}`));
+  const log = options.log ?? moduleLogger('pumice');
   // Every file and directory this process creates is private to its user (0600 / 0700).
   usePrivateUmask();
   const dataDir = resolve(options.dataDir);
@@ -77,6 +78,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   if (dataDirWarning) log(`WARNING: ${dataDirWarning}`);
   const closeEvents = openEventLog(dataDir);
   const config = loadConfig(options.configPath, dataDir);
+  const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
   const runCompute = (options.roles ?? allRoles).includes('compute');
   const dbLocation = databaseLocation(config.database.connection, dataDir);
@@ -199,8 +201,11 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   await backupManager.start();
   const backups = new BackupService(db, backupTasks, volumes, manager, backupManager);
 
+  const observability = await startObservability({ config, db, tokens: identity, pools: () => manager.poolStates(), nbdConnections: () => nbdServer.connectionCount });
+  if (observability.metricsUrl) log(`metrics without a token at ${observability.metricsUrl} ([metrics] listen)`);
   const server = createHttpServer({
     apps: [
+      ...observability.apps,
       identityApp({ identity, policyOverrides, validateResponses, log }),
       volumeApp(volumes, manager, db, config.DEFAULT.osapi_max_limit, config.DEFAULT.service_down_time, [backupRoutes(backups)]),
       imageApp(images, { validateResponses, log, metadefs }),
@@ -270,8 +275,10 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await manager.stop();
       await nbdServer.stop();
       if (rbdStore) await (rbdStore as RbdStore).stop();
+      await observability.stop();
       db.close();
       closeEvents();
+      closeLog();
     },
   };
 }
@@ -355,7 +362,7 @@ function serviceTokenSource(identity: IdentityService): () => string {
  * only the compute agent, on the cloud's database, with no listener of its own.
  */
 export async function startComputeHost(options: StartOptions): Promise<{ config: PumiceConfig; stop(): Promise<void> }> {
-  const log = options.log ?? ((message: string) => console.error(`${new Date().toISOString()} ${message}`));
+  const log = options.log ?? moduleLogger('pumice');
   const dataDir = resolve(options.dataDir);
   const config = loadConfig(options.configPath, dataDir);
   if (options.hostName) config.DEFAULT.host = options.hostName;

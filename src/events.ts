@@ -1,25 +1,48 @@
 /**
- * Structured events: one JSON line per thing that happened (an API request
- * answered, a task claimed, retried, finished or failed, a resource's status
- * moved), written with pino to DATA_DIR/log/events.jsonl (0600), beside the
- * human log on stderr. Each line carries the request id of the API call it
- * belongs to when there is one (`x-openstack-request-id`), so an operator
- * follows a request from the API into the state changes it made, and tests
- * read facts instead of scraping log text.
+ * Structured events and the operator's log.
+ *
+ * **Events**: one JSON line per thing that happened (an API request answered,
+ * a task queued, claimed, retried, finished or failed, a resource's status
+ * moved, a volume the scheduler could not place), written with pino to
+ * DATA_DIR/log/events.jsonl (0600). Each line carries the request id of the
+ * API call it belongs to when there is one (`x-openstack-request-id`), also
+ * from the task that call queued, so an operator follows a request from the
+ * API into the state changes it made, and tests read facts instead of
+ * scraping log text.
  *
  *   emitEvent('task.retry', { task_id: 12, kind: 'volume.create', attempts: 2, reason: '...' });
  *   withRequestId('req-…', () => handler());     // events inside carry request_id
  *
- * Until `openEventLog` runs (unit tests, CLI tools) events go nowhere.
+ * Event writes are buffered: the buffer is written at once when an API reply
+ * is about to leave (`flushEvents`, so a client that reads the file after its
+ * reply finds its request and everything it caused so far), every
+ * `eventFlushIntervalMs`, when it holds `eventBufferBytesMax`, and on close
+ * (SIGTERM). Before, every event was its own write(2): a few per request.
+ *
+ * **Log**: human lines as oslo.log writes them,
+ * `TIMESTAMP PID LEVEL module [req-id user project] message`, on stderr or
+ * `[DEFAULT] log_file`, or one JSON object per line with
+ * `[DEFAULT] log_format = json`; DEBUG only with `[DEFAULT] debug = true`.
+ * Every event also becomes a log line at its level: a status change INFO, a
+ * retry or a scheduler rejection WARNING, a failed task ERROR, with the reason.
+ *
+ * Until `openEventLog` runs (unit tests, CLI tools) events go nowhere; log
+ * lines go to stderr in the text format.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
-const requestContext = new AsyncLocalStorage<{ requestId: string }>();
+interface RequestContext {
+  requestId: string;
+  userId?: string | null;
+  projectId?: string | null;
+}
+
+const requestContext = new AsyncLocalStorage<RequestContext>();
 let sink: Logger | null = null;
-let reopenSink: (() => void) | null = null;
+let eventFile: BufferedFile | null = null;
 
 /** Runs `fn` with `requestId` attached to every event it (and what it awaits) emits. */
 export function withRequestId<T>(requestId: string, fn: () => T): T {
@@ -31,17 +54,191 @@ export function currentRequestId(): string | null {
   return requestContext.getStore()?.requestId ?? null;
 }
 
-/** Records event `event` with `fields` (snake_case keys, JSON values). */
-export function emitEvent(event: string, fields: Record<string, unknown> = {}): void {
-  if (!sink) return;
-  const requestId = currentRequestId();
-  sink.info(requestId ? { event, request_id: requestId, ...fields } : { event, ...fields });
+/** Names the authenticated caller of the request running now (shown in its log lines). */
+export function setRequestCaller(userId: string | null, projectId: string | null): void {
+  const store = requestContext.getStore();
+  if (!store) return;
+  store.userId = userId;
+  store.projectId = projectId;
 }
 
-/** Reopens the events file by its name (SIGHUP, after a log rotation); false when none is open. */
+/** Tasks queued by an API call of this process, and that call's request id (bounded; forgotten when the task ends). */
+const taskRequests = new Map<number, RequestContext>();
+const taskRequestsMax = 10_000;
+
+/** Remembers the request running now as the origin of task `taskId` (call it where the task is enqueued). */
+export function noteTaskQueued(taskId: number, fields: Record<string, unknown>): void {
+  const store = requestContext.getStore();
+  if (store) {
+    if (taskRequests.size >= taskRequestsMax) taskRequests.delete(taskRequests.keys().next().value!);
+    taskRequests.set(taskId, { ...store });
+  }
+  emitEvent('task.queued', { task_id: taskId, ...fields });
+}
+
+/**
+ * Runs task `taskId`'s work under the request id of the call that queued it (when this process
+ * queued it), or under none: never under the context of whatever request happened to wake the runner.
+ */
+export function withTaskRequest<T>(taskId: number, fn: () => T): T {
+  const origin = taskRequests.get(taskId);
+  return origin ? requestContext.run({ ...origin }, fn) : requestContext.exit(fn);
+}
+
+export type LogLevel = 'DEBUG' | 'INFO' | 'WARNING' | 'ERROR';
+const levelRank: Record<LogLevel, number> = { DEBUG: 10, INFO: 20, WARNING: 30, ERROR: 40 };
+
+/** Subscribers to every event (metrics); called after the event is recorded, never throw into the caller. */
+type EventListener = (event: string, fields: Record<string, unknown>) => void;
+const listeners: EventListener[] = [];
+
+/** Calls `listener` for every event emitted from now on; returns a function that stops it. */
+export function onEvent(listener: EventListener): () => void {
+  listeners.push(listener);
+  return () => {
+    const i = listeners.indexOf(listener);
+    if (i >= 0) listeners.splice(i, 1);
+  };
+}
+
+/** Records event `event` with `fields` (snake_case keys, JSON values), and logs it at its level. */
+export function emitEvent(event: string, fields: Record<string, unknown> = {}): void {
+  const context = requestContext.getStore();
+  if (sink) sink.info(context ? { event, request_id: context.requestId, ...fields } : { event, ...fields });
+  const line = eventLogLine(event, fields);
+  if (line) writeLog(line.level, line.module, line.message, context);
+  for (const listener of listeners) {
+    try {
+      listener(event, fields);
+    } catch {
+      // A metric must never break the operation it counts.
+    }
+  }
+  if (event === 'task.done' || event === 'task.failed' || event === 'task.cancelled') taskRequests.delete(Number(fields['task_id']));
+}
+
+/** Writes buffered events now: call it before a reply leaves, so the reader of the file after it finds them. */
+export function flushEvents(): void {
+  eventFile?.flush();
+}
+
+/** The log line an event becomes: state changes INFO, retries and rejections WARNING, failures ERROR; bookkeeping DEBUG. */
+function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLevel; module: string; message: string } | null {
+  const resource = `${String(f['resource'] ?? f['kind'] ?? '')} ${String(f['id'] ?? f['resource_id'] ?? '')}`.trim();
+  const task = `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}, attempt ${String(f['attempts'])})`;
+  switch (event) {
+    case 'state.transition':
+      return f['moved']
+        ? { level: 'INFO', module: 'pumice.state', message: `${resource}: ${[f['from']].flat().join('|')} -> ${String(f['to'])}` }
+        : { level: 'DEBUG', module: 'pumice.state', message: `${resource}: not moved to ${String(f['to'])} (not in ${[f['from']].flat().join('|')})` };
+    case 'state.forced':
+      return { level: 'WARNING', module: 'pumice.state', message: `${resource}: forced to ${String(f['to'])}${f['reason'] ? `: ${String(f['reason'])}` : ''}` };
+    case 'task.queued':
+      return { level: 'DEBUG', module: 'pumice.tasks', message: `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}) queued on ${String(f['queue'])}` };
+    case 'task.claimed':
+      return { level: 'DEBUG', module: 'pumice.tasks', message: `${task} claimed by ${String(f['owner'])}` };
+    case 'task.done':
+      return { level: 'INFO', module: 'pumice.tasks', message: `${task} done` };
+    case 'task.retry':
+      return { level: 'WARNING', module: 'pumice.tasks', message: `${task} will be retried in ${String(f['delay_ms'])} ms (${String(f['error_kind'])}): ${String(f['reason'])}` };
+    case 'task.fenced':
+      return { level: 'WARNING', module: 'pumice.tasks', message: `${task} stopped: ${String(f['reason'])}` };
+    case 'task.failed':
+      return { level: 'ERROR', module: 'pumice.tasks', message: `${task} failed (${String(f['error_kind'])}): ${String(f['reason'])}` };
+    case 'scheduler.rejected':
+      // The scheduler logs its WARNING line itself (with the same text as before events existed).
+      return null;
+    case 'http.request': {
+      const status = Number(f['status']);
+      const message = `${String(f['method'])} ${String(f['path'])} status: ${status} time: ${String(f['duration_ms'])} ms`;
+      // 5xx lines are logged by the server with the cause; the rest is the access log, at DEBUG.
+      return status >= 500 ? null : { level: 'DEBUG', module: 'pumice.http', message };
+    }
+    default:
+      return { level: 'DEBUG', module: `pumice.${event.split('.')[0]}`, message: `${event} ${JSON.stringify(f)}` };
+  }
+}
+
+// ---------------------------------------------------------------- the log
+
+interface LogSettings {
+  format: 'text' | 'json';
+  debug: boolean;
+}
+let logSettings: LogSettings = { format: 'text', debug: false };
+/** Where log lines go: stderr, or `[DEFAULT] log_file` (reopened on SIGHUP). */
+let logFile: BufferedFile | null = null;
+
+/**
+ * Applies `[DEFAULT] log_format`, `debug` and `log_file`. Log lines are written at once (stderr is
+ * unbuffered, a file line by line): an operator tails them while it happens. Returns a function
+ * that closes the log file (lines go to stderr again).
+ */
+export function configureLogging(options: { format: 'text' | 'json'; debug: boolean; logFile: string | null }): () => void {
+  logSettings = { format: options.format, debug: options.debug };
+  const file = options.logFile ? new BufferedFile(options.logFile, { bufferBytesMax: 0 }) : null;
+  logFile?.close();
+  logFile = file;
+  return () => {
+    if (logFile === file) logFile = null;
+    file?.close();
+  };
+}
+
+/** Whether a line at `level` is written (DEBUG only with `[DEFAULT] debug = true`). */
+export function logEnabled(level: LogLevel): boolean {
+  return levelRank[level] >= (logSettings.debug ? levelRank.DEBUG : levelRank.INFO);
+}
+
+/**
+ * Writes one log line at `level` from `module` (`pumice.volume`), with the request context running now.
+ * `fields` are added to the JSON format only.
+ */
+export function log(level: LogLevel, module: string, message: string, fields?: Record<string, unknown>): void {
+  writeLog(level, module, message, requestContext.getStore(), fields);
+}
+
+/**
+ * A `(message) => void` logger for `module`, as the services take: a message that starts with
+ * `WARNING:` or `ERROR:` is logged at that level (the prefix dropped), else at INFO.
+ */
+export function moduleLogger(module: string): (message: string) => void {
+  return (message: string) => {
+    const m = /^(WARNING|ERROR|DEBUG):\s*/.exec(message);
+    writeLog(m ? (m[1] as LogLevel) : 'INFO', module, m ? message.slice(m[0].length) : message, requestContext.getStore());
+  };
+}
+
+function writeLog(level: LogLevel, module: string, message: string, context: RequestContext | undefined, fields?: Record<string, unknown>): void {
+  if (!logEnabled(level)) return;
+  const now = new Date();
+  const text = logSettings.format === 'json'
+    ? JSON.stringify({
+        timestamp: now.toISOString(),
+        pid: process.pid,
+        level,
+        module,
+        request_id: context?.requestId ?? null,
+        user_id: context?.userId ?? null,
+        project_id: context?.projectId ?? null,
+        message,
+        ...fields,
+      })
+    : `${formatTimestamp(now)} ${process.pid} ${level} ${module} [${context ? `${context.requestId} ${context.userId ?? '-'} ${context.projectId ?? '-'}` : '-'}] ${message}`;
+  if (logFile) logFile.write(text + '\n');
+  else process.stderr.write(text + '\n');
+}
+
+/** oslo.log's `%(asctime)s.%(msecs)03d` in UTC: `2026-12-05 13:02:24.123`. */
+function formatTimestamp(date: Date): string {
+  return date.toISOString().replace('T', ' ').replace('Z', '');
+}
+
+/** Reopens the events file and the log file by name (SIGHUP, after a log rotation); false when no events file is open. */
 export function reopenEventLog(): boolean {
-  if (!reopenSink) return false;
-  reopenSink();
+  logFile?.reopen();
+  if (!eventFile) return false;
+  eventFile.reopen();
   return true;
 }
 
@@ -50,30 +247,94 @@ export function eventLogPath(dataDir: string): string {
   return join(dataDir, 'log', 'events.jsonl');
 }
 
+/** Longest an event waits in the buffer when no reply flushes it. */
+export const eventFlushIntervalMs = 100;
+/** Buffered bytes that make the next event flush at once. */
+export const eventBufferBytesMax = 64 * 1024;
+
 /**
  * Starts writing events to DATA_DIR/log/events.jsonl (appending; 0600 in a 0700 directory).
  * Returns a function that flushes and closes it.
  */
 export function openEventLog(dataDir: string): () => void {
-  const file = eventLogPath(dataDir);
+  const path = eventLogPath(dataDir);
   mkdirSync(join(dataDir, 'log'), { recursive: true, mode: 0o700 });
-  closeSync(openSync(file, 'a', 0o600));
-  chmodSync(file, 0o600);
-  // sync: a kill -9 loses no event already emitted (the crash harness reads them after one).
-  const destination = pino.destination({ dest: file, sync: true, append: true });
-  const logger = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, destination);
+  const file = new BufferedFile(path, { bufferBytesMax: eventBufferBytesMax, flushIntervalMs: eventFlushIntervalMs });
+  const logger = pino({ base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, messageKey: 'msg' }, file);
   sink = logger;
-  // After logrotate moved the file away: SIGHUP makes the next event start a new file (0600 as the first).
-  reopenSink = () => {
-    closeSync(openSync(file, 'a', 0o600));
-    destination.reopen();
-  };
+  eventFile = file;
+  // A process that exits without stop() (process.exit in a CLI path, an uncaught error) still writes what it buffered.
+  const onExit = () => file.flush();
+  process.once('exit', onExit);
   return () => {
+    process.off('exit', onExit);
     if (sink === logger) {
       sink = null;
-      reopenSink = null;
+      eventFile = null;
     }
-    destination.flushSync();
-    destination.end();
+    file.close();
   };
+}
+
+/**
+ * An append-only 0600 file written in batches: `write` buffers, `flush` writes the buffer with one
+ * synchronous write(2) (so it completes before the caller goes on, e.g. before a reply is sent).
+ * `reopen` starts a new file by the same name after a rotation.
+ */
+class BufferedFile implements DestinationStream {
+  private fd: number;
+  private chunks: string[] = [];
+  private bufferedBytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly path: string,
+    private readonly options: { bufferBytesMax: number; flushIntervalMs?: number },
+  ) {
+    this.fd = BufferedFile.open(path);
+  }
+
+  private static open(path: string): number {
+    const fd = openSync(path, 'a', 0o600);
+    // An older file (or one created by another tool) may be readable by others.
+    chmodSync(path, 0o600);
+    return fd;
+  }
+
+  write(text: string): void {
+    this.chunks.push(text);
+    this.bufferedBytes += text.length;
+    if (this.bufferedBytes >= this.options.bufferBytesMax) this.flush();
+    else if (!this.timer && this.options.flushIntervalMs !== undefined) {
+      this.timer = setTimeout(() => this.flush(), this.options.flushIntervalMs);
+      // A pending flush must not keep a finished process alive; close() and 'exit' write the rest.
+      this.timer.unref();
+    }
+  }
+
+  flush(): void {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    if (this.chunks.length === 0 || this.fd < 0) return;
+    const data = Buffer.from(this.chunks.length === 1 ? this.chunks[0]! : this.chunks.join(''));
+    this.chunks = [];
+    this.bufferedBytes = 0;
+    let offset = 0;
+    while (offset < data.length) offset += writeSync(this.fd, data, offset, data.length - offset);
+  }
+
+  reopen(): void {
+    this.flush();
+    const fd = BufferedFile.open(this.path);
+    closeSync(this.fd);
+    this.fd = fd;
+  }
+
+  close(): void {
+    this.flush();
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
+  }
 }

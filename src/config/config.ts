@@ -42,7 +42,9 @@ const defaultOptions = {
   scheduler_default_weighers: { type: 'list', default: ['CapacityWeigher'], help: 'scheduler weighers' },
   volume_task_concurrency: { type: 'int', default: 16, min: 1, help: 'volume tasks run at once per backend' },
   task_failed_retention_days: { type: 'int', default: 7, min: 0, help: 'days failed and cancelled tasks are kept (pumice tasks list) before they are deleted; done tasks are deleted at once' },
-  debug: { type: 'bool', default: false, help: 'log every request' },
+  debug: { type: 'bool', default: false, help: 'log at DEBUG too: every request, task step and event (oslo.log debug)' },
+  log_format: { type: 'string', default: 'text', help: "log line format: 'text' (TIMESTAMP PID LEVEL module [req-id user project] message, as oslo.log) or 'json' (one object per line)" },
+  log_file: { type: 'string', default: null, help: 'file the log is appended to (0600; reopened on SIGHUP) instead of stderr' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes (beyond loopback only with nbd_tls = true)' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: a free port chosen at the first start and kept across restarts)' },
   // Past the handshake a client holds an attachment's secret: these bound a runaway consumer, not an attacker,
@@ -155,6 +157,18 @@ const middlewareOptions = {
   max_request_body_size: { type: 'int', default: 114688, min: 1024, help: 'largest JSON request body in bytes' },
 } satisfies Record<string, OptionSpec>;
 
+/** GET /healthcheck (oslo.middleware's healthcheck). */
+const healthcheckOptions = {
+  detailed: { type: 'bool', default: false, help: 'show every check with its reason to callers without an admin token (reasons may name hosts and paths)' },
+  task_stuck_seconds: { type: 'int', default: 600, min: 1, help: 'a task ready to run but waiting longer, or holding a lease expired longer, fails the task queue check' },
+} satisfies Record<string, OptionSpec>;
+
+/** GET /metrics (Prometheus text format). */
+const metricsOptions = {
+  allow_anonymous: { type: 'bool', default: false, help: 'serve /metrics on the API listener without a token (default: admin token required)' },
+  listen: { type: 'string', default: null, help: 'HOST:PORT of a separate listener serving only /metrics without a token (e.g. 127.0.0.1:9464 or a management address)' },
+} satisfies Record<string, OptionSpec>;
+
 /** glance-api.conf's [glance_store]: only the file store so far. */
 const glanceStoreOptions = {
   default_store: { type: 'string', default: 'file', help: "store of new images: 'file' or 'rbd'" },
@@ -228,6 +242,8 @@ export interface PumiceConfig {
   oslo_middleware: Values<typeof middlewareOptions>;
   api: Values<typeof apiOptions>;
   oslo_policy: Values<typeof osloPolicyOptions>;
+  healthcheck: Values<typeof healthcheckOptions>;
+  metrics: Values<typeof metricsOptions>;
   glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
   image_import_opts: Values<typeof imageImportOptions>;
   image_conversion: Values<typeof imageConversionOptions>;
@@ -245,6 +261,8 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   oslo_middleware: middlewareOptions,
   api: apiOptions,
   oslo_policy: osloPolicyOptions,
+  healthcheck: healthcheckOptions,
+  metrics: metricsOptions,
   glance_store: glanceStoreOptions,
   image_import_opts: imageImportOptions,
   image_conversion: imageConversionOptions,
@@ -323,6 +341,8 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     oslo_middleware: read('oslo_middleware', middlewareOptions),
     api: read('api', apiOptions),
     oslo_policy: read('oslo_policy', osloPolicyOptions),
+    healthcheck: read('healthcheck', healthcheckOptions),
+    metrics: read('metrics', metricsOptions),
     glance_store: readGlanceStore(ini, dataDir),
     ...readImageImport(ini),
     ...readCompute(ini, dataDir),

@@ -65,6 +65,8 @@ export interface RouteOptions {
 
 interface Route {
   method: string;
+  /** The path as declared, e.g. `/v3/:project_id/volumes/:volume_id` (metrics label requests by it). */
+  template: string;
   pattern: RegExp;
   paramNames: string[];
   handler: Handler;
@@ -73,6 +75,8 @@ interface Route {
 
 export interface RouteMatch {
   handler: Handler;
+  /** The matched route's declared path. */
+  template: string;
   params: Record<string, string>;
   options: RouteOptions;
 }
@@ -92,7 +96,7 @@ export class Router {
         return segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       })
       .join('/');
-    this.routes.push({ method, pattern: new RegExp(`^${source}/?$`), paramNames, handler, options });
+    this.routes.push({ method, template: path, pattern: new RegExp(`^${source}/?$`), paramNames, handler, options });
     return this;
   }
 
@@ -127,7 +131,7 @@ export class Router {
       route.paramNames.forEach((name, i) => {
         params[name] = safeDecode(m[i + 1]!);
       });
-      return { handler: route.handler, params, options: route.options };
+      return { handler: route.handler, template: route.template, params, options: route.options };
     }
     if (pathMatched) throw errors.methodNotAllowed(method, path);
     throw errors.routeNotFound(method, path);

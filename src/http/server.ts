@@ -4,7 +4,7 @@
  * body limits, JSON parsing, token authentication and fault rendering;
  * services only see a RequestContext and return a Reply.
  */
-import { emitEvent, withRequestId } from '../events.ts';
+import { emitEvent, flushEvents, setRequestCaller, withRequestId } from '../events.ts';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -97,11 +97,15 @@ export function createHttpServer(options: HttpServerOptions): Server {
     const headers: Record<string, string> = { 'x-openstack-request-id': requestId };
     // Recorded before the answer goes out: a client that reads the events file after its reply finds it there.
     let recorded = false;
+    // The declared route (`/volume/v3/:project_id/volumes/:volume_id`): metrics count by it, not by raw path.
+    let route = app ? null : pathname === '/' ? '/' : 'unmatched';
     const record = (answered: number): void => {
       if (recorded) return;
       recorded = true;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      emitEvent('http.request', { method: req.method, path: pathname, status: answered, duration_ms: Math.round(ms * 10) / 10, user_id: auth?.userId ?? null, project_id: auth?.projectId ?? null });
+      emitEvent('http.request', { method: req.method, path: pathname, status: answered, duration_ms: Math.round(ms * 10) / 10, user_id: auth?.userId ?? null, project_id: auth?.projectId ?? null, route: route ?? 'unmatched' });
+      // Events are buffered: write them now, before the reply, so a reader after the reply finds them.
+      flushEvents();
     };
     try {
       if (!app) {
@@ -119,6 +123,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
         let pathProjectId: string | null = null;
         if (app.rewritePath) ({ path: subPath, pathProjectId } = app.rewritePath(subPath));
         const match = app.router.match(req.method ?? 'GET', subPath);
+        route = app.prefix + match.template;
         const ctx: RequestContext = {
           method: req.method ?? 'GET',
           path: subPath,
@@ -139,6 +144,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
           if (typeof token !== 'string' || token.length === 0) throw errors.unauthorized();
           ctx.auth = options.tokens.validateToken(token);
           auth = ctx.auth;
+          setRequestCaller(auth.userId, auth.projectId);
         }
         Object.assign(headers, app.prepare?.(ctx));
         if (!match.options.rawBody) ctx.body = await readJsonBody(req, options.requestBodyBytesMax);

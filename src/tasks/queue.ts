@@ -47,7 +47,7 @@
  * cancelled ones are kept `failedRetentionDays` for `pumice tasks` and
  * support, then purged with expired user messages by `purge`.
  */
-import { emitEvent } from '../events.ts';
+import { emitEvent, noteTaskQueued, withTaskRequest } from '../events.ts';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
@@ -201,6 +201,8 @@ export class TaskQueue {
       notBeforeMs: options.delayMs ? this.clock.now() + options.delayMs : 0,
       parentTaskId: null,
     });
+    // The request that queued it: the task's events and log lines carry its request id.
+    noteTaskQueued(id, { kind, resource_id: resourceId, queue });
     if (options.delayMs) setImmediate(() => this.scheduleWake());
     this.kickAll();
     return id;
@@ -322,6 +324,10 @@ export class TaskQueue {
   }
 
   private launch(row: TaskRow): void {
+    withTaskRequest(row.id, () => this.launchInContext(row));
+  }
+
+  private launchInContext(row: TaskRow): void {
     emitEvent('task.claimed', { ...taskFields(row), owner: this.runnerId });
     this.running.set(row.queue, (this.running.get(row.queue) ?? 0) + 1);
     const promise = this.execute(row).finally(() => {

@@ -131,7 +131,7 @@ export class VolumeManager {
       state.downReason = null;
       this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), volumeBinary, state.host);
     } catch (error) {
-      if (state.up) this.log(`backend [${section}] is down: ${(error as Error).message}`);
+      if (state.up) this.log(`WARNING: backend [${section}] is down: ${(error as Error).message}`);
       state.up = false;
       state.downReason = (error as Error).message;
       this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', state.downReason, volumeBinary, state.host);

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
+import { emitEvent } from '../events.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
@@ -248,7 +249,10 @@ export class VolumeService {
       const zone = result.ok ? result.pool.availabilityZone : availabilityZone ?? this.config.DEFAULT.default_availability_zone ?? this.config.DEFAULT.storage_availability_zone;
       // The project reads a reason without backend names or figures; the detail goes to the log (issue 12).
       const failure = result.ok || input.failure ? null : schedulingFailureTexts(result);
-      if (failure) this.manager.log(`scheduler: volume ${id} of project ${projectId} (${sizeGiB} GiB) not placed: ${failure.detail}`);
+      if (failure) {
+        this.manager.log(`WARNING: scheduler: volume ${id} of project ${projectId} (${sizeGiB} GiB) not placed: ${failure.detail}`);
+        emitEvent('scheduler.rejected', { resource: 'volume', id, project_id: projectId, size_gib: sizeGiB, reason: failure.detail });
+      }
       const reason = result.ok ? null : input.failure ?? failure?.member ?? null;
       this.db.run(
         `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,

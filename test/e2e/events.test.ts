@@ -2,9 +2,11 @@
  * Structured events (src/events.ts) on a running Pumice: every API request is
  * one `http.request` line with its request id (the `x-openstack-request-id`
  * the client got), status, duration and caller; the state changes a request
- * makes carry its request id; a task's life (claimed, done; retried or failed
- * elsewhere) is recorded with its id, kind and resource; the file is 0600 in
- * a 0700 directory; and a kill -9 loses no event already emitted.
+ * makes carry its request id; a task's life (queued, claimed, done; retried or
+ * failed elsewhere) is recorded with its id, kind, resource and the request id
+ * of the call that queued it; the file is 0600 in
+ * a 0700 directory; and a kill -9 loses no event written before a reply left
+ * (events are buffered, and flushed before each reply).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,9 +49,11 @@ test('a volume create: the request, the state changes it made and its task, join
   const taskEvents = () => readEvents(pumice.dataDir).filter((e) => e.event.startsWith('task.') && e['resource_id'] === volumeId);
   for (const deadline = Date.now() + 10_000; !taskEvents().some((e) => e.event === 'task.done') && Date.now() < deadline;) await new Promise((r) => setTimeout(r, 50));
   const tasks = taskEvents();
-  assert.deepEqual(tasks.map((e) => e.event), ['task.claimed', 'task.done'], JSON.stringify(tasks));
-  assert.equal(tasks[0]!['task_id'], tasks[1]!['task_id']);
+  assert.deepEqual(tasks.map((e) => e.event), ['task.queued', 'task.claimed', 'task.done'], JSON.stringify(tasks));
+  assert.equal(new Set(tasks.map((e) => e['task_id'])).size, 1, 'one task');
   assert.equal(tasks[0]!['kind'], 'volume.create');
+  // The task runs later, outside the request, and still carries the request id of the call that queued it.
+  assert.deepEqual(tasks.map((e) => e.request_id), [requestId, requestId, requestId]);
   const toAvailable = readEvents(pumice.dataDir, 'state.transition').find((e) => e['id'] === volumeId && e['to'] === 'available');
   assert.ok(toAvailable, 'the task moved the volume to available');
   assert.equal(toAvailable['moved'], true);
