@@ -24,6 +24,7 @@ debian_packages=(
   qemu-block-extra                                                   # qemu-img with rbd: paths; qemu's rbd block driver
   qemu-system-x86                                                    # the compute agent's guests (TCG in tests)
   dosfstools mtools fdisk cpio busybox-static syslinux syslinux-common  # scripts/build-test-guest.sh
+  chromium                                                           # test/browser: playwright-core drives Debian's browser (no browser download)
 )
 $runtime_only && debian_packages=("${runtime_packages[@]}")
 missing=()

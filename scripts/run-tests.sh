@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc --noEmit -p .
 shopt -s nullglob
-files=(test/unit/*.test.ts test/e2e/*.test.ts test/security/*.test.ts)
+files=(test/unit/*.test.ts test/e2e/*.test.ts test/security/*.test.ts test/browser/*.test.ts)
 runner=(node --import tsx --test --test-concurrency=1 --test-reporter=spec)
 if command -v ceph-mon >/dev/null && [ -f native/build/Release/pumice_rbd.node ]; then
   exec bash scripts/with-ceph-lab.sh "${runner[@]}" "${files[@]}" test/ceph/*.test.ts

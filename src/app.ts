@@ -13,6 +13,7 @@ import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
 import { createHttpServer } from './http/server.ts';
+import { isDashboardPath, serveDashboard, wantsDashboard } from './dashboard/site.ts';
 import { identityApp } from './identity/api/app.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
@@ -217,6 +218,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     publicEndpoint: config.DEFAULT.public_endpoint,
     log,
     debug: config.DEFAULT.debug,
+    site: { handles: (req, pathname) => isDashboardPath(pathname) || wantsDashboard(req, pathname), serve: serveDashboard },
     rootDocument: (baseUrl) => ({
       name: 'Pumice',
       services: {

@@ -43,6 +43,8 @@ export interface HttpServerOptions {
   rootDocument: (baseUrl: string) => unknown;
   /** Longest a socket may sit idle while the client still sends the request (default 120 s). */
   idleTimeoutMs?: number;
+  /** Static pages on the same listener (the dashboard): tried before the APIs, for the paths it claims. */
+  site?: { handles(req: IncomingMessage, pathname: string): boolean; serve(req: IncomingMessage, res: ServerResponse, pathname: string): void };
 }
 
 export function createHttpServer(options: HttpServerOptions): Server {
@@ -108,6 +110,11 @@ export function createHttpServer(options: HttpServerOptions): Server {
       flushEvents();
     };
     try {
+      if (options.site?.handles(req, pathname)) {
+        options.site.serve(req, res, pathname);
+        status = res.statusCode;
+        return;
+      }
       if (!app) {
         if (pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
           status = 200;
