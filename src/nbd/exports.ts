@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import type { Db } from '../db/db.ts';
 import { nowIso } from '../db/db.ts';
+import { volumeQos } from '../volume/qos.ts';
 import type { NbdExport } from './server.ts';
 
 export interface ExportGrantRequest {
@@ -141,7 +142,10 @@ export class NbdExportTable {
     } catch {
       return undefined;
     }
-    return { path: row.path, sizeBytes, readOnly: row.read_only === 1, grantId: row.name_hash, pskIdentity: row.psk_identity };
+    // The volume type's back-end QoS as it is now (a changed spec applies to the next connection).
+    const volume = this.db.get<{ volume_type_id: string | null; size_gib: number }>('SELECT volume_type_id, size_gib FROM volumes WHERE id = ?', row.volume_id);
+    const limits = volume ? volumeQos(this.db, volume.volume_type_id, volume.size_gib).backEnd : undefined;
+    return { path: row.path, sizeBytes, readOnly: row.read_only === 1, grantId: row.name_hash, pskIdentity: row.psk_identity, ...(limits ? { limits } : {}) };
   }
 
   /** The PSK of a TLS identity, for the TLS handshake; undefined refuses the session. */

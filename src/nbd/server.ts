@@ -75,6 +75,49 @@ export interface NbdExport {
   grantId?: string;
   /** When set, the export opens only on a TLS session made with this PSK identity. */
   pskIdentity?: string | null;
+  /** Back-end QoS of the volume (its type's qos-specs), enforced per connection; absent: unlimited. */
+  limits?: NbdRateLimits;
+}
+
+/** Per-second limits, named as Cinder's QoS keys (QEMU's throttling options). */
+export interface NbdRateLimits {
+  total_iops_sec?: number;
+  read_iops_sec?: number;
+  write_iops_sec?: number;
+  total_bytes_sec?: number;
+  read_bytes_sec?: number;
+  write_bytes_sec?: number;
+}
+
+/**
+ * Paces a connection's requests to its limits: each limit is a virtual clock that a request
+ * advances by its cost (1/iops seconds per operation, bytes/bps per byte); the request starts
+ * once every clock it advances is due. No burst beyond one request, so a measured rate over a
+ * few seconds matches the limit. The connection stops reading while it waits (back pressure).
+ */
+export class NbdRatePacer {
+  private readonly dueAtMs = new Map<keyof NbdRateLimits, number>();
+
+  constructor(
+    private readonly limits: NbdRateLimits,
+    private readonly nowMs: () => number = () => performance.now(),
+  ) {}
+
+  /** Milliseconds to wait before a request of `kind` moving `bytes` may start (and books it). */
+  delayFor(kind: 'read' | 'write' | 'other', bytes: number): number {
+    const costs: [keyof NbdRateLimits, number][] = [['total_iops_sec', 1], ['total_bytes_sec', bytes]];
+    if (kind !== 'other') costs.push([`${kind}_iops_sec`, 1], [`${kind}_bytes_sec`, bytes]);
+    const now = this.nowMs();
+    let startAt = now;
+    for (const [key, cost] of costs) {
+      if (this.limits[key] && cost > 0) startAt = Math.max(startAt, this.dueAtMs.get(key) ?? now);
+    }
+    for (const [key, cost] of costs) {
+      const limit = this.limits[key];
+      if (limit && cost > 0) this.dueAtMs.set(key, startAt + (cost * 1000) / limit);
+    }
+    return startAt - now;
+  }
 }
 
 export type NbdExportResolver = (exportName: string) => NbdExport | undefined;
@@ -362,6 +405,8 @@ class NbdConnection {
 
   private inFlightCount = 0;
   private inFlightBytes = 0;
+  /** The export's QoS pacing, once one with limits is opened. */
+  private pacer: NbdRatePacer | null = null;
   private budgetWaiters: Array<() => void> = [];
   /** File I/O still running; the file is closed only after these settle. */
   private readonly pendingIo = new Set<Promise<CommandResult>>();
@@ -535,6 +580,8 @@ class NbdConnection {
       return undefined;
     }
     this.opened = { name, spec, file, transmissionFlags: transmissionFlagsFor(spec) };
+    const limits = spec.limits;
+    this.pacer = limits && Object.values(limits).some((v) => v !== undefined && v > 0) ? new NbdRatePacer(limits) : null;
     // disconnectExport() may have fired while we were opening.
     if (this.socket.destroyed) throw new ConnectionClosedError();
     return this.opened;
@@ -701,6 +748,12 @@ class NbdConnection {
         await this.drain();
         this.endGracefully();
         return;
+      }
+
+      if (this.pacer && (req.type === NBD_CMD_READ || req.type === NBD_CMD_WRITE || req.type === NBD_CMD_WRITE_ZEROES)) {
+        const delayMs = this.pacer.delayFor(req.type === NBD_CMD_READ ? 'read' : 'write', req.type === NBD_CMD_WRITE_ZEROES ? 0 : req.length);
+        if (delayMs > 0) await new Promise((resolveDelay) => setTimeout(resolveDelay, delayMs));
+        if (this.closed) throw new ConnectionClosedError();
       }
 
       if (req.type === NBD_CMD_WRITE) {

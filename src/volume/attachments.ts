@@ -24,6 +24,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { DriverError, type Connector, type VolumeBackend } from './drivers/driver.ts';
 import type { VolumeManager } from './manager.ts';
+import { volumeQos } from './qos.ts';
 import type { AttachmentRow, VolumeRow } from './records.ts';
 import type { VolumeService } from './volumes.ts';
 import { resourceStates, type ResourceStateOwners, type StatusChanges } from '../state/owner.ts';
@@ -266,14 +267,15 @@ export class AttachmentService {
     try {
       const driverConnector: Connector = { ...connector, attachment_id: id, mode };
       let info;
+      const qos = volumeQos(this.db, volume.volume_type_id, volume.size_gib);
       try {
-        info = await driver.initializeConnection({ id: volume.id, sizeGiB: volume.size_gib }, driverConnector);
+        info = await driver.initializeConnection({ id: volume.id, sizeGiB: volume.size_gib, qos: qos.backEnd }, driverConnector);
       } catch (error) {
         throw driverFailure(error, `initialize the connection of volume ${volume.id} for attachment ${id}`);
       }
       const flat: FlatConnectionInfo = {
         ...info.data,
-        qos_specs: info.data['qos_specs'] ?? null,
+        qos_specs: qos.frontEnd,
         access_mode: mode,
         encrypted: info.data['encrypted'] ?? false,
         driver_volume_type: info.driver_volume_type,

@@ -55,6 +55,8 @@ export interface VolumeTypeRow {
   name: string;
   description: string | null;
   is_public: number;
+  /** The associated QoS spec (qos-specs associate), or null. */
+  qos_specs_id?: string | null;
   created_at: string;
   updated_at: string | null;
 }

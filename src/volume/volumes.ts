@@ -15,6 +15,7 @@ import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/dri
 import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import { isLocalDriver, type CreatePayload, type VolumeManager } from './manager.ts';
+import { volumeQos } from './qos.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
 import { schedule, schedulingFailureTexts } from './scheduler/scheduler.ts';
@@ -475,8 +476,10 @@ export class VolumeService {
     const row = this.volume(auth, id);
     requireStatus('volume', id, row.status, 'initialize a connection', ['available', 'attaching', 'reserved', 'in-use', 'detaching', 'backing-up']);
     const driver = this.driverFor(row);
-    const info = await driver.initializeConnection({ id: row.id, sizeGiB: row.size_gib }, { ...connector, mode: row.read_only ? 'ro' : 'rw' });
+    const qos = volumeQos(this.db, row.volume_type_id, row.size_gib);
+    const info = await driver.initializeConnection({ id: row.id, sizeGiB: row.size_gib, qos: qos.backEnd }, { ...connector, mode: row.read_only ? 'ro' : 'rw' });
     info.data['access_mode'] = row.read_only ? 'ro' : 'rw';
+    info.data['qos_specs'] = qos.frontEnd;
     return info;
   }
 

@@ -505,6 +505,32 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       assert.deepEqual(problems, [], problems.join('\n'));
     });
 
+    test(`QoS specs: CRUD, keys, associations @${mv}`, async () => {
+      const Q = `${V}/qos-specs`;
+      await call('member', mv, 'POST', Q, 403, { qos_specs: { name: `q-${mv}` } });
+      await call('member', mv, 'GET', Q, 403);
+      const made = await call('admin', mv, 'POST', Q, 200, { qos_specs: { name: `q-${mv}`, consumer: 'both', total_iops_sec: '100' } }, 'qos.show_qos');
+      const id = made.qos_specs.id as string;
+      await call('admin', mv, 'POST', Q, 409, { qos_specs: { name: `q-${mv}` } });
+      await call('admin', mv, 'GET', Q, 200, undefined, 'qos.list_qos');
+      await call('admin', mv, 'GET', `${Q}/${id}`, 200, undefined, 'qos.show_qos');
+      await call('admin', mv, 'PUT', `${Q}/${id}`, 200, { qos_specs: { total_bytes_sec: 1048576 } }, 'qos.set_qos_key');
+      await call('admin', mv, 'PUT', `${Q}/${id}/delete_keys`, 202, { keys: ['total_iops_sec'] }, 'qos.unset_qos_key');
+      await call('admin', mv, 'PUT', `${Q}/${id}/delete_keys`, 404, { keys: ['total_iops_sec'] });
+      const type = await call('admin', mv, 'POST', `${V}/types`, 200, { volume_type: { name: `qos-type-${mv}` } });
+      const typeId = type.volume_type.id as string;
+      await call('member', mv, 'GET', `${Q}/${id}/associate?vol_type_id=${typeId}`, 403);
+      await call('admin', mv, 'GET', `${Q}/${id}/associate?vol_type_id=${typeId}`, 202, undefined, 'qos.associate_qos');
+      await call('admin', mv, 'GET', `${Q}/${id}/associations`, 200, undefined, 'qos.show_association_qos');
+      await call('admin', mv, 'GET', `${Q}/${id}/disassociate?vol_type_id=${typeId}`, 202, undefined, 'qos.disassociate_qos');
+      await call('admin', mv, 'GET', `${Q}/${id}/associate?vol_type_id=${typeId}`, 202);
+      await call('admin', mv, 'GET', `${Q}/${id}/disassociate_all`, 202, undefined, 'qos.disassociate_all_qos');
+      await call('admin', mv, 'DELETE', `${Q}/${id}`, 202, undefined, 'qos.delete_qos');
+      await call('admin', mv, 'GET', `${Q}/${id}`, 404);
+      await call('admin', mv, 'DELETE', `${V}/types/${typeId}`, 202);
+      assert.deepEqual(problems, [], problems.join('\n'));
+    });
+
     test(`user messages @${mv}`, async () => {
       if (minor < 3) {
         await call('member', mv, 'GET', `${V}/messages`, 404);

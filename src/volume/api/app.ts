@@ -21,6 +21,7 @@ import type { VolumeManager } from '../manager.ts';
 import { UserMessages } from '../messages.ts';
 import type { RenderOptions } from '../records.ts';
 import { BlockStorageServices } from '../services.ts';
+import { QosSpecs } from '../qos.ts';
 import { VolumeTransfers } from '../transfers.ts';
 import { VolumeTypes } from '../types.ts';
 import type { ListQuery, VolumeService } from '../volumes.ts';
@@ -33,6 +34,7 @@ import { quotaRoutes } from './quotas.ts';
 import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { qosRoutes } from './qos.ts';
 import { transferRoutes } from './transfers.ts';
 import { typeRoutes } from './types.ts';
 import { volumeRoutes } from './volumes.ts';
@@ -81,6 +83,7 @@ export function declaredVolumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     ...messageRoutes(deps),
     ...attachmentRoutes(deps.attachments, deps.osapiMaxLimit),
     ...transferRoutes(deps.transfers),
+    ...qosRoutes(deps.qos),
     route({
       method: 'GET', path: '/v3/extensions', policy: '@',
       responses: { 200: ExtensionsBody },
@@ -114,6 +117,7 @@ export function volumeApp(
     messages: new UserMessages(db),
     services: new BlockStorageServices(db, serviceDownSeconds),
     transfers: new VolumeTransfers(db, service, service.quotas),
+    qos: new QosSpecs(db),
   };
   const policy = new PolicyTable({ ...volumePolicyDefaults, ...backupPolicyDefaults }, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
   const registerOptions = {

@@ -16,6 +16,7 @@ import type { VolumeManager } from '../manager.ts';
 import type { UserMessages } from '../messages.ts';
 import type { RenderOptions } from '../records.ts';
 import type { BlockStorageServices } from '../services.ts';
+import type { QosSpecs } from '../qos.ts';
 import type { VolumeTransfers } from '../transfers.ts';
 import type { VolumeTypes } from '../types.ts';
 import type { ListQuery, VolumeService } from '../volumes.ts';
@@ -33,6 +34,7 @@ export interface VolumeRouteDeps {
   services: BlockStorageServices;
   attachments: AttachmentService;
   transfers: VolumeTransfers;
+  qos: QosSpecs;
   osapiMaxLimit: number;
 }
 

@@ -111,6 +111,13 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume:attachment_get_all': 'rule:project_reader_or_admin',
   'volume:attachment_get': 'rule:project_reader_or_admin',
 
+  // QoS specs
+  'volume_extension:qos_specs_manage:get_all': 'rule:admin_api',
+  'volume_extension:qos_specs_manage:get': 'rule:admin_api',
+  'volume_extension:qos_specs_manage:create': 'rule:admin_api',
+  'volume_extension:qos_specs_manage:update': 'rule:admin_api',
+  'volume_extension:qos_specs_manage:delete': 'rule:admin_api',
+
   // volume transfers
   'volume:get_all_transfers': 'rule:project_reader_or_admin',
   'volume:get_transfer': 'rule:project_reader_or_admin',

@@ -47,7 +47,7 @@ export function typeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     const body: Record<string, unknown> = { id: t.id, name: t.name, description: t.description, is_public: !!t.is_public };
     if (ctx.can('volume_extension:access_types_extra_specs')) body['extra_specs'] = types.visibleSpecs(auth(ctx), t.id);
     if (view !== 'update') body['os-volume-type-access:is_public'] = !!t.is_public;
-    if (view === 'detail' && ctx.can('volume_extension:access_types_qos_specs_id')) body['qos_specs_id'] = null;
+    if (view === 'detail' && ctx.can('volume_extension:access_types_qos_specs_id')) body['qos_specs_id'] = t.qos_specs_id ?? null;
     return body;
   };
   const typeOf = (ctx: Ctx) => types.get(auth(ctx), ctx.params['id']!);

@@ -5,9 +5,16 @@
  * Every call is idempotent: it may be re-run after a crash at any point.
  */
 
+import type { QosLimits } from '../qos.ts';
+
 export interface VolumeRef {
   id: string;
   sizeGiB: number;
+  /**
+   * Back-end QoS of the volume's type (qos-specs with consumer back-end or both), given to
+   * initializeConnection: the driver enforces it (librbd image options, the NBD rate limit).
+   */
+  qos?: QosLimits;
 }
 
 export interface SnapshotRef {

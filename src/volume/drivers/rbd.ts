@@ -11,11 +11,14 @@
  * removes hidden images and snapshots as soon as their last child is gone or
  * flattened, so nothing is left behind and no user has to care.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { BackendConfig } from '../../config/config.ts';
 import { CephConfigProblem, monitorAddresses, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
 import { crashPoint } from '../../tasks/crash.ts';
 import { markTransient } from '../../tasks/errors.ts';
+import { qosLimitKeys, type QosLimitKey, type QosLimits } from '../qos.ts';
 import {
   DriverError,
   gib,
@@ -33,6 +36,7 @@ import {
   type VolumeRef,
 } from './driver.ts';
 
+const execFileAsync = promisify(execFile);
 const featureLayering = 1;
 const featureExclusiveLock = 4;
 const featureObjectMap = 8;
@@ -396,6 +400,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
   async initializeConnection(volume: VolumeRef, connector: Connector): Promise<ConnectionInfo> {
     const name = volumeImage(volume.id);
     await this.call(`initialize connection of ${name}`, () => this.withImage(name, async () => undefined));
+    if (volume.qos) await this.applyQos(name, volume.qos);
     const monitors = monitorAddresses(this.client?.monHost ?? '');
     return {
       driver_volume_type: 'rbd',
@@ -419,6 +424,27 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
   }
 
   async terminateConnection(): Promise<void> {}
+
+  /**
+   * Back-end QoS as librbd's per-image options (`rbd config image set`, image metadata
+   * `conf_rbd_qos_*`): every client that opens the image, QEMU included, is throttled. A key the
+   * spec does not name is set to 0 (unlimited), so a changed spec replaces the old limits.
+   * Idempotent; the binding has no metadata call, so this runs the rbd CLI with the backend's client.
+   */
+  private async applyQos(name: string, limits: QosLimits): Promise<void> {
+    const client = this.client ?? this.checkClientFiles();
+    const options: Record<QosLimitKey, string> = {
+      total_iops_sec: 'rbd_qos_iops_limit', read_iops_sec: 'rbd_qos_read_iops_limit', write_iops_sec: 'rbd_qos_write_iops_limit',
+      total_bytes_sec: 'rbd_qos_bps_limit', read_bytes_sec: 'rbd_qos_read_bps_limit', write_bytes_sec: 'rbd_qos_write_bps_limit',
+    };
+    const run = (args: string[]) =>
+      execFileAsync('rbd', ['--id', this.user, '-c', client.confPath, '--keyring', client.keyringPath, `--client_mount_timeout=${this.timeoutSeconds}`, ...args], { timeout: this.timeoutSeconds * 2000 });
+    try {
+      await Promise.all(qosLimitKeys.map((key) => run(['config', 'image', 'set', `${this.pool}/${name}`, options[key], String(limits[key] ?? 0)])));
+    } catch (error) {
+      throw new DriverError('Unreachable', `could not set the QoS limits of ${this.pool}/${name} (rbd config image set): ${((error as { stderr?: string }).stderr || (error as Error).message).trim().slice(0, 300)}. Check that the rbd CLI is installed and that client.${this.user} may write image metadata.`);
+    }
+  }
 
   async listResources(): Promise<{ volumeIds: string[]; snapshotIds: string[] }> {
     const names = await this.io().listImages();
