@@ -25,6 +25,8 @@ commands:
   image ...     operator image commands (pumice image --help)
   backup ...    operator backup commands (pumice backup --help)
   tasks ...     list, show, retry or cancel tasks of a data directory (pumice tasks --help)
+  db status|upgrade|export|import
+                the database's schema version, migrations, and moving SQLite to PostgreSQL (pumice db --help)
   host evacuate HOST [--target H] [--wait]
                 evacuate every server of a dead compute host, fenced first (pumice host --help)
 
@@ -54,6 +56,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   if (command === 'tasks') {
     process.exitCode = await (await import('./tasks/cli.ts')).runCli(rest);
+    return;
+  }
+  if (command === 'db') {
+    process.exitCode = await (await import('./db/cli.ts')).runCli(rest);
     return;
   }
   if (command === 'host') {

@@ -12,7 +12,8 @@ import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
-const startTimeoutMs = 30_000;
+// A loaded CI machine (seven agents on two cores) can take over 30 s to probe the compute host.
+const startTimeoutMs = 60_000;
 
 export interface PumiceProcess {
   url: string;
