@@ -405,4 +405,12 @@ CREATE TABLE default_volume_types (
 );
 `,
   },
+  {
+    // Block Storage manage/unmanage (issue 18): what a managed volume was called in its backend
+    // before it was adopted (an RBD image name, a file), so unmanage gives it back under that name.
+    version: 14,
+    sql: `
+ALTER TABLE volumes ADD COLUMN managed_from TEXT;
+`,
+  },
 ];
