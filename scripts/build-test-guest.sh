@@ -20,6 +20,15 @@
 #     (`PUMICE-DISK-ERROR serial=... reason=...` when that fails). A disk that
 #     disappears prints `PUMICE-DISK-GONE serial=...` and is counted again when
 #     it comes back.
+#   - prints `PUMICE-GUEST-DISK name=<sdX|vdX> serial=<S> bus=<scsi|virtio>
+#     driver=<sd|virtio_blk> discard_max_bytes=<N>` for every disk it sees
+#     (hw_disk_bus: virtio-scsi disks are sd* under a SCSI host, counted like
+#     vd* data disks);
+#   - answers on the org.qemu.guest_agent.0 virtio-serial port (when present)
+#     as a stand-in guest agent for the host side's protocol: guest-sync,
+#     guest-sync-delimited, guest-ping, guest-fsfreeze-freeze / -thaw (sync,
+#     print PUMICE-GUEST-FSFREEZE / PUMICE-GUEST-FSTHAW) and an error for the
+#     rest; prints PUMICE-GUEST-AGENT port=<vportNpM> when it starts;
 #   - on ACPI power-off prints PUMICE-GUEST-POWEROFF, syncs and powers off.
 # Measured here under TCG (-machine pc -accel tcg -m 256): qemu start to
 # PUMICE-GUEST-BOOTED in about 5 s (see test/e2e/qemu-driver.test.ts output).
@@ -84,6 +93,9 @@ modules=(
   drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_pci_modern_dev
   drivers/virtio/virtio_pci_legacy_dev drivers/virtio/virtio_pci drivers/block/virtio_blk
   drivers/input/evdev drivers/acpi/button
+  drivers/scsi/scsi_common drivers/scsi/scsi_mod crypto/crct10dif_common crypto/crct10dif_generic
+  lib/crc-t10dif lib/crc64 crypto/crc64_rocksoft_generic lib/crc64-rocksoft block/t10-pi
+  drivers/scsi/sd_mod drivers/scsi/virtio_scsi drivers/char/virtio_console
 )
 for m in "${modules[@]}"; do
   src=$(ls "$moddir/$m".ko* 2>/dev/null | head -1)
@@ -114,6 +126,36 @@ sleep 0.2
 acpid -c /etc/acpi -l /var/log/acpid.log
 echo PUMICE-GUEST-READY
 
+# A stand-in for qemu-guest-agent (which needs glib and a real root): enough of
+# its line protocol for the host's sync / ping / fsfreeze. Reads return EOF
+# while no host client is connected, so the port is reopened in a loop.
+agent_port() {
+  for p in /sys/class/virtio-ports/vport*; do
+    [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && { echo ${p##*/}; return; }
+  done
+}
+agent() { # agent PORT
+  echo "PUMICE-GUEST-AGENT port=$1"
+  while true; do
+    exec 3<>/dev/$1
+    while read -r line <&3; do
+      id=$(echo "$line" | sed -n 's/.*"id": *\([0-9]*\).*/\1/p')
+      case "$line" in
+        *guest-sync-delimited*) printf '\377{"return": %s}\n' "$id" >&3 ;;
+        *guest-sync*) printf '{"return": %s}\n' "$id" >&3 ;;
+        *guest-ping*) printf '{"return": {}}\n' >&3 ;;
+        *guest-fsfreeze-freeze*) sync; echo PUMICE-GUEST-FSFREEZE; printf '{"return": 1}\n' >&3 ;;
+        *guest-fsfreeze-thaw*) echo PUMICE-GUEST-FSTHAW; printf '{"return": 1}\n' >&3 ;;
+        *) printf '{"error": {"class": "CommandNotFound", "desc": "not in the test guest agent"}}\n' >&3 ;;
+      esac
+    done
+    exec 3<&-
+    sleep 0.2
+  done
+}
+port=$(agent_port)
+[ -n "$port" ] && agent $port &
+
 # A data disk has no partition and no MBR boot signature; the boot disk has both.
 is_data_disk() {
   ls -d /sys/block/$1/$1[0-9]* >/dev/null 2>&1 && return 1
@@ -143,15 +185,22 @@ touch_disk() { # touch_disk NAME SERIAL
 seen=" "
 while true; do
   now=" "
-  for path in /sys/block/vd*; do
+  for path in /sys/block/vd* /sys/block/sd*; do
     [ -e "$path" ] || continue
     name=${path##*/}
     # Key on name, serial and the sysfs node: an unplugged and replugged disk is new.
-    serial=$(cat $path/serial 2>/dev/null)
+    # A SCSI disk's serial is VPD page 0x80 after its 4-byte header.
+    case $name in
+      sd*) serial=$(tail -c +5 $path/device/vpd_pg80 2>/dev/null | tr -d '\000 ') ;;
+      *) serial=$(cat $path/serial 2>/dev/null) ;;
+    esac
     node=$(stat -L -c %i $path 2>/dev/null)
     key="$name:$serial:$node"
     now="$now$key "
     case "$seen" in *" $key "*) continue ;; esac
+    case "$(readlink -f $path/device)" in */target*) bus=scsi ;; */virtio*) bus=virtio ;; *) bus=other ;; esac
+    drv=$(readlink -f $path/device/driver); drv=${drv##*/}
+    echo "PUMICE-GUEST-DISK name=$name serial=$serial bus=$bus driver=$drv discard_max_bytes=$(cat $path/queue/discard_max_bytes 2>/dev/null)"
     if is_data_disk $name; then touch_disk $name "$serial"; fi
   done
   for key in $seen; do

@@ -24,7 +24,8 @@ import type { ImageServiceClient } from '../volume/images.ts';
 import { parseRbdLocation } from '../volume/images.ts';
 import type { ComputeHosts } from './hosts.ts';
 import { computeBinary } from './hosts.ts';
-import type { GuestDisk, GuestSpec, Hypervisor } from './hypervisor/types.ts';
+import type { GuestDisk, GuestHardware, GuestSpec, Hypervisor } from './hypervisor/types.ts';
+import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
 import { HypervisorError } from './hypervisor/types.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow } from './model.ts';
 import { nowIso, PowerState } from './model.ts';
@@ -47,6 +48,9 @@ export interface BlockStorage {
 }
 
 /** A failure the user must see on the server (fault) with the fix; not retried. */
+/** How long after a build the guest agent (hw_qemu_guest_agent) has to answer before 'no agent answered' is recorded. */
+const guestAgentWaitMs = 60_000;
+
 export class BuildError extends Error {
   constructor(message: string, readonly code = 500) {
     super(message);
@@ -537,7 +541,14 @@ export class ComputeAgent {
       if (!bdm.connection_info || !bdm.volume_id) continue;
       disks.push(this.volumeDisk(bdm));
     }
-    return { uuid: server.id, name: server.name, vcpus: flavor.vcpus, memoryMiB: flavor.ram_mib, virtType: this.o.virt.virtType, disks };
+    let hardware: GuestHardware;
+    try {
+      hardware = guestHardwareFromImage(JSON.parse(server.image_meta || '{}') as Record<string, string>);
+    } catch (error) {
+      if (error instanceof HardwarePropertyError) throw new BuildError(error.message);
+      throw error;
+    }
+    return { uuid: server.id, name: server.name, vcpus: flavor.vcpus, memoryMiB: flavor.ram_mib, virtType: this.o.virt.virtType, disks, hardware };
   }
 
   private cacheMode(kind: 'network' | 'file'): GuestDisk['cache'] {
@@ -624,9 +635,33 @@ export class ComputeAgent {
         this.o.log(`compute: server ${server.id} left 'building' during its build; leaving it to the task that changed it`);
       }
       if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute__do_build_and_run_instance', this.host, 'Success', null, started);
+      if (spec.hardware?.guestAgent && payload.actionId) void this.reportGuestAgent(server.id, payload.actionId);
     } catch (error) {
       throw describeFailure(error);
     }
+  }
+
+  /**
+   * hw_qemu_guest_agent: once the guest had time to boot, is an agent answering on its channel?
+   * Recorded as the create action's event `compute_guest_agent_ping` (openstack server event show):
+   * Success, or Error with "no agent answered" and the fix. Runs beside the agent's work, bounded.
+   */
+  private async reportGuestAgent(serverId: string, actionId: number): Promise<void> {
+    const started = nowIso();
+    const deadline = Date.now() + guestAgentWaitMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      const ping = await this.o.hypervisor.guestAgentPing(serverId, { timeoutMs: 2_000 }).catch((error: Error) => ({ answered: false, detail: error.message }));
+      if (ping.answered) {
+        this.o.servers.finishAction(actionId, 'compute_guest_agent_ping', this.host, 'Success', ping.detail, started);
+        return;
+      }
+      last = ping.detail;
+      if (!this.o.servers.row(serverId) || /no running QEMU/.test(last)) return;
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    this.o.log(`compute: server ${serverId}: no guest agent answered within ${guestAgentWaitMs} ms: ${last}`);
+    this.o.servers.finishAction(actionId, 'compute_guest_agent_ping', this.host, 'Error', `no agent answered within ${guestAgentWaitMs / 1000} s of the build: ${last}`, started);
   }
 
   private async stopServer(server: ServerRow, task: Task): Promise<void> {

@@ -70,6 +70,8 @@ export class ComputeHosts {
   constructor(
     private readonly db: Db,
     private readonly serviceDownTimeS: () => number,
+    /** [DEFAULT] report_interval: a heartbeat more than two intervals old is overdue (host_status UNKNOWN). */
+    private readonly reportIntervalS: () => number = () => 10,
   ) {}
 
   /** Registers (or re-registers) a service row for `binary` on `host` and records a heartbeat. */
@@ -128,6 +130,22 @@ export class ComputeHosts {
     if (row.forced_down) return false;
     if (!row.heartbeat_at) return false;
     return nowMs - Date.parse(row.heartbeat_at) <= this.serviceDownTimeS() * 1000;
+  }
+
+  /**
+   * Compute API 2.16 host_status of a server's host: DOWN (forced down, or no heartbeat for
+   * service_down_time), UNKNOWN (heartbeats overdue: more than two report intervals old, not yet
+   * down; also a host with no service row), MAINTENANCE (disabled), else UP. Nova puts disabled
+   * before a missing heartbeat; here a dead host reads DOWN even when disabled, because that is
+   * what an operator deciding on evacuation must see.
+   */
+  hostStatus(host: string, nowMs = Date.now()): 'UP' | 'DOWN' | 'MAINTENANCE' | 'UNKNOWN' {
+    const row = this.serviceByHost(computeBinary, host);
+    if (!row) return 'UNKNOWN';
+    if (!this.isUp(row, nowMs)) return 'DOWN';
+    if (row.disabled) return 'MAINTENANCE';
+    const ageMs = nowMs - Date.parse(row.heartbeat_at!);
+    return ageMs > 2 * this.reportIntervalS() * 1000 ? 'UNKNOWN' : 'UP';
   }
 
   update(id: number, changes: { disabled?: boolean; disabledReason?: string | null; forcedDown?: boolean }): ComputeServiceRow {

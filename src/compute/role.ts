@@ -46,7 +46,7 @@ export interface ComputeParts {
 export function computeParts(db: Db, config: PumiceConfig, queue: TaskQueue, lookups: ComputeLookups): ComputeParts {
   const flavors = new Flavors(db);
   const keypairs = new Keypairs(db);
-  const hosts = new ComputeHosts(db, () => config.DEFAULT.service_down_time);
+  const hosts = new ComputeHosts(db, () => config.DEFAULT.service_down_time, () => config.DEFAULT.report_interval);
   const quotas = new ComputeQuotas(db);
   const c = config.compute;
   const scheduler = new InstanceScheduler(hosts, () => c.scheduler_enabled_filters, () => ({

@@ -12,6 +12,7 @@ import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
+import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
 import type { ComputeHosts } from './hosts.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, TaskState, VmState } from './model.ts';
@@ -170,6 +171,16 @@ function deviceName(index: number): string {
     n = Math.floor(n / 26) - 1;
   } while (n >= 0);
   return `/dev/vd${name}`;
+}
+
+/** The image's hw_* properties must be ones the compute hosts build: a 400 naming the accepted values before anything exists. */
+function checkHardwareProperties(properties: Record<string, string>): void {
+  try {
+    guestHardwareFromImage(properties);
+  } catch (error) {
+    if (error instanceof HardwarePropertyError) throw errors.badRequest(error.message);
+    throw error;
+  }
 }
 
 function parseBool(value: unknown, field: string): boolean {
@@ -342,6 +353,7 @@ export class ServerService {
     const adminPass = randomUUID().replace(/-/g, '').slice(0, 12);
     const now = nowIso();
     const imageMeta: Record<string, string> = planned.rootImage?.properties ?? planned.rootVolumeImageMeta ?? {};
+    checkHardwareProperties(imageMeta);
     const server = this.db.transaction(() => {
       this.quotas.checkServer(auth.projectId!, { instances: 1, cores: flavor.vcpus, ramMiB: flavor.ram_mib });
       const result = this.scheduler.select({
@@ -663,6 +675,7 @@ export class ServerService {
     } else {
       this.checkImageFitsFlavor(image, flavor, true);
       this.checkImageForLocalRoot(image);
+      checkHardwareProperties(image.properties);
     }
     return this.db.transaction(() => {
       this.requireState(row, 'rebuild', ['active', 'stopped', 'error']);

@@ -112,7 +112,7 @@ export function renderServer(ctx: RenderContext, row: ServerRow, bdms: BdmRow[],
       body['OS-EXT-SRV-ATTR:hostname'] = row.name.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 63) || 'server';
       body['OS-EXT-SRV-ATTR:kernel_id'] = '';
       body['OS-EXT-SRV-ATTR:ramdisk_id'] = '';
-      body['OS-EXT-SRV-ATTR:root_device_name'] = '/dev/vda';
+      body['OS-EXT-SRV-ATTR:root_device_name'] = rootDeviceName(row.image_meta);
       body['OS-EXT-SRV-ATTR:user_data'] = row.user_data;
     }
   }
@@ -175,7 +175,8 @@ export function serverSchema(v: number): TSchema {
     props['OS-EXT-SRV-ATTR:user_data'] = Type.Optional(Nullable(Type.String()));
   }
   if (v >= 9) props['locked'] = Type.Boolean();
-  if (v >= 16) props['host_status'] = Type.Optional(Type.String());
+  // As tempest's v2_16 schema: the four states, or '' for a server with no host.
+  if (v >= 16) props['host_status'] = Type.Optional(Type.Union(['UP', 'DOWN', 'MAINTENANCE', 'UNKNOWN', ''].map((state) => Type.Literal(state))));
   if (v >= 19) props['description'] = Nullable(Type.String());
   if (v >= 26) props['tags'] = Type.Array(Type.String());
   if (v >= 63) props['trusted_image_certificates'] = Nullable(Type.Array(Type.String()));
@@ -188,3 +189,12 @@ export const serverDetailResponses = versioned(serverBreakpoints, (v) => Type.Ob
 export const serverListDetailResponses = versioned(serverBreakpoints, (v) =>
   Type.Object({ servers: Type.Array(serverSchema(v)), servers_links: Type.Optional(Links) }, { additionalProperties: false }),
 );
+
+/** The guest's first disk name as Nova reports it: sda on the image's hw_disk_bus=scsi, else vda. */
+function rootDeviceName(imageMetaJson: string): string {
+  try {
+    return (JSON.parse(imageMetaJson || '{}') as Record<string, string>)['hw_disk_bus'] === 'scsi' ? '/dev/sda' : '/dev/vda';
+  } catch {
+    return '/dev/vda';
+  }
+}

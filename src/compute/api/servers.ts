@@ -164,13 +164,7 @@ export function renderContext(ctx: DeclaredContext<unknown, unknown>, hosts: Com
     isAdmin: ctx.auth?.isAdmin ?? false,
     showExtended: ctx.can('os_compute_api:os-extended-server-attributes'),
     showHostStatus: ctx.can('os_compute_api:servers:show:host_status'),
-    hostStatus: (host) => {
-      if (!host) return '';
-      const service = hosts.serviceByHost('nova-compute', host);
-      if (!service) return 'UNKNOWN';
-      if (service.forced_down || !hosts.isUp(service)) return 'DOWN';
-      return service.disabled ? 'MAINTENANCE' : 'UP';
-    },
+    hostStatus: (host) => (host ? hosts.hostStatus(host) : ''),
   };
 }
 

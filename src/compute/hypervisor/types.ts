@@ -46,6 +46,32 @@ export interface GuestDisk {
   discard: 'unmap' | 'ignore';
 }
 
+/** Guest hardware from the image's hw_* properties (src/compute/hardware.ts). */
+export interface GuestHardware {
+  /** Bus of every disk: virtio-blk PCI devices, or scsi-hd on one virtio-scsi controller. */
+  diskBus: 'virtio' | 'scsi';
+  scsiModel: 'virtio-scsi' | null;
+  /** A virtio-serial channel org.qemu.guest_agent.0 on a unix socket in the instance directory. */
+  guestAgent: boolean;
+  /** Snapshots of the running guest must freeze its file systems through the agent first. */
+  requireQuiesce: boolean;
+  rngModel: 'virtio' | null;
+  videoModel: 'none' | 'vga' | 'cirrus' | 'virtio';
+  /** `pc` or a versioned `pc-i440fx-X.Y`. */
+  machineType: string;
+}
+
+/** What a guest gets with no hw_* properties (and what guests made before they were read had). */
+export const defaultGuestHardware: Readonly<GuestHardware> = {
+  diskBus: 'virtio',
+  scsiModel: null,
+  guestAgent: false,
+  requireQuiesce: false,
+  rngModel: null,
+  videoModel: 'none',
+  machineType: 'pc',
+};
+
 export interface GuestSpec {
   /** Server uuid. */
   uuid: string;
@@ -56,6 +82,8 @@ export interface GuestSpec {
   /** `kvm` or `qemu` (TCG), as nova.conf's [libvirt] virt_type. */
   virtType: 'kvm' | 'qemu';
   disks: GuestDisk[];
+  /** Absent: virtio disks, no agent channel, no RNG, no video, machine `pc` (guests made before hw_* properties were read). */
+  hardware?: GuestHardware;
 }
 
 export type GuestPowerState = 'running' | 'paused' | 'shutdown' | 'crashed' | 'nostate';
@@ -73,7 +101,7 @@ export interface GuestInfo {
 /** A driver failure the agent turns into a server fault. `code` is closed; `message` names the cause and the fix. */
 export class HypervisorError extends Error {
   constructor(
-    readonly code: 'CephClientMissing' | 'CephKeyMissing' | 'DiskOpenFailed' | 'QemuStartFailed' | 'QmpTimeout' | 'GuestNotFound' | 'DeviceBusy' | 'Internal',
+    readonly code: 'CephClientMissing' | 'CephKeyMissing' | 'DiskOpenFailed' | 'QemuStartFailed' | 'QmpTimeout' | 'GuestNotFound' | 'DeviceBusy' | 'GuestAgentUnavailable' | 'Internal',
     message: string,
   ) {
     super(message);
@@ -104,6 +132,19 @@ export interface Hypervisor {
   consoleLog(uuid: string, lines?: number): Promise<string>;
   /** The libvirt-style domain XML Nova would have produced for this spec (written next to the instance for inspection). */
   domainXml(spec: GuestSpec): string;
+  /**
+   * Asks the guest agent (hw_qemu_guest_agent) for `guest-ping` within `timeoutMs`. `answered` false
+   * with the reason when the guest has no agent channel or nothing in the guest answered.
+   */
+  guestAgentPing(uuid: string, options: { timeoutMs: number }): Promise<{ answered: boolean; detail: string }>;
+  /**
+   * Freezes the guest's file systems through the agent (guest-fsfreeze-freeze), for a consistent
+   * snapshot; returns how many were frozen. GuestAgentUnavailable (naming the cause) when it cannot:
+   * then nothing is frozen. Pair every success with thawFilesystems.
+   */
+  freezeFilesystems(uuid: string, options: { timeoutMs: number }): Promise<number>;
+  /** guest-fsfreeze-thaw. Not frozen is success. */
+  thawFilesystems(uuid: string, options: { timeoutMs: number }): Promise<void>;
   /** Closes QMP connections without touching the guests (agent shutdown: guests keep running). */
   close(): Promise<void>;
 }

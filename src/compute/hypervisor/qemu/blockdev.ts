@@ -5,15 +5,18 @@
  * the command line and `blockdev-add`/`device_add`/`object-add` over QMP, so
  * a cold-plugged and a hot-plugged disk are configured identically.
  */
-import type { GuestDisk } from '../types.ts';
+import type { GuestDisk, GuestHardware } from '../types.ts';
 
 /** Names QEMU gives to one disk's objects; kept in devices.json so adopt() can find them again. */
 export interface DiskPlacement {
   diskId: string;
-  /** PCI slot on pci.0 (0x04..0x1f). */
+  /** PCI slot on pci.0 (0x04..0x1f) of a virtio-blk device; unused (0) for a SCSI disk. */
   slot: number;
-  /** Guest target name in the domain XML (`vda`, `vdb`, ...). */
+  /** Guest target name in the domain XML (`vda`, `vdb`, ... or `sda`, ... on SCSI). */
   target: string;
+  /** `scsi`: a scsi-hd on the virtio-scsi controller at `lun`. Absent: virtio-blk (devices.json written before SCSI). */
+  bus?: 'scsi';
+  lun?: number;
   deviceId: string;
   formatNode: string;
   protocolNode: string;
@@ -40,11 +43,17 @@ export function deviceIdFor(diskId: string): string {
   return `disk-${diskId.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 }
 
-export function placementFor(disk: GuestDisk, slot: number, target: string, seq: number): DiskPlacement {
+/** The virtio-scsi controller's id; its bus is `scsi0.0`. */
+export const scsiControllerId = 'scsi0';
+/** LUNs of the one SCSI target Pumice uses (QEMU's scsi-hd allows 0..16383; a limit like the PCI slots'). */
+export const scsiLunMax = 255;
+
+export function placementFor(disk: GuestDisk, slot: number, target: string, seq: number, scsi: { lun: number } | null = null): DiskPlacement {
   return {
     diskId: disk.diskId,
-    slot,
+    slot: scsi ? 0 : slot,
     target,
+    ...(scsi ? { bus: 'scsi' as const, lun: scsi.lun } : {}),
     deviceId: deviceIdFor(disk.diskId),
     // Node names are limited to 31 characters: a sequence number, never reused in one QEMU.
     formatNode: `n${seq}-fmt`,
@@ -114,6 +123,21 @@ export function formatNode(disk: GuestDisk, placement: DiskPlacement): Record<st
 }
 
 export function deviceFor(disk: GuestDisk, placement: DiskPlacement): Record<string, unknown> {
+  if (placement.bus === 'scsi') {
+    // As libvirt's <target bus='scsi'/> on a virtio-scsi controller: one target, a LUN per disk.
+    return {
+      driver: 'scsi-hd',
+      id: placement.deviceId,
+      drive: placement.formatNode,
+      bus: `${scsiControllerId}.0`,
+      channel: 0,
+      'scsi-id': 0,
+      lun: placement.lun ?? 0,
+      serial: disk.serial,
+      'write-cache': writeCacheFor(disk.cache),
+      ...(disk.bootIndex !== undefined ? { bootindex: disk.bootIndex } : {}),
+    };
+  }
   return {
     driver: 'virtio-blk-pci',
     id: placement.deviceId,
@@ -159,4 +183,56 @@ export function cephConfText(options: { baseConfText: string | null; monitorHost
     `mon_host = ${options.monitorHosts.join(',')}`,
     ours,
   ].join('\n');
+}
+
+// ------------------------------------------------------------------ non-disk devices of hw_* properties
+
+/** The channel name qemu-guest-agent looks for (/dev/virtio-ports/org.qemu.guest_agent.0 in the guest). */
+export const guestAgentChannelName = 'org.qemu.guest_agent.0';
+/** Where the standard VGA sits on i440fx when present (QEMU's own default). */
+export const videoPciSlot = 0x02;
+/** The SCSI controller, virtio-serial controller and RNG share slot 3 as functions of one multifunction device: disks keep slots 0x04..0x1f. */
+export const extraDevicesPciSlot = 0x03;
+
+export interface ExtraPciDevice {
+  id: 'scsi0' | 'virtio-serial0' | 'rng0';
+  driver: 'virtio-scsi-pci' | 'virtio-serial-pci' | 'virtio-rng-pci';
+  slot: number;
+  function: number;
+  /** Set on function 0 when other functions follow: the guest only probes functions > 0 of a multifunction device. */
+  multifunction: boolean;
+}
+
+export function extraPciDevices(hardware: GuestHardware): ExtraPciDevice[] {
+  const wanted: Pick<ExtraPciDevice, 'id' | 'driver'>[] = [];
+  if (hardware.diskBus === 'scsi') wanted.push({ id: 'scsi0', driver: 'virtio-scsi-pci' });
+  if (hardware.guestAgent) wanted.push({ id: 'virtio-serial0', driver: 'virtio-serial-pci' });
+  if (hardware.rngModel === 'virtio') wanted.push({ id: 'rng0', driver: 'virtio-rng-pci' });
+  return wanted.map((device, index) => ({ ...device, slot: extraDevicesPciSlot, function: index, multifunction: index === 0 && wanted.length > 1 }));
+}
+
+/** QEMU -device / -object / -chardev arguments for the hw_* devices (disks aside) and the video model. */
+export function hardwareArgs(hardware: GuestHardware, paths: { guestAgentSocketPath: string }): string[] {
+  const args: string[] = [];
+  for (const device of extraPciDevices(hardware)) {
+    if (device.driver === 'virtio-rng-pci') args.push('-object', JSON.stringify({ 'qom-type': 'rng-random', id: 'objrng0', filename: '/dev/urandom' }));
+    args.push(
+      '-device',
+      JSON.stringify({
+        driver: device.driver,
+        id: device.id,
+        bus: 'pci.0',
+        addr: `${pciAddr(device.slot)}.${device.function}`,
+        ...(device.multifunction ? { multifunction: true } : {}),
+        ...(device.driver === 'virtio-rng-pci' ? { rng: 'objrng0' } : {}),
+      }),
+    );
+  }
+  if (hardware.guestAgent) {
+    args.push('-chardev', `socket,id=charchannel0,path=${paths.guestAgentSocketPath.replace(/,/g, ',,')},server=on,wait=off`);
+    args.push('-device', JSON.stringify({ driver: 'virtserialport', bus: 'virtio-serial0.0', nr: 1, chardev: 'charchannel0', id: 'channel0', name: guestAgentChannelName }));
+  }
+  const video = { vga: 'VGA', cirrus: 'cirrus-vga', virtio: 'virtio-vga' } as const;
+  if (hardware.videoModel !== 'none') args.push('-device', JSON.stringify({ driver: video[hardware.videoModel], id: 'video0', bus: 'pci.0', addr: pciAddr(videoPciSlot) }));
+  return args;
 }

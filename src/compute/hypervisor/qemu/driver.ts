@@ -21,17 +21,20 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
 import { chmod, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { HypervisorError, type GuestDisk, type GuestInfo, type GuestPowerState, type GuestSpec, type Hypervisor } from '../types.ts';
+import { defaultGuestHardware, HypervisorError, type GuestDisk, type GuestInfo, type GuestPowerState, type GuestSpec, type Hypervisor } from '../types.ts';
 import {
   cephConfText,
   deviceFor,
   formatNode,
+  hardwareArgs,
   pciSlotFirst,
   pciSlotLast,
   placementFor,
   protocolNode,
+  scsiLunMax,
   type DiskPlacement,
 } from './blockdev.ts';
+import { QgaClient } from './qga.ts';
 import { domainName, renderDomainXml, targetName } from './domain-xml.ts';
 import { diskOpenError, qemuSaid } from './errors.ts';
 import { QmpClient, QmpError } from './qmp.ts';
@@ -77,6 +80,8 @@ interface Instance {
   qmp: QmpClient | null;
 }
 
+/** The guest agent channel's socket in the instance directory (libvirt: /var/lib/libvirt/qemu/channel/target/.../org.qemu.guest_agent.0). */
+const guestAgentSocketName = 'qga.sock';
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** sun_path is 108 bytes including the NUL. */
 const unixPathBytesMax = 107;
@@ -201,8 +206,10 @@ export class QemuHypervisor implements Hypervisor {
       const instance = await this.live(uuid);
       if (instance.placements.has(disk.diskId)) return;
       const qmp = await this.qmpOf(instance);
-      const slot = await this.freeSlot(instance, qmp);
-      const placement = placementFor(disk, slot, this.freeTarget(instance), instance.nextSeq++);
+      const scsi = busOf(instance.spec) === 'scsi';
+      // Volumes follow the image's disk bus, as Nova's blockinfo does for hw_disk_bus.
+      const slot = scsi ? 0 : await this.freeSlot(instance, qmp);
+      const placement = placementFor(disk, slot, this.freeTarget(instance), instance.nextSeq++, scsi ? { lun: this.freeLun(instance) } : null);
       await this.saveDevices(instance);
       const undo: (() => Promise<unknown>)[] = [];
       const timeoutMs = this.qmpTimeoutMs;
@@ -237,7 +244,7 @@ export class QemuHypervisor implements Hypervisor {
       instance.placements.set(disk.diskId, placement);
       instance.spec = { ...instance.spec, disks: [...instance.spec.disks.filter((d) => d.diskId !== disk.diskId), withoutSecrets(disk)] };
       await this.saveState(instance);
-      this.log(`qemu ${uuid}: attached disk ${disk.diskId} at pci.0 ${placement.slot.toString(16)} (${placement.target})`);
+      this.log(`qemu ${uuid}: attached disk ${disk.diskId} at ${placement.bus === 'scsi' ? `scsi0 lun ${placement.lun}` : `pci.0 ${placement.slot.toString(16)}`} (${placement.target})`);
     });
   }
 
@@ -354,7 +361,61 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   domainXml(spec: GuestSpec): string {
-    return renderDomainXml(spec, coldPlacements(spec), { consoleLogPath: this.file(spec.uuid, 'console.log'), emulator: this.qemuBinary });
+    return renderDomainXml(spec, coldPlacements(spec), { consoleLogPath: this.file(spec.uuid, 'console.log'), emulator: this.qemuBinary, guestAgentSocketPath: this.file(spec.uuid, guestAgentSocketName) });
+  }
+
+  async guestAgentPing(uuid: string, options: { timeoutMs: number }): Promise<{ answered: boolean; detail: string }> {
+    try {
+      await this.withGuestAgent(uuid, options.timeoutMs, (qga) => qga.execute('guest-ping', undefined, options.timeoutMs));
+      return { answered: true, detail: `the guest agent on ${guestAgentSocketName} answered guest-ping` };
+    } catch (err) {
+      return { answered: false, detail: (err as Error).message };
+    }
+  }
+
+  async freezeFilesystems(uuid: string, options: { timeoutMs: number }): Promise<number> {
+    return this.withGuestAgent(uuid, options.timeoutMs, async (qga) => {
+      const frozen = await qga.execute<number>('guest-fsfreeze-freeze', undefined, options.timeoutMs);
+      this.log(`qemu ${uuid}: guest agent froze ${frozen} file systems`);
+      return frozen;
+    });
+  }
+
+  async thawFilesystems(uuid: string, options: { timeoutMs: number }): Promise<void> {
+    await this.withGuestAgent(uuid, options.timeoutMs, async (qga) => {
+      const thawed = await qga.execute<number>('guest-fsfreeze-thaw', undefined, options.timeoutMs);
+      this.log(`qemu ${uuid}: guest agent thawed ${thawed} file systems`);
+    });
+  }
+
+  /** One agent conversation (the channel takes one client at a time), serialised with the guest's other operations. */
+  private withGuestAgent<T>(uuid: string, timeoutMs: number, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
+    return this.locked(uuid, async () => {
+      const instance = await this.live(uuid);
+      if (!(instance.spec.hardware ?? defaultGuestHardware).guestAgent) {
+        throw new HypervisorError('GuestAgentUnavailable', `Instance ${uuid} has no guest agent channel: its image lacks hw_qemu_guest_agent=yes. Set it on the image and rebuild the server.`);
+      }
+      let qga: QgaClient;
+      try {
+        qga = await QgaClient.connect(this.file(uuid, guestAgentSocketName), { timeoutMs });
+      } catch (err) {
+        throw new HypervisorError('GuestAgentUnavailable', `Cannot open the guest agent channel of ${uuid}: ${(err as Error).message}`);
+      }
+      try {
+        await qga.sync(timeoutMs).catch((err: Error) => {
+          throw new HypervisorError(
+            'GuestAgentUnavailable',
+            `No agent answered on the guest agent channel of ${uuid} within ${timeoutMs} ms (${err.message}): install and start qemu-guest-agent in the guest (it listens on /dev/virtio-ports/org.qemu.guest_agent.0).`,
+          );
+        });
+        return await fn(qga);
+      } catch (err) {
+        if (err instanceof HypervisorError) throw err;
+        throw new HypervisorError('GuestAgentUnavailable', `The guest agent of ${uuid} refused or did not answer: ${(err as Error).message}`);
+      } finally {
+        qga.close();
+      }
+    });
   }
 
   async close(): Promise<void> {
@@ -383,6 +444,7 @@ export class QemuHypervisor implements Hypervisor {
     this.instances.set(uuid, instance);
 
     const args = this.baseArgs(spec, dir);
+    args.push(...hardwareArgs(spec.hardware ?? defaultGuestHardware, { guestAgentSocketPath: path.join(dir, guestAgentSocketName) }));
     for (const disk of orderedDisks(spec)) {
       const placement = placements.get(disk.diskId)!;
       const cephConfPath = await this.writeDiskFiles(instance, disk, placement, { secretFile: true });
@@ -488,7 +550,7 @@ export class QemuHypervisor implements Hypervisor {
     return [
       '-name', `guest=${domainName(spec.uuid)},debug-threads=on`,
       '-uuid', spec.uuid,
-      '-machine', 'pc',
+      '-machine', (spec.hardware ?? defaultGuestHardware).machineType,
       '-accel', kvm ? 'kvm' : `tcg,tb-size=${this.tbSizeMiB}`,
       '-cpu', kvm ? 'host' : 'qemu64',
       '-m', `${spec.memoryMiB}`,
@@ -517,9 +579,9 @@ export class QemuHypervisor implements Hypervisor {
   private async verifyDisks(qmp: QmpClient, placements: Map<string, DiskPlacement>): Promise<void> {
     const blocks = await qmp.execute<{ qdev?: string; inserted?: { 'node-name'?: string } }[]>('query-block', undefined, { timeoutMs: this.qmpTimeoutMs });
     for (const placement of placements.values()) {
-      const block = blocks.find((b) => b.qdev?.includes(`/peripheral/${placement.deviceId}/`));
+      const block = blocks.find((b) => qdevIs(b.qdev, placement.deviceId));
       if (!block || block.inserted?.['node-name'] !== placement.formatNode) {
-        throw new HypervisorError('Internal', `QEMU started without disk ${placement.diskId} on device ${placement.deviceId} (query-block: ${JSON.stringify(blocks).slice(0, 400)})`);
+        throw new HypervisorError('Internal', `QEMU started without disk ${placement.diskId} on device ${placement.deviceId} (query-block devices: ${JSON.stringify(blocks.map((b) => `${b.qdev ?? '?'}=${b.inserted?.['node-name'] ?? 'empty'}`)).slice(0, 400)})`);
       }
     }
   }
@@ -585,7 +647,7 @@ export class QemuHypervisor implements Hypervisor {
     const blocks = await qmp.execute<{ qdev?: string }[]>('query-block', undefined, { timeoutMs: this.qmpTimeoutMs });
     let changed = false;
     for (const placement of [...instance.placements.values()]) {
-      if (!blocks.some((b) => b.qdev?.includes(`/peripheral/${placement.deviceId}/`))) {
+      if (!blocks.some((b) => qdevIs(b.qdev, placement.deviceId))) {
         this.log(`qemu ${instance.uuid}: disk ${placement.diskId} is no longer in QEMU; forgetting it`);
         instance.placements.delete(placement.diskId);
         instance.spec = { ...instance.spec, disks: instance.spec.disks.filter((d) => d.diskId !== placement.diskId) };
@@ -669,7 +731,11 @@ export class QemuHypervisor implements Hypervisor {
   private async saveState(instance: Instance): Promise<void> {
     await writeFile0600(path.join(instance.dir, 'spec.json'), `${JSON.stringify(instance.spec, null, 2)}\n`);
     await this.saveDevices(instance);
-    const xml = renderDomainXml(instance.spec, instance.placements, { consoleLogPath: path.join(instance.dir, 'console.log'), emulator: this.qemuBinary });
+    const xml = renderDomainXml(instance.spec, instance.placements, {
+      consoleLogPath: path.join(instance.dir, 'console.log'),
+      emulator: this.qemuBinary,
+      guestAgentSocketPath: path.join(instance.dir, guestAgentSocketName),
+    });
     await writeFile0600(path.join(instance.dir, 'libvirt.xml'), xml);
   }
 
@@ -709,12 +775,19 @@ export class QemuHypervisor implements Hypervisor {
 
   private freeTarget(instance: Instance): string {
     const used = new Set([...instance.placements.values()].map((p) => p.target));
-    for (let i = 0; ; i++) if (!used.has(targetName(i))) return targetName(i);
+    const bus = busOf(instance.spec);
+    for (let i = 0; ; i++) if (!used.has(targetName(i, bus))) return targetName(i, bus);
+  }
+
+  private freeLun(instance: Instance): number {
+    const used = new Set([...instance.placements.values()].map((p) => p.lun));
+    for (let lun = 0; lun <= scsiLunMax; lun++) if (!used.has(lun)) return lun;
+    throw new HypervisorError('DeviceBusy', `Instance ${instance.uuid} has no free SCSI LUN for another disk (at most ${scsiLunMax + 1}): detach a disk first.`);
   }
 
   private async devicePresent(qmp: QmpClient, deviceId: string): Promise<boolean> {
     const blocks = await qmp.execute<{ qdev?: string }[]>('query-block', undefined, { timeoutMs: this.qmpTimeoutMs }).catch(() => []);
-    return blocks.some((b) => b.qdev?.includes(`/peripheral/${deviceId}/`));
+    return blocks.some((b) => qdevIs(b.qdev, deviceId));
   }
 
   private locked<T>(uuid: string, fn: () => Promise<T>): Promise<T> {
@@ -735,7 +808,8 @@ function validateSpec(spec: GuestSpec): void {
   if (!uuidPattern.test(spec.uuid)) throw new HypervisorError('Internal', `not an instance uuid: ${JSON.stringify(spec.uuid)}`);
   if (!Number.isInteger(spec.vcpus) || spec.vcpus < 1) throw new HypervisorError('Internal', `vcpus must be a positive integer, got ${spec.vcpus}`);
   if (!Number.isInteger(spec.memoryMiB) || spec.memoryMiB < 16) throw new HypervisorError('Internal', `memoryMiB must be an integer >= 16, got ${spec.memoryMiB}`);
-  if (spec.disks.length > disksMax) throw new HypervisorError('Internal', `at most ${disksMax} disks per guest, got ${spec.disks.length}`);
+  const max = busOf(spec) === 'scsi' ? scsiLunMax + 1 : disksMax;
+  if (spec.disks.length > max) throw new HypervisorError('Internal', `at most ${max} disks per guest, got ${spec.disks.length}`);
   const ids = new Set<string>();
   for (const disk of spec.disks) {
     if (ids.has(disk.diskId)) throw new HypervisorError('Internal', `disk ${disk.diskId} appears twice in the guest spec`);
@@ -768,8 +842,20 @@ function orderedDisks(spec: GuestSpec): GuestDisk[] {
 
 function coldPlacements(spec: GuestSpec): Map<string, DiskPlacement> {
   const placements = new Map<string, DiskPlacement>();
-  orderedDisks(spec).forEach((disk, index) => placements.set(disk.diskId, placementFor(disk, pciSlotFirst + index, targetName(index), index + 1)));
+  const bus = busOf(spec);
+  orderedDisks(spec).forEach((disk, index) =>
+    placements.set(disk.diskId, placementFor(disk, pciSlotFirst + index, targetName(index, bus), index + 1, bus === 'scsi' ? { lun: index } : null)),
+  );
   return placements;
+}
+
+/** query-block's qdev of a device: `/machine/peripheral/ID/virtio-backend` for virtio-blk, the bare id `ID` for scsi-hd. */
+function qdevIs(qdev: string | undefined, deviceId: string): boolean {
+  return qdev !== undefined && (qdev === deviceId || qdev.endsWith(`/peripheral/${deviceId}`) || qdev.includes(`/peripheral/${deviceId}/`));
+}
+
+function busOf(spec: GuestSpec): 'virtio' | 'scsi' {
+  return (spec.hardware ?? defaultGuestHardware).diskBus;
 }
 
 function withoutSecrets(disk: GuestDisk): GuestDisk {
@@ -878,7 +964,7 @@ async function removeRuntimeFiles(dir: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     if (name.startsWith('tls-')) await rm(path.join(dir, name), { recursive: true, force: true });
   }
-  for (const name of ['qmp.sock', 'qemu.pid']) await rm(path.join(dir, name), { force: true });
+  for (const name of ['qmp.sock', 'qemu.pid', guestAgentSocketName]) await rm(path.join(dir, name), { force: true });
 }
 
 async function readFromOffset(file: string, offset: number): Promise<string> {
