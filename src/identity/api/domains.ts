@@ -17,6 +17,8 @@ const CreateDomainBody = envelope('domain', Type.Object(
     description: Type.Optional(Type.String({ maxLength: 65535 })),
     enabled: Type.Optional(Type.Boolean()),
     tags: Type.Optional(Type.Array(Type.String())),
+    // openstackclient sends `options: {}` on create.
+    options: Type.Optional(FreeObject),
   },
   strict,
 ));
