@@ -189,6 +189,21 @@ const imageImportOptions = {
   image_import_plugins: { type: 'list', default: ['image_conversion'], help: "import plugins: 'image_conversion' (convert non-raw images to raw for the rbd store), or empty" },
 } satisfies Record<string, OptionSpec>;
 
+/**
+ * glance-image-import.conf's [import_filtering_opts]: where the web-download
+ * import may fetch from. Unlike Glance, an empty allowed_hosts turns
+ * web-download off: a server that fetches any URL is a way into networks
+ * its users cannot reach.
+ */
+const importFilteringOptions = {
+  allowed_schemes: { type: 'list', default: ['http', 'https'], help: 'URL schemes web-download may use' },
+  disallowed_schemes: { type: 'list', default: [], help: 'URL schemes refused when allowed_schemes is empty' },
+  allowed_hosts: { type: 'list', default: [], help: 'host names or addresses web-download may fetch from (empty: web-download is off)' },
+  disallowed_hosts: { type: 'list', default: [], help: 'hosts refused even when listed in allowed_hosts' },
+  allowed_ports: { type: 'list', default: ['80', '443'], help: 'ports web-download may connect to (empty: any not in disallowed_ports)' },
+  disallowed_ports: { type: 'list', default: [], help: 'ports refused when allowed_ports is empty' },
+} satisfies Record<string, OptionSpec>;
+
 /** glance-image-import.conf's [image_conversion]. */
 const imageConversionOptions = {
   output_format: { type: 'string', default: 'raw', help: "format image_conversion converts to: 'raw' (what booting from RBD needs)" },
@@ -246,6 +261,7 @@ export interface PumiceConfig {
   metrics: Values<typeof metricsOptions>;
   glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
   image_import_opts: Values<typeof imageImportOptions>;
+  import_filtering_opts: ImportFilteringConfig;
   image_conversion: Values<typeof imageConversionOptions>;
   compute: Values<typeof computeOptions> & { instances_path: string };
   libvirt: Values<typeof libvirtOptions>;
@@ -265,6 +281,7 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   metrics: metricsOptions,
   glance_store: glanceStoreOptions,
   image_import_opts: imageImportOptions,
+  import_filtering_opts: importFilteringOptions,
   image_conversion: imageConversionOptions,
   compute: computeOptions,
   libvirt: libvirtOptions,
@@ -345,6 +362,7 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     metrics: read('metrics', metricsOptions),
     glance_store: readGlanceStore(ini, dataDir),
     ...readImageImport(ini),
+    import_filtering_opts: readImportFiltering(ini),
     ...readCompute(ini, dataDir),
     backends,
   };
@@ -366,6 +384,29 @@ function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_st
     throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'rbd_store_chunk_size'), `[glance_store] rbd_store_chunk_size = ${chunk} must be a power of two (MiB), e.g. 8`);
   }
   return { ...values, filesystem_store_datadir: values.filesystem_store_datadir ?? join(dataDir, 'images') };
+}
+
+export type ImportFilteringConfig = Omit<Values<typeof importFilteringOptions>, 'allowed_ports' | 'disallowed_ports'> & { allowed_ports: number[]; disallowed_ports: number[] };
+
+/** [import_filtering_opts]: lists may be written Glance's way (`['http', 'https']`); hosts compared in lower case; ports are numbers. */
+function readImportFiltering(ini: IniFile): ImportFilteringConfig {
+  const values = readSection(ini, ini.sections.get('import_filtering_opts'), importFilteringOptions);
+  const clean = (list: string[]) => list.map((v) => v.replace(/^\[/, '').replace(/\]$/, '').trim().replace(/^['"]|['"]$/g, '').toLowerCase()).filter((v) => v.length > 0);
+  const ports = (key: 'allowed_ports' | 'disallowed_ports') => clean(values[key]).map((text) => {
+    const port = Number(text);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new ConfigError(ini.path, lineOf(ini, 'import_filtering_opts', key), `[import_filtering_opts] ${key}: '${text}' is not a port number (1-65535)`);
+    }
+    return port;
+  });
+  return {
+    allowed_schemes: clean(values.allowed_schemes),
+    disallowed_schemes: clean(values.disallowed_schemes),
+    allowed_hosts: clean(values.allowed_hosts).map((h) => h.replace(/^\[|\]$/g, '')),
+    disallowed_hosts: clean(values.disallowed_hosts).map((h) => h.replace(/^\[|\]$/g, '')),
+    allowed_ports: ports('allowed_ports'),
+    disallowed_ports: ports('disallowed_ports'),
+  };
 }
 
 /** [image_import_opts] and [image_conversion]; the list may be written Glance's way, `['image_conversion']`. */

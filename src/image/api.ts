@@ -24,8 +24,6 @@ import {
 
 const imageApiVersions = ['2.16', '2.15', '2.9', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
 const jsonPatchTypes = ['application/openstack-images-v2.1-json-patch', 'application/openstack-images-v2.0-json-patch'];
-/** Import methods listed by /v2/info/import. */
-const importMethods = ['glance-direct'];
 
 /** Query parameters with a meaning of their own; any other is a property filter, as in Glance. */
 const listParams = new Set(['limit', 'marker', 'sort_key', 'sort_dir', 'sort', 'member_status', 'name', 'status', 'visibility', 'owner', 'tag',
@@ -257,7 +255,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
     }),
     route({
       method: 'GET', path: '/v2/info/import', policy: '@', responses: { 200: ImportInfo },
-      handler: () => ({ status: 200, body: { 'import-methods': { description: 'Import methods available.', type: 'array', value: importMethods } } }),
+      handler: () => ({ status: 200, body: { 'import-methods': { description: 'Import methods available.', type: 'array', value: service.importMethods } } }),
     }),
 
     // ---- images ----
@@ -283,7 +281,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
         return {
           status: 201,
           body: render(ctx, image),
-          headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': importMethods.join(',') },
+          headers: { Location: `${ctx.serviceUrl}/v2/images/${image.id}`, 'OpenStack-image-import-methods': service.importMethods.join(',') },
         };
       },
     }),
@@ -358,7 +356,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
         const unknownStore = (ctx.body.stores ?? []).find((s) => s !== service.store.id);
         if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
         // Answers at once, as Glance does: the import runs as a task; clients poll the image's status.
-        service.importStaged(auth(ctx), id(ctx), ctx.body.method.name);
+        service.importImage(auth(ctx), id(ctx), ctx.body.method.name, ctx.body.method.uri);
         return { status: 202 };
       },
     }),

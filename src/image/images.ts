@@ -29,6 +29,7 @@ import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type Pendi
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { withoutDirectories } from '../redact.ts';
 import { errorMessage, FatalError, TaskFencedError } from '../tasks/errors.ts';
+import { checkImportUri, DownloadError, fetchImageData, webDownloadEnabled, type ImportFilter } from './web-download.ts';
 
 /** What an image store offers (the file store's data interface); `location`/`assertDeletable` where the store has them. */
 export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'discard' | 'delete' | 'read' | 'sizeOf'> & {
@@ -65,8 +66,10 @@ export interface ImageServiceOptions {
   convertToRaw?: boolean;
   /** Glance's policy table (src/image/policy.ts) with the operator's overrides; default: Glance's defaults. */
   policy?: PolicyTable;
-  /** Runs glance-direct imports (queue `imageTaskQueue`); started by `startTasks()`. */
+  /** Runs imports (queue `imageTaskQueue`); started by `startTasks()`. */
   tasks: TaskQueue;
+  /** [import_filtering_opts]: where web-download may fetch from; null or no allowed_hosts: web-download is off. */
+  importFilter?: ImportFilter | null;
 }
 
 /** An upload written into the store and checked, waiting to be published. */
@@ -87,6 +90,8 @@ interface ImportPayload {
   /** The id shown in os_glance_import_task. */
   taskId: string;
   method: string;
+  /** web-download: where the data is fetched from. */
+  uri?: string;
 }
 
 /**
@@ -238,6 +243,11 @@ export class ImageService {
       // Interrupted too often, or failed after the handler's own bookkeeping (a no-op then).
       if (this.recordImportFailure(task.resourceId, 'uploading') !== null) this.log(`images: import of ${task.resourceId} given up: ${reason}`);
     });
+  }
+
+  /** The import methods offered (GET /v2/info/import, OpenStack-image-import-methods). */
+  get importMethods(): string[] {
+    return webDownloadEnabled(this.options.importFilter ?? null) ? ['glance-direct', 'web-download'] : ['glance-direct'];
   }
 
   /** Every enabled store, the default first. */
@@ -836,20 +846,32 @@ export class ImageService {
    * refused import leaves the image `queued` without data; a store failure
    * leaves it `uploading` with the staged data kept for another import; both
    * record the store in `os_glance_failed_import`. Returns the task's id.
+   *
+   * web-download starts from a `queued` image: the task first fetches the
+   * `uri` (checked against [import_filtering_opts] here and at every
+   * redirect) into the staging area, then goes on as glance-direct. A
+   * download that fails leaves the image `queued`.
    */
-  importStaged(auth: AuthContext, imageId: string, method: string): string {
+  importImage(auth: AuthContext, imageId: string, method: string, uri?: string): string {
     const image = this.getFor(auth, imageId, 'upload_image');
-    if (method !== 'glance-direct') throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: glance-direct.`);
-    if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
+    if (method === 'web-download') {
+      checkImportUri(uri, this.options.importFilter ?? null);
+      if (image.status !== 'queued') throw conflict(`Image ${imageId} is '${image.status}': web-download imports into a queued image (one without data); create a new image for it.`);
+    } else if (method === 'glance-direct') {
+      if (image.status !== 'uploading') throw conflict(`Image ${imageId} is '${image.status}': glance-direct import needs staged data (status 'uploading'); stage it first with PUT /v2/images/${imageId}/stage.`);
+    } else {
+      throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: ${this.importMethods.join(', ')}.`);
+    }
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to importing data.');
     }
     this.mustConvert(image.disk_format);
     const taskId = randomUUID();
     this.db.transaction(() => {
-      this.transition(imageId, 'uploading', 'importing');
+      this.transition(imageId, image.status, 'importing');
       this.setImportProperties(imageId, { task: taskId, importingTo: this.store.id, failed: '' });
-      this.options.tasks.enqueue(importTaskKind, imageId, imageTaskQueue, { taskId, method } satisfies ImportPayload);
+      const payload: ImportPayload = method === 'web-download' ? { taskId, method, uri: uri! } : { taskId, method };
+      this.options.tasks.enqueue(importTaskKind, imageId, imageTaskQueue, payload);
     });
     return taskId;
   }
@@ -865,8 +887,16 @@ export class ImageService {
     if (!image || image.status !== 'importing') return;
     this.writing.add(image.id);
     try {
+      const payload = task.payload as ImportPayload;
+      if (payload.method === 'web-download' && (await this.needsDownload(image.id))) {
+        task.progress(`downloading from ${new URL(payload.uri!).host}`);
+        await this.download(image.id, payload.uri!, task);
+      }
+      // Read again: the download recorded the size and checksums.
+      const current = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', task.resourceId);
+      if (!current || current.status !== 'importing') return;
       task.progress(`importing into store '${this.store.id}'`);
-      await this.importData(image, task);
+      await this.importData(current, task);
     } catch (error) {
       if (error instanceof TaskFencedError) throw error;
       // The store failed: the staged data is kept for another import. Anything else refused the data.
@@ -881,6 +911,40 @@ export class ImageService {
     } finally {
       this.writing.delete(image.id);
     }
+  }
+
+  /** A web-download import that a crash interrupted before its data was staged (or, on the file store, published) downloads again. */
+  private async needsDownload(imageId: string): Promise<boolean> {
+    if ((await this.staging.stagedSizeOf(imageId)) !== null) return false;
+    return this.staging !== this.store || (await this.store.sizeOf(imageId)) === null;
+  }
+
+  /** Fetches web-download data into the staging area and records its size and checksums, as a stage does. */
+  private async download(imageId: string, uri: string, task: Task): Promise<void> {
+    const filter = this.options.importFilter;
+    if (!filter) throw new FatalError("web-download is no longer enabled ([import_filtering_opts] allowed_hosts is empty)");
+    let pending: PendingWrite;
+    try {
+      const url = checkImportUri(uri, filter);
+      const { body, lengthBytes } = await fetchImageData(url, filter);
+      if (lengthBytes !== null && lengthBytes > limits.imageBytesMax) {
+        body.destroy();
+        throw new DownloadError(`the image at ${url.host} is ${lengthBytes} bytes, over the image size limit of ${limits.imageBytesMax}`);
+      }
+      pending = await this.staging.write(imageId, body, { expectedBytes: lengthBytes, sizeBytesMax: limits.imageBytesMax });
+    } catch (error) {
+      if (error instanceof StoreWriteError) throw error;
+      const reason = error instanceof SizeLimitExceeded ? `the image is over the size limit of ${error.limitBytes} bytes`
+        : error instanceof SizeMismatch ? `the download ended after ${error.receivedBytes} of ${error.expectedBytes} bytes`
+          : errorMessage(error);
+      throw new DownloadError(`web-download of image ${imageId} failed: ${reason}. The image is queued again; fix the address or its server and import again.`);
+    }
+    task.checkpoint('image.import.downloaded');
+    await this.staging.stage(imageId, pending);
+    this.db.run(
+      "UPDATE images SET size = ?, checksum = ?, os_hash_algo = 'sha512', os_hash_value = ?, updated_at = ? WHERE id = ? AND status = 'importing'",
+      pending.sizeBytes, pending.md5Hex, pending.sha512Hex, new Date().toISOString(), imageId,
+    );
   }
 
   private async importData(image: ImageRow, task: Task): Promise<void> {

@@ -49,8 +49,9 @@ export const snapshotTransitions: Readonly<Record<SnapshotStatus, readonly Snaps
 };
 
 export const imageTransitions: Readonly<Record<ImageStatus, readonly ImageStatus[]>> = {
-  // Upload (PUT file) is saving; stage (PUT stage) is uploading, then an import is importing.
-  queued: ['saving', 'uploading'],
+  // Upload (PUT file) is saving; stage (PUT stage) is uploading, then an import is importing;
+  // a web-download import goes from queued to importing (the task fetches the data).
+  queued: ['saving', 'uploading', 'importing'],
   // An upload the client cut goes back to queued; a store that failed leaves it killed.
   saving: ['active', 'queued', 'killed'],
   uploading: ['importing', 'queued', 'killed'],
