@@ -29,7 +29,6 @@ import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
 import { RbdStore } from './image/stores/rbd.ts';
-import { importFilterOf } from './image/web-download.ts';
 import { NbdExportTable } from './nbd/exports.ts';
 import { NbdServer } from './nbd/server.ts';
 import { ensurePrivateDirectory, makePrivate, unsafeDirectoryMode, usePrivateUmask } from './file-modes.ts';
@@ -50,6 +49,8 @@ export interface StartOptions {
   configPath: string | null;
   log?: (message: string) => void;
   adminPassword?: string;
+  /** An existing admin and a given password that differs: 'refuse' (serve, the default), 'reset' (init), 'keep'. */
+  onExistingAdmin?: 'keep' | 'reset' | 'refuse';
   /** `[DEFAULT] host` from the command line (`--host`). */
   hostName?: string;
   /** Roles to run; default all. Only all, or `compute` alone (startComputeHost), are built so far. */
@@ -105,7 +106,10 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
     log,
   });
-  const boot = await bootstrapIdentity(db, identity, options.adminPassword ?? process.env['PUMICE_ADMIN_PASSWORD']);
+  // A generated admin password reaches admin-openrc before the admin user is written (the listener's
+  // address is not known yet; the file is rewritten with it below): a start that fails later loses nothing.
+  const provisionalAuthUrl = `${config.DEFAULT.public_endpoint ?? `http://${options.host.includes(':') ? `[${options.host}]` : options.host}:${options.port}`}/identity/v3`;
+  const boot = await bootstrapIdentity(db, identity, options.adminPassword ?? process.env['PUMICE_ADMIN_PASSWORD'], (password) => writeAdminOpenrc(dataDir, provisionalAuthUrl, password), options.onExistingAdmin ?? 'refuse');
 
   // Exports of attached volumes survive restarts (grants in the database), and so does the port.
   const nbdTls = config.DEFAULT.nbd_tls;
@@ -186,7 +190,6 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
     // Imports have their own runner, so a long conversion never holds a volume queue's slot.
     tasks: imageTasks,
-    importFilter: importFilterOf(config.import_filtering_opts),
   });
   // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
   const metadefs = new MetadefService(db, images.policy, log);

@@ -2,8 +2,9 @@
  * `pumice doctor`: checks every prerequisite of a configuration and names
  * the fix for each one that fails, without starting the server.
  */
-import { execFile } from 'node:child_process';
-import { accessSync, constants, mkdirSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
+import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { resolveCephClient } from './ceph/conf.ts';
 import { setupPlan } from './ceph/setup.ts';
@@ -52,6 +53,59 @@ function securityChecks(config: PumiceConfig, dataDir: string): Check[] {
       : { name: 'NBD listener', ok: false, detail: `[DEFAULT] nbd_listen_host = ${host} is beyond loopback without TLS (serve refuses to start): set [DEFAULT] nbd_tls = true or nbd_listen_host = 127.0.0.1` },
   );
   return checks;
+}
+
+/** A data directory `serve` cannot use: exit 3 with the directory and the fix, not SQLite's 'unable to open database file'. */
+export class DataDirError extends Error {}
+
+/**
+ * Creates the data directory if missing and proves it writable, before SQLite opens a file in it.
+ * Throws DataDirError naming the directory, the user and the fix.
+ */
+export function ensureWritableDataDir(dataDir: string): void {
+  const user = safeUserName();
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    accessSync(dataDir, constants.W_OK | constants.X_OK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? '';
+    let owner = '';
+    try {
+      owner = ` (owned by uid ${statSync(dataDir).uid})`;
+    } catch {
+      // missing and not creatable: the parent is not writable
+    }
+    const why = code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? `is not writable by user ${user}${owner}` : `cannot be used (${(error as Error).message})`;
+    throw new DataDirError(
+      `the data directory ${dataDir} ${why}. Fix: give it to this user (sudo install -d -o ${user} -m 0700 ${dataDir}), or pass --data-dir with a directory this user can write` +
+        ' (as a service: the unit\'s StateDirectory=pumice makes /var/lib/pumice for User=pumice)',
+    );
+  }
+}
+
+function safeUserName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return `uid ${process.getuid?.() ?? '?'}`;
+  }
+}
+
+/**
+ * The checks of `doctor` that take milliseconds (tools on PATH), run by `serve` at every start:
+ * each failure is a warning line naming what stops working and the fix; the server still starts.
+ */
+export function cheapStartupWarnings(): string[] {
+  const warnings: string[] = [];
+  const tools: [string, string[], string][] = [
+    ['qemu-img', ['--version'], 'image uploads and conversions are refused (501) until it is installed: apt-get install qemu-utils'],
+    ['cp', ['--version'], 'local volume copies fail: install coreutils'],
+  ];
+  for (const [tool, args, consequence] of tools) {
+    const probe = spawnSync(tool, args, { stdio: 'ignore', timeout: 5000 });
+    if (probe.error || probe.status !== 0) warnings.push(`${tool} not found on PATH (${process.env['PATH'] ?? ''}): ${consequence}`);
+  }
+  return warnings;
 }
 
 export async function runDoctor(configPath: string | null, dataDir: string): Promise<Check[]> {

@@ -6,7 +6,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, parseIni, type IniFile, type IniSection } from './ini.ts';
+import { backupDriverKind } from '../backup/drivers/driver.ts';
+import { chunkCodecs } from '../backup/drivers/posix.ts';
+import { ConfigError, parseIni, throwConfigErrors, type IniFile, type IniSection } from './ini.ts';
 
 type OptionType = 'string' | 'int' | 'float' | 'bool' | 'list' | 'float_or_auto';
 
@@ -288,6 +290,13 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   cinder: novaCinderOptions,
 };
 
+/** Every section's options with type, default and help (`pumice config sample`); `backend` is the table of each enabled_backends section. */
+export function optionTables(): { sections: Record<string, Record<string, OptionSpec>>; backend: Record<string, OptionSpec> } {
+  return { sections: fixedSections, backend: backendOptions };
+}
+
+export type { OptionSpec };
+
 /** Loads and validates a configuration file; `path` null gives the embedded defaults. */
 export function loadConfig(path: string | null, dataDir: string): PumiceConfig {
   const ini: IniFile = path
@@ -308,64 +317,123 @@ function readText(path: string): string {
   }
 }
 
+/**
+ * Reads every section and runs every check `serve` runs before it touches anything, collecting
+ * the errors: check-config and serve report them all at once, each with its file:line.
+ */
 function buildConfig(ini: IniFile, dataDir: string, path: string | null): PumiceConfig {
+  const problems = (ini.errors ??= []);
+  /** Runs one check; its ConfigError joins the list and `fallback` stands in for the value. */
+  const attempt = <T>(check: () => T, fallback: () => T): T => {
+    try {
+      return check();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(error);
+      return fallback();
+    }
+  };
   const read = <T extends Record<string, OptionSpec>>(name: string, specs: T): Values<T> =>
     readSection(ini, ini.sections.get(name), specs);
   const DEFAULT = read('DEFAULT', defaultOptions);
-  const backendNames = DEFAULT.enabled_backends;
+  let backendNames = DEFAULT.enabled_backends;
   if (backendNames.length === 0) {
-    throw new ConfigError(ini.path, lineOf(ini, 'DEFAULT', 'enabled_backends'), 'enabled_backends is empty: name at least one backend section');
+    problems.push(new ConfigError(ini.path, lineOf(ini, 'DEFAULT', 'enabled_backends'), 'enabled_backends is empty: name at least one backend section'));
+    backendNames = [];
   }
   for (const [name, section] of ini.sections) {
     if (name in fixedSections || backendNames.includes(name)) continue;
-    throw new ConfigError(
+    problems.push(new ConfigError(
       ini.path,
       section.line,
       `unknown section [${name}]; expected one of ${Object.keys(fixedSections).map((s) => `[${s}]`).join(', ')} or a backend named in enabled_backends (${backendNames.join(', ')})${suggest(name, [...Object.keys(fixedSections), ...backendNames])}`,
-    );
+    ));
   }
   const backendsExplicit = ini.sections.get('DEFAULT')?.entries.has('enabled_backends') ?? false;
-  const backends = backendNames.map((section): BackendConfig => {
+  const backends: BackendConfig[] = [];
+  for (const section of backendNames) {
     const iniSection = ini.sections.get(section);
     if (!iniSection && backendsExplicit) {
-      throw new ConfigError(
+      problems.push(new ConfigError(
         ini.path,
         lineOf(ini, 'DEFAULT', 'enabled_backends'),
         `enabled_backends names '${section}' but the file has no [${section}] section; add it with at least 'volume_driver = local'`,
-      );
+      ));
+      continue;
     }
     const values = readSection(ini, iniSection, backendOptions);
     const driver = values.volume_driver ?? (section === 'local' || !iniSection ? 'local' : null);
     if (!driver) {
-      throw new ConfigError(ini.path, iniSection?.line, `[${section}] has no volume_driver; set 'volume_driver = local' (or rbd)`);
+      problems.push(new ConfigError(ini.path, iniSection?.line, `[${section}] has no volume_driver; set 'volume_driver = local' (or rbd)`));
+      continue;
     }
-    return {
+    if (!volumeDrivers.includes(driver)) {
+      problems.push(new ConfigError(
+        ini.path,
+        lineOf(ini, section, 'volume_driver') ?? iniSection?.line,
+        `[${section}] volume_driver = ${driver} is not available; accepted values: ${volumeDrivers.join(', ')} (${driverAdvice(driver)})${suggest(driver, volumeDrivers, false)}`,
+      ));
+    }
+    backends.push({
       ...values,
       section,
       volume_driver: driver,
       volume_backend_name: values.volume_backend_name ?? section,
       local_volume_dir: values.local_volume_dir ?? join(dataDir, 'volumes', section),
       backend_availability_zone: values.backend_availability_zone ?? DEFAULT.storage_availability_zone,
-    };
-  });
-  return {
+    });
+  }
+  const database = read('database', databaseOptions);
+  checkServeOptions(ini, DEFAULT, database, problems);
+  const config: PumiceConfig = {
     path,
     dataDir,
     DEFAULT,
     token: read('token', tokenOptions),
     security_compliance: read('security_compliance', securityComplianceOptions),
-    database: read('database', databaseOptions),
+    database,
     oslo_middleware: read('oslo_middleware', middlewareOptions),
     api: read('api', apiOptions),
     oslo_policy: read('oslo_policy', osloPolicyOptions),
     healthcheck: read('healthcheck', healthcheckOptions),
     metrics: read('metrics', metricsOptions),
-    glance_store: readGlanceStore(ini, dataDir),
-    ...readImageImport(ini),
-    import_filtering_opts: readImportFiltering(ini),
-    ...readCompute(ini, dataDir),
+    glance_store: attempt(() => readGlanceStore(ini, dataDir), () => ({ ...readSection(ini, undefined, glanceStoreOptions), filesystem_store_datadir: join(dataDir, 'images') })),
+    import_filtering_opts: attempt(() => readImportFiltering(ini), () => readImportFiltering({ path: ini.path, sections: new Map() })),
+    ...attempt(() => readImageImport(ini), () => ({ image_import_opts: { image_import_plugins: [] }, image_conversion: readSection(ini, undefined, imageConversionOptions) })),
+    ...attempt(() => readCompute(ini, dataDir), () => readCompute({ path: ini.path, sections: new Map() }, dataDir)),
     backends,
   };
+  throwConfigErrors(problems);
+  return config;
+}
+
+/** volume_driver values this version runs: the short names and Cinder's class path of the RBD driver. */
+export const volumeDrivers = ['local', 'rbd', 'cinder.volume.drivers.rbd.RBDDriver'];
+
+/** Why a driver name Cinder knows is refused: never a silent substitute (LVM once became sparse files). */
+function driverAdvice(driver: string): string {
+  if (/lvm/i.test(driver)) return "Pumice has no LVM driver; 'local' keeps sparse files in local_volume_dir, 'rbd' uses Ceph";
+  if (/^cinder\./.test(driver)) return "Pumice implements only Cinder's RBD driver of Cinder's drivers";
+  return "'local' keeps sparse files in local_volume_dir, 'rbd' uses Ceph";
+}
+
+/** The checks `serve` made at start with a plain Error (backup driver, codec, NBD exposure, database), now made for every command. */
+function checkServeOptions(ini: IniFile, d: DefaultConfig, database: Values<typeof databaseOptions>, problems: ConfigError[]): void {
+  const at = (key: string) => lineOf(ini, 'DEFAULT', key);
+  if (!backupDriverKind(d.backup_driver)) {
+    problems.push(new ConfigError(ini.path, at('backup_driver'), `[DEFAULT] backup_driver = ${d.backup_driver} is unknown; use 'posix' (chunks in backup_posix_path; cinder.backup.drivers.posix.PosixBackupDriver) or 'ceph' (RBD images in backup_ceph_pool; cinder.backup.drivers.ceph.CephBackupDriver)`));
+  }
+  if (!(chunkCodecs as readonly string[]).includes(d.backup_compression_algorithm)) {
+    problems.push(new ConfigError(ini.path, at('backup_compression_algorithm'), `[DEFAULT] backup_compression_algorithm = ${d.backup_compression_algorithm} is unknown; use ${chunkCodecs.join(' or ')}`));
+  }
+  const nbdHost = d.nbd_listen_host;
+  const loopback = nbdHost === 'localhost' || nbdHost === '::1' || /^127\.\d+\.\d+\.\d+$/.test(nbdHost);
+  if (!loopback && !d.nbd_tls) {
+    problems.push(new ConfigError(ini.path, at('nbd_listen_host'), `[DEFAULT] nbd_listen_host = ${nbdHost} listens beyond loopback without TLS: set [DEFAULT] nbd_tls = true (each connection then gets its own TLS-PSK key), or nbd_listen_host = 127.0.0.1`));
+  }
+  if (database.connection && !database.connection.startsWith('sqlite') && !/^postgres(ql)?:\/\//.test(database.connection)) {
+    problems.push(new ConfigError(ini.path, lineOf(ini, 'database', 'connection'), `[database] connection = ${database.connection.replace(/^(\w+:\/\/[^:@/]*):[^@/]*@/, '$1:***@')}: unknown database; use postgresql://user:password@host:port/database, or remove the option for SQLite in DATA_DIR/pumice.db`));
+  }
 }
 
 function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_store'] {
@@ -458,16 +526,19 @@ function readSection<T extends Record<string, OptionSpec>>(ini: IniFile, section
   const out: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(specs)) out[key] = spec.default;
   if (!section) return out as Values<T>;
+  const problems = (ini.errors ??= []);
   for (const [key, entry] of section.entries) {
     const spec = specs[key];
     if (!spec) {
-      throw new ConfigError(
-        ini.path,
-        entry.line,
-        `unknown option '${key}' in [${section.name}]${suggest(key, Object.keys(specs))}`,
-      );
+      problems.push(new ConfigError(ini.path, entry.line, `unknown option '${key}' in [${section.name}]${suggest(key, Object.keys(specs))}`));
+      continue;
     }
-    out[key] = convert(ini.path, entry.line, section.name, key, entry.value, spec);
+    try {
+      out[key] = convert(ini.path, entry.line, section.name, key, entry.value, spec);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(error);
+    }
   }
   return out as Values<T>;
 }
@@ -505,7 +576,7 @@ function convert(path: string, line: number, section: string, key: string, raw: 
   }
 }
 
-function suggest(name: string, candidates: string[]): string {
+function suggest(name: string, candidates: string[], listAll = true): string {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {
@@ -516,7 +587,7 @@ function suggest(name: string, candidates: string[]): string {
     }
   }
   if (best && bestDistance <= Math.max(2, Math.floor(best.length / 4))) return `; did you mean '${best}'?`;
-  return `; known options: ${candidates.join(', ')}`;
+  return listAll ? `; known options: ${candidates.join(', ')}` : '';
 }
 
 function editDistance(a: string, b: string): number {

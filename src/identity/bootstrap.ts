@@ -9,6 +9,8 @@ import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db } from '../db/db.ts';
 import { defaultDomainId, newId, type IdentityService } from './identity.ts';
+import { verifyPassword } from './passwords.ts';
+import { microversionMax } from '../volume/api/common.ts';
 
 export interface BootstrapResult {
   /** Set only when the admin user was created now: the one time the password is shown. */
@@ -25,7 +27,24 @@ const catalogEntries: [string, string, string, string][] = [
   ['compute', 'nova', 'Compute (Pumice)', '$(base_url)s/compute/v2.1'],
 ];
 
-export async function bootstrapIdentity(db: Db, identity: IdentityService, adminPasswordFromEnv: string | undefined): Promise<BootstrapResult> {
+/**
+ * `persistGenerated` is called with a generated admin password before the admin user is written:
+ * the password reaches the 0600 admin-openrc first, so neither a failed start nor a crash can
+ * leave an admin whose password nobody knows (issue 19).
+ *
+ * A password given for an existing admin (PUMICE_ADMIN_PASSWORD, `pumice admin reset-password`)
+ * is handled by `onExistingAdmin`: 'reset' makes it the password and enables the admin, as
+ * `keystone-manage bootstrap` does (`init`, `admin reset-password`); 'refuse' throws
+ * AdminPasswordConflict when it is not the admin's password (`serve`: admin-openrc must never
+ * name a password the database does not have); 'keep' leaves the admin as it is.
+ */
+export async function bootstrapIdentity(
+  db: Db,
+  identity: IdentityService,
+  adminPasswordFromEnv: string | undefined,
+  persistGenerated?: (password: string) => void,
+  onExistingAdmin: 'keep' | 'reset' | 'refuse' = 'keep',
+): Promise<BootstrapResult> {
   if (!db.get('SELECT 1 FROM domains WHERE id = ?', defaultDomainId)) identity.createDomain('Default', 'The default domain', defaultDomainId);
   for (const name of ['admin', 'member', 'reader']) if (!identity.findRoleByName(name)) identity.createRole(name);
   for (const name of ['admin', 'service']) {
@@ -36,8 +55,17 @@ export async function bootstrapIdentity(db: Db, identity: IdentityService, admin
   let generated: string | null = null;
   let admin = identity.findUserByName('admin', defaultDomainId);
   if (!admin) {
-    const password = adminPasswordFromEnv ?? (generated = randomBytes(15).toString('base64url'));
+    const password = adminPasswordFromEnv ?? (generated = generateAdminPassword());
+    if (generated) persistGenerated?.(generated);
     admin = await identity.createUser({ name: 'admin', domainId: defaultDomainId, password });
+  } else if (adminPasswordFromEnv !== undefined && onExistingAdmin !== 'keep') {
+    // Verified first: an unchanged password must not revoke the admin's tokens at every start.
+    const same = await verifyPassword(adminPasswordFromEnv, admin.password_hash);
+    if (!same && onExistingAdmin === 'refuse') throw new AdminPasswordConflict();
+    if (!same || !admin.enabled) admin = await identity.updateUser(admin.id, { ...(same ? {} : { password: adminPasswordFromEnv }), enabled: true });
+  } else if (adminPasswordFromEnv !== undefined) {
+    const same = await verifyPassword(adminPasswordFromEnv, admin.password_hash);
+    if (!same) adminPasswordFromEnv = undefined;
   }
   const adminProject = identity.findProjectByName('admin', defaultDomainId)!;
   const adminRole = identity.findRoleByName('admin')!;
@@ -56,10 +84,32 @@ export async function bootstrapIdentity(db: Db, identity: IdentityService, admin
   return { generatedAdminPassword: generated, adminPassword: generated ?? adminPasswordFromEnv ?? null };
 }
 
+/** PUMICE_ADMIN_PASSWORD is not the existing admin's password, and this start may not change it. */
+export class AdminPasswordConflict extends Error {
+  constructor() {
+    super(
+      "PUMICE_ADMIN_PASSWORD is not the admin user's password in this data directory, and serve does not change it. " +
+        'Fix: set it with pumice init (PUMICE_ADMIN_PASSWORD=... pumice init --data-dir DIR) or pumice admin reset-password --data-dir DIR --password-file FILE, or unset PUMICE_ADMIN_PASSWORD',
+    );
+  }
+}
+
+export function generateAdminPassword(): string {
+  return randomBytes(15).toString('base64url');
+}
+
+/**
+ * The highest Block Storage microversion Pumice serves: admin-openrc sets OS_VOLUME_API_VERSION
+ * to it, so `cinder` and `openstack volume` use every feature without warning.
+ */
+export const volumeApiVersionMax = `3.${microversionMax}`;
+
 /**
  * Writes `admin-openrc` (mode 0600). The password is known only when the
  * admin was just created or given by environment; otherwise the existing file
- * keeps its password and only OS_AUTH_URL is brought up to date.
+ * keeps its password and only OS_AUTH_URL is brought up to date. With no
+ * password known at all, the file says how to set one instead of exporting
+ * an empty OS_PASSWORD (which fails every login with a 401).
  */
 export function writeAdminOpenrc(dataDir: string, authUrl: string, password: string | null): string {
   const path = join(dataDir, 'admin-openrc');
@@ -68,18 +118,19 @@ export function writeAdminOpenrc(dataDir: string, authUrl: string, password: str
     const match = /^export OS_PASSWORD=(.*)$/m.exec(readFileSync(path, 'utf8'));
     existingPassword = match ? shellUnquote(match[1]!) : null;
   }
-  const effective = password ?? existingPassword ?? '';
+  const effective = password ?? existingPassword;
   const text = [
     '# Pumice admin credentials: source this file, then use the openstack CLI.',
     `export OS_AUTH_URL=${authUrl}`,
     'export OS_USERNAME=admin',
-    `export OS_PASSWORD=${shellQuote(effective)}`,
+    effective ? `export OS_PASSWORD=${shellQuote(effective)}` : '# OS_PASSWORD: unknown here; set a new one with: pumice admin reset-password --data-dir DIR',
     'export OS_PROJECT_NAME=admin',
     'export OS_USER_DOMAIN_NAME=Default',
     'export OS_PROJECT_DOMAIN_NAME=Default',
     'export OS_IDENTITY_API_VERSION=3',
     'export OS_REGION_NAME=RegionOne',
     'export OS_INTERFACE=public',
+    `export OS_VOLUME_API_VERSION=${volumeApiVersionMax}`,
     '',
   ].join('\n');
   writeFileSync(path, text, { mode: 0o600 });
