@@ -10,7 +10,7 @@ import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
 import { backupQueue, type RestorePayload } from '../backup/manager.ts';
-import { DriverError, hasClones, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
+import { DriverError, hasClones, hasManageExisting, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
 import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './image-tasks.ts';
@@ -30,7 +30,8 @@ export interface BackendState {
 }
 
 export interface CreatePayload {
-  source?: { kind: 'snapshot' | 'volume' | 'image' | 'backup'; id: string };
+  /** `existing`: os-volume-manage adopts the backend object named `id` (source-name) without copying. */
+  source?: { kind: 'snapshot' | 'volume' | 'image' | 'backup' | 'existing'; id: string };
 }
 
 export const schedulerBinary = 'cinder-scheduler';
@@ -221,6 +222,14 @@ export class VolumeManager {
           task.complete(() => volumes.transition(row.id, ['creating', 'downloading'], 'available', { launched_at: nowIso() }));
           return;
         }
+        if (source?.kind === 'existing') {
+          if (!hasManageExisting(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot manage existing storage`);
+          task.checkpoint('volume.manage.before');
+          const { sizeGiB } = await driver.manageExisting(ref, source.id);
+          task.checkpoint('volume.manage.adopted');
+          task.complete(() => volumes.transition(row.id, ['creating'], 'available', { size_gib: sizeGiB, launched_at: nowIso() }));
+          return;
+        }
         if (source?.kind === 'snapshot') {
           const snap = snapshot(source.id);
           if (!snap) throw new DriverError('NotFound', `source snapshot ${source.id} was deleted before the volume was made`);
@@ -302,7 +311,14 @@ export class VolumeManager {
           }
         }
         task.checkpoint('volume.delete.before');
-        await driver.deleteVolume({ id: row.id, sizeGiB: row.size_gib });
+        const { unmanageAs } = task.payload as { unmanageAs?: string };
+        if (unmanageAs !== undefined) {
+          // os-unmanage: the bytes stay in the backend, under the name the volume was adopted from.
+          if (!hasManageExisting(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot unmanage volumes`);
+          await driver.unmanage({ id: row.id, sizeGiB: row.size_gib }, unmanageAs);
+        } else {
+          await driver.deleteVolume({ id: row.id, sizeGiB: row.size_gib });
+        }
         task.checkpoint('volume.delete.deleted');
         task.complete(() => {
           this.db.run('DELETE FROM volumes WHERE id = ?', row.id);

@@ -11,10 +11,10 @@ import { errors, PumiceError } from '../errors.ts';
 import { emitEvent } from '../events.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
-import { hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import { hasManageExisting, hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
 import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
-import { isLocalDriver, type CreatePayload, type VolumeManager } from './manager.ts';
+import { isLocalDriver, type BackendState, type CreatePayload, type VolumeManager } from './manager.ts';
 import { volumeQos } from './qos.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
@@ -317,6 +317,72 @@ export class VolumeService {
         if (snap.status !== 'deleting') states.snapshots.transition(snap.id, snapshotDeletableStatuses, 'deleting');
       }
       this.queue.enqueue('volume.delete', id, row.backend, { cascade: options.cascade }, { locks: { write: snapshots.map((s) => s.id) } });
+    });
+  }
+
+  // ---- manage / unmanage ----
+  /** The backend of a Cinder host string (`host@backend` or `host@backend#pool`) run by this process; 400 naming the known hosts otherwise. */
+  backendOfHost(host: string): BackendState {
+    const bare = host.split('#')[0]!;
+    for (const state of this.manager.backends.values()) {
+      if (state.host === bare || `${state.host}#${state.config.volume_backend_name}` === host) return state;
+    }
+    const known = [...this.manager.backends.values()].map((s) => `${s.host}#${s.config.volume_backend_name}`);
+    throw errors.badRequest(`Invalid host '${host.slice(0, 255)}': no backend of this Pumice has that host. Use one of: ${known.join(', ') || '(none on this process)'} (see GET /scheduler-stats/get_pools).`);
+  }
+
+  /**
+   * os-volume-manage: a volume row in `creating` on the host's backend, whose task adopts the
+   * backend object `sourceName` (rename, no copy) and sets the size it finds. 409 when another
+   * volume is already being made from that name.
+   */
+  manageVolume(
+    auth: AuthContext,
+    input: { host: string; sourceName: string; name: string | null; description: string | null; volumeType: string | null; availabilityZone: string | null; bootable: boolean; metadata: Record<string, string> },
+  ): VolumeRow {
+    const projectId = this.projectOf(auth);
+    const state = this.backendOfHost(input.host);
+    if (!hasManageExisting(state.driver)) throw errors.badRequest(`Invalid host '${input.host}': backend [${state.config.section}] cannot manage existing storage.`);
+    const type = input.volumeType ? this.volumeType(auth, input.volumeType) : this.defaultType();
+    const id = randomUUID();
+    const now = nowIso();
+    return this.db.transaction(() => {
+      if (this.db.get("SELECT 1 FROM volumes WHERE backend = ? AND managed_from = ? AND status = 'creating'", state.config.section, input.sourceName)) {
+        throw errors.conflict(`Invalid volume: '${input.sourceName}' on ${input.host} is already being managed; wait for that volume.`);
+      }
+      this.quotas.check(projectId, { volumes: 1 });
+      this.db.run(
+        `INSERT INTO volumes (id, project_id, user_id, name, description, size_gib, status, availability_zone, volume_type_id, host, backend,
+           bootable, metadata, managed_from, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 0, 'creating', ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, projectId, auth.userId, input.name, input.description, input.availabilityZone ?? state.config.backend_availability_zone!, type.id,
+        `${state.host}#${state.config.volume_backend_name}`, state.config.section, input.bootable ? 1 : 0, JSON.stringify(input.metadata), input.sourceName, now, now,
+      );
+      this.queue.enqueue('volume.create', id, state.config.section, { source: { kind: 'existing', id: input.sourceName } } satisfies CreatePayload, {});
+      return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
+    });
+  }
+
+  /**
+   * os-unmanage: the volume leaves Pumice and its bytes stay in the backend, under the name it was
+   * adopted from (`unmanaged-volume-<id>` for one Pumice made). Refused with snapshots or attachments.
+   */
+  unmanageVolume(auth: AuthContext, id: string): void {
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      if (row.attach_status === 'attached' || row.status === 'in-use') throw errors.invalidState('volume', id, row.status, 'unmanage (detach it first)', ['available', 'error']);
+      requireStatus('volume', id, row.status, 'unmanage', ['available', 'error']);
+      const snapshots = this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM snapshots WHERE volume_id = ?', id)!.n;
+      if (snapshots > 0) throw new PumiceError('VolumeHasSnapshots', `Invalid volume: volume ${id} has ${snapshots} snapshot(s); unmanage or delete them first.`);
+      if (!row.backend) {
+        this.db.run('DELETE FROM volumes WHERE id = ?', id);
+        return;
+      }
+      if (!resourceStates(this.db).volumes.transition(id, ['available', 'error'], 'deleting', { status_reason: null })) {
+        throw errors.conflict(`Invalid volume: volume ${id} changed state while the unmanage was requested; retry.`);
+      }
+      const unmanageAs = (row as VolumeRow & { managed_from?: string | null }).managed_from ?? `unmanaged-volume-${id}`;
+      this.queue.enqueue('volume.delete', id, row.backend, { cascade: false, unmanageAs }, {});
     });
   }
 

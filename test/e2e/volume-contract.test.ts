@@ -15,6 +15,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { responseProblem, type AnyRouteSpec } from '../../src/http/declare.ts';
 import { backupRoutes } from '../../src/backup/api.ts';
@@ -528,6 +530,35 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       await call('admin', mv, 'DELETE', `${Q}/${id}`, 202, undefined, 'qos.delete_qos');
       await call('admin', mv, 'GET', `${Q}/${id}`, 404);
       await call('admin', mv, 'DELETE', `${V}/types/${typeId}`, 202);
+      assert.deepEqual(problems, [], problems.join('\n'));
+    });
+
+    test(`manage a local file as a volume, list manageable ones, unmanage it back @${mv}`, async () => {
+      const dir = path.join(pumice.dataDir, 'volumes', 'local');
+      const file = `adopt-${mv}`;
+      const bytes = randomBytes(64 * 1024);
+      writeFileSync(path.join(dir, file), bytes);
+      const pools = await call('admin', mv, 'GET', `${V}/scheduler-stats/get_pools`, 200);
+      const host = pools.pools[0].name as string;
+      if (minor >= 8) {
+        await call('member', mv, 'GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, 403);
+        const listed = await call('admin', mv, 'GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, 200);
+        assert.ok(listed['manageable-volumes'].some((m: { reference: Record<string, string> }) => m.reference['source-name'] === file), JSON.stringify(listed));
+        await call('admin', mv, 'GET', `${V}/manageable_volumes/detail?host=${encodeURIComponent(host)}&sort_key=size&limit=5`, 200);
+        await call('admin', mv, 'GET', `${V}/manageable_volumes?host=nowhere@x`, 400);
+      } else {
+        await call('admin', mv, 'GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, 404);
+      }
+      const body = { volume: { host, ref: { 'source-name': file }, name: `adopted-${mv}` } };
+      await call('member', mv, 'POST', `${V}/os-volume-manage`, 403, body);
+      const managed = await call('admin', mv, 'POST', `${V}/os-volume-manage`, 202, body, minor < 8 ? 'manage_volume.manage_volume' : undefined);
+      const id = managed.volume.id as string;
+      assert.equal((await waitVolume(id, ['available'])).size, 1);
+      await call('member', mv, 'POST', `${V}/volumes/${id}/action`, 403, { 'os-unmanage': {} });
+      await call('admin', mv, 'POST', `${V}/volumes/${id}/action`, 202, { 'os-unmanage': {} }, 'volumes.unmanage_volume');
+      await waitVolume(id, ['deleted']);
+      assert.deepEqual(readFileSync(path.join(dir, file)), bytes, 'unmanage gives the file back, bytes untouched');
+      rmSync(path.join(dir, file));
       assert.deepEqual(problems, [], problems.join('\n'));
     });
 

@@ -45,6 +45,7 @@ const actionSchemas: Record<string, Schema> = {
   'os-set_image_metadata': { type: 'object', required: ['metadata'], properties: { metadata: metadataSchema } },
   'os-unset_image_metadata': { type: 'object', required: ['key'], properties: { key: { type: 'string', minLength: 1, maxLength: 255 } } },
   'os-show_image_metadata': { type: 'any' },
+  'os-unmanage': { type: 'any' },
   'os-reimage': { type: 'object', required: ['image_id'], properties: { image_id: { type: 'uuid' }, reimage_reserved: { type: 'boolean', allowString: true } } },
 };
 
@@ -70,6 +71,7 @@ export const volumeActionPolicies: Record<string, string> = {
   'os-unset_image_metadata': 'volume_extension:volume_image_metadata:remove',
   'os-show_image_metadata': 'volume_extension:volume_image_metadata:show',
   'os-reimage': 'volume:reimage',
+  'os-unmanage': 'volume_extension:volume_unmanage',
 };
 
 /** Exactly one known action key; its argument as the action declares it. */
@@ -220,6 +222,9 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
             const row = service.volume(a, id);
             return { status: 200, body: { metadata: row.image_metadata ? (JSON.parse(row.image_metadata) as object) : {} } };
           }
+          case 'os-unmanage':
+            service.unmanageVolume(a, id);
+            return { status: 202 };
           case 'os-reimage':
             if (ctx.microversion < 68) throw errors.notFound('Volume action', "'os-reimage' (it needs microversion 3.68 or later: OpenStack-API-Version: volume 3.68)");
             if (args['reimage_reserved'] === true) ctx.authorize('volume:reimage_reserved');

@@ -34,6 +34,7 @@ import { quotaRoutes } from './quotas.ts';
 import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { manageRoutes } from './manage.ts';
 import { qosRoutes } from './qos.ts';
 import { transferRoutes } from './transfers.ts';
 import { typeRoutes } from './types.ts';
@@ -84,6 +85,7 @@ export function declaredVolumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     ...attachmentRoutes(deps.attachments, deps.osapiMaxLimit),
     ...transferRoutes(deps.transfers),
     ...qosRoutes(deps.qos),
+    ...manageRoutes(deps),
     route({
       method: 'GET', path: '/v3/extensions', policy: '@',
       responses: { 200: ExtensionsBody },

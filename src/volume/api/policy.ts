@@ -111,6 +111,11 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume:attachment_get_all': 'rule:project_reader_or_admin',
   'volume:attachment_get': 'rule:project_reader_or_admin',
 
+  // manage / unmanage
+  'volume_extension:volume_manage': 'rule:admin_api',
+  'volume_extension:volume_unmanage': 'rule:admin_api',
+  'volume_extension:list_manageable': 'rule:admin_api',
+
   // QoS specs
   'volume_extension:qos_specs_manage:get_all': 'rule:admin_api',
   'volume_extension:qos_specs_manage:get': 'rule:admin_api',

@@ -120,6 +120,33 @@ export function hasFileAccess(backend: VolumeBackend): backend is VolumeBackend 
   return typeof (backend as Partial<FileAccess>).volumeFilePath === 'function';
 }
 
+/** A storage object of the backend that is not one of its volumes, offered to os-volume-manage. */
+export interface ManageableObject {
+  /** The name to give as `ref: {"source-name": ...}`. */
+  name: string;
+  sizeBytes: number;
+}
+
+/**
+ * Adopting existing storage as volumes and letting volumes go (Cinder's manage_existing and
+ * unmanage), without copying: the object is renamed into the backend's volume name and back.
+ */
+export interface ManageExisting {
+  listManageable(): Promise<ManageableObject[]>;
+  /**
+   * Adopts `sourceName` as `volume` (renamed to the volume's name; the bytes are not touched nor
+   * resized). Returns its size, rounded up to whole GiB. Idempotent: succeeds when the volume
+   * already holds it. NotFound names the source when neither exists.
+   */
+  manageExisting(volume: VolumeRef, sourceName: string): Promise<{ sizeGiB: number }>;
+  /** Gives the volume's bytes back under `name`, in place. Succeeds when already done. */
+  unmanage(volume: VolumeRef, name: string): Promise<void>;
+}
+
+export function hasManageExisting(backend: VolumeBackend): backend is VolumeBackend & ManageExisting {
+  return typeof (backend as Partial<ManageExisting>).manageExisting === 'function';
+}
+
 /** Random access to a volume's bytes (image copies, uploads to images). */
 export interface VolumeData {
   readonly sizeBytes: number;

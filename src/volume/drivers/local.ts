@@ -25,6 +25,8 @@ import {
   type Connector,
   type DataAccess,
   type FileAccess,
+  type ManageableObject,
+  type ManageExisting,
   type SnapshotRef,
   type Snapshots,
   type VolumeBackend,
@@ -65,7 +67,7 @@ export interface LocalBackendOptions {
 /** Temporary copies this backend makes: `.tmp-<uuid>` or `.tmp-<uuid>-revert`; nothing else is swept. */
 const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?$/;
 
-export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess {
+export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, ManageExisting {
   readonly driverName = 'local';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -226,6 +228,35 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   /** Revokes the export of this connection (all of the volume's when the connector is null) and cuts its clients. */
   async terminateConnection(volume: VolumeRef, connector: Connector | null): Promise<void> {
     this.options.exporter.revoke(volume.id, connector ? connectionKeyOf(connector) : null);
+  }
+
+  async listManageable(): Promise<ManageableObject[]> {
+    const out: ManageableObject[] = [];
+    for (const name of await readdir(this.directory)) {
+      if (/^(volume|snapshot|tmp)-|\.tmp$|^\./.test(name)) continue;
+      const info = await statOrNull(join(this.directory, name));
+      if (info?.isFile()) out.push({ name, sizeBytes: info.size });
+    }
+    return out;
+  }
+
+  /** The source is a file directly in local_volume_dir (no path: the backend adopts only its own directory's files). */
+  async manageExisting(volume: VolumeRef, sourceName: string): Promise<{ sizeGiB: number }> {
+    if (!/^[^/\0]+$/.test(sourceName) || sourceName === '.' || sourceName === '..') {
+      throw new DriverError('Invalid', `source-name '${sourceName.slice(0, 100)}' must be a file name in the backend's local_volume_dir, without a path`);
+    }
+    const source = join(this.directory, sourceName);
+    const target = this.volumePath(volume.id);
+    const found = (await statOrNull(source)) ?? (await statOrNull(target));
+    if (!found || !found.isFile()) throw new DriverError('NotFound', `file ${sourceName} does not exist in the local backend [${this.section}]; list what can be managed with GET /manageable_volumes?host=...`);
+    if (await statOrNull(source)) await rename(source, target);
+    return { sizeGiB: Math.max(1, Math.ceil(found.size / gib)) };
+  }
+
+  async unmanage(volume: VolumeRef, name: string): Promise<void> {
+    this.options.exporter.revoke(volume.id, null);
+    const path = this.volumePath(volume.id);
+    if (await statOrNull(path)) await rename(path, join(this.directory, name));
   }
 
   async listResources(): Promise<{ volumeIds: string[]; snapshotIds: string[] }> {

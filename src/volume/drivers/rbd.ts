@@ -28,6 +28,8 @@ import {
   type Connector,
   type DataAccess,
   type ImageCloning,
+  type ManageableObject,
+  type ManageExisting,
   type RbdLocation,
   type SnapshotRef,
   type Snapshots,
@@ -57,7 +59,7 @@ export interface RbdBackendOptions {
   log: (message: string) => void;
 }
 
-export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning {
+export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning, ManageExisting {
   readonly driverName = 'rbd';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -431,16 +433,71 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
    * spec does not name is set to 0 (unlimited), so a changed spec replaces the old limits.
    * Idempotent; the binding has no metadata call, so this runs the rbd CLI with the backend's client.
    */
+  /** The rbd CLI as this backend's client (for what the binding lacks: image metadata, rename). */
+  private rbdCli(client: CephClientSettings, args: string[]): Promise<{ stdout: string; stderr: string }> {
+    return execFileAsync('rbd', ['--id', this.user, '-c', client.confPath, '--keyring', client.keyringPath, `--client_mount_timeout=${this.timeoutSeconds}`, ...args], { timeout: this.timeoutSeconds * 2000 });
+  }
+
+  async listManageable(): Promise<ManageableObject[]> {
+    const names = await this.call('list images', () => this.io().listImages());
+    const out: ManageableObject[] = [];
+    for (const name of names) {
+      if (name.startsWith('volume-') || name.startsWith('snapshot-') || name.endsWith(hiddenSuffix)) continue;
+      try {
+        out.push({ name, sizeBytes: await this.withImage(name, (image) => image.size()) });
+      } catch {
+        // Removed while listing, or not openable: not offered.
+      }
+    }
+    return out;
+  }
+
+  private async imageSize(name: string): Promise<number | null> {
+    try {
+      return await this.withImage(name, (image) => image.size());
+    } catch (error) {
+      if (error instanceof RbdError && error.code === 'ENOENT') return null;
+      throw error;
+    }
+  }
+
+  /** Renames `from` to `to` in the pool; the image's data, snapshots and children stay as they are. */
+  private async renameImage(from: string, to: string): Promise<void> {
+    const client = this.client ?? this.checkClientFiles();
+    try {
+      await this.rbdCli(client, ['rename', `${this.pool}/${from}`, `${this.pool}/${to}`]);
+    } catch (error) {
+      throw new DriverError('Invalid', `could not rename ${this.pool}/${from} to ${to}: ${((error as { stderr?: string }).stderr || (error as Error).message).trim().slice(0, 300)}`);
+    }
+  }
+
+  async manageExisting(volume: VolumeRef, sourceName: string): Promise<{ sizeGiB: number }> {
+    const target = volumeImage(volume.id);
+    let size = await this.call(`manage ${sourceName}`, () => this.imageSize(sourceName));
+    if (size === null) {
+      // A re-run after the rename: the volume already holds it.
+      size = await this.call(`manage ${sourceName}`, () => this.imageSize(target));
+      if (size === null) throw new DriverError('NotFound', `image ${this.pool}/${sourceName} does not exist; list what can be managed with GET /manageable_volumes?host=...`);
+      return { sizeGiB: Math.max(1, Math.ceil(size / gib)) };
+    }
+    await this.renameImage(sourceName, target);
+    return { sizeGiB: Math.max(1, Math.ceil(size / gib)) };
+  }
+
+  async unmanage(volume: VolumeRef, name: string): Promise<void> {
+    const source = volumeImage(volume.id);
+    if ((await this.call(`unmanage ${source}`, () => this.imageSize(source))) === null) return;
+    await this.renameImage(source, name);
+  }
+
   private async applyQos(name: string, limits: QosLimits): Promise<void> {
     const client = this.client ?? this.checkClientFiles();
     const options: Record<QosLimitKey, string> = {
       total_iops_sec: 'rbd_qos_iops_limit', read_iops_sec: 'rbd_qos_read_iops_limit', write_iops_sec: 'rbd_qos_write_iops_limit',
       total_bytes_sec: 'rbd_qos_bps_limit', read_bytes_sec: 'rbd_qos_read_bps_limit', write_bytes_sec: 'rbd_qos_write_bps_limit',
     };
-    const run = (args: string[]) =>
-      execFileAsync('rbd', ['--id', this.user, '-c', client.confPath, '--keyring', client.keyringPath, `--client_mount_timeout=${this.timeoutSeconds}`, ...args], { timeout: this.timeoutSeconds * 2000 });
     try {
-      await Promise.all(qosLimitKeys.map((key) => run(['config', 'image', 'set', `${this.pool}/${name}`, options[key], String(limits[key] ?? 0)])));
+      await Promise.all(qosLimitKeys.map((key) => this.rbdCli(client, ['config', 'image', 'set', `${this.pool}/${name}`, options[key], String(limits[key] ?? 0)])));
     } catch (error) {
       throw new DriverError('Unreachable', `could not set the QoS limits of ${this.pool}/${name} (rbd config image set): ${((error as { stderr?: string }).stderr || (error as Error).message).trim().slice(0, 300)}. Check that the rbd CLI is installed and that client.${this.user} may write image metadata.`);
     }

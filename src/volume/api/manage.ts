@@ -1,0 +1,107 @@
+/**
+ * Manage and unmanage (Cinder's os-volume-manage, manageable_volumes 3.8+;
+ * os-unmanage is a volume action in actions.ts): adopt an RBD image or a file
+ * of a local backend as a volume without copying, and list what could be
+ * adopted on a host this process runs. Administrators by default.
+ */
+import { Type } from '@sinclair/typebox';
+import { errors } from '../../errors.ts';
+import { route, type AnyRouteSpec } from '../../http/declare.ts';
+import type { RequestContext } from '../../http/router.ts';
+import { checkMetadataKeys } from '../../http/validate.ts';
+import { hasManageExisting } from '../drivers/driver.ts';
+import { auth, microversionMax, type VolumeRouteDeps } from './common.ts';
+import { volumeResponses } from './schemas.ts';
+import { volumeRenderer } from './volumes.ts';
+
+const closed = { additionalProperties: false } as const;
+const Text = (max: number) => Type.String({ maxLength: max });
+const OptionalNullable = (max: number) => Type.Optional(Type.Union([Text(max), Type.Null()]));
+
+const ManageBody = Type.Object({
+  volume: Type.Object({
+    host: Type.String({ minLength: 1, maxLength: 255 }),
+    ref: Type.Object({ 'source-name': Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: true }),
+    name: OptionalNullable(255),
+    description: OptionalNullable(255),
+    volume_type: OptionalNullable(255),
+    availability_zone: OptionalNullable(255),
+    bootable: Type.Optional(Type.Boolean()),
+    metadata: Type.Optional(Type.Union([Type.Record(Type.String({ minLength: 1, maxLength: 255 }), Text(255)), Type.Null()])),
+  }, closed),
+}, closed);
+
+const ListQuery = Type.Object({
+  host: Type.String({ minLength: 1, maxLength: 255 }),
+  limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
+  offset: Type.Optional(Type.Integer({ minimum: 0 })),
+  marker: Type.Optional(Type.String({ maxLength: 255 })),
+  sort_key: Type.Optional(Type.Union([Type.Literal('size'), Type.Literal('reference')])),
+  sort_dir: Type.Optional(Type.Union([Type.Literal('asc'), Type.Literal('desc')])),
+}, closed);
+
+const Reference = Type.Object({ 'source-name': Type.String() }, closed);
+const Summary = Type.Object({ reference: Reference, size: Type.Integer(), safe_to_manage: Type.Boolean() }, closed);
+const Detail = Type.Object({
+  reference: Reference, size: Type.Integer(), safe_to_manage: Type.Boolean(),
+  reason_not_safe: Type.Union([Type.String(), Type.Null()]), cinder_id: Type.Union([Type.String(), Type.Null()]), extra_info: Type.Union([Type.String(), Type.Null()]),
+}, closed);
+
+const gib = 1024 ** 3;
+
+export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
+  const render = volumeRenderer(deps);
+  const list = (detail: boolean) => async (ctx: RequestContext & { queryParams: Record<string, unknown> }) => {
+    const q = ctx.queryParams as { host: string; limit?: number; offset?: number; marker?: string; sort_key?: 'size' | 'reference'; sort_dir?: 'asc' | 'desc' };
+    const state = deps.service.backendOfHost(q.host);
+    if (!hasManageExisting(state.driver)) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] cannot manage existing storage.`);
+    if (!state.up) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] is down (${state.downReason ?? 'no reason recorded'}); nothing can be listed until it is up.`);
+    // Names a creating volume is adopting are not offered twice.
+    const adopting = new Set(deps.db.all<{ managed_from: string }>("SELECT managed_from FROM volumes WHERE backend = ? AND status = 'creating' AND managed_from IS NOT NULL", state.config.section).map((r) => r.managed_from));
+    let objects = (await state.driver.listManageable()).map((o) => ({
+      name: o.name, sizeGiB: Math.max(1, Math.ceil(o.sizeBytes / gib)), safe: !adopting.has(o.name),
+    }));
+    const dir = q.sort_dir === 'asc' ? 1 : -1;
+    objects.sort((a, b) => (q.sort_key === 'size' ? a.sizeGiB - b.sizeGiB : a.name.localeCompare(b.name)) * dir || a.name.localeCompare(b.name));
+    if (q.marker !== undefined) {
+      const at = objects.findIndex((o) => o.name === q.marker);
+      objects = at >= 0 ? objects.slice(at + 1) : [];
+    }
+    objects = objects.slice(q.offset ?? 0, q.limit !== undefined ? (q.offset ?? 0) + q.limit : undefined);
+    return {
+      status: 200,
+      body: {
+        'manageable-volumes': objects.map((o) => ({
+          reference: { 'source-name': o.name }, size: o.sizeGiB, safe_to_manage: o.safe,
+          ...(detail ? { reason_not_safe: o.safe ? null : 'Volume already being managed', cinder_id: null, extra_info: null } : {}),
+        })),
+      },
+    };
+  };
+  return [
+    route({
+      method: 'POST', path: '/v3/os-volume-manage', policy: 'volume_extension:volume_manage', body: ManageBody,
+      summary: 'Adopt an existing RBD image or local file as a volume (no copy)',
+      responses: { 202: volumeResponses('detail') },
+      handler(ctx) {
+        const v = ctx.body.volume;
+        if (v.metadata) checkMetadataKeys(v.metadata);
+        const row = deps.service.manageVolume(auth(ctx), {
+          host: v.host, sourceName: v.ref['source-name'], name: v.name ?? null, description: v.description ?? null,
+          volumeType: v.volume_type ?? null, availabilityZone: v.availability_zone ?? null, bootable: v.bootable ?? false, metadata: v.metadata ?? {},
+        });
+        return { status: 202, body: { volume: render(ctx, [row], 'detail')[0] } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/manageable_volumes', policy: 'volume_extension:list_manageable', versions: { min: 8, max: microversionMax }, query: ListQuery,
+      responses: { 200: Type.Object({ 'manageable-volumes': Type.Array(Summary) }, closed) },
+      handler: list(false),
+    }),
+    route({
+      method: 'GET', path: '/v3/manageable_volumes/detail', policy: 'volume_extension:list_manageable', versions: { min: 8, max: microversionMax }, query: ListQuery,
+      responses: { 200: Type.Object({ 'manageable-volumes': Type.Array(Detail) }, closed) },
+      handler: list(true),
+    }),
+  ];
+}
