@@ -92,7 +92,7 @@ function useAction() {
 
 function StatusBadge({ status }) {
   const s = String(status ?? '').toLowerCase();
-  const kind = /error|down|deleting|killed/.test(s) ? 'bad' : /available|active|in-use|up|enabled/.test(s) ? 'good' : 'busy';
+  const kind = /error|down|deleting|killed|disabled/.test(s) ? 'bad' : /ing\b/.test(s) ? 'busy' : /available|active|in-use|^up$|enabled/.test(s) ? 'good' : 'busy';
   return html`<span class=${`badge ${kind}`}>${status}</span>`;
 }
 
@@ -192,6 +192,8 @@ function Shell({ session, api, page, go, onSession, onLogout }) {
 
 function VolumeCreate({ api, onCreated, run }) {
   const [source, setSource] = useState('blank');
+  // A new form after each create: Preact sets values as properties, so form.reset() would empty them.
+  const [formKey, setFormKey] = useState(0);
   const [choices, setChoices] = useState({ images: [], snapshots: [], backups: [], types: [] });
   useEffect(() => {
     Promise.all([
@@ -203,8 +205,7 @@ function VolumeCreate({ api, onCreated, run }) {
   }, [source]);
   const submit = async (e) => {
     e.preventDefault();
-    const form = e.currentTarget;
-    const data = new FormData(form);
+    const data = new FormData(e.currentTarget);
     const volume = { size: Number(data.get('size')), name: String(data.get('name')) || null };
     const type = String(data.get('type') ?? '');
     if (type) volume.volume_type = type;
@@ -214,14 +215,14 @@ function VolumeCreate({ api, onCreated, run }) {
     if (source === 'backup') volume.backup_id = from;
     const created = await run('Create volume', () => api.volume('POST', '/volumes', { volume }), `Volume ${volume.name ?? ''} is being created.`);
     if (created) {
-      form.reset();
+      setFormKey((k) => k + 1);
       setSource('blank');
       onCreated();
     }
   };
   const options = { image: choices.images, snapshot: choices.snapshots, backup: choices.backups }[source] ?? [];
   return html`<section aria-labelledby="create-volume"><h2 id="create-volume">Create a volume</h2>
-    <form class="inline" onSubmit=${submit}>
+    <form class="inline" onSubmit=${submit} key=${formKey}>
       <${Field} label="Name" id="volume-name"><input id="volume-name" name="name" /><//>
       <${Field} label="Size (GiB)" id="volume-size"><input id="volume-size" name="size" type="number" min="1" value="1" required /><//>
       <${Field} label="Source" id="volume-source"><select id="volume-source" name="source" value=${source} onChange=${(e) => setSource(e.currentTarget.value)}>
