@@ -12,6 +12,7 @@
  */
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { pipeline, Transform, type Readable } from 'node:stream';
 import { onEvent } from './events.ts';
 
 type Labels = Record<string, string>;
@@ -241,4 +242,27 @@ export async function startMetricsListener(listen: string, registry: MetricsRegi
       server.closeAllConnections();
     }),
   };
+}
+
+/**
+ * `source` passed through unchanged, counting its bytes; `onDone(bytes)` is called once, when it
+ * ended or was cut off (a client that went away still moved what it read).
+ */
+export function countedStream(source: Readable, onDone: (bytes: number) => void): Readable {
+  let bytes = 0;
+  let reported = false;
+  const report = () => {
+    if (reported) return;
+    reported = true;
+    onDone(bytes);
+  };
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      bytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  pipeline(source, counter, report);
+  counter.once('close', report);
+  return counter;
 }

@@ -6,6 +6,9 @@
  * The state machine lives in `images.ts`; bytes live in the store.
  */
 import { errors, PumiceError } from '../errors.ts';
+import { emitEvent } from '../events.ts';
+import { countedStream } from '../metrics.ts';
+import type { Readable } from 'node:stream';
 import type { ServiceApp } from '../http/server.ts';
 import { Router, type AuthContext, type RequestContext } from '../http/router.ts';
 import { queryBool } from '../http/validate.ts';
@@ -313,6 +316,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
       async handler(ctx) {
         const contentLength = dataContentLength(ctx);
         await service.upload(auth(ctx), id(ctx), ctx.stream, contentLength);
+        emitEvent('image.transferred', { image_id: id(ctx), direction: 'upload', bytes: contentLength ?? service.get(auth(ctx), id(ctx)).size ?? 0 });
         return { status: 204 };
       },
     }),
@@ -333,11 +337,11 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
         if (!range) {
           headers['Content-Length'] = String(sizeBytes);
           if (image.checksum) headers['Content-MD5'] = image.checksum;
-          return { status: 200, headers, stream: store.read(image.id) };
+          return { status: 200, headers, stream: countedDownload(store.read(image.id), image.id) };
         }
         headers['Content-Length'] = String(range.end - range.start + 1);
         headers['Content-Range'] = `bytes ${range.start}-${range.end}/${sizeBytes}`;
-        return { status: 206, headers, stream: store.read(image.id, range) };
+        return { status: 206, headers, stream: countedDownload(store.read(image.id, range), image.id) };
       },
     }),
 
@@ -488,4 +492,9 @@ function memberSchema(): Record<string, unknown> {
       schema: { type: 'string', readOnly: true },
     },
   };
+}
+
+/** The image data of a download, counted: `image.transferred` (and the image bytes metric) when it ends or is cut off. */
+function countedDownload(source: Readable, imageId: string): Readable {
+  return countedStream(source, (bytes) => emitEvent('image.transferred', { image_id: imageId, direction: 'download', bytes }));
 }

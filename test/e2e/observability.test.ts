@@ -89,7 +89,7 @@ test('/healthcheck: 200 OK for a load balancer (text, JSON, HEAD 204), every che
   assert.match(anonymous.text, /admin token .* allow_anonymous/);
 });
 
-test('/metrics: requests by declared route and status with latency histograms, tasks, backends, backup bytes; strict text format', async () => {
+test('/metrics: requests by declared route and status with latency histograms, tasks, backends, backup and image bytes; strict text format', async () => {
   const created = await admin.request('POST', `${admin.volumeUrl}/volumes`, { volume: { size: 1, name: 'obs-volume' } });
   assert.equal(created.status, 202, created.text);
   const volumeId = created.body.volume.id as string;
@@ -99,8 +99,18 @@ test('/metrics: requests by declared route and status with latency histograms, t
   const backupId = backup.body.backup.id as string;
   await until('the backup', async () => (await admin.request('GET', `${admin.volumeUrl}/backups/${backupId}`)).body.backup.status === 'available');
   await admin.request('GET', `${admin.volumeUrl}/volumes/${volumeId}`);
+  const image = await admin.request('POST', '/image/v2/images', { name: 'obs-image', disk_format: 'raw', container_format: 'bare' });
+  assert.equal(image.status, 201, image.text);
+  const imageBytes = Buffer.alloc(1 << 20, 7);
+  const uploaded = await fetch(`${pumice.url}/image/v2/images/${image.body.id as string}/file`, { method: 'PUT', headers: { 'X-Auth-Token': admin.token, 'Content-Type': 'application/octet-stream' }, body: imageBytes });
+  assert.equal(uploaded.status, 204, await uploaded.text());
+  const downloaded = await fetch(`${pumice.url}/image/v2/images/${image.body.id as string}/file`, { headers: { 'X-Auth-Token': admin.token } });
+  assert.equal((await downloaded.arrayBuffer()).byteLength, imageBytes.length);
 
-  const m = await scrape();
+  const m = await until('the download counted', async () => {
+    const scraped = await scrape();
+    return promValue(scraped, 'pumice_image_transfer_bytes_total', { direction: 'download' }) ? scraped : undefined;
+  }, 5000);
   const requests = m.get('pumice_http_requests_total')!;
   assert.equal(requests.type, 'counter');
   for (const s of requests.samples) assert.doesNotMatch(s.labels['route']!, uuid, `a raw path became a label: ${JSON.stringify(s.labels)}`);
@@ -125,7 +135,8 @@ test('/metrics: requests by declared route and status with latency histograms, t
   const stored = readEvents(pumice.dataDir, 'backup.written').find((e) => e['backup_id'] === backupId)?.['stored_bytes'];
   assert.equal(typeof stored, 'number');
   assert.equal(promValue(m, 'pumice_backup_bytes_total'), stored);
-  assert.equal(promValue(m, 'pumice_image_transfer_bytes_total', { direction: 'upload' }), 0);
+  assert.equal(promValue(m, 'pumice_image_transfer_bytes_total', { direction: 'upload' }), imageBytes.length);
+  assert.equal(promValue(m, 'pumice_image_transfer_bytes_total', { direction: 'download' }), imageBytes.length);
   assert.equal(promValue(m, 'pumice_nbd_connections'), 0);
   assert.equal(m.get('pumice_compute_instances')!.type, 'gauge');
   for (const f of m.values()) assert.ok(f.help, `${f.name} has HELP`);

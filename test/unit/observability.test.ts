@@ -1,0 +1,120 @@
+/**
+ * The parts under the operator's endpoints, without a server: the strict
+ * Prometheus text parser the e2e test relies on refuses what Prometheus would;
+ * the metrics registry writes what it accepts (label escapes included); event
+ * writes are buffered until a flush (before a reply) or close (SIGTERM); log
+ * lines in oslo.log's text format and in JSON, levels from the message prefix,
+ * DEBUG only with debug on, the request context in the brackets.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { configureLogging, emitEvent, eventLogPath, flushEvents, moduleLogger, openEventLog, setRequestCaller, withRequestId } from '../../src/events.ts';
+import { MetricsRegistry } from '../../src/metrics.ts';
+import { parsePrometheusText, promValue } from '../helpers/prometheus.ts';
+
+test('the Prometheus parser refuses what breaks the exposition format, with the line', () => {
+  const bad: [string, RegExp][] = [
+    ['1bad_name 1\n', /no metric name/],
+    ['m{a="x"} 1', /newline/],
+    ['m{a="x\\q"} 1\n', /bad escape/],
+    ['m{a="x} 1\n', /unterminated|expected/],
+    ['m{a="x",a="y"} 1\n', /label a twice/],
+    ['m 1\nm 2\n', /appears twice/],
+    ['m 1\n# TYPE m gauge\n', /TYPE of m after its samples/],
+    ['# TYPE m gauge\n# TYPE m gauge\n', /second TYPE/],
+    ['# TYPE m thing\n', /unknown type/],
+    ['a 1\nb 1\na{x="1"} 2\n', /continues after/],
+    ['m one\n', /bad value/],
+    ['# TYPE c counter\nc -1\n', /counter c is -1/],
+    ['# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_sum 1\nh_count 1\n', /counts fewer/],
+    ['# TYPE h histogram\nh_bucket{le="1"} 1\nh_sum 1\nh_count 1\n', /no \+Inf bucket/],
+    ['# TYPE h histogram\nh_bucket{le="+Inf"} 2\nh_sum 1\nh_count 1\n', /!= _count/],
+    ['# TYPE h histogram\nh_bucket{le="+Inf"} 1\nh_count 1\n', /_sum or _count missing/],
+  ];
+  for (const [text, why] of bad) assert.throws(() => parsePrometheusText(text), why, JSON.stringify(text));
+  const ok = parsePrometheusText('# HELP m a \\\\ help\n# TYPE m gauge\nm{a="q\\"\\\\\\n"} +Inf 1700000000000\n# a comment\n\nn NaN\n');
+  assert.equal(ok.get('m')!.help, 'a \\ help');
+  assert.equal(promValue(ok, 'm', { a: 'q"\\\n' }), Infinity);
+  assert.ok(Number.isNaN(promValue(ok, 'n')));
+});
+
+test('the registry writes counters, histograms and scrape-time gauges the strict parser accepts', () => {
+  const registry = new MetricsRegistry();
+  const counter = registry.counter('t_requests_total', 'requests');
+  const histogram = registry.histogram('t_duration_seconds', 'durations', [0.1, 1]);
+  let depth = 3;
+  registry.gauge('t_depth', 'depth', () => [{ labels: { kind: 'a "quoted" \\ kind\nnext' }, value: depth }]);
+  registry.gauge('t_broken', 'a source that throws is left empty', () => {
+    throw new Error('database closed');
+  });
+  counter.inc({ route: '/x' });
+  counter.inc({ route: '/x' }, 2);
+  histogram.observe({ route: '/x' }, 0.05);
+  histogram.observe({ route: '/x' }, 0.5);
+  histogram.observe({ route: '/x' }, 5);
+  depth = 4;
+  const m = parsePrometheusText(registry.render());
+  assert.equal(promValue(m, 't_requests_total', { route: '/x' }), 3);
+  assert.equal(promValue(m, 't_duration_seconds_bucket', { route: '/x', le: '0.1' }), 1);
+  assert.equal(promValue(m, 't_duration_seconds_bucket', { route: '/x', le: '1' }), 2);
+  assert.equal(promValue(m, 't_duration_seconds_bucket', { route: '/x', le: '+Inf' }), 3);
+  assert.equal(promValue(m, 't_duration_seconds_sum', { route: '/x' }), 5.55);
+  assert.equal(promValue(m, 't_depth', { kind: 'a "quoted" \\ kind\nnext' }), 4, 'read at scrape time, label escaped and read back');
+  assert.deepEqual(m.get('t_broken')!.samples, []);
+});
+
+test('events are buffered: written on flushEvents (before a reply) and on close (SIGTERM), not one write per event', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'pumice-obs-unit-'));
+  try {
+    const close = openEventLog(dataDir);
+    const file = eventLogPath(dataDir);
+    emitEvent('test.one', { n: 1 });
+    assert.equal(readFileSync(file, 'utf8'), '', 'still buffered');
+    flushEvents();
+    assert.equal(readFileSync(file, 'utf8').trim().split('\n').length, 1);
+    withRequestId('req-unit', () => emitEvent('test.two', { n: 2 }));
+    close();
+    const events = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(events.map((e) => [e['event'], e['request_id']]), [['test.one', undefined], ['test.two', 'req-unit']]);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('log lines: oslo.log text format with the request context, levels from the prefix, DEBUG only with debug; JSON with log_format = json', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pumice-obs-log-'));
+  const logFile = join(dir, 'pumice.log');
+  try {
+    let close = configureLogging({ format: 'text', debug: false, logFile });
+    const log = moduleLogger('pumice.unit');
+    log('plain message');
+    log('DEBUG: hidden without debug');
+    withRequestId('req-1', () => {
+      setRequestCaller('user1', 'project1');
+      log('WARNING: something is off');
+    });
+    close();
+    const lines = readFileSync(logFile, 'utf8').trim().split('\n');
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.match(lines[0]!, new RegExp(`^\\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\.\\d{3} ${process.pid} INFO pumice\\.unit \\[-\\] plain message$`));
+    assert.match(lines[1]!, new RegExp(`^\\S+ \\S+ ${process.pid} WARNING pumice\\.unit \\[req-1 user1 project1\\] something is off$`));
+
+    rmSync(logFile);
+    close = configureLogging({ format: 'json', debug: true, logFile });
+    log('DEBUG: shown with debug');
+    withRequestId('req-2', () => log('ERROR: it broke'));
+    close();
+    const records = readFileSync(logFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(records.map((r) => [r['level'], r['module'], r['request_id'], r['message'], r['pid']]), [
+      ['DEBUG', 'pumice.unit', null, 'shown with debug', process.pid],
+      ['ERROR', 'pumice.unit', 'req-2', 'it broke', process.pid],
+    ]);
+    assert.ok(!Number.isNaN(Date.parse(String(records[0]!['timestamp']))));
+  } finally {
+    configureLogging({ format: 'text', debug: false, logFile: null });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
