@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
+import { pumiceVersion } from './config/version.ts';
 import { Db, databaseLocation } from './db/db.ts';
 import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
@@ -226,6 +227,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     site: { handles: (req, pathname) => isDashboardPath(pathname) || wantsDashboard(req, pathname), serve: serveDashboard },
     rootDocument: (baseUrl) => ({
       name: 'Pumice',
+      version: pumiceVersion(),
       services: {
         identity: `${baseUrl}/identity/v3`,
         'block-storage': `${baseUrl}/volume/v3`,

@@ -100,6 +100,11 @@ export const errors = {
     ),
   notImplemented: (what: string) => new PumiceError('NotImplemented', `${what} is not implemented by Pumice yet.`),
   backendUnavailable: (message: string) => new PumiceError('BackendUnavailable', message),
+  /**
+   * A program this host needs is not installed (qemu-img): 501, not 503, because clients retry a
+   * 503 (keystoneauth: for ~16 s) and installing the tool is the operator's job, not a moment's wait.
+   */
+  toolMissing: (message: string) => new PumiceError('NotImplemented', message),
 };
 
 export function isPumiceError(value: unknown): value is PumiceError {

@@ -34,7 +34,7 @@ export async function convertToRaw(sourcePath: string, qemuFormat: string, targe
     await execFileAsync('qemu-img', args, { timeout: convertTimeoutMs, maxBuffer: 1 << 20 });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw errors.backendUnavailable('qemu-img is not installed on the image service host, so images cannot be converted to raw: install it (apt-get install qemu-utils) and upload again.');
+      throw errors.toolMissing('qemu-img is not installed on the image service host, so images cannot be converted to raw: install it (apt-get install qemu-utils) and upload again.');
     }
     const stderr = (error as { stderr?: string }).stderr?.trim();
     throw errors.badRequest(

@@ -1089,7 +1089,7 @@ export class ImageService {
       return JSON.parse(stdout) as Record<string, unknown>;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-        throw errors.backendUnavailable('qemu-img is not installed on the image service host, so uploads cannot be checked: install it (apt-get install qemu-utils) and upload again.');
+        throw errors.toolMissing('qemu-img is not installed on the image service host, so uploads cannot be checked: install it (apt-get install qemu-utils) and upload again.');
       }
       const stderr = (error as { stderr?: string }).stderr?.trim();
       throw errors.badRequest(`Image data refused: qemu-img info could not read it${format ? ` as ${format}` : ''}: ${(stderr || (error as Error).message).slice(0, 300)}`);

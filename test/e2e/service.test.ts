@@ -1,0 +1,127 @@
+/**
+ * Packaging as a service (issue 19): the shipped systemd unit passes `systemd-analyze verify`
+ * and has what the issue asks (User=pumice, StateDirectory, Restart=on-failure, ExecReload
+ * sending SIGHUP); `serve --service` runs as an unprivileged user on the service locations
+ * systemd hands over (STATE_DIRECTORY, CONFIGURATION_DIRECTORY), and answers SIGHUP without
+ * dying. The installer's argument handling is checked; its full run needs root and systemd.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { after, test } from 'node:test';
+import { ApiClient, repoRoot } from '../helpers/pumice.ts';
+import { readdirSync, symlinkSync } from 'node:fs';
+
+const execFileAsync = promisify(execFile);
+const unitPath = join(repoRoot, 'packaging', 'systemd', 'pumice.service');
+const scratch = mkdtempSync(join(tmpdir(), 'pumice-service-'));
+after(() => rmSync(scratch, { recursive: true, force: true }));
+
+test('the systemd unit passes systemd-analyze verify and runs pumice as a non-root service', async (t) => {
+  const unit = readFileSync(unitPath, 'utf8');
+  for (const line of ['User=pumice', 'StateDirectory=pumice', 'Restart=on-failure', 'ExecReload=/bin/kill -HUP $MAINPID', 'Environment=PUMICE_SERVICE=1', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'RestartPreventExitStatus=2 3']) {
+    assert.ok(unit.split('\n').includes(line), `the unit has ${line}`);
+  }
+  assert.match(unit, /^ExecStart=\/usr\/bin\/node \/opt\/pumice\/bin\/pumice\.mjs serve --service /m);
+  const analyze = spawnSync('systemd-analyze', ['--version']);
+  if (analyze.error) {
+    t.skip('systemd-analyze is not installed (apt-get install systemd): the unit was not verified');
+    return;
+  }
+  // verify checks that ExecStart's program exists: point it at this machine's node.
+  const copy = join(scratch, 'pumice.service');
+  writeFileSync(copy, unit.replaceAll('/usr/bin/node', process.execPath).replaceAll('/opt/pumice', repoRoot));
+  const { stdout, stderr } = await execFileAsync('systemd-analyze', ['verify', copy]).catch((error: { stdout: string; stderr: string; code: number }) => {
+    assert.fail(`systemd-analyze verify failed (${error.code}):\n${error.stdout}${error.stderr}`);
+  });
+  // Warnings about this unit (unknown keys, bad values) come on stderr with its name.
+  assert.doesNotMatch(`${stdout}${stderr}`, /pumice\.service:\d+:/, `systemd-analyze verify:\n${stdout}${stderr}`);
+});
+
+/** A PATH with every program of the usual directories except those named: a host without them. */
+function pathWithout(missing: string[]): string {
+  const bin = join(scratch, 'bin');
+  mkdirSync(bin, { recursive: true });
+  for (const dir of (process.env['PATH'] ?? '').split(':').filter((d) => d.startsWith('/'))) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (missing.includes(name)) continue;
+      try {
+        symlinkSync(join(dir, name), join(bin, name));
+      } catch {
+        // an earlier directory's program of that name wins, as in PATH
+      }
+    }
+  }
+  return bin;
+}
+
+test('serve --service as an unprivileged user: the state and configuration directories systemd hands over, SIGHUP survives; a missing qemu-img is a start warning and a 501, not a retried 503', async () => {
+  const stateDir = join(scratch, 'state');
+  const confDir = join(scratch, 'etc-pumice');
+  mkdirSync(stateDir, { mode: 0o700 });
+  mkdirSync(confDir);
+  // virt_type = qemu: no accelerator probe boot (no guest here). The file is the one --service reads.
+  writeFileSync(join(confDir, 'pumice.conf'), '[libvirt]\nvirt_type = qemu\n');
+  chmodSync(scratch, 0o755);
+  const nobody = 65534;
+  chownSync(stateDir, nobody, nobody);
+  const env: NodeJS.ProcessEnv = { PATH: pathWithout(['qemu-img']), HOME: stateDir, PUMICE_SERVICE: '1', STATE_DIRECTORY: stateDir, CONFIGURATION_DIRECTORY: confDir };
+  const proc = spawn('setpriv', ['--reuid', String(nobody), '--regid', String(nobody), '--clear-groups', process.execPath, join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--listen', ':0'], { cwd: stateDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  try {
+    const url = await new Promise<string>((resolveUrl, reject) => {
+      proc.stdout.on('data', (d: Buffer) => {
+        output += d.toString();
+        const m = /ready at (http:\/\/\S+)/.exec(output);
+        if (m) resolveUrl(m[1]!);
+      });
+      proc.once('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
+    });
+    // Its files are the unprivileged user's, in the state directory.
+    for (const file of ['pumice.db', 'admin-openrc']) assert.equal(statSync(join(stateDir, file)).uid, nobody, file);
+    assert.equal(statSync(join(stateDir, 'admin-openrc')).mode & 0o777, 0o600);
+    const root = (await (await fetch(`${url}/`, { headers: { accept: 'application/json' } })).json()) as { version?: string };
+    assert.equal(root.version, (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version, 'the / document names the version');
+    // doctor's cheap checks ran at start: the missing tool is a warning with the fix.
+    assert.match(output, /WARNING: qemu-img not found on PATH .*image uploads and conversions are refused \(501\) until it is installed: apt-get install qemu-utils/);
+    const openrc = readFileSync(join(stateDir, 'admin-openrc'), 'utf8');
+    const password = /^export OS_PASSWORD='([^']*)'$/m.exec(openrc)![1]!;
+    const api = await ApiClient.login(url, 'admin', password, 'admin');
+    const created = await api.request('POST', '/image/v2/images', { name: 'needs-qemu-img', disk_format: 'qcow2', container_format: 'bare' });
+    assert.equal(created.status, 201, created.text);
+    const startedMs = Date.now();
+    const upload = await api.request('PUT', `/image/v2/images/${created.body.id}/file`, 'QFI\xfb not really qcow2', { 'Content-Type': 'application/octet-stream' });
+    assert.equal(upload.status, 501, `a status clients do not retry: ${upload.text}`);
+    assert.match(upload.text, /qemu-img is not installed on the image service host.*apt-get install qemu-utils/);
+    assert.ok(Date.now() - startedMs < 10_000);
+    assert.equal((await api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'queued', 'nothing half-done: the image stays queued without data');
+    // systemctl reload: SIGHUP keeps it serving.
+    proc.kill('SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await fetch(`${url}/identity/v3`)).status, 200);
+    assert.equal(proc.exitCode, null, 'still running after SIGHUP');
+  } finally {
+    proc.kill('SIGTERM');
+    assert.equal(await exited, 0, output);
+  }
+});
+
+test('the installer refuses unknown options and explains itself', async () => {
+  const script = join(repoRoot, 'scripts', 'install-service.sh');
+  const help = await execFileAsync('bash', [script, '--help']);
+  assert.match(help.stdout, /usage: sudo scripts\/install-service\.sh/);
+  const bad = spawnSync('bash', [script, '--prefx', '/x'], { encoding: 'utf8' });
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown option '--prefx'/);
+});
