@@ -101,7 +101,7 @@ export interface GuestInfo {
 /** A driver failure the agent turns into a server fault. `code` is closed; `message` names the cause and the fix. */
 export class HypervisorError extends Error {
   constructor(
-    readonly code: 'CephClientMissing' | 'CephKeyMissing' | 'DiskOpenFailed' | 'QemuStartFailed' | 'QmpTimeout' | 'GuestNotFound' | 'DeviceBusy' | 'GuestAgentUnavailable' | 'Internal',
+    readonly code: 'CephClientMissing' | 'CephKeyMissing' | 'DiskOpenFailed' | 'QemuStartFailed' | 'QmpTimeout' | 'GuestNotFound' | 'DeviceBusy' | 'GuestAgentUnavailable' | 'MigrationFailed' | 'MigrationCancelled' | 'Internal',
     message: string,
   ) {
     super(message);

@@ -82,6 +82,36 @@ interface Instance {
 
 /** The guest agent channel's socket in the instance directory (libvirt: /var/lib/libvirt/qemu/channel/target/.../org.qemu.guest_agent.0). */
 const guestAgentSocketName = 'qga.sock';
+/** QEMU's default max-bandwidth is 128 MiB/s; a LAN between compute hosts (and loopback) carries more. */
+const migrationBandwidthDefaultBytesPerS = 1024 * 1024 * 1024;
+/** After the source's `completed`, how long the target may take to load the last bytes and leave `inmigrate`. */
+const incomingSettleMs = 10_000;
+/** The longest pause of the guest at the switch QEMU aims for (its default 300 ms). */
+const migrationDowntimeLimitMs = 300;
+
+interface QueryMigrate {
+  status?: string;
+  ram?: { transferred?: number; remaining?: number; total?: number };
+  downtime?: number;
+  'error-desc'?: string;
+}
+
+export interface MigrationProgress {
+  /** QEMU's: setup, active, completed, failed, cancelling, cancelled, ... */
+  status: string;
+  transferredBytes: number;
+  remainingBytes: number;
+  totalBytes: number;
+  elapsedMs: number;
+}
+
+export interface MigrationResult {
+  totalMs: number;
+  /** QEMU's measured pause of the guest at the switch. */
+  downtimeMs: number | null;
+  transferredBytes: number;
+}
+
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** sun_path is 108 bytes including the NUL. */
 const unixPathBytesMax = 107;
@@ -388,6 +418,106 @@ export class QemuHypervisor implements Hypervisor {
     });
   }
 
+  // ------------------------------------------------------------------ live migration
+
+  /**
+   * Target side of a live migration: starts QEMU for `spec` (the same devices at the same addresses
+   * as the source's: same spec, same disk order) paused, listening on `listen` for the source's
+   * memory. Shared storage only: the disks are opened inactive until the switch. Refused when a
+   * QEMU of this guest already runs here.
+   */
+  prepareIncoming(spec: GuestSpec, listen: { host: string; port: number }): Promise<GuestInfo> {
+    validateSpec(spec);
+    return this.locked(spec.uuid, async () => {
+      const existing = await this.load(spec.uuid);
+      if (existing && existing.pid !== null) throw new HypervisorError('DeviceBusy', `Instance ${spec.uuid} already has a QEMU (pid ${existing.pid}) on this host: a migration target must start empty.`);
+      return this.start(spec, { incoming: listen });
+    });
+  }
+
+  /**
+   * Source side: sends the running guest to `target` over TCP (QMP `migrate`), polling
+   * `query-migrate` every `pollMs` and reporting progress. On `completed` the source QEMU is stopped
+   * (the guest now lives on the target) and the measured figures are returned. On failure or
+   * cancelMigration the guest keeps running here and MigrationFailed / MigrationCancelled is thrown.
+   */
+  migrateTo(
+    uuid: string,
+    target: { host: string; port: number },
+    options: { timeoutMs: number; pollMs?: number; maxBandwidthBytesPerS?: number; onProgress?: (progress: MigrationProgress) => void },
+  ): Promise<MigrationResult> {
+    return this.locked(uuid, async () => {
+      const instance = await this.live(uuid);
+      const qmp = await this.qmpOf(instance);
+      const timeoutMs = this.qmpTimeoutMs;
+      const started = Date.now();
+      try {
+        // Explicit, not QEMU's defaults: bandwidth (bytes/s; QEMU's default is 128 MiB/s) and the pause allowed at the switch.
+        await qmp.execute('migrate-set-parameters', { 'max-bandwidth': options.maxBandwidthBytesPerS ?? migrationBandwidthDefaultBytesPerS, 'downtime-limit': migrationDowntimeLimitMs }, { timeoutMs });
+        await qmp.execute('migrate', { uri: `tcp:${target.host}:${target.port}` }, { timeoutMs });
+      } catch (err) {
+        throw asHypervisorError(err, `starting the migration of ${uuid} to ${target.host}:${target.port}`);
+      }
+      for (;;) {
+        const info = await qmp.execute<QueryMigrate>('query-migrate', undefined, { timeoutMs }).catch((err: unknown) => {
+          throw asHypervisorError(err, 'query-migrate');
+        });
+        const progress: MigrationProgress = {
+          status: info.status ?? 'none',
+          transferredBytes: info.ram?.transferred ?? 0,
+          remainingBytes: info.ram?.remaining ?? 0,
+          totalBytes: info.ram?.total ?? 0,
+          elapsedMs: Date.now() - started,
+        };
+        options.onProgress?.(progress);
+        if (info.status === 'completed') {
+          await this.stopProcess(instance, { graceful: true });
+          this.log(`qemu ${uuid}: migrated to ${target.host}:${target.port} in ${Date.now() - started} ms (downtime ${info.downtime ?? '?'} ms)`);
+          return { totalMs: Date.now() - started, downtimeMs: info.downtime ?? null, transferredBytes: progress.transferredBytes };
+        }
+        if (info.status === 'cancelled') {
+          throw new HypervisorError('MigrationCancelled', `The migration of ${uuid} to ${target.host}:${target.port} was cancelled; the guest keeps running on this host.`);
+        }
+        if (info.status === 'failed') {
+          throw new HypervisorError('MigrationFailed', `The migration of ${uuid} to ${target.host}:${target.port} failed (${info['error-desc'] ?? 'no reason given'}); the guest keeps running on this host.`);
+        }
+        if (Date.now() - started > options.timeoutMs) {
+          await qmp.execute('migrate_cancel', undefined, { timeoutMs }).catch(() => undefined);
+          throw new HypervisorError('MigrationFailed', `The migration of ${uuid} did not complete within ${options.timeoutMs} ms (${progress.remainingBytes} bytes of memory left): cancelled, the guest keeps running on this host. A guest dirtying memory faster than the bandwidth never converges: raise the bandwidth or the downtime limit.`);
+        }
+        await sleep(options.pollMs ?? 200);
+      }
+    });
+  }
+
+  /**
+   * Cancels a migration under way (QMP migrate_cancel), outside the guest's operation lock (migrateTo
+   * holds it); migrateTo then throws MigrationCancelled. No migration running: nothing happens.
+   */
+  async cancelMigration(uuid: string): Promise<void> {
+    const instance = this.instances.get(uuid);
+    if (!instance || instance.pid === null || !instance.qmp?.isOpen) return;
+    await instance.qmp.execute('migrate_cancel', undefined, { timeoutMs: this.qmpTimeoutMs });
+  }
+
+  /** Target side after the source reported `completed`: the vCPUs run here. */
+  finishIncoming(uuid: string): Promise<GuestInfo> {
+    return this.locked(uuid, async () => {
+      const instance = await this.live(uuid);
+      const qmp = await this.qmpOf(instance);
+      // The source reports `completed` when it sent the last bytes; the target may still be loading them.
+      const deadline = Date.now() + incomingSettleMs;
+      let status = await qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: this.qmpTimeoutMs });
+      while (status.status === 'inmigrate') {
+        if (Date.now() > deadline) throw new HypervisorError('DeviceBusy', `Instance ${uuid} is still receiving its migration after ${incomingSettleMs} ms: finish it on the source first.`);
+        await sleep(50);
+        status = await qmp.execute<{ status: string }>('query-status', undefined, { timeoutMs: this.qmpTimeoutMs });
+      }
+      if (status.status !== 'running') await qmp.execute('cont', undefined, { timeoutMs: this.qmpTimeoutMs });
+      return this.infoOf(instance, 'running');
+    });
+  }
+
   /** One agent conversation (the channel takes one client at a time), serialised with the guest's other operations. */
   private withGuestAgent<T>(uuid: string, timeoutMs: number, fn: (qga: QgaClient) => Promise<T>): Promise<T> {
     return this.locked(uuid, async () => {
@@ -428,7 +558,7 @@ export class QemuHypervisor implements Hypervisor {
 
   // ------------------------------------------------------------------ start
 
-  private async start(spec: GuestSpec): Promise<GuestInfo> {
+  private async start(spec: GuestSpec, options: { incoming?: { host: string; port: number } } = {}): Promise<GuestInfo> {
     const uuid = spec.uuid;
     const dir = this.dirOf(uuid);
     const qmpPath = path.join(dir, 'qmp.sock');
@@ -445,6 +575,8 @@ export class QemuHypervisor implements Hypervisor {
 
     const args = this.baseArgs(spec, dir);
     args.push(...hardwareArgs(spec.hardware ?? defaultGuestHardware, { guestAgentSocketPath: path.join(dir, guestAgentSocketName) }));
+    // The URI is given over QMP once the disks are verified, so a disk QEMU cannot open fails before anything listens.
+    if (options.incoming) args.push('-incoming', 'defer');
     for (const disk of orderedDisks(spec)) {
       const placement = placements.get(disk.diskId)!;
       const cephConfPath = await this.writeDiskFiles(instance, disk, placement, { secretFile: true });
@@ -537,6 +669,11 @@ export class QemuHypervisor implements Hypervisor {
     try {
       await this.verifyDisks(qmp, placements);
       await removeSecretFiles(dir);
+      if (options.incoming) {
+        await qmp.execute('migrate-incoming', { uri: `tcp:${options.incoming.host}:${options.incoming.port}` }, { timeoutMs: this.qmpTimeoutMs });
+        this.log(`qemu ${uuid}: pid ${pid} waits for an incoming migration on ${options.incoming.host}:${options.incoming.port}`);
+        return this.infoOf(instance, 'paused');
+      }
       await qmp.execute('cont', undefined, { timeoutMs: this.qmpTimeoutMs });
     } catch (err) {
       return fail(asHypervisorError(err, 'starting the guest'));
