@@ -192,8 +192,9 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await shot(page, '06-backup-progress');
     await page.getByRole('link', { name: 'Backups' }).click();
     await row(page, 'backup', 'dash-backup').getByText('available', { exact: true }).waitFor();
-    const backupSeen = await progressSeen(page, 'Progress of backup dash-backup');
-    assert.ok(backupSeen.some((v) => v < 100), `the backup's progress showed while it ran: ${backupSeen.join(' ')}`);
+    // While it ran, the bar showed the API's figure (Pumice-Backup-Progress), not only a placeholder.
+    const backupSeen = (await progressSeen(page, 'Progress of backup dash-backup text')) as unknown as string[];
+    assert.ok(backupSeen.some((t) => /\d+% \(\d+\/\d+ bytes\)/.test(t)), `the backup's progress showed while it ran: ${JSON.stringify(backupSeen)}`);
     await shot(page, '07-backups');
 
     // Restore to a new volume; it shows on the volumes page and becomes available.
@@ -303,8 +304,9 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.getByRole('link', { name: 'Admin' }).click();
     const local = page.locator('tr[data-service="cinder-volume@pumice@local"]');
     await local.getByText('up', { exact: true }).waitFor();
-    await page.getByRole('table', { name: 'Users' }).or(page.getByRole('heading', { name: 'Users' })).first().waitFor();
-    assert.ok(await page.getByText('dash-u').count() > 0, 'users are listed');
+    await page.getByRole('region', { name: 'Users' }).getByText('admin', { exact: true }).waitFor();
+    await page.getByRole('region', { name: 'Projects' }).getByText('service', { exact: false }).waitFor();
+    await page.getByRole('region', { name: 'Roles' }).getByText('reader', { exact: true }).waitFor();
     await shot(page, '13-admin-up');
     const volumeDir = path.join(pumice.dataDir, 'volumes', 'local');
     renameSync(volumeDir, `${volumeDir}.away`);
@@ -332,9 +334,14 @@ async function recordProgress(page: Page): Promise<void> {
     window.progressSeen = seen;
     new MutationObserver(() => {
       for (const bar of document.querySelectorAll('progress')) {
-        const values = (seen[bar.getAttribute('aria-label') ?? ''] ??= []);
+        const label = bar.getAttribute('aria-label') ?? '';
+        const values = (seen[label] ??= []);
         const value = Number(bar.getAttribute('value'));
         if (values[values.length - 1] !== value) values.push(value);
+        // The figure beside the bar, as the API gave it ('42% (450887680/1073741824 bytes)').
+        const texts = (seen[label + ' text'] ??= []);
+        const text = bar.parentElement?.textContent ?? '';
+        if (texts[texts.length - 1] !== text) texts.push(text);
       }
     }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['value'] });
   })()`);
