@@ -5,7 +5,7 @@
  * adopted on a host this process runs. Administrators by default.
  */
 import { Type } from '@sinclair/typebox';
-import { errors } from '../../errors.ts';
+import { errors, PumiceError } from '../../errors.ts';
 import { route, type AnyRouteSpec } from '../../http/declare.ts';
 import type { RequestContext } from '../../http/router.ts';
 import { checkMetadataKeys } from '../../http/validate.ts';
@@ -83,9 +83,14 @@ export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       method: 'POST', path: '/v3/os-volume-manage', policy: 'volume_extension:volume_manage', body: ManageBody,
       summary: 'Adopt an existing RBD image or local file as a volume (no copy)',
       responses: { 202: volumeResponses('detail') },
-      handler(ctx) {
+      async handler(ctx) {
         const v = ctx.body.volume;
         if (v.metadata) checkMetadataKeys(v.metadata);
+        // Checked before a volume row exists: a name that is not there is a 404, not a volume in error.
+        const state = deps.service.backendOfHost(v.host);
+        if (hasManageExisting(state.driver) && state.up && !(await state.driver.listManageable()).some((o) => o.name === v.ref['source-name'])) {
+          throw new PumiceError('NotFound', `Manage existing volume failed: '${v.ref['source-name'].slice(0, 255)}' is not a manageable object of ${v.host} (not there, or already a volume). List them with GET /manageable_volumes?host=${v.host} (microversion 3.8+).`);
+        }
         const row = deps.service.manageVolume(auth(ctx), {
           host: v.host, sourceName: v.ref['source-name'], name: v.name ?? null, description: v.description ?? null,
           volumeType: v.volume_type ?? null, availabilityZone: v.availability_zone ?? null, bootable: v.bootable ?? false, metadata: v.metadata ?? {},
