@@ -62,6 +62,7 @@ import {
   encodeInfoExport,
   encodeOptionReply,
   encodeSimpleReply,
+  SIMPLE_REPLY_HEADER_BYTES,
   parseGoOptionData,
   parseRequestHeader,
   type NbdRequest,
@@ -279,7 +280,12 @@ class SocketReader {
 
 interface CommandResult {
   error: number;
-  data?: Buffer;
+  /**
+   * A read's whole reply: SIMPLE_REPLY_HEADER_BYTES left free for the header,
+   * then the data, read there directly, so the reply is one write (one
+   * segment with TCP_NODELAY) and the data is never copied.
+   */
+  reply?: Buffer;
 }
 
 interface OpenExport {
@@ -799,10 +805,9 @@ class NbdConnection {
         this.wakeBudgetWaiters();
       };
       const header = encodeSimpleReply(result.error, req.handle);
-      if (result.data && result.data.length > 0) {
-        // Two synchronous writes cannot interleave with another reply.
-        this.write(header);
-        this.write(result.data, release);
+      if (result.reply) {
+        header.copy(result.reply, 0);
+        this.write(result.reply, release);
       } else {
         this.write(header, release);
       }
@@ -820,11 +825,12 @@ class NbdConnection {
       switch (req.type) {
         case NBD_CMD_READ: {
           if (req.length > requestBytesMax || !inRange()) return { error: NBD_EINVAL };
-          const buf = Buffer.allocUnsafe(req.length);
+          const reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + req.length);
+          const buf = reply.subarray(SIMPLE_REPLY_HEADER_BYTES);
           const got = await readFully(file, buf, offset);
           // Past the end of a short backing file the volume reads as zeros.
           buf.fill(0, got);
-          return { error: NBD_OK, data: buf };
+          return { error: NBD_OK, reply };
         }
         case NBD_CMD_WRITE: {
           if (spec.readOnly) return { error: NBD_EPERM };

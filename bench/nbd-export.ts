@@ -1,0 +1,144 @@
+/**
+ * NBD export throughput: Pumice's NBD server against `qemu-nbd` serving the
+ * same volume file, measured side by side with fio's nbd engine (Debian's
+ * fio is built with libnbd): sequential 1 MiB reads and writes and random
+ * 4 KiB reads and writes at queue depth 16, each for `--seconds`, each
+ * workload run on Pumice then on qemu-nbd, `--rounds` times. The volume is
+ * filled with random bytes first (nbdcopy into Pumice's export), so reads
+ * read data and not holes. Prints MB/s (10^6 bytes/s) or IOPS per side, the
+ * ratio Pumice / qemu-nbd (aim ≥ 0.9×), and the CPU of each server.
+ *
+ *   node --import tsx bench/nbd-export.ts [--gib 1] [--seconds 8] [--rounds 1]
+ *
+ * Needs fio (apt-get install fio), qemu-nbd and nbdcopy.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { arg, cleanupOnSignal, cpuSeconds, login, makeRandomFile, now, sleep, startServer, waitVolumeStatus, type Server, type Session } from './lib.ts';
+
+const gib = arg('gib', 1);
+const seconds = arg('seconds', 8);
+const rounds = arg('rounds', 1);
+const GiB = 1024 ** 3;
+
+const workloads = [
+  { name: 'seq_read_1m', rw: 'read', bs: '1M', unit: 'MB/s' },
+  { name: 'seq_write_1m', rw: 'write', bs: '1M', unit: 'MB/s' },
+  { name: 'rand_read_4k', rw: 'randread', bs: '4k', unit: 'IOPS' },
+  { name: 'rand_write_4k', rw: 'randwrite', bs: '4k', unit: 'IOPS' },
+] as const;
+
+let server: Server | undefined;
+let qemuNbd: ChildProcess | undefined;
+cleanupOnSignal(() => {
+  qemuNbd?.kill('SIGKILL');
+  return server ? [server] : [];
+});
+
+for (const tool of ['fio', 'qemu-nbd', 'nbdcopy']) {
+  try {
+    execFileSync('which', [tool], { stdio: 'ignore' });
+  } catch {
+    console.error(`nbd-export: ${tool} is missing (apt-get install fio qemu-utils libnbd-bin)`);
+    process.exit(2);
+  }
+}
+
+/** One fio run against `uri`: MB/s for sequential workloads, IOPS for random ones. */
+function fio(uri: string, w: (typeof workloads)[number]): number {
+  const out = execFileSync('fio', [
+    '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${w.rw}`, `--bs=${w.bs}`, '--iodepth=16',
+    `--size=${gib}G`, `--runtime=${seconds}`, '--time_based', '--randrepeat=0', '--output-format=json',
+  ], { encoding: 'utf8', maxBuffer: 16 << 20 });
+  // The nbd engine prints "fio: connected to NBD server" lines before the JSON.
+  const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { read: Stats; write: Stats }[] }).jobs[0]!;
+  const stats = w.rw.includes('read') ? job.read : job.write;
+  return w.unit === 'MB/s' ? stats.bw_bytes / 1e6 : stats.iops;
+}
+interface Stats { bw_bytes: number; iops: number }
+
+async function volumeAction(s: Session, id: string, body: unknown): Promise<Record<string, any>> {
+  const r = await s.call('POST', `${s.volumeUrl}/volumes/${id}/action`, body);
+  if (r.status >= 300) throw new Error(`${JSON.stringify(body)}: ${r.status} ${r.text}`);
+  return r.text ? r.json<Record<string, any>>() : {};
+}
+
+async function startQemuNbd(file: string): Promise<string> {
+  // TCP on loopback like Pumice's export; same cache mode (page cache, flush on request); shared so fio's connection is accepted.
+  const port = await freePort();
+  qemuNbd = spawn('qemu-nbd', ['--format=raw', '--persistent', '--shared=16', '--cache=writeback', '--aio=threads', '--bind=127.0.0.1', `--port=${port}`, file], { stdio: 'ignore' });
+  const deadline = now() + 10_000;
+  for (;;) {
+    try {
+      execFileSync('nbdinfo', ['--size', `nbd://127.0.0.1:${port}`], { stdio: 'ignore' });
+      return `nbd://127.0.0.1:${port}`;
+    } catch {
+      if (now() > deadline) throw new Error('qemu-nbd did not start');
+      await sleep(50);
+    }
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+async function main(): Promise<void> {
+  const scratch = mkdtempSync(join(tmpdir(), 'pumice-nbd-bench-'));
+  try {
+    server = await startServer({});
+    const s = await login(server.url);
+    const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name: 'bench-nbd' } });
+    if (created.status !== 202) throw new Error(`create volume: ${created.status} ${created.text}`);
+    const volumeId = created.json<{ volume: { id: string } }>().volume.id;
+    await waitVolumeStatus(s, volumeId, 'available');
+    const info = await volumeAction(s, volumeId, { 'os-initialize_connection': { connector: { host: 'bench', initiator: 'bench' } } });
+    const d = info['connection_info'].data as { host: string; port: number; export_name: string };
+    const pumiceUri = `nbd://${d.host}:${d.port}/${d.export_name}`;
+    const random = join(scratch, 'random.img');
+    makeRandomFile(random, gib * GiB);
+    execFileSync('nbdcopy', [random, pumiceUri]);
+    rmSync(random);
+    const volumeFile = join(server.dataDir, 'volumes', 'local', `volume-${volumeId}`);
+    if (!existsSync(volumeFile)) throw new Error(`volume file ${volumeFile} not found`);
+    const qemuUri = await startQemuNbd(volumeFile);
+    console.log(`# nbd-export: ${gib} GiB local volume filled with random bytes; fio nbd engine, iodepth 16, ${seconds} s per run, ${rounds} round(s); Pumice pid ${server.pid}, qemu-nbd pid ${qemuNbd!.pid}`);
+    for (const w of workloads) {
+      const mine: number[] = [];
+      const theirs: number[] = [];
+      let mineCpu = 0;
+      let theirCpu = 0;
+      for (let r = 0; r < rounds; r++) {
+        let c0 = cpuSeconds(server.pid);
+        mine.push(fio(pumiceUri, w));
+        mineCpu += cpuSeconds(server.pid) - c0;
+        c0 = cpuSeconds(qemuNbd!.pid!);
+        theirs.push(fio(qemuUri, w));
+        theirCpu += cpuSeconds(qemuNbd!.pid!) - c0;
+      }
+      const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+      const [a, b] = [median(mine), median(theirs)];
+      const cpu = (x: number) => `${((x / (rounds * seconds)) * 100).toFixed(0)}%`;
+      console.log(`${w.name}_pumice: ${a.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (server CPU ${cpu(mineCpu)} of one core)`);
+      console.log(`${w.name}_qemu_nbd: ${b.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (qemu-nbd CPU ${cpu(theirCpu)} of one core)`);
+      console.log(`${w.name}_ratio: ${(a / b).toFixed(2)}x (median of ${rounds})`);
+    }
+    await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } });
+  } finally {
+    qemuNbd?.kill('SIGTERM');
+    await server?.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();
