@@ -111,6 +111,8 @@ export function createHttpServer(options: HttpServerOptions): Server {
     };
     try {
       if (options.site?.handles(req, pathname)) {
+        // One label for every static file: metrics stay bounded whatever paths browsers ask for.
+        route = '/dashboard';
         options.site.serve(req, res, pathname);
         status = res.statusCode;
         return;

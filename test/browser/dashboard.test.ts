@@ -152,6 +152,10 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.getByRole('button', { name: 'Upload' }).click();
     await page.getByRole('status').filter({ hasText: 'Image dash-image uploaded.' }).waitFor();
     await row(page, 'image', 'dash-image').getByText('active').waitFor();
+    await page.getByRole('button', { name: 'Deactivate dash-image' }).click();
+    await row(page, 'image', 'dash-image').getByText('deactivated').waitFor();
+    await page.getByRole('button', { name: 'Reactivate dash-image' }).click();
+    await row(page, 'image', 'dash-image').getByText('active', { exact: true }).waitFor();
     const uploadSeen = await progressSeen(page, 'Upload progress');
     assert.ok(uploadSeen.some((v) => v > 0 && v < 100), `the upload's progress bar moved: ${uploadSeen.join(' ')}`);
     await shot(page, '03-images');
@@ -239,9 +243,14 @@ describe('dashboard', { timeout: 120_000 }, () => {
       await row(page, 'volume', name).waitFor({ state: 'detached' });
     }
 
+    await page.getByRole('link', { name: 'Instances' }).click();
+    await page.getByText('No instances.').waitFor();
+    await shot(page, '11-instances');
+    await page.getByRole('link', { name: 'Volumes' }).click();
+
     // A narrow screen: the same page, usable.
     await page.setViewportSize({ width: 390, height: 800 });
-    await shot(page, '11-volumes-narrow');
+    await shot(page, '12-volumes-narrow');
     await page.setViewportSize({ width: 1280, height: 800 });
 
     await page.getByRole('button', { name: 'Log out' }).click();
@@ -293,7 +302,7 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.waitForFunction('document.activeElement && document.activeElement.name === "size"');
     await page.keyboard.press('Enter');
     await row(page, 'volume', 'key-vol').getByText('3 GiB').waitFor();
-    await shot(page, '12-keyboard-create');
+    await shot(page, '13-keyboard-create');
     assert.deepEqual(problemsOf(page), []);
     await page.context().close();
   });
@@ -307,14 +316,14 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.getByRole('region', { name: 'Users' }).getByText('admin', { exact: true }).waitFor();
     await page.getByRole('region', { name: 'Projects' }).getByText('service', { exact: false }).waitFor();
     await page.getByRole('region', { name: 'Roles' }).getByText('reader', { exact: true }).waitFor();
-    await shot(page, '13-admin-up');
+    await shot(page, '14-admin-up');
     const volumeDir = path.join(pumice.dataDir, 'volumes', 'local');
     renameSync(volumeDir, `${volumeDir}.away`);
     symlinkSync('/nonexistent-pumice-dashboard-directory', volumeDir);
     try {
       await local.getByText('down', { exact: true }).waitFor();
       await local.locator('td.reason').filter({ hasText: /nonexistent-pumice-dashboard-directory|ENOENT/ }).waitFor();
-      await shot(page, '14-admin-backend-down');
+      await shot(page, '15-admin-backend-down');
     } finally {
       rmSync(volumeDir);
       renameSync(`${volumeDir}.away`, volumeDir);
