@@ -374,6 +374,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const log = options.log ?? moduleLogger('pumice');
   const dataDir = resolve(options.dataDir);
   const config = loadConfig(options.configPath, dataDir);
+  const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
   const dbPath = join(dataDir, 'pumice.db');
   if (!existsSync(dbPath)) throw new Error(`${dbPath} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it)`);
@@ -401,6 +402,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
       await role.stop();
       db.close();
       closeEvents();
+      closeLog();
     },
   };
 }
