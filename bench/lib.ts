@@ -53,7 +53,7 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`pumice did not start in 30 s:\n${output}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`pumice did not start in 90 s:\n${output}`)), 90_000);
     proc.stdout!.on('data', () => {
       const m = /ready at (http:\/\/\S+)/.exec(output);
       if (m) {

@@ -6,10 +6,13 @@
  * memory idle after start and at peak under load (VmRSS sampled every
  * 100 ms) and the CPU the server used.
  *
- *   node --import tsx bench/volume-cycles.ts [--duration 10] [--concurrency 1,32] [--poll fixed:2,backoff:1:16] [--task-concurrency N] [--cpu-prof DIR]
+ *   node --import tsx bench/volume-cycles.ts [--duration 10] [--concurrency 1,32] [--poll fixed:2,backoff:1:16] [--task-concurrency N] [--cpu-prof DIR] [--database URL]
  *
  * Polling: see pollSchedules below. --task-concurrency N starts the server
  * with [DEFAULT] volume_task_concurrency = N (default: the server's 8).
+ * --database postgresql://… runs the server on that (empty) PostgreSQL database, e.g.
+ * `scripts/with-postgres.sh sh -c 'node --import tsx bench/volume-cycles.ts --database "$PUMICE_TEST_DATABASE"'`;
+ * default: SQLite in the data directory.
  */
 import {
   arg, argString, cleanupOnSignal, cpuMeter, latencySummary, login, now, rssMiB, sampleRss, sleep, startServer, unlimitedQuota,
@@ -27,6 +30,8 @@ const pollSchedules = argString('poll', 'fixed:2,backoff:1:16').split(',');
 const profileDir = argString('cpu-prof', '');
 /** 0 = the server's default ([DEFAULT] volume_task_concurrency = 8). */
 const taskConcurrency = arg('task-concurrency', 0);
+/** '' = SQLite in the data directory. */
+const databaseUrl = argString('database', '');
 
 let server: Server | undefined;
 cleanupOnSignal(() => (server ? [server] : []));
@@ -99,7 +104,8 @@ async function phase(s: Session, clients: number, delay: (attempt: number) => nu
 async function main(): Promise<void> {
   server = await startServer({
     nodeFlags: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
-    config: taskConcurrency ? `[DEFAULT]\nvolume_task_concurrency = ${taskConcurrency}\n` : undefined,
+    config:
+      (taskConcurrency ? `[DEFAULT]\nvolume_task_concurrency = ${taskConcurrency}\n` : '') + (databaseUrl ? `[database]\nconnection = ${databaseUrl}\n` : '') || undefined,
   });
   try {
     await sleep(1000);
@@ -107,7 +113,7 @@ async function main(): Promise<void> {
     const s = await login(server.url);
     await unlimitedQuota(s);
     await sleep(1000);
-    console.log(`# volume-cycles: ${durationS} s per phase, poll schedules ${pollSchedules.join(' ')}, local backend, volume_task_concurrency ${taskConcurrency || '8 (default)'}, server pid ${server.pid}`);
+    console.log(`# volume-cycles: ${durationS} s per phase, poll schedules ${pollSchedules.join(' ')}, local backend, database ${databaseUrl ? 'PostgreSQL' : 'SQLite'}, volume_task_concurrency ${taskConcurrency || '8 (default)'}, server pid ${server.pid}`);
     console.log(`rss_idle_after_start: ${rssStart.toFixed(1)} MiB (1 s after ready, no request yet)`);
     console.log(`rss_idle_after_first_login: ${rssMiB(server.pid).toFixed(1)} MiB (one password token, one quota update)`);
     // Warm-up: JIT and statement cache, not counted.

@@ -17,6 +17,7 @@ debian_packages=(
   python3-tempest python3-jsonschema                                 # tempest/lib/api_schema/response: reference response schemas
   curl procps                                                        # test helpers stream uploads (curl -T) and list QEMU processes (ps)
   strace                                                             # the durability test watches fsync/rename order
+  postgresql                                                         # scripts/with-postgres.sh: a throwaway PostgreSQL 15 (test/pg, issue 16)
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
   g++ make python3                                                   # node-gyp builds (better-sqlite3, native/)
   ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime                # the lab Ceph cluster tests start
