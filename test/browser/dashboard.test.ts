@@ -122,7 +122,7 @@ describe('dashboard', { timeout: 120_000 }, () => {
     assert.equal((await fetch(`${pumice.url}/dashboard/vendor/preact-htm.js`)).status, 200);
   });
 
-  test('a member logs in, uploads an image, creates a volume from it, snapshots, backs up with progress, restores, deletes, logs out', async () => {
+  test('a member logs in, uploads an image, creates a volume from it, snapshots, backs up with progress, restores, creates from the backup, switches project, deletes, logs out', async () => {
     await memberOf('dash-p', 'dash-u');
     const page = await newPage();
     const wrong = page;
@@ -206,6 +206,12 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.getByRole('status').filter({ hasText: 'being restored' }).waitFor();
     await page.getByRole('link', { name: 'Volumes' }).click();
     await row(page, 'volume', 'dash-backup-restored').getByText('available', { exact: true }).waitFor({ timeout: 40_000 });
+    // A new volume from the backup through the create form (backup_id, Block Storage 3.47).
+    await page.getByLabel('Name', { exact: true }).fill('dash-from-backup');
+    await page.getByLabel('Source').selectOption('backup');
+    await page.getByLabel('Backup', { exact: true }).selectOption({ label: 'dash-backup (1 GiB)' });
+    await page.getByRole('button', { name: 'Create volume' }).click();
+    await row(page, 'volume', 'dash-from-backup').getByText('available', { exact: true }).waitFor({ timeout: 40_000 });
 
     await page.getByRole('link', { name: 'Snapshots' }).click();
     await row(page, 'snapshot', 'dash-snap').getByText('available', { exact: true }).waitFor();
@@ -215,7 +221,7 @@ describe('dashboard', { timeout: 120_000 }, () => {
 
     await page.getByRole('link', { name: 'Quotas' }).click();
     await page.getByRole('progressbar', { name: 'Volumes used' }).waitFor();
-    assert.equal(await page.getByRole('progressbar', { name: 'Volumes used' }).getAttribute('value'), String(Math.round((2 / 10) * 100)), 'two volumes of a quota of ten');
+    assert.equal(await page.getByRole('progressbar', { name: 'Volumes used' }).getAttribute('value'), String(Math.round((3 / 10) * 100)), 'three volumes of a quota of ten');
     await shot(page, '09-quotas');
 
     assert.equal(await page.evaluate('typeof window.progressSeen'), 'object', 'no full-page load since the upload: the pages update in place');
@@ -238,7 +244,7 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await row(page, 'volume', 'dash-vol').waitFor();
     const lastToken = await page.evaluate(() => JSON.parse(sessionStorage.getItem('pumice.session')!).token as string);
 
-    for (const name of ['dash-vol', 'dash-backup-restored']) {
+    for (const name of ['dash-vol', 'dash-backup-restored', 'dash-from-backup']) {
       await page.getByRole('button', { name: `Delete ${name}` }).click();
       await row(page, 'volume', name).waitFor({ state: 'detached' });
     }
