@@ -37,10 +37,14 @@ interface ExportHeader {
 
 class UsageError extends Error {}
 
-export async function runCli(args: string[], out: (text: string) => void = (t) => process.stdout.write(t)): Promise<number> {
+export async function runCli(
+  args: string[],
+  out: (text: string) => void = (t) => process.stdout.write(t),
+  err: (text: string) => void = (t) => process.stderr.write(t),
+): Promise<number> {
   const [command, ...rest] = args;
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    (command === undefined ? (t: string) => process.stderr.write(t) : out)(usage);
+    (command === undefined ? err : out)(usage);
     return command === undefined ? 2 : 0;
   }
   let values: Record<string, string | boolean | undefined>;
@@ -62,7 +66,7 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
     if (command === 'export' && !values['output']) throw new UsageError('export needs --output FILE');
     if (command === 'import' && !values['input']) throw new UsageError('import needs --input FILE');
   } catch (error) {
-    process.stderr.write(`pumice db: ${(error as Error).message}\n\n${usage}`);
+    err(`pumice db: ${(error as Error).message}\n\n${usage}`);
     return 2;
   }
   const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
@@ -86,7 +90,7 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
         return importDatabase(db, resolve(values['input'] as string), out);
     }
   } catch (error) {
-    process.stderr.write(`pumice db ${command}: ${(error as Error).message}\n`);
+    err(`pumice db ${command}: ${(error as Error).message}\n`);
     return error instanceof SchemaTooNewError ? 3 : 1;
   } finally {
     db?.close();

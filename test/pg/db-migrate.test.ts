@@ -9,35 +9,31 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { Db, codeSchemaVersion } from '../../src/db/db.ts';
 import { migrations } from '../../src/db/schema.ts';
-import { ApiClient, repoRoot, startPumice, testDatabaseUrl, type PumiceProcess } from '../helpers/pumice.ts';
+import { runCli } from '../../src/db/cli.ts';
+import { ApiClient, startPumice, testDatabaseUrl, type PumiceProcess } from '../helpers/pumice.ts';
 
-const execFileAsync = promisify(execFile);
 const haveDatabase = Boolean(process.env['PUMICE_TEST_DATABASE']);
 const skip = haveDatabase ? false : 'needs PostgreSQL: run under scripts/with-postgres.sh';
 
+/** `pumice db ARGS` in this process (a child process would cost a TypeScript load per call). */
 async function pumiceDb(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await execFileAsync(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'db', ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const e = error as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, (t) => (stdout += t), (t) => (stderr += t));
+  return { code, stdout, stderr };
 }
 
 let dataDir = '';
 let pumice: PumiceProcess | null = null;
 const scratch = mkdtempSync(join(tmpdir(), 'pumice-dbcli-'));
-const seen: { volumeId: string; imageId: string; userId: string; memberToken: string; projectId: string; volumes: number; users: number } = {
-  volumeId: '', imageId: '', userId: '', memberToken: '', projectId: '', volumes: 0, users: 0,
+const seen: { failedTaskId: number; volumeId: string; imageId: string; userId: string; memberToken: string; projectId: string; volumes: number; users: number } = {
+  failedTaskId: 0, volumeId: '', imageId: '', userId: '', memberToken: '', projectId: '', volumes: 0, users: 0,
 };
 
 before(async () => {
@@ -67,6 +63,15 @@ before(async () => {
   seen.volumes = (await admin.request('GET', `/volume/v3/${admin.projectId}/volumes?all_tenants=1`)).body.volumes.length;
   seen.users = (await admin.request('GET', '/identity/v3/users')).body.users.length;
   await pumice.stop();
+  // A failed task is kept (done ones are deleted when they finish): the imported tasks table is not
+  // empty, so PostgreSQL's id sequence must start after it or the next task's id collides.
+  const sqlite = new Db(join(dataDir, 'pumice.db'));
+  const now = new Date().toISOString();
+  seen.failedTaskId = sqlite.get<{ id: number }>(
+    "INSERT INTO tasks (kind, resource_id, queue, payload, state, attempts, last_error, created_at, updated_at, finished_at) VALUES ('volume.extend', ?, 'test:nobody', '{}', 'failed', 3, 'kept for the operator', ?, ?, ?) RETURNING id",
+    seen.volumeId, now, now, now,
+  )!.id;
+  sqlite.close();
 });
 
 after(async () => {
@@ -138,6 +143,9 @@ test('export a populated SQLite install, import it into PostgreSQL, and serve th
   const deleted = await member.request('DELETE', `/volume/v3/${member.projectId}/volumes/${created.body.volume.id}`);
   assert.equal(deleted.status, 202, deleted.text);
   await member.waitVolume(created.body.volume.id, ['deleted'], 60_000);
+  const kept = await admin.request('GET', `/pumice/v1/tasks/${seen.failedTaskId}`);
+  assert.equal(kept.status, 200, kept.text);
+  assert.equal(kept.body.task.last_error, 'kept for the operator');
   await pumice.stop();
 
   // A database upgraded by a newer Pumice is refused, by status and by serve, with the fix.
