@@ -13,7 +13,7 @@ import { backupProgressHeader } from './records.ts';
 const usage = `usage: pumice backup <command> [options]
 
 commands:
-  create --volume ID [--incremental] [--force] [--name NAME] [--wait]
+  create --volume NAME|ID [--incremental] [--force] [--name NAME] [--wait]
                  create a backup of a volume; --wait follows it like watch
   watch ID       follow a backup that is being created or restored, with a progress bar,
                  until it is available (exit 0) or fails (its reason, exit 1)
@@ -22,6 +22,9 @@ options:
   --data-dir DIR      where to find admin-openrc when OS_AUTH_URL is not set (default: ./data, or $PUMICE_DATA_DIR)
   --interval-ms N     milliseconds between two polls (default 500)
   --timeout-s N       give up waiting after N seconds (default 86400), exit 1
+
+example:
+  pumice backup create --volume db-disk --incremental --wait
 `;
 
 const GiB = 1024 ** 3;
@@ -79,9 +82,10 @@ export async function runCli(args: string[]): Promise<number> {
     const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
     if (command === 'create') {
       if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
-      const volumeId = values['volume'];
-      if (typeof volumeId !== 'string' || !volumeId) throw new UsageError('create needs --volume ID');
+      const volumeRef = values['volume'];
+      if (typeof volumeRef !== 'string' || !volumeRef) throw new UsageError('create needs --volume NAME or ID');
       const session = await CloudSession.login(loadCredentials(process.env, dataDir));
+      const volumeId = (await session.findVolume(volumeRef)).id;
       const url = `${session.endpoint('volumev3')}/backups`;
       const response = await session.request('POST', url, {
         json: { backup: { volume_id: volumeId, name: (values['name'] as string | undefined) ?? null, incremental: !!values['incremental'], force: !!values['force'] } },

@@ -136,6 +136,26 @@ export class CloudSession {
     return endpoint.url.replace(/\/+$/, '');
   }
 
+  /**
+   * A volume named by ID or by name, as the openstack CLI resolves it: the ID first, then an
+   * exact name in the project; several volumes of that name are an error listing their IDs.
+   */
+  async findVolume(nameOrId: string): Promise<{ id: string; name: string | null }> {
+    const base = `${this.endpoint('volumev3')}/volumes`;
+    try {
+      const byId = await this.request('GET', `${base}/${encodeURIComponent(nameOrId)}`);
+      const volume = ((await byId.json()) as { volume: { id: string; name: string | null } }).volume;
+      return { id: volume.id, name: volume.name };
+    } catch (error) {
+      if (!(error instanceof CloudError) || (error.status !== 404 && error.status !== 400)) throw error;
+    }
+    const listed = await this.request('GET', `${base}?name=${encodeURIComponent(nameOrId)}`);
+    const matches = ((await listed.json()) as { volumes: { id: string; name: string | null }[] }).volumes.filter((v) => v.name === nameOrId);
+    if (matches.length === 1) return { id: matches[0]!.id, name: matches[0]!.name };
+    if (matches.length === 0) throw new CloudError(`no volume with ID or name '${nameOrId}' in this project (openstack volume list shows them)`, 404);
+    throw new CloudError(`${matches.length} volumes are named '${nameOrId}' (${matches.map((v) => v.id).join(', ')}): pass the ID instead`, 409);
+  }
+
   /** fetch with the token; non-2xx answers become CloudError with the API's message. */
   async request(method: string, url: string, init: { json?: unknown; body?: RequestInit['body']; headers?: Record<string, string> } = {}): Promise<Response> {
     const headers: Record<string, string> = { 'x-auth-token': this.token, ...init.headers };

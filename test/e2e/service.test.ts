@@ -3,7 +3,8 @@
  * and has what the issue asks (User=pumice, StateDirectory, Restart=on-failure, ExecReload
  * sending SIGHUP); `serve --service` runs as an unprivileged user on the service locations
  * systemd hands over (STATE_DIRECTORY, CONFIGURATION_DIRECTORY), and answers SIGHUP without
- * dying. The installer's argument handling is checked; its full run needs root and systemd.
+ * dying; `pumice backup create --volume NAME` resolves the name. The installer's argument
+ * handling is checked; its full run needs root and systemd.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
@@ -106,6 +107,18 @@ test('serve --service as an unprivileged user: the state and configuration direc
     assert.match(upload.text, /qemu-img is not installed on the image service host.*apt-get install qemu-utils/);
     assert.ok(Date.now() - startedMs < 10_000);
     assert.equal((await api.request('GET', `/image/v2/images/${created.body.id}`)).body.status, 'queued', 'nothing half-done: the image stays queued without data');
+    // Names where IDs are expected: pumice backup create --volume NAME, as the openstack CLI resolves it.
+    const volume = await api.request('POST', `/volume/v3/${api.projectId}/volumes`, { volume: { size: 1, name: 'named-for-backup' } });
+    assert.equal(volume.status, 202, volume.text);
+    await api.waitVolume(volume.body.volume.id, ['available']);
+    const cliEnv = { ...process.env, OS_AUTH_URL: `${url}/identity/v3`, OS_USERNAME: 'admin', OS_PASSWORD: password, OS_PROJECT_NAME: 'admin', OS_USER_DOMAIN_NAME: 'Default', OS_PROJECT_DOMAIN_NAME: 'Default' };
+    const cli = (args: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'backup', 'create', ...args], { env: cliEnv, encoding: 'utf8', timeout: 120_000 });
+    const byName = cli(['--volume', 'named-for-backup', '--wait', '--interval-ms', '200']);
+    assert.equal(byName.status, 0, `${byName.stdout}${byName.stderr}`);
+    assert.ok(byName.stdout.includes(`of volume ${volume.body.volume.id} is being created`), byName.stdout);
+    const unknown = cli(['--volume', 'no-such-volume']);
+    assert.equal(unknown.status, 1, unknown.stderr);
+    assert.match(unknown.stderr, /no volume with ID or name 'no-such-volume' in this project/);
     // systemctl reload: SIGHUP keeps it serving.
     proc.kill('SIGHUP');
     await new Promise((r) => setTimeout(r, 300));
