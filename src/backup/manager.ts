@@ -257,7 +257,7 @@ export class BackupManager {
       const decile = Math.floor(percent / 10);
       if (decile !== lastDecile) {
         lastDecile = decile;
-        this.log(`${what} ${id}: ${percent}% (${done}/${total} bytes)`);
+        this.log(`DEBUG: ${what} ${id}: ${percent}% (${done}/${total} bytes)`);
       }
     };
   }

@@ -51,7 +51,7 @@ export function toFault(error: unknown, style: FaultStyle, log: (message: string
   if (error instanceof PumiceError) {
     known = error;
   } else {
-    log(`internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    log(`ERROR: internal error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
     known = new PumiceError('Internal', 'The server hit an unexpected error; the request was not completed. The server log has the details.');
   }
   const { status, message } = known;

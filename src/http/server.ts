@@ -61,7 +61,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
       if (!req.socket.destroyed) req.socket.setTimeout(server.timeout);
     });
     handle(req, res).catch((error: unknown) => {
-      options.log(`response failed: ${error instanceof Error ? error.stack : String(error)}`);
+      options.log(`ERROR: response failed: ${error instanceof Error ? error.stack : String(error)}`);
       if (!res.headersSent) send(res, 500, { computeFault: { code: 500, message: 'internal error' } }, {});
       else res.destroy();
     });

@@ -189,8 +189,9 @@ test('text log lines: TIMESTAMP PID LEVEL module [req-id user project] message; 
   assert.match(String(rejected['reason']), /CapacityFilter rejected backend/);
   const warning = pumice.output().split('\n').find((l) => l.includes(`volume ${huge.body.volume.id as string} of project`));
   assert.match(warning ?? '', new RegExp(`^\\S+ \\S+ \\d+ WARNING pumice \\[${huge.headers.get('x-openstack-request-id')} ${admin.userId} ${admin.projectId}\\] scheduler: .* not placed: .*CapacityFilter`));
-  // DEBUG lines (the access log) only with [DEFAULT] debug = true.
+  // DEBUG lines (the access log, a backup's progress) only with [DEFAULT] debug = true.
   assert.doesNotMatch(pumice.output(), / DEBUG /);
+  assert.doesNotMatch(pumice.output(), /backup [0-9a-f-]{36}: \d+% \(/, 'progress is DEBUG');
 });
 
 test('[DEFAULT] log_format = json, log_file and debug: one JSON object per line in a 0600 file, DEBUG included; SIGHUP reopens it', async () => {
