@@ -313,7 +313,7 @@ describe('dashboard', { timeout: 120_000 }, () => {
     await page.context().close();
   });
 
-  test('an administrator sees the local backend go down, with the reason, on the services page', async () => {
+  test('an administrator sees the local backend go down, with the reason, on the services page; a revoked token ends the session', async () => {
     const page = await newPage();
     await logIn(page, 'admin', pumice.adminPassword);
     await page.getByRole('link', { name: 'Admin' }).click();
@@ -335,7 +335,12 @@ describe('dashboard', { timeout: 120_000 }, () => {
       renameSync(`${volumeDir}.away`, volumeDir);
     }
     await local.getByText('up', { exact: true }).waitFor();
-    // The member's token cannot see this page's APIs: the link is not offered to a member at all.
+    // A token revoked elsewhere (here by the API): the next poll's 401 brings the login form back, saying why.
+    const dashboardToken = await page.evaluate(() => JSON.parse(sessionStorage.getItem('pumice.session')!).token as string);
+    assert.equal((await admin.request('DELETE', '/identity/v3/auth/tokens', undefined, { 'X-Subject-Token': dashboardToken })).status, 204);
+    await page.getByRole('status').filter({ hasText: /Your session ended \(.+\)\. Log in again\./ }).waitFor();
+    await page.getByLabel('Password').waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('pumice.session')), null);
     assert.deepEqual(problemsOf(page), []);
     await page.context().close();
   });
