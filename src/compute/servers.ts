@@ -13,6 +13,7 @@ import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
 import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
+import { liveMigrationRefusal, type LiveMigrationRequest } from './live-migration.ts';
 import type { ComputeHosts } from './hosts.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, TaskState, VmState } from './model.ts';
@@ -603,6 +604,13 @@ export class ServerService {
       where.push(`(${parts.join(' OR ')})`);
     }
     return this.db.run(`UPDATE servers SET ${sets.join(', ')} WHERE ${where.join(' AND ')}`, ...params).changes === 1;
+  }
+
+  /** os-migrateLive: every check Nova runs first; no live migration is carried out yet (the refusal says so). Changes nothing. */
+  liveMigrate(auth: AuthContext, id: string, request: LiveMigrationRequest): never {
+    const row = this.row(id);
+    if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Instance', id);
+    throw liveMigrationRefusal(row, this.bdms(id), request, { hosts: this.hosts, imagesType: this.options.imagesType });
   }
 
   private requireState(row: ServerRow, action: string, vmStates: readonly VmState[], taskStates: readonly TaskState[] = [null]): void {

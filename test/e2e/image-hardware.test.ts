@@ -203,6 +203,22 @@ describe('image hardware properties and host_status', () => {
 
   });
 
+  test('os-migrateLive: refused with the reason (same host; a local NBD volume is not shared storage), nothing changed', async () => {
+    assert.ok(serverId, 'needs the server of the previous test');
+    const same = await admin.request('POST', `/servers/${serverId}/action`, { 'os-migrateLive': { host: 'compute02', block_migration: 'auto' } });
+    assert.equal(same.status, 400, same.text);
+    assert.match(same.body.badRequest.message, /already runs on compute02/);
+    // The real client: openstack server migrate --live-migration --host H (os-migrateLive, block_migration auto).
+    await assert.rejects(
+      openstack({ ...env, OS_COMPUTE_API_VERSION: '2.79' }, ['server', 'migrate', '--live-migration', '--host', 'pumice', serverId]),
+      /volume \S+ is on the local backend \(an NBD export of one volume host\), not shared storage, and block migration is not implemented.*Detach the volume first/,
+    );
+    const row = (await admin.server(serverId))!;
+    assert.equal(row['status'], 'ACTIVE');
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'compute02');
+    assert.equal(row['OS-EXT-STS:task_state'], null);
+  });
+
   test('an agent channel nobody answers: "no agent answered", and a freeze is refused with the reason', async () => {
     // A guest still in its firmware: the channel exists, nothing in the guest listens yet.
     const workDir = await mkdtemp('/tmp/phw-');

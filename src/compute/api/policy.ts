@@ -16,6 +16,7 @@ export const computePolicyDefaults: Record<string, string> = {
   'os_compute_api:servers:detail:get_all_tenants': 'rule:admin_api',
   'os_compute_api:servers:show': 'rule:project_reader_or_admin',
   'os_compute_api:servers:show:host_status': 'rule:admin_api',
+  'os_compute_api:os-migrate-server:migrate_live': 'rule:admin_api',
   'os_compute_api:os-extended-server-attributes': 'rule:admin_api',
   'os_compute_api:servers:create': 'rule:project_member_or_admin',
   'os_compute_api:servers:create:forced_host': 'rule:admin_api',

@@ -362,6 +362,12 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
           /** Pumice: the operator vouches that the source host is powered off; the RBD blocklist is skipped (documented in the README). */
           pumice_host_powered_off: Type.Optional(Type.Boolean()),
         }, { additionalProperties: false })),
+        'os-migrateLive': Type.Optional(Type.Object({
+          host: Nullable(Type.String({ minLength: 1, maxLength: 255 })),
+          block_migration: Type.Union([Type.Boolean(), Type.Literal('auto'), Type.String({ enum: ['True', 'False', 'true', 'false'] })]),
+          disk_over_commit: Type.Optional(BoolOrString),
+          force: Type.Optional(BoolOrString),
+        }, { additionalProperties: false })),
       }, { additionalProperties: false, minProperties: 1, maxProperties: 1 }),
       responses: {
         202: serverDetailResponses.map((r) => ({ versions: r.versions, schema: Type.Optional(r.schema) })),
@@ -374,9 +380,15 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
           'os-stop': 'os_compute_api:servers:stop', 'os-start': 'os_compute_api:servers:start', reboot: 'os_compute_api:servers:reboot',
           rebuild: 'os_compute_api:servers:rebuild', 'os-getConsoleOutput': 'os_compute_api:os-console-output',
           lock: 'os_compute_api:os-lock-server:lock', unlock: 'os_compute_api:os-lock-server:unlock', evacuate: 'os_compute_api:os-evacuate',
+          'os-migrateLive': 'os_compute_api:os-migrate-server:migrate_live',
         } as Record<string, string>)[action]!;
         const row = owned(ctx as never, rule);
         switch (action) {
+          case 'os-migrateLive': {
+            const live = ctx.body['os-migrateLive']!;
+            const block = live.block_migration === 'auto' ? 'auto' : String(live.block_migration).toLowerCase() === 'true';
+            return servers.liveMigrate(ctx.auth!, row.id, { host: live.host ?? null, blockMigration: block });
+          }
           case 'os-stop':
             servers.stop(ctx.auth!, row.id, ctx.requestId);
             return { status: 202 };
