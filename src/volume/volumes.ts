@@ -140,6 +140,11 @@ export class VolumeService {
     return row;
   }
 
+  /** The project's default type (default-types, 3.62) when an administrator set one, else the configured default. */
+  defaultTypeFor(projectId: string): VolumeTypeRow {
+    return this.db.get<VolumeTypeRow>('SELECT t.* FROM volume_types t JOIN default_volume_types d ON d.volume_type_id = t.id WHERE d.project_id = ?', projectId) ?? this.defaultType();
+  }
+
   defaultType(): VolumeTypeRow {
     const name = this.config.DEFAULT.default_volume_type;
     const row = this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE name = ?', name) ?? this.db.get<VolumeTypeRow>('SELECT * FROM volume_types WHERE name = ?', defaultTypeName);
@@ -225,7 +230,7 @@ export class VolumeService {
       }
       typeRow = requested;
     }
-    typeRow ??= this.defaultType();
+    typeRow ??= this.defaultTypeFor(projectId);
     const zones = this.availabilityZones();
     if (availabilityZone !== null && !zones.includes(availabilityZone)) {
       throw errors.badRequest(`Availability zone '${availabilityZone}' is invalid. Valid zones: ${zones.join(', ')}.`);
@@ -343,7 +348,7 @@ export class VolumeService {
     const projectId = this.projectOf(auth);
     const state = this.backendOfHost(input.host);
     if (!hasManageExisting(state.driver)) throw errors.badRequest(`Invalid host '${input.host}': backend [${state.config.section}] cannot manage existing storage.`);
-    const type = input.volumeType ? this.volumeType(auth, input.volumeType) : this.defaultType();
+    const type = input.volumeType ? this.volumeType(auth, input.volumeType) : this.defaultTypeFor(projectId);
     const id = randomUUID();
     const now = nowIso();
     return this.db.transaction(() => {

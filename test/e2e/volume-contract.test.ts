@@ -562,6 +562,37 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       assert.deepEqual(problems, [], problems.join('\n'));
     });
 
+    test(`default types, resource filters, capabilities @${mv}`, async () => {
+      const pools = await call('admin', mv, 'GET', `${V}/scheduler-stats/get_pools`, 200);
+      const host = encodeURIComponent(pools.pools[0].name as string);
+      await call('admin', mv, 'GET', `${V}/capabilities/${host}`, 200, undefined, 'capabilities.show_backend_capabilities');
+      await call('member', mv, 'GET', `${V}/capabilities/${host}`, 403);
+      await call('admin', mv, 'GET', `${V}/capabilities/nowhere%40x`, 400);
+      const memberProject = clients.member.projectId;
+      if (minor >= 62) {
+        const type = await call('admin', mv, 'POST', `${V}/types`, 200, { volume_type: { name: `dflt-${mv}` } });
+        await call('member', mv, 'PUT', `${V}/default-types/${memberProject}`, 403, { default_type: { volume_type: `dflt-${mv}` } });
+        const set = await call('admin', mv, 'PUT', `${V}/default-types/${memberProject}`, 200, { default_type: { volume_type: `dflt-${mv}` } });
+        assert.deepEqual(set.default_type, { project_id: memberProject, volume_type_id: type.volume_type.id });
+        await call('member', mv, 'GET', `${V}/default-types/${memberProject}`, 200);
+        await call('other', mv, 'GET', `${V}/default-types/${memberProject}`, 403);
+        await call('admin', mv, 'GET', `${V}/default-types`, 200);
+        const made = await call('member', mv, 'POST', `${V}/volumes`, 202, { volume: { size: 1 } });
+        assert.equal(made.volume.volume_type, `dflt-${mv}`, 'a volume without a type gets the project default');
+        await waitVolume(made.volume.id, ['available']);
+        await call('member', mv, 'DELETE', `${V}/volumes/${made.volume.id}`, 202);
+        await waitVolume(made.volume.id, ['deleted']);
+        await call('member', mv, 'DELETE', `${V}/default-types/${memberProject}`, 403);
+        await call('admin', mv, 'DELETE', `${V}/default-types/${memberProject}`, 204);
+        await call('admin', mv, 'GET', `${V}/default-types/${memberProject}`, 404);
+        await call('admin', mv, 'DELETE', `${V}/types/${type.volume_type.id}`, 202);
+      } else {
+        await call('admin', mv, 'GET', `${V}/default-types`, 404);
+      }
+      await call('member', mv, 'GET', `${V}/resource_filters?resource=volume`, minor >= 33 ? 200 : 404);
+      assert.deepEqual(problems, [], problems.join('\n'));
+    });
+
     test(`user messages @${mv}`, async () => {
       if (minor < 3) {
         await call('member', mv, 'GET', `${V}/messages`, 404);

@@ -34,6 +34,7 @@ import { quotaRoutes } from './quotas.ts';
 import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
+import { defaultsRoutes } from './defaults.ts';
 import { manageRoutes } from './manage.ts';
 import { qosRoutes } from './qos.ts';
 import { transferRoutes } from './transfers.ts';
@@ -86,6 +87,7 @@ export function declaredVolumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     ...transferRoutes(deps.transfers),
     ...qosRoutes(deps.qos),
     ...manageRoutes(deps),
+    ...defaultsRoutes(deps),
     route({
       method: 'GET', path: '/v3/extensions', policy: '@',
       responses: { 200: ExtensionsBody },

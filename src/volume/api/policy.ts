@@ -111,6 +111,13 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume:attachment_get_all': 'rule:project_reader_or_admin',
   'volume:attachment_get': 'rule:project_reader_or_admin',
 
+  // default types (3.62), capabilities
+  'volume_extension:default_set_or_update': 'rule:admin_api',
+  'volume_extension:default_get': 'rule:project_reader_or_admin',
+  'volume_extension:default_get_all': 'rule:admin_api',
+  'volume_extension:default_unset': 'rule:admin_api',
+  'volume_extension:capabilities': 'rule:admin_api',
+
   // manage / unmanage
   'volume_extension:volume_manage': 'rule:admin_api',
   'volume_extension:volume_unmanage': 'rule:admin_api',
