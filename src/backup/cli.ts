@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { createProgressBar, type ProgressBar } from '../cli/progress.ts';
 import { CloudError, CloudSession, loadCredentials } from '../cli/session.ts';
 import { backupProgressHeader } from './records.ts';
+import { parseArgsMessage } from '../cli/args.ts';
 
 const usage = `usage: pumice backup <command> [options]
 
@@ -65,7 +66,7 @@ export async function runCli(args: string[]): Promise<number> {
       allowPositionals: true,
     }));
   } catch (error) {
-    process.stderr.write(`pumice backup: ${(error as Error).message}\n\n${usage}`);
+    process.stderr.write(`pumice backup: ${parseArgsMessage(error, usage)}\n\n${usage}`);
     return 2;
   }
   if (!command) {

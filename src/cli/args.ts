@@ -159,3 +159,22 @@ export function parseListen(value: string, defaultHost = '127.0.0.1'): { host: s
   if (port > 65535) throw new UsageError(`--listen port ${port} is out of range (0-65535)`, "see 'pumice serve --help'");
   return { host: m[1] || m[2] || defaultHost, port };
 }
+
+/**
+ * Node's parseArgs errors (the commands that still call it: image, backup, tasks, host) in our
+ * words: the option named, the nearest one from the command's usage text, no advice about '--'.
+ */
+export function parseArgsMessage(error: unknown, usage: string): string {
+  const message = (error as Error).message;
+  const code = (error as NodeJS.ErrnoException).code;
+  const known = [...new Set(usage.match(/--[a-z][a-z0-9-]*/g) ?? [])];
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+    return `unknown option '${unknown[1]}'${didYouMean(unknown[1]!, known) ?? `; options: ${known.join(', ')}`}`;
+  }
+  const missing = /^Option '(-\w, )?(--[^ ']+)[^']*' argument missing/.exec(message);
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && missing) return `option '${missing[2]}' needs a value`;
+  const positional = /^Unexpected argument '([^']*)'/.exec(message);
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' && positional) return `unexpected argument '${positional[1]}'`;
+  return message;
+}

@@ -16,6 +16,7 @@ import { PumiceError } from '../errors.ts';
 import { TaskQueue } from '../tasks/queue.ts';
 import { systemAuth } from './evacuation.ts';
 import { computeParts } from './role.ts';
+import { parseArgsMessage } from '../cli/args.ts';
 
 const usage = `usage: pumice host evacuate HOST [options]
 
@@ -42,7 +43,7 @@ export async function runHostCli(args: string[], out: (text: string) => void = (
       options: { target: { type: 'string' }, 'host-powered-off': { type: 'boolean' }, wait: { type: 'boolean' }, 'data-dir': { type: 'string' }, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     });
   } catch (error) {
-    out(`${(error as Error).message}\n${usage}`);
+    out(`${parseArgsMessage(error, usage)}\n${usage}`);
     return 2;
   }
   const [command, host] = parsed.positionals;

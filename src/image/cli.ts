@@ -14,6 +14,7 @@ import { parseArgs, promisify } from 'node:util';
 import { createProgressBar, formatBytes } from '../cli/progress.ts';
 import { diskFormatOfQemu } from '../disk-formats.ts';
 import { CloudError, CloudSession, loadCredentials } from '../cli/session.ts';
+import { parseArgsMessage } from '../cli/args.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -95,7 +96,7 @@ function parseImportArgs(args: string[]): ImportOptions {
       allowPositionals: true,
     }));
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(parseArgsMessage(error, usage));
   }
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'import needs the FILE to upload' : `import takes one FILE, got ${positionals.length}`);
   const file = resolve(positionals[0]!);

@@ -14,6 +14,7 @@ import { parseArgs } from 'node:util';
 import { Db } from '../db/db.ts';
 import { PumiceError } from '../errors.ts';
 import { TaskAdmin, taskView } from './admin.ts';
+import { parseArgsMessage } from '../cli/args.ts';
 
 const usage = `usage: pumice tasks <command> [options]
 
@@ -50,7 +51,7 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
     }));
     if (!command || values['help'] || !['list', 'show', 'retry', 'cancel'].includes(command)) throw new UsageError(command && !values['help'] ? `unknown command '${command}'` : '');
   } catch (error) {
-    process.stderr.write(`${(error as Error).message ? `pumice tasks: ${(error as Error).message}\n\n` : ''}${usage}`);
+    process.stderr.write(`${(error as Error).message ? `pumice tasks: ${parseArgsMessage(error, usage)}\n\n` : ''}${usage}`);
     return values!?.['help'] ? 0 : 2;
   }
   const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');

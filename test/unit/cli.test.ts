@@ -46,12 +46,27 @@ test('every command has its own --help with its options and an example (exit 0)'
     for (const option of options) assert.ok(stdout.includes(option), `${name} --help lists ${option}`);
   }
   // Commands with their own command line answer --help too (they write to the process's stdout: one child runs them all).
-  const script = `const { run } = await import(${JSON.stringify(new URL('../../src/main.ts', import.meta.url).href)}); for (const name of ${JSON.stringify(delegatedCommands)}) { const code = await run([name, '--help']); console.log('EXIT ' + name + ' ' + code); }`;
-  const { stdout } = await execFileAsync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: new URL('../..', import.meta.url).pathname });
+  // Their misspelt options get our message too, not Node's parseArgs advice about '--'.
+  const misspelt: [string[], string][] = [
+    [['backup', 'create', '--volum', 'v1'], "unknown option '--volum'; did you mean '--volume'?"],
+    [['image', 'import', 'disk.img', '--nme', 'x'], "unknown option '--nme'; did you mean '--name'?"],
+    [['tasks', 'list', '--stat', 'failed'], "unknown option '--stat'; did you mean '--state'?"],
+    [['host', 'evacuate', 'h1', '--tagret', 'h2'], "unknown option '--tagret'; did you mean '--target'?"],
+  ];
+  const script = `const { run } = await import(${JSON.stringify(new URL('../../src/main.ts', import.meta.url).href)});
+    for (const name of ${JSON.stringify(delegatedCommands)}) { const code = await run([name, '--help']); console.log('EXIT ' + name + ' ' + code); }
+    for (const argv of ${JSON.stringify(misspelt.map(([argv]) => argv))}) { const code = await run(argv); console.log('EXIT ' + argv.join(' ') + ' ' + code); }`;
+  const { stdout, stderr } = await execFileAsync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: new URL('../..', import.meta.url).pathname });
+  const output = `${stdout}${stderr}`;
   for (const name of delegatedCommands) {
     assert.ok(stdout.includes(`EXIT ${name} 0`), `pumice ${name} --help exits 0:\n${stdout}`);
     assert.match(stdout, new RegExp(`usage: pumice ${name}\\b`), `pumice ${name} --help prints its usage`);
   }
+  for (const [argv, message] of misspelt) {
+    assert.ok(output.includes(`EXIT ${argv.join(' ')} 2`), `pumice ${argv.join(' ')} exits 2:\n${output}`);
+    assert.ok(output.includes(message), `pumice ${argv.join(' ')}: ${message}\n${output}`);
+  }
+  assert.doesNotMatch(output, /place it at the end of the command after '--'/);
 });
 
 test('pumice --help lists every command and the exit codes; no command is a usage error', async () => {
