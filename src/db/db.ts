@@ -141,7 +141,10 @@ export class Db {
         if (oldest !== undefined) this.translations.delete(oldest);
       }
     }
-    const guarded = this.pgDepth > 0 && !/^\s*SELECT\b/i.test(sql);
+    // An INSERT inside a transaction runs in its own savepoint: callers catch its unique-key conflict
+    // (SQLITE_CONSTRAINT_PRIMARYKEY) and go on, which an aborted PostgreSQL transaction would not allow.
+    // Two more round trips, so only for INSERTs, the statements whose conflicts callers expect.
+    const guarded = this.pgDepth > 0 && /^\s*INSERT\b/i.test(sql);
     return this.pg!.query(translated, params, guarded);
   }
 
