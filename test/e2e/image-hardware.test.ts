@@ -75,10 +75,23 @@ async function serverCount(): Promise<number> {
   return ((await admin.request('GET', '/servers?all_tenants=1')).body.servers as Row[]).length;
 }
 
+/** Bodies checked against tempest's compute schemas at the end (test/helpers/tempest-schemas.py). */
+const schemaCases: { api: 'compute'; schema: string; version: string; status: number; body: unknown }[] = [];
+
 async function hostStatus(id: string, client = admin): Promise<string | undefined> {
   const r = await client.request('GET', `/servers/${id}`, undefined, { 'OpenStack-API-Version': 'compute 2.16' });
   assert.equal(r.status, 200, r.text);
-  return r.body.server['host_status'];
+  const status = r.body.server['host_status'];
+  if (!schemaCases.some((c) => (c.body as Row)['server']?.['host_status'] === status)) schemaCases.push({ api: 'compute', schema: 'servers.get_server', version: '2.16', status: 200, body: r.body });
+  return status;
+}
+
+async function collectServerBodies(version: string): Promise<void> {
+  const headers = { 'OpenStack-API-Version': `compute ${version}` };
+  const show = await admin.request('GET', `/servers/${serverId}`, undefined, headers);
+  schemaCases.push({ api: 'compute', schema: 'servers.get_server', version, status: 200, body: show.body });
+  const list = await admin.request('GET', '/servers/detail?all_tenants=1', undefined, headers);
+  schemaCases.push({ api: 'compute', schema: 'servers.list_servers_detail', version, status: 200, body: list.body });
 }
 
 async function waitHostStatus(id: string, wanted: string, timeoutMs: number): Promise<number> {
@@ -271,6 +284,8 @@ describe('image hardware properties and host_status', () => {
     await compute02.exited;
     const unknownMs = await waitHostStatus(serverId, 'UNKNOWN', 10_000);
     const downMs = await waitHostStatus(serverId, 'DOWN', 15_000);
+    await collectServerBodies('2.16');
+    await collectServerBodies('2.79');
     notes.push(`agent killed → host_status UNKNOWN ${unknownMs} ms, DOWN ${unknownMs + downMs} ms (report_interval 1 s, service_down_time 6 s)`);
     assert.ok(Date.now() - killed >= 4_000, 'DOWN only after service_down_time');
 
@@ -281,6 +296,18 @@ describe('image hardware properties and host_status', () => {
     const shown = await openstackJson({ ...env, OS_COMPUTE_API_VERSION: '2.16' }, ['server', 'show', serverId]);
     assert.equal(shown['host_status'], 'DOWN');
     assert.equal(shown['status'], 'ACTIVE', 'the server still says ACTIVE: host_status is what tells the truth');
+
+    // Every body read above (UP, MAINTENANCE, UNKNOWN, DOWN; show and list at 2.16 and 2.79) against tempest's schemas.
+    assert.deepEqual([...new Set(schemaCases.map((c) => (c.body as Row)['server']?.['host_status']).filter(Boolean))].sort(), ['DOWN', 'MAINTENANCE', 'UNKNOWN', 'UP']);
+    const results = await new Promise<{ index: number; ok: boolean; error: string | null }[]>((resolve, reject) => {
+      const child = execFile('/usr/bin/python3', [path.join(import.meta.dirname, '..', 'helpers', 'tempest-schemas.py')], { maxBuffer: 64 << 20 }, (error, stdout, stderr) => {
+        if (error) reject(new Error(`${error.message}\n${stderr}`));
+        else resolve(JSON.parse(stdout));
+      });
+      child.stdin!.end(JSON.stringify(schemaCases));
+    });
+    const failures = results.filter((r) => !r.ok).map((r) => `${schemaCases[r.index]!.schema} @${schemaCases[r.index]!.version}: ${r.error}`);
+    assert.deepEqual(failures, [], failures.join('\n\n'));
     // Freeze / thaw through the agent channel (the snapshot path of os_require_quiesce), by a driver on
     // compute02's instances directory: QEMU takes one QMP client, free now that the agent is dead.
     const hv = new QemuHypervisor({ instancesDir: compute02.instancesDir, log: () => undefined });
