@@ -130,6 +130,15 @@ test('serve --service as an unprivileged user: the state and configuration direc
   }
 });
 
+test('serve as an unprivileged user on a data directory it cannot write: exit 3 naming the directory, the user and the fix', () => {
+  const rootOwned = join(scratch, 'root-owned');
+  mkdirSync(rootOwned, { mode: 0o755 });
+  const result = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', rootOwned, '--listen', ':0'], { cwd: '/', env: { PATH: process.env['PATH'], HOME: '/' }, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(result.status, 3, `${result.stdout}${result.stderr}`);
+  assert.match(result.stderr, new RegExp(`the data directory ${rootOwned} is not writable by user nobody \\(owned by uid 0\\)\\. Fix: give it to this user \\(sudo install -d -o nobody -m 0700 ${rootOwned}\\)`));
+  assert.doesNotMatch(result.stderr, /unable to open database file/);
+});
+
 test('the installer refuses unknown options and explains itself', async () => {
   const script = join(repoRoot, 'scripts', 'install-service.sh');
   const help = await execFileAsync('bash', [script, '--help']);
