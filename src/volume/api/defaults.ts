@@ -82,7 +82,7 @@ export function defaultsRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       },
     }),
     route({
-      method: 'GET', path: '/v3/resource_filters', policy: '@', versions: { min: 33, max: microversionMax },
+      method: 'GET', path: '/v3/resource_filters', policy: 'volume_extension:resource_filters', versions: { min: 33, max: microversionMax },
       query: Type.Object({ resource: Type.Optional(Type.String({ maxLength: 64 })) }, closed),
       responses: { 200: Type.Object({ resource_filters: Type.Array(Type.Object({ resource: Type.String(), filters: Type.Array(Type.String()) }, closed)) }, closed) },
       handler(ctx) {

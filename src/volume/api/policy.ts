@@ -117,6 +117,8 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume_extension:default_get_all': 'rule:admin_api',
   'volume_extension:default_unset': 'rule:admin_api',
   'volume_extension:capabilities': 'rule:admin_api',
+  // Cinder guards resource_filters with no rule: any token may read it.
+  'volume_extension:resource_filters': '@',
 
   // manage / unmanage
   'volume_extension:volume_manage': 'rule:admin_api',
