@@ -139,11 +139,25 @@ test('serve as an unprivileged user on a data directory it cannot write: exit 3 
   assert.doesNotMatch(result.stderr, /unable to open database file/);
 });
 
-test('the installer refuses unknown options and explains itself', async () => {
+test('the installer: usage, unknown options refused, and a --destdir install whose unit verifies and whose copy runs check-config', async () => {
   const script = join(repoRoot, 'scripts', 'install-service.sh');
   const help = await execFileAsync('bash', [script, '--help']);
   assert.match(help.stdout, /usage: sudo scripts\/install-service\.sh/);
   const bad = spawnSync('bash', [script, '--prefx', '/x'], { encoding: 'utf8' });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /unknown option '--prefx'/);
+  // --destdir: what a package build does (no user, no systemctl): the code, the unit, a sample configuration.
+  const destdir = join(scratch, 'destdir');
+  const installed = await execFileAsync('bash', [script, '--destdir', destdir], { timeout: 120_000 });
+  assert.match(installed.stdout, /installed: /);
+  const unit = readFileSync(join(destdir, 'etc', 'systemd', 'system', 'pumice.service'), 'utf8');
+  assert.match(unit, new RegExp(`^ExecStart=${process.execPath} /opt/pumice/bin/pumice\\.mjs serve --service`, 'm'));
+  if (!spawnSync('systemd-analyze', ['--version']).error) {
+    const verify = spawnSync('systemd-analyze', ['verify', join(destdir, 'etc', 'systemd', 'system', 'pumice.service')], { encoding: 'utf8' });
+    assert.doesNotMatch(`${verify.stdout}${verify.stderr}`, /pumice\.service:\d+:/);
+  }
+  assert.equal(statSync(join(destdir, 'etc', 'pumice', 'pumice.conf')).mode & 0o777, 0o640);
+  // The installed copy runs on its own and accepts the sample it wrote, as ExecStartPre does.
+  const checked = await execFileAsync(process.execPath, [join(destdir, 'opt', 'pumice', 'bin', 'pumice.mjs'), 'check-config', '--config', join(destdir, 'etc', 'pumice', 'pumice.conf')], { cwd: '/' });
+  assert.match(checked.stdout, /pumice\.conf: OK/);
 });
