@@ -105,6 +105,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
+    passwordRegex: config.security_compliance.password_regex,
+    passwordRegexDescription: config.security_compliance.password_regex_description,
     log,
   });
   // A generated admin password reaches admin-openrc before the admin user is written (the listener's
@@ -383,6 +385,8 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
+    passwordRegex: config.security_compliance.password_regex,
+    passwordRegexDescription: config.security_compliance.password_regex_description,
     log,
   });
   const noLookups = {

@@ -135,10 +135,12 @@ const tokenOptions = {
   expiration: { type: 'int', default: 3600, min: 60, help: 'token lifetime in seconds' },
 } satisfies Record<string, OptionSpec>;
 
-/** keystone.conf's [security_compliance]: account lockout after repeated failed logins. */
+/** keystone.conf's [security_compliance]: account lockout after repeated failed logins, and the rule new passwords follow. */
 const securityComplianceOptions = {
   lockout_failure_attempts: { type: 'int', default: 10, min: 0, help: 'failed password logins in a row after which a user is locked out (0: never; Keystone default: unset)' },
   lockout_duration: { type: 'int', default: 300, min: 1, help: 'seconds a locked-out user stays locked (Keystone default 1800)' },
+  password_regex: { type: 'string', default: '', help: 'regular expression every new password must match (user create, update, self-service change); empty: any' },
+  password_regex_description: { type: 'string', default: '', help: 'what password_regex asks for, in words, shown when a password is refused' },
 } satisfies Record<string, OptionSpec>;
 
 const databaseOptions = {

@@ -71,6 +71,10 @@ export interface LoginPolicy {
   lockoutDurationSeconds: number;
   /** Audit log (failed logins, lockouts). */
   log: (message: string) => void;
+  /** Keystone's password_regex: every new password set through the API must match it (empty or absent: any). */
+  passwordRegex?: string;
+  /** Keystone's password_regex_description: the rule in words, for the 400 that refuses a password. */
+  passwordRegexDescription?: string;
 }
 
 const defaultLoginPolicy: LoginPolicy = { lockoutFailureAttempts: 0, lockoutDurationSeconds: 300, log: () => undefined };
@@ -578,6 +582,26 @@ export class IdentityService {
       }
     }
     return result;
+  }
+
+  /**
+   * Checks a new password against [security_compliance] password_regex (Keystone: 400
+   * PasswordValidationError naming password_regex_description). A regex that does not compile
+   * refuses every password with a message naming the setting, rather than letting any through.
+   */
+  checkPasswordRules(password: string): void {
+    const source = this.loginPolicy.passwordRegex ?? '';
+    if (source === '') return;
+    let rule: RegExp;
+    try {
+      rule = new RegExp(source, 'u');
+    } catch {
+      throw errors.badRequest('Password rules cannot be checked: [security_compliance] password_regex is not a valid regular expression; ask an administrator to fix the configuration.');
+    }
+    if (!rule.test(password)) {
+      const description = this.loginPolicy.passwordRegexDescription || `it must match ${source}`;
+      throw errors.invalidInput(`Password validation error: the password does not meet the requirements: ${description}. Choose another password.`);
+    }
   }
 
   // ---- authentication ----

@@ -74,7 +74,8 @@ describe('Identity through the openstack CLI and openstacksdk', () => {
   let admin: Record<string, string>;
 
   before(async () => {
-    pumice = await startPumice();
+    // Keystone's password rule: new passwords set through the API must match it (the test users' passwords do).
+    pumice = await startPumice({ config: '[security_compliance]\npassword_regex = ^.{10,}$\npassword_regex_description = at least 10 characters\n' });
     admin = pumice.adminEnv;
   });
   after(async () => {
@@ -154,5 +155,19 @@ describe('Identity through the openstack CLI and openstacksdk', () => {
     const gone = await sdkListVolumes(admin['OS_AUTH_URL']!, appCred.id, appCred.secret);
     assert.equal(gone.ok, false, JSON.stringify(gone));
     assert.match(gone.text ?? '', /401|authenticat/i);
+  });
+
+  test('self-service password change with the CLI follows [security_compliance] password_regex', async () => {
+    const ci = { ...admin, OS_USERNAME: 'idcli-ci', OS_PASSWORD: 'pw-idcli-ci', OS_PROJECT_NAME: 'idcli-ac-proj' };
+    const refused = await openstackSession(ci, ['user password set --original-password pw-idcli-ci --password short']);
+    assert.match(refused.stderr, /at least 10 characters.*\(HTTP 400\)/s);
+    const changed = await openstackSession(ci, ['user password set --original-password pw-idcli-ci --password pw-idcli-ci-new']);
+    assert.doesNotMatch(changed.stderr, /\S/, changed.stderr);
+    const login = (password: string) => fetch(`${admin['OS_AUTH_URL']}/auth/tokens`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ auth: { identity: { methods: ['password'], password: { user: { name: 'idcli-ci', domain: { id: 'default' }, password } } } } }),
+    }).then((r) => r.status);
+    assert.equal(await login('pw-idcli-ci-new'), 201);
+    assert.equal(await login('pw-idcli-ci'), 401);
   });
 });

@@ -57,6 +57,7 @@ export function userRoutes(identity: IdentityService): AnyRouteSpec[] {
       responses: { 201: UserEnvelope },
       async handler(ctx) {
         const { user } = ctx.body;
+        if (user.password) identity.checkPasswordRules(user.password);
         const created = await identity.createUser({
           name: user.name, domainId: user.domain_id ?? defaultDomainId, password: user.password, enabled: user.enabled,
           defaultProjectId: user.default_project_id, description: user.description, email: user.email,
@@ -70,6 +71,7 @@ export function userRoutes(identity: IdentityService): AnyRouteSpec[] {
       responses: { 200: UserEnvelope },
       async handler(ctx) {
         const { user } = ctx.body;
+        if (user.password) identity.checkPasswordRules(user.password);
         const updated = await identity.updateUser(ctx.params['user_id']!, {
           name: user.name, password: user.password, enabled: user.enabled, defaultProjectId: user.default_project_id, description: user.description, email: user.email,
         });
@@ -87,12 +89,13 @@ export function userRoutes(identity: IdentityService): AnyRouteSpec[] {
     }),
     route({
       method: 'POST', path: '/v3/users/:user_id/password', policy: 'identity:change_password', target: userTarget,
-      summary: "Change the caller's own password (the original password is checked, with lockout)",
+      summary: "Change the caller's own password (the original password is checked, with lockout; the new one against [security_compliance] password_regex)",
       params: UserParams, body: ChangePasswordBody,
       responses: { 204: null },
       async handler(ctx) {
         const userId = ctx.params['user_id']!;
         await identity.authenticatePassword(identity.user(userId), ctx.body.user.original_password, ctx.stream.socket?.remoteAddress ?? 'unknown');
+        identity.checkPasswordRules(ctx.body.user.password);
         await identity.updateUser(userId, { password: ctx.body.user.password });
         return { status: 204 };
       },
