@@ -153,7 +153,7 @@ describe('backup records, progress and the pumice backup CLI', { timeout: 900_00
     assert.match(r.out, /is error: .*ENOENT|is error: .*no such file/i, r.out);
     const usage = await pumiceBackup(first.adminEnv, ['create']);
     assert.equal(usage.code, 2);
-    assert.match(usage.out, /create needs --volume ID/);
+    assert.match(usage.out, /create needs --volume (NAME or )?ID/);
     const missing = await pumiceBackup(first.adminEnv, ['watch', randomUUID()]);
     assert.equal(missing.code, 1);
     assert.match(missing.out, /404: Backup .* could not be found/);
