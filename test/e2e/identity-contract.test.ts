@@ -625,6 +625,18 @@ describe('Identity API response contract', () => {
     await call('member', 'DELETE', `${base}/${created.id}`, 404);
     assert.equal((await fetch(`${pumice.url}${I}/auth/catalog`, { headers: { 'X-Auth-Token': again } })).status, 401);
     await call('admin', 'DELETE', `${base}/${full.id}`, 204);
+
+    // Deleting the user takes their application credentials with them.
+    const doomed = (await call('admin', 'POST', `${I}/users`, 201, { user: { name: 'idc-doomed', password: 'pw-idc-doomed' } })).user.id as string;
+    await call('admin', 'PUT', `${I}/projects/${ids.projectA}/users/${doomed}/roles/${ids.readerRole}`, 204);
+    const doomedToken = await login('idc-doomed', 'pw-idc-doomed', { project: { id: ids.projectA } });
+    const doomedCred = await fetch(`${pumice.url}${I}/users/${doomed}/application_credentials`, {
+      method: 'POST', headers: { 'X-Auth-Token': doomedToken, 'Content-Type': 'application/json' }, body: JSON.stringify({ application_credential: { name: 'idc-doomed-ac', secret: 'doomed-secret' } }),
+    }).then((r) => r.json() as Promise<{ application_credential: { id: string } }>);
+    const doomedAuth = { auth: { identity: { methods: ['application_credential'], application_credential: { id: doomedCred.application_credential.id, secret: 'doomed-secret' } } } };
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 201, doomedAuth);
+    await call('admin', 'DELETE', `${I}/users/${doomed}`, 204);
+    await call('anonymous', 'POST', `${I}/auth/tokens`, 401, doomedAuth);
     assert.deepEqual(problems, []);
   });
 
