@@ -107,6 +107,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
     passwordRegex: config.security_compliance.password_regex,
     passwordRegexDescription: config.security_compliance.password_regex_description,
+    credentialKeyDirectory: dataDir,
     log,
   });
   // A generated admin password reaches admin-openrc before the admin user is written (the listener's
@@ -387,6 +388,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
     lockoutDurationSeconds: config.security_compliance.lockout_duration,
     passwordRegex: config.security_compliance.password_regex,
     passwordRegexDescription: config.security_compliance.password_regex_description,
+    credentialKeyDirectory: dataDir,
     log,
   });
   const noLookups = {

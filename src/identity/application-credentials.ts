@@ -51,9 +51,9 @@ export class ApplicationCredentialStore {
   }
 
   list(userId: string, name: string | null): ApplicationCredentialRow[] {
-    return this.db.all<ApplicationCredentialRow>(
-      'SELECT * FROM application_credentials WHERE user_id = ? AND (? IS NULL OR name = ?) ORDER BY name', userId, name, name,
-    );
+    return name === null
+      ? this.db.all<ApplicationCredentialRow>('SELECT * FROM application_credentials WHERE user_id = ? ORDER BY name', userId)
+      : this.db.all<ApplicationCredentialRow>('SELECT * FROM application_credentials WHERE user_id = ? AND name = ? ORDER BY name', userId, name);
   }
 
   /** Creates a credential and returns it with its secret (the only time the secret is available). */

@@ -19,9 +19,14 @@ const ivBytes = 12;
 /** Stored blobs start with this: the scheme, so a later key rotation can tell old from new. */
 const schemePrefix = 'aes256gcm:v1:';
 
-/** The key file's path beside the database, or null for an in-memory database (a key that lives as long as the process). */
-function keyPathFor(db: Db): string | null {
-  const file = db.sqlite.name;
+/**
+ * The key file's path: in `keyDirectory` (the data directory), else beside a SQLite database;
+ * null for an in-memory database (a key that lives as long as the process).
+ */
+function keyPathFor(db: Db, keyDirectory: string | null): string | null {
+  if (keyDirectory !== null) return join(keyDirectory, 'credential.key');
+  if (db.engine !== 'sqlite') throw new PumiceError('Internal', 'Credentials need a key directory with a PostgreSQL database: start Pumice through its app (the data directory holds credential.key).');
+  const file = db.where;
   return file && file !== ':memory:' ? join(dirname(file), 'credential.key') : null;
 }
 
@@ -44,10 +49,11 @@ function loadKey(path: string | null): Buffer {
 export class CredentialStore {
   private keyCache: Buffer | null = null;
 
-  constructor(private readonly db: Db) {}
+  /** `keyDirectory`: where credential.key lives (the data directory); null: beside a SQLite database. */
+  constructor(private readonly db: Db, private readonly keyDirectory: string | null = null) {}
 
   private key(): Buffer {
-    this.keyCache ??= loadKey(keyPathFor(this.db));
+    this.keyCache ??= loadKey(keyPathFor(this.db, this.keyDirectory));
     return this.keyCache;
   }
 
@@ -85,10 +91,19 @@ export class CredentialStore {
 
   /** Credentials matching every filter, by id. */
   list(filter: { userId?: string | null; type?: string | null }): Credential[] {
-    return this.db.all<CredentialRow>(
-      'SELECT * FROM credentials WHERE (? IS NULL OR user_id = ?) AND (? IS NULL OR type = ?) ORDER BY id',
-      filter.userId ?? null, filter.userId ?? null, filter.type ?? null, filter.type ?? null,
-    ).map((row) => this.toCredential(row));
+    // Conditions built here rather than `? IS NULL OR ...`: PostgreSQL cannot type a parameter compared only with NULL.
+    const conditions: string[] = [];
+    const params: string[] = [];
+    if (filter.userId != null) {
+      conditions.push('user_id = ?');
+      params.push(filter.userId);
+    }
+    if (filter.type != null) {
+      conditions.push('type = ?');
+      params.push(filter.type);
+    }
+    return this.db.all<CredentialRow>(`SELECT * FROM credentials ${conditions.length ? 'WHERE ' + conditions.join(' AND ') : ''} ORDER BY id`, ...params)
+      .map((row) => this.toCredential(row));
   }
 
   /**

@@ -75,6 +75,8 @@ export interface LoginPolicy {
   passwordRegex?: string;
   /** Keystone's password_regex_description: the rule in words, for the 400 that refuses a password. */
   passwordRegexDescription?: string;
+  /** Where credential.key (the key of /v3/credentials blobs) lives: the data directory; absent: beside a SQLite database. */
+  credentialKeyDirectory?: string;
 }
 
 const defaultLoginPolicy: LoginPolicy = { lockoutFailureAttempts: 0, lockoutDurationSeconds: 300, log: () => undefined };
@@ -102,7 +104,7 @@ export class IdentityService {
     private readonly tokenLifetimeSeconds: number,
     private readonly loginPolicy: LoginPolicy = defaultLoginPolicy,
   ) {
-    this.credentials = new CredentialStore(db);
+    this.credentials = new CredentialStore(db, loginPolicy.credentialKeyDirectory ?? null);
     this.applicationCredentials = new ApplicationCredentialStore(db, this);
   }
 
@@ -474,10 +476,18 @@ export class IdentityService {
   }
   /** Groups matching every filter, by name. */
   listGroups(filter: { name?: string | null; domainId?: string | null }): GroupRow[] {
-    return this.db.all<GroupRow>(
-      'SELECT * FROM identity_groups WHERE (? IS NULL OR name = ?) AND (? IS NULL OR domain_id = ?) ORDER BY name',
-      filter.name ?? null, filter.name ?? null, filter.domainId ?? null, filter.domainId ?? null,
-    );
+    // Conditions built here rather than `? IS NULL OR ...`: PostgreSQL cannot type a parameter compared only with NULL.
+    const conditions: string[] = [];
+    const params: string[] = [];
+    if (filter.name != null) {
+      conditions.push('name = ?');
+      params.push(filter.name);
+    }
+    if (filter.domainId != null) {
+      conditions.push('domain_id = ?');
+      params.push(filter.domainId);
+    }
+    return this.db.all<GroupRow>(`SELECT * FROM identity_groups ${conditions.length ? 'WHERE ' + conditions.join(' AND ') : ''} ORDER BY name`, ...params);
   }
   /** 404 for an unknown domain, 409 for a name in use in the domain. */
   createGroup(input: { name: string; domainId: string; description?: string | null }): GroupRow {
@@ -563,10 +573,10 @@ export class IdentityService {
     const direct = this.db.all<RoleRow>(
       `SELECT DISTINCT r.* FROM roles r WHERE r.id IN (
          SELECT role_id FROM role_assignments WHERE actor_id = ? AND target_id = ?
-         UNION SELECT role_id FROM system_role_assignments WHERE user_id = ? AND ? = '${systemTargetId}'
+         UNION SELECT role_id FROM system_role_assignments WHERE user_id = ? AND 1 = ?
          UNION SELECT g.role_id FROM group_role_assignments g JOIN group_members m ON m.group_id = g.group_id WHERE m.user_id = ? AND g.target_id = ?)
        ORDER BY r.name`,
-      actorId, targetId, actorId, targetId, actorId, targetId,
+      actorId, targetId, actorId, targetId === systemTargetId ? 1 : 0, actorId, targetId,
     );
     const names = new Set(direct.map((r) => r.name));
     const implied: string[] = [];
