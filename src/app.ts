@@ -30,6 +30,7 @@ import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
 import { RbdStore } from './image/stores/rbd.ts';
+import { importFilterOf } from './image/web-download.ts';
 import { NbdExportTable } from './nbd/exports.ts';
 import { NbdServer } from './nbd/server.ts';
 import { ensurePrivateDirectory, makePrivate, unsafeDirectoryMode, usePrivateUmask } from './file-modes.ts';
@@ -194,6 +195,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
     // Imports have their own runner, so a long conversion never holds a volume queue's slot.
     tasks: imageTasks,
+    importFilter: importFilterOf(config.import_filtering_opts),
   });
   // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
   const metadefs = new MetadefService(db, images.policy, log);

@@ -99,6 +99,7 @@ const delegated: Record<string, { summary: string; load: () => Promise<(args: st
   image: { summary: 'operator image commands: upload with progress, ...', load: async () => (await import('./image/cli.ts')).runCli },
   backup: { summary: 'operator backup commands: create (--volume NAME or ID), watch', load: async () => (await import('./backup/cli.ts')).runCli },
   tasks: { summary: 'list, show, retry or cancel tasks of a data directory', load: async () => (await import('./tasks/cli.ts')).runCli },
+  db: { summary: "status, upgrade, export or import the database (SQLite to PostgreSQL)", load: async () => (await import('./db/cli.ts')).runCli },
   host: { summary: 'evacuate every server of a dead compute host, fenced first', load: async () => (await import('./compute/host-cli.ts')).runHostCli },
 };
 
