@@ -98,11 +98,16 @@ export function generateAdminPassword(): string {
   return randomBytes(15).toString('base64url');
 }
 
-/**
- * The highest Block Storage microversion Pumice serves: admin-openrc sets OS_VOLUME_API_VERSION
- * to it, so `cinder` and `openstack volume` use every feature without warning.
- */
+/** The highest Block Storage microversion Pumice serves. */
 export const volumeApiVersionMax = `3.${microversionMax}`;
+
+/**
+ * admin-openrc leaves OS_VOLUME_API_VERSION unset: with Debian's openstackclient 6.0, any
+ * version from 3.66 makes `openstack volume snapshot create` fail before it sends anything
+ * (OSC always passes force=False, which cinderclient refuses from 3.66), so the clients'
+ * default (3.0) stays and a command that needs more asks for it.
+ */
+const volumeApiVersionNote = `# OS_VOLUME_API_VERSION is left unset (Pumice serves up to ${volumeApiVersionMax}): from 3.66 openstackclient 6.0's 'volume snapshot create' fails in cinderclient; ask per command, e.g. --os-volume-api-version ${volumeApiVersionMax}`;
 
 /**
  * Writes `admin-openrc` (mode 0600). The password is known only when the
@@ -130,7 +135,7 @@ export function writeAdminOpenrc(dataDir: string, authUrl: string, password: str
     'export OS_IDENTITY_API_VERSION=3',
     'export OS_REGION_NAME=RegionOne',
     'export OS_INTERFACE=public',
-    `export OS_VOLUME_API_VERSION=${volumeApiVersionMax}`,
+    volumeApiVersionNote,
     '',
   ].join('\n');
   writeFileSync(path, text, { mode: 0o600 });
