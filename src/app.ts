@@ -103,6 +103,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // A database made by an older Pumice (or before the umask) may be readable by others.
   for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
   const db = new Db(dbLocation);
+  db.startBackgroundCheckpoints();
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,

@@ -91,6 +91,20 @@ export interface TaskStore {
   transaction<T>(fn: () => T): T;
 }
 
+/**
+ * The oldest queued task of a queue (first parameter) that is due (second)
+ * and whose locks conflict with no running task and no older queued one: a
+ * lock conflicts when either side writes.
+ */
+const claimableSql = `SELECT t.id FROM tasks t WHERE t.queue = ? AND t.state = 'queued' AND t.not_before <= ?
+    AND NOT EXISTS (
+      SELECT 1 FROM task_locks mine
+        JOIN task_locks other ON other.resource_id = mine.resource_id AND other.task_id != mine.task_id
+        JOIN tasks o ON o.id = other.task_id
+      WHERE mine.task_id = t.id AND (mine.mode = 'write' OR other.mode = 'write')
+        AND (o.state = 'running' OR (o.state = 'queued' AND o.id < t.id)))
+  ORDER BY t.id LIMIT 1`;
+
 function placeholders(n: number): string {
   return new Array(n).fill('?').join(',');
 }
@@ -121,31 +135,17 @@ export class SqliteTaskStore implements TaskStore {
   }
 
   claim(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined {
-    const { db } = this;
-    // A lock conflicts when either side writes; the holder is a running task or an older queued one.
-    const claimable = () =>
-      db.get<TaskRow>(
-        `SELECT t.* FROM tasks t WHERE t.queue = ? AND t.state = 'queued' AND t.not_before <= ?
-           AND NOT EXISTS (
-             SELECT 1 FROM task_locks mine
-               JOIN task_locks other ON other.resource_id = mine.resource_id AND other.task_id != mine.task_id
-               JOIN tasks o ON o.id = other.task_id
-             WHERE mine.task_id = t.id AND (mine.mode = 'write' OR other.mode = 'write')
-               AND (o.state = 'running' OR (o.state = 'queued' AND o.id < t.id)))
-         ORDER BY t.id LIMIT 1`,
-        queue, nowMs,
-      );
-    // Most passes find nothing: look first without taking the write lock, then claim inside one transaction.
-    if (!claimable()) return undefined;
-    return db.transaction(() => {
-      const row = claimable();
-      if (!row) return undefined;
-      db.run(
-        "UPDATE tasks SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, fenced = 0, updated_at = ? WHERE id = ?",
-        owner, leaseUntilMs, new Date().toISOString(), row.id,
-      );
-      return { ...row, state: 'running', owner, lease_until: leaseUntilMs, attempts: row.attempts + 1 };
-    });
+    // Most passes find nothing: look first without taking the write lock, then claim with one
+    // statement, atomic on SQLite (one writer; no BEGIN/COMMIT pair, no second read of the row).
+    // `state = 'queued'` again outside: a concurrent claim of the same row then updates nothing.
+    if (!this.db.get(claimableSql, queue, nowMs)) return undefined;
+    const claimOne = () => this.db.get<TaskRow>(
+      `UPDATE tasks SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, fenced = 0, updated_at = ?
+         WHERE id = (${claimableSql}) AND state = 'queued' RETURNING *`,
+      owner, leaseUntilMs, new Date().toISOString(), queue, nowMs,
+    );
+    // PostgreSQL: inside a transaction, whose lock serializes claims across hosts as SQLite's single writer does.
+    return this.db.engine === 'postgresql' ? this.db.transaction(claimOne) : claimOne();
   }
 
   renew(owner: string, leaseUntilMs: number): void {
