@@ -10,6 +10,12 @@ for b in volume-cycles list-latency tokens image-upload backup-posix; do
 done
 echo "## node --import tsx bench/volume-from-image.ts --skip-rbd"
 node --import tsx bench/volume-from-image.ts --skip-rbd
+if command -v fio >/dev/null; then
+  echo "## node --import tsx bench/nbd-export.ts"
+  node --import tsx bench/nbd-export.ts
+else
+  echo "## bench/nbd-export.ts skipped: fio is missing (apt-get install fio)"
+fi
 echo "## bash bench/openstack-load.sh"
 bash bench/openstack-load.sh
 if [ -n "${PUMICE_CEPH_LAB:-}" ]; then
