@@ -133,7 +133,8 @@ async function main(): Promise<void> {
       console.log(`${w.name}_qemu_nbd: ${b.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (qemu-nbd CPU ${cpu(theirCpu)} of one core)`);
       console.log(`${w.name}_ratio: ${(a / b).toFixed(2)}x (median of ${rounds})`);
     }
-    await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } });
+    // Best effort: the server stops next anyway, and its idle keep-alive socket may be gone after the long fio runs.
+    await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } }).catch(() => undefined);
   } finally {
     qemuNbd?.kill('SIGTERM');
     await server?.stop();
