@@ -413,4 +413,26 @@ CREATE TABLE default_volume_types (
 ALTER TABLE volumes ADD COLUMN managed_from TEXT;
 `,
   },
+  {
+    // Image multi-store (issue 18): an image's data may live in several stores (Glance's
+    // locations, shown as its `stores` property); images.store stays the one downloads read from.
+    // image_tasks are Glance's /v2/tasks records (import tasks: glance-direct, web-download,
+    // copy-image), kept apart from the task engine's rows, which are the work itself.
+    version: 15,
+    sql: `
+CREATE TABLE image_locations (
+  image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE, store TEXT NOT NULL,
+  created_at TEXT NOT NULL, PRIMARY KEY (image_id, store)
+);
+INSERT INTO image_locations (image_id, store, created_at)
+  SELECT id, store, updated_at FROM images WHERE store IS NOT NULL AND status IN ('active', 'deactivated');
+CREATE TABLE image_tasks (
+  id TEXT PRIMARY KEY, type TEXT NOT NULL, status TEXT NOT NULL, owner TEXT NOT NULL, user_id TEXT,
+  image_id TEXT, input TEXT NOT NULL DEFAULT '{}', result TEXT, message TEXT NOT NULL DEFAULT '',
+  request_id TEXT, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, expires_at TEXT
+);
+CREATE INDEX image_tasks_image ON image_tasks(image_id, created_at);
+CREATE INDEX image_tasks_owner ON image_tasks(owner, created_at);
+`,
+  },
 ];
