@@ -23,6 +23,7 @@ export type TaskState =
   | 'rebuild_spawning'
   | 'deleting'
   | 'rebuilding_evacuate'
+  | 'migrating'
   | null;
 
 /** Nova's power_state numbers. */
@@ -37,6 +38,7 @@ export function serverStatus(vmState: string, taskState: string | null): string 
       if (taskState === 'rebooting' || taskState === 'reboot_started') return 'REBOOT';
       if (taskState === 'rebooting_hard' || taskState === 'reboot_started_hard') return 'HARD_REBOOT';
       if (taskState === 'rebuilding' || taskState === 'rebuild_block_device_mapping' || taskState === 'rebuild_spawning') return 'REBUILD';
+      if (taskState === 'migrating') return 'MIGRATING';
       return 'ACTIVE';
     case 'stopped':
       if (taskState === 'rebuilding' || taskState === 'rebuild_block_device_mapping' || taskState === 'rebuild_spawning') return 'REBUILD';
