@@ -14,13 +14,13 @@ import type { PoolState } from './volume/scheduler/scheduler.ts';
 const gib = 1024 ** 3;
 export const logFormats = ['text', 'json'] as const;
 
-/** Applies `[DEFAULT] log_format`, `log_file` and `debug`; returns a function that closes the log file. */
+/** Applies `[DEFAULT] log_format`, `log_file`, `use_journal` and `debug`; returns a function that closes the log file. */
 export function applyLogSettings(config: PumiceConfig): () => void {
   const format = config.DEFAULT.log_format;
   if (!(logFormats as readonly string[]).includes(format)) {
     throw new Error(`[DEFAULT] log_format = ${format} is unknown; use 'text' (oslo.log's line format) or 'json'`);
   }
-  return configureLogging({ format: format as 'text' | 'json', debug: config.DEFAULT.debug, logFile: config.DEFAULT.log_file });
+  return configureLogging({ format: format as 'text' | 'json', debug: config.DEFAULT.debug, logFile: config.DEFAULT.log_file, useJournal: config.DEFAULT.use_journal });
 }
 
 export interface ObservabilityInput {

@@ -30,6 +30,9 @@ options:
   --wait               show each server's progress until every evacuation has ended
   --data-dir DIR       data directory (default: ./data, or $PUMICE_DATA_DIR)
   --config FILE        the cloud's configuration
+
+example:
+  pumice host evacuate compute-2 --wait --config /etc/pumice/pumice.conf --data-dir /var/lib/pumice
 `;
 
 const waitTimeoutMs = 30 * 60_000;

@@ -9,6 +9,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
+import { emitEvent } from '../events.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
@@ -388,6 +389,8 @@ export class ServerService {
         input.configDrive ? 'True' : '', input.accessIPv4 ?? '', input.accessIPv6 ?? '',
         fault ? JSON.stringify(fault) : null, rootIsImage ? 'image' : 'volume', now, now,
       );
+      // NoValidHost leaves a WARNING line with every host's reason (events.ts), as Nova's scheduler does.
+      if (fault) emitEvent('scheduler.rejected', { resource: 'server', id: serverId, project_id: auth.projectId, reason: fault.details });
       planned.bdms.forEach((b, index) => {
         this.db.run(
           `INSERT INTO block_device_mappings (id, server_id, source_type, destination_type, boot_index, volume_id, image_id, volume_size_gib,

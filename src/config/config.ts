@@ -4,10 +4,11 @@
  * existing sections read naturally. Unknown options, wrong types and missing
  * backend sections are reported at start with file, line and what was expected.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backupDriverKind } from '../backup/drivers/driver.ts';
 import { chunkCodecs } from '../backup/drivers/posix.ts';
+import { journalSocketPath } from '../journal.ts';
 import { ConfigError, parseIni, throwConfigErrors, type IniFile, type IniSection } from './ini.ts';
 
 type OptionType = 'string' | 'int' | 'float' | 'bool' | 'list' | 'float_or_auto';
@@ -47,6 +48,7 @@ const defaultOptions = {
   debug: { type: 'bool', default: false, help: 'log at DEBUG too: every request, task step and event (oslo.log debug)' },
   log_format: { type: 'string', default: 'text', help: "log line format: 'text' (TIMESTAMP PID LEVEL module [req-id user project] message, as oslo.log) or 'json' (one object per line)" },
   log_file: { type: 'string', default: null, help: 'file the log is appended to (0600; reopened on SIGHUP) instead of stderr' },
+  use_journal: { type: 'bool', default: false, help: 'send the log to systemd-journald with structured fields (MESSAGE, PRIORITY, SYSLOG_IDENTIFIER, LOGGER_NAME, REQUEST_ID, USER_ID, PROJECT_ID), as oslo.log: journalctl -u pumice REQUEST_ID=req-...; instead of stderr (log_file still gets the lines)' },
   nbd_listen_host: { type: 'string', default: '127.0.0.1', help: 'address of the NBD server that exports local volumes (beyond loopback only with nbd_tls = true)' },
   nbd_listen_port: { type: 'int', default: 0, min: 0, help: 'port of the NBD server (0: a free port chosen at the first start and kept across restarts)' },
   // Past the handshake a client holds an attachment's secret: these bound a runaway consumer, not an attacker,
@@ -432,6 +434,12 @@ function checkServeOptions(ini: IniFile, d: DefaultConfig, database: Values<type
   const loopback = nbdHost === 'localhost' || nbdHost === '::1' || /^127\.\d+\.\d+\.\d+$/.test(nbdHost);
   if (!loopback && !d.nbd_tls) {
     problems.push(new ConfigError(ini.path, at('nbd_listen_host'), `[DEFAULT] nbd_listen_host = ${nbdHost} listens beyond loopback without TLS: set [DEFAULT] nbd_tls = true (each connection then gets its own TLS-PSK key), or nbd_listen_host = 127.0.0.1`));
+  }
+  if (d.log_format !== 'text' && d.log_format !== 'json') {
+    problems.push(new ConfigError(ini.path, at('log_format'), `[DEFAULT] log_format = ${d.log_format} is unknown; use 'text' (oslo.log's line format) or 'json'`));
+  }
+  if (d.use_journal && !existsSync(journalSocketPath)) {
+    problems.push(new ConfigError(ini.path, at('use_journal'), `[DEFAULT] use_journal = true, but ${journalSocketPath} does not exist: systemd-journald does not run here. Run Pumice under systemd, or set use_journal = false (log_file, or stderr)`));
   }
   if (database.connection && !database.connection.startsWith('sqlite') && !/^postgres(ql)?:\/\//.test(database.connection)) {
     problems.push(new ConfigError(ini.path, lineOf(ini, 'database', 'connection'), `[database] connection = ${database.connection.replace(/^(\w+:\/\/[^:@/]*):[^@/]*@/, '$1:***@')}: unknown database; use postgresql://user:password@host:port/database, or remove the option for SQLite in DATA_DIR/pumice.db`));

@@ -24,6 +24,10 @@ commands:
 options:
   --data-dir DIR   data directory (default: ./data, or $PUMICE_DATA_DIR)
   --config FILE    configuration whose [database] connection names the database (default: SQLite in DATA_DIR)
+
+example:
+  pumice db status --config /etc/pumice/pumice.conf --data-dir /var/lib/pumice
+  pumice db upgrade --config /etc/pumice/pumice.conf --data-dir /var/lib/pumice
 `;
 
 /** The first line of an export: what it holds and from which schema. */

@@ -179,9 +179,8 @@ export function createHttpServer(options: HttpServerOptions): Server {
       record(status);
       send(res, fault.status, fault.body, { ...headers, ...fault.headers });
     } finally {
+      // The access line is the http.request event's (events.ts accessLogLine: 5xx ERROR, 4xx INFO, else DEBUG).
       record(status);
-      const ms = Number(process.hrtime.bigint() - started) / 1e6;
-      if (options.debug || status >= 500) options.log(`${req.method} ${pathname} ${status} ${ms.toFixed(1)}ms ${requestId}`);
     }
   }
 

@@ -33,6 +33,9 @@ options of import:
   --min-ram MIB             minimum RAM to boot the image
   --protected               protect the image from deletion
   --data-dir DIR            where to find admin-openrc when OS_AUTH_URL is not set (default: ./data, or $PUMICE_DATA_DIR)
+
+example:
+  pumice image import debian-12-generic-amd64.qcow2 --name debian-12 --property os_distro=debian
 `;
 
 const visibilities = ['public', 'private', 'shared', 'community'];

@@ -27,6 +27,10 @@ commands:
 options:
   --data-dir DIR   data directory (default: ./data, or $PUMICE_DATA_DIR)
   --json           machine-readable output
+
+example:
+  pumice tasks list --state failed --data-dir /var/lib/pumice
+  pumice tasks retry 42 --data-dir /var/lib/pumice
 `;
 
 class UsageError extends Error {}

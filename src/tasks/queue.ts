@@ -270,7 +270,7 @@ export class TaskQueue {
       if (row.attempts >= this.options.attemptsMax) {
         this.fail(row, row.owner, `the task was interrupted ${row.attempts} times (the process running it stopped) and was given up`);
       } else if (this.store.requeueExpired(row.id, row.owner)) {
-        this.options.log(`task ${row.id} ${row.kind} ${row.resource_id}: its runner ${row.owner ?? '(none)'} is gone (lease expired); running it again`);
+        this.options.log(`WARNING: task ${row.id} ${row.kind} ${row.resource_id}: its runner ${row.owner ?? '(none)'} is gone (lease expired); running it again`);
       }
     }
   }
@@ -389,7 +389,7 @@ export class TaskQueue {
     const kind = classifyError(error);
     const label = `task ${row.id} ${row.kind} ${row.resource_id}`;
     if (kind === 'fenced') {
-      this.options.log(`${label}: stopped without writing: ${reason}`);
+      this.options.log(`WARNING: ${label}: stopped without writing: ${reason}`);
       emitEvent('task.fenced', { ...taskFields(row), reason });
       // Taken over by another runner: that runner owns the row now; leave it alone.
       if (!(error instanceof TaskFencedError) || !/taken over/.test(reason)) this.store.cancel(row.id, reason);
@@ -398,14 +398,14 @@ export class TaskQueue {
     if ((kind === 'transient' || kind === 'conflict') && row.attempts < this.options.attemptsMax) {
       const delayMs = this.backoffMs(row.attempts);
       if (this.store.retry(row.id, this.runnerId, this.clock.now() + delayMs, reason)) {
-        this.options.log(`${label}: attempt ${row.attempts} failed (${kind}): ${reason}; retrying in ${delayMs} ms`);
+        this.options.log(`WARNING: ${label}: attempt ${row.attempts} failed (${kind}): ${reason}; retrying in ${delayMs} ms`);
         emitEvent('task.retry', { ...taskFields(row), error_kind: kind, reason, delay_ms: delayMs });
         this.scheduleWake();
         return;
       }
     }
     const final = kind === 'transient' || kind === 'conflict' ? `${reason} (gave up after ${row.attempts} attempt${row.attempts === 1 ? '' : 's'})` : reason;
-    this.options.log(`${label} failed: ${final}`);
+    this.options.log(`ERROR: ${label} failed: ${final}`);
     emitEvent('task.failed', { ...taskFields(row), error_kind: kind, reason: final });
     this.fail(row, this.runnerId, final, task);
   }
@@ -429,7 +429,7 @@ export class TaskQueue {
     } catch (error) {
       // The handler's writes were rolled back with the transaction; the task still fails, with both reasons.
       const handlerReason = errorMessage(error);
-      this.options.log(`task ${row.id} ${row.kind} ${row.resource_id}: failure handler failed (its writes were undone): ${handlerReason}`);
+      this.options.log(`ERROR: task ${row.id} ${row.kind} ${row.resource_id}: failure handler failed (its writes were undone): ${handlerReason}`);
       this.store.fail(row.id, owner, `${reason}; then the failure handler failed: ${handlerReason}`, () => undefined);
     }
   }

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { repoRoot } from '../helpers/pumice.ts';
+import { followServe } from '../helpers/serve.ts';
 
 const scratch = mkdtempSync(join(tmpdir(), 'pumice-admin-pw-'));
 const dataDir = join(scratch, 'data');
@@ -68,23 +69,14 @@ async function loginStatus(url: string, password: string): Promise<number> {
 
 async function startServe(): Promise<{ url: string; stop: () => Promise<void> }> {
   const proc = spawn(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', dataDir, '--config', configPath, '--listen', ':0'], { cwd: repoRoot, env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    proc.stdout.on('data', (d: Buffer) => {
-      output += d.toString();
-      const m = /ready at (http:\/\/\S+)/.exec(output);
-      if (m) resolveUrl(m[1]!);
-    });
-    proc.once('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
-  });
+  const served = followServe(proc);
+  const url = await served.ready;
   return {
     url,
     stop: async () => {
-      seenOutput.push(output);
+      seenOutput.push(served.output());
       proc.kill('SIGTERM');
-      await exited;
+      await served.exited;
     },
   };
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { ApiClient, repoRoot } from '../helpers/pumice.ts';
+import { followServe } from '../helpers/serve.ts';
 
 const execFileAsync = promisify(execFile);
 const labDir = process.env['PUMICE_CEPH_LAB'];
@@ -42,18 +43,10 @@ test('the README Ceph how-to config: its block parses, check-config accepts it a
   assert.match(checked.stdout, /: OK/);
 
   const proc = spawn(process.execPath, [pumice, 'serve', '--config', configPath, '--data-dir', dataDir, '--listen', ':0'], { env: { ...process.env, PUMICE_ADMIN_PASSWORD: 'readme-ceph' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const served = followServe(proc);
+  const { exited, output } = served;
   try {
-    const url = await new Promise<string>((resolveUrl, reject) => {
-      proc.stdout.on('data', (d: Buffer) => {
-        output += d.toString();
-        const m = /ready at (http:\/\/\S+)/.exec(output);
-        if (m) resolveUrl(m[1]!);
-      });
-      proc.once('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
-    });
+    const url = await served.ready;
     const api = await ApiClient.login(url, 'admin', 'readme-ceph', 'admin');
     const deadline = Date.now() + 30_000;
     let service: { host: string; state: string; disabled_reason?: string | null } | undefined;
@@ -63,9 +56,9 @@ test('the README Ceph how-to config: its block parses, check-config accepts it a
       if (service?.state === 'up' || Date.now() > deadline) break;
       await new Promise((r) => setTimeout(r, 500));
     }
-    assert.equal(service?.state, 'up', `the README's ceph backend is up: ${JSON.stringify(service)}\n${output}`);
+    assert.equal(service?.state, 'up', `the README's ceph backend is up: ${JSON.stringify(service)}\n${output()}`);
     const backup = (await api.request('GET', `/volume/v3/${api.projectId}/os-services?binary=cinder-backup`)).body.services as { state: string }[];
-    assert.equal(backup[0]?.state, 'up', `the README's Ceph backup driver is up:\n${output}`);
+    assert.equal(backup[0]?.state, 'up', `the README's Ceph backup driver is up:\n${output()}`);
   } finally {
     proc.kill('SIGTERM');
     await exited;

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, test } from 'node:test';
 import { ApiClient, repoRoot } from '../helpers/pumice.ts';
+import { followServe } from '../helpers/serve.ts';
 import { readdirSync, symlinkSync } from 'node:fs';
 
 const execFileAsync = promisify(execFile);
@@ -77,25 +78,17 @@ test('serve --service as an unprivileged user: the state and configuration direc
   chownSync(stateDir, nobody, nobody);
   const env: NodeJS.ProcessEnv = { PATH: pathWithout(['qemu-img']), HOME: stateDir, PUMICE_SERVICE: '1', STATE_DIRECTORY: stateDir, CONFIGURATION_DIRECTORY: confDir };
   const proc = spawn('setpriv', ['--reuid', String(nobody), '--regid', String(nobody), '--clear-groups', process.execPath, join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--listen', ':0'], { cwd: stateDir, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  proc.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const served = followServe(proc);
+  const { exited, output } = served;
   try {
-    const url = await new Promise<string>((resolveUrl, reject) => {
-      proc.stdout.on('data', (d: Buffer) => {
-        output += d.toString();
-        const m = /ready at (http:\/\/\S+)/.exec(output);
-        if (m) resolveUrl(m[1]!);
-      });
-      proc.once('exit', (code) => reject(new Error(`serve exited with ${code}:\n${output}`)));
-    });
+    const url = await served.ready;
     // Its files are the unprivileged user's, in the state directory.
     for (const file of ['pumice.db', 'admin-openrc']) assert.equal(statSync(join(stateDir, file)).uid, nobody, file);
     assert.equal(statSync(join(stateDir, 'admin-openrc')).mode & 0o777, 0o600);
     const root = (await (await fetch(`${url}/`, { headers: { accept: 'application/json' } })).json()) as { version?: string };
     assert.equal(root.version, (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version, 'the / document names the version');
     // doctor's cheap checks ran at start: the missing tool is a warning with the fix.
-    assert.match(output, /WARNING: qemu-img not found on PATH .*image uploads and conversions are refused \(501\) until it is installed: apt-get install qemu-utils/);
+    assert.match(output(), /WARNING: qemu-img not found on PATH .*image uploads and conversions are refused \(501\) until it is installed: apt-get install qemu-utils/);
     const openrc = readFileSync(join(stateDir, 'admin-openrc'), 'utf8');
     const password = /^export OS_PASSWORD='([^']*)'$/m.exec(openrc)![1]!;
     const api = await ApiClient.login(url, 'admin', password, 'admin');
@@ -126,7 +119,7 @@ test('serve --service as an unprivileged user: the state and configuration direc
     assert.equal(proc.exitCode, null, 'still running after SIGHUP');
   } finally {
     proc.kill('SIGTERM');
-    assert.equal(await exited, 0, output);
+    assert.equal(await exited, 0, output());
   }
 });
 

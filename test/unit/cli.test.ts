@@ -61,6 +61,8 @@ test('every command has its own --help with its options and an example (exit 0)'
   for (const name of delegatedCommands) {
     assert.ok(stdout.includes(`EXIT ${name} 0`), `pumice ${name} --help exits 0:\n${stdout}`);
     assert.match(stdout, new RegExp(`usage: pumice ${name}\\b`), `pumice ${name} --help prints its usage`);
+    // Each has its own example, before its exit line (the helps are printed one after another).
+    assert.match(stdout, new RegExp(`usage: pumice ${name}\\b(?:(?!\\nEXIT )[\\s\\S])*\\nexample:\\n {2}pumice ${name} (?:(?!\\nEXIT )[\\s\\S])*\\nEXIT ${name} 0`), `pumice ${name} --help has an example`);
   }
   for (const [argv, message] of misspelt) {
     assert.ok(output.includes(`EXIT ${argv.join(' ')} 2`), `pumice ${argv.join(' ')} exits 2:\n${output}`);

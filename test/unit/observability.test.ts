@@ -118,3 +118,48 @@ test('log lines: oslo.log text format with the request context, levels from the 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('log levels, a table: state changes INFO, failures and scheduler rejections WARNING/ERROR with the reason, access lines by status, DEBUG only with debug', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'pumice-obs-levels-'));
+  const logFile = join(dir, 'pumice.log');
+  // [what happened, how it is written, expected level (null: no line), text the line must carry]
+  const table: [string, () => void, string | null, RegExp | null][] = [
+    ['status moved', () => emitEvent('state.transition', { resource: 'volume', id: 'v1', from: ['creating'], to: 'available', moved: true }), 'INFO', /volume v1: creating -> available/],
+    ['status not moved', () => emitEvent('state.transition', { resource: 'volume', id: 'v1', from: ['creating'], to: 'available', moved: false }), 'DEBUG', /not moved/],
+    ['status forced', () => emitEvent('state.forced', { resource: 'volume', id: 'v1', to: 'error', reason: 'reset-state' }), 'WARNING', /forced to error: reset-state/],
+    ['task queued', () => emitEvent('task.queued', { task_id: 1, kind: 'volume.create', resource_id: 'v1', queue: 'q' }), 'DEBUG', /queued/],
+    ['task done', () => emitEvent('task.done', { task_id: 1, kind: 'volume.create', resource_id: 'v1', attempts: 1 }), 'INFO', /task 1 .* done/],
+    // The queue writes its own retry/failure lines (below); the events add none.
+    ['task retry event', () => emitEvent('task.retry', { task_id: 1, reason: 'x' }), null, null],
+    ['task failed event', () => emitEvent('task.failed', { task_id: 1, reason: 'x' }), null, null],
+    ['queue: retry', () => moduleLogger('pumice')('WARNING: task 1 volume.create v1: attempt 1 failed (transient): timed out; retrying in 100 ms'), 'WARNING', /retrying in 100 ms/],
+    ['queue: failed', () => moduleLogger('pumice')('ERROR: task 1 volume.create v1 failed: no space'), 'ERROR', /failed: no space/],
+    ['server NoValidHost', () => emitEvent('scheduler.rejected', { resource: 'server', id: 's1', project_id: 'p1', reason: 'No valid host was found. h1: RamFilter' }), 'WARNING', /server s1 of project p1 not placed: No valid host was found\. h1: RamFilter/],
+    // The volume service writes its own WARNING line for its rejections (volumes.test.ts reads it).
+    ['volume rejection event', () => emitEvent('scheduler.rejected', { resource: 'volume', id: 'v2', project_id: 'p1', reason: 'x' }), null, null],
+    ['access 200', () => emitEvent('http.request', { method: 'GET', path: '/v3', status: 200, duration_ms: 1 }), 'DEBUG', /GET \/v3 status: 200/],
+    ['access 404', () => emitEvent('http.request', { method: 'GET', path: '/nope', status: 404, duration_ms: 1 }), 'INFO', /GET \/nope status: 404/],
+    ['access 503', () => emitEvent('http.request', { method: 'POST', path: '/volumes', status: 503, duration_ms: 2 }), 'ERROR', /POST \/volumes status: 503 time: 2 ms/],
+    ['progress', () => moduleLogger('pumice')('DEBUG: backup b1: 50% (1/2 bytes)'), 'DEBUG', /50%/],
+  ];
+  try {
+    for (const debug of [true, false]) {
+      for (const [what, write, level, text] of table) {
+        rmSync(logFile, { force: true });
+        const close = configureLogging({ format: 'json', debug, logFile });
+        write();
+        close();
+        let records: Record<string, unknown>[] = [];
+        try {
+          records = readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+        } catch { /* no line: no file content */ }
+        const expected = level === null || (level === 'DEBUG' && !debug) ? [] : [level];
+        assert.deepEqual(records.map((r) => r['level']), expected, `${what} (debug ${debug}): ${JSON.stringify(records)}`);
+        if (expected.length > 0 && text) assert.match(String(records[0]!['message']), text, what);
+      }
+    }
+  } finally {
+    configureLogging({ format: 'text', debug: false, logFile: null });
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
