@@ -297,22 +297,35 @@ function queryObject(query: URLSearchParams, schema: TSchema | undefined): Recor
 
 interface CompiledSpec {
   spec: AnyRouteSpec;
-  params: ValidateFunction | null;
-  query: ValidateFunction | null;
-  body: ValidateFunction | null;
+  params: (() => ValidateFunction) | null;
+  query: (() => ValidateFunction) | null;
+  body: (() => ValidateFunction) | null;
+}
+
+/**
+ * Schemas compile on first use: compiling every route's schemas took seconds of a start (about a
+ * quarter of its CPU), and a process uses few routes. PUMICE_COMPILE_SCHEMAS=eager compiles all of
+ * them at registration, so a bad schema fails at start; test/e2e/schemas-compile.test.ts does that.
+ */
+const eagerSchemas = process.env['PUMICE_COMPILE_SCHEMAS'] === 'eager';
+
+function lazyCompile(ajv: Ajv, schema: TSchema): () => ValidateFunction {
+  let fn: ValidateFunction | undefined = eagerSchemas ? compile(ajv, schema) : undefined;
+  return () => (fn ??= compile(ajv, schema));
 }
 
 function compileSpec(spec: AnyRouteSpec): CompiledSpec {
-  // Response schemas are compiled now (cached by schema object): a bad schema fails at start, not in a request.
-  for (const declared of Object.values(spec.responses as Record<string, ResponseSchema>)) {
-    for (const entry of Array.isArray(declared) ? declared : [{ schema: declared }]) if (entry.schema !== null) compile(strictAjv, entry.schema);
+  if (eagerSchemas) {
+    for (const declared of Object.values(spec.responses as Record<string, ResponseSchema>)) {
+      for (const entry of Array.isArray(declared) ? declared : [{ schema: declared }]) if (entry.schema !== null) compile(strictAjv, entry.schema);
+    }
   }
   if (spec.options?.rawBody && spec.body) throw new Error(`route ${spec.method} ${spec.path}: a rawBody route cannot declare a body schema`);
   return {
     spec,
-    params: spec.params ? compile(coercingAjv, spec.params) : null,
-    query: spec.query ? compile(coercingAjv, spec.query as TSchema) : null,
-    body: spec.body ? compile(strictAjv, spec.body as TSchema) : null,
+    params: spec.params ? lazyCompile(coercingAjv, spec.params) : null,
+    query: spec.query ? lazyCompile(coercingAjv, spec.query as TSchema) : null,
+    body: spec.body ? lazyCompile(strictAjv, spec.body as TSchema) : null,
   };
 }
 
@@ -361,20 +374,23 @@ export function registerRoutes(router: Router, routes: AnyRouteSpec[], options: 
     const { spec } = compiledSpec;
     if (compiledSpec.params) {
       const params = { ...ctx.params };
-      if (!compiledSpec.params(params)) throw badRequest(describeErrors('path', compiledSpec.params.errors ?? [], params));
+      const validate = compiledSpec.params();
+      if (!validate(params)) throw badRequest(describeErrors('path', validate.errors ?? [], params));
     }
     let queryParams: Record<string, unknown> = {};
     if (compiledSpec.query) {
       queryParams = queryObject(ctx.query, spec.query as TSchema);
-      if (!compiledSpec.query(queryParams)) throw badRequest(describeErrors('query', compiledSpec.query.errors ?? [], queryParams));
+      const validate = compiledSpec.query();
+      if (!validate(queryParams)) throw badRequest(describeErrors('query', validate.errors ?? [], queryParams));
     } else {
       for (const key of new Set(ctx.query.keys())) queryParams[key] = ctx.query.get(key);
     }
     const bodyMayBeAbsent = ctx.body === undefined && (spec.body as unknown as Record<symbol, unknown> | undefined)?.[OptionalKind] === 'Optional';
     if (compiledSpec.body && !spec.options?.rawBody && !bodyMayBeAbsent) {
-      if (!compiledSpec.body(ctx.body)) {
+      const validate = compiledSpec.body();
+      if (!validate(ctx.body)) {
         if (ctx.body === undefined) throw errors.badRequest(`${spec.method} ${spec.path} needs a JSON body; the request had none.`);
-        throw badRequest(describeErrors('body', compiledSpec.body.errors ?? [], ctx.body));
+        throw badRequest(describeErrors('body', validate.errors ?? [], ctx.body));
       }
     }
     const defaultTarget = (): PolicyTarget => (options.defaultTarget
