@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, type PumiceConfig } from './config/config.ts';
 import { pumiceVersion } from './config/version.ts';
-import { Db, databaseLocation } from './db/db.ts';
+import { Db, databaseLocation, isPostgresUrl } from './db/db.ts';
 import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
@@ -43,6 +43,7 @@ import { VolumeManager } from './volume/manager.ts';
 import { Quotas } from './volume/quotas.ts';
 import { VolumeService } from './volume/volumes.ts';
 import { computeApiApp, computeParts, inProcessLookups, startComputeRole, startEvacuationMonitor } from './compute/role.ts';
+import { allRoles, type Role } from './roles.ts';
 
 export interface StartOptions {
   dataDir: string;
@@ -55,14 +56,14 @@ export interface StartOptions {
   onExistingAdmin?: 'keep' | 'reset' | 'refuse';
   /** `[DEFAULT] host` from the command line (`--host`). */
   hostName?: string;
-  /** Roles to run; default all. Only all, or `compute` alone (startComputeHost), are built so far. */
+  /** Roles to run (src/roles.ts); default all. `compute` alone is startComputeHost. */
   roles?: readonly Role[];
 }
 
-export const allRoles = ['api', 'scheduler', 'volume', 'backup', 'image', 'compute'] as const;
-export type Role = (typeof allRoles)[number];
+export { allRoles, type Role } from './roles.ts';
 
 export interface RunningPumice {
+  /** The API listener's base URL; empty in a process without the api role. */
   url: string;
   config: PumiceConfig;
   openrcPath: string;
@@ -85,7 +86,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
-  const runCompute = (options.roles ?? allRoles).includes('compute');
+  const roles = new Set<Role>(options.roles ?? allRoles);
+  const runCompute = roles.has('compute');
   const dbLocation = databaseLocation(config.database.connection, dataDir);
   for (const backend of config.backends) {
     if (backend.volume_driver !== 'local' || !backend.local_volume_dir) continue;
@@ -144,7 +146,10 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     address: () => nbdAddress,
   };
 
-  const queue = new TaskQueue({ db, log, concurrencyPerQueue: config.DEFAULT.volume_task_concurrency, attemptsMax: 3, pollIntervalMs: 2000 });
+  // A lease no longer than service_down_time: a dead volume host's tasks move to another member of its
+  // cluster about when the host is reported down (lease, plus up to one poll), not later.
+  const leaseMs = Math.min(30_000, config.DEFAULT.service_down_time * 1000);
+  const queue = new TaskQueue({ db, log, concurrencyPerQueue: config.DEFAULT.volume_task_concurrency, attemptsMax: 3, pollIntervalMs: 2000, leaseMs });
   const manager = new VolumeManager(db, config, queue, exporter, log);
   // The volume role reaches the image service over HTTP, as Cinder reaches Glance: at
   // glance_api_servers, else at the catalog's image endpoint rendered for this listener.
@@ -167,7 +172,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const quotas = new Quotas(db, config.DEFAULT);
   const volumes = new VolumeService(db, config, queue, manager, quotas);
   volumes.ensureDefaultType();
-  await manager.start();
+  if (roles.has('volume')) await manager.start(roles.has('scheduler'));
+  else manager.startWithoutVolumes(roles.has('scheduler'));
   const glanceStore = config.glance_store;
   let rbdStore: RbdStore | null = null;
   const imageStores = glanceStore.stores.map((id): ImageStore => {
@@ -204,14 +210,16 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // Connects in the background (the fsid is needed for direct_url); a Ceph cluster that is down
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
   if (rbdStore) void (rbdStore as RbdStore).start();
-  await images.recover();
-  images.startTasks();
+  if (roles.has('image')) {
+    await images.recover();
+    images.startTasks();
+  }
   const compute = computeParts(db, config, queue, inProcessLookups(images, volumes));
   compute.flavors.ensureDefaults();
   // The backup role has its own runner so long backups never hold the volume queues' slots.
-  const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000 });
+  const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000, leaseMs });
   const backupManager = new BackupManager(db, config, backupTasks, manager, log);
-  await backupManager.start();
+  if (roles.has('backup')) await backupManager.start();
   const backups = new BackupService(db, backupTasks, volumes, manager, backupManager);
 
   const observability = await startObservability({ config, db, tokens: identity, pools: () => manager.poolStates(), nbdConnections: () => nbdServer.connectionCount });
@@ -242,25 +250,30 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       },
     }),
   });
-  await new Promise<void>((resolveListen, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => resolveListen());
-  });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host}:${address.port}`;
+  // Without the api role the process serves no HTTP; its roles reach the image API at public_endpoint (or glance_api_servers).
+  let url = '';
+  if (roles.has('api')) {
+    await new Promise<void>((resolveListen, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, options.host, () => resolveListen());
+    });
+    const address = server.address() as AddressInfo;
+    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    url = `http://${host}:${address.port}`;
+    compute.hosts.recordApiListener(config.DEFAULT.host, config.DEFAULT.public_endpoint ?? url);
+  }
   listening(config.DEFAULT.public_endpoint ?? url);
-  compute.hosts.recordApiListener(config.DEFAULT.host, config.DEFAULT.public_endpoint ?? url);
-  compute.hosts.heartbeat('nova-scheduler', config.DEFAULT.host, 'internal');
-  compute.hosts.heartbeat('nova-conductor', config.DEFAULT.host, 'internal');
-  const apiHeartbeat = setInterval(() => {
+  const schedulerHeartbeat = () => {
+    if (!roles.has('scheduler')) return;
     compute.hosts.heartbeat('nova-scheduler', config.DEFAULT.host, 'internal');
     compute.hosts.heartbeat('nova-conductor', config.DEFAULT.host, 'internal');
-  }, config.DEFAULT.report_interval * 1000);
+  };
+  schedulerHeartbeat();
+  const apiHeartbeat = setInterval(schedulerHeartbeat, config.DEFAULT.report_interval * 1000);
   apiHeartbeat.unref();
-  const evacuationMonitor = startEvacuationMonitor(compute, config, log);
+  const evacuationMonitor = roles.has('scheduler') ? startEvacuationMonitor(compute, config, log) : { stop: () => undefined };
   const computeRole = runCompute ? await startComputeRole({ db, config, identity, parts: compute, serviceToken: serviceTokenSource(identity), log }) : null;
-  const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? url}/identity/v3`, boot.adminPassword);
+  const openrcPath = writeAdminOpenrc(dataDir, `${config.DEFAULT.public_endpoint ?? (url || provisionalAuthUrl.replace(/\/identity\/v3$/, ''))}/identity/v3`, boot.adminPassword);
   const purgeTimer = setInterval(() => identity.purgeExpiredTokens(), tokenPurgeIntervalMs);
   purgeTimer.unref();
   const stopRetention = startRetention({ db, failedRetentionDays: config.DEFAULT.task_failed_retention_days, intervalMs: tokenPurgeIntervalMs, log });
@@ -281,10 +294,12 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await computeRole?.stop();
       clearInterval(purgeTimer);
       stopRetention();
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeIdleConnections();
-      });
+      if (server.listening) {
+        await new Promise<void>((r) => {
+          server.close(() => r());
+          server.closeIdleConnections();
+        });
+      }
       await imageTasks.stop();
       await backupManager.stop();
       await manager.stop();
@@ -382,9 +397,9 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
-  const dbPath = join(dataDir, 'pumice.db');
-  if (!existsSync(dbPath)) throw new Error(`${dbPath} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it)`);
-  const db = new Db(dbPath);
+  const dbLocation = databaseLocation(config.database.connection, dataDir);
+  if (!isPostgresUrl(dbLocation) && !existsSync(dbLocation)) throw new Error(`${dbLocation} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it), or [database] connection must name the cloud's PostgreSQL`);
+  const db = new Db(dbLocation);
   const closeEvents = openEventLog(dataDir);
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,

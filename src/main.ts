@@ -6,7 +6,8 @@
  * mean" and the exit codes come from those declarations.
  */
 import { reopenEventLog } from './events.ts';
-import { allRoles, startComputeHost, startPumice, type Role } from './app.ts';
+import { startComputeHost, startPumice } from './app.ts';
+import { allRoles, parseRoles, type Role } from './roles.ts';
 import { commandHelp, didYouMean, exitCodes, parseCommandArgs, parseListen, UsageError, type CommandSpec, type OptionDef } from './cli/args.ts';
 import { configSample } from './config/sample.ts';
 import { loadConfig } from './config/config.ts';
@@ -32,7 +33,7 @@ const commands: CommandSpec[] = [
     options: {
       ...common,
       listen: listenOption,
-      roles: { type: 'string', value: 'LIST', help: "roles to run: all (the default) or 'compute' alone (a host joining a cloud)" },
+      roles: { type: 'string', value: 'LIST', help: 'roles to run, comma separated: api, scheduler, volume, backup, image, compute (default: all). Hosts sharing one PostgreSQL split them (README: Many hosts)' },
       host: { type: 'string', value: 'NAME', help: '[DEFAULT] host of this process (service and backend host strings)' },
     },
     example: 'pumice serve --data-dir /var/lib/pumice --config /etc/pumice/pumice.conf --listen :5000',
@@ -318,28 +319,14 @@ function reportError(error: unknown): number {
   return exitCodes.failure;
 }
 
-/** `--roles api,compute,...`: every role (the default), or `compute` alone for a host that joins a cloud. */
-function parseRoles(value: string | undefined): Role[] {
-  if (value === undefined) return [...allRoles];
-  const hint = "see 'pumice serve --help'";
-  const roles = value.split(',').map((r) => r.trim()).filter(Boolean);
-  for (const role of roles) {
-    if (!(allRoles as readonly string[]).includes(role)) throw new UsageError(`--roles: unknown role '${role}'${didYouMean(role, [...allRoles]) ?? ''}; roles are ${allRoles.join(', ')}`, hint);
-  }
-  const all = allRoles.every((r) => roles.includes(r));
-  if (!all && !(roles.length === 1 && roles[0] === 'compute')) {
-    throw new UsageError(`--roles ${value}: this version runs every role together (the default) or 'compute' alone (a compute host joining a cloud: --roles compute --host NAME --data-dir DIR)`, hint);
-  }
-  return roles as Role[];
-}
-
 async function serve(dataDir: string, configPath: string | null, listen: { host: string; port: number }, roles: Role[], hostName: string | undefined): Promise<void> {
   if (roles.length === 1 && roles[0] === 'compute') return serveComputeHost(dataDir, configPath, hostName);
   const pumice = await startPumice({ dataDir, configPath, host: listen.host, port: listen.port, roles, ...(hostName ? { hostName } : {}) });
   // Never the password itself: stdout goes to the journal under systemd.
   if (pumice.generatedAdminPassword) out(`the admin user was created with a generated password: it is in ${pumice.openrcPath} (mode 0600, OS_PASSWORD)\n`);
   out(`credentials: source ${pumice.openrcPath}\n`);
-  out(`Pumice ${pumiceVersion()} ready at ${pumice.url} (identity ${pumice.url}/identity/v3, block storage ${pumice.url}/volume/v3)\n`);
+  if (pumice.url) out(`Pumice ${pumiceVersion()} ready at ${pumice.url} (identity ${pumice.url}/identity/v3, block storage ${pumice.url}/volume/v3)\n`);
+  else out(`Pumice ${pumiceVersion()} host ${pumice.config.DEFAULT.host} ready with roles ${roles.join(',')} (no API listener)\n`);
   let stopping = false;
   const shutdown = (signal: string) => {
     if (stopping) return;

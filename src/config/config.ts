@@ -22,6 +22,7 @@ interface OptionSpec {
 
 const defaultOptions = {
   host: { type: 'string', default: 'pumice', help: 'name of this host in service and backend host strings (host@backend#pool)' },
+  cluster: { type: 'string', default: null, help: "volume hosts with the same cluster name serve their backends active/active: a backend's task is taken by any live member (Cinder's cluster; volumes are placed on cluster@backend#pool). Every member must reach the same storage" },
   enabled_backends: { type: 'list', default: ['local'], help: 'backend section names, comma separated' },
   default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
   storage_availability_zone: { type: 'string', default: 'nova', help: 'availability zone of this host' },

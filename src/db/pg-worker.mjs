@@ -13,7 +13,14 @@ pg.types.setTypeParser(20, (text) => Number(text));
 pg.types.setTypeParser(1700, (text) => Number(text));
 pg.types.setTypeParser(16, (text) => (text === 't' ? 1 : 0));
 
-const client = new pg.Client({ connectionString: connection, statement_timeout: statementTimeoutMs, application_name: 'pumice' });
+// A host cut off inside a transaction would hold the write lock (pg_advisory_xact_lock) until TCP gave
+// up, stalling every other host's writes: the server ends such a transaction after the statement timeout.
+const client = new pg.Client({
+  connectionString: connection,
+  statement_timeout: statementTimeoutMs,
+  idle_in_transaction_session_timeout: statementTimeoutMs,
+  application_name: 'pumice',
+});
 // A connection lost mid-session is reported by the next request, not by a crash of the worker.
 client.on('error', () => {});
 /** Statement names by SQL text: each prepared once per connection, at most preparedMax of them. */

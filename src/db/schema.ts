@@ -435,4 +435,13 @@ CREATE INDEX image_tasks_image ON image_tasks(image_id, created_at);
 CREATE INDEX image_tasks_owner ON image_tasks(owner, created_at);
 `,
   },
+  {
+    // Many hosts (issue 16): a volume service's cluster (Cinder's [DEFAULT] cluster, `cluster@backend`),
+    // and its last capacity report (JSON), so a scheduler on another host sees the pool without its driver.
+    version: 16,
+    sql: `
+ALTER TABLE services ADD COLUMN cluster TEXT;
+ALTER TABLE services ADD COLUMN capacity_report TEXT;
+`,
+  },
 ];

@@ -5,7 +5,9 @@
  * code without a task) around every await that changes state. With
  * `PUMICE_CRASH_POINT=name:hit[,name:hit...]` in the environment the process
  * exits with status 137 (as after kill -9) the `hit`-th time it reaches
- * `name`, so a failing seed of the crash harness replays exactly.
+ * `name`, so a failing seed of the crash harness replays exactly. With
+ * `name:hit:stop` it stops itself instead (SIGSTOP), holding whatever it holds
+ * (leases, files), so a test can kill -9 it, or cut its network, mid-operation.
  * `PUMICE_CRASH_TRACE=1` prints every point reached (`crash-point NAME HIT`
  * on stderr) so a harness can learn which points an operation passes.
  */
@@ -31,7 +33,11 @@ export class ManualClock implements Clock {
 
 function parseSpec(text: string | undefined): Map<string, number> {
   const points = new Map<string, number>();
-  for (const part of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (let part of (text ?? '').split(',').map((p) => p.trim()).filter(Boolean)) {
+    if (part.endsWith(':stop')) {
+      part = part.slice(0, -':stop'.length);
+      stopping.add(part.slice(0, part.lastIndexOf(':') > 0 ? part.lastIndexOf(':') : part.length));
+    }
     const at = part.lastIndexOf(':');
     const name = at > 0 ? part.slice(0, at) : part;
     const hit = at > 0 ? Number(part.slice(at + 1)) : 1;
@@ -40,6 +46,8 @@ function parseSpec(text: string | undefined): Map<string, number> {
   return points;
 }
 
+/** Points armed with `:stop`: the process stops (SIGSTOP) there instead of exiting. */
+const stopping = new Set<string>();
 const armed = parseSpec(process.env['PUMICE_CRASH_POINT']);
 const trace = process.env['PUMICE_CRASH_TRACE'] === '1';
 const hits = new Map<string, number>();
@@ -50,6 +58,11 @@ export function crashPoint(name: string): void {
   const hit = (hits.get(name) ?? 0) + 1;
   hits.set(name, hit);
   if (trace) writeSync(2, `crash-point ${name} ${hit}\n`);
+  if (armed.get(name) === hit && stopping.has(name)) {
+    writeSync(2, `crash-point ${name}:${hit}: stopping (SIGSTOP; PUMICE_CRASH_POINT)\n`);
+    process.kill(process.pid, 'SIGSTOP');
+    return;
+  }
   if (armed.get(name) === hit) {
     writeSync(2, `crash-point ${name}:${hit}: exiting with 137 (PUMICE_CRASH_POINT)\n`);
     process.exit(137);

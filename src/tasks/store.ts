@@ -105,6 +105,17 @@ const claimableSql = `SELECT t.id FROM tasks t WHERE t.queue = ? AND t.state = '
         AND (o.state = 'running' OR (o.state = 'queued' AND o.id < t.id)))
   ORDER BY t.id LIMIT 1`;
 
+/**
+ * PostgreSQL's claim: the same choice, but a row another host is claiming right now is
+ * skipped (FOR UPDATE SKIP LOCKED) instead of waited for, and the statement runs on its own,
+ * outside the advisory lock that serializes write transactions. Safe without that lock: of
+ * tasks whose locks conflict only the oldest queued one is claimable, a claim turns it
+ * running (still blocking the younger ones), and the outer `state = 'queued'` is re-checked
+ * on the locked row, so two hosts never claim one task or two conflicting ones.
+ */
+const pgClaimSql = `UPDATE tasks SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, fenced = 0, updated_at = ?
+  WHERE id = (${claimableSql.replace(/LIMIT 1$/, 'LIMIT 1 FOR UPDATE OF t SKIP LOCKED')}) AND state = 'queued' RETURNING *`;
+
 function placeholders(n: number): string {
   return new Array(n).fill('?').join(',');
 }
@@ -144,8 +155,8 @@ export class SqliteTaskStore implements TaskStore {
          WHERE id = (${claimableSql}) AND state = 'queued' RETURNING *`,
       owner, leaseUntilMs, new Date().toISOString(), queue, nowMs,
     );
-    // PostgreSQL: inside a transaction, whose lock serializes claims across hosts as SQLite's single writer does.
-    return this.db.engine === 'postgresql' ? this.db.transaction(claimOne) : claimOne();
+    if (this.db.engine === 'postgresql') return this.db.get<TaskRow>(pgClaimSql, owner, leaseUntilMs, new Date().toISOString(), queue, nowMs);
+    return claimOne();
   }
 
   renew(owner: string, leaseUntilMs: number): void {

@@ -43,6 +43,14 @@ export class VolumeManager {
   images: ImageServiceDeps | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private readonly states: ResourceStateOwners;
+  /**
+   * False in a process without the volume role (a controller running api and scheduler): it
+   * starts no driver and runs no task; the scheduler sees each backend through the heartbeats
+   * and capacity reports the volume hosts write to the services table.
+   */
+  private runsVolumes = true;
+  /** False in a process without the scheduler role: it keeps no cinder-scheduler service row. */
+  private runsScheduler = true;
 
   constructor(
     private readonly db: Db,
@@ -67,7 +75,21 @@ export class VolumeManager {
     }
   }
 
-  async start(): Promise<void> {
+  /** For a process without the volume role: pools are read from the volume hosts' service rows (see runsVolumes). */
+  startWithoutVolumes(withScheduler: boolean): void {
+    this.runsVolumes = false;
+    this.runsScheduler = withScheduler;
+    this.registerServices();
+    void this.heartbeat();
+    this.heartbeatTimer = setInterval(() => {
+      this.heartbeat().catch((error: unknown) => this.log(`heartbeat failed: ${(error as Error).message}`));
+    }, this.config.DEFAULT.report_interval * 1000);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Starts the volume role; `withScheduler` false on a volume host without the scheduler role. */
+  async start(withScheduler = true): Promise<void> {
+    this.runsScheduler = withScheduler;
     this.registerServices();
     this.registerTasks();
     await Promise.all([...this.backends.values()].map((state) => this.startBackend(state)));
@@ -101,18 +123,28 @@ export class VolumeManager {
 
   private registerServices(): void {
     const now = nowIso();
-    const upsert = (binary: string, host: string, zone: string) =>
+    const upsert = (binary: string, host: string, zone: string, cluster: string | null) =>
       this.db.run(
-        'INSERT INTO services (binary, host, zone, created_at, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (binary, host) DO UPDATE SET zone = excluded.zone',
-        binary, host, zone, now, now,
+        'INSERT INTO services (binary, host, zone, cluster, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (binary, host) DO UPDATE SET zone = excluded.zone, cluster = excluded.cluster',
+        binary, host, zone, cluster, now, now,
       );
-    upsert(schedulerBinary, this.config.DEFAULT.host, this.config.DEFAULT.storage_availability_zone);
-    for (const state of this.backends.values()) upsert(volumeBinary, state.host, state.config.backend_availability_zone!);
+    if (this.runsScheduler) upsert(schedulerBinary, this.config.DEFAULT.host, this.config.DEFAULT.storage_availability_zone, null);
+    if (!this.runsVolumes) return;
+    for (const state of this.backends.values()) upsert(volumeBinary, state.host, state.config.backend_availability_zone!, this.clusterOf(state));
   }
 
   /** Refreshes capacity reports and writes heartbeats; a backend whose report fails stops heartbeating (shows down). */
   async heartbeat(): Promise<void> {
-    this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), schedulerBinary, this.config.DEFAULT.host);
+    if (this.runsScheduler) this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), schedulerBinary, this.config.DEFAULT.host);
+    if (!this.runsVolumes) {
+      // The API's checks (backend up?) read BackendState: keep it as the volume hosts report it.
+      for (const state of this.backends.values()) {
+        const pool = this.remotePoolState(state);
+        state.up = pool.up;
+        state.downReason = pool.downReason;
+      }
+      return;
+    }
     // Backends beat independently: a cluster that times out must not make the others look down.
     await Promise.all([...this.backends.values()].map((state) => this.heartbeatBackend(state)));
   }
@@ -130,7 +162,10 @@ export class VolumeManager {
       if (!state.up) this.log(`backend [${section}] is up again`);
       state.up = true;
       state.downReason = null;
-      this.db.run('UPDATE services SET heartbeat_at = ?, state_reason = NULL WHERE binary = ? AND host = ?', nowIso(), volumeBinary, state.host);
+      this.db.run(
+        'UPDATE services SET heartbeat_at = ?, state_reason = NULL, capacity_report = ? WHERE binary = ? AND host = ?',
+        nowIso(), JSON.stringify(this.localPoolState(state)), volumeBinary, state.host,
+      );
     } catch (error) {
       if (state.up) this.log(`WARNING: backend [${section}] is down: ${(error as Error).message}`);
       state.up = false;
@@ -141,8 +176,42 @@ export class VolumeManager {
     }
   }
 
+  /** `cluster@backend` when [DEFAULT] cluster is set: the host string of the backend's volumes (Cinder's cluster_name). */
+  private clusterOf(state: BackendState): string | null {
+    return this.config.DEFAULT.cluster ? `${this.config.DEFAULT.cluster}@${state.config.section}` : null;
+  }
+
   /** The scheduler's view of every backend, with provisioned capacity counted from the database. */
   poolStates(): PoolState[] {
+    if (!this.runsVolumes) return [...this.backends.values()].map((state) => this.remotePoolState(state));
+    return [...this.backends.values()].map((state) => this.localPoolState(state));
+  }
+
+  /**
+   * A backend as its volume hosts report it: up when any cinder-volume service of the backend
+   * (`HOST@section`) beat within service_down_time and is enabled; its capacity from the most recent report.
+   */
+  private remotePoolState(state: BackendState): PoolState {
+    const section = state.config.section;
+    const pattern = `%@${section.replace(/[\\%_]/g, (c) => `\\${c}`)}`;
+    const rows = this.db.all<{ host: string; heartbeat_at: string | null; disabled: number; state_reason: string | null; capacity_report: string | null }>(
+      "SELECT host, heartbeat_at, disabled, state_reason, capacity_report FROM services WHERE binary = ? AND host LIKE ? ESCAPE '\\' ORDER BY heartbeat_at DESC",
+      volumeBinary, pattern,
+    );
+    const downAfterMs = this.config.DEFAULT.service_down_time * 1000;
+    const live = rows.filter((r) => r.heartbeat_at !== null && Date.now() - Date.parse(r.heartbeat_at) <= downAfterMs && r.capacity_report);
+    const report = live.find((r) => !r.disabled) ?? live[0];
+    if (!report) {
+      const reason = rows.length === 0
+        ? `no volume host has started backend [${section}] yet (pumice serve --roles volume on a host whose enabled_backends has it)`
+        : `no volume host of backend [${section}] sent a heartbeat in the last ${this.config.DEFAULT.service_down_time} s (${rows.map((r) => r.state_reason ? `${r.host}: ${r.state_reason}` : r.host).join('; ')})`;
+      return { ...this.localPoolState(state), up: false, downReason: reason };
+    }
+    const pool = JSON.parse(report.capacity_report!) as PoolState;
+    return { ...pool, up: true, downReason: null, disabled: live.every((r) => r.disabled === 1) };
+  }
+
+  private localPoolState(state: BackendState): PoolState {
     const provisioned = new Map<string, number>();
     for (const row of this.db.all<{ backend: string; gb: number }>('SELECT backend, SUM(size_gib) AS gb FROM volumes WHERE backend IS NOT NULL GROUP BY backend')) {
       provisioned.set(row.backend, row.gb);
@@ -150,9 +219,9 @@ export class VolumeManager {
     const disabled = new Set(
       this.db.all<{ host: string }>('SELECT host FROM services WHERE binary = ? AND disabled = 1', volumeBinary).map((r) => r.host),
     );
-    return [...this.backends.values()].map((state) => ({
+    return {
       backend: state.config.section,
-      host: `${state.host}#${state.config.volume_backend_name}`,
+      host: `${this.clusterOf(state) ?? state.host}#${state.config.volume_backend_name}`,
       volumeBackendName: state.config.volume_backend_name,
       availabilityZone: state.config.backend_availability_zone!,
       up: state.up,
@@ -174,7 +243,7 @@ export class VolumeManager {
         snapshot_support: hasSnapshots(state.driver),
         clone_support: hasClones(state.driver),
       },
-    }));
+    };
   }
 
   backend(section: string): BackendState {

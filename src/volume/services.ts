@@ -17,6 +17,8 @@ export interface ServiceRow {
   frozen: number;
   heartbeat_at: string | null;
   state_reason: string | null;
+  /** `cluster@backend` of a clustered cinder-volume service (Cinder's cluster_name), else null. */
+  cluster: string | null;
   created_at: string;
   updated_at: string | null;
 }

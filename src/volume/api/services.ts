@@ -37,7 +37,7 @@ export function serviceRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       body['frozen'] = !!row.frozen;
       if (ctx.microversion >= 49) body['backend_state'] = isUp ? 'up' : 'down';
     }
-    if (ctx.microversion >= 7) body['cluster'] = null;
+    if (ctx.microversion >= 7) body['cluster'] = row.cluster ?? null;
     return body;
   };
   return [
