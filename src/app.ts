@@ -15,6 +15,7 @@ import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
 import { createHttpServer } from './http/server.ts';
 import { isDashboardPath, serveDashboard, wantsDashboard } from './dashboard/site.ts';
+import { startTimeseriesSampler, timeseriesApp, timeseriesIntervalMs } from './dashboard/timeseries.ts';
 import { identityApp } from './identity/api/app.ts';
 import { bootstrapIdentity, writeAdminOpenrc } from './identity/bootstrap.ts';
 import { defaultDomainId, IdentityService, renderEndpointUrl } from './identity/identity.ts';
@@ -222,6 +223,9 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   if (roles.has('backup')) await backupManager.start();
   const backups = new BackupService(db, backupTasks, volumes, manager, backupManager);
 
+  const sampleIntervalMs = timeseriesIntervalMs();
+  // The dashboard's plots are sampled by the processes that serve them (every api host writes its own rows).
+  const stopSampler = roles.has('api') ? startTimeseriesSampler(db, config.DEFAULT.host, { pools: () => manager.poolStates() }, sampleIntervalMs, log) : () => undefined;
   const observability = await startObservability({ config, db, tokens: identity, pools: () => manager.poolStates(), nbdConnections: () => nbdServer.connectionCount });
   if (observability.metricsUrl) log(`metrics without a token at ${observability.metricsUrl} ([metrics] listen)`);
   const server = createHttpServer({
@@ -232,6 +236,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       imageApp(images, { validateResponses, log, metadefs }),
       computeApiApp(compute, config, identity, log),
       taskApp(db, { policyOverrides, validateResponses, log }),
+      timeseriesApp(db, { policyOverrides, validateResponses, intervalMs: sampleIntervalMs, log }),
     ],
     tokens: identity,
     requestBodyBytesMax: config.oslo_middleware.max_request_body_size,
@@ -294,6 +299,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await computeRole?.stop();
       clearInterval(purgeTimer);
       stopRetention();
+      stopSampler();
       if (server.listening) {
         await new Promise<void>((r) => {
           server.close(() => r());

@@ -444,4 +444,16 @@ ALTER TABLE services ADD COLUMN cluster TEXT;
 ALTER TABLE services ADD COLUMN capacity_report TEXT;
 `,
   },
+  {
+    // The dashboard's plots (issue 17): samples the API process takes every few seconds, kept a day
+    // (src/dashboard/timeseries.ts). One row per series, host and time.
+    version: 17,
+    sql: `
+CREATE TABLE timeseries_samples (
+  series TEXT NOT NULL, host TEXT NOT NULL, taken_at_ms INTEGER NOT NULL, value REAL NOT NULL,
+  PRIMARY KEY (series, host, taken_at_ms)
+);
+CREATE INDEX timeseries_samples_time ON timeseries_samples(taken_at_ms);
+`,
+  },
 ];

@@ -163,6 +163,19 @@ export function client(session, onExpired) {
     volume: call(session.endpoints.volume, { 'OpenStack-API-Version': volumeMicroversion }),
     image: call(session.endpoints.image && `${session.endpoints.image}/v2`, {}),
     compute: call(session.endpoints.compute, { 'X-OpenStack-Nova-API-Version': '2.79' }),
+    /** Pumice's own admin APIs on this listener (the time series of the plots). */
+    pumice: call('/pumice/v1', {}),
+    /**
+     * The cloud's health checks with their reasons (oslo.middleware's /healthcheck, detailed for an admin token):
+     * what `pumice doctor` finds about the running services, as far as an API shows it. A 503 is an answer here.
+     */
+    async health() {
+      const res = await fetch('/healthcheck', { headers: { Accept: 'application/json', 'X-Auth-Token': session.token }, cache: 'no-store' })
+        .catch((error) => { throw new ApiError(0, `The cloud could not be reached (${error.message}).`); });
+      const text = await res.text();
+      if (res.status !== 200 && res.status !== 503) throw new ApiError(res.status, faultMessage(res.status, text));
+      return { healthy: res.status === 200, ...JSON.parse(text) };
+    },
     /** PUT of an image's data, streamed from the browser's File, with upload progress (fetch has none). */
     uploadImageData(imageId, file, onProgress) {
       return new Promise((resolveUpload, rejectUpload) => {
