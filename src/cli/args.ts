@@ -4,6 +4,7 @@
  * generated from it, our own messages for bad arguments with "did you mean",
  * and the documented exit codes.
  */
+import { editDistance } from '../config/config.ts';
 
 /** Exit codes of every `pumice` command (README "Exit codes"). */
 export const exitCodes = {
@@ -132,20 +133,6 @@ export function didYouMean(given: string, candidates: string[]): string | null {
   if (best === undefined) return null;
   const prefix = best.startsWith(given) && given.replace(/^-+/, '').length >= 2;
   return prefix || bestDistance <= Math.max(2, Math.floor(best.length / 3)) ? `; did you mean '${best}'?` : null;
-}
-
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let previous = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const current = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, previous + (a[i - 1] === b[j - 1] ? 0 : 1));
-      previous = current;
-    }
-  }
-  return row[b.length]!;
 }
 
 /**

@@ -601,7 +601,8 @@ function suggest(name: string, candidates: string[], listAll = true): string {
   return listAll ? `; known options: ${candidates.join(', ')}` : '';
 }
 
-function editDistance(a: string, b: string): number {
+/** Levenshtein distance between `a` and `b` (the "did you mean" of options, commands and values). */
+export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let previous = row[0]!;

@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { errors, PumiceError } from '../errors.ts';
+import { pumiceVersion } from '../config/version.ts';
 import { withoutAbsolutePaths } from '../redact.ts';
 import { toFault, type FaultStyle } from './faults.ts';
 import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
@@ -96,7 +97,9 @@ export function createHttpServer(options: HttpServerOptions): Server {
     const pathname = url.pathname.replace(/\/{2,}/g, '/');
     const app = apps.find((a) => pathname === a.prefix || pathname.startsWith(a.prefix + '/'));
     let status = 500;
-    const headers: Record<string, string> = { 'x-openstack-request-id': requestId };
+    // Pumice's version on every API reply: the services' version documents cannot carry it (tempest
+    // validates them with additionalProperties: false); `/` has it in its body too.
+    const headers: Record<string, string> = { 'x-openstack-request-id': requestId, 'x-pumice-version': pumiceVersion() };
     // Recorded before the answer goes out: a client that reads the events file after its reply finds it there.
     let recorded = false;
     // The declared route (`/volume/v3/:project_id/volumes/:volume_id`): metrics count by it, not by raw path.

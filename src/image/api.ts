@@ -15,17 +15,18 @@ import { queryBool } from '../http/validate.ts';
 import { compileSchema, describeErrors, registerRoutes, route, type AnyRouteSpec } from '../http/declare.ts';
 import {
   containerFormats, diskFormats, glanceTime, limits, memberStatuses, sortKeys, visibilities,
-  type ImageRow, type ImageService, type ListQuery, type MemberRow, type PatchOp,
+  type ImageRow, type ImageService, type ImageTaskRow, type ListQuery, type MemberRow, type PatchOp,
 } from './images.ts';
 import { ownProjectTarget } from './policy.ts';
 import type { MetadefService } from './metadefs.ts';
 import { metadefRoutes } from './metadefs-api.ts';
 import {
   ImageCreateBody, ImageEntity, ImageList, ImageListQuery, ImportBody, ImportInfo, MemberCreateBody, MemberEntity, MemberList,
-  MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreList, TagParams, VersionList,
+  MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreImageParams, StoreList, TagParams, VersionList,
+  ImageTaskList, TaskEntity, TaskList, TaskListQuery, TaskParams,
 } from './schemas.ts';
 
-const imageApiVersions = ['2.16', '2.15', '2.9', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
+const imageApiVersions = ['2.16', '2.15', '2.12', '2.11', '2.10', '2.9', '2.8', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
 const jsonPatchTypes = ['application/openstack-images-v2.1-json-patch', 'application/openstack-images-v2.0-json-patch'];
 
 /** Query parameters with a meaning of their own; any other is a property filter, as in Glance. */
@@ -59,6 +60,33 @@ export function renderImage(image: ImageRow): Record<string, unknown> {
     file: `/v2/images/${image.id}/file`,
     schema: '/v2/schemas/image',
   };
+}
+
+/** A Glance task record; `full` adds input and result (show), `ofImage` the image, request and user (GET /v2/images/{id}/tasks). */
+function renderTask(task: ImageTaskRow, full: boolean, ofImage = false): Record<string, unknown> {
+  return {
+    id: task.id,
+    type: task.type,
+    status: task.status,
+    owner: task.owner,
+    message: task.message,
+    created_at: glanceTime(task.created_at),
+    updated_at: glanceTime(task.updated_at),
+    ...(task.expires_at ? { expires_at: glanceTime(task.expires_at) } : {}),
+    ...(full ? { input: JSON.parse(task.input) as unknown, result: task.result === null ? null : (JSON.parse(task.result) as unknown) } : {}),
+    ...(ofImage ? { image_id: task.image_id, request_id: task.request_id, user_id: task.user_id } : {}),
+    self: `/v2/tasks/${task.id}`,
+    schema: '/v2/schemas/task',
+  };
+}
+
+/** X-Image-Meta-Store: the one store an upload or import goes to (multi-store, Image API 2.8). */
+function storeHeader(ctx: RequestContext): string | null {
+  const value = ctx.headers['x-image-meta-store'];
+  if (value === undefined) return null;
+  const text = (Array.isArray(value) ? value[0]! : value).trim();
+  if (text.length === 0 || text.length > 255) throw errors.badRequest('Invalid X-Image-Meta-Store header: name one enabled store (GET /v2/info/stores).');
+  return text;
 }
 
 function renderMember(member: MemberRow): Record<string, unknown> {
@@ -205,7 +233,13 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
   const router = new Router();
   const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
   /** The image as Glance renders it, with direct_url/locations where this caller may see them. */
-  const render = (ctx: RequestContext, image: ImageRow): Record<string, unknown> => ({ ...renderImage(image), ...service.locationFields(auth(ctx), image) });
+  const render = (ctx: RequestContext, image: ImageRow): Record<string, unknown> => ({ ...renderImage(image), ...storesField(image), ...service.locationFields(auth(ctx), image) });
+  /** Glance's `stores` (comma-separated) when several stores are enabled and the image has data. */
+  const storesField = (image: ImageRow): Record<string, string> => {
+    if (service.stores.length < 2) return {};
+    const stores = service.locationsOf(image.id);
+    return stores.length > 0 ? { stores: stores.join(',') } : {};
+  };
   const versions = (ctx: RequestContext) => ({
     versions: imageApiVersions.map((v, i) => ({
       id: `v${v}`,
@@ -315,7 +349,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
       method: 'PUT', path: '/v2/images/:image_id/file', policy: 'upload_image', options: { rawBody: true }, responses: noBody,
       async handler(ctx) {
         const contentLength = dataContentLength(ctx);
-        await service.upload(auth(ctx), id(ctx), ctx.stream, contentLength);
+        await service.upload(auth(ctx), id(ctx), ctx.stream, contentLength, storeHeader(ctx));
         emitEvent('image.transferred', { image_id: id(ctx), direction: 'upload', bytes: contentLength ?? service.get(auth(ctx), id(ctx)).size ?? 0 });
         return { status: 204 };
       },
@@ -357,12 +391,48 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
     route({
       method: 'POST', path: '/v2/images/:image_id/import', policy: 'upload_image', body: ImportBody, responses: { 202: null },
       handler(ctx) {
-        const unknownStore = (ctx.body.stores ?? []).find((s) => s !== service.store.id);
-        if (unknownStore !== undefined) throw errors.badRequest(`Unknown store '${unknownStore.slice(0, 40)}': available stores: ${service.store.id}.`);
+        const header = storeHeader(ctx);
+        const stores = ctx.body.stores ?? (header !== null ? [header] : undefined);
+        if (ctx.body.all_stores && ctx.body.stores !== undefined && ctx.body.stores.length > 0) throw errors.badRequest('"all_stores": true and "stores" are mutually exclusive: send one of them.');
         // Answers at once, as Glance does: the import runs as a task; clients poll the image's status.
-        service.importImage(auth(ctx), id(ctx), ctx.body.method.name, ctx.body.method.uri);
+        service.importImage(auth(ctx), id(ctx), ctx.body.method.name, {
+          uri: ctx.body.method.uri, stores, allStores: ctx.body.all_stores, allStoresMustSucceed: ctx.body.all_stores_must_succeed, requestId: ctx.requestId,
+        });
         return { status: 202 };
       },
+    }),
+    route({
+      method: 'DELETE', path: '/v2/stores/:store_id/:image_id', policy: 'delete_image_location', params: StoreImageParams, responses: noBody,
+      async handler(ctx) {
+        await service.deleteFromStore(auth(ctx), ctx.params['store_id']!, id(ctx));
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v2/images/:image_id/tasks', policy: 'get_image', responses: { 200: ImageTaskList },
+      handler: (ctx) => ({ status: 200, body: { tasks: service.tasksOfImage(auth(ctx), id(ctx)).map((t) => renderTask(t, true, true)) } }),
+    }),
+
+    // ---- tasks (Glance's tasks API: admins by default) ----
+    route({
+      method: 'GET', path: '/v2/tasks', policy: 'get_tasks', query: TaskListQuery, responses: { 200: TaskList },
+      handler(ctx) {
+        const q = ctx.queryParams;
+        const limit = Math.min(q.limit ?? limits.pageDefault, limits.pageMax);
+        const page = service.listTasks(auth(ctx), { type: q.type, status: q.status, limit, marker: q.marker, sortDir: q.sort_dir === 'asc' ? 'asc' : 'desc' });
+        const body: Record<string, unknown> = { tasks: page.tasks.map((t) => renderTask(t, false)), first: '/v2/tasks', schema: '/v2/schemas/tasks' };
+        if (page.nextMarker) {
+          const next = new URLSearchParams(ctx.query);
+          next.set('marker', page.nextMarker);
+          next.set('limit', String(limit));
+          body['next'] = `/v2/tasks?${next.toString()}`;
+        }
+        return { status: 200, body };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v2/tasks/:task_id', policy: 'get_task', params: TaskParams, responses: { 200: TaskEntity },
+      handler: (ctx) => ({ status: 200, body: renderTask(service.getTask(auth(ctx), ctx.params['task_id']!), true) }),
     }),
 
     // ---- actions, tags ----

@@ -85,14 +85,56 @@ const execFileAsync = promisify(execFile);
 /** The task queue of image imports (run by the api role, where the staged data is). */
 export const imageTaskQueue = 'image';
 const importTaskKind = 'image.import';
+const copyTaskKind = 'image.copy';
 
 interface ImportPayload {
-  /** The id shown in os_glance_import_task. */
+  /** The id shown in os_glance_import_task, and of the Glance task record (image_tasks). */
   taskId: string;
   method: string;
   /** web-download: where the data is fetched from. */
   uri?: string;
+  /** The store the data goes into; absent in tasks queued before multi-store: the default store. */
+  store?: string;
 }
+
+interface CopyPayload {
+  taskId: string;
+  /** The stores to copy into, in order. */
+  stores: string[];
+  /** Any store failing undoes the copies this task made (Glance's all_stores_must_succeed, default true). */
+  allStoresMustSucceed: boolean;
+}
+
+/** What an import request asks for beyond its method (POST /v2/images/{id}/import). */
+export interface ImportOptions {
+  uri?: string;
+  /** The `stores` of the body, else the X-Image-Meta-Store header's one store. */
+  stores?: string[];
+  allStores?: boolean;
+  allStoresMustSucceed?: boolean;
+  /** X-Request-Id of the request, kept in the task record. */
+  requestId?: string | null;
+}
+
+/** Glance's task record (GET /v2/tasks/{id}): one per import. */
+export interface ImageTaskRow {
+  id: string;
+  type: string;
+  status: 'pending' | 'processing' | 'success' | 'failure';
+  owner: string;
+  user_id: string | null;
+  image_id: string | null;
+  input: string;
+  result: string | null;
+  message: string;
+  request_id: string | null;
+  created_at: string;
+  updated_at: string;
+  expires_at: string | null;
+}
+
+/** Glance's task_time_to_live: a finished task is shown for 48 hours. */
+const taskTimeToLiveMs = 48 * 3600 * 1000;
 
 /**
  * Glance's import bookkeeping properties: the running task, the stores still
@@ -241,7 +283,16 @@ export class ImageService {
     this.staging = store instanceof FileStore ? store : this.work;
     options.tasks.register(importTaskKind, (task) => this.runImport(task), (task, reason) => {
       // Interrupted too often, or failed after the handler's own bookkeeping (a no-op then).
-      if (this.recordImportFailure(task.resourceId, 'uploading') !== null) this.log(`images: import of ${task.resourceId} given up: ${reason}`);
+      const payload = task.payload as ImportPayload;
+      if (this.recordImportFailure(task.resourceId, 'uploading', payload.store) !== null) this.log(`images: import of ${task.resourceId} given up: ${reason}`);
+      this.finishTaskRecord(payload.taskId, reason);
+    });
+    options.tasks.register(copyTaskKind, (task) => this.runCopy(task), (task, reason) => {
+      const payload = task.payload as CopyPayload;
+      // Given up (interrupted too often): the image keeps the locations it has; the rest failed.
+      const left = payload.stores.filter((id) => !this.locationsOf(task.resourceId).includes(id));
+      this.setImportProperties(task.resourceId, { task: null, importingTo: '', failed: left.join(',') });
+      this.finishTaskRecord(payload.taskId, reason);
     });
   }
 
@@ -260,6 +311,30 @@ export class ImageService {
     return this.stores.find((s) => s.id === image.store) ?? this.store;
   }
 
+  /** The enabled store `storeId` (X-Image-Meta-Store, an import's `stores`), the default store for null; else a 400 naming the enabled ones. */
+  storeNamed(storeId: string | null | undefined): ImageStore {
+    if (storeId === null || storeId === undefined) return this.store;
+    const store = this.stores.find((s) => s.id === storeId);
+    if (!store) throw errors.badRequest(`Unknown store '${storeId.slice(0, 40)}': the enabled stores are ${this.stores.map((s) => s.id).join(', ')} (GET /v2/info/stores).`);
+    return store;
+  }
+
+  /** The stores holding an image's data (Glance's `stores` property), in the order they got it. */
+  locationsOf(imageId: string): string[] {
+    return this.db.all<{ store: string }>('SELECT store FROM image_locations WHERE image_id = ? ORDER BY created_at, store', imageId).map((r) => r.store);
+  }
+
+  /** Every enabled store holding the image's data: its locations, and its `store` column (rows from before locations). */
+  private dataStoresOf(image: ImageRow): ImageStore[] {
+    const ids = new Set(this.locationsOf(image.id));
+    if (image.store) ids.add(image.store);
+    return this.stores.filter((s) => ids.has(s.id));
+  }
+
+  private addLocation(imageId: string, storeId: string): void {
+    this.db.run('INSERT OR IGNORE INTO image_locations (image_id, store, created_at) VALUES (?, ?, ?)', imageId, storeId, new Date().toISOString());
+  }
+
   /**
    * `direct_url` and `locations` as Glance shows them: only when configured
    * (show_image_direct_url, show_multiple_locations) and only to admins and the owner.
@@ -272,7 +347,14 @@ export class ImageService {
     const url = this.storeLocation(image);
     const fields: Record<string, unknown> = {};
     if (showDirectUrl && url) fields['direct_url'] = url;
-    if (showMultipleLocations) fields['locations'] = url ? [{ url, metadata: {} }] : [];
+    if (showMultipleLocations) {
+      // One entry per store that has a URL for its data (the file store has none); `stores` names them all.
+      const active = image.status === 'active' || image.status === 'deactivated';
+      fields['locations'] = !active ? [] : this.dataStoresOf(image).flatMap((store) => {
+        const location = store.location?.(image.id) ?? null;
+        return location ? [{ url: location, metadata: {} }] : [];
+      });
+    }
     return fields;
   }
 
@@ -515,15 +597,42 @@ export class ImageService {
   async delete(auth: AuthContext, imageId: string): Promise<void> {
     const image = this.getFor(auth, imageId, 'delete_image');
     if (image.protected) throw forbidden(`Image ${imageId} is protected and cannot be deleted: unset it first (openstack image set --unprotected).`);
-    const store = this.storeOf(image);
+    const dataStores = image.store ? this.dataStoresOf(image) : [];
     // A store may refuse first (rbd: the snapshot still has clones → 409 'image in use').
-    if (image.store && store.assertDeletable) await store.assertDeletable(imageId);
+    for (const store of dataStores) await store.assertDeletable?.(imageId);
     const removed = this.db.run('DELETE FROM images WHERE id = ? AND status = ?', imageId, image.status);
     if (removed.changes === 0) throw conflict(`Image ${imageId} changed while it was being deleted; retry.`);
     // The row is gone first: a download that races finds no image rather than a missing file.
-    if (image.store) await store.delete(imageId);
-    else await store.delete(imageId).catch((error: Error) => this.log(`images: removing leftover data of ${imageId} failed: ${error.message}`));
+    for (const store of dataStores) await store.delete(imageId);
+    if (!image.store) await this.store.delete(imageId).catch((error: Error) => this.log(`images: removing leftover data of ${imageId} failed: ${error.message}`));
     await this.staging.discardStaged(imageId);
+  }
+
+  /**
+   * DELETE /v2/stores/{store_id}/{image_id} (Image API 2.10): removes the
+   * image's data from one store, keeping it in the others; downloads then
+   * read another store. The only store holding the data cannot be emptied
+   * (403: delete the image instead), and not while an import or copy runs (409).
+   */
+  async deleteFromStore(auth: AuthContext, storeId: string, imageId: string): Promise<void> {
+    const image = this.getFor(auth, imageId, 'delete_image_location');
+    const store = this.stores.find((s) => s.id === storeId);
+    if (!store) throw errors.notFound('Store', `'${storeId.slice(0, 40)}' (enabled: ${this.stores.map((s) => s.id).join(', ')})`);
+    if (image.status !== 'active') throw conflict(`Image ${imageId} is '${image.status}': data can be removed from a store only while the image is active.`);
+    const properties = JSON.parse(image.properties) as Record<string, string>;
+    if (properties[importProperties.task]) throw conflict(`Image ${imageId} has an import or copy running (task ${properties[importProperties.task]}); retry when it has finished.`);
+    const holders = this.dataStoresOf(image);
+    if (!holders.includes(store)) throw errors.notFound('Image data', `of image ${imageId} in store '${storeId}' (it is in: ${holders.map((s) => s.id).join(', ') || 'no store'})`);
+    if (holders.length === 1) throw forbidden(`Cannot delete image data from the only store containing it (${storeId}): delete the image instead.`);
+    await store.assertDeletable?.(imageId);
+    const remaining = holders.filter((s) => s !== store);
+    this.db.transaction(() => {
+      this.db.run('DELETE FROM image_locations WHERE image_id = ? AND store = ?', imageId, storeId);
+      // Downloads read images.store: it moves to a store that still has the data.
+      if (image.store === storeId || !image.store) this.db.run('UPDATE images SET store = ?, updated_at = ? WHERE id = ?', remaining[0]!.id, new Date().toISOString(), imageId);
+      else this.db.run('UPDATE images SET updated_at = ? WHERE id = ?', new Date().toISOString(), imageId);
+    });
+    await store.delete(imageId);
   }
 
   addTag(auth: AuthContext, imageId: string, tag: string): void {
@@ -656,10 +765,11 @@ export class ImageService {
    * wrong format, aborted body) leaves the image `queued` with no data; a
    * store failure leaves it `killed`.
    */
-  async upload(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+  async upload(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null, storeId: string | null = null): Promise<void> {
+    const target = this.storeNamed(storeId);
     this.writing.add(imageId);
     try {
-      await this.uploadData(auth, imageId, source, contentLength);
+      await this.uploadData(auth, imageId, source, contentLength, target);
     } catch (error) {
       throw this.withoutPaths(error);
     } finally {
@@ -678,37 +788,37 @@ export class ImageService {
     return message === error.message ? error : new PumiceError(error.code, message, error.headers);
   }
 
-  private async uploadData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null): Promise<void> {
+  private async uploadData(auth: AuthContext, imageId: string, source: Readable, contentLength: number | null, target: ImageStore): Promise<void> {
     const image = this.getFor(auth, imageId, 'upload_image');
     if (image.status !== 'queued') throw conflict(`Image status transition from '${image.status}' to 'saving' is not allowed: data can only be uploaded to a queued image.`);
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to saving data: set them with openstack image set --disk-format … --container-format ….');
     }
-    if (this.mustConvert(image.disk_format)) {
+    if (this.mustConvert(image.disk_format, target)) {
       // qemu-img needs a seekable file: the body is spooled locally, converted, then written to the store.
       const spooled = await this.receive(imageId, source, contentLength, 'saving', { write: (id, body, o) => this.work.write(id, body, { ...o, hash: false }) }, 'local work directory');
       let stored: StoredUpload;
       try {
-        stored = await this.storeFile(imageId, spooled.tempPath, image.disk_format, spooled.sizeBytes);
+        stored = await this.storeFile(imageId, spooled.tempPath, image.disk_format, spooled.sizeBytes, target);
       } catch (error) {
-        throw this.refuseStored(imageId, 'saving', error);
+        throw this.refuseStored(imageId, 'saving', error, target);
       } finally {
         await this.work.discard(spooled);
       }
-      await this.publish(imageId, 'saving', stored);
+      await this.publish(imageId, 'saving', stored, target);
       return;
     }
     // Raw (and formats kept as they are) streams straight into the store.
-    const pending = await this.receive(imageId, source, contentLength, 'saving', this.store, `store '${this.store.id}'`);
+    const pending = await this.receive(imageId, source, contentLength, 'saving', target, `store '${target.id}'`);
     let virtualSize: number;
     try {
       virtualSize = await this.checkFormat(pending.tempPath, image.disk_format, pending.sizeBytes);
     } catch (error) {
-      await this.store.discard(pending);
+      await target.discard(pending);
       this.revertUpload(imageId, 'saving', 'queued');
       throw error;
     }
-    await this.publish(imageId, 'saving', { pending, virtualSize, convertedFrom: null });
+    await this.publish(imageId, 'saving', { pending, virtualSize, convertedFrom: null }, target);
   }
 
   /**
@@ -717,12 +827,12 @@ export class ImageService {
    * (booting from RBD needs raw) and how (convert it, or turn conversion on),
    * before any byte is read.
    */
-  private mustConvert(diskFormat: string): boolean {
-    if (!this.store.rawOnly || !convertedFormats.has(diskFormat)) return false;
+  private mustConvert(diskFormat: string, target: ImageStore = this.store): boolean {
+    if (!target.rawOnly || !convertedFormats.has(diskFormat)) return false;
     if (this.options.convertToRaw !== false) return true;
     const qemuFormat = qemuFormatOf[diskFormat] ?? diskFormat;
     throw errors.badRequest(
-      `Image store '${this.store.id}' keeps only raw images, because instances boot from clones of them and a ${diskFormat} image would not boot; ` +
+      `Image store '${target.id}' keeps only raw images, because instances boot from clones of them and a ${diskFormat} image would not boot; ` +
       `image conversion is off ([image_import_opts] image_import_plugins does not list image_conversion). ` +
       `Convert it first (qemu-img convert -f ${qemuFormat} -O raw IN OUT) and upload it with --disk-format raw, or ask the operator to enable image_conversion. The image stays queued without data.`,
     );
@@ -733,10 +843,10 @@ export class ImageService {
    * the store needs raw, and writes it into the store (not yet published).
    * Store failures come out as StoreWriteError; refusals as PumiceError.
    */
-  private async storeFile(imageId: string, path: string, diskFormat: string, sizeBytes: number): Promise<StoredUpload> {
+  private async storeFile(imageId: string, path: string, diskFormat: string, sizeBytes: number, target: ImageStore): Promise<StoredUpload> {
     const virtualSize = await this.checkFormat(path, diskFormat, sizeBytes);
-    if (!this.mustConvert(diskFormat)) {
-      return { pending: await this.writeFromFile(imageId, path, sizeBytes), virtualSize, convertedFrom: null };
+    if (!this.mustConvert(diskFormat, target)) {
+      return { pending: await this.writeFromFile(imageId, path, sizeBytes, target), virtualSize, convertedFrom: null };
     }
     const rawPath = join(this.work.directory, `${imageId}.${randomBytes(6).toString('hex')}.raw.tmp`);
     try {
@@ -744,15 +854,15 @@ export class ImageService {
       const rawBytes = (await stat(rawPath)).size;
       if (rawBytes > limits.imageBytesMax) throw errors.bodyTooLarge(limits.imageBytesMax);
       this.log(`images: converted ${imageId} from ${diskFormat} (${sizeBytes} bytes) to raw (${rawBytes} bytes)`);
-      return { pending: await this.writeFromFile(imageId, rawPath, rawBytes), virtualSize: rawBytes, convertedFrom: diskFormat };
+      return { pending: await this.writeFromFile(imageId, rawPath, rawBytes, target), virtualSize: rawBytes, convertedFrom: diskFormat };
     } finally {
       await rm(rawPath, { force: true });
     }
   }
 
-  private async writeFromFile(imageId: string, path: string, sizeBytes: number): Promise<PendingWrite> {
+  private async writeFromFile(imageId: string, path: string, sizeBytes: number, target: ImageStore): Promise<PendingWrite> {
     try {
-      return await this.store.write(imageId, createReadStream(path, { highWaterMark: 4 << 20 }), { expectedBytes: sizeBytes, sizeBytesMax: limits.imageBytesMax });
+      return await target.write(imageId, createReadStream(path, { highWaterMark: 4 << 20 }), { expectedBytes: sizeBytes, sizeBytesMax: limits.imageBytesMax });
     } catch (error) {
       if (error instanceof PumiceError || error instanceof StoreWriteError) throw error;
       throw new StoreWriteError(error as Error);
@@ -760,11 +870,11 @@ export class ImageService {
   }
 
   /** After storeFile failed: the image back to `queued` (refused data) or `killed` (the store failed); returns the error to throw. */
-  private refuseStored(imageId: string, from: 'saving' | 'importing', error: unknown): unknown {
+  private refuseStored(imageId: string, from: 'saving' | 'importing', error: unknown, target: ImageStore): unknown {
     if (error instanceof StoreWriteError) {
       this.log(`images: store write of ${imageId} failed: ${error.message}`);
       this.revertUpload(imageId, from, from === 'saving' ? 'killed' : 'uploading');
-      return errors.backendUnavailable(`Image store '${this.store.id}' failed to write image ${imageId}: ${error.message}. ${from === 'saving' ? "The image is 'killed'; delete it and upload again." : 'The staged data is kept; import it again.'}`);
+      return errors.backendUnavailable(`Image store '${target.id}' failed to write image ${imageId}: ${error.message}. ${from === 'saving' ? "The image is 'killed'; delete it and upload again." : 'The staged data is kept; import it again.'}`);
     }
     this.revertUpload(imageId, from, 'queued');
     return error;
@@ -775,13 +885,13 @@ export class ImageService {
    * the stored bytes' size and checksums; a converted image becomes
    * disk_format raw, container_format bare, with its original format as a property.
    */
-  private async publish(imageId: string, from: 'saving' | 'importing', stored: StoredUpload, importDone?: typeof importDoneProperties): Promise<void> {
+  private async publish(imageId: string, from: 'saving' | 'importing', stored: StoredUpload, target: ImageStore, importDone?: typeof importDoneProperties): Promise<void> {
     const { pending } = stored;
     try {
-      await this.store.commit(imageId, pending);
+      await target.commit(imageId, pending);
       const set: Record<string, string | number | null> = {
         size: pending.sizeBytes, virtual_size: stored.virtualSize, checksum: pending.md5Hex,
-        os_hash_algo: 'sha512', os_hash_value: pending.sha512Hex, store: this.store.id,
+        os_hash_algo: 'sha512', os_hash_value: pending.sha512Hex, store: target.id,
       };
       if (stored.convertedFrom !== null) {
         const row = this.db.get<{ properties: string }>('SELECT properties FROM images WHERE id = ?', imageId);
@@ -791,12 +901,13 @@ export class ImageService {
       }
       this.db.transaction(() => {
         this.transition(imageId, from, 'active', set);
+        this.addLocation(imageId, target.id);
         if (importDone) this.setImportProperties(imageId, importDone);
       });
     } catch (error) {
-      await this.store.discard(pending);
+      await target.discard(pending);
       // Deleted meanwhile: the row is gone, so the data must go too.
-      if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await this.store.delete(imageId);
+      if (!this.db.get('SELECT 1 FROM images WHERE id = ?', imageId)) await target.delete(imageId);
       else this.revertUpload(imageId, from, from === 'saving' ? 'killed' : 'uploading');
       throw error;
     }
@@ -852,8 +963,10 @@ export class ImageService {
    * redirect) into the staging area, then goes on as glance-direct. A
    * download that fails leaves the image `queued`.
    */
-  importImage(auth: AuthContext, imageId: string, method: string, uri?: string): string {
+  importImage(auth: AuthContext, imageId: string, method: string, options: ImportOptions = {}): string {
+    if (method === 'copy-image') return this.copyImage(auth, imageId, options);
     const image = this.getFor(auth, imageId, 'upload_image');
+    const uri = options.uri;
     if (method === 'web-download') {
       checkImportUri(uri, this.options.importFilter ?? null);
       if (image.status !== 'queued') throw conflict(`Image ${imageId} is '${image.status}': web-download imports into a queued image (one without data); create a new image for it.`);
@@ -862,18 +975,79 @@ export class ImageService {
     } else {
       throw errors.badRequest(`Import method '${method.slice(0, 40)}' is not available; available: ${this.importMethods.join(', ')}.`);
     }
+    const targets = options.allStores ? this.stores : (options.stores ?? []).map((id) => this.storeNamed(id));
+    // One store per import keeps a failed import's outcome simple (the image back to uploading or queued).
+    if (targets.length > 1) {
+      throw errors.badRequest(`${method} imports into one store at a time here: import into '${targets[0]!.id}', then copy the image to the others with the copy-image method (openstack image import --method copy-image --store STORE).`);
+    }
+    const target = targets[0] ?? this.store;
     if (!image.disk_format || !image.container_format) {
       throw errors.badRequest('Properties disk_format, container_format must be set prior to importing data.');
     }
-    this.mustConvert(image.disk_format);
+    this.mustConvert(image.disk_format, target);
     const taskId = randomUUID();
     this.db.transaction(() => {
       this.transition(imageId, image.status, 'importing');
-      this.setImportProperties(imageId, { task: taskId, importingTo: this.store.id, failed: '' });
-      const payload: ImportPayload = method === 'web-download' ? { taskId, method, uri: uri! } : { taskId, method };
+      this.setImportProperties(imageId, { task: taskId, importingTo: target.id, failed: '' });
+      const payload: ImportPayload = method === 'web-download' ? { taskId, method, uri: uri!, store: target.id } : { taskId, method, store: target.id };
+      this.recordTask(auth, taskId, imageId, method, [target.id], options.requestId ?? null);
       this.options.tasks.enqueue(importTaskKind, imageId, imageTaskQueue, payload);
     });
     return taskId;
+  }
+
+  /**
+   * copy-image (Glance's import method, policy `copy_image`: admins by
+   * default): copies an active image's data from the store downloads read
+   * into more stores, as a task; the image stays active meanwhile, its
+   * `os_glance_importing_to_stores` listing the stores still to do. The
+   * bytes written are checked against the image's checksums before a store
+   * becomes a location. A store that fails is recorded in
+   * `os_glance_failed_import` and in the task's message; with
+   * `all_stores_must_succeed` (the default) the copies this task made are
+   * removed again. Returns the task's id.
+   */
+  private copyImage(auth: AuthContext, imageId: string, options: ImportOptions): string {
+    const image = this.getFor(auth, imageId, 'copy_image');
+    if (image.status !== 'active') throw conflict(`Image ${imageId} is '${image.status}': copy-image copies the data of an active image.`);
+    const properties = JSON.parse(image.properties) as Record<string, string>;
+    if (properties[importProperties.task]) throw conflict(`Image ${imageId} has an import or copy running (task ${properties[importProperties.task]}); retry when it has finished.`);
+    const holders = new Set(this.dataStoresOf(image).map((s) => s.id));
+    let targets: ImageStore[];
+    if (options.allStores) {
+      if ((options.stores ?? []).length > 0) throw errors.badRequest('copy-image takes either "stores" or "all_stores": true, not both.');
+      targets = this.stores.filter((s) => !holders.has(s.id));
+      if (targets.length === 0) throw conflict(`Image ${imageId} is already in every enabled store (${[...holders].join(', ')}).`);
+    } else {
+      if ((options.stores ?? []).length === 0) throw errors.badRequest(`copy-image needs the stores to copy into: "stores": ["STORE", ...] or "all_stores": true (enabled: ${this.stores.map((s) => s.id).join(', ')}).`);
+      targets = [...new Set(options.stores)].map((id) => this.storeNamed(id));
+      const present = targets.filter((s) => holders.has(s.id));
+      if (present.length > 0) throw conflict(`Image ${imageId} is already in store${present.length > 1 ? 's' : ''} ${present.map((s) => `'${s.id}'`).join(', ')}: name only stores that do not have it.`);
+    }
+    for (const target of targets) {
+      if (target.rawOnly && image.disk_format !== 'raw') {
+        throw errors.badRequest(`Image store '${target.id}' keeps only raw images (instances boot from clones of them) and image ${imageId} is ${image.disk_format}: convert it and upload it as raw, or copy it to another store.`);
+      }
+    }
+    const taskId = randomUUID();
+    this.db.transaction(() => {
+      // Checked again inside the write transaction (one writer at a time): a copy started meanwhile wins, this one gets a 409.
+      const current = this.db.get<{ status: string; properties: string }>('SELECT status, properties FROM images WHERE id = ?', imageId);
+      if (!current || current.status !== 'active' || (JSON.parse(current.properties) as Record<string, string>)[importProperties.task]) {
+        throw conflict(`Image ${imageId} changed meanwhile (another copy or a status change); retry.`);
+      }
+      this.setImportProperties(imageId, { task: taskId, importingTo: targets.map((s) => s.id).join(','), failed: '' });
+      this.recordTask(auth, taskId, imageId, 'copy-image', targets.map((s) => s.id), options.requestId ?? null);
+      const payload: CopyPayload = { taskId, stores: targets.map((s) => s.id), allStoresMustSucceed: options.allStoresMustSucceed ?? true };
+      this.options.tasks.enqueue(copyTaskKind, imageId, imageTaskQueue, payload);
+    });
+    return taskId;
+  }
+
+  /** A task given up by the engine: its record fails with the reason, unless the handler already finished it. */
+  private finishTaskRecord(taskId: string, reason: string): void {
+    const row = this.db.get<{ status: string }>('SELECT status FROM image_tasks WHERE id = ?', taskId);
+    if (row && (row.status === 'pending' || row.status === 'processing')) this.setTaskStatus(taskId, 'failure', reason);
   }
 
   /** Starts the runner of import tasks; call after `recover()`, so an import a crash interrupted runs again on its staged data. */
@@ -884,10 +1058,13 @@ export class ImageService {
   /** The import task: idempotent (an image no longer `importing` was finished, failed or deleted meanwhile). */
   private async runImport(task: Task): Promise<void> {
     const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', task.resourceId);
+    const payload = task.payload as ImportPayload;
     if (!image || image.status !== 'importing') return;
+    const target = this.stores.find((s) => s.id === (payload.store ?? this.store.id));
     this.writing.add(image.id);
     try {
-      const payload = task.payload as ImportPayload;
+      this.setTaskStatus(payload.taskId, 'processing');
+      if (!target) throw new FatalError(`store '${payload.store}' is no longer enabled ([glance_store] stores)`);
       if (payload.method === 'web-download' && (await this.needsDownload(image.id))) {
         task.progress(`downloading from ${new URL(payload.uri!).host}`);
         await this.download(image.id, payload.uri!, task);
@@ -895,22 +1072,186 @@ export class ImageService {
       // Read again: the download recorded the size and checksums.
       const current = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', task.resourceId);
       if (!current || current.status !== 'importing') return;
-      task.progress(`importing into store '${this.store.id}'`);
-      await this.importData(current, task);
+      task.progress(`importing into store '${target.id}'`);
+      await this.importData(current, task, target);
+      this.setTaskStatus(payload.taskId, 'success', '', { image_id: image.id });
     } catch (error) {
       if (error instanceof TaskFencedError) throw error;
+      const storeId = target?.id ?? payload.store ?? this.store.id;
       // The store failed: the staged data is kept for another import. Anything else refused the data.
       const keepStaged = error instanceof StoreWriteError || (error instanceof PumiceError && error.code === 'BackendUnavailable');
       if (!keepStaged) await this.staging.discardStaged(image.id);
-      const reason = error instanceof StoreWriteError ? `image store '${this.store.id}' failed to write: ${error.message}` : errorMessage(error);
-      const left = this.recordImportFailure(image.id, keepStaged ? 'uploading' : 'queued');
+      const reason = error instanceof StoreWriteError ? `image store '${storeId}' failed to write: ${error.message}` : errorMessage(error);
+      const left = this.recordImportFailure(image.id, keepStaged ? 'uploading' : 'queued', storeId);
       if (left !== null) {
-        this.log(`images: import of ${image.id} into store '${this.store.id}' failed; the image is '${left}'${keepStaged ? ' (its staged data is kept: import it again)' : ''}: ${reason}`);
+        this.log(`images: import of ${image.id} into store '${storeId}' failed; the image is '${left}'${keepStaged ? ' (its staged data is kept: import it again)' : ''}: ${reason}`);
       }
+      this.setTaskStatus(payload.taskId, 'failure', reason);
       throw new FatalError(reason, { cause: error });
     } finally {
       this.writing.delete(image.id);
     }
+  }
+
+  /**
+   * The copy-image task: copies into each store not yet holding the data;
+   * idempotent (a store that already became a location is skipped, so a
+   * re-run after a crash goes on where it stopped).
+   */
+  private async runCopy(task: Task): Promise<void> {
+    const payload = task.payload as CopyPayload;
+    const imageId = task.resourceId;
+    this.setTaskStatus(payload.taskId, 'processing');
+    const copied: ImageStore[] = [];
+    const failed: string[] = [];
+    const reasons: string[] = [];
+    this.writing.add(imageId);
+    try {
+      for (const storeId of payload.stores) {
+        const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', imageId);
+        if (!image || image.status !== 'active') {
+          reasons.push(`the image became '${image?.status ?? 'deleted'}' during the copy`);
+          failed.push(...payload.stores.filter((id) => !copied.some((s) => s.id === id) && !failed.includes(id)));
+          break;
+        }
+        if (this.locationsOf(imageId).includes(storeId)) continue;
+        const target = this.stores.find((s) => s.id === storeId);
+        try {
+          if (!target) throw new Error(`store '${storeId}' is no longer enabled`);
+          task.progress(`copying into store '${storeId}'`);
+          await this.copyData(image, target);
+          task.checkpoint('image.copy.stored');
+          const added = this.db.transaction(() => {
+            if (!this.db.get("SELECT 1 FROM images WHERE id = ? AND status = 'active'", imageId)) return false;
+            this.addLocation(imageId, storeId);
+            this.setImportProperties(imageId, { importingTo: payload.stores.filter((id) => !this.locationsOf(imageId).includes(id) && !failed.includes(id) && id !== storeId).join(',') });
+            return true;
+          });
+          if (!added) {
+            await target.delete(imageId);
+            throw new Error('the image was deleted or deactivated during the copy');
+          }
+          copied.push(target);
+        } catch (error) {
+          if (error instanceof TaskFencedError) throw error;
+          failed.push(storeId);
+          reasons.push(`store '${storeId}': ${errorMessage(error)}`);
+          this.log(`images: copy of ${imageId} into store '${storeId}' failed: ${errorMessage(error)}`);
+          if (payload.allStoresMustSucceed) break;
+        }
+      }
+      const failedAll = failed.length > 0 && payload.allStoresMustSucceed;
+      if (failedAll) {
+        // all_stores_must_succeed: the copies this run made go again, so the image is as it was.
+        for (const store of copied) {
+          this.db.run('DELETE FROM image_locations WHERE image_id = ? AND store = ?', imageId, store.id);
+          await store.delete(imageId).catch((error: Error) => this.log(`images: removing the copy of ${imageId} from store '${store.id}' failed: ${error.message}`));
+        }
+        failed.push(...payload.stores.filter((id) => !failed.includes(id) && !copied.some((s) => s.id === id) && !this.locationsOf(imageId).includes(id)));
+      }
+      this.setImportProperties(imageId, { task: null, importingTo: '', failed: failed.join(',') });
+      if (failed.length === 0) {
+        this.setTaskStatus(payload.taskId, 'success', '', { image_id: imageId });
+        return;
+      }
+      const message = `copy-image of image ${imageId} failed for ${failed.join(', ')}: ${reasons.join('; ')}. The image stays active in ${this.locationsOf(imageId).join(', ') || 'no store'}${failedAll && copied.length > 0 ? ` (the copies made into ${copied.map((s) => s.id).join(', ')} were removed: all_stores_must_succeed)` : ''}.`;
+      this.setTaskStatus(payload.taskId, 'failure', message);
+      throw new FatalError(message);
+    } finally {
+      this.writing.delete(imageId);
+    }
+  }
+
+  /**
+   * Streams the image's data from the store downloads read into `target`
+   * and commits it only when the bytes written have the image's size, md5
+   * and sha512: a damaged source never becomes a second location.
+   */
+  private async copyData(image: ImageRow, target: ImageStore): Promise<void> {
+    const source = this.storeOf(image);
+    const sizeBytes = image.size ?? 0;
+    const stored = await source.sizeOf(image.id);
+    if (stored !== sizeBytes) throw new Error(`the data in store '${source.id}' is ${stored ?? 'missing'}${stored === null ? '' : ' bytes'}, the image records ${sizeBytes} bytes`);
+    let pending: PendingWrite;
+    try {
+      pending = await target.write(image.id, source.read(image.id), { expectedBytes: sizeBytes, sizeBytesMax: limits.imageBytesMax });
+    } catch (error) {
+      throw new Error(`writing into store '${target.id}' failed: ${errorMessage(error)}`, { cause: error });
+    }
+    if (pending.md5Hex !== image.checksum || (image.os_hash_value !== null && pending.sha512Hex !== image.os_hash_value)) {
+      await target.discard(pending);
+      throw new Error(`the data read from store '${source.id}' does not match the image's checksums (md5 ${pending.md5Hex}, recorded ${image.checksum}): the source copy is damaged; nothing was kept in '${target.id}'`);
+    }
+    try {
+      await target.commit(image.id, pending);
+    } catch (error) {
+      await target.discard(pending);
+      throw error;
+    }
+  }
+
+  // ---- Glance task records (/v2/tasks) ----
+
+  private recordTask(auth: AuthContext, taskId: string, imageId: string, method: string, stores: string[], requestId: string | null): void {
+    const now = new Date().toISOString();
+    const input = { image_id: imageId, import_req: { method: { name: method }, stores }, backend: stores };
+    this.db.run(
+      `INSERT INTO image_tasks (id, type, status, owner, user_id, image_id, input, result, message, request_id, created_at, updated_at, expires_at)
+       VALUES (?, 'api_image_import', 'pending', ?, ?, ?, ?, NULL, '', ?, ?, ?, NULL)`,
+      taskId, auth.projectId ?? '', auth.userId ?? null, imageId, JSON.stringify(input), requestId, now, now,
+    );
+  }
+
+  /** Moves a task record on; a finished one expires after Glance's task_time_to_live. */
+  private setTaskStatus(taskId: string, status: ImageTaskRow['status'], message = '', result: Record<string, unknown> | null = null): void {
+    const now = new Date();
+    const finished = status === 'success' || status === 'failure';
+    this.db.run(
+      'UPDATE image_tasks SET status = ?, message = ?, result = ?, updated_at = ?, expires_at = ? WHERE id = ?',
+      status, message.slice(0, 2000), result ? JSON.stringify(result) : null, now.toISOString(), finished ? new Date(now.getTime() + taskTimeToLiveMs).toISOString() : null, taskId,
+    );
+  }
+
+  /** Policy get_tasks (admins by default, as Glance's tasks API): task records, newest first, with Glance's type and status filters. */
+  listTasks(auth: AuthContext, filters: { type?: string; status?: string; limit: number; marker?: string; sortDir: 'asc' | 'desc' }): { tasks: ImageTaskRow[]; nextMarker: string | null } {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (!this.isAdmin(auth)) {
+      where.push('owner = ?');
+      params.push(auth.projectId ?? '');
+    }
+    if (filters.type !== undefined) {
+      where.push('type = ?');
+      params.push(filters.type);
+    }
+    if (filters.status !== undefined) {
+      where.push('status = ?');
+      params.push(filters.status);
+    }
+    if (filters.marker !== undefined) {
+      const marker = this.db.get<ImageTaskRow>('SELECT * FROM image_tasks WHERE id = ?', filters.marker);
+      if (!marker) throw errors.badRequest(`Invalid marker: task ${filters.marker.slice(0, 40)} could not be found.`);
+      where.push(`(created_at, id) ${filters.sortDir === 'asc' ? '>' : '<'} (?, ?)`);
+      params.push(marker.created_at, marker.id);
+    }
+    const tasks = this.db.all<ImageTaskRow>(
+      `SELECT * FROM image_tasks ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY created_at ${filters.sortDir}, id ${filters.sortDir} LIMIT ?`,
+      ...params, filters.limit,
+    );
+    return { tasks, nextMarker: tasks.length === filters.limit && tasks.length > 0 ? tasks[tasks.length - 1]!.id : null };
+  }
+
+  /** Policy get_task; a task of another project is a 404 for non-admins. */
+  getTask(auth: AuthContext, taskId: string): ImageTaskRow {
+    const task = this.db.get<ImageTaskRow>('SELECT * FROM image_tasks WHERE id = ?', taskId);
+    if (!task || (!this.isAdmin(auth) && task.owner !== auth.projectId)) throw errors.notFound('Task', taskId);
+    return task;
+  }
+
+  /** GET /v2/images/{id}/tasks (2.12): the import tasks of an image the caller may see, newest first. */
+  tasksOfImage(auth: AuthContext, imageId: string): ImageTaskRow[] {
+    this.get(auth, imageId);
+    return this.db.all<ImageTaskRow>('SELECT * FROM image_tasks WHERE image_id = ? ORDER BY created_at DESC, id DESC LIMIT 100', imageId);
   }
 
   /** A web-download import that a crash interrupted before its data was staged (or, on the file store, published) downloads again. */
@@ -947,16 +1288,16 @@ export class ImageService {
     );
   }
 
-  private async importData(image: ImageRow, task: Task): Promise<void> {
+  private async importData(image: ImageRow, task: Task, target: ImageStore): Promise<void> {
     const imageId = image.id;
     const diskFormat = image.disk_format!;
-    this.mustConvert(diskFormat);
+    this.mustConvert(diskFormat, target);
     const stagedPath = this.staging.stagedPath(imageId);
-    if (this.staging !== this.store) {
-      // Another store (rbd): the staged file is checked, converted when needed and written into it.
-      const stored = await this.storeFile(imageId, stagedPath, diskFormat, image.size ?? 0);
+    if (this.staging !== target) {
+      // Another store (rbd, or the file store when staging is elsewhere): the staged file is checked, converted when needed and written into it.
+      const stored = await this.storeFile(imageId, stagedPath, diskFormat, image.size ?? 0, target);
       task.checkpoint('image.import.stored');
-      await this.publish(imageId, 'importing', stored, importDoneProperties);
+      await this.publish(imageId, 'importing', stored, target, importDoneProperties);
       task.checkpoint('image.import.published');
       await this.staging.discardStaged(imageId);
       return;
@@ -972,6 +1313,7 @@ export class ImageService {
     try {
       this.db.transaction(() => {
         this.transition(imageId, 'importing', 'active', { virtual_size: virtualSize, store: this.store.id });
+        this.addLocation(imageId, this.store.id);
         this.setImportProperties(imageId, importDoneProperties);
       });
     } catch (error) {
@@ -986,7 +1328,7 @@ export class ImageService {
    * `os_glance_importing_to_stores` to `os_glance_failed_import`, as Glance
    * records it. Returns the status left, or null when the image is gone.
    */
-  private recordImportFailure(imageId: string, to: 'uploading' | 'queued'): ImageStatus | null {
+  private recordImportFailure(imageId: string, to: 'uploading' | 'queued', storeId: string = this.store.id): ImageStatus | null {
     return this.db.transaction(() => {
       if (to === 'queued') {
         this.states.transition(imageId, ['importing', 'uploading'], 'queued', noData);
@@ -995,7 +1337,7 @@ export class ImageService {
       }
       const row = this.db.get<{ status: ImageStatus }>('SELECT status FROM images WHERE id = ?', imageId);
       if (!row) return null;
-      this.setImportProperties(imageId, { task: null, importingTo: '', failed: this.store.id });
+      this.setImportProperties(imageId, { task: null, importingTo: '', failed: storeId });
       return row.status;
     });
   }

@@ -47,6 +47,11 @@ export const imagePolicyDefaults: Record<string, string> = {
   deactivate: adminOrProjectMember,
   reactivate: adminOrProjectMember,
   copy_image: 'role:admin',
+  // Glance's tasks API is for operators (tasks_api_access); an image's own tasks go by get_image.
+  tasks_api_access: 'role:admin',
+  get_task: 'rule:tasks_api_access',
+  get_tasks: 'rule:tasks_api_access',
+  add_task: 'rule:tasks_api_access',
   manage_image_cache: 'role:admin',
 
   // Metadata definitions catalog: readers see public namespaces and their project's; admins change it.

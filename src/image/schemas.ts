@@ -154,6 +154,54 @@ export const ImageListQuery = Type.Object({
 }, { additionalProperties: Type.String() });
 
 export const ImageIdParams = Type.Object({ image_id: Type.String({ minLength: 1 }) });
+/** Glance's task record (GET /v2/tasks/{id}); the list leaves out input and result, as Glance's does. */
+const taskStatuses = ['pending', 'processing', 'success', 'failure'] as const;
+const taskFields = {
+  id: Uuid,
+  type: literals(['import', 'api_image_import', 'location_import']),
+  status: literals(taskStatuses),
+  owner: Type.String(),
+  message: Type.String(),
+  created_at: Timestamp,
+  updated_at: Timestamp,
+  expires_at: Type.Optional(Timestamp),
+  self: Type.String({ pattern: '^/v2/tasks/' }),
+  schema: Type.Literal('/v2/schemas/task'),
+};
+export const TaskSummary = Type.Object(taskFields, closed);
+export const TaskEntity = Type.Object({
+  ...taskFields,
+  input: Type.Record(Type.String(), Type.Unknown()),
+  result: Nullable(Type.Record(Type.String(), Type.Unknown())),
+}, closed);
+export const TaskList = Type.Object({
+  tasks: Type.Array(TaskSummary),
+  first: Type.String({ pattern: '^/v2/tasks' }),
+  schema: Type.Literal('/v2/schemas/tasks'),
+  next: Type.Optional(Type.String({ pattern: '^/v2/tasks\\?' })),
+}, closed);
+/** GET /v2/images/{id}/tasks (2.12): full records with the image, request and user they came from. */
+export const ImageTaskList = Type.Object({
+  tasks: Type.Array(Type.Object({
+    ...taskFields,
+    input: Type.Record(Type.String(), Type.Unknown()),
+    result: Nullable(Type.Record(Type.String(), Type.Unknown())),
+    image_id: Uuid,
+    request_id: Nullable(Type.String()),
+    user_id: Nullable(Type.String()),
+  }, closed)),
+}, closed);
+export const TaskListQuery = Type.Object({
+  limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
+  marker: Type.Optional(Type.String({ maxLength: 255 })),
+  sort_key: Type.Optional(literals(['created_at'])),
+  sort_dir: Type.Optional(literals(['asc', 'desc'])),
+  type: Type.Optional(literals(['import', 'api_image_import', 'location_import'])),
+  status: Type.Optional(literals(taskStatuses)),
+}, closed);
+export const TaskParams = Type.Object({ task_id: Type.String({ minLength: 1, maxLength: 255 }) });
+export const StoreImageParams = Type.Object({ store_id: Type.String({ minLength: 1, maxLength: 255 }), image_id: Type.String({ minLength: 1 }) });
+
 export const TagParams = Type.Object({ image_id: Type.String({ minLength: 1 }), tag: Type.String({ minLength: 1, maxLength: 255 }) });
 
 export type AnySchema = TSchema;

@@ -87,6 +87,12 @@ test('serve --service as an unprivileged user: the state and configuration direc
     assert.equal(statSync(join(stateDir, 'admin-openrc')).mode & 0o777, 0o600);
     const root = (await (await fetch(`${url}/`, { headers: { accept: 'application/json' } })).json()) as { version?: string };
     assert.equal(root.version, (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version, 'the / document names the version');
+    // The services' version documents keep their published schemas; every reply names the version in a header.
+    for (const path of ['/volume/', '/compute/', '/identity/', '/image/']) {
+      const reply = await fetch(`${url}${path}`, { headers: { accept: 'application/json' } });
+      await reply.arrayBuffer();
+      assert.equal(reply.headers.get('x-pumice-version'), root.version, `${path} carries X-Pumice-Version`);
+    }
     // doctor's cheap checks ran at start: the missing tool is a warning with the fix.
     assert.match(output(), /WARNING: qemu-img not found on PATH .*image uploads and conversions are refused \(501\) until it is installed: apt-get install qemu-utils/);
     const openrc = readFileSync(join(stateDir, 'admin-openrc'), 'utf8');
