@@ -298,7 +298,9 @@ export class ImageService {
 
   /** The import methods offered (GET /v2/info/import, OpenStack-image-import-methods). */
   get importMethods(): string[] {
-    return webDownloadEnabled(this.options.importFilter ?? null) ? ['glance-direct', 'web-download'] : ['glance-direct'];
+    const methods = webDownloadEnabled(this.options.importFilter ?? null) ? ['glance-direct', 'web-download'] : ['glance-direct'];
+    // copy-image needs somewhere to copy to.
+    return this.stores.length > 1 ? [...methods, 'copy-image'] : methods;
   }
 
   /** Every enabled store, the default first. */

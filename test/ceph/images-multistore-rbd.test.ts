@@ -145,6 +145,7 @@ describe('images in several stores (file and rbd)', { timeout: 300_000 }, () => 
   test('/v2/info/stores lists both; an upload goes to the default store, or to the one X-Image-Meta-Store names', async () => {
     const stores = (await admin.request('GET', '/image/v2/info/stores')).body.stores;
     assert.deepEqual(stores.map((s: { id: string }) => s.id), ['file', 'rbd']);
+    assert.deepEqual((await admin.request('GET', '/image/v2/info/import')).body['import-methods'].value, ['glance-direct', 'copy-image']);
     imageId = await createImage('multistore-a');
     assert.equal((await upload(imageId, data)).status, 204);
     const shown = (await admin.request('GET', `/image/v2/images/${imageId}`)).body;
