@@ -23,6 +23,8 @@ import { platform } from 'node:os';
 import type { Db } from '../db/db.ts';
 import { errors } from '../errors.ts';
 import { expositionContentType, type MetricsRegistry } from '../metrics.ts';
+import { Type } from '@sinclair/typebox';
+import { compileSchema, responseValidationEnabled } from './declare.ts';
 import { Router, type AuthContext, type Reply, type RequestContext } from './router.ts';
 import type { ServiceApp, TokenValidator } from './server.ts';
 
@@ -100,6 +102,24 @@ function textReply(status: number, text: string, contentType: string, head: bool
   return { status, headers: { 'Content-Type': contentType, 'Content-Length': String(bytes.length), 'Cache-Control': 'no-store' }, stream: Readable.from([bytes]) };
 }
 
+/**
+ * The JSON body of `/healthcheck`, oslo.middleware's: `{detailed: false, reasons: [text]}`, or with
+ * detail a reason object per check and the host's platform. Declared here rather than through
+ * `registerRoutes`, whose replies are JSON or a raw stream per status: this route answers text,
+ * JSON or HEAD on the same status. Checked as declared routes are, when response validation is on.
+ */
+export const HealthcheckBody = Type.Union([
+  Type.Object({ detailed: Type.Literal(false), reasons: Type.Array(Type.String()) }, { additionalProperties: false }),
+  Type.Object({
+    detailed: Type.Literal(true),
+    reasons: Type.Array(Type.Object({ class: Type.String(), reason: Type.Union([Type.Literal('OK'), Type.Literal('FAILED')]), details: Type.String() }, { additionalProperties: false })),
+    now: Type.String(),
+    platform: Type.String(),
+    node_version: Type.String(),
+  }, { additionalProperties: false }),
+]);
+const validHealthcheckBody = compileSchema(HealthcheckBody);
+
 /** The `/healthcheck` app (oslo.middleware's Healthcheck, text and JSON). */
 export function healthcheckApp(sources: HealthSources, options: { detailed: boolean; tokens: TokenValidator }): ServiceApp {
   const router = new Router();
@@ -117,6 +137,10 @@ export function healthcheckApp(sources: HealthSources, options: { detailed: bool
         ? shown.map((r) => ({ class: r.name, reason: r.ok ? 'OK' : 'FAILED', details: r.details }))
         : healthy ? ['OK'] : shown.map((r) => `${r.name}: FAILED`);
       const body = detailed ? { detailed: true, reasons, now: new Date().toISOString(), platform: platform(), node_version: process.version } : { detailed: false, reasons };
+      // As declared routes: a body that breaks its schema is a 500 in tests, never a silent drift.
+      if (responseValidationEnabled(false) && !validHealthcheckBody(body)) {
+        throw new Error(`/healthcheck response validation failed: ${JSON.stringify(validHealthcheckBody.errors)}`);
+      }
       return textReply(status, JSON.stringify(body), 'application/json', head);
     }
     const lines = detailed
