@@ -14,6 +14,7 @@ import { DriverError, hasClones, hasManageExisting, hasSnapshots, type CapacityR
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
 import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './image-tasks.ts';
+import { registerMigrationTasks } from './migration.ts';
 import type { ImageServiceDeps } from './images.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
@@ -263,6 +264,14 @@ export class VolumeManager {
     const volume = (id: string) => this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id);
     const snapshot = (id: string) => this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id);
     const { volumes, snapshots } = this.states;
+    registerMigrationTasks({
+      db: this.db,
+      queue: this.queue,
+      volumes,
+      ready: (section) => this.ready(section),
+      log: this.log,
+      userMessage: (volumeId, reason) => this.userMessage(volumeId, 'VOLUME', 'VOLUME_VOLUME_001_008', reason),
+    });
 
     this.queue.register(
       'volume.create',
@@ -540,6 +549,16 @@ export class VolumeManager {
       if (!this.states.volumes.transition(row.id, [row.status as VolumeStatus], errorStatus, { status_reason: reason })) continue;
       // status_reason is not in the API: the user message is where the reason shows.
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
+      this.log(`reconcile: volume ${row.id}: ${reason}`);
+    }
+    // A move whose task is gone (cancelled by an operator): the row still names the source, whose copy was never written.
+    const stuckMoves = this.db.all<VolumeRow>(
+      "SELECT v.* FROM volumes v WHERE v.status IN ('retyping','maintenance') AND v.migration_status IN ('starting','migrating') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
+    );
+    for (const row of stuckMoves) {
+      const reason = 'the move to another backend was interrupted and has no pending task; the volume stays on its backend';
+      if (!this.states.volumes.transition(row.id, [row.status as VolumeStatus], 'available', { migration_status: 'error', status_reason: reason })) continue;
+      this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_008', `migrate volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
     }
     const stuckSnapshots = this.db.all<SnapshotRow>(

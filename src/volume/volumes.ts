@@ -15,6 +15,7 @@ import { hasManageExisting, hasSnapshots, type Connector, type ConnectionInfo } 
 import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
 import { isLocalDriver, type BackendState, type CreatePayload, type VolumeManager } from './manager.ts';
+import type { MigratePayload } from './migration.ts';
 import { volumeQos } from './qos.ts';
 import type { Quotas } from './quotas.ts';
 import type { AttachmentRow, SnapshotRow, VolumeRow, VolumeTypeRow } from './records.ts';
@@ -389,6 +390,96 @@ export class VolumeService {
       const unmanageAs = (row as VolumeRow & { managed_from?: string | null }).managed_from ?? `unmanaged-volume-${id}`;
       this.queue.enqueue('volume.delete', id, row.backend, { cascade: false, unmanageAs }, {});
     });
+  }
+
+  // ---- retype and migration between backends ----
+  /**
+   * os-retype: a type the volume's backend satisfies is set at once; one that needs another
+   * backend moves the volume there (migration_policy 'on-demand'), else a 400 naming the policy.
+   */
+  retypeVolume(auth: AuthContext, id: string, newType: string, policy: 'never' | 'on-demand'): void {
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      const type = this.volumeType(auth, newType);
+      if (type.id === row.volume_type_id) throw errors.badRequest(`Invalid volume type: volume ${id} is already of type '${type.name}'; name another type to retype it.`);
+      requireStatus('volume', id, row.status, 'retype', ['available', 'in-use']);
+      if (row.migration_status === 'starting' || row.migration_status === 'migrating') {
+        throw errors.invalidState('volume', id, `migration_status ${row.migration_status}`, 'retype', ['migration_status none, success or error']);
+      }
+      const current = this.manager.poolStates().find((p) => p.backend === row.backend);
+      if (!current) throw errors.badRequest(`Volume ${id} is not on a backend of this Pumice (status ${row.status}); it cannot be retyped.`);
+      const extraSpecs = this.extraSpecs(type.id);
+      const scheduling = this.config.DEFAULT;
+      // Size 0: the volume already occupies its own backend.
+      const stays = schedule([current], { sizeGiB: 0, availabilityZone: null, extraSpecs }, scheduling.scheduler_default_filters, scheduling.scheduler_default_weighers);
+      if (stays.ok) {
+        this.db.run("UPDATE volumes SET volume_type_id = ?, updated_at = ? WHERE id = ? AND status IN ('available','in-use')", type.id, nowIso(), id);
+        return;
+      }
+      if (policy !== 'on-demand') {
+        throw errors.badRequest(
+          `Invalid volume type: type '${type.name}' cannot stay on the volume's backend ${current.host}, and migration_policy is 'never'. Retype with migration_policy 'on-demand' to move the volume (openstack volume set --type ${type.name} --retype-policy on-demand).`,
+        );
+      }
+      this.refuseMove(row, 'retype with migration');
+      const pools = this.manager.poolStates().filter((p) => p.backend !== row.backend);
+      const result = schedule(pools, { sizeGiB: row.size_gib, availabilityZone: null, extraSpecs }, scheduling.scheduler_default_filters, scheduling.scheduler_default_weighers);
+      if (!result.ok) {
+        const texts = schedulingFailureTexts(result);
+        this.manager.log(`WARNING: scheduler: retype of volume ${id} to type ${type.name}: no backend: ${texts.detail}`);
+        throw errors.badRequest(`Cannot retype volume ${id} to type '${type.name}': ${texts.member} Pick a type whose extra specs a running backend satisfies.`);
+      }
+      this.startMove(row, result.pool.backend, 'retyping', type.id);
+    });
+  }
+
+  /** os-migrate_volume (administrators): moves the volume to the backend of `host` (`host@backend#pool`), keeping its type. */
+  migrateVolume(auth: AuthContext, id: string, host: string): void {
+    this.db.transaction(() => {
+      const row = this.volume(auth, id);
+      const target = this.backendOfHost(host);
+      if (target.config.section === row.backend) throw errors.badRequest(`Invalid host: volume ${id} is already on ${target.host}; name another host (GET /scheduler-stats/get_pools).`);
+      if (row.migration_status === 'starting' || row.migration_status === 'migrating') {
+        throw errors.invalidState('volume', id, `migration_status ${row.migration_status}`, 'migrate', ['migration_status none, success or error']);
+      }
+      requireStatus('volume', id, row.status, 'migrate', ['available', 'in-use']);
+      this.refuseMove(row, 'migrate');
+      this.startMove(row, target.config.section, 'maintenance', null);
+    });
+  }
+
+  /** The reasons a volume cannot move between backends now, as 400/409 faults. */
+  private refuseMove(row: VolumeRow, action: string): void {
+    if (row.status === 'in-use' || row.attach_status === 'attached') {
+      throw errors.invalidState('volume', row.id, row.status, `${action} (Pumice cannot move an attached volume: the server would have to switch to the copy, Nova's swap-volume, which Pumice does not have yet; detach it first)`, ['available']);
+    }
+    const snapshots = this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM snapshots WHERE volume_id = ?', row.id)!.n;
+    if (snapshots > 0) {
+      throw new PumiceError('VolumeHasSnapshots', `Invalid volume: volume ${row.id} has ${snapshots} snapshot(s), which cannot move with it; delete them (or make volumes of them) first, then ${action}.`);
+    }
+  }
+
+  /** Puts the volume in `holdStatus` and queues the copy on its current backend, in one transaction. */
+  private startMove(row: VolumeRow, toBackend: string, holdStatus: 'retyping' | 'maintenance', newTypeId: string | null): void {
+    const source = this.manager.backends.get(row.backend ?? '');
+    const target = this.manager.backends.get(toBackend)!;
+    if (!source) throw errors.badRequest(`Volume ${row.id} is not on a backend of this Pumice; it cannot move.`);
+    for (const state of [source, target]) {
+      if (!state.up) throw errors.backendUnavailable(`Backend ${state.host} is down (${state.downReason}); move the volume when it is up.`);
+    }
+    if (sameStorage(source, target)) {
+      throw errors.badRequest(`Invalid host: backends [${source.config.section}] and [${target.config.section}] keep volumes in the same place (same pool or directory), so the volume cannot move between them.`);
+    }
+    if (!resourceStates(this.db).volumes.transition(row.id, ['available'], holdStatus, { migration_status: 'starting', status_reason: null })) {
+      throw errors.conflict(`Invalid volume: volume ${row.id} changed state while the move was requested; retry.`);
+    }
+    this.queue.enqueue('volume.migrate', row.id, source.config.section, {
+      toBackend: target.config.section,
+      toHost: `${target.host}#${target.config.volume_backend_name}`,
+      toAvailabilityZone: target.config.backend_availability_zone!,
+      newTypeId,
+      holdStatus,
+    } satisfies MigratePayload);
   }
 
   updateVolume(auth: AuthContext, id: string, changes: { name?: string | null; description?: string | null; metadata?: Record<string, string> }): VolumeRow {
@@ -778,3 +869,9 @@ export class VolumeService {
   }
 }
 
+/** Two backend sections that name the same storage (one pool of one cluster, or one directory): a volume id would clash. */
+function sameStorage(a: BackendState, b: BackendState): boolean {
+  if (a.config.volume_driver !== b.config.volume_driver) return false;
+  if (isLocalDriver(a.config.volume_driver)) return a.config.local_volume_dir === b.config.local_volume_dir;
+  return a.config.rbd_pool === b.config.rbd_pool && a.config.rbd_ceph_conf === b.config.rbd_ceph_conf;
+}

@@ -46,6 +46,11 @@ const actionSchemas: Record<string, Schema> = {
   'os-unset_image_metadata': { type: 'object', required: ['key'], properties: { key: { type: 'string', minLength: 1, maxLength: 255 } } },
   'os-show_image_metadata': { type: 'any' },
   'os-unmanage': { type: 'any' },
+  'os-retype': { type: 'object', required: ['new_type'], properties: { new_type: { type: 'string', minLength: 1, maxLength: 255 }, migration_policy: { type: 'string', enum: ['never', 'on-demand'], nullable: true } } },
+  'os-migrate_volume': {
+    type: 'object', required: ['host'],
+    properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, force_host_copy: { type: 'boolean', allowString: true }, lock_volume: { type: 'boolean', allowString: true } },
+  },
   'os-reimage': { type: 'object', required: ['image_id'], properties: { image_id: { type: 'uuid' }, reimage_reserved: { type: 'boolean', allowString: true } } },
 };
 
@@ -72,6 +77,8 @@ export const volumeActionPolicies: Record<string, string> = {
   'os-show_image_metadata': 'volume_extension:volume_image_metadata:show',
   'os-reimage': 'volume:reimage',
   'os-unmanage': 'volume_extension:volume_unmanage',
+  'os-retype': 'volume:retype',
+  'os-migrate_volume': 'volume_extension:volume_admin_actions:migrate_volume',
 };
 
 /** Exactly one known action key; its argument as the action declares it. */
@@ -224,6 +231,14 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
           }
           case 'os-unmanage':
             service.unmanageVolume(a, id);
+            return { status: 202 };
+          case 'os-retype':
+            service.retypeVolume(a, id, args['new_type'] as string, (args['migration_policy'] as 'never' | 'on-demand' | null | undefined) ?? 'never');
+            return { status: 202 };
+          case 'os-migrate_volume':
+            // Pumice always copies through the host (force_host_copy) and always holds the volume in
+            // 'maintenance' while it moves (lock_volume): a consumer writing meanwhile would lose data.
+            service.migrateVolume(a, id, args['host'] as string);
             return { status: 202 };
           case 'os-reimage':
             if (ctx.microversion < 68) throw errors.notFound('Volume action', "'os-reimage' (it needs microversion 3.68 or later: OpenStack-API-Version: volume 3.68)");

@@ -50,6 +50,8 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume_extension:volume_admin_actions:force_delete': 'rule:admin_api',
   'volume_extension:volume_admin_actions:force_detach': 'rule:admin_api',
   'volume:set_bootable': 'rule:project_member_or_admin',
+  'volume:retype': 'rule:project_member_or_admin',
+  'volume_extension:volume_admin_actions:migrate_volume': 'rule:admin_api',
   'volume:reimage': 'rule:project_member_or_admin',
   'volume:reimage_reserved': 'rule:project_member_or_admin',
 
