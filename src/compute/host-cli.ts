@@ -1,17 +1,16 @@
 /**
  * `pumice host evacuate HOST [--target HOST] [--host-powered-off] [--wait]`:
  * evacuates every server of a dead compute host (Nova's `nova host-evacuate`),
- * beside a running cloud (it opens DATA_DIR/pumice.db; SQLite in WAL mode lets
+ * beside a running cloud (it opens the configured database: PostgreSQL, or DATA_DIR/pumice.db; SQLite in WAL mode lets
  * both work). Each server gets the same checks, fence and migration record as
  * `openstack server evacuate`; the destination hosts' agents do the work.
  * `--wait` prints each server's progress until all are done or failed.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config/config.ts';
-import { Db } from '../db/db.ts';
+import { openCloudDatabase, type Db } from '../db/db.ts';
 import { PumiceError } from '../errors.ts';
 import { TaskQueue } from '../tasks/queue.ts';
 import { systemAuth } from './evacuation.ts';
@@ -59,13 +58,14 @@ export async function runHostCli(args: string[], out: (text: string) => void = (
     return 2;
   }
   const dataDir = resolve(parsed.values['data-dir'] ?? process.env['PUMICE_DATA_DIR'] ?? './data');
-  const dbPath = join(dataDir, 'pumice.db');
-  if (!existsSync(dbPath)) {
-    out(`${dbPath} does not exist: --data-dir must be the data directory of the cloud\n`);
+  const config = loadConfig(parsed.values.config ?? process.env['PUMICE_CONFIG'] ?? null, dataDir);
+  let db: Db;
+  try {
+    db = openCloudDatabase(config.database.connection, dataDir);
+  } catch (error) {
+    out(`${(error as Error).message}\n`);
     return 1;
   }
-  const config = loadConfig(parsed.values.config ?? null, dataDir);
-  const db = new Db(dbPath);
   try {
     const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 1, attemptsMax: 3, pollIntervalMs: 60_000 });
     const refuse = () => {

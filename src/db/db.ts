@@ -7,6 +7,7 @@
  * SQLite statements are cached by SQL text, at most `statementCacheMax` of them
  * (least recently used dropped).
  */
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -48,6 +49,22 @@ export function databaseLocation(connection: string | null | undefined, dataDir:
     `[database] connection = ${redactConnectionUrl(connection)}: unknown database; use postgresql://user:password@host:port/database, ` +
       'or remove the option for SQLite in DATA_DIR/pumice.db',
   );
+}
+
+/**
+ * The database of an existing cloud, for an operator command (`pumice tasks`, `pumice host`):
+ * `[database] connection` when it names PostgreSQL, else DATA_DIR/pumice.db, which must exist
+ * (a command never creates a cloud). Throws a message naming the fix.
+ */
+export function openCloudDatabase(connection: string | null | undefined, dataDir: string): Db {
+  const location = databaseLocation(connection, dataDir);
+  if (!isPostgresUrl(location) && !existsSync(location)) {
+    throw new Error(
+      `${location} does not exist: pass the data directory of a Pumice (--data-dir DIR or PUMICE_DATA_DIR), ` +
+        'or the configuration whose [database] connection names its PostgreSQL (--config FILE or PUMICE_CONFIG)',
+    );
+  }
+  return new Db(location);
 }
 
 /** Thrown when the database was upgraded by a newer Pumice than this one. */

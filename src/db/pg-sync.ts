@@ -12,6 +12,8 @@ import type { Row, SqlValue } from './db.ts';
 export const pgStatementTimeoutMs = 30_000;
 /** The caller stops waiting for a reply after the statement timeout plus this margin. */
 const replyMarginMs = 5_000;
+/** How long a reply may lag its wake-up before the call gives up. */
+const replyLateMaxMs = 2_000;
 /** Statements prepared by name on the connection; others are parsed on each call. */
 const preparedMax = 512;
 
@@ -58,6 +60,8 @@ export class PgSyncConnection {
   private readonly worker: Worker;
   private readonly port: MessagePort;
   private readonly flag = new Int32Array(new SharedArrayBuffer(4));
+  /** Never notified: Atomics.wait on it is a sleep. */
+  private readonly pause = new Int32Array(new SharedArrayBuffer(4));
   private closed = false;
 
   /** Connects (blocking); throws a message naming the server (never the password) when it cannot. */
@@ -109,7 +113,12 @@ export class PgSyncConnection {
     if (waited === 'timed-out') {
       throw new PgError(`PostgreSQL did not answer in ${pgStatementTimeoutMs + replyMarginMs} ms`, 'PG_TIMEOUT', undefined);
     }
-    const message = receiveMessageOnPort(this.port);
+    let message = receiveMessageOnPort(this.port);
+    // Seen once under load: woken before the reply could be received. Wait for it a little (bounded).
+    for (let waitedMs = 0; !message && waitedMs < replyLateMaxMs; waitedMs++) {
+      Atomics.wait(this.pause, 0, 0, 1);
+      message = receiveMessageOnPort(this.port);
+    }
     if (!message) throw new PgError('the PostgreSQL worker woke without a reply', 'PG_ERROR', undefined);
     const reply = message.message as Reply;
     if (reply.error) {

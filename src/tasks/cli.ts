@@ -1,17 +1,18 @@
 /**
- * `pumice tasks ...`: the operator's view of the task table of a data
- * directory (it opens DATA_DIR/pumice.db beside a running Pumice; SQLite in
- * WAL mode lets both work at once).
+ * `pumice tasks ...`: the operator's view of the task table of a cloud (its
+ * configured database: PostgreSQL by `[database] connection`, else
+ * DATA_DIR/pumice.db beside a running Pumice; SQLite in WAL mode lets both
+ * work at once).
  *
  *   list [--state S] [--kind K] [--resource ID] [--limit N]
  *   show ID          every column, the locks, the payload
  *   retry ID         a failed or cancelled task is queued again (attempts from 0)
  *   cancel ID        a queued task is cancelled; a running one is fenced (stops at its next checkpoint)
  */
-import { existsSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { Db } from '../db/db.ts';
+import { loadConfig } from '../config/config.ts';
+import { openCloudDatabase, type Db } from '../db/db.ts';
 import { PumiceError } from '../errors.ts';
 import { TaskAdmin, taskView } from './admin.ts';
 import { parseArgsMessage } from '../cli/args.ts';
@@ -26,6 +27,7 @@ commands:
 
 options:
   --data-dir DIR   data directory (default: ./data, or $PUMICE_DATA_DIR)
+  --config FILE    configuration, for its [database] connection (default: $PUMICE_CONFIG)
   --json           machine-readable output
 
 example:
@@ -48,7 +50,7 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
       args: rest,
       options: {
         state: { type: 'string' }, kind: { type: 'string' }, resource: { type: 'string' }, limit: { type: 'string' },
-        'data-dir': { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
+        'data-dir': { type: 'string' }, config: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' },
       },
       strict: true,
       allowPositionals: true,
@@ -59,11 +61,14 @@ export async function runCli(args: string[], out: (text: string) => void = (t) =
     return values!?.['help'] ? 0 : 2;
   }
   const dataDir = resolve((values['data-dir'] as string | undefined) ?? process.env['PUMICE_DATA_DIR'] ?? 'data');
-  if (!existsSync(join(dataDir, 'pumice.db'))) {
-    process.stderr.write(`pumice tasks: ${dataDir} holds no pumice.db: pass the data directory of a Pumice (--data-dir DIR or PUMICE_DATA_DIR)\n`);
+  let db: Db;
+  try {
+    const configPath = (values['config'] as string | undefined) ?? process.env['PUMICE_CONFIG'] ?? null;
+    db = openCloudDatabase(loadConfig(configPath, dataDir).database.connection, dataDir);
+  } catch (error) {
+    process.stderr.write(`pumice tasks: ${(error as Error).message}\n`);
     return 1;
   }
-  const db = new Db(join(dataDir, 'pumice.db'));
   const admin = new TaskAdmin(db);
   try {
     const taskId = () => {
