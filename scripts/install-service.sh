@@ -57,11 +57,18 @@ fi
 if [ -z "$destdir" ]; then
   chgrp pumice /etc/pumice /etc/pumice/pumice.conf
   "$node" "$prefix/bin/pumice.mjs" check-config --config /etc/pumice/pumice.conf
-  systemctl daemon-reload
-  systemctl enable pumice.service
-  if [ "$start" = yes ]; then
-    systemctl restart pumice.service
-    echo "pumice is running: systemctl status pumice; credentials: sudo cat /var/lib/pumice/admin-openrc (mode 0600)"
+  if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable pumice.service
+    if [ "$start" = yes ]; then
+      systemctl restart pumice.service
+      echo "pumice is running: systemctl status pumice; credentials: sudo cat /var/lib/pumice/admin-openrc (mode 0600)"
+    fi
+  else
+    # No running systemd (a container, a chroot, an image being built): enabling is a symlink and
+    # works offline; reloading and starting need systemd, so they wait for the next boot.
+    systemctl enable pumice.service
+    echo "systemd is not running here: pumice.service is installed and enabled, and starts at the next boot"
   fi
 fi
 echo "installed: $root$prefix, $root/etc/systemd/system/pumice.service, $root/etc/pumice/pumice.conf"
