@@ -20,6 +20,9 @@
 #     (`PUMICE-DISK-ERROR serial=... reason=...` when that fails). A disk that
 #     disappears prints `PUMICE-DISK-GONE serial=...` and is counted again when
 #     it comes back.
+#   - a data disk whose record is `PUMICE-TICK <n>` is a ticker instead: every
+#     100 ms n+1 is written with fsync and `PUMICE-TICK serial=<S> n=<n+1>`
+#     printed once acknowledged (the counter a live migration must not break);
 #   - prints `PUMICE-GUEST-DISK name=<sdX|vdX> serial=<S> bus=<scsi|virtio>
 #     driver=<sd|virtio_blk> discard_max_bytes=<N>` for every disk it sees
 #     (hw_disk_bus: virtio-scsi disks are sd* under a SCSI host, counted like
@@ -163,9 +166,32 @@ is_data_disk() {
   [ "$sig" != 55aa ]
 }
 
+# A ticker disk (record "PUMICE-TICK <n>"): every 100 ms the record is read
+# bypassing the page cache, n+1 written with fsync, and only then
+# `PUMICE-TICK serial=S n=<n+1>` printed (an acknowledged write), while the
+# disk is there. A lost write or a stale read shows as a repeated or smaller n.
+tick_disk() { # tick_disk NAME SERIAL
+  while [ -e /sys/block/$1 ]; do
+    rec=$(dd if=/dev/$1 bs=512 count=1 iflag=direct 2>/dev/null | tr -d '\000' | head -n 1)
+    case "$rec" in
+      "PUMICE-TICK "*) n=${rec#PUMICE-TICK } ;;
+      *) echo "PUMICE-TICK-ERROR serial=$2 reason=record:$rec"; sleep 1; continue ;;
+    esac
+    next=$((n + 1))
+    printf 'PUMICE-TICK %d\n' $next >/tmp/tick.$1
+    if dd if=/tmp/tick.$1 of=/dev/$1 bs=512 count=1 conv=sync,fsync 2>/dev/null; then
+      echo "PUMICE-TICK serial=$2 n=$next"
+    else
+      echo "PUMICE-TICK-ERROR serial=$2 reason=write"
+    fi
+    sleep 0.1
+  done
+}
+
 # Counter record in the first sector: "PUMICE-MARK <n>\n", NUL padded.
 touch_disk() { # touch_disk NAME SERIAL
   rec=$(dd if=/dev/$1 bs=512 count=1 iflag=direct 2>/dev/null | tr -d '\000' | head -n 1)
+  case "$rec" in "PUMICE-TICK "*) tick_disk $1 "$2" & return ;; esac
   n=0
   case "$rec" in
     "PUMICE-MARK "*) n=${rec#PUMICE-MARK }; case "$n" in ''|*[!0-9]*) n=0 ;; esac ;;

@@ -32,6 +32,7 @@ import { nowIso, PowerState } from './model.ts';
 import type { ServerService } from './servers.ts';
 import { computeQueue, releaseQueue, type EvacuatePayload } from './servers.ts';
 import { fenceRbdDisks, rbdWatchers, unfence, type FenceRecord, type RbdDiskRef } from './evacuation.ts';
+import { LiveMigrationTasks, type LiveMigrationHost } from './live-migration-agent.ts';
 
 const execFileAsync = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -113,6 +114,7 @@ export class ComputeAgent {
     q.register('server.attach', wrap((s, t) => this.attachVolume(s, t)), (task, reason) => this.failAttach(task, reason));
     q.register('server.detach', wrap((s, t) => this.detachVolume(s, t)), (task, reason) => this.failDetach(task, reason));
     q.register('server.evacuate', wrap((s, t) => this.evacuateServer(s, t)), (task, reason) => this.failEvacuate(task, reason));
+    new LiveMigrationTasks(this.liveMigrationHost()).register(wrap);
     q.register('server.release_volumes', async (task) => {
       const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', task.resourceId);
       if (server) await this.releaseVolumes(server, this.o.servers.bdms(server.id));
@@ -417,13 +419,37 @@ export class ComputeAgent {
    * it, in a 0600 file; the database keeps the same info without them, for operators to read.
    */
   private storeConnection(serverId: string, bdmId: string, info: { driver_volume_type: string; data: Record<string, unknown> }): void {
+    this.writeConnectionFile(serverId, bdmId, info);
+    this.updateBdm(bdmId, { connection_info: publicConnectionInfo(info) });
+  }
+
+  private writeConnectionFile(serverId: string, bdmId: string, info: { driver_volume_type: string; data: Record<string, unknown> }): void {
     const dir = join(this.instanceDir(serverId), 'connections');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const file = this.connectionFile(serverId, bdmId);
     writeFileSync(`${file}.tmp`, JSON.stringify(info), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
-    const data = Object.fromEntries(Object.entries(info.data).filter(([key]) => !secretConnectionKeys.test(key)));
-    this.updateBdm(bdmId, { connection_info: JSON.stringify({ driver_volume_type: info.driver_volume_type, data }) });
+  }
+
+  /** The agent's helpers the live-migration tasks use (live-migration-agent.ts). */
+  private liveMigrationHost(): LiveMigrationHost {
+    return {
+      host: this.host,
+      zone: this.zone,
+      config: this.o.config,
+      queue: this.o.queue,
+      servers: this.o.servers,
+      hypervisor: this.o.hypervisor,
+      blockStorage: this.o.blockStorage,
+      log: this.o.log,
+      guestSpec: (server) => this.guestSpec(server),
+      connector: (mountpoint) => this.connector(mountpoint),
+      instanceDir: (serverId) => this.instanceDir(serverId),
+      writeConnectionFile: (serverId, bdmId, info) => this.writeConnectionFile(serverId, bdmId, info),
+      publicConnectionInfo,
+      setBdmAttachment: (bdmId, attachmentId, connectionInfo) => this.updateBdm(bdmId, { attachment_id: attachmentId, connection_info: connectionInfo }),
+      recordRbdClients: (server) => this.recordRbdClients(server),
+    };
   }
 
   private loadConnection(bdm: BdmRow): { driver_volume_type: string; data: Record<string, unknown> } {
@@ -960,6 +986,12 @@ export class ComputeAgent {
 
 /** Keys of connection data that grant access (NBD export names and URIs, TLS keys, CHAP passwords). */
 const secretConnectionKeys = /export_name|^uri$|psk|password|secret_key|keyring|^key$/i;
+
+/** Connection info as the database keeps it: without the keys that grant access. */
+function publicConnectionInfo(info: { driver_volume_type: string; data: Record<string, unknown> }): string {
+  const data = Object.fromEntries(Object.entries(info.data).filter(([key]) => !secretConnectionKeys.test(key)));
+  return JSON.stringify({ driver_volume_type: info.driver_volume_type, data });
+}
 
 /** The fence, in the words of the instance action event (`openstack server event show`). */
 function describeFence(sourceHost: string, fence: FenceRecord): string {

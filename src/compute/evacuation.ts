@@ -31,7 +31,15 @@ import { nowIso, type ServerRow } from './model.ts';
 
 const execFileAsync = promisify(execFile);
 
-export type MigrationStatus = 'accepted' | 'fenced' | 'rebuilding' | 'done' | 'failed';
+/**
+ * Evacuation: accepted → fenced → rebuilding → done | failed. Live migration (Nova's words):
+ * queued → preparing (target) → running (source copies memory) → post-migrating → completed, or
+ * cancelling → cancelled (abort) / error (the guest stays on the source).
+ */
+export type MigrationStatus = 'accepted' | 'fenced' | 'rebuilding' | 'done' | 'failed' | 'queued' | 'preparing' | 'running' | 'post-migrating' | 'completed' | 'cancelling' | 'cancelled' | 'error';
+
+/** Live-migration statuses in which the migration is still under way. */
+export const liveMigrationActiveStatuses: readonly MigrationStatus[] = ['queued', 'preparing', 'running', 'post-migrating', 'cancelling'];
 
 export interface MigrationRow {
   id: number;
@@ -50,6 +58,13 @@ export interface MigrationRow {
   created_at: string;
   updated_at: string;
   source_cleaned_at: string | null;
+  memory_total_bytes: number | null;
+  memory_processed_bytes: number | null;
+  memory_remaining_bytes: number | null;
+  /** Live migration: `host:port` the target's QEMU listens on. */
+  dest_address: string | null;
+  /** Live migration: JSON { bdmId: attachmentId } of the attachments made for the target host. */
+  dest_attachments: string | null;
 }
 
 /** What a fence did, kept in the migration record (the returning host undoes the blocklist entries). */
@@ -79,6 +94,37 @@ export class Migrations {
       uuid, server.id, server.project_id, auth.userId, server.host, dest, automatic ? 1 : 0, now, now,
     );
     return this.db.get<MigrationRow>('SELECT * FROM migrations WHERE uuid = ?', uuid)!;
+  }
+
+  /** A live migration of `server` to `dest`, `queued`. */
+  createLive(server: ServerRow, dest: string, auth: { userId: string }): MigrationRow {
+    const now = nowIso();
+    const uuid = randomUUID();
+    this.db.run(
+      `INSERT INTO migrations (uuid, server_id, project_id, user_id, migration_type, source_compute, dest_compute, status, automatic, created_at, updated_at)
+       VALUES (?, ?, ?, ?, 'live-migration', ?, ?, 'queued', 0, ?, ?)`,
+      uuid, server.id, server.project_id, auth.userId, server.host, dest, now, now,
+    );
+    return this.db.get<MigrationRow>('SELECT * FROM migrations WHERE uuid = ?', uuid)!;
+  }
+
+  /** A live migration of the server that has not finished (one at a time per server). */
+  liveInProgress(serverId: string): MigrationRow | undefined {
+    return this.db.get<MigrationRow>(
+      `SELECT * FROM migrations WHERE server_id = ? AND migration_type = 'live-migration' AND status IN (${liveMigrationActiveStatuses.map(() => '?').join(',')}) ORDER BY id DESC LIMIT 1`,
+      serverId, ...liveMigrationActiveStatuses,
+    );
+  }
+
+  /** QEMU's memory counters, as the source last read them. */
+  recordProgress(id: number, memory: { totalBytes: number; processedBytes: number; remainingBytes: number }): void {
+    this.db.run('UPDATE migrations SET memory_total_bytes = ?, memory_processed_bytes = ?, memory_remaining_bytes = ?, updated_at = ? WHERE id = ?', memory.totalBytes, memory.processedBytes, memory.remainingBytes, nowIso(), id);
+  }
+
+  /** The target's side, recorded as it is made (so a rollback finds every attachment). */
+  recordTarget(id: number, target: { address?: string | null; attachments?: Record<string, string> }): void {
+    if (target.address !== undefined) this.db.run('UPDATE migrations SET dest_address = ?, updated_at = ? WHERE id = ?', target.address, nowIso(), id);
+    if (target.attachments !== undefined) this.db.run('UPDATE migrations SET dest_attachments = ?, updated_at = ? WHERE id = ?', JSON.stringify(target.attachments), nowIso(), id);
   }
 
   get(id: number): MigrationRow | undefined {

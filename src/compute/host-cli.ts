@@ -98,8 +98,8 @@ export async function runHostCli(args: string[], out: (text: string) => void = (
       for (const s of started) {
         const migration = parts.servers.migrations.get(s.migrationId)!;
         const row = db.get<{ task_state: string | null; vm_state: string }>('SELECT task_state, vm_state FROM servers WHERE id = ?', s.id);
-        const steps = { accepted: 1, fenced: 2, rebuilding: 3, done: 4, failed: 4 } as const;
-        const step = steps[migration.status];
+        const steps: Partial<Record<string, number>> = { accepted: 1, fenced: 2, rebuilding: 3, done: 4, failed: 4 };
+        const step = steps[migration.status] ?? 0;
         const bar = `[${'#'.repeat(step * 5).padEnd(20, '.')}]`;
         const line = `${bar} ${s.name}: ${migration.status}${row?.task_state ? ` (${row.task_state})` : ''}${migration.status === 'failed' ? `: ${migration.reason ?? ''}` : ''}`;
         if (shown.get(s.id) !== line) {

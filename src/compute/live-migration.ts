@@ -1,24 +1,47 @@
 /**
- * Live migration's pre-checks (os-migrateLive), as Nova's conductor runs them
- * before anything moves: the server's state, the target host, and shared
- * storage for every disk. The QEMU driver can move a running guest
- * (QemuHypervisor.prepareIncoming / migrateTo / finishIncoming); the agents'
- * hand-off and the Block Storage attachment moves are not wired yet, so a
- * request that passes every check is refused as not implemented, naming what
- * to do instead. Nothing is changed by a refusal.
+ * Live migration (os-migrateLive) on shared storage.
+ *
+ * The pre-checks, as Nova's conductor runs them before anything moves: the
+ * server's state, the target host, and shared storage for every disk. A
+ * refusal changes nothing.
+ *
+ * The hand-off, as three tasks on the two hosts' queues, the migration record
+ * being the journal (src/compute/agent.ts):
+ * 1. `server.live_migration.prepare` on the target: a Block Storage attachment
+ *    per volume with the target's connector (recorded in the record as it is
+ *    made), QEMU started paused with -incoming on the target's
+ *    live_migration_inbound_addr; then `running`, and 2. is queued.
+ * 2. `server.live_migration.run` on the source: QEMU's migration, progress
+ *    written to the record; an abort (`cancelling`) cancels it. On success
+ *    `post-migrating` and 3. is queued; on failure or abort 4. is.
+ * 3. `server.live_migration.finish` on the target: the vCPUs run there, the new
+ *    attachments are completed and the source's deleted, the mappings and the
+ *    server's host name the target: `completed`.
+ * 4. `server.live_migration.rollback` on the target: its QEMU destroyed, its
+ *    attachments deleted; the server, still running on the source, is ACTIVE
+ *    again: `cancelled` or `error`.
  */
-import { errors, PumiceError } from '../errors.ts';
+import { errors, type PumiceError } from '../errors.ts';
 import type { ComputeHosts } from './hosts.ts';
 import type { BdmRow, ServerRow } from './model.ts';
 
 export interface LiveMigrationRequest {
-  /** null: the scheduler would pick (not offered while nothing is wired). */
+  /** null: the scheduler picks. */
   host: string | null;
   blockMigration: boolean | 'auto';
 }
 
-/** The first reason `server` cannot be live-migrated as asked, as the fault to return. */
-export function liveMigrationRefusal(server: ServerRow, bdms: BdmRow[], request: LiveMigrationRequest, context: { hosts: ComputeHosts; imagesType: string }): PumiceError {
+/** The tasks' payload: the migration record is the rest. */
+export interface LiveMigrationPayload {
+  requestId: string;
+  actionId: number;
+  migrationId: number;
+  sourceHost: string;
+  destHost: string;
+}
+
+/** The first reason `server` cannot be live-migrated as asked, as the fault to return; null when it can. */
+export function liveMigrationRefusal(server: ServerRow, bdms: BdmRow[], request: LiveMigrationRequest, context: { hosts: ComputeHosts; imagesType: string }): PumiceError | null {
   if (server.vm_state !== 'active' || server.task_state !== null) {
     return errors.conflict(`Cannot 'os-migrateLive' instance ${server.id} while it is in vm_state ${server.vm_state}${server.task_state ? ` and task_state ${server.task_state}` : ''}; live migration needs an ACTIVE server with no task running.`);
   }
@@ -42,11 +65,7 @@ export function liveMigrationRefusal(server: ServerRow, bdms: BdmRow[], request:
   if (localRoot && context.imagesType !== 'rbd') {
     return errors.conflict(`Instance ${server.id} cannot be live-migrated: its root disk is a qcow2 file on ${server.host} (images_type = ${context.imagesType}), not shared storage, and block migration is not implemented. Boot from a volume or use images_type = rbd.`);
   }
-  return new PumiceError(
-    'NotImplemented',
-    `Live migration of instance ${server.id} passed its checks (shared storage for every disk) but is not wired through the compute agents yet (the QEMU driver can move a running guest; the agents' hand-off and the Block Storage attachment moves are not done). ` +
-      'Not yet: move it with openstack server stop, then openstack server evacuate after the source host is down, or keep it where it is.',
-  );
+  return null;
 }
 
 function connectionType(bdm: BdmRow): string | null {

@@ -14,7 +14,7 @@ import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
 import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
-import { liveMigrationRefusal, type LiveMigrationRequest } from './live-migration.ts';
+import { liveMigrationRefusal, type LiveMigrationPayload, type LiveMigrationRequest } from './live-migration.ts';
 import type { ComputeHosts } from './hosts.ts';
 import type { Keypairs } from './keypairs.ts';
 import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, TaskState, VmState } from './model.ts';
@@ -154,7 +154,7 @@ export interface InstanceActionEventRow {
 }
 
 /** Server tasks: the kinds the compute agent registers; payloads carry what the agent cannot re-derive. */
-export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes', 'server.evacuate'] as const;
+export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes', 'server.evacuate', 'server.live_migration.prepare', 'server.live_migration.run', 'server.live_migration.finish', 'server.live_migration.rollback'] as const;
 export type ServerTaskKind = (typeof serverTaskKinds)[number];
 
 /** Work any compute agent may do: releasing the volumes of a server deleted while its host was down. */
@@ -377,12 +377,12 @@ export class ServerService {
             created: now,
           };
       this.db.run(
-        `INSERT INTO servers (id, name, project_id, user_id, flavor_id, flavor, image_id, image_meta, host, availability_zone, requested_zone,
+        `INSERT INTO servers (id, name, project_id, user_id, flavor_id, flavor, image_id, image_meta, host, home_host, availability_zone, requested_zone,
            vm_state, task_state, power_state, key_name, key_data, metadata, description, user_data, config_drive, access_ipv4, access_ipv6,
            fault, root_source, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         serverId, input.name, auth.projectId!, auth.userId, flavor.id, JSON.stringify(flavor),
-        rootIsImage ? planned.rootImage!.id : null, JSON.stringify(imageMeta), host,
+        rootIsImage ? planned.rootImage!.id : null, JSON.stringify(imageMeta), host, host,
         host ? result.ok ? result.hosts[0]!.service.zone : null : null, zone,
         host ? 'building' : 'error', host ? 'scheduling' : null, PowerState.NOSTATE,
         input.keyName ?? null, keyData, JSON.stringify(input.metadata ?? {}), input.description ?? null, input.userData ?? null,
@@ -609,11 +609,72 @@ export class ServerService {
     return this.db.run(`UPDATE servers SET ${sets.join(', ')} WHERE ${where.join(' AND ')}`, ...params).changes === 1;
   }
 
-  /** os-migrateLive: every check Nova runs first; no live migration is carried out yet (the refusal says so). Changes nothing. */
-  liveMigrate(auth: AuthContext, id: string, request: LiveMigrationRequest): never {
+  /**
+   * os-migrateLive: Nova's checks first (a refusal changes nothing), then the target is chosen (the
+   * scheduler, or the named host checked), the server goes to MIGRATING (task_state migrating), a
+   * live-migration record is `queued` and the target's prepare task is enqueued, in one transaction.
+   */
+  liveMigrate(auth: AuthContext, id: string, request: LiveMigrationRequest, requestId: string): MigrationRow {
     const row = this.row(id);
     if (!row || (!auth.isAdmin && row.project_id !== auth.projectId)) throw errors.notFound('Instance', id);
-    throw liveMigrationRefusal(row, this.bdms(id), request, { hosts: this.hosts, imagesType: this.options.imagesType });
+    const running = this.migrations.liveInProgress(id);
+    if (running) throw errors.conflict(`Instance ${id} is being live-migrated already (migration ${running.id} from ${running.source_compute} to ${running.dest_compute}, ${running.status}): wait for it, or abort it with openstack server migration abort ${id} ${running.id}.`);
+    const refusal = liveMigrationRefusal(row, this.bdms(id), request, { hosts: this.hosts, imagesType: this.options.imagesType });
+    if (refusal) throw refusal;
+    if (!row.host || !this.hostIsUp(row.host)) throw errors.conflict(`Instance ${id} cannot be live-migrated: its compute host ${row.host ?? '(none)'} is down, and the source host runs the migration. Evacuate it instead (openstack server evacuate).`);
+    let dest = request.host;
+    if (dest === null) {
+      const result = this.scheduler.select({
+        flavor: JSON.parse(row.flavor) as FlavorSnapshot,
+        imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
+        availabilityZone: row.requested_zone,
+        forcedHost: null,
+        needsLocalDisk: false,
+        ignoreHosts: [row.host],
+      });
+      if (!result.ok) throw errors.badRequest(`No valid host was found to live-migrate instance ${id} to. ${result.reasons.join('; ')}`);
+      dest = result.hosts[0]!.service.host;
+    }
+    const source = row.host;
+    const target = dest;
+    return this.db.transaction(() => {
+      if (!this.transition(id, ['active'], [null], { task_state: 'migrating' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      const migration = this.migrations.createLive(row, target, auth);
+      const actionId = this.recordAction(id, requestId, 'live-migration', auth);
+      const payload: LiveMigrationPayload = { requestId, actionId, migrationId: migration.id, sourceHost: source, destHost: target };
+      this.queue.enqueue('server.live_migration.prepare', id, computeQueue(target), payload);
+      queueMicrotask(() => this.onEnqueue());
+      return migration;
+    });
+  }
+
+  /** A live migration of the server (404 when it is not one of this server's). */
+  liveMigration(auth: AuthContext, serverId: string, migrationId: number): MigrationRow {
+    this.get(auth, serverId);
+    const migration = this.migrations.get(migrationId);
+    if (!migration || migration.server_id !== serverId || migration.migration_type !== 'live-migration') throw errors.notFound('Migration', String(migrationId));
+    return migration;
+  }
+
+  /**
+   * Abort (DELETE /servers/{id}/migrations/{mid}): a `running` migration goes to `cancelling`; the
+   * source's run task cancels QEMU's migration and the target's rollback removes what it made.
+   * Queued and preparing ones cannot be aborted yet (409, wait a second); finished ones neither (400).
+   */
+  abortLiveMigration(auth: AuthContext, serverId: string, migrationId: number): void {
+    const migration = this.liveMigration(auth, serverId, migrationId);
+    if (migration.status === 'cancelling') return;
+    if (migration.status === 'queued' || migration.status === 'preparing') {
+      throw errors.conflict(`Migration ${migrationId} of instance ${serverId} is ${migration.status}: it can be aborted once it is running (memory being copied); retry in a second.`);
+    }
+    if (migration.status !== 'running' || !this.migrations.advance(migration.id, ['running'], 'cancelling')) {
+      throw errors.badRequest(`Migration ${migrationId} of instance ${serverId} is ${this.migrations.get(migrationId)?.status ?? migration.status}, not running: there is nothing to abort.`);
+    }
+  }
+
+  /** Where the server was built: fail-back brings it back there (evacuation does not change it). */
+  homeHost(serverId: string): string | null {
+    return this.db.get<{ home_host: string | null }>('SELECT home_host FROM servers WHERE id = ?', serverId)?.home_host ?? null;
   }
 
   private requireState(row: ServerRow, action: string, vmStates: readonly VmState[], taskStates: readonly TaskState[] = [null]): void {

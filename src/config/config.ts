@@ -122,7 +122,10 @@ const libvirtOptions = {
   inject_password: { type: 'bool', default: false, help: 'not supported (as the scenario: no injection)' },
   inject_key: { type: 'bool', default: false, help: 'not supported (as the scenario: no injection)' },
   inject_partition: { type: 'int', default: -2, min: -2, help: 'not supported (-2: no injection)' },
-  live_migration_flag: { type: 'string', default: null, help: 'accepted for the scenario; live migration is not built yet' },
+  live_migration_flag: { type: 'string', default: null, help: 'accepted for the scenario (libvirt flags; QEMU is driven over QMP, so they change nothing)' },
+  live_migration_inbound_addr: { type: 'string', default: '127.0.0.1', help: "address this host's QEMU listens on for an incoming live migration (the source connects to it)" },
+  live_migration_bandwidth: { type: 'int', default: 0, min: 0, help: 'MiB/s a live migration may use (0: 1 GiB/s, more than a LAN carries)' },
+  live_migration_completion_timeout: { type: 'int', default: 800, min: 1, help: 'seconds per GiB of guest memory a live migration may take before it is cancelled (the guest stays on the source)' },
   qemu_binary: { type: 'string', default: 'qemu-system-x86_64', help: 'QEMU system emulator to run guests with' },
 } satisfies Record<string, OptionSpec>;
 

@@ -456,4 +456,20 @@ CREATE TABLE timeseries_samples (
 CREATE INDEX timeseries_samples_time ON timeseries_samples(taken_at_ms);
 `,
   },
+  {
+    // Live migration (issue 15): a migration record of type live-migration carries QEMU's memory
+    // progress, the target's listening address, and the Block Storage attachments made for the
+    // target host (moved onto the mappings at the switch, deleted on abort). A server's home host
+    // (where it was built) is what fail-back brings it back to; evacuation does not change it.
+    version: 18,
+    sql: `
+ALTER TABLE migrations ADD COLUMN memory_total_bytes INTEGER;
+ALTER TABLE migrations ADD COLUMN memory_processed_bytes INTEGER;
+ALTER TABLE migrations ADD COLUMN memory_remaining_bytes INTEGER;
+ALTER TABLE migrations ADD COLUMN dest_address TEXT;
+ALTER TABLE migrations ADD COLUMN dest_attachments TEXT;
+ALTER TABLE servers ADD COLUMN home_host TEXT;
+UPDATE servers SET home_host = host;
+`,
+  },
 ];

@@ -74,3 +74,10 @@ export function diskCounters(consoleText: string, serial: string): number[] {
   for (const m of consoleText.matchAll(re)) if (m[1] === serial) counters.push(Number(m[2]));
   return counters;
 }
+
+/** The ticker's acknowledged writes (PUMICE-TICK serial=S n=N) for one serial, in console order. */
+export function tickCounters(consoleText: string, serial: string): number[] {
+  const ticks: number[] = [];
+  for (const m of consoleText.matchAll(/PUMICE-TICK serial=(\S*) n=(\d+)/g)) if (m[1] === serial) ticks.push(Number(m[2]));
+  return ticks;
+}

@@ -58,7 +58,7 @@ test('host_status by heartbeat age: UP, UNKNOWN after two report intervals, DOWN
   assert.equal(hosts.hostStatus('compute01', t0 + 1_000), 'DOWN');
 });
 
-test('live-migration pre-checks: state, target, NBD volume, qcow2 root, then 501 not wired yet', () => {
+test('live-migration pre-checks: state, target, NBD volume, qcow2 root; none for shared storage', () => {
   const { hosts, beat } = cloud();
   const now = Date.now();
   beat('compute01', now);
@@ -67,9 +67,10 @@ test('live-migration pre-checks: state, target, NBD volume, qcow2 root, then 501
   const rbdVolume = { destination_type: 'volume', volume_id: 'v-rbd', status: 'attached', boot_index: 0, connection_info: JSON.stringify({ driver_volume_type: 'rbd' }) } as unknown as BdmRow;
   const nbdVolume = { destination_type: 'volume', volume_id: 'v-nbd', status: 'attached', boot_index: null, connection_info: JSON.stringify({ driver_volume_type: 'nbd' }) } as unknown as BdmRow;
   const localRoot = { destination_type: 'local', volume_id: null, status: 'attached', boot_index: 0, connection_info: null } as unknown as BdmRow;
-  const check = (row: ServerRow, bdms: BdmRow[], host: string | null, imagesType = 'default'): PumiceError =>
+  const check = (row: ServerRow, bdms: BdmRow[], host: string | null, imagesType = 'default'): PumiceError | null =>
     liveMigrationRefusal(row, bdms, { host, blockMigration: 'auto' }, { hosts, imagesType });
-  const expect = (err: PumiceError, code: string, message: RegExp) => {
+  const expect = (err: PumiceError | null, code: string, message: RegExp) => {
+    assert.ok(err, `refused with ${code}`);
     assert.equal(err.code, code, err.message);
     assert.match(err.message, message);
   };
@@ -78,8 +79,8 @@ test('live-migration pre-checks: state, target, NBD volume, qcow2 root, then 501
   expect(check(server, [rbdVolume], 'compute09'), 'BadRequest', /compute09 could not be found/);
   expect(check(server, [rbdVolume, nbdVolume], 'compute02'), 'Conflict', /volume v-nbd is on the local backend.*not shared storage/);
   expect(check(server, [localRoot], 'compute02'), 'Conflict', /root disk is a qcow2 file on compute01.*images_type = default/);
-  expect(check(server, [rbdVolume], 'compute02'), 'NotImplemented', /passed its checks.*not wired through the compute agents yet/);
-  expect(check(server, [localRoot, rbdVolume], null, 'rbd'), 'NotImplemented', /not wired/);
+  assert.equal(check(server, [rbdVolume], 'compute02'), null, 'RBD volumes are shared storage');
+  assert.equal(check(server, [localRoot, rbdVolume], null, 'rbd'), null, 'an RBD root (images_type = rbd) is shared storage');
   beat('compute02', now - 60_000);
   expect(check(server, [rbdVolume], 'compute02'), 'BadRequest', /compute02 is down/);
 });

@@ -44,6 +44,10 @@ export const computePolicyDefaults: Record<string, string> = {
   'os_compute_api:os-instance-actions:events': 'rule:admin_api',
   'os_compute_api:os-evacuate': 'rule:admin_api',
   'os_compute_api:os-migrations:index': 'rule:admin_api',
+  'os_compute_api:servers:migrations:index': 'rule:admin_api',
+  'os_compute_api:servers:migrations:show': 'rule:admin_api',
+  'os_compute_api:servers:migrations:delete': 'rule:admin_api',
+  'os_compute_api:servers:migrations:force_complete': 'rule:admin_api',
 
   'os_compute_api:os-flavor-manage:create': 'rule:admin_api',
   'os_compute_api:os-flavor-manage:update': 'rule:admin_api',

@@ -387,7 +387,8 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
           case 'os-migrateLive': {
             const live = ctx.body['os-migrateLive']!;
             const block = live.block_migration === 'auto' ? 'auto' : String(live.block_migration).toLowerCase() === 'true';
-            return servers.liveMigrate(ctx.auth!, row.id, { host: live.host ?? null, blockMigration: block });
+            servers.liveMigrate(ctx.auth!, row.id, { host: live.host ?? null, blockMigration: block }, ctx.requestId);
+            return { status: 202 };
           }
           case 'os-stop':
             servers.stop(ctx.auth!, row.id, ctx.requestId);

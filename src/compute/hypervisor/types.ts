@@ -148,3 +148,33 @@ export interface Hypervisor {
   /** Closes QMP connections without touching the guests (agent shutdown: guests keep running). */
   close(): Promise<void>;
 }
+
+/** QEMU's migration counters, as the source polls them. */
+export interface LiveMigrationProgress {
+  /** QEMU's: setup, active, completed, failed, cancelling, cancelled, ... */
+  status: string;
+  transferredBytes: number;
+  remainingBytes: number;
+  totalBytes: number;
+  elapsedMs: number;
+}
+
+/**
+ * Live migration on shared storage, a capability a driver may have (the agent refuses the tasks
+ * otherwise). The QEMU driver implements it (qemu/driver.ts has each method's contract).
+ */
+export interface LiveMigrationCapable {
+  /** Target: QEMU for `spec` started paused, waiting for the source's memory on `listen`. */
+  prepareIncoming(spec: GuestSpec, listen: { host: string; port: number }): Promise<GuestInfo>;
+  /** Source: sends the running guest; on success the source QEMU is gone, else the guest keeps running here. */
+  migrateTo(uuid: string, target: { host: string; port: number }, options: { timeoutMs: number; pollMs?: number; maxBandwidthBytesPerS?: number; onProgress?: (progress: LiveMigrationProgress) => void }): Promise<{ totalMs: number; downtimeMs: number | null; transferredBytes: number }>;
+  /** Source: cancels a migration under way (migrateTo then throws MigrationCancelled). */
+  cancelMigration(uuid: string): Promise<void>;
+  /** Target: after the source completed, the vCPUs run here. */
+  finishIncoming(uuid: string): Promise<GuestInfo>;
+}
+
+export function canLiveMigrate(hypervisor: Hypervisor): hypervisor is Hypervisor & LiveMigrationCapable {
+  const h = hypervisor as Partial<LiveMigrationCapable>;
+  return typeof h.prepareIncoming === 'function' && typeof h.migrateTo === 'function' && typeof h.cancelMigration === 'function' && typeof h.finishIncoming === 'function';
+}
