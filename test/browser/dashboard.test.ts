@@ -77,7 +77,7 @@ function problemsOf(page: Page): string[] {
 
 const row = (page: Page, attribute: string, name: string) => page.locator(`tr[data-${attribute}="${name}"]`);
 
-describe('dashboard', { timeout: 120_000 }, () => {
+describe('dashboard', { timeout: 240_000 }, () => {
   before(async () => {
     mkdirSync(screenshotDir, { recursive: true });
     pumice = await startPumice({ config });

@@ -546,6 +546,8 @@ function InstancesPage({ api, session }) {
   const [volumes, setVolumes] = useState([]);
   const [consoleLog, setConsoleLog] = useState(null);
   const [attaching, setAttaching] = useState(null);
+  // Controlled: the list below is refreshed while the form is open, and a refresh must not change the choice.
+  const [attachVolumeId, setAttachVolumeId] = useState('');
   const [run, outcome] = useAction();
   const isAdmin = session.roles.includes('admin');
   useEffect(() => {
@@ -561,7 +563,7 @@ function InstancesPage({ api, session }) {
   };
   const attach = async (s, e) => {
     e.preventDefault();
-    const volumeId = String(new FormData(e.currentTarget).get('volume'));
+    const volumeId = attachVolumeId || String(new FormData(e.currentTarget).get('volume'));
     if (await run(`Attach to ${s.name}`, () => api.compute('POST', `/servers/${s.id}/os-volume_attachments`, { volumeAttachment: { volumeId } }), `A volume is being attached to ${s.name}.`) !== undefined) setAttaching(null);
     servers.refresh();
   };
@@ -583,11 +585,11 @@ function InstancesPage({ api, session }) {
         <button type="button" onClick=${() => action(s, 'Reboot', { reboot: { type: 'SOFT' } })} disabled=${s.status !== 'ACTIVE'} aria-label=${`Reboot ${s.name}`}>Reboot</button>
         <button type="button" onClick=${() => action(s, 'Hard reboot', { reboot: { type: 'HARD' } })} disabled=${s.status !== 'ACTIVE' && s.status !== 'REBOOT'} aria-label=${`Hard reboot ${s.name}`}>Hard reboot</button>
         <button type="button" onClick=${() => showConsole(s)} aria-label=${`Console log of ${s.name}`}>Console log</button>
-        <button type="button" onClick=${() => setAttaching(s.id)} aria-label=${`Attach a volume to ${s.name}`}>Attach volume</button>
+        <button type="button" onClick=${() => { setAttachVolumeId(''); setAttaching(s.id); }} aria-label=${`Attach a volume to ${s.name}`}>Attach volume</button>
         ${isAdmin && html`<button type="button" class="danger" onClick=${() => evacuate(s)} aria-label=${`Evacuate ${s.name}`}>Evacuate</button>`}
         <button type="button" class="danger" onClick=${() => confirm(`Delete instance ${s.name}? Volumes it was booted from or given stay unless they were made to be deleted with it.`) && run(`Delete ${s.name}`, () => api.compute('DELETE', `/servers/${s.id}`)).then(servers.refresh)} aria-label=${`Delete ${s.name}`}>Delete</button>
         ${attaching === s.id && html`<form class="inline" onSubmit=${(e) => attach(s, e)} onKeyDown=${(e) => e.key === 'Escape' && setAttaching(null)}>
-          <${Field} label="Volume to attach" id="instance-attach-volume"><select id="instance-attach-volume" name="volume" required>${available.length === 0 && html`<option value="">No available volume</option>`}${available.map((v) => html`<option value=${v.id}>${v.name || shortId(v.id)}</option>`)}</select><//>
+          <${Field} label="Volume to attach" id="instance-attach-volume"><select id="instance-attach-volume" name="volume" required value=${attachVolumeId} onChange=${(e) => setAttachVolumeId(e.currentTarget.value)}><option value="">${available.length === 0 ? 'No available volume' : 'Choose a volume'}</option>${available.map((v) => html`<option value=${v.id}>${v.name || shortId(v.id)}</option>`)}</select><//>
           <button type="submit">Attach</button><button type="button" class="secondary" onClick=${() => setAttaching(null)}>Cancel</button></form>`}
       </td></tr>`)}</tbody></table>
     ${servers.data?.length === 0 && html`<p>No instances.</p>`}
@@ -778,6 +780,12 @@ function formatValue(value, unit) {
   return `${Number.isInteger(value) ? value : value.toFixed(2)}${unit ? ` ${unit}` : ''}`;
 }
 
+/** The y axis's top figure: short enough for the margin (the unit is in the caption). */
+function axisText(value, unit) {
+  if (unit === 'bytes' || unit === 'bytes/s') return formatValue(value, 'bytes');
+  return value >= 100 ? value.toFixed(0) : String(Number(value.toPrecision(2)));
+}
+
 /**
  * A line chart drawn as SVG: a few series over the same time axis. Hand-drawn rather than a chart
  * library: three kinds of plot need about 60 lines, the strict CSP stays as it is, and the latest
@@ -792,11 +800,11 @@ function LineChart({ title, lines, unit, fromMs, toMs }) {
   const latest = lines.map((l) => `${l.label} ${l.points.length ? formatValue(l.points[l.points.length - 1][1], unit) : 'no data'}`).join('; ');
   const minutesAgo = (t) => (toMs - t >= 120_000 ? `${Math.round((toMs - t) / 60000)} min ago` : `${Math.round((toMs - t) / 1000)} s ago`);
   return html`<figure class="chart" data-chart=${title}>
-    <figcaption>${title}</figcaption>
+    <figcaption>${title} <span class="muted">(${unit})</span></figcaption>
     <svg viewBox=${`0 0 ${plotWidth} ${plotHeight}`} role="img" aria-label=${`${title}: latest ${latest}`} preserveAspectRatio="xMinYMin meet">
       <line x1=${plotMargin.left} y1=${plotMargin.top + innerHeight} x2=${plotWidth - plotMargin.right} y2=${plotMargin.top + innerHeight} stroke="#7b8794" />
       <line x1=${plotMargin.left} y1=${plotMargin.top} x2=${plotMargin.left} y2=${plotMargin.top + innerHeight} stroke="#7b8794" />
-      <text x=${plotMargin.left - 6} y=${plotMargin.top + 10} text-anchor="end" font-size="11" fill="#4a5360">${formatValue(maxValue, unit)}</text>
+      <text x=${plotMargin.left - 6} y=${plotMargin.top + 10} text-anchor="end" font-size="11" fill="#4a5360">${axisText(maxValue, unit)}</text>
       <text x=${plotMargin.left - 6} y=${plotMargin.top + innerHeight} text-anchor="end" font-size="11" fill="#4a5360">0</text>
       <text x=${plotMargin.left} y=${plotHeight - 6} font-size="11" fill="#4a5360">${minutesAgo(fromMs)}</text>
       <text x=${plotWidth - plotMargin.right} y=${plotHeight - 6} text-anchor="end" font-size="11" fill="#4a5360">now</text>
