@@ -1,6 +1,6 @@
 /**
  * Bad input on the Block Storage routes of issue 18 (volume transfers, QoS
- * specs, manage/unmanage, os-reimage), in the manner of bad-input.test.ts:
+ * specs, manage/unmanage, os-reimage, os-retype, os-migrate_volume), in the manner of bad-input.test.ts:
  * each case gets its 4xx (never a 5xx), an OpenStack fault whose code is the
  * status and whose message names the cause, no stack trace or path, and
  * changes nothing (a fingerprint of the tables these routes write and of the
@@ -74,6 +74,8 @@ describe('bad input on transfers, QoS specs and manage/unmanage', { timeout: 180
     F.qosOther = (await ok(admin.request('POST', `${admin.volumeUrl}/qos-specs`, { qos_specs: { name: 'bi-qos-2' } }), 200)).qos_specs.id;
     F.type = (await ok(admin.request('POST', `${admin.volumeUrl}/types`, { volume_type: { name: 'bi-type' } }), 200)).volume_type.id;
     await ok(admin.request('GET', `${admin.volumeUrl}/qos-specs/${F.qos}/associate?vol_type_id=${F.type}`), 202);
+    const elsewhere = (await ok(admin.request('POST', `${admin.volumeUrl}/types`, { volume_type: { name: 'bi-elsewhere' } }), 200)).volume_type.id as string;
+    await ok(admin.request('POST', `${admin.volumeUrl}/types/${elsewhere}/extra_specs`, { extra_specs: { volume_backend_name: 'no-such-backend' } }), 200);
     F.host = (await ok(admin.request('GET', `${admin.volumeUrl}/scheduler-stats/get_pools`), 200)).pools[0].name;
     F.localDir = join(pumice.dataDir, 'volumes', 'local');
     writeFileSync(join(F.localDir, 'bi-adoptable'), Buffer.alloc(4096, 1));
@@ -167,6 +169,24 @@ describe('bad input on transfers, QoS specs and manage/unmanage', { timeout: 180
       { name: 'unmanage: member', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-unmanage': {} }, expect: 403 },
       { name: 'unmanage: unknown volume', method: 'POST', path: `${V}/volumes/${UNKNOWN}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 404 },
       { name: 'unmanage: a volume awaiting transfer', method: 'POST', path: `${V}/volumes/{offeredVol}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 409, message: /awaiting-transfer/ },
+      // os-retype and os-migrate_volume (one local backend here: a type that needs another backend cannot be met)
+      { name: 'retype: no new_type', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': {} }, expect: 400, message: /new_type/ },
+      { name: 'retype: new_type a number', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 7 } }, expect: 400, message: /new_type/ },
+      { name: 'retype: unknown migration_policy', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 'bi-type', migration_policy: 'sometimes' } }, expect: 400, message: /migration_policy/ },
+      { name: 'retype: unknown key', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 'bi-type', colour: 'red' } }, expect: 400, message: /colour/ },
+      { name: 'retype: unknown type', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 'no-such-type' } }, expect: 404, message: /no-such-type/ },
+      { name: 'retype: to its own type', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: '__DEFAULT__' } }, expect: 400, message: /already of type/ },
+      { name: 'retype: reader', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'reader', body: { 'os-retype': { new_type: 'bi-type' } }, expect: 403 },
+      { name: 'retype: another project\'s volume', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'other', body: { 'os-retype': { new_type: 'bi-type' } }, expect: 404 },
+      { name: 'retype: another backend with policy never', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 'bi-elsewhere', migration_policy: 'never' } }, expect: 400, message: /on-demand/ },
+      { name: 'retype: another backend that does not exist', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 'bi-elsewhere', migration_policy: 'on-demand' } }, expect: 400, message: /No valid backend/ },
+      { name: 'retype: a volume awaiting transfer', method: 'POST', path: `${V}/volumes/{offeredVol}/action`, body: { 'os-retype': { new_type: 'bi-type' } }, expect: 409, message: /awaiting-transfer/ },
+      { name: 'migrate: member', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-migrate_volume': { host: '{host}' } }, expect: 403 },
+      { name: 'migrate: no host', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'admin', body: { 'os-migrate_volume': {} }, expect: 400, message: /host/ },
+      { name: 'migrate: unknown host', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'admin', body: { 'os-migrate_volume': { host: 'nowhere@x#x' } }, expect: 400, message: /get_pools/ },
+      { name: 'migrate: to the host it is on', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'admin', body: { 'os-migrate_volume': { host: '{host}' } }, expect: 400, message: /already on/ },
+      { name: 'migrate: force_host_copy not a boolean', method: 'POST', path: `${V}/volumes/{vol}/action`, as: 'admin', body: { 'os-migrate_volume': { host: '{host}', force_host_copy: 'maybe' } }, expect: 400, message: /force_host_copy/ },
+      { name: 'migrate: unknown volume', method: 'POST', path: `${V}/volumes/${UNKNOWN}/action`, as: 'admin', body: { 'os-migrate_volume': { host: '{host}' } }, expect: 404 },
       // os-reimage (3.68)
       { name: 'reimage: no image_id', method: 'POST', path: `${V}/volumes/{vol}/action`, mv: '3.68', body: { 'os-reimage': {} }, expect: 400, message: /image_id/ },
       { name: 'reimage: image_id not a uuid', method: 'POST', path: `${V}/volumes/{vol}/action`, mv: '3.68', body: { 'os-reimage': { image_id: 'x' } }, expect: 400, message: /image_id/ },

@@ -218,6 +218,13 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       await call('admin', mv, 'POST', action, 202, { 'os-reset_status': { status: 'available' } }, 'volumes.reset_volume_status');
       await call('member', mv, 'POST', action, 400, { 'os-bogus': {} });
       await call('other', mv, 'POST', action, 404, { 'os-extend': { new_size: 3 } });
+      // os-retype to a type the volume's backend satisfies changes it in place; os-migrate_volume is an administrator's
+      await call('admin', mv, 'POST', `${V}/types`, 200, { volume_type: { name: `retype-${mv}` } });
+      await call('reader', mv, 'POST', action, 403, { 'os-retype': { new_type: `retype-${mv}` } });
+      await call('member', mv, 'POST', action, 202, { 'os-retype': { new_type: `retype-${mv}`, migration_policy: 'never' } }, 'volumes.retype_volume');
+      assert.equal((await call('member', mv, 'GET', vol, 200, undefined, 'volumes.show_volume')).volume.volume_type, `retype-${mv}`);
+      await call('member', mv, 'POST', action, 403, { 'os-migrate_volume': { host: 'pumice@local#local' } });
+      await call('admin', mv, 'POST', action, 400, { 'os-migrate_volume': { host: 'nowhere@x#x' } });
 
       // os-reimage (3.68) is refused with 501 and the fix; before 3.68 the action does not exist
       const reimage = { 'os-reimage': { image_id: '5f0d7b8e-3c0a-4d8e-9a55-2d1f1f6b1a02' } };
