@@ -118,11 +118,11 @@ export class ComputeAgent {
     q.register('server.release_volumes', async (task) => {
       const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', task.resourceId);
       if (server) await this.releaseVolumes(server, this.o.servers.bdms(server.id));
-    }, (task, reason) => this.o.log(`compute: releasing the volumes of deleted server ${task.resourceId} failed: ${reason}`));
+    }, (task, reason) => this.o.log(`WARNING: compute: releasing the volumes of deleted server ${task.resourceId} failed: ${reason}`));
     q.start([computeQueue(this.host), releaseQueue]);
     const interval = this.o.config.DEFAULT.report_interval * 1000;
     this.timers.push(setInterval(() => this.heartbeat(), interval));
-    this.timers.push(setInterval(() => void this.reportNode().catch((e: Error) => this.o.log(`compute: node report failed: ${e.message}`)), 60_000));
+    this.timers.push(setInterval(() => void this.reportNode().catch((e: Error) => this.o.log(`WARNING: compute: node report failed: ${e.message}`)), 60_000));
     this.timers.push(setInterval(() => void this.syncPowerStates().then(() => this.cleanupEvacuated()), (this.o.powerSyncIntervalS ?? 5) * 1000));
     for (const t of this.timers) t.unref();
   }
@@ -140,7 +140,7 @@ export class ComputeAgent {
     try {
       this.o.hosts.heartbeat(computeBinary, this.host, this.zone);
     } catch (error) {
-      this.o.log(`compute: heartbeat failed: ${(error as Error).message}`);
+      this.o.log(`WARNING: compute: heartbeat failed: ${(error as Error).message}`);
     }
   }
 
@@ -306,7 +306,7 @@ export class ComputeAgent {
     const fault: ServerFault = { code: 500, message: reason.slice(0, 255), details: reason, created: nowIso() };
     this.o.servers.transition(server.id, null, null, { task_state: null, fault: JSON.stringify(fault), ...(changes.vm_state ? { vm_state: changes.vm_state } : {}) });
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, event, this.host, 'Error', reason);
-    this.o.log(`compute: ${task.kind} of server ${server.id} failed: ${reason}`);
+    this.o.log(`ERROR: compute: ${task.kind} of server ${server.id} failed: ${reason}`);
   }
 
   private failAttach(task: Task, reason: string): void {
@@ -318,7 +318,7 @@ export class ComputeAgent {
       this.o.db.run('DELETE FROM block_device_mappings WHERE id = ?', bdm.id);
     }
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_attach_volume', this.host, 'Error', reason);
-    this.o.log(`compute: attaching a volume to server ${task.resourceId} failed: ${reason}`);
+    this.o.log(`ERROR: compute: attaching a volume to server ${task.resourceId} failed: ${reason}`);
   }
 
   /**
@@ -337,14 +337,14 @@ export class ComputeAgent {
       this.o.servers.transition(server.id, null, null, { task_state: null, fault: JSON.stringify(fault), ...(untouched ? {} : { vm_state: 'error' }) });
     }
     this.o.servers.finishAction(payload.actionId, 'compute_rebuild_instance', this.host, 'Error', reason);
-    this.o.log(`compute: evacuation of server ${task.resourceId} failed: ${reason}`);
+    this.o.log(`ERROR: compute: evacuation of server ${task.resourceId} failed: ${reason}`);
   }
 
   private failDetach(task: Task, reason: string): void {
     const payload = task.payload as { actionId?: number; bdmId: string };
     this.o.db.run("UPDATE block_device_mappings SET status = 'attached' WHERE id = ? AND status = 'detaching'", payload.bdmId);
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_detach_volume', this.host, 'Error', reason);
-    this.o.log(`compute: detaching a volume from server ${task.resourceId} failed: ${reason}`);
+    this.o.log(`ERROR: compute: detaching a volume from server ${task.resourceId} failed: ${reason}`);
   }
 
   private projectOf(serverId: string): string {

@@ -628,12 +628,12 @@ export class IdentityService {
     const who = user ? `user ${user.id} (${JSON.stringify(user.name)})` : `unknown user ${JSON.stringify((attempted ?? '').slice(0, 64))}`;
     if (!user) {
       await verifyPassword(password, null, source);
-      log(`identity: failed login for ${who} from ${source}`);
+      log(`WARNING: identity: failed login for ${who} from ${source}`);
       throw generic;
     }
     const lockedUntilMs = this.lockedUntilMs(user);
     if (lockedUntilMs !== null) {
-      log(`identity: refused login for locked-out ${who} from ${source} (locked until ${new Date(lockedUntilMs).toISOString()})`);
+      log(`WARNING: identity: refused login for locked-out ${who} from ${source} (locked until ${new Date(lockedUntilMs).toISOString()})`);
       throw errors.unauthorized(`The account is locked for user: ${user.id}. Too many failed logins; retry after ${new Date(lockedUntilMs).toISOString()} or ask an administrator to reset the password.`);
     }
     const tag = createHmac('sha256', this.verifiedLoginKey).update(`${user.id}\0${user.password_hash ?? ''}\0`).update(password, 'utf8').digest();
@@ -642,11 +642,11 @@ export class IdentityService {
     if (!recentlyVerified && !(await verifyPassword(password, user.password_hash, source))) {
       const failures = this.recordFailedLogin(user);
       const locked = lockoutFailureAttempts > 0 && failures >= lockoutFailureAttempts;
-      log(`identity: failed login for ${who} from ${source}: wrong password (${failures} in a row${locked ? `; locked out for ${lockoutDurationSeconds} s` : ''})`);
+      log(`WARNING: identity: failed login for ${who} from ${source}: wrong password (${failures} in a row${locked ? `; locked out for ${lockoutDurationSeconds} s` : ''})`);
       throw generic;
     }
     if (!user.enabled) {
-      log(`identity: failed login for disabled ${who} from ${source}`);
+      log(`WARNING: identity: failed login for disabled ${who} from ${source}`);
       throw generic;
     }
     if ((user.failed_auth_count ?? 0) > 0) this.db.run('UPDATE users SET failed_auth_count = 0, failed_auth_at = NULL WHERE id = ?', user.id);

@@ -2,7 +2,7 @@
  * `[DEFAULT] use_journal = true` against a real systemd-journald (issue 19). This container has no
  * systemd, so the test starts journald itself in a private mount namespace (`unshare -m`, tmpfs on
  * /run and /var/log: the machine's own /run and logs are never touched), runs `pumice serve` there,
- * drives one request of each level, and reads the entries back with journalctl -o json.
+ * drives one request of each level (and a failed login), and reads the entries back with journalctl -o json.
  * Without journald's socket, check-config and serve refuse use_journal = true (exit 3) naming the fix.
  */
 import assert from 'node:assert/strict';
@@ -73,6 +73,8 @@ kill $J`;
     rejected = huge.headers.get('x-openstack-request-id');
     const missing = await api.request('GET', `/volume/v3/${api.projectId}/volumes/no-such-volume`);
     assert.equal(missing.status, 404);
+    // A failed login is a WARNING, as Keystone's "Authorization failed".
+    await ApiClient.login(url, 'admin', 'not-the-password', 'admin').then(() => assert.fail('a wrong password logs in'), () => undefined);
   } finally {
     proc.kill('SIGTERM');
     await served.exited;
@@ -95,6 +97,7 @@ kill $J`;
   assert.equal(warning?.['REQUEST_ID'], rejected);
   const refused = find(/GET \/volume\/v3\/\S+\/volumes\/no-such-volume status: 404/);
   assert.equal(refused?.['PRIORITY'], '6', 'a 4xx access line is INFO');
+  assert.equal(find(/identity: failed login for user \S+ \("admin"\) from \S+: wrong password/)?.['PRIORITY'], '4', 'a failed login is a WARNING');
   // Nothing went to stderr as well: under systemd that would be every line twice.
   assert.doesNotMatch(served.output(), /INFO pumice\.state/);
 });
