@@ -20,6 +20,7 @@ import type { PumiceConfig } from '../config/config.ts';
 import { CephConfigProblem, resolveCephClient } from '../ceph/conf.ts';
 import type { Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { resourceStates } from '../state/owner.ts';
 import type { ImageServiceClient } from '../volume/images.ts';
 import { parseRbdLocation } from '../volume/images.ts';
 import type { ComputeHosts } from './hosts.ts';
@@ -342,7 +343,7 @@ export class ComputeAgent {
 
   private failDetach(task: Task, reason: string): void {
     const payload = task.payload as { actionId?: number; bdmId: string };
-    this.o.db.run("UPDATE block_device_mappings SET status = 'attached' WHERE id = ? AND status = 'detaching'", payload.bdmId);
+    resourceStates(this.o.db).blockDeviceMappings.transition(payload.bdmId, ['detaching'], 'attached');
     if (payload.actionId) this.o.servers.finishAction(payload.actionId, 'compute_detach_volume', this.host, 'Error', reason);
     this.o.log(`ERROR: compute: detaching a volume from server ${task.resourceId} failed: ${reason}`);
   }
@@ -356,7 +357,8 @@ export class ComputeAgent {
     return { platform: 'x86_64', os_type: 'linux', host: this.host, ip: '127.0.0.1', initiator: null, multipath: false, do_local_attach: false, mode: 'rw', ...(mountpoint ? { mountpoint } : {}) };
   }
 
-  private updateBdm(id: string, changes: Partial<Pick<BdmRow, 'volume_id' | 'attachment_id' | 'connection_info' | 'status'>>): void {
+  /** Sets a mapping's other columns; its status moves through its state owner. */
+  private updateBdm(id: string, changes: Partial<Pick<BdmRow, 'volume_id' | 'attachment_id' | 'connection_info'>>): void {
     for (const [key, value] of Object.entries(changes)) this.o.db.run(`UPDATE block_device_mappings SET ${key} = ? WHERE id = ?`, value as string | null, id);
   }
 
@@ -464,7 +466,7 @@ export class ComputeAgent {
     for (const bdm of this.o.servers.bdms(server.id)) {
       if (bdm.destination_type !== 'volume' || !bdm.attachment_id || bdm.status !== 'pending') continue;
       await this.o.blockStorage.completeAttachment(server.project_id, bdm.attachment_id);
-      this.updateBdm(bdm.id, { status: 'attached' });
+      resourceStates(this.o.db).blockDeviceMappings.transition(bdm.id, ['pending'], 'attached');
     }
   }
 
@@ -884,7 +886,7 @@ export class ComputeAgent {
           });
           record.attachmentsRevoked.push({ volumeId: bdm.volume_id, attachmentId: old });
         }
-        this.o.db.run("UPDATE block_device_mappings SET status = 'detached', connection_info = NULL WHERE id = ?", bdm.id);
+        resourceStates(this.o.db).blockDeviceMappings.transition(bdm.id, ['detaching'], 'detached', { connection_info: null });
         continue;
       }
       let next: string | null = null;
@@ -902,7 +904,7 @@ export class ComputeAgent {
         task.checkpoint('evacuate.fence.old-ended');
       }
       rmSync(this.connectionFile(server.id, bdm.id), { force: true });
-      this.o.db.run("UPDATE block_device_mappings SET attachment_id = ?, connection_info = NULL, status = 'pending', rbd_clients = NULL WHERE id = ?", next ?? old, bdm.id);
+      resourceStates(this.o.db).blockDeviceMappings.transition(bdm.id, ['attached', 'pending'], 'pending', { attachment_id: next ?? old, connection_info: null, rbd_clients: null });
     }
     return record;
   }
@@ -943,7 +945,7 @@ export class ComputeAgent {
           if (error.status !== 404) throw error;
         });
       }
-      this.updateBdm(bdm.id, { status: 'detached', connection_info: null });
+      resourceStates(this.o.db).blockDeviceMappings.transition(bdm.id, ['pending', 'attached', 'detaching'], 'detached', { connection_info: null });
       rmSync(this.connectionFile(server.id, bdm.id), { force: true });
       if (bdm.delete_on_termination) {
         await this.o.blockStorage.deleteVolume(server.project_id, bdm.volume_id).catch((error: Error & { status?: number }) => {

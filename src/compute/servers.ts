@@ -12,6 +12,7 @@ import { errors, PumiceError } from '../errors.ts';
 import { emitEvent } from '../events.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
+import { resourceStates } from '../state/owner.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
 import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
 import { liveMigrationRefusal, type LiveMigrationPayload, type LiveMigrationRequest } from './live-migration.ts';
@@ -580,34 +581,14 @@ export class ServerService {
   // ---- actions ----
 
   /**
-   * Compare-and-set of a server's states: applies `changes` only while vm_state is one of `fromVm`
-   * (and task_state one of `fromTask` when given). Returns false when the row moved on.
+   * Compare-and-set of a server's states through their owner (src/state/servers.ts): applies
+   * `changes` only while vm_state is one of `fromVm` (and task_state one of `fromTask` when given),
+   * and only as the transition tables allow. Returns false when the row moved on.
    */
   transition(id: string, fromVm: readonly VmState[] | null, fromTask: readonly TaskState[] | null, changes: Partial<Pick<ServerRow, 'vm_state' | 'task_state' | 'power_state' | 'host' | 'fault' | 'launched_at' | 'terminated_at' | 'availability_zone' | 'image_id' | 'image_meta' | 'progress' | 'deleted_at' | 'name'>>): boolean {
-    const sets: string[] = ['updated_at = ?', 'generation = generation + 1'];
-    const params: (string | number | null)[] = [nowIso()];
-    for (const [key, value] of Object.entries(changes)) {
-      sets.push(`${key} = ?`);
-      params.push(value as string | number | null);
-    }
-    const where: string[] = ['id = ?'];
-    params.push(id);
-    if (fromVm) {
-      where.push(`vm_state IN (${fromVm.map(() => '?').join(',')})`);
-      params.push(...fromVm);
-    }
-    if (fromTask) {
-      const nonNull = fromTask.filter((t) => t !== null) as string[];
-      const parts: string[] = [];
-      if (nonNull.length) {
-        parts.push(`task_state IN (${nonNull.map(() => '?').join(',')})`);
-        params.push(...nonNull);
-      }
-      if (fromTask.includes(null)) parts.push('task_state IS NULL');
-      where.push(`(${parts.join(' OR ')})`);
-    }
-    return this.db.run(`UPDATE servers SET ${sets.join(', ')} WHERE ${where.join(' AND ')}`, ...params).changes === 1;
+    return resourceStates(this.db).servers.transition(id, fromVm, fromTask, changes);
   }
+
 
   /**
    * os-migrateLive: Nova's checks first (a refusal changes nothing), then the target is chosen (the
@@ -867,9 +848,10 @@ export class ServerService {
   /** Marks a server deleted (its row stays for `deleted=true` listing and instance actions). */
   finishDelete(id: string): void {
     const now = nowIso();
+    const states = resourceStates(this.db);
     this.db.transaction(() => {
-      this.db.run("UPDATE servers SET vm_state = 'deleted', task_state = NULL, power_state = 0, terminated_at = ?, deleted_at = ?, updated_at = ? WHERE id = ?", now, now, now, id);
-      this.db.run("UPDATE block_device_mappings SET status = 'detached', connection_info = NULL WHERE server_id = ?", id);
+      this.transition(id, null, null, { vm_state: 'deleted', task_state: null, power_state: PowerState.NOSTATE, terminated_at: now, deleted_at: now });
+      for (const bdm of this.bdms(id)) states.blockDeviceMappings.transition(bdm.id, ['pending', 'attached', 'detaching'], 'detached', { connection_info: null });
     });
   }
 
@@ -947,7 +929,7 @@ export class ServerService {
       if (bdm.status === 'detaching') return;
       this.requireState(row, 'detach_volume', ['active', 'stopped', 'error']);
       if (bdm.status === 'pending') throw errors.conflict(`Volume ${volumeId} is still being attached to instance ${id}; detach it once the attach has finished.`);
-      this.db.run("UPDATE block_device_mappings SET status = 'detaching' WHERE id = ?", bdm.id);
+      resourceStates(this.db).blockDeviceMappings.transition(bdm.id, ['attached'], 'detaching');
       const actionId = this.recordAction(id, requestId, 'detach_volume', auth);
       this.enqueueOnHost(row, 'server.detach', { requestId, actionId, bdmId: bdm.id });
     });

@@ -1,6 +1,7 @@
 /**
  * The one owner of resource status. Every status change of a volume,
- * snapshot, backup or image row goes through `resourceStates(db)`:
+ * snapshot, backup, image, attachment, block device mapping or server row
+ * goes through `resourceStates(db)` (servers: ./servers.ts, two columns):
  *
  *   const states = resourceStates(db);
  *   states.volumes.transition(volumeId, ['available'], 'attaching');            // CAS: true if moved
@@ -37,7 +38,8 @@ import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { emitEvent } from '../events.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
-import { backupTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type BackupStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+import { attachmentTransitions, backupTransitions, bdmTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type AttachmentStatus, type BackupStatus, type BdmStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+import { ServerStates } from './servers.ts';
 
 /** Columns a transition may set besides status (names are code, never input; checked anyway). */
 export type StatusChanges = Record<string, SqlValue>;
@@ -63,10 +65,12 @@ export interface StateOwnerOptions {
 export class ResourceStates<S extends string> {
   constructor(
     private readonly db: Db,
-    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image',
-    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images',
+    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image' | 'attachment' | 'block device mapping',
+    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images' | 'volume_attachments' | 'block_device_mappings',
     private readonly transitions: Readonly<Record<S, readonly S[]>>,
     private readonly options: StateOwnerOptions,
+    /** The status column: attachments keep theirs in attach_status. */
+    private readonly column: 'status' | 'attach_status' = 'status',
   ) {}
 
   /** True when the table allows `from → to`. */
@@ -90,7 +94,7 @@ export class ResourceStates<S extends string> {
     }
     const { sql, params } = this.update(changes);
     const marks = sources.map(() => '?').join(',');
-    const moved = this.db.run(`${sql} WHERE id = ? AND status IN (${marks})`, to, ...params, id, ...sources).changes === 1;
+    const moved = this.db.run(`${sql} WHERE id = ? AND ${this.column} IN (${marks})`, to, ...params, id, ...sources).changes === 1;
     emitEvent('state.transition', { resource: this.kind, id, from: sources, to, moved });
     return moved;
   }
@@ -116,10 +120,12 @@ export class ResourceStates<S extends string> {
   private update(changes: StatusChanges): { sql: string; params: SqlValue[] } {
     const columns = Object.keys(changes);
     for (const c of columns) {
-      if (!columnName.test(c) || c === 'status' || c === 'id') throw new Error(`bad column '${c}' in a ${this.kind} transition`);
+      if (!columnName.test(c) || c === this.column || c === 'id') throw new Error(`bad column '${c}' in a ${this.kind} transition`);
     }
-    const sets = ['status = ?', ...columns.map((c) => `${c} = ?`), 'updated_at = ?'];
-    return { sql: `UPDATE ${this.table} SET ${sets.join(', ')}`, params: [...columns.map((c) => changes[c]!), nowIso()] };
+    // Block device mappings keep no updated_at (the server's row carries it).
+    const stamped = this.table !== 'block_device_mappings';
+    const sets = [`${this.column} = ?`, ...columns.map((c) => `${c} = ?`), ...(stamped ? ['updated_at = ?'] : [])];
+    return { sql: `UPDATE ${this.table} SET ${sets.join(', ')}`, params: [...columns.map((c) => changes[c]!), ...(stamped ? [nowIso()] : [])] };
   }
 }
 
@@ -128,6 +134,9 @@ export interface ResourceStateOwners {
   snapshots: ResourceStates<SnapshotStatus>;
   backups: ResourceStates<BackupStatus>;
   images: ResourceStates<ImageStatus>;
+  attachments: ResourceStates<AttachmentStatus>;
+  blockDeviceMappings: ResourceStates<BdmStatus>;
+  servers: ServerStates;
 }
 
 const ownersByDb = new WeakMap<Db, ResourceStateOwners>();
@@ -146,6 +155,9 @@ export function resourceStates(db: Db, options: Partial<StateOwnerOptions> = {})
       snapshots: new ResourceStates(db, 'snapshot', 'snapshots', snapshotTransitions, full),
       backups: new ResourceStates(db, 'backup', 'backups', backupTransitions, full),
       images: new ResourceStates(db, 'image', 'images', imageTransitions, full),
+      attachments: new ResourceStates(db, 'attachment', 'volume_attachments', attachmentTransitions, full, 'attach_status'),
+      blockDeviceMappings: new ResourceStates(db, 'block device mapping', 'block_device_mappings', bdmTransitions, full),
+      servers: new ServerStates(db, full),
     };
     ownersByDb.set(db, owners);
   }

@@ -4,6 +4,7 @@
  * else, only `force` (os-reset_status, force-delete) may do.
  */
 import type { SnapshotStatus, VolumeStatus } from '../volume/states.ts';
+import type { TaskState, VmState } from '../compute/model.ts';
 
 export type { SnapshotStatus, VolumeStatus } from '../volume/states.ts';
 export type BackupStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting' | 'restoring';
@@ -72,3 +73,72 @@ export const backupTransitions: Readonly<Record<BackupStatus, readonly BackupSta
   deleting: ['error_deleting'],
   error_deleting: ['deleting'],
 };
+
+/** A Block Storage attachment's attach_status (Cinder's attachment API: reserve → update → complete). */
+export type AttachmentStatus = 'reserved' | 'attaching' | 'attached';
+
+export const attachmentTransitions: Readonly<Record<AttachmentStatus, readonly AttachmentStatus[]>> = {
+  // os-complete may follow the reservation directly when the connector was given at create.
+  reserved: ['attaching', 'attached'],
+  // An update may be repeated (a consumer re-sends its connector); a deleted attachment's row goes.
+  attaching: ['attaching', 'attached'],
+  attached: ['attaching', 'attached'],
+};
+
+/** A server's block device mapping as the compute agent moves it (Nova keeps no status; Pumice needs one for resumable attach/detach). */
+export type BdmStatus = 'pending' | 'attached' | 'detaching' | 'detached';
+
+export const bdmTransitions: Readonly<Record<BdmStatus, readonly BdmStatus[]>> = {
+  // A fence re-run after a crash records the reservation again.
+  pending: ['attached', 'detached', 'pending'],
+  // An evacuation re-attaches every volume on the new host: its mappings go back to pending.
+  attached: ['detaching', 'detached', 'pending'],
+  // A detach that failed leaves the volume attached.
+  detaching: ['attached', 'detached'],
+  detached: [],
+};
+
+/**
+ * A server's vm_state moves (Nova's vm_states; a move to the same state is no
+ * move). Pumice reaches building, active, stopped, error and deleted; the
+ * others are Nova's names, listed so that a row imported with them can leave.
+ */
+export const serverVmTransitions: Readonly<Record<VmState, readonly VmState[]>> = {
+  building: ['active', 'error', 'deleted'],
+  // The power-state sync finds a guest that stopped by itself: active → stopped.
+  active: ['stopped', 'error', 'deleted'],
+  stopped: ['active', 'error', 'deleted'],
+  // A rebuild or an evacuation of an ERROR server ends active (or stopped, if it was).
+  error: ['active', 'stopped', 'deleted'],
+  deleted: [],
+  paused: ['active', 'error', 'deleted'],
+  suspended: ['active', 'error', 'deleted'],
+  rescued: ['active', 'error', 'deleted'],
+  resized: ['active', 'error', 'deleted'],
+  'soft-delete': ['active', 'deleted'],
+  shelved: ['active', 'error', 'deleted'],
+  shelved_offloaded: ['active', 'error', 'deleted'],
+};
+
+/** The vm_states in which each task_state may be set (what Nova's check_instance_state allows per action). */
+export const serverTaskStates: Readonly<Record<NonNullable<TaskState>, readonly VmState[]>> = {
+  scheduling: ['building'],
+  block_device_mapping: ['building'],
+  networking: ['building'],
+  spawning: ['building'],
+  'powering-off': ['active', 'error'],
+  'powering-on': ['stopped'],
+  rebooting: ['active', 'stopped', 'error'],
+  rebooting_hard: ['active', 'stopped', 'error'],
+  reboot_started: ['active', 'stopped', 'error'],
+  reboot_started_hard: ['active', 'stopped', 'error'],
+  rebuilding: ['active', 'stopped', 'error'],
+  rebuild_block_device_mapping: ['active', 'stopped', 'error'],
+  rebuild_spawning: ['active', 'stopped', 'error'],
+  rebuilding_evacuate: ['active', 'stopped', 'error'],
+  migrating: ['active'],
+  deleting: ['building', 'active', 'stopped', 'error', 'paused', 'suspended', 'rescued', 'resized', 'soft-delete', 'shelved', 'shelved_offloaded'],
+};
+
+/** task_states that only end (to no task): a delete is never turned into another action. */
+export const serverFinalTaskStates: ReadonlySet<NonNullable<TaskState>> = new Set(['deleting']);

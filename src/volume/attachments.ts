@@ -283,15 +283,15 @@ export class AttachmentService {
       };
       const now = nowIso();
       const stillThere = this.db.transaction(() => {
-        const current = this.db.get<AttachmentRecord>('SELECT * FROM volume_attachments WHERE id = ?', id);
-        if (!current) return false;
-        this.db.run(
-          "UPDATE volume_attachments SET attach_status = 'attaching', connector = ?, connection_info = ?, attached_host = ?, mountpoint = ?, attach_mode = ?, attach_time = ?, updated_at = ? WHERE id = ?",
-          JSON.stringify(connector), JSON.stringify(publicConnectionInfo(flat)),
-          typeof connector['host'] === 'string' ? connector['host'] : null,
-          typeof connector['mountpoint'] === 'string' ? connector['mountpoint'] : 'na',
-          mode, now, now, id,
-        );
+        const moved = resourceStates(this.db).attachments.transition(id, ['reserved', 'attaching', 'attached'], 'attaching', {
+          connector: JSON.stringify(connector),
+          connection_info: JSON.stringify(publicConnectionInfo(flat)),
+          attached_host: typeof connector['host'] === 'string' ? connector['host'] : null,
+          mountpoint: typeof connector['mountpoint'] === 'string' ? connector['mountpoint'] : 'na',
+          attach_mode: mode,
+          attach_time: now,
+        });
+        if (!moved) return false;
         this.moveVolume(volume.id, ['reserved', 'attaching', 'in-use'], 'attaching', { attach_status: 'attaching' });
         return true;
       });
@@ -315,7 +315,7 @@ export class AttachmentService {
       if (!from.includes(volume.status)) {
         throw errors.badRequest(`Invalid volume: volume ${volume.id} is '${volume.status}'; completing attachment ${id} needs it to be ${from.map((s) => `'${s}'`).join(' or ')}.`);
       }
-      this.db.run("UPDATE volume_attachments SET attach_status = 'attached', attach_time = COALESCE(attach_time, ?), updated_at = ? WHERE id = ?", nowIso(), nowIso(), id);
+      resourceStates(this.db).attachments.transition(id, ['reserved', 'attaching', 'attached'], 'attached', { attach_time: attachment.attach_time ?? nowIso() });
       this.moveVolume(volume.id, from, 'in-use', { attach_status: 'attached' });
     });
   }
