@@ -120,8 +120,10 @@ describe('dashboard: operator and instance pages', { timeout: 240_000 }, () => {
     if (!pumice) return;
     for (const s of (await admin.request('GET', '/compute/v2.1/servers?all_tenants=1')).body?.servers ?? []) await admin.request('DELETE', `/compute/v2.1/servers/${s.id}`);
     await waitFor(async () => ((await admin.request('GET', '/compute/v2.1/servers?all_tenants=1')).body?.servers ?? []).length === 0, 'servers deleted', 60_000).catch(() => undefined);
+    mark('servers deleted');
     const instancesDir = path.join(pumice.dataDir, 'instances');
     await pumice.stop();
+    mark('pumice stopped');
     const left = await qemuPids(instancesDir);
     for (const pid of left) process.kill(pid, 'SIGKILL');
     pumice.cleanup();
@@ -198,6 +200,9 @@ describe('dashboard: operator and instance pages', { timeout: 240_000 }, () => {
     await page.getByRole('button', { name: 'Attach', exact: true }).click();
     await vm.getByText('dash-boot, dash-data, dash-hotplug').waitFor({ timeout: 40_000 });
     await shot(page, '28-instances');
+    await page.setViewportSize({ width: 390, height: 800 });
+    await shot(page, '28-instances-narrow');
+    await page.setViewportSize({ width: 1280, height: 800 });
     await page.getByRole('button', { name: 'Stop dash-vm' }).click();
     await vm.getByText('SHUTOFF', { exact: true }).waitFor({ timeout: 40_000 });
     mark('instance stopped');
@@ -256,6 +261,13 @@ describe('dashboard: operator and instance pages', { timeout: 240_000 }, () => {
     await page.getByLabel('Type name').fill('dash-fast');
     await page.getByRole('button', { name: 'Create type' }).click();
     await page.getByRole('alert').filter({ hasText: 'Create type dash-fast failed (HTTP 409)' }).waitFor();
+    // From the keyboard: Enter in the name field creates the type.
+    await page.getByLabel('Type name').focus();
+    // The refused name stays in the field (to be corrected, not retyped): replace it.
+    await page.keyboard.press('Control+A');
+    await page.keyboard.type('dash-keyboard');
+    await page.keyboard.press('Enter');
+    await row(page, 'type', 'dash-keyboard').waitFor();
     assert.deepEqual(await unlabelledControls(page), []);
     await shot(page, '20-volume-types');
 
@@ -298,6 +310,10 @@ describe('dashboard: operator and instance pages', { timeout: 240_000 }, () => {
     assert.equal((await admin.request('GET', `/image/v2/images/${guestImageId}/members`)).body.members[0].member_id, otherId);
     assert.deepEqual(await unlabelledControls(page), []);
     await shot(page, '22-image-sharing-properties');
+    // Escape closes the panel, as it does the volume action forms.
+    await page.getByLabel('Visibility').focus();
+    await page.keyboard.press('Escape');
+    await page.getByRole('region', { name: /^Image test-guest: sharing and properties/ }).waitFor({ state: 'detached' });
 
     // Hypervisors with capacity, and the health checks beside the services.
     await page.getByRole('link', { name: 'Hypervisors' }).click();

@@ -647,9 +647,10 @@ function ImagePanel({ api, image, session, done }) {
   };
   const known = new Set(catalog.list.map((p) => p.name));
   const current = Object.entries(image).filter(([key]) => known.has(key));
-  return html`<section class="panel" aria-labelledby="image-panel"><h2 id="image-panel">Image ${label}: sharing and properties</h2>
+  // Escape anywhere in the panel closes it, as it closes the volume action forms.
+  return html`<section class="panel" aria-labelledby="image-panel" onKeyDown=${(e) => e.key === 'Escape' && done(false)}><h2 id="image-panel">Image ${label}: sharing and properties</h2>
     ${outcome}
-    <form class="inline" onSubmit=${setVisibility} onKeyDown=${(e) => e.key === 'Escape' && done(false)}>
+    <form class="inline" onSubmit=${setVisibility}>
       <${Field} label="Visibility" id="image-visibility"><select id="image-visibility" name="visibility" value=${image.visibility} disabled=${!ownedHere}>
         ${['private', 'shared', 'community', 'public'].map((v) => html`<option value=${v} disabled=${v === 'public' && !isAdmin}>${v}${v === 'public' && !isAdmin ? ' (admin only)' : ''}</option>`)}</select><//>
       <button type="submit" disabled=${!ownedHere}>Set visibility</button>
