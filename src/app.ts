@@ -221,6 +221,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const backupTasks = new TaskQueue({ db, log, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 2000, leaseMs });
   const backupManager = new BackupManager(db, config, backupTasks, manager, log);
   if (roles.has('backup')) await backupManager.start();
+  else backupManager.startWithoutBackups();
   const backups = new BackupService(db, backupTasks, volumes, manager, backupManager);
 
   const sampleIntervalMs = timeseriesIntervalMs();

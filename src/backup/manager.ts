@@ -132,6 +132,35 @@ export class BackupManager {
   }
 
   /**
+   * For a process without the backup role (a controller): no driver and no tasks here. The
+   * service counts as up while any backup host's cinder-backup service beat within
+   * service_down_time, so the API accepts backups that those hosts' runners will take.
+   */
+  startWithoutBackups(): void {
+    const refresh = () => {
+      const rows = this.db.all<{ host: string; heartbeat_at: string | null; state_reason: string | null }>(
+        'SELECT host, heartbeat_at, state_reason FROM services WHERE binary = ?', backupBinary,
+      );
+      const downAfterMs = this.config.DEFAULT.service_down_time * 1000;
+      this.up = rows.some((r) => r.heartbeat_at !== null && Date.now() - Date.parse(r.heartbeat_at) <= downAfterMs);
+      this.downReason = this.up
+        ? null
+        : rows.length === 0
+          ? 'no host runs the backup role yet (pumice serve --roles backup)'
+          : `no backup host sent a heartbeat in the last ${this.config.DEFAULT.service_down_time} s (${rows.map((r) => (r.state_reason ? `${r.host}: ${r.state_reason}` : r.host)).join('; ')})`;
+    };
+    refresh();
+    this.heartbeatTimer = setInterval(() => {
+      try {
+        refresh();
+      } catch (error) {
+        this.log(`backup service state: ${(error as Error).message}`);
+      }
+    }, this.config.DEFAULT.report_interval * 1000);
+    this.heartbeatTimer.unref();
+  }
+
+  /**
    * Checks the driver can work (backup directory writable; Ceph reachable as backup_ceph_user with its
    * keyring and caps). When it cannot, the service is down at once, with the reason, not only after
    * service_down_time without heartbeats: it would fail every backup until fixed.

@@ -41,6 +41,7 @@ service_down_time = ${serviceDownTimeS}
 report_interval = 1
 public_endpoint = http://${lab!.controller.address}:${apiPort}
 enabled_backends = local
+backup_posix_path = ${join(lab!.dir, 'shared-backups')}
 
 [local]
 volume_driver = local
@@ -81,7 +82,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
 interface ServiceView { binary: string; host: string; state: string; cluster: string | null }
 async function volumeServices(): Promise<ServiceView[]> {
   const r = await admin.request('GET', `/volume/v3/${admin.projectId}/os-services`, undefined, { 'OpenStack-API-Version': 'volume 3.7' });
-  assert.equal(r.status, 200, r.text);
+  assert.equal(r.status, 200, `${r.text}\ncontroller log:\n${running['ctl']?.output().slice(-4000)}`);
   return r.body.services as ServiceView[];
 }
 
@@ -106,6 +107,7 @@ before(async () => {
   lab = new NetnsLab(['ctl', 'vol-a', 'vol-b']);
   pg = lab.startPostgres();
   mkdirSync(join(lab.dir, 'shared-volumes'), { mode: 0o700 });
+  mkdirSync(join(lab.dir, 'shared-backups'), { mode: 0o700 });
   await startHost('ctl', 'api,scheduler,image');
   await Promise.all([
     startHost('vol-a', 'volume,backup', { PUMICE_CRASH_POINT: 'volume.create.made:1:stop' }),
@@ -222,6 +224,21 @@ test("pumice tasks on the controller reads the cloud's PostgreSQL ([database] co
     process.kill(b.pid, 'SIGCONT');
   }
   assert.equal((await admin.waitVolume(volumeId, ['available', 'error'], 30_000)).status, 'available');
+});
+
+test('a backup asked of the controller (no backup role) is run by a backup host of the cluster', { skip: unavailable ?? false }, async () => {
+  const volumeId = await createVolume('backed-up');
+  await admin.waitVolume(volumeId, ['available'], 30_000);
+  const r = await admin.request('POST', `/volume/v3/${admin.projectId}/backups`, { backup: { volume_id: volumeId, name: 'b16' } });
+  assert.equal(r.status, 202, r.text);
+  const backupId = r.body.backup.id as string;
+  await until('backup available', 60_000, async () => {
+    const b = await admin.request('GET', `/volume/v3/${admin.projectId}/backups/${backupId}`);
+    assert.notEqual(b.body?.backup?.status, 'error', b.text);
+    return b.body?.backup?.status === 'available';
+  });
+  await until('a backup host records the task done', 10_000, () =>
+    taskEvents('vol-a', 'task.done', backupId).length + taskEvents('vol-b', 'task.done', backupId).length === 1);
 });
 
 test('CLI day against the multi-host cloud: token, volume create/list, snapshot create/delete, volume delete', { skip: unavailable ?? false }, async () => {
