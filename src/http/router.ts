@@ -21,6 +21,8 @@ export interface AuthContext {
   issuedAt: string;
   methods: string[];
   auditId: string;
+  /** A token from an application credential with access rules: the requests it may make (enforced by the server before routing). */
+  accessRules?: { credentialId: string; rules: import('../identity/access-rules.ts').AccessRule[] };
 }
 
 export interface RequestContext {

@@ -14,6 +14,7 @@ import { pumiceVersion } from '../config/version.ts';
 import { withoutAbsolutePaths } from '../redact.ts';
 import { toFault, type FaultStyle } from './faults.ts';
 import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
+import { enforceAccessRules } from '../identity/access-rules.ts';
 
 export interface ServiceApp {
   /** Path prefix without trailing slash, e.g. `/volume`. */
@@ -132,6 +133,8 @@ export function createHttpServer(options: HttpServerOptions): Server {
       Object.assign(headers, app.baseHeaders?.({ headers: req.headers }));
       try {
         let subPath = pathname.slice(app.prefix.length) || '/';
+        // Access rules name paths as the client sent them (with a project id in the URL, before rewritePath).
+        const requestPath = subPath;
         let pathProjectId: string | null = null;
         if (app.rewritePath) ({ path: subPath, pathProjectId } = app.rewritePath(subPath));
         const match = app.router.match(req.method ?? 'GET', subPath);
@@ -156,6 +159,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
           if (typeof token !== 'string' || token.length === 0) throw errors.unauthorized();
           ctx.auth = options.tokens.validateToken(token);
           auth = ctx.auth;
+          if (auth.accessRules) enforceAccessRules(auth.accessRules.rules, auth.accessRules.credentialId, app.prefix, ctx.method, requestPath);
           setRequestCaller(auth.userId, auth.projectId);
         }
         Object.assign(headers, app.prepare?.(ctx));

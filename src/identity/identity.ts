@@ -12,6 +12,7 @@ import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { ApplicationCredentialStore } from './application-credentials.ts';
+import type { AccessRule } from './access-rules.ts';
 import { CredentialStore } from './credentials.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
 
@@ -751,10 +752,12 @@ export class IdentityService {
       roles = this.effectiveRoles(user.id, systemTargetId);
       if (roles.length === 0) throw invalid;
     }
+    let appCredRules: AuthContext['accessRules'];
     if (row.application_credential_id) {
       // The credential may have been deleted, or its user may have lost one of its roles since.
       const appCred = this.findApplicationCredential(row.application_credential_id);
       if (!appCred) throw invalid;
+      appCredRules = { credentialId: appCred.id, rules: JSON.parse(appCred.access_rules) as AccessRule[] };
       try {
         roles = this.applicationCredentialRoles(appCred);
       } catch {
@@ -778,6 +781,7 @@ export class IdentityService {
       methods: JSON.parse(row.methods) as string[],
       auditId: row.audit_id,
     };
+    if (appCredRules && appCredRules.rules.length > 0) context.accessRules = appCredRules;
     if (this.validationCache.size >= validationCacheMax) this.validationCache.clear();
     this.validationCache.set(digest, context);
     return context;

@@ -577,7 +577,7 @@ describe('Identity API response contract', () => {
     assert.equal(created.project_id, ids.projectA);
     await call('member', 'POST', base, 409, { application_credential: { name: 'idc-ac' } });
     await call('member', 'POST', base, 403, { application_credential: { name: 'idc-ac2', roles: [{ name: 'admin' }] } });
-    await call('member', 'POST', base, 400, { application_credential: { name: 'idc-ac3', access_rules: [{ method: 'GET', path: '/v3/volumes', service: 'volumev3' }] } });
+    await call('member', 'POST', base, 400, { application_credential: { name: 'idc-ac3', access_rules: [{ method: 'GET', path: '/v3/volumes', service: 'swift' }] } });
     await call('member', 'POST', base, 400, { application_credential: { name: 'idc-ac4', expires_at: '2001-01-01T00:00:00Z' } });
     const full = (await call('member', 'POST', base, 201, { application_credential: { name: 'idc-full', secret: 'chosen-secret', expires_at: '2099-01-01T00:00:00Z', unrestricted: true } })).application_credential;
     assert.deepEqual(full.roles.map((r: { name: string }) => r.name).sort(), ['member', 'reader']);

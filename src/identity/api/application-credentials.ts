@@ -12,15 +12,23 @@ import { route, Nullable, type AnyRouteSpec } from '../../http/declare.ts';
 import type { RequestContext } from '../../http/router.ts';
 import type { ApplicationCredentialRow, IdentityService, RoleRow } from '../identity.ts';
 import { listLinks, selfUrl } from './render.ts';
+import type { AccessRule } from '../access-rules.ts';
 import { collection, envelope, IdParam, IdRef, Name } from './schemas.ts';
 
 const strict = { additionalProperties: false } as const;
 
+const AccessRuleEntity = Type.Object({ id: Type.String(), service: Type.String(), method: Type.String(), path: Type.String() }, strict);
+const AccessRuleInput = Type.Object({
+  id: Type.Optional(Type.String({ maxLength: 64 })),
+  service: Type.String({ minLength: 1, maxLength: 64 }),
+  method: Type.String({ minLength: 1, maxLength: 16 }),
+  path: Type.String({ minLength: 1, maxLength: 512 }),
+}, strict);
 const AppCredRole = Type.Object({ id: Type.String(), name: Type.String(), domain_id: Nullable(Type.String()) }, strict);
 const appCredFields = {
   id: Type.String(), name: Type.String(), description: Nullable(Type.String()), expires_at: Nullable(Type.String({ format: 'date-time' })),
   unrestricted: Type.Boolean(), project_id: Type.String(), user_id: Type.String(), roles: Type.Array(AppCredRole),
-  access_rules: Type.Array(Type.Object({}, { additionalProperties: true }), { maxItems: 0 }),
+  access_rules: Type.Array(AccessRuleEntity),
   links: Type.Object({ self: Type.String({ format: 'uri' }) }, strict),
 };
 export const ApplicationCredential = Type.Object(appCredFields, strict);
@@ -34,7 +42,7 @@ const CreateBody = envelope('application_credential', Type.Object(
     expires_at: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
     roles: Type.Optional(Type.Array(Type.Object({ id: Type.Optional(IdRef), name: Type.Optional(Name), domain_id: Type.Optional(Nullable(Type.String())) }, strict), { maxItems: 64 })),
     unrestricted: Type.Optional(Type.Boolean()),
-    access_rules: Type.Optional(Type.Array(Type.Object({}, { additionalProperties: true }), { maxItems: 64 })),
+    access_rules: Type.Optional(Type.Array(AccessRuleInput, { maxItems: 64 })),
   },
   strict,
 ));
@@ -45,7 +53,7 @@ function render(ctx: RequestContext, row: ApplicationCredentialRow) {
   return {
     id: row.id, name: row.name, description: row.description, expires_at: row.expires_at, unrestricted: !!row.unrestricted,
     project_id: row.project_id, user_id: row.user_id, roles: JSON.parse(row.roles) as { id: string; name: string; domain_id: string | null }[],
-    access_rules: [] as object[],
+    access_rules: JSON.parse(row.access_rules) as AccessRule[],
     links: { self: selfUrl(ctx, `users/${row.user_id}/application_credentials/${row.id}`) },
   };
 }
