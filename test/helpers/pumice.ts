@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { followServe } from './serve.ts';
 
 const execFileAsync = promisify(execFile);
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -82,28 +83,12 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
     env: { PUMICE_VALIDATE_RESPONSES: '1', ...process.env, ...options.env, PUMICE_ADMIN_PASSWORD: adminPassword },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let output = '';
-  proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => {
-      // Not left running behind the failed start.
-      proc.kill('SIGKILL');
-      reject(new Error(`pumice did not become ready in ${startTimeoutMs} ms:\n${output}`));
-    }, startTimeoutMs);
-    const onData = () => {
-      const m = /ready at (http:\/\/[^\s]+)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolveUrl(m[1]!);
-      }
-    };
-    proc.stdout!.on('data', onData);
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`pumice exited with ${code} before it was ready:\n${output}`));
-    });
+  const served = followServe(proc, startTimeoutMs);
+  const { exited, output } = served;
+  // Not left running behind a failed start.
+  const url = await served.ready.catch((error: unknown) => {
+    proc.kill('SIGKILL');
+    throw error;
   });
   const adminEnv = parseOpenrc(readFileSync(join(dataDir, 'admin-openrc'), 'utf8'));
   return {
@@ -113,7 +98,7 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
     adminPassword,
     adminEnv,
     proc,
-    output: () => output,
+    output,
     async stop() {
       if (proc.exitCode !== null) return proc.exitCode;
       proc.kill('SIGTERM');
