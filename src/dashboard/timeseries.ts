@@ -8,8 +8,10 @@
  *   GET /pumice/v1/timeseries?since_seconds=3600    every series since then, oldest point first
  *
  * Policy rule `pumice:timeseries:index`, admin by default (backend capacity is an operator's view).
- * Several API processes on one database each write their own samples (`host`); the reader sums
- * rates across hosts and takes the latest gauge of each.
+ * Several API processes on one database each write their own samples (`host`); the reader puts
+ * samples into buckets of one sampling period and sums the rates of the hosts in a bucket (each
+ * process counts its own requests), while a gauge (volume count, capacity) is the same cloud-wide
+ * figure from every host, so a bucket keeps the largest.
  */
 import { Type } from '@sinclair/typebox';
 import type { Db } from '../db/db.ts';
@@ -108,19 +110,23 @@ export interface SeriesView {
   points: [number, number][];
 }
 
-/** Every series since `sinceMs`; rates summed over hosts per sample time, gauges from each host's own samples (one host per series in practice). */
-export function readTimeseries(db: Db, sinceMs: number): SeriesView[] {
+/** Every series since `sinceMs`, in buckets of `intervalMs`: rates (`*_per_second`) summed over hosts, gauges the largest. */
+export function readTimeseries(db: Db, sinceMs: number, intervalMs: number): SeriesView[] {
   const rows = db.all<{ series: string; takenAtMs: number; value: number }>(
-    'SELECT series, taken_at_ms AS "takenAtMs", SUM(value) AS value FROM timeseries_samples WHERE taken_at_ms >= ? GROUP BY series, taken_at_ms ORDER BY series, taken_at_ms',
+    'SELECT series, taken_at_ms AS "takenAtMs", value FROM timeseries_samples WHERE taken_at_ms >= ? ORDER BY series, taken_at_ms',
     sinceMs,
   );
-  const bySeries = new Map<string, [number, number][]>();
+  const bySeries = new Map<string, Map<number, number>>();
   for (const row of rows) {
-    let points = bySeries.get(row.series);
-    if (!points) bySeries.set(row.series, (points = []));
-    points.push([Number(row.takenAtMs), Number(row.value)]);
+    let buckets = bySeries.get(row.series);
+    if (!buckets) bySeries.set(row.series, (buckets = new Map()));
+    const bucketMs = Math.floor(Number(row.takenAtMs) / intervalMs) * intervalMs;
+    const value = Number(row.value);
+    const previous = buckets.get(bucketMs);
+    buckets.set(bucketMs, previous === undefined ? value : row.series.endsWith('_per_second') ? previous + value : Math.max(previous, value));
   }
-  return [...bySeries].map(([name, points]) => {
+  return [...bySeries].map(([name, buckets]) => {
+    const points = [...buckets].sort((a, b) => a[0] - b[0]);
     const step = Math.ceil(points.length / pointsPerSeriesMax);
     return { name, unit: unitOf(name), points: step > 1 ? points.filter((_, i) => i % step === 0 || i === points.length - 1) : points };
   });
@@ -155,7 +161,7 @@ export function timeseriesApp(db: Db, options: TimeseriesAppOptions): ServiceApp
         const sinceSeconds = ctx.queryParams.since_seconds ?? 3600;
         return {
           status: 200,
-          body: { series: readTimeseries(db, Date.now() - sinceSeconds * 1000), interval_seconds: options.intervalMs / 1000, retention_seconds: timeseriesRetentionMs / 1000 },
+          body: { series: readTimeseries(db, Date.now() - sinceSeconds * 1000, options.intervalMs), interval_seconds: options.intervalMs / 1000, retention_seconds: timeseriesRetentionMs / 1000 },
         };
       },
     }),

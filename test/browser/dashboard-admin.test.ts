@@ -161,6 +161,19 @@ describe('dashboard: operator and instance pages', { timeout: 240_000 }, () => {
         db.pragma('busy_timeout = 5000');
         db.prepare('INSERT INTO timeseries_samples (series, host, taken_at_ms, value) VALUES (?, ?, ?, ?)').run('volumes.count', 'old-host', Date.now() - 25 * 3600_000, 7);
         await waitFor(async () => (db.prepare('SELECT COUNT(*) AS n FROM timeseries_samples WHERE host = ?').get('old-host') as { n: number }).n === 0, 'the old sample dropped', 5000);
+        // A second API host's samples: its request rate adds to this one's in the same period; a gauge is not doubled.
+        const now = Date.now();
+        const latest = (name: string) => db.prepare('SELECT value FROM timeseries_samples WHERE series = ? ORDER BY taken_at_ms DESC LIMIT 1').get(name) as { value: number };
+        const volumes = latest('volumes.count').value;
+        db.prepare('INSERT INTO timeseries_samples (series, host, taken_at_ms, value) VALUES (?, ?, ?, ?)').run('api.requests_per_second', 'other-api', now - 30_000, 1000);
+        db.prepare('INSERT INTO timeseries_samples (series, host, taken_at_ms, value) VALUES (?, ?, ?, ?)').run('api.requests_per_second', 'third-api', now - 30_000, 7);
+        db.prepare('INSERT INTO timeseries_samples (series, host, taken_at_ms, value) VALUES (?, ?, ?, ?)').run('volumes.count', 'other-api', now - 30_000, volumes);
+        const merged = (await read()).body.series as { name: string; points: [number, number][] }[];
+        const bucket = (name: string) => merged.find((s) => s.name === name)!.points.find(([t]) => t === Math.floor((now - 30_000) / 1000) * 1000)!;
+        const own = db.prepare("SELECT value FROM timeseries_samples WHERE series = ? AND host NOT IN ('other-api', 'third-api') AND taken_at_ms >= ? AND taken_at_ms < ?")
+          .all('api.requests_per_second', Math.floor((now - 30_000) / 1000) * 1000, Math.floor((now - 30_000) / 1000) * 1000 + 1000) as { value: number }[];
+        assert.equal(bucket('api.requests_per_second')[1], 1007 + own.reduce((sum, r) => sum + r.value, 0));
+        assert.equal(bucket('volumes.count')[1], volumes);
       } finally {
         db.close();
       }
