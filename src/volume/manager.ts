@@ -10,7 +10,7 @@ import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
 import { backupQueue, type RestorePayload } from '../backup/manager.ts';
-import { DriverError, hasClones, hasManageExisting, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
+import { DriverError, hasClones, hasManageExisting, hasManageExistingSnapshots, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
 import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './image-tasks.ts';
@@ -33,6 +33,11 @@ export interface BackendState {
 export interface CreatePayload {
   /** `existing`: os-volume-manage adopts the backend object named `id` (source-name) without copying. */
   source?: { kind: 'snapshot' | 'volume' | 'image' | 'backup' | 'existing'; id: string };
+}
+
+export interface SnapshotCreatePayload {
+  /** os-snapshot-manage adopts the backend's snapshot `name` of the volume (renamed, no copy). */
+  source?: { kind: 'existing'; name: string };
 }
 
 export const schedulerBinary = 'cinder-scheduler';
@@ -471,6 +476,16 @@ export class VolumeManager {
         // The snapshot holds the volume's bytes as they are now (the read lock keeps an extend out): record its size now.
         const parent = volume(snap.volume_id);
         if (!parent) throw new DriverError('NotFound', `volume ${snap.volume_id} was deleted before its snapshot was taken`);
+        const { source } = task.payload as SnapshotCreatePayload;
+        if (source) {
+          // os-snapshot-manage: the backend's own snapshot of the volume is renamed, not copied.
+          if (!hasManageExistingSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot manage existing snapshots`);
+          task.checkpoint('snapshot.manage.before');
+          const { sizeGiB } = await driver.manageExistingSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: parent.size_gib }, source.name);
+          task.checkpoint('snapshot.manage.adopted');
+          task.complete(() => snapshots.transition(snap.id, ['creating'], 'available', { progress: '100%', size_gib: sizeGiB }));
+          return;
+        }
         task.checkpoint('snapshot.create.before');
         await driver.createSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: parent.size_gib });
         task.checkpoint('snapshot.create.taken');
@@ -489,11 +504,18 @@ export class VolumeManager {
         if (!snap) return;
         const driver = this.ready(task.queue);
         task.checkpoint('snapshot.delete.before');
-        if (hasSnapshots(driver)) await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        const { unmanageAs } = task.payload as { unmanageAs?: string };
+        if (unmanageAs !== undefined) {
+          // os-unmanage: the snapshot stays in the backend, renamed.
+          if (!hasManageExistingSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot unmanage snapshots`);
+          await driver.unmanageSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib }, unmanageAs);
+        } else if (hasSnapshots(driver)) await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
         task.checkpoint('snapshot.delete.deleted');
         task.complete(() => this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id));
       },
       (task, reason) => {
+        // An unmanage that failed leaves the snapshot managed, in error (Cinder's unmanaging → error).
+        snapshots.transition(task.resourceId, ['unmanaging'], 'error', { status_reason: reason });
         snapshots.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot: ${reason}`);
       },

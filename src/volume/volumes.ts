@@ -11,10 +11,10 @@ import { errors, PumiceError } from '../errors.ts';
 import { emitEvent } from '../events.ts';
 import type { AuthContext } from '../http/router.ts';
 import type { TaskQueue } from '../tasks/queue.ts';
-import { hasManageExisting, hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
+import { hasManageExisting, hasManageExistingSnapshots, hasSnapshots, type Connector, type ConnectionInfo } from './drivers/driver.ts';
 import { resourceStates } from '../state/owner.ts';
 import { volumeImageMetadata, type ImageRecord } from './images.ts';
-import { isLocalDriver, type BackendState, type CreatePayload, type VolumeManager } from './manager.ts';
+import { isLocalDriver, type BackendState, type CreatePayload, type SnapshotCreatePayload, type VolumeManager } from './manager.ts';
 import type { MigratePayload } from './migration.ts';
 import { volumeQos } from './qos.ts';
 import type { Quotas } from './quotas.ts';
@@ -390,6 +390,61 @@ export class VolumeService {
       const unmanageAs = (row as VolumeRow & { managed_from?: string | null }).managed_from ?? `unmanaged-volume-${id}`;
       this.queue.enqueue('volume.delete', id, row.backend, { cascade: false, unmanageAs }, {});
     });
+  }
+
+  // ---- manage / unmanage snapshots ----
+  /**
+   * os-snapshot-manage: a snapshot row in `creating` whose task adopts the backend's snapshot
+   * `sourceName` of the volume (renamed in place). 404 for a name the backend does not offer.
+   */
+  async manageSnapshot(auth: AuthContext, input: { volumeId: string; sourceName: string; name: string | null; description: string | null; metadata: Record<string, string> }): Promise<SnapshotRow> {
+    const volume = this.volume(auth, input.volumeId);
+    requireStatus('volume', volume.id, volume.status, 'manage a snapshot of it', ['available', 'in-use']);
+    const state = volume.backend ? this.manager.backends.get(volume.backend) : undefined;
+    if (!state || !hasManageExistingSnapshots(state.driver)) {
+      throw errors.badRequest(`The backend of volume ${volume.id} cannot manage existing snapshots (only RBD backends can); create a snapshot instead.`);
+    }
+    if (!state.up) throw errors.backendUnavailable(`Backend ${state.host} of volume ${volume.id} is down: ${state.downReason}`);
+    const offered = await state.driver.listManageableSnapshots([volume.id]);
+    if (!offered.some((o) => o.name === input.sourceName)) {
+      throw new PumiceError('NotFound', `Manage existing snapshot failed: '${input.sourceName.slice(0, 255)}' is not a manageable snapshot of volume ${volume.id} (not there, or already a snapshot). List them with GET /manageable_snapshots?host=${state.host}#${state.config.volume_backend_name} (microversion 3.8+).`);
+    }
+    const id = randomUUID();
+    return this.db.transaction(() => {
+      // Two requests for one name: the second's task finds it gone and ends in error, naming it.
+      this.quotas.check(volume.project_id, { snapshots: 1, gigabytes: this.config.DEFAULT.no_snapshot_gb_quota ? 0 : volume.size_gib });
+      const now = nowIso();
+      this.db.run(
+        "INSERT INTO snapshots (id, project_id, user_id, volume_id, name, description, size_gib, status, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
+        id, volume.project_id, auth.userId, volume.id, input.name, input.description, volume.size_gib, JSON.stringify(input.metadata), now, now,
+      );
+      this.queue.enqueue('snapshot.create', id, volume.backend!, { source: { kind: 'existing', name: input.sourceName } } satisfies SnapshotCreatePayload, { locks: { read: [volume.id] } });
+      return this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id)!;
+    });
+  }
+
+  /** os-unmanage of a snapshot: it leaves Pumice and stays in the backend as `unmanaged-snapshot-<id>`. */
+  unmanageSnapshot(auth: AuthContext, id: string): void {
+    this.db.transaction(() => {
+      const snap = this.snapshot(auth, id);
+      requireStatus('snapshot', id, snap.status, 'unmanage', ['available']);
+      const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', snap.volume_id);
+      const state = volume?.backend ? this.manager.backends.get(volume.backend) : undefined;
+      if (!state || !hasManageExistingSnapshots(state.driver)) {
+        throw errors.badRequest(`The backend of snapshot ${id} cannot unmanage snapshots (only RBD backends can); delete the snapshot instead.`);
+      }
+      if (!resourceStates(this.db).snapshots.transition(id, ['available'], 'unmanaging')) {
+        throw errors.conflict(`Invalid snapshot: snapshot ${id} changed state while the unmanage was requested; retry.`);
+      }
+      this.queue.enqueue('snapshot.delete', id, volume!.backend!, { unmanageAs: `unmanaged-snapshot-${id}` }, { locks: { read: [volume!.id] } });
+    });
+  }
+
+  /** Foreign snapshots of the volumes of `state`'s backend, with the volume each belongs to. */
+  async manageableSnapshots(state: BackendState): Promise<{ name: string; volumeId: string; sizeGiB: number }[]> {
+    if (!hasManageExistingSnapshots(state.driver)) throw errors.badRequest(`Invalid host '${state.host}': backend [${state.config.section}] cannot manage existing snapshots.`);
+    const volumeIds = this.db.all<{ id: string }>('SELECT id FROM volumes WHERE backend = ? ORDER BY id', state.config.section).map((r) => r.id);
+    return (await state.driver.listManageableSnapshots(volumeIds)).map((o) => ({ name: o.name, volumeId: o.volumeId, sizeGiB: Math.max(1, Math.ceil(o.sizeBytes / 1024 ** 3)) }));
   }
 
   // ---- retype and migration between backends ----

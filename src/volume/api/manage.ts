@@ -1,6 +1,7 @@
 /**
- * Manage and unmanage (Cinder's os-volume-manage, manageable_volumes 3.8+;
- * os-unmanage is a volume action in actions.ts): adopt an RBD image or a file
+ * Manage and unmanage (Cinder's os-volume-manage, manageable_volumes 3.8+,
+ * os-snapshot-manage, manageable_snapshots 3.8+; os-unmanage is a volume
+ * action in actions.ts and a snapshot action in snapshots.ts): adopt an RBD image or a file
  * of a local backend as a volume without copying, and list what could be
  * adopted on a host this process runs. Administrators by default.
  */
@@ -9,6 +10,7 @@ import { errors, PumiceError } from '../../errors.ts';
 import { route, type AnyRouteSpec } from '../../http/declare.ts';
 import type { RequestContext } from '../../http/router.ts';
 import { checkMetadataKeys } from '../../http/validate.ts';
+import { cinderTime } from '../../db/db.ts';
 import { hasManageExisting } from '../drivers/driver.ts';
 import { auth, microversionMax, type VolumeRouteDeps } from './common.ts';
 import { volumeResponses } from './schemas.ts';
@@ -49,6 +51,32 @@ const Detail = Type.Object({
 
 const gib = 1024 ** 3;
 
+const SnapshotManageBody = Type.Object({
+  snapshot: Type.Object({
+    volume_id: Type.String({ format: 'uuid' }),
+    ref: Type.Object({ 'source-name': Type.String({ minLength: 1, maxLength: 255 }) }, { additionalProperties: true }),
+    name: OptionalNullable(255),
+    description: OptionalNullable(255),
+    metadata: Type.Optional(Type.Union([Type.Record(Type.String({ minLength: 1, maxLength: 255 }), Text(255)), Type.Null()])),
+  }, closed),
+}, closed);
+
+/** Cinder's manage_snapshot answer (tempest's manage_snapshot schema). */
+const ManagedSnapshot = Type.Object({
+  snapshot: Type.Object({
+    id: Type.String({ format: 'uuid' }), status: Type.String(), size: Type.Integer(), metadata: Type.Record(Type.String(), Type.String()),
+    name: Type.Union([Type.String(), Type.Null()]), volume_id: Type.String({ format: 'uuid' }), created_at: Type.String(),
+    description: Type.Union([Type.String(), Type.Null()]), updated_at: Type.Union([Type.String(), Type.Null()]),
+  }, closed),
+}, closed);
+
+const SourceReference = Type.Object({ 'source-name': Type.String() }, closed);
+const SnapshotSummary = Type.Object({ reference: Reference, size: Type.Integer(), safe_to_manage: Type.Boolean(), source_reference: SourceReference }, closed);
+const SnapshotDetail = Type.Object({
+  reference: Reference, size: Type.Integer(), safe_to_manage: Type.Boolean(), source_reference: SourceReference,
+  reason_not_safe: Type.Union([Type.String(), Type.Null()]), cinder_id: Type.Union([Type.String(), Type.Null()]), extra_info: Type.Union([Type.String(), Type.Null()]),
+}, closed);
+
 export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
   const render = volumeRenderer(deps);
   const list = (detail: boolean) => async (ctx: RequestContext & { queryParams: Record<string, unknown> }) => {
@@ -78,7 +106,60 @@ export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       },
     };
   };
+  const listSnapshots = (detail: boolean) => async (ctx: RequestContext & { queryParams: Record<string, unknown> }) => {
+    const q = ctx.queryParams as { host: string; limit?: number; offset?: number; marker?: string; sort_key?: 'size' | 'reference'; sort_dir?: 'asc' | 'desc' };
+    const state = deps.service.backendOfHost(q.host);
+    if (!state.up) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] is down (${state.downReason ?? 'no reason recorded'}); nothing can be listed until it is up.`);
+    let objects = await deps.service.manageableSnapshots(state);
+    const dir = q.sort_dir === 'asc' ? 1 : -1;
+    objects.sort((a, b) => (q.sort_key === 'size' ? a.sizeGiB - b.sizeGiB : a.name.localeCompare(b.name)) * dir || a.volumeId.localeCompare(b.volumeId));
+    if (q.marker !== undefined) {
+      const at = objects.findIndex((o) => o.name === q.marker);
+      objects = at >= 0 ? objects.slice(at + 1) : [];
+    }
+    objects = objects.slice(q.offset ?? 0, q.limit !== undefined ? (q.offset ?? 0) + q.limit : undefined);
+    return {
+      status: 200,
+      body: {
+        'manageable-snapshots': objects.map((o) => ({
+          reference: { 'source-name': o.name }, size: o.sizeGiB, safe_to_manage: true, source_reference: { 'source-name': `volume-${o.volumeId}` },
+          ...(detail ? { reason_not_safe: null, cinder_id: null, extra_info: null } : {}),
+        })),
+      },
+    };
+  };
   return [
+    route({
+      method: 'POST', path: '/v3/os-snapshot-manage', policy: 'snapshot_extension:snapshot_manage', body: SnapshotManageBody,
+      summary: "Adopt an existing RBD snapshot of a volume's image as a snapshot (renamed, no copy)",
+      responses: { 202: ManagedSnapshot },
+      async handler(ctx) {
+        const s = ctx.body.snapshot;
+        if (s.metadata) checkMetadataKeys(s.metadata);
+        const row = await deps.service.manageSnapshot(auth(ctx), {
+          volumeId: s.volume_id, sourceName: s.ref['source-name'], name: s.name ?? null, description: s.description ?? null, metadata: s.metadata ?? {},
+        });
+        return {
+          status: 202,
+          body: {
+            snapshot: {
+              id: row.id, status: row.status, size: row.size_gib, metadata: JSON.parse(row.metadata) as Record<string, string>, name: row.name,
+              volume_id: row.volume_id, created_at: cinderTime(row.created_at), description: row.description, updated_at: row.updated_at ? cinderTime(row.updated_at) : null,
+            },
+          },
+        };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/manageable_snapshots', policy: 'snapshot_extension:list_manageable', versions: { min: 8, max: microversionMax }, query: ListQuery,
+      responses: { 200: Type.Object({ 'manageable-snapshots': Type.Array(SnapshotSummary) }, closed) },
+      handler: listSnapshots(false),
+    }),
+    route({
+      method: 'GET', path: '/v3/manageable_snapshots/detail', policy: 'snapshot_extension:list_manageable', versions: { min: 8, max: microversionMax }, query: ListQuery,
+      responses: { 200: Type.Object({ 'manageable-snapshots': Type.Array(SnapshotDetail) }, closed) },
+      handler: listSnapshots(true),
+    }),
     route({
       method: 'POST', path: '/v3/os-volume-manage', policy: 'volume_extension:volume_manage', body: ManageBody,
       summary: 'Adopt an existing RBD image or local file as a volume (no copy)',

@@ -126,6 +126,9 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume_extension:volume_manage': 'rule:admin_api',
   'volume_extension:volume_unmanage': 'rule:admin_api',
   'volume_extension:list_manageable': 'rule:admin_api',
+  'snapshot_extension:snapshot_manage': 'rule:admin_api',
+  'snapshot_extension:snapshot_unmanage': 'rule:admin_api',
+  'snapshot_extension:list_manageable': 'rule:admin_api',
 
   // QoS specs
   'volume_extension:qos_specs_manage:get_all': 'rule:admin_api',

@@ -1,6 +1,6 @@
 /**
  * Routes of /snapshots: list (summary and detail), create, show, update,
- * delete, and the admin actions (os-reset_status, os-force_delete).
+ * delete, and the admin actions (os-reset_status, os-force_delete, os-unmanage).
  */
 import { Type } from '@sinclair/typebox';
 import { errors } from '../../errors.ts';
@@ -35,7 +35,7 @@ const updateSchema: Schema = {
 const resetStatusSchema: Schema = { type: 'object', required: ['status'], properties: { status: { type: 'string', maxLength: 255 } } };
 const ActionBody = {
   type: 'object',
-  properties: { 'os-reset_status': declaredBody(resetStatusSchema), 'os-force_delete': {} },
+  properties: { 'os-reset_status': declaredBody(resetStatusSchema), 'os-force_delete': {}, 'os-unmanage': {} },
   additionalProperties: false, minProperties: 1, maxProperties: 1,
 } as unknown as ReturnType<typeof declaredBody>;
 
@@ -120,6 +120,11 @@ export function snapshotRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
           ctx.authorize('volume_extension:snapshot_admin_actions:reset_status');
           const { status } = validate<{ status: string }>(resetStatusSchema, args, action);
           service.resetSnapshotStatus(auth(ctx), ctx.params['id']!, status);
+          return { status: 202 };
+        }
+        if (action === 'os-unmanage') {
+          ctx.authorize('snapshot_extension:snapshot_unmanage');
+          service.unmanageSnapshot(auth(ctx), ctx.params['id']!);
           return { status: 202 };
         }
         ctx.authorize('volume_extension:snapshot_admin_actions:force_delete');

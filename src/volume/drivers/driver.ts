@@ -147,6 +147,31 @@ export function hasManageExisting(backend: VolumeBackend): backend is VolumeBack
   return typeof (backend as Partial<ManageExisting>).manageExisting === 'function';
 }
 
+/** A snapshot the backend holds of one of its volumes that is not a Pumice snapshot, offered to os-snapshot-manage. */
+export interface ManageableSnapshot {
+  /** The name to give as `ref: {"source-name": ...}`. */
+  name: string;
+  volumeId: string;
+  sizeBytes: number;
+}
+
+/**
+ * Adopting existing snapshots of a volume and letting snapshots go (Cinder's
+ * manage_existing_snapshot and unmanage_snapshot), without copying: renames in place.
+ */
+export interface ManageExistingSnapshots {
+  /** The foreign snapshots of the given volumes (missing volumes are skipped). */
+  listManageableSnapshots(volumeIds: readonly string[]): Promise<ManageableSnapshot[]>;
+  /** Adopts `sourceName` of the snapshot's volume as `snapshot`. Idempotent; NotFound names the source when neither exists. Returns its size. */
+  manageExistingSnapshot(snapshot: SnapshotRef, sourceName: string): Promise<{ sizeGiB: number }>;
+  /** Gives the snapshot back under `name`, in place. Succeeds when already done. */
+  unmanageSnapshot(snapshot: SnapshotRef, name: string): Promise<void>;
+}
+
+export function hasManageExistingSnapshots(backend: VolumeBackend): backend is VolumeBackend & ManageExistingSnapshots {
+  return typeof (backend as Partial<ManageExistingSnapshots>).manageExistingSnapshot === 'function';
+}
+
 /** Random access to a volume's bytes (image copies, uploads to images). */
 export interface VolumeData {
   readonly sizeBytes: number;

@@ -30,6 +30,8 @@ import {
   type ImageCloning,
   type ManageableObject,
   type ManageExisting,
+  type ManageExistingSnapshots,
+  type ManageableSnapshot,
   type RbdLocation,
   type SnapshotRef,
   type Snapshots,
@@ -59,7 +61,7 @@ export interface RbdBackendOptions {
   log: (message: string) => void;
 }
 
-export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning, ManageExisting {
+export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning, ManageExisting, ManageExistingSnapshots {
   readonly driverName = 'rbd';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -488,6 +490,51 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     const source = volumeImage(volume.id);
     if ((await this.call(`unmanage ${source}`, () => this.imageSize(source))) === null) return;
     await this.renameImage(source, name);
+  }
+
+  /** Snapshots of the volumes' images that Pumice did not make (not snapshot-*, nor its hidden or clone snapshots). */
+  async listManageableSnapshots(volumeIds: readonly string[]): Promise<ManageableSnapshot[]> {
+    const out: ManageableSnapshot[] = [];
+    for (const volumeId of volumeIds) {
+      try {
+        const snaps = await this.withImage(volumeImage(volumeId), (image) => image.snapList());
+        for (const snap of snaps) {
+          if (snap.name.startsWith('snapshot-') || snap.name.endsWith(hiddenSuffix) || snap.name.endsWith(cloneSnapSuffix)) continue;
+          out.push({ name: snap.name, volumeId, sizeBytes: snap.sizeBytes });
+        }
+      } catch {
+        // A volume whose image is gone or not openable offers nothing.
+      }
+    }
+    return out;
+  }
+
+  async manageExistingSnapshot(snapshot: SnapshotRef, sourceName: string): Promise<{ sizeGiB: number }> {
+    const imageName = volumeImage(snapshot.volumeId);
+    const target = snapshotName(snapshot.id);
+    return this.call(`manage snapshot ${imageName}@${sourceName}`, () =>
+      this.withImage(imageName, async (image) => {
+        const snaps = await image.snapList();
+        const source = snaps.find((s) => s.name === sourceName);
+        const adopted = snaps.find((s) => s.name === target);
+        // A re-run after the rename: the snapshot already holds it.
+        if (!source && adopted) return { sizeGiB: Math.max(1, Math.ceil(adopted.sizeBytes / gib)) };
+        if (!source) throw new DriverError('NotFound', `snapshot ${this.pool}/${imageName}@${sourceName} does not exist; list what can be managed with GET /manageable_snapshots?host=...`);
+        await image.snapRename(sourceName, target);
+        return { sizeGiB: Math.max(1, Math.ceil(source.sizeBytes / gib)) };
+      }),
+    );
+  }
+
+  async unmanageSnapshot(snapshot: SnapshotRef, name: string): Promise<void> {
+    const imageName = volumeImage(snapshot.volumeId);
+    const source = snapshotName(snapshot.id);
+    await this.call(`unmanage snapshot ${imageName}@${source}`, () =>
+      this.withImage(imageName, async (image) => {
+        if (!(await image.snapList()).some((s) => s.name === source)) return;
+        await image.snapRename(source, name);
+      }),
+    );
   }
 
   private async applyQos(name: string, limits: QosLimits): Promise<void> {
