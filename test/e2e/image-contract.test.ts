@@ -238,6 +238,16 @@ describe('Image API response contract', () => {
     assert.equal(shown.os_glance_failed_import, '');
     // os_glance_* names are Glance's: a user cannot set them.
     await call('member', 'PATCH', image, 403, [{ op: 'add', path: '/os_glance_failed_import', value: '' }], { 'Content-Type': 'application/openstack-images-v2.1-json-patch' });
+    // The import is a Glance task record: the image's tasks for whoever sees it, /v2/tasks for admins only.
+    const [task] = (await call('member', 'GET', `${image}/tasks`, 200)).tasks;
+    assert.equal(task.status, 'success');
+    await call('other', 'GET', `${image}/tasks`, 404);
+    await call('member', 'GET', '/image/v2/tasks', 403);
+    assert.ok((await call('admin', 'GET', '/image/v2/tasks?type=api_image_import', 200)).tasks.some((t: { id: string }) => t.id === task.id));
+    await call('member', 'GET', `/image/v2/tasks/${task.id}`, 403);
+    assert.deepEqual((await call('admin', 'GET', `/image/v2/tasks/${task.id}`, 200)).input.import_req, { method: { name: 'glance-direct' }, stores: ['file'] });
+    // One store: its data cannot leave it (delete the image instead).
+    await call('admin', 'DELETE', `/image/v2/stores/file/${created.id}`, 403);
     await call('admin', 'DELETE', image, 204);
     assert.deepEqual(problems, []);
   });
@@ -338,7 +348,9 @@ describe('Image API response contract', () => {
   });
 
   test('every declared route was exercised, and the server found no contract violation', () => {
-    const missing = specs.map((s) => `${s.method} ${s.path}`).filter((key) => !covered.has(key));
+    // Removing data from one store succeeds only with two stores: test/ceph/images-multistore-rbd.test.ts covers it (its server validates replies too).
+    const needsTwoStores = new Set(['DELETE /v2/stores/:store_id/:image_id']);
+    const missing = specs.map((s) => `${s.method} ${s.path}`).filter((key) => !covered.has(key) && !needsTwoStores.has(key));
     assert.deepEqual(missing, []);
     assert.doesNotMatch(pumice.output(), /response validation failed|internal error/);
   });
