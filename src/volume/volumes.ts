@@ -402,12 +402,11 @@ export class VolumeService {
     requireStatus('volume', volume.id, volume.status, 'manage a snapshot of it', ['available', 'in-use']);
     const state = volume.backend ? this.manager.backends.get(volume.backend) : undefined;
     if (!state || !hasManageExistingSnapshots(state.driver)) {
-      throw errors.badRequest(`The backend of volume ${volume.id} cannot manage existing snapshots (only RBD backends can); create a snapshot instead.`);
+      throw errors.badRequest(`The backend of volume ${volume.id} cannot manage existing snapshots; create a snapshot instead.`);
     }
     if (!state.up) throw errors.backendUnavailable(`Backend ${state.host} of volume ${volume.id} is down: ${state.downReason}`);
-    const offered = await state.driver.listManageableSnapshots([volume.id]);
-    if (!offered.some((o) => o.name === input.sourceName)) {
-      throw new PumiceError('NotFound', `Manage existing snapshot failed: '${input.sourceName.slice(0, 255)}' is not a manageable snapshot of volume ${volume.id} (not there, or already a snapshot). List them with GET /manageable_snapshots?host=${state.host}#${state.config.volume_backend_name} (microversion 3.8+).`);
+    if (!(await state.driver.canManageSnapshot({ id: volume.id, sizeGiB: volume.size_gib }, input.sourceName))) {
+      throw new PumiceError('NotFound', `Manage existing snapshot failed: '${input.sourceName.slice(0, 255)}' is not a manageable snapshot of volume ${volume.id} (not there, already Pumice's, or larger than the volume). List RBD ones with GET /manageable_snapshots?host=${state.host}#${state.config.volume_backend_name} (microversion 3.8+).`);
     }
     const id = randomUUID();
     return this.db.transaction(() => {
@@ -431,7 +430,7 @@ export class VolumeService {
       const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', snap.volume_id);
       const state = volume?.backend ? this.manager.backends.get(volume.backend) : undefined;
       if (!state || !hasManageExistingSnapshots(state.driver)) {
-        throw errors.badRequest(`The backend of snapshot ${id} cannot unmanage snapshots (only RBD backends can); delete the snapshot instead.`);
+        throw errors.badRequest(`The backend of snapshot ${id} cannot unmanage snapshots; delete the snapshot instead.`);
       }
       if (!resourceStates(this.db).snapshots.transition(id, ['available'], 'unmanaging')) {
         throw errors.conflict(`Invalid snapshot: snapshot ${id} changed state while the unmanage was requested; retry.`);

@@ -170,19 +170,20 @@ describe('bad input on transfers, QoS specs and manage/unmanage', { timeout: 180
       { name: 'unmanage: member', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-unmanage': {} }, expect: 403 },
       { name: 'unmanage: unknown volume', method: 'POST', path: `${V}/volumes/${UNKNOWN}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 404 },
       { name: 'unmanage: a volume awaiting transfer', method: 'POST', path: `${V}/volumes/{offeredVol}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 409, message: /awaiting-transfer/ },
-      // snapshot manage / unmanage (only RBD backends can: this server has one local backend)
+      // snapshot manage / unmanage
       { name: 'snapshot manage: member', method: 'POST', path: `${V}/os-snapshot-manage`, body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': 'x' } } }, expect: 403 },
       { name: 'snapshot manage: no volume_id', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { ref: { 'source-name': 'x' } } }, expect: 400, message: /volume_id/ },
       { name: 'snapshot manage: volume_id not a uuid', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: 'v', ref: { 'source-name': 'x' } } }, expect: 400, message: /volume_id/ },
       { name: 'snapshot manage: no ref', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}' } }, expect: 400, message: /ref/ },
       { name: 'snapshot manage: unknown key', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': 'x' }, size: 1 } }, expect: 400, message: /size/ },
       { name: 'snapshot manage: unknown volume', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: UNKNOWN, ref: { 'source-name': 'x' } } }, expect: 404 },
-      { name: 'snapshot manage: a local volume', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': 'x' } } }, expect: 400, message: /cannot manage existing snapshots/ },
+      { name: 'snapshot manage: no such file', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': 'not-there' } } }, expect: 404, message: /not a manageable snapshot/ },
+      { name: 'snapshot manage: a path as the name', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': '../../pumice.db' } } }, expect: 404 },
+      { name: 'snapshot manage: a volume\'s own file', method: 'POST', path: `${V}/os-snapshot-manage`, as: 'admin', body: { snapshot: { volume_id: '{vol}', ref: { 'source-name': 'volume-{offeredVol}' } } }, expect: 404 },
       { name: 'manageable snapshots: no host', method: 'GET', path: `${V}/manageable_snapshots`, as: 'admin', mv: '3.8', expect: 400, message: /host/ },
       { name: 'manageable snapshots: before 3.8', method: 'GET', path: `${V}/manageable_snapshots?host={host}`, as: 'admin', mv: '3.7', expect: 404 },
       { name: 'manageable snapshots: member', method: 'GET', path: `${V}/manageable_snapshots/detail?host={host}`, mv: '3.8', expect: 403 },
       { name: 'manageable snapshots: unknown host', method: 'GET', path: `${V}/manageable_snapshots?host=nowhere%40x`, as: 'admin', mv: '3.8', expect: 400, message: /get_pools/ },
-      { name: 'manageable snapshots: a local host', method: 'GET', path: `${V}/manageable_snapshots?host={host}`, as: 'admin', mv: '3.8', expect: 400, message: /cannot manage existing snapshots/ },
       { name: 'snapshot unmanage: member', method: 'POST', path: `${V}/snapshots/${UNKNOWN}/action`, body: { 'os-unmanage': {} }, expect: 403 },
       { name: 'snapshot unmanage: unknown snapshot', method: 'POST', path: `${V}/snapshots/${UNKNOWN}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 404 },
       // os-retype and os-migrate_volume (one local backend here: a type that needs another backend cannot be met)

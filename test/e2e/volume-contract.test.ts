@@ -16,7 +16,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { responseProblem, type AnyRouteSpec } from '../../src/http/declare.ts';
 import { backupRoutes } from '../../src/backup/api.ts';
@@ -556,6 +556,33 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       } else {
         await call('admin', mv, 'GET', `${V}/manageable_volumes?host=${encodeURIComponent(host)}`, 404);
       }
+      // A file of the local backend adopted as a snapshot of a volume, and given back (unmanage).
+      if (minor >= 8) {
+        await call('member', mv, 'GET', `${V}/manageable_snapshots?host=${encodeURIComponent(host)}`, 403);
+        // The local backend cannot tell which volume a file belongs to: it offers none (Cinder's default).
+        assert.deepEqual((await call('admin', mv, 'GET', `${V}/manageable_snapshots?host=${encodeURIComponent(host)}`, 200))['manageable-snapshots'], []);
+        await call('admin', mv, 'GET', `${V}/manageable_snapshots/detail?host=${encodeURIComponent(host)}`, 200);
+      } else {
+        await call('admin', mv, 'GET', `${V}/manageable_snapshots?host=${encodeURIComponent(host)}`, 404);
+      }
+      const parent = await call('admin', mv, 'POST', `${V}/volumes`, 202, { volume: { size: 1, name: `snap-parent-${mv}` } });
+      await waitVolume(parent.volume.id, ['available']);
+      const snapFile = `adopt-snap-${mv}`;
+      const snapBytes = randomBytes(64 * 1024);
+      writeFileSync(path.join(dir, snapFile), snapBytes);
+      const snapBody = { snapshot: { volume_id: parent.volume.id, ref: { 'source-name': snapFile }, name: `adopted-snap-${mv}`, description: null, metadata: null } };
+      await call('member', mv, 'POST', `${V}/os-snapshot-manage`, 403, snapBody);
+      const adopted = await call('admin', mv, 'POST', `${V}/os-snapshot-manage`, 202, snapBody, 'manage_snapshot.manage_snapshot');
+      await waitSnapshot(adopted.snapshot.id, ['available']);
+      assert.equal(existsSync(path.join(dir, snapFile)), false, 'renamed into the snapshot');
+      await call('member', mv, 'POST', `${V}/snapshots/${adopted.snapshot.id}/action`, 403, { 'os-unmanage': {} });
+      await call('admin', mv, 'POST', `${V}/snapshots/${adopted.snapshot.id}/action`, 202, { 'os-unmanage': {} }, 'snapshots.unmanage_snapshot');
+      await waitSnapshot(adopted.snapshot.id, ['deleted']);
+      assert.deepEqual(readFileSync(path.join(dir, `unmanaged-snapshot-${adopted.snapshot.id}`)), snapBytes, 'given back in place, bytes unchanged');
+      rmSync(path.join(dir, `unmanaged-snapshot-${adopted.snapshot.id}`));
+      await call('admin', mv, 'DELETE', `${V}/volumes/${parent.volume.id}`, 202);
+      await waitVolume(parent.volume.id, ['deleted']);
+
       const body = { volume: { host, ref: { 'source-name': file }, name: `adopted-${mv}` } };
       await call('member', mv, 'POST', `${V}/os-volume-manage`, 403, body);
       const managed = await call('admin', mv, 'POST', `${V}/os-volume-manage`, 202, body, minor < 8 ? 'manage_volume.manage_volume' : undefined);

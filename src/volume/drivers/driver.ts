@@ -160,8 +160,10 @@ export interface ManageableSnapshot {
  * manage_existing_snapshot and unmanage_snapshot), without copying: renames in place.
  */
 export interface ManageExistingSnapshots {
-  /** The foreign snapshots of the given volumes (missing volumes are skipped). */
+  /** The foreign snapshots of the given volumes (missing volumes are skipped); [] when the backend cannot tell which volume an object belongs to. */
   listManageableSnapshots(volumeIds: readonly string[]): Promise<ManageableSnapshot[]>;
+  /** Whether `sourceName` exists and can be adopted as a snapshot of `volume`. */
+  canManageSnapshot(volume: VolumeRef, sourceName: string): Promise<boolean>;
   /** Adopts `sourceName` of the snapshot's volume as `snapshot`. Idempotent; NotFound names the source when neither exists. Returns its size. */
   manageExistingSnapshot(snapshot: SnapshotRef, sourceName: string): Promise<{ sizeGiB: number }>;
   /** Gives the snapshot back under `name`, in place. Succeeds when already done. */

@@ -27,6 +27,8 @@ import {
   type FileAccess,
   type ManageableObject,
   type ManageExisting,
+  type ManageExistingSnapshots,
+  type ManageableSnapshot,
   type SnapshotRef,
   type Snapshots,
   type VolumeBackend,
@@ -67,7 +69,7 @@ export interface LocalBackendOptions {
 /** Temporary copies this backend makes: `.tmp-<uuid>` or `.tmp-<uuid>-revert`; nothing else is swept. */
 const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?$/;
 
-export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, ManageExisting {
+export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, ManageExisting, ManageExistingSnapshots {
   readonly driverName = 'local';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -256,6 +258,35 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
   async unmanage(volume: VolumeRef, name: string): Promise<void> {
     this.options.exporter.revoke(volume.id, null);
     const path = this.volumePath(volume.id);
+    if (await statOrNull(path)) await rename(path, join(this.directory, name));
+  }
+
+  /** A file of the directory does not say which volume it is a snapshot of: none are offered (Cinder's default). */
+  async listManageableSnapshots(): Promise<ManageableSnapshot[]> {
+    return [];
+  }
+
+  /** Any file of the directory that is not Pumice's and not larger than the volume (a path is refused). */
+  async canManageSnapshot(volume: VolumeRef, sourceName: string): Promise<boolean> {
+    if (!/^[^/\0]+$/.test(sourceName) || sourceName === '.' || sourceName === '..' || /^(volume|snapshot|tmp)-|\.tmp$|^\./.test(sourceName)) return false;
+    const info = await statOrNull(join(this.directory, sourceName));
+    return !!info?.isFile() && info.size <= volume.sizeGiB * gib;
+  }
+
+  async manageExistingSnapshot(snapshot: SnapshotRef, sourceName: string): Promise<{ sizeGiB: number }> {
+    if (!/^[^/\0]+$/.test(sourceName) || sourceName === '.' || sourceName === '..') {
+      throw new DriverError('Invalid', `source-name '${sourceName.slice(0, 100)}' must be a file name in the backend's local_volume_dir, without a path`);
+    }
+    const source = join(this.directory, sourceName);
+    const target = this.snapshotPath(snapshot.id);
+    const found = (await statOrNull(source)) ?? (await statOrNull(target));
+    if (!found || !found.isFile()) throw new DriverError('NotFound', `file ${sourceName} does not exist in the local backend [${this.section}]`);
+    if (await statOrNull(source)) await rename(source, target);
+    return { sizeGiB: Math.max(1, Math.ceil(found.size / gib)) };
+  }
+
+  async unmanageSnapshot(snapshot: SnapshotRef, name: string): Promise<void> {
+    const path = this.snapshotPath(snapshot.id);
     if (await statOrNull(path)) await rename(path, join(this.directory, name));
   }
 

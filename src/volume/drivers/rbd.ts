@@ -509,6 +509,10 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     return out;
   }
 
+  async canManageSnapshot(volume: VolumeRef, sourceName: string): Promise<boolean> {
+    return (await this.listManageableSnapshots([volume.id])).some((o) => o.name === sourceName);
+  }
+
   async manageExistingSnapshot(snapshot: SnapshotRef, sourceName: string): Promise<{ sizeGiB: number }> {
     const imageName = volumeImage(snapshot.volumeId);
     const target = snapshotName(snapshot.id);
