@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { resolveCephClient } from './ceph/conf.ts';
 import { setupPlan } from './ceph/setup.ts';
 import { blocklistProbe } from './compute/evacuation.ts';
+import { liveMigrationChecks } from './compute/migration-doctor.ts';
+import { openCloudDatabase, type Db } from './db/db.ts';
 import { checkQemu, probeAccelerator, probeBootOnce } from './compute/hypervisor/qemu/index.ts';
 import { promisify } from 'node:util';
 import { isIP } from 'node:net';
@@ -171,7 +173,25 @@ export async function runDoctor(configPath: string | null, dataDir: string): Pro
     checks.push({ name: 'cp (sparse copies)', ok: false, detail: 'GNU cp not found: install coreutils' });
   }
   checks.push(...(await computeChecks(config)));
+  checks.push(...(await migrationChecks(config, dataDir)));
   return checks;
+}
+
+/** Live migration between the compute hosts the cloud's database knows (none when there is no database yet). */
+async function migrationChecks(config: PumiceConfig, dataDir: string): Promise<Check[]> {
+  let db: Db;
+  try {
+    db = openCloudDatabase(config.database.connection, dataDir);
+  } catch {
+    return [];
+  }
+  try {
+    return await liveMigrationChecks(config, db);
+  } catch (error) {
+    return [{ name: 'live migration', ok: false, detail: `could not read the compute hosts from the database: ${(error as Error).message}` }];
+  } finally {
+    db.close();
+  }
 }
 
 /**

@@ -1,4 +1,7 @@
 /**
+ * `pumice host rebalance HOST`: fail-back, the servers whose home is HOST
+ * live-migrated back to it one at a time (src/compute/failback.ts).
+ *
  * `pumice host evacuate HOST [--target HOST] [--host-powered-off] [--wait]`:
  * evacuates every server of a dead compute host (Nova's `nova host-evacuate`),
  * beside a running cloud (it opens the configured database: PostgreSQL, or DATA_DIR/pumice.db; SQLite in WAL mode lets
@@ -14,10 +17,18 @@ import { openCloudDatabase, type Db } from '../db/db.ts';
 import { PumiceError } from '../errors.ts';
 import { TaskQueue } from '../tasks/queue.ts';
 import { systemAuth } from './evacuation.ts';
+import { rebalance } from './failback.ts';
 import { computeParts } from './role.ts';
 import { parseArgsMessage } from '../cli/args.ts';
 
 const usage = `usage: pumice host evacuate HOST [options]
+       pumice host rebalance HOST [--data-dir DIR] [--config FILE]
+
+rebalance: live-migrates the servers built on HOST (their home) that run
+elsewhere back to it, one at a time, once HOST has been up [compute]
+failback_healthy_seconds and while no compute host is down.
+
+evacuate:
 
 Evacuates every server of compute host HOST, which must be down (its heartbeat
 lost, or forced down: openstack compute service set --down HOST nova-compute).
@@ -53,7 +64,7 @@ export async function runHostCli(args: string[], out: (text: string) => void = (
     out(usage);
     return 0;
   }
-  if (command !== 'evacuate' || !host || parsed.positionals.length !== 2) {
+  if ((command !== 'evacuate' && command !== 'rebalance') || !host || parsed.positionals.length !== 2) {
     out(usage);
     return 2;
   }
@@ -72,6 +83,11 @@ export async function runHostCli(args: string[], out: (text: string) => void = (
       throw new Error('not used by evacuation');
     };
     const parts = computeParts(db, config, queue, { image: refuse, volume: refuse });
+    if (command === 'rebalance') {
+      const result = await rebalance(host, { db, hosts: parts.hosts, servers: parts.servers, healthySeconds: config.compute.failback_healthy_seconds, out: (line) => out(`${line}\n`), migrationTimeoutMs: waitTimeoutMs });
+      out(`${result.moved} server(s) moved home to ${host}${result.notMoved ? `; ${result.notMoved} not (see above)` : ''}\n`);
+      return result.notMoved > 0 ? 1 : 0;
+    }
     const servers = db.all<{ id: string; name: string }>('SELECT id, name FROM servers WHERE host = ? AND deleted_at IS NULL ORDER BY created_at', host);
     if (servers.length === 0) {
       out(`host ${host} has no servers: nothing to evacuate\n`);

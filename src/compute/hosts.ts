@@ -74,13 +74,19 @@ export class ComputeHosts {
     private readonly reportIntervalS: () => number = () => 10,
   ) {}
 
-  /** Registers (or re-registers) a service row for `binary` on `host` and records a heartbeat. */
+  /**
+   * Registers (or re-registers) a service row for `binary` on `host` and records a heartbeat. The
+   * first heartbeat after the service was down (or forced down) restarts its `up_since`.
+   */
   heartbeat(binary: string, host: string, zone: string): void {
     const now = nowIso();
+    const before = this.db.get<{ heartbeat_at: string | null; forced_down: number; up_since: string | null }>('SELECT heartbeat_at, forced_down, up_since FROM services WHERE binary = ? AND host = ?', binary, host);
+    const wasDown = !before?.heartbeat_at || before.forced_down === 1 || Date.parse(now) - Date.parse(before.heartbeat_at) > this.serviceDownTimeS() * 1000;
+    const upSince = wasDown ? now : (before.up_since ?? before.heartbeat_at);
     this.db.run(
-      `INSERT INTO services (binary, host, zone, created_at, updated_at, heartbeat_at, uuid) VALUES (?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (binary, host) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, updated_at = excluded.updated_at, state_reason = NULL`,
-      binary, host, zone, now, now, now, randomUUID(),
+      `INSERT INTO services (binary, host, zone, created_at, updated_at, heartbeat_at, uuid, up_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (binary, host) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, updated_at = excluded.updated_at, state_reason = NULL, up_since = excluded.up_since`,
+      binary, host, zone, now, now, now, randomUUID(), upSince,
     );
     // Rows created by an older version have no uuid (2.53+ addresses services by uuid).
     this.db.run('UPDATE services SET uuid = ? WHERE binary = ? AND host = ? AND uuid IS NULL', randomUUID(), binary, host);
@@ -123,6 +129,13 @@ export class ComputeHosts {
 
   serviceByHost(binary: string, host: string): ComputeServiceRow | undefined {
     return this.db.get<ComputeServiceRow>('SELECT * FROM services WHERE binary = ? AND host = ?', binary, host);
+  }
+
+  /** Seconds the compute service of `host` has been up without a gap; 0 when it is down or unknown. */
+  upForS(host: string, nowMs = Date.now()): number {
+    const row = this.serviceByHost(computeBinary, host) as (ComputeServiceRow & { up_since?: string | null }) | undefined;
+    if (!row || !this.isUp(row, nowMs) || !row.up_since) return 0;
+    return Math.max(0, (nowMs - Date.parse(row.up_since)) / 1000);
   }
 
   /** Down when forced down by an operator, or when the last heartbeat is older than service_down_time. */

@@ -23,6 +23,7 @@ import { ComputeAgent, type BlockStorage } from './agent.ts';
 import { computeApp } from './api/app.ts';
 import { BlockStorageClient } from './block-storage-client.ts';
 import { EvacuationMonitor, systemAuth } from './evacuation.ts';
+import { FailbackMonitor } from './failback.ts';
 import { Flavors } from './flavors.ts';
 import { ComputeHosts } from './hosts.ts';
 import { checkQemu, probeAccelerator, QemuHypervisor } from './hypervisor/qemu/index.ts';
@@ -179,8 +180,9 @@ export async function startComputeRole(options: {
 /**
  * The automatic evacuation monitor of the api role ([compute] auto_evacuate, off by default). It
  * evacuates as the system user with the reason in the instance action; see EvacuationMonitor.
+ * With [compute] auto_failback, the fail-back monitor too (FailbackMonitor).
  */
-export function startEvacuationMonitor(parts: ComputeParts, config: PumiceConfig, log: (m: string) => void): EvacuationMonitor {
+export function startEvacuationMonitor(parts: ComputeParts, config: PumiceConfig, log: (m: string) => void): { stop(): void } {
   const monitor = new EvacuationMonitor({
     db: parts.servers.migrations.db,
     hosts: parts.hosts,
@@ -198,5 +200,14 @@ export function startEvacuationMonitor(parts: ComputeParts, config: PumiceConfig
     intervalMs: Math.max(1000, Math.min(5000, config.DEFAULT.report_interval * 1000)),
   });
   monitor.start();
-  return monitor;
+  const failback = config.compute.auto_failback
+    ? new FailbackMonitor({ db: parts.servers.migrations.db, hosts: parts.hosts, servers: parts.servers, healthySeconds: () => config.compute.failback_healthy_seconds, log, intervalMs: Math.max(1000, Math.min(5000, config.DEFAULT.report_interval * 1000)) })
+    : null;
+  failback?.start();
+  return {
+    stop: () => {
+      monitor.stop();
+      failback?.stop();
+    },
+  };
 }

@@ -104,6 +104,8 @@ const computeOptions = {
   auto_evacuate: { type: 'bool', default: false, help: 'evacuate the servers of a compute host that stays down (heartbeat lost) longer than auto_evacuate_grace_s, after fencing it (never for a host forced down for maintenance)' },
   auto_evacuate_grace_s: { type: 'int', default: 60, min: 0, help: 'seconds a compute host must be down (beyond service_down_time) before its servers are evacuated automatically' },
   auto_evacuate_hosts_max: { type: 'int', default: 1, min: 1, help: 'compute hosts evacuated automatically at once' },
+  failback_healthy_seconds: { type: 'int', default: 300, min: 0, help: "seconds a returning compute host must have been up without a gap before fail-back (pumice host rebalance, auto_failback) moves its servers home" },
+  auto_failback: { type: 'bool', default: false, help: 'live-migrate servers back to their home host (where they were built) once it has been healthy failback_healthy_seconds, one at a time, never while a compute host is down' },
   auto_evacuate_down_fraction_max: { type: 'float', default: 0.5, help: 'no automatic evacuation while more than this fraction of compute hosts is down (a partition of the control plane, not host deaths)' },
   evacuation_blocklist_expire_s: { type: 'int', default: 3600, min: 60, help: "lifetime of the Ceph blocklist entries that fence an evacuated host's clients; the returning host removes them once its old guests are destroyed when its Ceph user may (mon 'profile rbd' may only add entries: then they expire)" },
 } satisfies Record<string, OptionSpec>;

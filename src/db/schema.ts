@@ -472,4 +472,12 @@ ALTER TABLE servers ADD COLUMN home_host TEXT;
 UPDATE servers SET home_host = host;
 `,
   },
+  {
+    // Fail-back (issue 15): since when a service has been up without a gap (its heartbeat resumed),
+    // so a returning compute host gets its servers back only after [compute] failback_healthy_seconds.
+    version: 19,
+    sql: `
+ALTER TABLE services ADD COLUMN up_since TEXT;
+`,
+  },
 ];

@@ -16,6 +16,11 @@
  *    reports memory progress, `openstack server migration abort` mid-copy:
  *    the server keeps running on compute02 (the ticker goes on), nothing of
  *    it is left on pumice (no QEMU, no instance directory, no attachment).
+ * 3. Fail-back (issue 15 test 4, without the evacuation: the server is away
+ *    from its home, pumice, after 1.): `pumice host rebalance pumice` refuses
+ *    while compute02 is down (its agent stopped; the guest runs on); once
+ *    compute02 is back (without the bandwidth limit) it live-migrates the
+ *    server home: ACTIVE on pumice, no boot, the ticker goes on by one.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +31,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
-import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { openstack, openstackJson, repoRoot, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
 import { startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
 import { guestMarkers, tickCounters } from '../helpers/guest.ts';
@@ -111,6 +116,16 @@ async function volumeAttachments(volumeId: string): Promise<Row[]> {
   const r = await admin.api.request('GET', `/volume/v3/${admin.projectId}/attachments?volume_id=${volumeId}`, undefined, { 'OpenStack-API-Version': 'volume 3.60' });
   assert.equal(r.status, 200, r.text);
   return r.body.attachments as Row[];
+}
+
+/** `pumice host rebalance HOST` beside the running cloud: its exit code and output. */
+async function rebalance(host: string): Promise<{ code: number; output: string }> {
+  const configPath = path.join(workDir, 'rebalance.conf');
+  writeFileSync(configPath, `${config()}\n[compute]\nfailback_healthy_seconds = 2\n`);
+  return execFileAsync(process.execPath, [path.join(repoRoot, 'bin', 'pumice.mjs'), 'host', 'rebalance', host, '--data-dir', pumice.dataDir, '--config', configPath], { cwd: repoRoot, timeout: 180_000 }).then(
+    (r) => ({ code: 0, output: r.stdout + r.stderr }),
+    (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? -1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }),
+  );
 }
 
 /** Every acknowledged tick went up by exactly one from the one before. */
@@ -262,5 +277,35 @@ describe('live migration on Ceph', { skip: shared ? false : 'PUMICE_CEPH_LAB is 
     const text = compute02Console();
     assert.ok(!text.includes(guestMarkers.booted), 'still no boot on compute02');
     assertConsecutive(tickCounters(text, serial), 'ticks on compute02 through the abort');
+  });
+
+  test('fail-back: pumice host rebalance waits while a host is down, then brings the server home live', async () => {
+    assert.ok(vm, 'needs the server, away from its home on compute02');
+    await compute02.stop();
+    await waitService('compute02', 'down');
+    const degraded = await rebalance('pumice');
+    assert.equal(degraded.code, 1, degraded.output);
+    assert.match(degraded.output, /degraded: compute host compute02 is down/);
+    assert.equal((await admin.server(vm))!['OS-EXT-SRV-ATTR:host'], 'compute02', 'nothing moved');
+
+    compute02 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute02', configText: config() });
+    await waitService('compute02', 'up');
+    // The abort's rollback removed pumice's instance directory, console log included.
+    const consoleBefore = existsSync(path.join(pumice.dataDir, 'instances', vm, 'console.log')) ? pumiceConsole().length : 0;
+    const started = Date.now();
+    await new Promise((res) => setTimeout(res, 2000));
+    const home = await rebalance('pumice');
+    assert.equal(home.code, 0, home.output);
+    assert.match(home.output, /1 server\(s\) moved home to pumice/);
+    notes.push(`rebalance (healthy 2 s, then the live migration home): ${Date.now() - started} ms`);
+    const row = (await admin.waitServer(vm, ['ACTIVE'], 30_000))!;
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'pumice');
+    await new Promise((res) => setTimeout(res, 2000));
+    const away = compute02Console();
+    const back = pumiceConsole().slice(consoleBefore);
+    assert.ok(!back.includes(guestMarkers.booted), `no boot at home:\n${back.slice(0, 2000)}`);
+    const ticksHome = tickCounters(back, serial);
+    assert.ok(ticksHome.length > 0, 'the guest ticks at home');
+    assertConsecutive([...tickCounters(away, serial), ...ticksHome], 'ticks through the fail-back');
   });
 });
