@@ -164,12 +164,13 @@ describe('bad input on every route', () => {
   }
 
   /**
-   * Every table except tokens (logins add rows) and the heartbeat tables (services, compute_nodes: the agents' resource reports, api_listeners), plus the backend's files.
+   * Every table except tokens (logins add rows), the heartbeat tables (services, compute_nodes: the agents' resource reports, api_listeners)
+   * and the dashboard's background samples (timeseries_samples), plus the backend's files.
    * A failed login is expected to count against the user (Keystone's lockout columns), so those two are left out.
    */
   function fingerprint(): string {
     const tables = db
-      .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('tokens', 'services', 'compute_nodes', 'api_listeners') ORDER BY name")
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT IN ('tokens', 'services', 'compute_nodes', 'api_listeners', 'timeseries_samples') ORDER BY name")
       .all() as { name: string }[];
     const parts: Record<string, unknown> = {};
     for (const { name } of tables) {
@@ -461,6 +462,10 @@ describe('bad input on every route', () => {
     ['GET', `/v2/images/${UNKNOWN}`, 'member', false],
     ['PATCH', `/v2/images/${UNKNOWN}`, 'member', false],
     ['DELETE', `/v2/images/${UNKNOWN}`, 'member', false],
+    ['GET', `/v2/images/${UNKNOWN}/tasks`, 'member', false],
+    ['DELETE', `/v2/stores/file/${UNKNOWN}`, 'admin', false],
+    ['GET', '/v2/tasks', 'admin', false],
+    ['GET', `/v2/tasks/${UNKNOWN}`, 'admin', false],
   ];
 
   /** A method that the path's route pattern does not serve, for the 405 cases. */
@@ -1314,6 +1319,16 @@ describe('bad input on every route', () => {
       { name: 'GET /image/v3', method: 'GET', path: '/image/v3', expect: 404 },
       { name: 'POST /image/v2/images: unknown disk_format', method: 'POST', path: '/image/v2/images', body: { name: 'x', disk_format: 'qcow3' }, expect: 400 },
       { name: 'DELETE /image/v2/images/{id}: unknown image', method: 'DELETE', path: `/image/v2/images/${UNKNOWN}`, expect: 404 },
+      { name: 'GET /image/v2/tasks as a member', method: 'GET', path: '/image/v2/tasks', expect: 403 },
+      { name: 'GET /image/v2/tasks?status=done', method: 'GET', path: '/image/v2/tasks?status=done', as: 'admin', expect: 400 },
+      { name: 'GET /image/v2/tasks?limit=-1', method: 'GET', path: '/image/v2/tasks?limit=-1', as: 'admin', expect: 400 },
+      { name: 'GET /image/v2/tasks?marker=unknown', method: 'GET', path: `/image/v2/tasks?marker=${UNKNOWN}`, as: 'admin', expect: 400 },
+      { name: 'GET /image/v2/tasks/{id}: unknown task', method: 'GET', path: `/image/v2/tasks/${UNKNOWN}`, as: 'admin', expect: 404 },
+      { name: 'GET /image/v2/images/{id}/tasks: unknown image', method: 'GET', path: `/image/v2/images/${UNKNOWN}/tasks`, expect: 404 },
+      { name: 'DELETE /image/v2/stores/{store}/{id}: unknown store', method: 'DELETE', path: `/image/v2/stores/swift/${UNKNOWN}`, as: 'admin', expect: 404 },
+      { name: 'DELETE /image/v2/stores/{store}/{id} as a member', method: 'DELETE', path: `/image/v2/stores/file/${UNKNOWN}`, expect: 403 },
+      { name: 'POST /image/v2/images/{id}/import: copy-image of an unknown image', method: 'POST', path: `/image/v2/images/${UNKNOWN}/import`, as: 'admin', body: { method: { name: 'copy-image' }, stores: ['file'] }, expect: 404 },
+      { name: 'POST /image/v2/images/{id}/import: stores not a list', method: 'POST', path: `/image/v2/images/${UNKNOWN}/import`, as: 'admin', body: { method: { name: 'copy-image' }, stores: 'file' }, expect: 400 },
     ];
   }
 
