@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every benchmark in sequence (about 5.5 minutes without Ceph); each starts and stops its own Pumice.
+# Runs every benchmark in sequence (about 7 minutes without Ceph); each starts and stops its own Pumice.
 # With PUMICE_CEPH_LAB=DIR (a running lab, see README) the Ceph benchmarks run too (about 25 minutes more; the 50 GiB image upload of volume-from-image is most of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ if command -v fio >/dev/null; then
 else
   echo "## bench/nbd-export.ts skipped: fio is missing (apt-get install fio)"
 fi
+echo "## node --import tsx bench/live-migration.ts"
+node --import tsx bench/live-migration.ts
 echo "## bash bench/openstack-load.sh"
 bash bench/openstack-load.sh
 if [ -n "${PUMICE_CEPH_LAB:-}" ]; then
