@@ -109,12 +109,17 @@ export class PgSyncConnection {
     if (this.closed && request.kind !== 'close') throw new Error('the database connection is closed');
     Atomics.store(this.flag, 0, 0);
     this.port.postMessage(request);
-    const waited = Atomics.wait(this.flag, 0, 0, pgStatementTimeoutMs + replyMarginMs);
-    if (waited === 'timed-out') {
-      throw new PgError(`PostgreSQL did not answer in ${pgStatementTimeoutMs + replyMarginMs} ms`, 'PG_TIMEOUT', undefined);
+    // The worker posts the reply, sets the flag, then notifies. When this thread saw the flag
+    // of the previous reply before that reply's notify came, the late notify wakes this wait
+    // early with the flag still 0: wait again until the flag says this reply is posted.
+    const deadlineMs = Date.now() + pgStatementTimeoutMs + replyMarginMs;
+    while (Atomics.load(this.flag, 0) === 0) {
+      const remainingMs = deadlineMs - Date.now();
+      if (remainingMs <= 0) throw new PgError(`PostgreSQL did not answer in ${pgStatementTimeoutMs + replyMarginMs} ms`, 'PG_TIMEOUT', undefined);
+      Atomics.wait(this.flag, 0, 0, remainingMs);
     }
     let message = receiveMessageOnPort(this.port);
-    // Seen once under load: woken before the reply could be received. Wait for it a little (bounded).
+    // Posted before the flag was set, so it is there; a bounded wait all the same.
     for (let waitedMs = 0; !message && waitedMs < replyLateMaxMs; waitedMs++) {
       Atomics.wait(this.pause, 0, 0, 1);
       message = receiveMessageOnPort(this.port);
