@@ -26,6 +26,7 @@ debian_packages=(
   qemu-system-x86                                                    # the compute agent's guests (TCG in tests)
   dosfstools mtools fdisk cpio busybox-static syslinux syslinux-common  # scripts/build-test-guest.sh
   chromium                                                           # test/browser: playwright-core drives Debian's browser (no browser download)
+  systemd iproute2 util-linux passwd                                 # journald (journal test), ip netns (test/multihost), unshare, useradd (installer test)
 )
 $runtime_only && debian_packages=("${runtime_packages[@]}")
 missing=()

@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npx tsc --noEmit -p .
 shopt -s nullglob
-files=(test/unit/*.test.ts test/e2e/*.test.ts test/security/*.test.ts test/browser/*.test.ts)
+# test/multihost: real processes in network namespaces on one PostgreSQL (needs root; skips itself otherwise).
+files=(test/unit/*.test.ts test/e2e/*.test.ts test/security/*.test.ts test/browser/*.test.ts test/multihost/*.test.ts)
 runner=(node --import tsx --test --test-concurrency=1 --test-reporter=spec)
 # A subset on PostgreSQL (issue 16; about 2 minutes): the same servers on a throwaway PostgreSQL 15.
 pg_status=0
