@@ -550,13 +550,18 @@ export class VolumeManager {
   }
 
   /**
-   * Compares the database with the storage after a restart: volumes and
-   * snapshots stuck in a transitional state without a task go to error with a
-   * reason, and files no database row refers to are removed.
+   * Volumes and snapshots (of `backendSections`, or all when null) stuck in a transitional state
+   * with no pending task: a finished-or-never operation goes to its error state with a reason, a
+   * cut upload or move puts the volume back. Run at start and by POST /workers/cleanup (3.24).
+   * Returns how many resources it moved.
    */
-  private async reconcile(): Promise<void> {
+  cleanStuckResources(backendSections: readonly string[] | null): number {
+    const params = backendSections ?? [];
+    const onBackends = (column: string) => (backendSections === null ? '' : ` AND ${column} IN (${backendSections.map(() => '?').join(',') || 'NULL'})`);
+    let cleaned = 0;
     const stuckVolumes = this.db.all<VolumeRow>(
-      "SELECT v.* FROM volumes v WHERE v.status IN ('creating','downloading','uploading','deleting','extending','reverting') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
+      `SELECT v.* FROM volumes v WHERE v.status IN ('creating','downloading','uploading','deleting','extending','reverting') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))${onBackends('v.backend')}`,
+      ...params,
     );
     for (const row of stuckVolumes) {
       if (row.status === 'uploading') {
@@ -564,6 +569,7 @@ export class VolumeManager {
         this.releaseUpload(row.id);
         this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_002_004', 'upload volume to image: interrupted by a restart and not resumed; upload again');
         this.log(`reconcile: volume ${row.id}: upload to image interrupted; volume back to ${row.previous_status ?? 'available'}`);
+        cleaned++;
         continue;
       }
       const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
@@ -572,19 +578,23 @@ export class VolumeManager {
       // status_reason is not in the API: the user message is where the reason shows.
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
+      cleaned++;
     }
     // A move whose task is gone (cancelled by an operator): the row still names the source, whose copy was never written.
     const stuckMoves = this.db.all<VolumeRow>(
-      "SELECT v.* FROM volumes v WHERE v.status IN ('retyping','maintenance') AND v.migration_status IN ('starting','migrating') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))",
+      `SELECT v.* FROM volumes v WHERE v.status IN ('retyping','maintenance') AND v.migration_status IN ('starting','migrating') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.resource_id = v.id AND t.state IN ('queued','running'))${onBackends('v.backend')}`,
+      ...params,
     );
     for (const row of stuckMoves) {
       const reason = 'the move to another backend was interrupted and has no pending task; the volume stays on its backend';
       if (!this.states.volumes.transition(row.id, [row.status as VolumeStatus], 'available', { migration_status: 'error', status_reason: reason })) continue;
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_008', `migrate volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
+      cleaned++;
     }
     const stuckSnapshots = this.db.all<SnapshotRow>(
-      "SELECT s.* FROM snapshots s WHERE s.status IN ('creating','deleting','restoring') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.state IN ('queued','running') AND (t.resource_id = s.id OR t.resource_id = s.volume_id))",
+      `SELECT s.* FROM snapshots s WHERE s.status IN ('creating','deleting','restoring') AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.state IN ('queued','running') AND (t.resource_id = s.id OR t.resource_id = s.volume_id))${onBackends('(SELECT backend FROM volumes WHERE id = s.volume_id)')}`,
+      ...params,
     );
     for (const row of stuckSnapshots) {
       // A snapshot being restored from is intact: only the revert of its volume was cut short.
@@ -593,7 +603,18 @@ export class VolumeManager {
       if (!this.states.snapshots.transition(row.id, [row.status as SnapshotStatus], next, { status_reason: reason })) continue;
       if (next !== 'available') this.userMessage(row.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_003', `${row.status} snapshot: ${reason}`);
       this.log(`reconcile: snapshot ${row.id}: ${reason}`);
+      cleaned++;
     }
+    return cleaned;
+  }
+
+  /**
+   * Compares the database with the storage after a restart: volumes and
+   * snapshots stuck in a transitional state without a task go to error with a
+   * reason, and files no database row refers to are removed.
+   */
+  private async reconcile(): Promise<void> {
+    this.cleanStuckResources(null);
     for (const state of this.backends.values()) {
       if (!state.up) continue;
       let listed: { volumeIds: string[]; snapshotIds: string[] };

@@ -186,6 +186,12 @@ describe('bad input on transfers, QoS specs and manage/unmanage', { timeout: 180
       { name: 'manageable snapshots: unknown host', method: 'GET', path: `${V}/manageable_snapshots?host=nowhere%40x`, as: 'admin', mv: '3.8', expect: 400, message: /get_pools/ },
       { name: 'snapshot unmanage: member', method: 'POST', path: `${V}/snapshots/${UNKNOWN}/action`, body: { 'os-unmanage': {} }, expect: 403 },
       { name: 'snapshot unmanage: unknown snapshot', method: 'POST', path: `${V}/snapshots/${UNKNOWN}/action`, as: 'admin', body: { 'os-unmanage': {} }, expect: 404 },
+      // workers/cleanup (3.24)
+      { name: 'cleanup: member', method: 'POST', path: `${V}/workers/cleanup`, mv: '3.24', body: {}, expect: 403 },
+      { name: 'cleanup: before 3.24', method: 'POST', path: `${V}/workers/cleanup`, as: 'admin', mv: '3.23', body: {}, expect: 404 },
+      { name: 'cleanup: unknown binary', method: 'POST', path: `${V}/workers/cleanup`, as: 'admin', mv: '3.24', body: { binary: 'cinder-api' }, expect: 400, message: /binary/ },
+      { name: 'cleanup: service_id not an integer', method: 'POST', path: `${V}/workers/cleanup`, as: 'admin', mv: '3.24', body: { service_id: 'one' }, expect: 400, message: /service_id/ },
+      { name: 'cleanup: resource_id (not applied by Pumice)', method: 'POST', path: `${V}/workers/cleanup`, as: 'admin', mv: '3.24', body: { resource_id: UNKNOWN }, expect: 400, message: /resource_id/ },
       // os-retype and os-migrate_volume (one local backend here: a type that needs another backend cannot be met)
       { name: 'retype: no new_type', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': {} }, expect: 400, message: /new_type/ },
       { name: 'retype: new_type a number', method: 'POST', path: `${V}/volumes/{vol}/action`, body: { 'os-retype': { new_type: 7 } }, expect: 400, message: /new_type/ },

@@ -580,6 +580,18 @@ describe('Block Storage API response contract', { timeout: 1_200_000 }, () => {
       await waitSnapshot(adopted.snapshot.id, ['deleted']);
       assert.deepEqual(readFileSync(path.join(dir, `unmanaged-snapshot-${adopted.snapshot.id}`)), snapBytes, 'given back in place, bytes unchanged');
       rmSync(path.join(dir, `unmanaged-snapshot-${adopted.snapshot.id}`));
+      // workers/cleanup (3.24): a volume left 'extending' with no task (as a dead service leaves it) goes to error_extending.
+      await call('admin', mv, 'POST', `${V}/volumes/${parent.volume.id}/action`, 202, { 'os-reset_status': { status: 'extending' } });
+      if (minor >= 24) {
+        await call('member', mv, 'POST', `${V}/workers/cleanup`, 403, {});
+        const cleanup = await call('admin', mv, 'POST', `${V}/workers/cleanup`, 202, { binary: 'cinder-volume', is_up: true });
+        assert.deepEqual(cleanup.cleaning.map((c: { host: string }) => `${c.host}#local`), [host], JSON.stringify(cleanup));
+        assert.deepEqual(cleanup.unavailable, []);
+        assert.equal((await waitVolume(parent.volume.id, ['error_extending'])).status, 'error_extending');
+      } else {
+        await call('admin', mv, 'POST', `${V}/workers/cleanup`, 404, {});
+        await call('admin', mv, 'POST', `${V}/volumes/${parent.volume.id}/action`, 202, { 'os-reset_status': { status: 'available' } });
+      }
       await call('admin', mv, 'DELETE', `${V}/volumes/${parent.volume.id}`, 202);
       await waitVolume(parent.volume.id, ['deleted']);
 

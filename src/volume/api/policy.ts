@@ -102,6 +102,7 @@ export const volumePolicyDefaults: Record<string, string> = {
   'volume_extension:services:index': 'rule:admin_api',
   'volume_extension:services:update': 'rule:admin_api',
   'volume_extension:hosts': 'rule:admin_api',
+  'workers:cleanup': 'rule:admin_api',
   'scheduler_extension:scheduler_stats:get_pools': 'rule:admin_api',
   'volume_extension:availability_zone_list': '@',
 

@@ -1,6 +1,6 @@
 /**
- * Operator routes: /os-services, /os-hosts, /scheduler-stats/get_pools and
- * /os-availability-zone. Service records live in `../services.ts`.
+ * Operator routes: /os-services, /os-hosts, /workers/cleanup (3.24),
+ * /scheduler-stats/get_pools and /os-availability-zone. Service records live in `../services.ts`.
  */
 import { Type } from '@sinclair/typebox';
 import { cinderTime, nowIso } from '../../db/db.ts';
@@ -9,13 +9,26 @@ import { route, type AnyRouteSpec } from '../../http/declare.ts';
 import { queryBool, validate, type Schema } from '../../http/validate.ts';
 import { volumeBinary } from '../manager.ts';
 import type { ServiceRow } from '../services.ts';
-import { declaredBody, type Ctx, type VolumeRouteDeps } from './common.ts';
+import { declaredBody, microversionMax, type Ctx, type VolumeRouteDeps } from './common.ts';
 import { AvailabilityZonesBody, HostListBody, HostShowBody, PoolsBody, serviceListResponses, ServiceUpdateBody } from './schemas.ts';
 
 const updateSchema: Schema = {
   type: 'object', required: ['host'],
   properties: { host: { type: 'string', minLength: 1, maxLength: 255 }, binary: { type: 'string', maxLength: 255 }, disabled_reason: { type: 'string', maxLength: 255 } },
 };
+
+/** Cinder's workers/cleanup filters that Pumice applies (resource_id and resource_type are not: the whole service is cleaned). */
+const CleanupBody = Type.Optional(Type.Object({
+  service_id: Type.Optional(Type.Integer({ minimum: 1 })),
+  host: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  binary: Type.Optional(Type.Union([Type.Literal('cinder-volume'), Type.Literal('cinder-backup')])),
+  cluster_name: Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
+  is_up: Type.Optional(Type.Boolean()),
+  disabled: Type.Optional(Type.Boolean()),
+}, { additionalProperties: false }));
+
+const CleanupService = Type.Object({ id: Type.Integer(), host: Type.String(), binary: Type.String(), cluster_name: Type.Union([Type.String(), Type.Null()]) }, { additionalProperties: false });
+const CleanupResult = Type.Object({ cleaning: Type.Array(CleanupService), unavailable: Type.Array(CleanupService) }, { additionalProperties: false });
 
 function round2(n: number): number {
   return Math.round(n * 100) / 100;
@@ -68,6 +81,36 @@ export function serviceRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
         // Cinder answers disabled_reason for enable and disable-log-reason, not for disable.
         if (action !== 'disable') answer['disabled_reason'] = reason;
         return { status: 200, body: answer };
+      },
+    }),
+    route({
+      method: 'POST', path: '/v3/workers/cleanup', policy: 'workers:cleanup', versions: { min: 24, max: microversionMax },
+      summary: 'Clean resources left in transitional states by a volume service that died (3.24)',
+      body: CleanupBody,
+      responses: { 202: CleanupResult },
+      handler(ctx) {
+        const f = (ctx.body ?? {}) as { service_id?: number; host?: string; binary?: string; is_up?: boolean; disabled?: boolean; cluster_name?: string };
+        const matched = services.list().filter((r) =>
+          r.binary === volumeBinary && (f.binary === undefined || f.binary === r.binary) && (f.service_id === undefined || f.service_id === r.id)
+          && (f.host === undefined || f.host === r.host || r.host.startsWith(`${f.host}@`)) && (f.cluster_name === undefined || f.cluster_name === r.cluster)
+          && (f.disabled === undefined || f.disabled === !!r.disabled) && (f.is_up === undefined || f.is_up === services.isUp(r)));
+        const render = (r: (typeof matched)[number]) => ({ id: r.id, host: r.host, binary: r.binary, cluster_name: r.cluster ?? null });
+        const cleaning: (typeof matched)[number][] = [];
+        const unavailable: (typeof matched)[number][] = [];
+        const sections: string[] = [];
+        for (const row of matched) {
+          // A backend this process runs and reaches cleans what its dead predecessor left; one it
+          // does not run, or cannot reach now, cannot (Cinder's 'unavailable').
+          const state = [...manager.backends.values()].find((b) => b.host === row.host);
+          if (state?.up) {
+            cleaning.push(row);
+            sections.push(state.config.section);
+          } else {
+            unavailable.push(row);
+          }
+        }
+        if (sections.length > 0) manager.cleanStuckResources(sections);
+        return { status: 202, body: { cleaning: cleaning.map(render), unavailable: unavailable.map(render) } };
       },
     }),
     route({
