@@ -589,7 +589,6 @@ export class ServerService {
     return resourceStates(this.db).servers.transition(id, fromVm, fromTask, changes);
   }
 
-
   /**
    * os-migrateLive: Nova's checks first (a refusal changes nothing), then the target is chosen (the
    * scheduler, or the named host checked), the server goes to MIGRATING (task_state migrating), a
