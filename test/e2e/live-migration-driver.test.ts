@@ -123,7 +123,8 @@ describe('QemuHypervisor live migration on shared storage', () => {
     const port = await freePort();
     await target.prepareIncoming(spec, { host: '127.0.0.1', port });
     const seen: MigrationProgress[] = [];
-    const result = await source.migrateTo(uuid, { host: '127.0.0.1', port }, { timeoutMs: 120_000, onProgress: (p) => seen.push(p) });
+    // Capped and polled often: on a quiet machine the ~80 MB of RAM otherwise moves within one 200 ms poll, and no 'active' report is seen.
+    const result = await source.migrateTo(uuid, { host: '127.0.0.1', port }, { timeoutMs: 120_000, pollMs: 25, maxBandwidthBytesPerS: 128 * 1024 * 1024, onProgress: (p) => seen.push(p) });
     const running = await target.finishIncoming(uuid);
     assert.equal(running.powerState, 'running');
     notes.push(`migration: ${result.totalMs} ms, QEMU-measured downtime ${result.downtimeMs} ms, ${result.transferredBytes} bytes of RAM sent, ${seen.length} progress reports`);
