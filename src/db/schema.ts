@@ -480,4 +480,27 @@ UPDATE servers SET home_host = host;
 ALTER TABLE services ADD COLUMN up_since TEXT;
 `,
   },
+  {
+    // Identity (issue 18): access rules as Keystone keeps them, one row per user and (service, method,
+    // path), shared by that user's application credentials and outliving them until deleted; and
+    // OS-TRUST trusts (a trustor delegates roles on a project to a trustee), with the trust a token
+    // was issued from.
+    version: 20,
+    sql: `
+CREATE TABLE access_rules (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  service TEXT NOT NULL, method TEXT NOT NULL, path TEXT NOT NULL, created_at TEXT NOT NULL,
+  UNIQUE (user_id, service, method, path)
+);
+CREATE TABLE trusts (
+  id TEXT PRIMARY KEY, trustor_user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  trustee_user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, project_id TEXT,
+  impersonation INTEGER NOT NULL, roles TEXT NOT NULL, expires_at TEXT, remaining_uses INTEGER,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX trusts_trustor ON trusts(trustor_user_id);
+CREATE INDEX trusts_trustee ON trusts(trustee_user_id);
+ALTER TABLE tokens ADD COLUMN trust_id TEXT;
+`,
+  },
 ];

@@ -6,7 +6,7 @@
  * request that no rule allows is refused with a 401, as keystonemiddleware
  * refuses it, before any handler runs; a credential without rules is not limited.
  */
-import { errors } from '../errors.ts';
+import { errors, PumiceError } from '../errors.ts';
 
 export interface AccessRule {
   id: string;
@@ -63,13 +63,28 @@ export function enforceAccessRules(rules: AccessRule[], credentialId: string, pr
   );
 }
 
+/** A rule as the caller gives it at create time: an existing rule's id, or a service, method and path. */
+export interface AccessRuleInput {
+  id?: unknown;
+  service?: unknown;
+  method?: unknown;
+  path?: unknown;
+}
+
 /**
- * Checks and normalises the rules given at create time: each names a known
- * service type, an HTTP method and an absolute path; ids are assigned here.
+ * Checks the rules given at create time: each names a known service type, an HTTP method and an
+ * absolute path, or only the id of one of the user's rules (`existing` finds it; 404 otherwise).
+ * Ids are not assigned here: the store gives a new rule an id, or reuses the user's rule with the
+ * same service, method and path (Keystone shares one rule between credentials).
  */
-export function checkAccessRules(input: { service?: unknown; method?: unknown; path?: unknown; id?: unknown }[], newId: () => string): AccessRule[] {
+export function checkAccessRules(input: AccessRuleInput[], existing: (id: string) => AccessRule | undefined): Omit<AccessRule, 'id'>[] {
   return input.map((rule, index) => {
     const where = `access_rules[${index}]`;
+    if (typeof rule.id === 'string' && rule.service === undefined && rule.method === undefined && rule.path === undefined) {
+      const found = existing(rule.id);
+      if (!found) throw new PumiceError('NotFound', `Could not find access rule: ${rule.id} (${where}.id): list yours with openstack access rule list, or give service, method and path instead.`);
+      return { service: found.service, method: found.method, path: found.path };
+    }
     if (typeof rule.service !== 'string' || !accessRuleServices.includes(rule.service)) {
       throw errors.invalidInput(`Invalid input for field '${where}.service': ${JSON.stringify(rule.service ?? null)?.slice(0, 40)} is not a service type here; use one of ${accessRuleServices.join(', ')}.`);
     }
@@ -79,6 +94,6 @@ export function checkAccessRules(input: { service?: unknown; method?: unknown; p
     if (typeof rule.path !== 'string' || !rule.path.startsWith('/') || rule.path.length > 512) {
       throw errors.invalidInput(`Invalid input for field '${where}.path': expected a path starting with '/' (up to 512 characters), such as /v2/images/**.`);
     }
-    return { id: newId(), service: rule.service, method: rule.method, path: rule.path };
+    return { service: rule.service, method: rule.method, path: rule.path };
   });
 }

@@ -7,14 +7,16 @@
  * user no longer holds one of its roles on its project (checked at every token validation).
  *
  * Access rules (service type, method and path allow-lists, src/identity/access-rules.ts) are
- * checked at creation and enforced on every request a token from the credential makes.
+ * checked at creation and enforced on every request a token from the credential makes. As in
+ * Keystone, a rule belongs to its user (table access_rules): credentials naming the same service,
+ * method and path share it, it outlives them, and it may be deleted only when none uses it.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { ApplicationCredentialRow, IdentityService, RoleRow, UserRow } from './identity.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
-import { checkAccessRules } from './access-rules.ts';
+import { checkAccessRules, type AccessRule } from './access-rules.ts';
 
 export interface CreateApplicationCredentialInput {
   userId: string;
@@ -59,7 +61,7 @@ export class ApplicationCredentialStore {
 
   /** Creates a credential and returns it with its secret (the only time the secret is available). */
   async create(input: CreateApplicationCredentialInput): Promise<{ row: ApplicationCredentialRow; secret: string }> {
-    const accessRules = checkAccessRules((input.accessRules ?? []) as Record<string, unknown>[], () => randomUUID().replace(/-/g, ''));
+    const wantedRules = checkAccessRules((input.accessRules ?? []) as Record<string, unknown>[], (id) => this.findAccessRule(input.userId, id));
     if (input.expiresAt) {
       const at = Date.parse(input.expiresAt);
       if (Number.isNaN(at)) throw errors.invalidInput(`Invalid input for field 'expires_at': '${input.expiresAt}' is not an ISO 8601 time such as 2030-01-31T12:00:00Z.`);
@@ -85,13 +87,57 @@ export class ApplicationCredentialStore {
     const secretHash = await hashPassword(secret);
     const id = randomUUID().replace(/-/g, '');
     const unique = [...new Map(roles.map((r) => [r.id, { id: r.id, name: r.name, domain_id: r.domain_id }])).values()];
-    this.db.run(
-      `INSERT INTO application_credentials (id, name, user_id, project_id, secret_hash, description, expires_at, unrestricted, roles, access_rules, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      id, input.name, input.userId, input.projectId, secretHash, input.description ?? null,
-      input.expiresAt ? new Date(input.expiresAt).toISOString() : null, input.unrestricted ? 1 : 0, JSON.stringify(unique), JSON.stringify(accessRules), new Date().toISOString(),
-    );
+    const now = new Date().toISOString();
+    this.db.transaction(() => {
+      // The user's rule with the same service, method and path is reused, else a new one is kept.
+      const accessRules = wantedRules.map((wanted): AccessRule => {
+        const same = this.db.get<AccessRule>('SELECT id, service, method, path FROM access_rules WHERE user_id = ? AND service = ? AND method = ? AND path = ?',
+          input.userId, wanted.service, wanted.method, wanted.path);
+        if (same) return same;
+        const rule = { id: randomUUID().replace(/-/g, ''), ...wanted };
+        this.db.run('INSERT INTO access_rules (id, user_id, service, method, path, created_at) VALUES (?, ?, ?, ?, ?, ?)', rule.id, input.userId, rule.service, rule.method, rule.path, now);
+        return rule;
+      });
+      const distinct = [...new Map(accessRules.map((r) => [r.id, r])).values()];
+      this.db.run(
+        `INSERT INTO application_credentials (id, name, user_id, project_id, secret_hash, description, expires_at, unrestricted, roles, access_rules, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        id, input.name, input.userId, input.projectId, secretHash, input.description ?? null,
+        input.expiresAt ? new Date(input.expiresAt).toISOString() : null, input.unrestricted ? 1 : 0, JSON.stringify(unique), JSON.stringify(distinct), now,
+      );
+    });
     return { row: this.find(id)!, secret };
+  }
+
+  /** The user's access rule, or undefined (another user's rule is not found either). */
+  findAccessRule(userId: string, id: string): AccessRule | undefined {
+    return this.db.get<AccessRule>('SELECT id, service, method, path FROM access_rules WHERE id = ? AND user_id = ?', id, userId);
+  }
+
+  /** The user's access rules (Keystone's GET /v3/users/{id}/access_rules), oldest first. */
+  listAccessRules(userId: string): AccessRule[] {
+    return this.db.all<AccessRule>('SELECT id, service, method, path FROM access_rules WHERE user_id = ? ORDER BY created_at, id', userId);
+  }
+
+  /** The user's access rule; 404 when it does not exist or is another user's. */
+  accessRule(userId: string, id: string): AccessRule {
+    const rule = this.findAccessRule(userId, id);
+    if (!rule) throw new PumiceError('NotFound', `Could not find access rule: ${id}.`);
+    return rule;
+  }
+
+  /**
+   * Deletes the user's access rule. 404 when it is not the user's; 403 while an application
+   * credential uses it (Keystone: a rule in use may not be deleted), naming the credential.
+   */
+  deleteAccessRule(userId: string, id: string): void {
+    this.accessRule(userId, id);
+    const usedBy = this.db.all<{ id: string; name: string; access_rules: string }>('SELECT id, name, access_rules FROM application_credentials WHERE user_id = ? ORDER BY name', userId)
+      .find((c) => (JSON.parse(c.access_rules) as AccessRule[]).some((r) => r.id === id));
+    if (usedBy) {
+      throw new PumiceError('Forbidden', `May not delete access rule ${id} in use: application credential ${usedBy.id} (${usedBy.name}) uses it; delete that credential first.`);
+    }
+    this.db.run('DELETE FROM access_rules WHERE id = ? AND user_id = ?', id, userId);
   }
 
   /** Deletes the credential and revokes every token issued from it. 404 when it is not the user's. */

@@ -91,6 +91,9 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:list_application_credentials': adminOrSelf,
   'identity:create_application_credential': 'user_id:%(target.user.id)s',
   'identity:delete_application_credential': adminOrSelf,
+  'identity:get_access_rule': adminOrSelf,
+  'identity:list_access_rules': adminOrSelf,
+  'identity:delete_access_rule': adminOrSelf,
 
   // roles, grants and assignments
   'identity:get_role': adminOrReader,

@@ -5,12 +5,15 @@
  * enforced on every request made with a token from the credential: the
  * service type, the method and the path (`*` one segment, `**` any) must
  * match a rule, else a 401 naming the credential, before any handler runs.
+ * The rules themselves (/v3/users/{id}/access_rules) are listed, shown and
+ * deleted with `openstack access rule`: credentials naming the same rule
+ * share it, and it can be deleted only once no credential uses it.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { ApiClient, cliEnv, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, cliEnv, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -106,5 +109,41 @@ print(json.dumps(out))
     }
     const images = (await admin.request('GET', '/image/v2/images')).body.images;
     assert.equal(images.length, 0, 'the refused POST created nothing');
+  });
+
+  test('openstack access rule list/show/delete: a rule is shared by credentials, kept after them and deleted only when unused', async () => {
+    const rule = { service: 'compute', method: 'GET', path: '/v2.1/servers' };
+    const base = `/identity/v3/users/${admin.userId}/application_credentials`;
+    const first = await admin.request('POST', base, { application_credential: { name: 'ar-share-1', access_rules: [rule] } });
+    assert.equal(first.status, 201, first.text);
+    const ruleId = first.body.application_credential.access_rules[0].id as string;
+    // A second credential naming the same rule, and a third naming it by id only, share its id.
+    const second = await admin.request('POST', base, { application_credential: { name: 'ar-share-2', access_rules: [rule] } });
+    const third = await admin.request('POST', base, { application_credential: { name: 'ar-share-3', access_rules: [{ id: ruleId }] } });
+    assert.equal(second.body.application_credential.access_rules[0].id, ruleId, second.text);
+    assert.deepEqual(third.body.application_credential.access_rules, [{ id: ruleId, ...rule }], third.text);
+
+    const listed = await openstackJson<{ ID: string; Service: string; Method: string; Path: string }[]>(pumice.adminEnv, ['access', 'rule', 'list']);
+    assert.equal(listed.filter((r) => r.ID === ruleId).length, 1, JSON.stringify(listed));
+    assert.deepEqual(listed.find((r) => r.ID === ruleId), { ID: ruleId, Service: 'compute', Method: 'GET', Path: '/v2.1/servers' });
+    const shown = await openstackJson(pumice.adminEnv, ['access', 'rule', 'show', ruleId]);
+    assert.deepEqual({ id: shown['id'], service: shown['service'], method: shown['method'], path: shown['path'] }, { id: ruleId, ...rule });
+
+    // In use: refused with a 403 naming a credential that uses it.
+    const inUse = await admin.request('DELETE', `/identity/v3/users/${admin.userId}/access_rules/${ruleId}`);
+    assert.equal(inUse.status, 403, inUse.text);
+    assert.match(inUse.text, /in use: application credential [0-9a-f]{32} \(ar-share-[123]\)/);
+    for (const cred of [first, second, third]) assert.equal((await admin.request('DELETE', `${base}/${cred.body.application_credential.id}`)).status, 204);
+    // The rule outlives its credentials, until deleted.
+    assert.equal((await admin.request('GET', `/identity/v3/users/${admin.userId}/access_rules/${ruleId}`)).status, 200);
+    await openstack(pumice.adminEnv, ['access', 'rule', 'delete', ruleId]);
+    const gone = await admin.request('GET', `/identity/v3/users/${admin.userId}/access_rules/${ruleId}`);
+    assert.equal(gone.status, 404, gone.text);
+    const after = await openstackJson<{ ID: string }[]>(pumice.adminEnv, ['access', 'rule', 'list']);
+    assert.ok(!after.some((r) => r.ID === ruleId));
+    // Naming a rule id that is not the user's is a 404 and creates nothing.
+    const unknown = await admin.request('POST', base, { application_credential: { name: 'ar-unknown', access_rules: [{ id: ruleId }] } });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.equal((await admin.request('GET', `${base}?name=ar-unknown`)).body.application_credentials.length, 0);
   });
 });

@@ -18,12 +18,16 @@ import { collection, envelope, IdParam, IdRef, Name } from './schemas.ts';
 const strict = { additionalProperties: false } as const;
 
 const AccessRuleEntity = Type.Object({ id: Type.String(), service: Type.String(), method: Type.String(), path: Type.String() }, strict);
+// Either an existing rule's id alone or service, method and path (checked in access-rules.ts).
 const AccessRuleInput = Type.Object({
-  id: Type.Optional(Type.String({ maxLength: 64 })),
-  service: Type.String({ minLength: 1, maxLength: 64 }),
-  method: Type.String({ minLength: 1, maxLength: 16 }),
-  path: Type.String({ minLength: 1, maxLength: 512 }),
+  id: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  service: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
+  method: Type.Optional(Type.String({ minLength: 1, maxLength: 16 })),
+  path: Type.Optional(Type.String({ minLength: 1, maxLength: 512 })),
 }, strict);
+/** Keystone's access rule entity (GET /v3/users/{id}/access_rules/{id}). */
+const AccessRuleResource = Type.Object({ id: Type.String(), service: Type.String(), method: Type.String(), path: Type.String(), links: Type.Object({ self: Type.String({ format: 'uri' }) }, strict) }, strict);
+const AccessRuleParams = Type.Object({ user_id: IdParam, access_rule_id: IdParam });
 const AppCredRole = Type.Object({ id: Type.String(), name: Type.String(), domain_id: Nullable(Type.String()) }, strict);
 const appCredFields = {
   id: Type.String(), name: Type.String(), description: Nullable(Type.String()), expires_at: Nullable(Type.String({ format: 'date-time' })),
@@ -48,6 +52,10 @@ const CreateBody = envelope('application_credential', Type.Object(
 ));
 const UserParams = Type.Object({ user_id: IdParam });
 const CredParams = Type.Object({ user_id: IdParam, application_credential_id: IdParam });
+
+function renderAccessRule(ctx: RequestContext, userId: string, rule: AccessRule) {
+  return { id: rule.id, service: rule.service, method: rule.method, path: rule.path, links: { self: selfUrl(ctx, `users/${userId}/access_rules/${rule.id}`) } };
+}
 
 function render(ctx: RequestContext, row: ApplicationCredentialRow) {
   return {
@@ -115,6 +123,37 @@ export function applicationCredentialRoutes(identity: IdentityService): AnyRoute
       handler(ctx) {
         refuseRestricted(ctx);
         store.delete(ctx.params['user_id']!, ctx.params['application_credential_id']!);
+        return { status: 204 };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/users/:user_id/access_rules', policy: 'identity:list_access_rules', target: userTarget,
+      summary: "List a user's access rules (made by their application credentials, kept until deleted)",
+      params: UserParams,
+      responses: { 200: collection('access_rules', AccessRuleResource) },
+      handler(ctx) {
+        const userId = ctx.params['user_id']!;
+        identity.user(userId);
+        return { status: 200, body: { access_rules: store.listAccessRules(userId).map((r) => renderAccessRule(ctx, userId, r)), links: listLinks(ctx, `users/${userId}/access_rules`) } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/users/:user_id/access_rules/:access_rule_id', policy: 'identity:get_access_rule', target: userTarget,
+      params: AccessRuleParams,
+      responses: { 200: envelope('access_rule', AccessRuleResource) },
+      handler(ctx) {
+        const userId = ctx.params['user_id']!;
+        return { status: 200, body: { access_rule: renderAccessRule(ctx, userId, store.accessRule(userId, ctx.params['access_rule_id']!)) } };
+      },
+    }),
+    route({
+      method: 'DELETE', path: '/v3/users/:user_id/access_rules/:access_rule_id', policy: 'identity:delete_access_rule', target: userTarget,
+      summary: 'Delete an access rule no application credential uses (403 while one does)',
+      params: AccessRuleParams,
+      responses: { 204: null },
+      handler(ctx) {
+        refuseRestricted(ctx);
+        store.deleteAccessRule(ctx.params['user_id']!, ctx.params['access_rule_id']!);
         return { status: 204 };
       },
     }),
