@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Entry point: runs the TypeScript sources through tsx so no build step is needed.
+// Entry point: runs the TypeScript sources, bundled once per change of src/
+// (bin/bundle.mjs) or through tsx, so no build step is needed.
 // Password hashing (scrypt) and file I/O share libuv's thread pool; 4 threads
 // let a burst of logins stall volume work, so give the pool room first.
 process.env.UV_THREADPOOL_SIZE ??= '16';
-import { register } from 'tsx/esm/api';
-register();
-const { main } = await import('../src/main.ts');
+const { loadMain } = await import('./bundle.mjs');
+const main = await loadMain();
 await main(process.argv.slice(2));

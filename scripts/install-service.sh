@@ -44,7 +44,9 @@ fi
 root=${destdir%/}
 install -d -m 0755 "$root$prefix" "$root/etc/systemd/system"
 # The code: a copy without the checkout's data, git metadata and test output.
-tar -C "$src" --exclude=./.git --exclude=./data --exclude=./test-output -cf - . | tar -C "$root$prefix" -xf -
+tar -C "$src" --exclude=./.git --exclude=./data --exclude=./test-output --exclude=./build -cf - . | tar -C "$root$prefix" -xf -
+# The bundled entry point (bin/bundle.mjs), built now: the service may not write its own directory.
+"$node" "$root$prefix/bin/bundle.mjs" >/dev/null
 chmod -R go-w "$root$prefix"
 sed -e "s|/opt/pumice|$prefix|g" -e "s|/usr/bin/node|$node|g" "$src/packaging/systemd/pumice.service" > "$root/etc/systemd/system/pumice.service"
 chmod 0644 "$root/etc/systemd/system/pumice.service"
