@@ -12,7 +12,11 @@
  *      backup image written as client.cinder-backup, backup_ceph_chunk_size
  *      128 MiB as in the scenario): time and ratio to the baseline;
  *   4. 1% of the volume changed in random 4 KiB writes, then an incremental:
- *      bytes moved (data bytes the driver wrote) and time against the full.
+ *      bytes moved (data bytes the driver wrote) and time against the full;
+ *   5. restores of that incremental: into a new zeroed image, then over the
+ *      volume it came from after another 1% changed there (the driver
+ *      rewrites only what differs): time and data bytes written; both are
+ *      checked byte-identical (sha256) against the volume at backup time.
  * The driver runs in this process, as the backup role runs it in `pumice
  * serve` (no HTTP or database in the measured time). Everything it creates
  * is removed at the end.
@@ -22,12 +26,13 @@
  * MB/s are 10^6 bytes per second of volume size.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { readLab } from '../src/ceph/lab.ts';
-import { RadosCluster } from '../src/ceph/rbd.ts';
+import { RadosCluster, type IoCtx } from '../src/ceph/rbd.ts';
 import { CephBackupDriver } from '../src/backup/drivers/ceph.ts';
 import type { VolumeSource } from '../src/backup/drivers/driver.ts';
-import { arg, now } from './lib.ts';
+import { loadavg } from 'node:os';
+import { arg, machineBusySeconds, now } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -55,6 +60,40 @@ function pipeline(): Promise<void> {
     exporter.on('exit', done('rbd export'));
     importer.on('exit', done('rbd import'));
   });
+}
+
+/** CPU of this process (the driver and librados) and of every other process over a phase, and the load average. */
+function meter(): () => string {
+  const t0 = now();
+  const own0 = process.cpuUsage();
+  const machine0 = machineBusySeconds();
+  return () => {
+    const elapsedS = (now() - t0) / 1000;
+    const own = process.cpuUsage(own0);
+    const ownS = (own.user + own.system) / 1e6;
+    const otherS = Math.max(0, machineBusySeconds() - machine0 - ownS);
+    return `[driver process ${((ownS / elapsedS) * 100).toFixed(0)}%, other processes (OSDs included) ${((otherS / elapsedS) * 100).toFixed(0)}% of one core; load average ${loadavg()[0]!.toFixed(1)}]`;
+  };
+}
+
+async function sha256(pool: IoCtx, name: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pool.withImage(name, { readOnly: true }, async (img) => {
+    for (let offset = 0; offset < sizeBytes; offset += 64 * MiB) hash.update(await img.read(offset, Math.min(64 * MiB, sizeBytes - offset)));
+  });
+  return hash.digest('hex');
+}
+
+async function changeOnePercent(name: string): Promise<number> {
+  const blocks = new Set<number>();
+  const count = Math.round((0.01 * sizeBytes) / 4096);
+  while (blocks.size < count) blocks.add(Math.floor(Math.random() * (sizeBytes / 4096)));
+  const list = [...blocks];
+  await volumes.withImage(name, {}, async (img) => {
+    for (let i = 0; i < list.length; i += 128) await Promise.all(list.slice(i, i + 128).map((b) => img.write(b * 4096, randomBytes(4096))));
+    await img.flush();
+  });
+  return count;
 }
 
 const poolName = `backup-bench-${process.pid}`;
@@ -94,33 +133,54 @@ try {
   }
   await handle.flush();
 
+  let m = meter();
   let t = now();
   await pipeline();
   const baselineMs = now() - t;
   execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'rm', '--no-progress', `backups/${image}.baseline`]);
-  console.log(`baseline rbd export | rbd import: ${secs(baselineMs)}, ${mbps(sizeBytes, baselineMs)}`);
+  console.log(`baseline rbd export | rbd import: ${secs(baselineMs)}, ${mbps(sizeBytes, baselineMs)} ${m()}`);
 
   await driver.start();
+  m = meter();
   t = now();
   const full = await driver.backup({ ...ref(fullId), source, sizeBytes, parent: null });
   const fullMs = now() - t;
-  console.log(`full backup (driver): ${secs(fullMs)}, ${mbps(sizeBytes, fullMs)}, ${full.storedBytes} bytes stored; ratio to baseline ${(baselineMs / fullMs).toFixed(2)}x`);
+  console.log(`full backup (driver): ${secs(fullMs)}, ${mbps(sizeBytes, fullMs)}, ${full.storedBytes} bytes stored; ratio to baseline ${(baselineMs / fullMs).toFixed(2)}x ${m()}`);
 
-  const blocks = new Set<number>();
-  const count = Math.round((0.01 * sizeBytes) / 4096);
-  while (blocks.size < count) blocks.add(Math.floor(Math.random() * (sizeBytes / 4096)));
-  const list = [...blocks];
-  for (let i = 0; i < list.length; i += 128) await Promise.all(list.slice(i, i + 128).map((b) => handle.write(b * 4096, randomBytes(4096))));
-  await handle.flush();
   await handle.close();
+  const count = await changeOnePercent(image);
 
+  m = meter();
   t = now();
   const incremental = await driver.backup({ ...ref(incrementalId), source, sizeBytes, parent: { ...ref(fullId), snapshotId: null } });
   const incrementalMs = now() - t;
   console.log(
     `incremental after ${count} random 4 KiB writes (${((count * 4096) / MiB).toFixed(1)} MiB, 1%): ${secs(incrementalMs)} ` +
-      `(${((incrementalMs / fullMs) * 100).toFixed(1)}% of the full), ${incremental.storedBytes} bytes moved (${((incremental.storedBytes / sizeBytes) * 100).toFixed(2)}% of the volume)`,
+      `(${((incrementalMs / fullMs) * 100).toFixed(1)}% of the full), ${incremental.storedBytes} bytes moved (${((incremental.storedBytes / sizeBytes) * 100).toFixed(2)}% of the volume, ` +
+      `${(incremental.storedBytes / (count * 4096)).toFixed(3)}x the changed bytes) ${m()}`,
   );
+
+  const shaAtIncremental = await sha256(volumes, image);
+  await volumes.createImage(`${image}.restored`, sizeBytes, { orderBits: 22, features: 1 | 4 | 8 | 16 | 32 });
+  m = meter();
+  t = now();
+  await driver.restore({ ...ref(incrementalId), target: { ...source, image: `${image}.restored` }, sizeBytes, targetIsZeroed: true, discardExcess: false });
+  const newMs = now() - t;
+  const newLine = `restore of the incremental into a new image: ${secs(newMs)}, ${mbps(sizeBytes, newMs)} ${m()}`;
+  const newOk = (await sha256(volumes, `${image}.restored`)) === shaAtIncremental;
+  console.log(`${newLine}; byte-identical: ${newOk}`);
+  const changedAgain = await changeOnePercent(image);
+  m = meter();
+  t = now();
+  await driver.restore({ ...ref(incrementalId), target: source, sizeBytes, targetIsZeroed: false, discardExcess: false });
+  const overMs = now() - t;
+  const overMeter = m();
+  const overOk = (await sha256(volumes, image)) === shaAtIncremental;
+  console.log(
+    `restore of the incremental over its own volume after ${changedAgain} more random 4 KiB writes: ${secs(overMs)} (${((overMs / newMs) * 100).toFixed(1)}% of the restore into a new image), ` +
+      `${driver.lastRestoreWrittenBytes} data bytes written (${(driver.lastRestoreWrittenBytes / (changedAgain * 4096)).toFixed(3)}x the changed bytes) ${overMeter}; byte-identical: ${overOk}`,
+  );
+  if (!newOk || !overOk) process.exitCode = 1;
 } finally {
   await driver.delete(ref(incrementalId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
   await driver.delete(ref(fullId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
@@ -130,6 +190,7 @@ try {
   } catch {
     // already removed
   }
+  await volumes.removeImage(`${image}.restored`).catch(() => undefined);
   await volumes.removeImage(image).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
   await volumes.close();
   await admin.shutdown();

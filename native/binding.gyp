@@ -7,7 +7,8 @@
         "src/errors.cc",
         "src/cluster.cc",
         "src/ioctx.cc",
-        "src/image.cc"
+        "src/image.cc",
+        "src/objects.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

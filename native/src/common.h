@@ -263,6 +263,8 @@ class IoctxWrap : public Napi::ObjectWrap<IoctxWrap> {
   Napi::Value TrashList(const Napi::CallbackInfo& info);
   Napi::Value TrashRemove(const Napi::CallbackInfo& info);
   Napi::Value TrashRestore(const Napi::CallbackInfo& info);
+  Napi::Value ReadObjects(const Napi::CallbackInfo& info);   // objects.cc
+  Napi::Value WriteObjects(const Napi::CallbackInfo& info);  // objects.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
   void OpDone(Napi::Env env);
   void StartClose(Napi::Env env);

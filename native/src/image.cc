@@ -281,6 +281,8 @@ Napi::Value ImageWrap::Stat(const Napi::CallbackInfo& info) {
   struct Out {
     rbd_image_info_t info;
     std::string prefix, id;
+    int64_t dataPoolId = -1;
+    uint64_t stripeUnit = 0, stripeCount = 0;
   };
   auto out = std::make_shared<Out>();
   auto st = this->st;
@@ -299,6 +301,15 @@ Napi::Value ImageWrap::Stat(const Napi::CallbackInfo& info) {
                r = rbd_get_id(st->image, idbuf, sizeof idbuf);
                if (r < 0) return r;
                out->id = idbuf;
+               ctx.operation = "rbd_get_data_pool_id";
+               out->dataPoolId = rbd_get_data_pool_id(st->image);
+               if (out->dataPoolId < 0) return static_cast<int>(out->dataPoolId);
+               ctx.operation = "rbd_get_stripe_unit";
+               r = rbd_get_stripe_unit(st->image, &out->stripeUnit);
+               if (r < 0) return r;
+               ctx.operation = "rbd_get_stripe_count";
+               r = rbd_get_stripe_count(st->image, &out->stripeCount);
+               if (r < 0) return r;
                return 0;
              },
              [out](Napi::Env env) -> Napi::Value {
@@ -309,6 +320,9 @@ Napi::Value ImageWrap::Stat(const Napi::CallbackInfo& info) {
                o.Set("order", out->info.order);
                o.Set("blockNamePrefix", out->prefix);
                o.Set("id", out->id);
+               o.Set("dataPoolId", static_cast<double>(out->dataPoolId));
+               o.Set("stripeUnit", static_cast<double>(out->stripeUnit));
+               o.Set("stripeCount", static_cast<double>(out->stripeCount));
                return o;
              })
       ->Start();

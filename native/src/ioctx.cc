@@ -20,6 +20,8 @@ Napi::Function IoctxWrap::Define(Napi::Env env) {
                          InstanceMethod<&IoctxWrap::TrashList>("trashList"),
                          InstanceMethod<&IoctxWrap::TrashRemove>("trashRemove"),
                          InstanceMethod<&IoctxWrap::TrashRestore>("trashRestore"),
+                         InstanceMethod<&IoctxWrap::ReadObjects>("readObjects"),
+                         InstanceMethod<&IoctxWrap::WriteObjects>("writeObjects"),
                          InstanceMethod<&IoctxWrap::Close>("close"),
                      });
 }

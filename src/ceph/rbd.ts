@@ -129,12 +129,14 @@ interface NativeIoctx {
   trashList(): Promise<TrashEntry[]>;
   trashRemove(id: string, force: boolean): Promise<void>;
   trashRestore(id: string, newName: string): Promise<void>;
+  readObjects(snapId: number | null, oids: string[], extents: number[][], target: Buffer): Promise<number[]>;
+  writeObjects(snapSeq: number, snapIds: number[], oids: string[], extents: number[][], data: Buffer): Promise<void>;
   close(): Promise<void>;
 }
 interface NativeImage {
   spec(): string;
   inFlight(): number;
-  stat(): Promise<{ size: number; objSize: number; numObjs: number; order: number; blockNamePrefix: string; id: string }>;
+  stat(): Promise<{ size: number; objSize: number; numObjs: number; order: number; blockNamePrefix: string; id: string; dataPoolId: number; stripeUnit: number; stripeCount: number }>;
   features(): Promise<number>;
   resize(size: number): Promise<void>;
   snapCreate(name: string): Promise<void>;
@@ -281,6 +283,29 @@ export interface ImageStat {
   numObjects: number;
   blockNamePrefix: string;
   id: string;
+  /** The pool holding the data objects (the image's own pool unless created with a data pool). */
+  dataPoolId: number;
+  stripeUnit: number;
+  stripeCount: number;
+}
+
+/** Byte ranges of one RADOS object, read or written in one OSD operation (IoCtx.readObjects/writeObjects). */
+export interface ObjectExtents {
+  oid: string;
+  /** [offset, length] within the object. */
+  extents: [number, number][];
+}
+
+export interface ObjectWrite {
+  oid: string;
+  /** `data` is written at offset; a number zeroes that many bytes there. */
+  extents: { offset: number; data: Buffer | number }[];
+}
+
+/** The snapshots a write must preserve: seq is the newest snapshot id ever made, ids newest first. */
+export interface SnapContext {
+  seq: number;
+  ids: number[];
 }
 
 export interface SnapInfo {
@@ -641,6 +666,50 @@ export class IoCtx {
     return call(() => this.native.trashRestore(id, newName));
   }
 
+  /**
+   * Reads several ranges of each object with one OSD read operation per object, every object in
+   * flight at once (rados_read_op_read, rados_aio_read_op_operate), at snapshot `snapId` when given
+   * (a self-managed snapshot id, as RbdImage.snapList() gives). Returns one Buffer per object with
+   * its ranges one after the other, or null for an object that does not exist (at that snapshot).
+   * Bytes past the end of an object read as zeros. Other errors reject. At most 1,024 objects per call.
+   */
+  async readObjects(objects: ObjectExtents[], snapId: number | null = null): Promise<(Buffer | null)[]> {
+    const lengths = objects.map((o) => o.extents.reduce((sum, [, length]) => sum + length, 0));
+    const target = Buffer.allocUnsafe(lengths.reduce((a, b) => a + b, 0));
+    const results = await call(() => this.native.readObjects(snapId, objects.map((o) => o.oid), objects.map((o) => o.extents.flat()), target));
+    let at = 0;
+    return results.map((rc, i) => {
+      const slice = target.subarray(at, at + lengths[i]!);
+      at += lengths[i]!;
+      if (rc === -2) return null;
+      if (rc < 0) {
+        const name = loadBinding().errnoName(-rc);
+        throw new RbdError(`rados_read_op_operate ${this.pool}/${objects[i]!.oid}: ${name}`, { code: name, errno: -rc, operation: 'rados_read_op_operate', subject: `${this.pool}/${objects[i]!.oid}` });
+      }
+      return slice;
+    });
+  }
+
+  /**
+   * Writes and zeroes several ranges of each object with one OSD write operation per object, every
+   * object in flight at once (rados_write_op_write / rados_write_op_zero, rados_aio_write_op_operate),
+   * under the snapshot context `snapc`, so the objects' snapshots keep their bytes. Bypasses librbd:
+   * only for images without an object map (librbd would not learn of the new objects). Rejects with
+   * the first failing object's error. At most 1,024 objects per call.
+   */
+  writeObjects(objects: ObjectWrite[], snapc: SnapContext): Promise<void> {
+    const chunks: Buffer[] = [];
+    const extents = objects.map((o) =>
+      o.extents.flatMap((e) => {
+        if (typeof e.data === 'number') return [e.offset, e.data, 1];
+        chunks.push(e.data);
+        return [e.offset, e.data.length, 0];
+      }),
+    );
+    const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    return call(() => this.native.writeObjects(snapc.seq, snapc.ids, objects.map((o) => o.oid), extents, data));
+  }
+
   /** Waits for this ioctx's calls in flight, then destroys it. Images opened from it stay usable. */
   close(): Promise<void> {
     this.closePromise ??= call(() => this.native.close()).finally(() => this.cluster.untrack(this));
@@ -687,7 +756,17 @@ export class RbdImage {
 
   async stat(): Promise<ImageStat> {
     const s = await call(() => this.native.stat());
-    return { sizeBytes: s.size, objectSizeBytes: s.objSize, order: s.order, numObjects: s.numObjs, blockNamePrefix: s.blockNamePrefix, id: s.id };
+    return {
+      sizeBytes: s.size,
+      objectSizeBytes: s.objSize,
+      order: s.order,
+      numObjects: s.numObjs,
+      blockNamePrefix: s.blockNamePrefix,
+      id: s.id,
+      dataPoolId: s.dataPoolId,
+      stripeUnit: s.stripeUnit,
+      stripeCount: s.stripeCount,
+    };
   }
 
   async size(): Promise<number> {

@@ -35,9 +35,12 @@ import { writeFully, zeroFileRange } from './file-ranges.ts';
 import {
   RadosCluster,
   RbdError,
+  RBD_FEATURE_JOURNALING,
   RBD_FEATURE_LAYERING,
+  RBD_FEATURE_OBJECT_MAP,
   RBD_FEATURE_STRIPINGV2,
   type Extent,
+  type ObjectWrite,
   type IoCtx,
   type RbdImage,
 } from '../../ceph/rbd.ts';
@@ -302,7 +305,7 @@ export class CephBackupDriver implements BackupDriver {
       if ((await target.size()) < job.sizeBytes) await target.resize(job.sizeBytes);
       const targetIo = rbdIo(target, job.sizeBytes);
       if (job.source.kind === 'rbd') {
-        await this.backupFromRbd(job, job.source, targetIo, pool, imageName, parentSnap, stats);
+        await this.backupFromRbd(job, job.source, targetIo, target, pool, imageName, parentSnap, stats);
       } else {
         const source = await fileIo(job.source.path, job.sizeBytes, 'r');
         try {
@@ -347,6 +350,7 @@ export class CephBackupDriver implements BackupDriver {
     job: BackupJob,
     source: Extract<VolumeSource, { kind: 'rbd' }>,
     target: BlockIo,
+    targetImage: RbdImage,
     pool: IoCtx,
     imageName: string,
     parentSnap: string | null,
@@ -377,7 +381,9 @@ export class CephBackupDriver implements BackupDriver {
       if (!job.parent) {
         await this.copyExtents(sourceIo, target, sourceIo.extents(), job, stats, false);
       } else if (fromSnap) {
-        await this.copyExtents(sourceIo, target, sourceIo.extents(fromSnap), job, stats, true);
+        const objectIo = Number.isFinite(readSnapId) && (await objectLayout(image, volumes)) && (await objectLayout(targetImage, pool));
+        if (objectIo) await this.copyChangedObjects(image, volumes, readSnapId, targetImage, pool, fromSnap, job, stats);
+        else await this.copyExtents(sourceIo, target, sourceIo.extents(fromSnap), job, stats, true);
       } else {
         this.options.log(`backup ${job.backupId}: the source snapshot of parent ${job.parent.backupId} is gone; comparing the volume with the parent backup block by block`);
         await this.copyChanged(sourceIo, target, pool, imageName, parentSnap!, job, stats);
@@ -421,6 +427,144 @@ export class CephBackupDriver implements BackupDriver {
       doneBytes = Math.max(doneBytes, piece.offset + piece.length);
       job.onProgress?.(Math.min(doneBytes, job.sizeBytes), job.sizeBytes);
     });
+  }
+
+  /**
+   * Incremental from RBD snapshot diffs, object by object. Scattered small changes are bound by
+   * round trips, not bandwidth: through librbd each changed extent costs one read and one write.
+   * Here the changed extents of each source object are read in ONE librados read op (at the
+   * backup's source snapshot), and the runs to store in each backup object are written in ONE
+   * librados write op under the backup image's snapshot context (so the parent backups' snapshots
+   * keep their bytes, as librbd would do). Batches of objects are in flight at once. Only for
+   * images whose objects are plain `<prefix>.<object number>` (no striping, no data pool) and a
+   * backup image without an object map (objectLayout); else copyExtents through librbd.
+   */
+  private async copyChangedObjects(
+    source: RbdImage,
+    sourcePool: IoCtx,
+    readSnapId: number,
+    target: RbdImage,
+    targetPool: IoCtx,
+    fromSnap: string,
+    job: BackupJob,
+    stats: { storedBytes: number; objects: Set<number> },
+  ): Promise<void> {
+    const [sourceStat, targetStat] = await Promise.all([source.stat(), target.stat()]);
+    const targetSnaps = await target.snapList();
+    const ids = targetSnaps.map((snap) => snap.id).sort((a, b) => b - a);
+    const snapc = { seq: ids[0] ?? 0, ids };
+    const sourceObject = sourceStat.objectSizeBytes;
+    const targetObject = targetStat.objectSizeBytes;
+    // Pieces never cross an object boundary of either image.
+    const unit = Math.min(sourceObject, targetObject);
+    const sourceRead = rbdIo(source, job.sizeBytes);
+    let doneBytes = 0;
+    const inFlight = new Set<Promise<void>>();
+    let failed: unknown = null;
+    let group: Extent[] = [];
+    let groupBytes = 0;
+    const groupObjects = new Set<number>();
+
+    const runGroup = async (pieces: Extent[]) => {
+      // Reads: one op per source object with all of its pieces.
+      const bySource = new Map<number, Extent[]>();
+      for (const p of pieces) {
+        if (!p.exists) continue;
+        const n = Math.floor(p.offset / sourceObject);
+        let list = bySource.get(n);
+        if (!list) bySource.set(n, (list = []));
+        list.push(p);
+      }
+      const data = new Map<Extent, Buffer>();
+      const sourceNumbers = [...bySource.keys()];
+      for (let i = 0; i < sourceNumbers.length; i += objectsPerCallMax) {
+        const numbers = sourceNumbers.slice(i, i + objectsPerCallMax);
+        const got = await sourcePool.readObjects(
+          numbers.map((n) => ({ oid: objectName(sourceStat.blockNamePrefix, n), extents: bySource.get(n)!.map((p) => [p.offset - n * sourceObject, p.length] as [number, number]) })),
+          readSnapId,
+        );
+        await Promise.all(
+          numbers.map(async (n, k) => {
+            const list = bySource.get(n)!;
+            const buffer = got[k];
+            let at = 0;
+            for (const p of list) {
+              if (buffer) {
+                data.set(p, buffer.subarray(at, at + p.length));
+                at += p.length;
+              } else {
+                // Not in this image's own objects at that snapshot (a clone's parent holds it): through librbd.
+                const own = Buffer.allocUnsafe(p.length);
+                await sourceRead.read(p.offset, own);
+                data.set(p, own);
+              }
+            }
+          }),
+        );
+      }
+      // Writes: data runs and zero runs of each backup object, in one op per object.
+      const byTarget = new Map<number, ObjectWrite['extents']>();
+      const add = (offset: number, value: Buffer | number) => {
+        const n = Math.floor(offset / targetObject);
+        let list = byTarget.get(n);
+        if (!list) byTarget.set(n, (list = []));
+        list.push({ offset: offset - n * targetObject, data: value });
+        if (typeof value !== 'number') {
+          stats.storedBytes += value.length;
+          stats.objects.add(Math.floor(offset / pieceBytes));
+        }
+      };
+      for (const p of pieces) {
+        const bytes = data.get(p);
+        if (!bytes) add(p.offset, p.length);
+        else for (const run of blockRuns(bytes)) add(p.offset + run.start, run.zero ? run.end - run.start : bytes.subarray(run.start, run.end));
+      }
+      const targetNumbers = [...byTarget.keys()];
+      for (let i = 0; i < targetNumbers.length; i += objectsPerCallMax) {
+        const numbers = targetNumbers.slice(i, i + objectsPerCallMax);
+        await this.explain(
+          () => targetPool.writeObjects(numbers.map((n) => ({ oid: objectName(targetStat.blockNamePrefix, n), extents: byTarget.get(n)! })), snapc),
+          `write ${target.spec}`,
+        );
+      }
+      for (const p of pieces) doneBytes = Math.max(doneBytes, p.offset + p.length);
+      job.onProgress?.(Math.min(doneBytes, job.sizeBytes), job.sizeBytes);
+    };
+    const dispatch = async () => {
+      const pieces = group;
+      group = [];
+      groupBytes = 0;
+      groupObjects.clear();
+      while (inFlight.size >= groupsInFlightMax) await Promise.race(inFlight);
+      if (failed !== null) return;
+      const running: Promise<void> = runGroup(pieces)
+        .catch((error: unknown) => {
+          failed ??= error;
+        })
+        .finally(() => inFlight.delete(running));
+      inFlight.add(running);
+    };
+    const groupBytesMax = Math.max(pieceBytes, Math.floor(this.options.chunkBytes / groupsInFlightMax));
+    for await (const batch of source.diffIterateBatches({ fromSnap, wholeObject: false, includeParent: true })) {
+      for (const e of batch) {
+        let offset = e.offset;
+        const end = Math.min(e.offset + e.length, job.sizeBytes);
+        while (offset < end) {
+          const length = Math.min(end - offset, unit - (offset % unit));
+          if (e.exists && groupBytes + length > groupBytesMax) await dispatch();
+          group.push({ offset, length, exists: e.exists });
+          if (e.exists) groupBytes += length;
+          groupObjects.add(Math.floor(offset / unit));
+          if (groupObjects.size >= objectsPerGroupMax) await dispatch();
+          offset += length;
+        }
+      }
+      if (failed !== null) break;
+    }
+    if (group.length > 0 && failed === null) await dispatch();
+    await Promise.all(inFlight);
+    if (failed !== null) throw failed;
+    crashPoint('ceph-backup.piece-written');
   }
 
   /** Incremental by comparison: reads the source and the parent backup side by side, writes the 4 KiB blocks that differ. */
@@ -475,6 +619,21 @@ export class CephBackupDriver implements BackupDriver {
       const zeroGaps = !job.targetIsZeroed;
       const stats = { storedBytes: 0, objects: new Set<number>() };
       const tgt = target;
+      const differing = job.target.kind === 'rbd' && !job.targetIsZeroed ? await this.differingSinceBackup(job, pool, imageName) : null;
+      if (differing) {
+        // Over the volume the chain was taken from: only the extents that can differ, and of
+        // those only the 4 KiB blocks that do (compared with what the volume holds now).
+        this.options.log(`restore of backup ${job.backupId}: over its own volume, rewriting ${differing.bytes} bytes that may differ`);
+        await runPieces(listed(differing.extents), { ...this.limits, reference: true }, job.sizeBytes, async (piece, buffer, reference) => {
+          const data = buffer.subarray(0, piece.length);
+          const now = reference.subarray(0, piece.length);
+          await Promise.all([backupIo.read(piece.offset, data), tgt.read(piece.offset, now)]);
+          await writeRuns(tgt, piece.offset, data, now, true, stats);
+          job.onProgress?.(Math.min(piece.offset + piece.length, job.sizeBytes), job.sizeBytes);
+        });
+        this.lastRestoreWrittenBytes = stats.storedBytes;
+        return;
+      }
       let doneBytes = 0;
       // Allocated extents of the backup, with the holes between them as zero extents when the target is not known zero.
       async function* withGaps(): AsyncGenerator<Extent[]> {
@@ -509,6 +668,44 @@ export class CephBackupDriver implements BackupDriver {
       await backup.close();
     }
   }
+
+  /**
+   * When the restore target is the RBD volume this backup's chain was taken from, the extents
+   * where the volume may differ from the backup, else null (restore everything). The volume keeps
+   * the source snapshot `backup.<X>.snap` of the chain head's backup X, and the backup image holds
+   * the snapshot of the same name, with the same bytes (X copied them). So the volume now differs
+   * from backup K only where it changed since that snapshot (rbd_diff_iterate2 on the volume from
+   * it) or where backups K and X differ (rbd_diff_iterate2 between their snapshots on the backup
+   * image). Sizes must all match; any doubt returns null.
+   */
+  private async differingSinceBackup(job: RestoreJob, pool: IoCtx, imageName: string): Promise<{ extents: Extent[]; bytes: number } | null> {
+    const target = job.target;
+    if (target.kind !== 'rbd' || target.snapshot !== null) return null;
+    const volumes = await this.sourcePool(target.client, target.pool);
+    return volumes.withImage(target.image, {}, async (volume) => {
+      if ((await volume.size()) !== job.sizeBytes) return null;
+      const backupSnaps = await pool.withImage(imageName, { readOnly: true }, (image) => image.snapList());
+      const wanted = backupSnaps.find((snap) => snap.name === backupSnapName(job.backupId));
+      const shared = (await volume.snapList()).find(
+        (snap) => backupSnapPattern.test(snap.name) && snap.sizeBytes === job.sizeBytes && backupSnaps.some((b) => b.name === snap.name && b.sizeBytes === job.sizeBytes),
+      );
+      if (!wanted || wanted.sizeBytes !== job.sizeBytes || !shared) return null;
+      const extents: Extent[] = [];
+      for await (const batch of volume.diffIterateBatches({ fromSnap: shared.name, wholeObject: false, includeParent: true })) extents.push(...batch);
+      const sharedInBackup = backupSnaps.find((b) => b.name === shared.name)!;
+      if (sharedInBackup.id !== wanted.id) {
+        const [older, newer] = sharedInBackup.id < wanted.id ? [sharedInBackup, wanted] : [wanted, sharedInBackup];
+        await pool.withImage(imageName, { snapshot: newer.name }, async (image) => {
+          for await (const batch of image.diffIterateBatches({ fromSnap: older.name, wholeObject: false, includeParent: true })) extents.push(...batch);
+        });
+      }
+      const merged = mergeExtents(extents);
+      return { extents: merged, bytes: merged.reduce((sum, e) => sum + e.length, 0) };
+    });
+  }
+
+  /** Data bytes the last restore over its own volume wrote (for tests and the bench). */
+  lastRestoreWrittenBytes = 0;
 
   private async openTarget(target: VolumeSource): Promise<BlockIo> {
     if (target.kind === 'file') return fileIo(target.path, target.sizeBytes, 'r+');
@@ -572,6 +769,41 @@ export class CephBackupDriver implements BackupDriver {
 
 // ------------------------------------------------------------ helpers --
 
+/** Objects per librados batch call (the native limit is 1,024), per group of a batched incremental, and groups at once. */
+const objectsPerCallMax = 512;
+const objectsPerGroupMax = 256;
+const groupsInFlightMax = 3;
+
+/** The RADOS object holding object number `n` of an image (format 2, no striping). */
+function objectName(blockNamePrefix: string, n: number): string {
+  return `${blockNamePrefix}.${n.toString(16).padStart(16, '0')}`;
+}
+
+/**
+ * True when object `n` of the image is `<prefix>.<n>` in `pool` itself and writing its objects
+ * directly leaves librbd's metadata right: no striping, no separate data pool, no object map
+ * (which librbd would have to update for each new object), no journaling.
+ */
+async function objectLayout(image: RbdImage, pool: IoCtx): Promise<boolean> {
+  const [stat, features] = await Promise.all([image.stat(), image.features()]);
+  const plain = (stat.stripeCount === 1 && stat.stripeUnit === stat.objectSizeBytes) && stat.dataPoolId === pool.poolId;
+  const metadataFree = image.snapshot !== null || (features & (RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_JOURNALING)) === 0;
+  return plain && metadataFree;
+}
+
+/** Splits `data` into runs of 4 KiB blocks that are all zero or all not. */
+function blockRuns(data: Buffer): { start: number; end: number; zero: boolean }[] {
+  const runs: { start: number; end: number; zero: boolean }[] = [];
+  for (let start = 0; start < data.length; start += blockBytes) {
+    const end = Math.min(data.length, start + blockBytes);
+    const zero = data.compare(zeroBlock, 0, end - start, start, end) === 0;
+    const last = runs[runs.length - 1];
+    if (last && last.zero === zero) last.end = end;
+    else runs.push({ start, end, zero });
+  }
+  return runs;
+}
+
 function rbdIo(image: RbdImage, sizeBytes: number, owned = false): BlockIo {
   return {
     sizeBytes,
@@ -606,6 +838,22 @@ async function fileIo(path: string, sizeBytes: number, mode: 'r' | 'r+'): Promis
       await fh.close();
     },
   };
+}
+
+async function* listed(extents: Extent[]): AsyncGenerator<Extent[]> {
+  if (extents.length > 0) yield extents;
+}
+
+/** Sorted, overlapping and touching extents joined; all marked as existing (what they hold is read from the backup). */
+function mergeExtents(extents: Extent[]): Extent[] {
+  const sorted = [...extents].sort((a, b) => a.offset - b.offset);
+  const out: Extent[] = [];
+  for (const e of sorted) {
+    const last = out[out.length - 1];
+    if (last && e.offset <= last.offset + last.length) last.length = Math.max(last.length, e.offset + e.length - last.offset);
+    else out.push({ offset: e.offset, length: e.length, exists: true });
+  }
+  return out;
 }
 
 async function* wholeRange(sizeBytes: number): AsyncGenerator<Extent[]> {
