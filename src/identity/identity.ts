@@ -15,6 +15,7 @@ import { ApplicationCredentialStore } from './application-credentials.ts';
 import type { AccessRule } from './access-rules.ts';
 import { CredentialStore } from './credentials.ts';
 import { hashPassword, verifyPassword } from './passwords.ts';
+import { TrustStore, type TrustRow } from './trusts.ts';
 
 export interface DomainRow { id: string; name: string; description: string; enabled: number }
 export interface ProjectRow { id: string; name: string; domain_id: string; description: string; enabled: number; parent_id: string | null; tags: string; options: string }
@@ -32,6 +33,7 @@ export interface ApplicationCredentialRow {
 interface TokenRow {
   id: string; user_id: string; project_id: string | null; domain_id: string | null; methods: string; audit_id: string; audit_chain_id: string | null;
   issued_at: string; expires_at: string; revoked: number; system_scope: number; application_credential_id: string | null;
+  trust_id: string | null;
 }
 
 export interface ProjectFilter { name?: string | null; domainId?: string | null; parentId?: string | null; enabled?: boolean; assignedTo?: string | null }
@@ -99,6 +101,8 @@ export class IdentityService {
   readonly credentials: CredentialStore;
   /** /v3/users/{id}/application_credentials. */
   readonly applicationCredentials: ApplicationCredentialStore;
+  /** /v3/OS-TRUST/trusts. */
+  readonly trusts: TrustStore;
 
   constructor(
     private readonly db: Db,
@@ -107,6 +111,7 @@ export class IdentityService {
   ) {
     this.credentials = new CredentialStore(db, loginPolicy.credentialKeyDirectory ?? null);
     this.applicationCredentials = new ApplicationCredentialStore(db, this);
+    this.trusts = new TrustStore(db, this);
   }
 
   /** Clears cached token validations; called after any change to users, roles or assignments. */
@@ -678,9 +683,11 @@ export class IdentityService {
   /**
    * Issues a token for an authenticated user with the requested scope. A token issued from an
    * application credential (`applicationCredential`) is scoped to its project, carries only its
-   * roles and never outlives it.
+   * roles and never outlives it. A token from a trust (`trust`, already checked and used up by
+   * TrustStore.consume) is scoped to the trust's project, carries the trust's roles whatever roles
+   * `user` holds there, and never outlives the trust.
    */
-  issueToken(user: UserRow, scope: Scope, methods: string[], parent?: { expiresAt: string; auditId: string; applicationCredentialId?: string | null }, applicationCredential?: ApplicationCredentialRow): AuthContext {
+  issueToken(user: UserRow, scope: Scope, methods: string[], parent?: { expiresAt: string; auditId: string; applicationCredentialId?: string | null }, applicationCredential?: ApplicationCredentialRow, trust?: TrustRow): AuthContext {
     const appCred = applicationCredential ?? (parent?.applicationCredentialId ? this.findApplicationCredential(parent.applicationCredentialId) : undefined);
     if (appCred) {
       if (scope.kind !== 'project' || scope.projectId !== appCred.project_id) {
@@ -688,7 +695,12 @@ export class IdentityService {
       }
       this.applicationCredentialRoles(appCred);
     }
-    if (scope.kind === 'system') {
+    if (trust) {
+      if (!trust.project_id || scope.kind !== 'project' || scope.projectId !== trust.project_id) {
+        throw new PumiceError('Forbidden', `Trust ${trust.id} delegates no roles on a project: a token from it needs a trust with a project_id.`);
+      }
+      if (!this.project(trust.project_id).enabled) throw errors.unauthorized(`Project ${trust.project_id} is disabled.`);
+    } else if (scope.kind === 'system') {
       if (this.effectiveRoles(user.id, systemTargetId).length === 0) {
         throw errors.unauthorized(`User ${user.id} has no role on the system: an administrator grants one with openstack role add --system all --user ${user.name} admin.`);
       }
@@ -709,16 +721,17 @@ export class IdentityService {
     // A token issued from another token never outlives it (Keystone behaviour).
     let expiresAt = parent && parent.expiresAt < lifetimeEnd ? parent.expiresAt : lifetimeEnd;
     if (appCred?.expires_at && appCred.expires_at < expiresAt) expiresAt = appCred.expires_at;
+    if (trust?.expires_at && trust.expires_at < expiresAt) expiresAt = trust.expires_at;
     const tokenId = randomBytes(32).toString('base64url');
     const auditId = randomBytes(16).toString('base64url');
     this.db.run(
-      `INSERT INTO tokens (id, user_id, project_id, domain_id, methods, audit_id, audit_chain_id, issued_at, expires_at, system_scope, application_credential_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO tokens (id, user_id, project_id, domain_id, methods, audit_id, audit_chain_id, issued_at, expires_at, system_scope, application_credential_id, trust_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       tokenDigest(tokenId), user.id,
       scope.kind === 'project' ? scope.projectId : null,
       scope.kind === 'domain' ? scope.domainId : null,
       JSON.stringify(methods), auditId, parent?.auditId ?? null, issuedAt.toISOString(), expiresAt,
-      scope.kind === 'system' ? 1 : 0, appCred?.id ?? null,
+      scope.kind === 'system' ? 1 : 0, appCred?.id ?? null, trust?.id ?? null,
     );
     return this.validateToken(tokenId);
   }
@@ -741,7 +754,16 @@ export class IdentityService {
     if (row.project_id) {
       project = this.findProject(row.project_id);
       if (!project || !project.enabled) throw invalid;
-      roles = this.effectiveRoles(user.id, project.id);
+      if (row.trust_id) {
+        // The trust's roles, while the trust lasts and its trustor holds them; not the user's own.
+        const trust = this.trusts.find(row.trust_id);
+        if (!trust || (trust.expires_at !== null && trust.expires_at <= new Date().toISOString())) throw invalid;
+        try {
+          roles = this.trusts.rolesOf(trust);
+        } catch {
+          throw invalid;
+        }
+      } else roles = this.effectiveRoles(user.id, project.id);
       if (roles.length === 0) throw invalid;
     } else if (row.domain_id) {
       const domain = this.findDomain(row.domain_id);
@@ -802,10 +824,15 @@ export class IdentityService {
     if (changes === 0) throw new PumiceError('NotFound', 'Could not find token: it does not exist or was already revoked.');
   }
 
-  /** What a token row carries beyond its AuthContext: its system scope and application credential. */
-  tokenExtras(tokenId: string): { system: boolean; applicationCredential: ApplicationCredentialRow | null } {
-    const row = this.db.get<{ system_scope: number; application_credential_id: string | null }>('SELECT system_scope, application_credential_id FROM tokens WHERE id = ?', tokenDigest(tokenId));
-    return { system: !!row?.system_scope, applicationCredential: row?.application_credential_id ? this.findApplicationCredential(row.application_credential_id) ?? null : null };
+  /** What a token row carries beyond its AuthContext: its system scope, application credential and trust. */
+  tokenExtras(tokenId: string): { system: boolean; applicationCredential: ApplicationCredentialRow | null; trust: TrustRow | null } {
+    const row = this.db.get<{ system_scope: number; application_credential_id: string | null; trust_id: string | null }>(
+      'SELECT system_scope, application_credential_id, trust_id FROM tokens WHERE id = ?', tokenDigest(tokenId));
+    return {
+      system: !!row?.system_scope,
+      applicationCredential: row?.application_credential_id ? this.findApplicationCredential(row.application_credential_id) ?? null : null,
+      trust: row?.trust_id ? this.trusts.find(row.trust_id) ?? null : null,
+    };
   }
 
   // ---- application credentials (the store; routes in api/application-credentials.ts) ----

@@ -95,6 +95,14 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:list_access_rules': adminOrSelf,
   'identity:delete_access_rule': adminOrSelf,
 
+  // OS-TRUST: anyone creates a trust as its trustor (the store checks the trustor is the caller); the
+  // trustor and trustee read it, the trustor deletes it. list_all_trusts (Pumice's): an unfiltered list of everyone's.
+  'identity:create_trust': '',
+  'identity:list_trusts': '',
+  'identity:list_all_trusts': 'rule:admin_required',
+  'identity:get_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s or user_id:%(target.trust.trustee_user_id)s',
+  'identity:delete_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s',
+
   // roles, grants and assignments
   'identity:get_role': adminOrReader,
   'identity:list_roles': adminOrReader,

@@ -391,6 +391,13 @@ describe('bad input on every route', () => {
       ['POST', '/v3/endpoints', 'admin', true],
       ['PATCH', `/v3/endpoints/${F.customEndpoint}`, 'admin', true],
       ['DELETE', `/v3/endpoints/${F.customEndpoint}`, 'admin', false],
+      ['GET', `/v3/users/${F.memberA}/access_rules`, 'admin', false],
+      ['GET', `/v3/users/${F.memberA}/access_rules/${UNKNOWN}`, 'admin', false],
+      ['DELETE', `/v3/users/${F.memberA}/access_rules/${UNKNOWN}`, 'admin', false],
+      ['GET', '/v3/OS-TRUST/trusts', 'member', false],
+      ['POST', '/v3/OS-TRUST/trusts', 'member', true],
+      ['GET', `/v3/OS-TRUST/trusts/${UNKNOWN}`, 'admin', false],
+      ['DELETE', `/v3/OS-TRUST/trusts/${UNKNOWN}`, 'admin', false],
     ];
   }
 
@@ -581,7 +588,10 @@ describe('bad input on every route', () => {
       { name: 'token: token method with invalid token', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: { auth: { identity: { methods: ['token'], token: { id: 'bogus' } } } }, expect: [401, 404] },
       { name: 'token: token id is a number', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: { auth: { identity: { methods: ['token'], token: { id: 5 } } } }, expect: 400 },
       { name: 'token: scope is a string', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: 'project' }), expect: 400 },
-      { name: 'token: scope has unknown field', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { 'OS-TRUST:trust': { id: 'x' } } }), expect: 400 },
+      { name: 'token: scope has unknown field', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { 'OS-FEDERATION': { id: 'x' } } }), expect: 400 },
+      { name: 'token: unknown trust', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { 'OS-TRUST:trust': { id: 'x' } } }), expect: 404, message: /trust/ },
+      { name: 'token: trust beside a project scope', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { 'OS-TRUST:trust': { id: 'x' }, project: { id: F.p1 } } }), expect: 400, message: /alone/ },
+      { name: 'token: trust id is a number', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { 'OS-TRUST:trust': { id: 5 } } }), expect: 400 },
       { name: 'token: scope project id is a number', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { project: { id: 5 } } }), expect: 400 },
       { name: 'token: scope project empty', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { project: {} } }), expect: 400 },
       { name: 'token: scope project name without domain', method: 'POST', path: `${I}/auth/tokens`, as: 'none', body: pw({ name: 'member-a', domain: { id: 'default' }, password: 'pw-member-a' }, { scope: { project: { name: 'bad-input-a' } } }), expect: 400 },
@@ -753,6 +763,38 @@ describe('bad input on every route', () => {
       entity('endpoints', { endpoint: { url: 'http://y' } }, 403, 'as member', 'PATCH', `${I}/endpoints/${F.customEndpoint}`, 'member'),
       entity('endpoints', undefined, 404, 'unknown endpoint', 'DELETE', `${I}/endpoints/${UNKNOWN}`),
       entity('endpoints', undefined, 403, 'as member', 'DELETE', `${I}/endpoints/${F.customEndpoint}`, 'member'),
+      // access rules (/v3/users/{id}/access_rules)
+      entity('access_rules', undefined, 404, 'unknown rule', 'GET', `${I}/users/${F.memberA}/access_rules/${UNKNOWN}`),
+      entity('access_rules', undefined, 404, 'unknown rule', 'DELETE', `${I}/users/${F.memberA}/access_rules/${UNKNOWN}`),
+      entity('access_rules', undefined, 404, 'unknown user', 'GET', `${I}/users/${UNKNOWN}/access_rules`),
+      entity('access_rules', undefined, 403, "another user's, as member", 'GET', `${I}/users/${F.memberB}/access_rules`, 'member'),
+      entity('access_rules', undefined, 403, "another user's, as member", 'DELETE', `${I}/users/${F.memberB}/access_rules/${UNKNOWN}`, 'member'),
+      // OS-TRUST trusts
+      ...((): Case[] => {
+        const trust = (extra: Record<string, unknown>) => ({ trust: { trustor_user_id: F.memberA, trustee_user_id: F.memberB, impersonation: false, project_id: F.p1, roles: [{ name: 'member' }], ...extra } });
+        const T = 'OS-TRUST/trusts';
+        return [
+          entity(T, trust({ trustor_user_id: F.readerA }), 403, 'trustor is not the caller', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ trustee_user_id: UNKNOWN }), 404, 'unknown trustee', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ project_id: UNKNOWN }), 404, 'unknown project', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ project_id: null }), 400, 'roles without a project', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ roles: [{ name: 'admin' }] }), 403, 'a role the trustor does not hold', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ roles: [{ name: 'no-such-role' }] }), 404, 'unknown role', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ roles: [{}] }), 400, 'role without id or name', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ impersonation: undefined }), 400, 'missing impersonation', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ impersonation: 'yes' }), 400, 'impersonation is a string', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ remaining_uses: 0 }), 400, 'remaining_uses 0', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ expires_at: '2001-01-01T00:00:00Z' }), 400, 'expires_at in the past', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ expires_at: 'tomorrow' }), 400, 'expires_at not a time', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ allow_redelegation: true }), 403, 'redelegation', 'POST', `${I}/${T}`, 'member'),
+          entity(T, trust({ bogus: 1 }), 400, 'unknown field', 'POST', `${I}/${T}`, 'member'),
+          entity(T, { trust: {} }, 400, 'empty trust', 'POST', `${I}/${T}`, 'member'),
+          entity(T, undefined, 403, "another user's trusts, as member", 'GET', `${I}/${T}?trustor_user_id=${F.memberB}`, 'member'),
+          entity(T, undefined, 404, 'unknown trust', 'GET', `${I}/${T}/${UNKNOWN}`),
+          entity(T, undefined, 404, 'unknown trust', 'DELETE', `${I}/${T}/${UNKNOWN}`),
+          entity(T, undefined, 403, 'unknown trust, as member', 'DELETE', `${I}/${T}/${UNKNOWN}`, 'member'),
+        ];
+      })(),
       // unknown routes
       { name: 'GET /identity/v3/nope: unknown route', method: 'GET', path: `${I}/nope`, as: 'admin', expect: 404 },
       { name: 'GET /identity/v2.0: unknown version', method: 'GET', path: '/identity/v2.0', as: 'admin', expect: 404 },

@@ -18,6 +18,7 @@ import { domainRoutes } from './domains.ts';
 import { groupRoutes } from './groups.ts';
 import { projectRoutes } from './projects.ts';
 import { roleRoutes } from './roles.ts';
+import { trustRoutes } from './trusts.ts';
 import { VersionDocument } from './schemas.ts';
 import { userRoutes } from './users.ts';
 
@@ -63,6 +64,7 @@ export function identityRouter(options: IdentityAppOptions): Router {
     ...roleRoutes(identity),
     ...catalogRoutes(identity),
     ...credentialRoutes(identity),
+    ...trustRoutes(identity),
   ], { policy: identityPolicy(options.policyOverrides), validateResponses: options.validateResponses, log: options.log, defaultTarget: callerTarget });
   return router;
 }

@@ -18,6 +18,8 @@ const ScopeInput = Type.Object(
     project: Type.Optional(Type.Object({ id: Type.Optional(IdRef), name: Type.Optional(Name), domain: Type.Optional(DomainRefInput) }, strict)),
     domain: Type.Optional(DomainRefInput),
     system: Type.Optional(Type.Object({ all: Type.Literal(true) }, strict)),
+    // OS-TRUST: a token scoped to a trust's project with the trust's roles (trusts.ts).
+    'OS-TRUST:trust': Type.Optional(Type.Object({ id: IdRef }, strict)),
   },
   strict,
 );
@@ -163,6 +165,25 @@ export function authRoutes(identity: IdentityService): AnyRouteSpec[] {
           methods = [...new Set([...parent.methods, 'token'])];
         } else {
           throw errors.unauthorized('Unsupported authentication method: use password, token or application_credential.');
+        }
+        // A token from a trust is never a way to a wider token: with impersonation it would become the trustor's own.
+        if (parent && identity.tokenExtras(parent.tokenId).trust) {
+          throw new PumiceError('Forbidden', 'A token from a trust cannot be exchanged for another token: the trustee authenticates again (password or own token) with the trust scope.');
+        }
+        const trustRef = typeof scopeInput === 'object' ? scopeInput['OS-TRUST:trust'] : undefined;
+        if (trustRef) {
+          if (scopeInput !== undefined && scopeInput !== 'unscoped' && (scopeInput.project || scopeInput.domain || scopeInput.system)) {
+            throw errors.invalidInput('Invalid input: auth/scope names a trust and another scope; a token from a trust is scoped to the trust\'s project, so give OS-TRUST:trust alone.');
+          }
+          if (appCred) throw new PumiceError('Forbidden', 'A token from an application credential cannot use a trust: authenticate as the trustee with a password or a token.');
+          const { trust, tokenUser } = identity.trusts.consume(trustRef.id, user);
+          if (!trust.project_id) throw new PumiceError('Forbidden', `Trust ${trust.id} delegates no roles on a project: a token from it needs a trust with a project_id.`);
+          const context = identity.issueToken(
+            tokenUser, { kind: 'project', projectId: trust.project_id }, methods,
+            parent ? { expiresAt: parent.expiresAt, auditId: identity.auditChainOf(parent.tokenId) ?? parent.auditId } : undefined,
+            undefined, trust,
+          );
+          return { status: 201, body: renderToken(ctx, identity, context, withCatalog(ctx.queryParams)), headers: { 'X-Subject-Token': context.tokenId } };
         }
         let scope = parseScope(scopeInput);
         // An application credential's token is scoped to its project whatever the request asks (Keystone).

@@ -101,6 +101,10 @@ export function renderToken(ctx: RequestContext, identity: IdentityService, cont
     const a = extras.applicationCredential;
     token['application_credential'] = { id: a.id, name: a.name, restricted: !a.unrestricted };
   }
+  if (extras.trust) {
+    const t = extras.trust;
+    token['OS-TRUST:trust'] = { id: t.id, impersonation: !!t.impersonation, trustee_user: { id: t.trustee_user_id }, trustor_user: { id: t.trustor_user_id } };
+  }
   if (context.projectId || context.domainId || extras.system) {
     token['roles'] = identity.roleRefs(context);
     if (withCatalog) token['catalog'] = identity.catalog(ctx.baseUrl, context.projectId);

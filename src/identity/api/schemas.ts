@@ -106,6 +106,10 @@ export const Token = Type.Object(
     domain: Type.Optional(DomainRef),
     system: Type.Optional(Type.Object({ all: Type.Literal(true) }, strict)),
     application_credential: Type.Optional(Type.Object({ id: Type.String(), name: Type.String(), restricted: Type.Boolean() }, strict)),
+    'OS-TRUST:trust': Type.Optional(Type.Object(
+      { id: Type.String(), impersonation: Type.Boolean(), trustee_user: Type.Object({ id: Type.String() }, strict), trustor_user: Type.Object({ id: Type.String() }, strict) },
+      strict,
+    )),
     roles: Type.Optional(Type.Array(RoleRef)),
     catalog: Type.Optional(Catalog),
   },
