@@ -25,6 +25,7 @@ const defaultOptions = {
   cluster: { type: 'string', default: null, help: "volume hosts with the same cluster name serve their backends active/active: a backend's task is taken by any live member (Cinder's cluster; volumes are placed on cluster@backend#pool). Every member must reach the same storage" },
   enabled_backends: { type: 'list', default: ['local'], help: 'backend section names, comma separated' },
   default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
+  default_group_type: { type: 'string', default: null, help: 'group type GET /group_types/default answers (Block Storage 3.11); none by default, as in Cinder' },
   storage_availability_zone: { type: 'string', default: 'nova', help: 'availability zone of this host' },
   default_availability_zone: { type: 'string', default: null, help: 'zone for volumes created without one' },
   report_interval: { type: 'int', default: 10, min: 1, help: 'seconds between service heartbeats' },

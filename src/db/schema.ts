@@ -503,4 +503,36 @@ CREATE INDEX trusts_trustee ON trusts(trustee_user_id);
 ALTER TABLE tokens ADD COLUMN trust_id TEXT;
 `,
   },
+  {
+    // Generic volume groups (Block Storage 3.11-3.20, issue 18): group types with their specs, groups
+    // (the volume types they hold as a JSON list of ids), group snapshots, and the member links
+    // volumes.group_id and snapshots.group_snapshot_id. ("groups" is a keyword in SQL window frames.)
+    version: 21,
+    sql: `
+CREATE TABLE group_types (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, description TEXT, is_public INTEGER NOT NULL DEFAULT 1,
+  created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE TABLE group_type_specs (
+  group_type_id TEXT NOT NULL REFERENCES group_types(id) ON DELETE CASCADE, key TEXT NOT NULL, value TEXT NOT NULL,
+  PRIMARY KEY (group_type_id, key)
+);
+CREATE TABLE volume_groups (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT, name TEXT, description TEXT, status TEXT NOT NULL,
+  group_type_id TEXT NOT NULL REFERENCES group_types(id), volume_type_ids TEXT NOT NULL, availability_zone TEXT NOT NULL,
+  group_snapshot_id TEXT, source_group_id TEXT, status_reason TEXT, created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE INDEX volume_groups_project ON volume_groups(project_id, created_at);
+CREATE TABLE group_snapshots (
+  id TEXT PRIMARY KEY, project_id TEXT NOT NULL, user_id TEXT, group_id TEXT NOT NULL REFERENCES volume_groups(id),
+  group_type_id TEXT NOT NULL, name TEXT, description TEXT, status TEXT NOT NULL, status_reason TEXT,
+  created_at TEXT NOT NULL, updated_at TEXT
+);
+CREATE INDEX group_snapshots_group ON group_snapshots(group_id);
+ALTER TABLE volumes ADD COLUMN group_id TEXT;
+ALTER TABLE snapshots ADD COLUMN group_snapshot_id TEXT;
+CREATE INDEX volumes_group ON volumes(group_id);
+CREATE INDEX snapshots_group_snapshot ON snapshots(group_snapshot_id);
+`,
+  },
 ];

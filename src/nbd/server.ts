@@ -34,6 +34,7 @@ import {
   NBD_ENOTSUP,
   NBD_EPERM,
   NBD_FLAG_C_NO_ZEROES,
+  NBD_FLAG_CAN_MULTI_CONN,
   NBD_FLAG_FIXED_NEWSTYLE,
   NBD_FLAG_HAS_FLAGS,
   NBD_FLAG_NO_ZEROES,
@@ -299,11 +300,20 @@ interface OpenExport {
 
 function transmissionFlagsFor(spec: NbdExport): number {
   let flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA;
+  // Every connection writes through to the one kernel page cache of the file and a FLUSH is an
+  // fdatasync of that file, so a flush on any connection covers the writes all of them had
+  // answered: the condition for CAN_MULTI_CONN. Not with QoS limits, which are paced per
+  // connection: clients that see the flag (qemu, nbdcopy) would open several and multiply them.
+  if (!hasRateLimits(spec.limits)) flags |= NBD_FLAG_CAN_MULTI_CONN;
   // TRIM is not advertised: Node has no fallocate(PUNCH_HOLE), and WRITE_ZEROES
   // below already avoids allocating blocks that are still holes.
   if (spec.readOnly) flags |= NBD_FLAG_READ_ONLY;
   else flags |= NBD_FLAG_SEND_WRITE_ZEROES;
   return flags;
+}
+
+function hasRateLimits(limits: NbdRateLimits | undefined): limits is NbdRateLimits {
+  return limits !== undefined && Object.values(limits).some((v) => v !== undefined && v > 0);
 }
 
 function isValidExport(spec: NbdExport): boolean {
@@ -620,8 +630,7 @@ class NbdConnection {
       return undefined;
     }
     this.opened = { name, spec, file, transmissionFlags: transmissionFlagsFor(spec) };
-    const limits = spec.limits;
-    this.pacer = limits && Object.values(limits).some((v) => v !== undefined && v > 0) ? new NbdRatePacer(limits) : null;
+    this.pacer = hasRateLimits(spec.limits) ? new NbdRatePacer(spec.limits) : null;
     // disconnectExport() may have fired while we were opening.
     if (this.socket.destroyed) throw new ConnectionClosedError();
     return this.opened;

@@ -38,7 +38,7 @@ import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { emitEvent } from '../events.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
-import { attachmentTransitions, backupTransitions, bdmTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type AttachmentStatus, type BackupStatus, type BdmStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+import { attachmentTransitions, backupTransitions, bdmTransitions, groupSnapshotTransitions, groupTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type AttachmentStatus, type BackupStatus, type BdmStatus, type GroupSnapshotStatus, type GroupStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
 import { ServerStates } from './servers.ts';
 
 /** Columns a transition may set besides status (names are code, never input; checked anyway). */
@@ -65,8 +65,8 @@ export interface StateOwnerOptions {
 export class ResourceStates<S extends string> {
   constructor(
     private readonly db: Db,
-    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image' | 'attachment' | 'block device mapping',
-    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images' | 'volume_attachments' | 'block_device_mappings',
+    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image' | 'attachment' | 'block device mapping' | 'group' | 'group snapshot',
+    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images' | 'volume_attachments' | 'block_device_mappings' | 'volume_groups' | 'group_snapshots',
     private readonly transitions: Readonly<Record<S, readonly S[]>>,
     private readonly options: StateOwnerOptions,
     /** The status column: attachments keep theirs in attach_status. */
@@ -136,6 +136,8 @@ export interface ResourceStateOwners {
   images: ResourceStates<ImageStatus>;
   attachments: ResourceStates<AttachmentStatus>;
   blockDeviceMappings: ResourceStates<BdmStatus>;
+  groups: ResourceStates<GroupStatus>;
+  groupSnapshots: ResourceStates<GroupSnapshotStatus>;
   servers: ServerStates;
 }
 
@@ -157,6 +159,8 @@ export function resourceStates(db: Db, options: Partial<StateOwnerOptions> = {})
       images: new ResourceStates(db, 'image', 'images', imageTransitions, full),
       attachments: new ResourceStates(db, 'attachment', 'volume_attachments', attachmentTransitions, full, 'attach_status'),
       blockDeviceMappings: new ResourceStates(db, 'block device mapping', 'block_device_mappings', bdmTransitions, full),
+      groups: new ResourceStates(db, 'group', 'volume_groups', groupTransitions, full),
+      groupSnapshots: new ResourceStates(db, 'group snapshot', 'group_snapshots', groupSnapshotTransitions, full),
       servers: new ServerStates(db, full),
     };
     ownersByDb.set(db, owners);

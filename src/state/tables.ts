@@ -74,6 +74,33 @@ export const backupTransitions: Readonly<Record<BackupStatus, readonly BackupSta
   error_deleting: ['deleting'],
 };
 
+/** A generic volume group's status (Cinder's fields.GroupStatus, the ones Pumice reaches). */
+export type GroupStatus = 'creating' | 'available' | 'updating' | 'deleting' | 'error' | 'error_deleting' | 'in-use';
+
+export const groupTransitions: Readonly<Record<GroupStatus, readonly GroupStatus[]>> = {
+  // A group made from a group snapshot or another group is available when all its new volumes are.
+  creating: ['available', 'error'],
+  available: ['deleting', 'updating'],
+  updating: ['available'],
+  // A delete that failed on one of its volumes leaves the group in error_deleting (delete again).
+  deleting: ['error_deleting'],
+  error: ['deleting'],
+  error_deleting: ['deleting'],
+  'in-use': ['deleting', 'available'],
+};
+
+/** A group snapshot's status (Cinder's fields.GroupSnapshotStatus). */
+export type GroupSnapshotStatus = 'creating' | 'available' | 'deleting' | 'error' | 'error_deleting';
+
+export const groupSnapshotTransitions: Readonly<Record<GroupSnapshotStatus, readonly GroupSnapshotStatus[]>> = {
+  // Available when every member snapshot is; error when one of them failed.
+  creating: ['available', 'error'],
+  available: ['deleting'],
+  deleting: ['error_deleting'],
+  error: ['deleting'],
+  error_deleting: ['deleting'],
+};
+
 /** A Block Storage attachment's attach_status (Cinder's attachment API: reserve → update → complete). */
 export type AttachmentStatus = 'reserved' | 'attaching' | 'attached';
 

@@ -32,6 +32,8 @@ export interface VolumeRow {
   created_at: string;
   updated_at: string | null;
   launched_at: string | null;
+  /** The generic volume group the volume belongs to (3.13+), or null. */
+  group_id?: string | null;
 }
 
 export interface SnapshotRow {
@@ -48,6 +50,8 @@ export interface SnapshotRow {
   status_reason: string | null;
   created_at: string;
   updated_at: string | null;
+  /** The group snapshot the snapshot was taken for (3.14+), or null. */
+  group_snapshot_id?: string | null;
 }
 
 export interface VolumeTypeRow {
@@ -148,7 +152,7 @@ export function renderVolume(
     if (imageMetadata) body['volume_image_metadata'] = imageMetadata;
   }
   const mv = options.microversion;
-  if (mv >= 13) body['group_id'] = null;
+  if (mv >= 13) body['group_id'] = row.group_id ?? null;
   if (mv >= 21 && options.isAdmin) body['provider_id'] = null;
   if (mv >= 61 && options.isAdmin) body['cluster_name'] = null;
   if (mv >= 48) {
@@ -179,7 +183,7 @@ export function renderSnapshot(options: RenderOptions, row: SnapshotRow, view: '
     body['os-extended-snapshot-attributes:project_id'] = row.project_id;
   }
   const mv = options.microversion;
-  if (mv >= 14) body['group_snapshot_id'] = null;
+  if (mv >= 14) body['group_snapshot_id'] = row.group_snapshot_id ?? null;
   if (mv >= 41) body['user_id'] = row.user_id;
   if (mv >= 65) body['consumes_quota'] = true;
   return body;

@@ -15,13 +15,19 @@
  *   1 → 2), and the old QEMU, still running, can no longer write.
  * - compute02's agent comes back: the old QEMU is destroyed, then the
  *   blocklist entries are removed.
- * Then host death with an ephemeral RBD root (vms pool, reused on the new host).
+ * - Fail-back (issue 15 test 4): `pumice host rebalance compute02` (healthy
+ *   2 s) live-migrates the server home; a ticker volume's acknowledged counter
+ *   goes on by one across the switch and compute02's console shows no boot.
+ * Then host death with an ephemeral RBD root (vms pool, reused on the new host),
+ * and `[compute] auto_failback` (pumice restarted with it on): the two servers
+ * evacuated from compute02 stay away while compute03 is down although
+ * compute02 is back, then go home one live migration at a time, no boot.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -29,7 +35,8 @@ import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
 import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
-import { deviceIdOf, qemuIo, startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { cephComputeConfig, deviceIdOf, hostRebalance, qemuIo, startComputeHost, waitComputeService, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { assertConsecutive, guestMarkers, tickCounters } from '../helpers/guest.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
@@ -60,57 +67,12 @@ async function rbd(args: string[]): Promise<string> {
   return stdout;
 }
 
-/** The cloud's config; `rbdUser` is the compute host's Ceph user (the one that fences). */
-function config(rbdUser: string): string {
-  return `[DEFAULT]
-enabled_backends = ceph
-show_image_direct_url = true
-report_interval = 1
-service_down_time = 4
-
-[ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
-volume_backend_name = ceph
-rbd_pool = volumes
-rbd_user = cinder
-rbd_ceph_conf = ${lab.confPath}
-rbd_secret_uuid = ${secretUuid}
-rados_connect_timeout = 5
-
-[glance_store]
-stores = rbd
-default_store = rbd
-rbd_store_pool = images
-rbd_store_user = glance
-rbd_store_ceph_conf = ${lab.confPath}
-rbd_store_chunk_size = 8
-
-[libvirt]
-virt_type = qemu
-images_type = rbd
-images_rbd_pool = vms
-images_rbd_ceph_conf = ${lab.confPath}
-rbd_user = ${rbdUser}
-rbd_keyring = ${keyringPath}
-rbd_secret_uuid = ${secretUuid}
-disk_cachemodes = network=writeback
-hw_disk_discard = unmap
-
-[compute]
-evacuation_blocklist_expire_s = 600
-`;
+/** The cloud's config; `rbdUser` is the compute host's Ceph user (the one that fences); `compute`: more [compute] lines. */
+function config(rbdUser: string, compute = ''): string {
+  return cephComputeConfig({ confPath: lab.confPath, secretUuid, rbdUser, keyringPath, libvirt: 'hw_disk_discard = unmap', compute: `evacuation_blocklist_expire_s = 600\n${compute}` });
 }
 
-async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await admin.request('GET', '/os-services?binary=nova-compute');
-    const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
-    if (svc && svc['state'] === state) return;
-    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
-    await new Promise((res) => setTimeout(res, 250));
-  }
-}
+const waitService = (host: string, state: 'up' | 'down', timeoutMs = 30_000) => waitComputeService(admin, host, state, timeoutMs);
 
 async function startCompute02(): Promise<void> {
   compute02 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute02', configText: config(fenceUser) });
@@ -285,18 +247,33 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
   let bootVolumeId = '';
   let dataVolumeId = '';
   let oldPid = 0;
+  // A ticker volume on the first server: its acknowledged counter shows a live migration (no gap, no boot).
+  let tickerVolumeId = '';
+  let tickerSerial = '';
+  // The servers of the later tests, evacuated to pumice from their home compute02 (auto_failback brings them back).
+  let stopVm = '';
+  let ephVm = '';
+  const consoleOf = (instancesDir: string, id: string) => readFileSync(path.join(instancesDir, id, 'console.log'), 'utf8');
+  const consoleLength = (instancesDir: string, id: string) => (existsSync(path.join(instancesDir, id, 'console.log')) ? readFileSync(path.join(instancesDir, id, 'console.log')).length : 0);
 
   test('a server on compute02: boot volume cloned from the image, RBD data volume with its marker', async () => {
     bootVolumeId = await admin.createVolume({ size: 1, imageRef: imageId, name: 'evac-rbd-boot' });
     dataVolumeId = await admin.createVolume({ size: 1, name: 'evac-rbd-data' });
+    tickerVolumeId = await admin.createVolume({ size: 1, name: 'evac-rbd-ticker' });
     await admin.waitVolume(bootVolumeId, ['available'], 120_000);
     await admin.waitVolume(dataVolumeId, ['available']);
+    await admin.waitVolume(tickerVolumeId, ['available']);
+    tickerSerial = tickerVolumeId.slice(0, 20);
+    const tickFile = path.join(workDir, 'tick.raw');
+    writeFileSync(tickFile, Buffer.concat([Buffer.from('PUMICE-TICK 0\n'), Buffer.alloc(512 - 14)]));
+    await execFileAsync('qemu-io', ['-f', 'raw', '-c', `write -s ${tickFile} 0 512`, `rbd:volumes/volume-${tickerVolumeId}:id=admin:conf=${lab.confPath}`], { timeout: 60_000 });
     const r = await admin.request('POST', '/servers', {
       server: {
         name: 'evac-rbd', flavorRef: '42', networks: 'none', availability_zone: 'nova:compute02',
         block_device_mapping_v2: [
           { source_type: 'volume', destination_type: 'volume', uuid: bootVolumeId, boot_index: 0 },
           { source_type: 'volume', destination_type: 'volume', uuid: dataVolumeId, boot_index: -1 },
+          { source_type: 'volume', destination_type: 'volume', uuid: tickerVolumeId, boot_index: -1 },
         ],
       },
     });
@@ -401,6 +378,46 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
   });
 
+  test('fail-back after the evacuation: pumice host rebalance compute02 live-migrates the server home (no boot, its ticks go on by one)', async () => {
+    assert.ok(vm, 'needs the server evacuated from compute02');
+    const pumiceInstances = path.join(pumice.dataDir, 'instances');
+    await admin.waitConsole(vm, new RegExp(`PUMICE-TICK serial=${tickerSerial} n=\\d+`), 3, 60_000);
+    // compute02's console of the first life (before the evacuation) may still be there: only what follows counts.
+    const homeBefore = consoleLength(compute02.instancesDir, vm);
+    const started = Date.now();
+    let result = await hostRebalance({ dataDir: pumice.dataDir, configText: config(fenceUser, 'failback_healthy_seconds = 2'), host: 'compute02' });
+    // compute02 came back moments ago: it must first have been up failback_healthy_seconds.
+    for (let attempt = 0; attempt < 5 && /less than \[compute\] failback_healthy_seconds/.test(result.output); attempt++) {
+      await new Promise((res) => setTimeout(res, 1000));
+      result = await hostRebalance({ dataDir: pumice.dataDir, configText: config(fenceUser, 'failback_healthy_seconds = 2'), host: 'compute02' });
+    }
+    assert.equal(result.code, 0, result.output);
+    assert.match(result.output, /1 server\(s\) moved home to compute02/);
+    timings.push(`fail-back after the evacuation (pumice host rebalance, live migration pumice → compute02): ${Date.now() - started} ms`);
+    const row = (await admin.waitServer(vm, ['ACTIVE'], 30_000))!;
+    assert.equal(row['OS-EXT-SRV-ATTR:host'], 'compute02', 'home again');
+    const migrations = await openstackJson<Row[]>(env, ['server', 'migration', 'list', '--server', vm]);
+    const live = migrations.find((m) => (m['Type'] ?? m['Migration Type']) === 'live-migration');
+    assert.ok(live, `a live migration record: ${JSON.stringify(migrations)}`);
+    assert.deepEqual([live['Status'], live['Source Compute'], live['Dest Compute']], ['completed', 'pumice', 'compute02']);
+
+    // The same guest runs on: no boot at home, and the acknowledged counter goes on by one across the switch.
+    const homeText = () => consoleOf(compute02.instancesDir, vm).slice(homeBefore);
+    const deadline = Date.now() + 60_000;
+    while (tickCounters(homeText(), tickerSerial).length < 5 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 250));
+    const home = homeText();
+    assert.ok(!home.includes(guestMarkers.booted), `no boot at home:\n${home.slice(0, 2000)}`);
+    const away = tickCounters(consoleOf(pumiceInstances, vm), tickerSerial);
+    const back = tickCounters(home, tickerSerial);
+    assert.ok(back.length >= 5, `the guest ticks at home: ${JSON.stringify(back)}`);
+    assertConsecutive([...away, ...back], 'ticks through the fail-back');
+    assert.deepEqual(await qemuPids(`${pumiceInstances}/`), [], 'no QEMU left on pumice');
+    for (const volumeId of [bootVolumeId, dataVolumeId, tickerVolumeId]) {
+      const volume = await admin.volume(volumeId);
+      assert.deepEqual(volume['attachments'].map((a: Row) => a['host_name']), ['compute02'], `volume ${volumeId} attached at home only`);
+    }
+  });
+
   test('partition by SIGSTOP (agent and QEMU of compute02 frozen): evacuated; on SIGCONT the old guest cannot write, the data volume holds what the new guest wrote, the resumed agent destroys the old QEMU', async () => {
     const boot = await admin.createVolume({ size: 1, imageRef: imageId, name: 'evac-stop-boot' });
     const data = await admin.createVolume({ size: 1, name: 'evac-stop-data' });
@@ -417,6 +434,7 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     });
     assert.equal(r.status, 202, r.text);
     const id = r.body.server.id as string;
+    stopVm = id;
     assert.equal((await admin.waitServer(id, ['ACTIVE'], 120_000))!['OS-EXT-SRV-ATTR:host'], 'compute02');
     await admin.waitConsole(id, new RegExp(`PUMICE-DISK serial=${data.slice(0, 20)} counter=1`), 1, 90_000);
     const oldQemu = await qemuPidOf(compute02.instancesDir, id);
@@ -483,6 +501,7 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     const r = await admin.request('POST', '/servers', { server: { name: 'evac-rbd-eph', flavorRef: '42', networks: 'none', imageRef: imageId, availability_zone: 'nova:compute02' } });
     assert.equal(r.status, 202, r.text);
     const id = r.body.server.id as string;
+    ephVm = id;
     await admin.waitServer(id, ['ACTIVE'], 120_000);
     await admin.waitConsole(id, /PUMICE-GUEST-READY/, 1, 90_000);
     const before = JSON.parse(await rbd(['info', '--format', 'json', `vms/${id}_disk`])) as Row;
@@ -505,5 +524,53 @@ describe('evacuation on Ceph with fencing', { skip: shared ? false : 'PUMICE_CEP
     const fence = (shown['events'] as Row[]).find((ev) => ev['event'] === 'compute_fence_source_host')!;
     assert.match(String(fence['traceback']), /RBD blocklist skipped: the operator vouched that compute02 is powered off/);
     await openstack(env, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
+  });
+  test('auto_failback: with [compute] auto_failback on, the evacuated servers go home without the command, one at a time, never while a compute host is down', async () => {
+    assert.ok(stopVm && ephVm, 'needs the servers evacuated from compute02');
+    const awayIds = [stopVm, ephVm];
+    const pumiceInstances = path.join(pumice.dataDir, 'instances');
+    for (const id of awayIds) assert.equal((await admin.server(id))!['OS-EXT-SRV-ATTR:host'], 'pumice');
+    // The monitor runs in the scheduler's process: pumice restarts with the policy on (its guests run on).
+    await pumice.stop();
+    pumice = await startPumice({ dataDir: pumice.dataDir, config: config(fenceUser, 'auto_failback = true\nfailback_healthy_seconds = 2') });
+    env = { ...pumice.adminEnv, OS_COMPUTE_API_VERSION: '2.79' };
+    admin = await ComputeClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const liveMigrationsOf = async (id: string) => ((await admin.request('GET', `/os-migrations?instance_uuid=${id}&migration_type=live-migration`)).body.migrations as Row[]);
+    const counts = async () => Promise.all(awayIds.map(async (id) => (await liveMigrationsOf(id)).length));
+
+    // compute02 (home) comes back while compute03 is down: the cloud is degraded, nothing moves.
+    await openstack(env, ['compute', 'service', 'set', '--down', 'compute03', 'nova-compute']);
+    await waitService('compute03', 'down');
+    await startCompute02();
+    const homeBefore = new Map(awayIds.map((id) => [id, consoleLength(compute02.instancesDir, id)]));
+    // failback_healthy_seconds (2) and several passes of the monitor (every report_interval, 1 s).
+    await new Promise((res) => setTimeout(res, 6000));
+    assert.deepEqual(await counts(), [0, 0], 'no fail-back while compute03 is down');
+    for (const id of awayIds) assert.equal((await admin.server(id))!['OS-EXT-SRV-ATTR:host'], 'pumice');
+    assert.doesNotMatch(pumice.output(), /auto_failback: live-migrating/);
+
+    // Every compute host up: both go home, one live migration at a time.
+    const healed = Date.now();
+    await openstack(env, ['compute', 'service', 'set', '--up', 'compute03', 'nova-compute']);
+    const deadline = Date.now() + 240_000;
+    for (;;) {
+      const rows = await Promise.all(awayIds.map((id) => admin.server(id)));
+      if (rows.every((row) => row!['status'] === 'ACTIVE' && row!['OS-EXT-STS:task_state'] === null && row!['OS-EXT-SRV-ATTR:host'] === 'compute02')) break;
+      const running = (await admin.request('GET', '/os-migrations?migration_type=live-migration')).body.migrations.filter((m: Row) => ['queued', 'preparing', 'running', 'post-migrating', 'cancelling'].includes(String(m['status'])));
+      assert.ok(running.length <= 1, `one live migration at a time: ${JSON.stringify(running)}`);
+      for (const row of rows) assert.notEqual(row!['status'], 'ERROR', JSON.stringify(row!['fault']));
+      assert.ok(Date.now() < deadline, `not home 240 s after every host was up: ${JSON.stringify(rows.map((row) => [row!['id'], row!['status'], row!['OS-EXT-SRV-ATTR:host']]))}`);
+      await new Promise((res) => setTimeout(res, 250));
+    }
+    timings.push(`auto_failback: every host up → both servers home on compute02 ${Date.now() - healed} ms`);
+    assert.match(pumice.output(), new RegExp(`auto_failback: live-migrating server ${stopVm} from pumice home to compute02`));
+    assert.match(pumice.output(), new RegExp(`auto_failback: live-migrating server ${ephVm} from pumice home to compute02`));
+    for (const id of awayIds) {
+      const [record] = await liveMigrationsOf(id);
+      assert.deepEqual([record!['status'], record!['source_compute'], record!['dest_compute']], ['completed', 'pumice', 'compute02']);
+      const home = consoleOf(compute02.instancesDir, id).slice(homeBefore.get(id));
+      assert.ok(!home.includes(guestMarkers.booted), `no boot of ${id} at home:\n${home.slice(0, 2000)}`);
+    }
+    assert.deepEqual(await qemuPids(`${pumiceInstances}/`), [], 'no QEMU left on pumice');
   });
 });

@@ -1,14 +1,105 @@
 /**
  * A second compute host on this machine: `pumice serve --roles compute --host NAME
  * --data-dir DIR --config F`, sharing the cloud's data directory (its SQLite
- * database) with its own instances_path. And a minimal QMP client, to poke a
- * guest's QEMU directly (a fenced guest's writes must fail).
+ * database) with its own instances_path; the configuration of a cloud whose
+ * compute hosts run on the Ceph lab; waiting for a compute service's state;
+ * `pumice host rebalance` beside the cloud. And a minimal QMP client, to poke
+ * a guest's QEMU directly (a fenced guest's writes must fail).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { repoRoot } from './pumice.ts';
+
+/** What a Ceph compute cloud's configuration varies on between tests and benches. */
+export interface CephComputeConfigOptions {
+  /** The lab's ceph.conf. */
+  confPath: string;
+  secretUuid: string;
+  /** The compute hosts' Ceph user ([libvirt] rbd_user; a fencing user for evacuation) and its keyring. */
+  rbdUser: string;
+  keyringPath: string;
+  serviceDownTimeS?: number;
+  /** Extra lines of [libvirt] (e.g. live_migration_bandwidth = 1). */
+  libvirt?: string;
+  /** Lines of [compute]; the section is left out when empty. */
+  compute?: string;
+}
+
+/**
+ * A cloud with every store on the Ceph lab: volumes (pool volumes, client.cinder), images
+ * (images, client.glance, direct URLs for copy-on-write clones) and the compute hosts' RBD roots
+ * (vms) with heartbeats every second, so a stopped agent is seen down within service_down_time.
+ */
+export function cephComputeConfig(o: CephComputeConfigOptions): string {
+  return `[DEFAULT]
+enabled_backends = ceph
+show_image_direct_url = true
+report_interval = 1
+service_down_time = ${o.serviceDownTimeS ?? 4}
+
+[ceph]
+volume_driver = cinder.volume.drivers.rbd.RBDDriver
+volume_backend_name = ceph
+rbd_pool = volumes
+rbd_user = cinder
+rbd_ceph_conf = ${o.confPath}
+rbd_secret_uuid = ${o.secretUuid}
+rados_connect_timeout = 5
+
+[glance_store]
+stores = rbd
+default_store = rbd
+rbd_store_pool = images
+rbd_store_user = glance
+rbd_store_ceph_conf = ${o.confPath}
+rbd_store_chunk_size = 8
+
+[libvirt]
+virt_type = qemu
+images_type = rbd
+images_rbd_pool = vms
+images_rbd_ceph_conf = ${o.confPath}
+rbd_user = ${o.rbdUser}
+rbd_keyring = ${o.keyringPath}
+rbd_secret_uuid = ${o.secretUuid}
+disk_cachemodes = network=writeback
+${o.libvirt ?? ''}
+${o.compute ? `[compute]\n${o.compute}\n` : ''}`;
+}
+
+/** The client side waitComputeService needs: GET of the Compute API (ComputeClient.request). */
+export interface ComputeRequester {
+  request(method: string, path: string): Promise<{ status: number; body: { services?: { host: string; state: string }[] } }>;
+}
+
+/** Waits until `host`'s nova-compute service reads `state` in os-services. */
+export async function waitComputeService(admin: ComputeRequester, host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await admin.request('GET', '/os-services?binary=nova-compute');
+    const service = (r.body.services ?? []).find((s) => s.host === host);
+    if (service && service.state === state) return;
+    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state} after ${timeoutMs} ms: ${JSON.stringify(service)}`);
+    await new Promise((res) => setTimeout(res, 250));
+  }
+}
+
+/**
+ * `pumice host rebalance HOST` beside the running cloud in `dataDir`, with `configText` (which sets
+ * [compute] failback_healthy_seconds): its exit code and output.
+ */
+export async function hostRebalance(options: { dataDir: string; configText: string; host: string; timeoutMs?: number }): Promise<{ code: number; output: string }> {
+  const configPath = join(options.dataDir, `rebalance-${options.host}.conf`);
+  writeFileSync(configPath, options.configText);
+  return new Promise((resolve) => {
+    execFile(process.execPath, [join(repoRoot, 'bin', 'pumice.mjs'), 'host', 'rebalance', options.host, '--data-dir', options.dataDir, '--config', configPath], { cwd: repoRoot, timeout: options.timeoutMs ?? 180_000 }, (error, stdout, stderr) => {
+      const code = error ? (typeof (error as { code?: unknown }).code === 'number' ? ((error as { code: number }).code) : -1) : 0;
+      resolve({ code, output: `${stdout}${stderr}` });
+    });
+  });
+}
 
 export interface ComputeHostProcess {
   host: string;

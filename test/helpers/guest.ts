@@ -9,6 +9,7 @@
  * PUMICE-GUEST-BOOTED, PUMICE-GUEST-READY, PUMICE-DISK serial=S counter=N,
  * PUMICE-DISK-GONE serial=S, PUMICE-DISK-ERROR ..., PUMICE-GUEST-POWEROFF.
  */
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
@@ -80,4 +81,12 @@ export function tickCounters(consoleText: string, serial: string): number[] {
   const ticks: number[] = [];
   for (const m of consoleText.matchAll(/PUMICE-TICK serial=(\S*) n=(\d+)/g)) if (m[1] === serial) ticks.push(Number(m[2]));
   return ticks;
+}
+
+/** Every acknowledged tick went up by exactly one from the one before (no write lost, none repeated). */
+export function assertConsecutive(ticks: number[], what: string): void {
+  assert.ok(ticks.length > 0, `${what}: no ticks`);
+  for (let i = 1; i < ticks.length; i++) {
+    assert.equal(ticks[i], ticks[i - 1]! + 1, `${what}: tick ${ticks[i - 1]} was followed by ${ticks[i]} (a lost or repeated write), around ${JSON.stringify(ticks.slice(Math.max(0, i - 3), i + 3))}`);
+  }
 }

@@ -4,7 +4,8 @@
  * namespace and a veth pair from it to each other host, addresses 10.213.N.0/24 of the
  * run's choosing. Nothing is added to the root namespace: the test reaches the hosts
  * through Unix sockets (path sockets cross namespaces), PostgreSQL through its socket
- * directory, and an HTTP listener through a socket bridge (`bridgeHttp`).
+ * directory, and an HTTP listener through a socket bridge (`bridgeHttp`); the hosts reach a
+ * service of the root namespace's loopback (the Ceph lab) the same way (`reachRootLoopback`).
  *
  * `cleanup()` kills every process the lab started (by pid), stops its PostgreSQL,
  * deletes its namespaces (their veths and bridge go with them) and its directories;
@@ -40,7 +41,8 @@ export interface LabHost {
 }
 
 export interface LabProcess {
-  host: LabHost;
+  /** null: a helper process of the lab in the root namespace. */
+  host: LabHost | null;
   proc: ChildProcess;
   pid: number;
   output: () => string;
@@ -151,10 +153,18 @@ export class NetnsLab {
    */
   spawn(name: string, argv: string[], env: NodeJS.ProcessEnv): LabProcess {
     const host = this.host(name);
-    const proc = spawn('ip', ['netns', 'exec', host.namespace, 'unshare', '--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', host.name, ...argv], {
+    return this.track(host, spawn('ip', ['netns', 'exec', host.namespace, 'unshare', '--uts', 'sh', '-c', 'hostname "$0" && exec "$@"', host.name, ...argv], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    }));
+  }
+
+  /** Starts `argv` in the root namespace, killed by cleanup() like the hosts' processes. */
+  private spawnRoot(argv: string[]): LabProcess {
+    return this.track(null, spawn(argv[0]!, argv.slice(1), { env: { PATH: process.env['PATH'] }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  }
+
+  private track(host: LabHost | null, proc: ChildProcess): LabProcess {
     let output = '';
     proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
     proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -181,13 +191,7 @@ export class NetnsLab {
    */
   async bridgeHttp(name: string, address: string, port: number): Promise<string> {
     const socketPath = join(this.dir, `${name}-${port}.sock`);
-    const forwarder = `const net=require('net');net.createServer(c=>{const u=net.connect(${port},'${address}');c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());}).listen(${JSON.stringify(socketPath)},()=>console.log('bridged'));`;
-    const inside = this.spawn(name, [process.execPath, '-e', forwarder], { PATH: process.env['PATH'] });
-    const deadline = Date.now() + 20_000;
-    while (!inside.output().includes('bridged')) {
-      if (Date.now() > deadline) throw new Error(`socket bridge in ${name} did not start: ${inside.output()}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await this.startForwarder(name, [[socketPath, `${address}:${port}`]]);
     const server = createServer((client) => {
       const upstream = connect(socketPath);
       client.pipe(upstream);
@@ -199,6 +203,43 @@ export class NetnsLab {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
     const address2 = server.address();
     return `http://127.0.0.1:${typeof address2 === 'object' && address2 ? address2.port : 0}`;
+  }
+
+  /**
+   * Makes the root namespace's 127.0.0.1:`ports` answer on the same ports of each named host's
+   * own loopback, so a service that binds 127.0.0.1 only (the Ceph lab: clients connect to the
+   * addresses of the monmap and osdmap, which are 127.0.0.1) serves the hosts unchanged. A
+   * forwarder in each host's namespace accepts on 127.0.0.1:port and connects to a Unix socket
+   * of the lab's directory (path sockets cross namespaces); one forwarder process in the root
+   * namespace accepts there and connects to 127.0.0.1:port. Nothing listens on any address of
+   * the root namespace. The same port numbers on both sides keep the peers' addresses as the
+   * maps name them.
+   */
+  async reachRootLoopback(names: string[], ports: number[]): Promise<void> {
+    const socketFor = (port: number) => join(this.dir, `root-lo-${port}.sock`);
+    await this.startForwarder(null, ports.map((port) => [socketFor(port), `127.0.0.1:${port}`]));
+    await Promise.all(names.map((name) => this.startForwarder(name, ports.map((port) => [`127.0.0.1:${port}`, socketFor(port)]))));
+  }
+
+  /**
+   * A byte forwarder process in a host's namespace (null: the root namespace): for each
+   * [listen, connect] pair, where each is `address:port` or a Unix socket path, accepts on the
+   * first and pipes each connection to the second. Resolves once every listener is bound.
+   */
+  private async startForwarder(name: string | null, pairs: [string, string][]): Promise<LabProcess> {
+    const script = `const net=require('net');
+const at=(s)=>s.startsWith('/')?[s]:[Number(s.slice(s.lastIndexOf(':')+1)),s.slice(0,s.lastIndexOf(':'))];
+const pairs=JSON.parse(process.argv[1]);let bound=0;
+for(const [from,to] of pairs){net.createServer({noDelay:true},(c)=>{const u=net.connect(...at(to));u.setNoDelay?.(true);c.pipe(u);u.pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})
+.listen(...at(from),()=>{if(++bound===pairs.length)console.log('forwarding');});}`;
+    const argv = [process.execPath, '-e', script, JSON.stringify(pairs)];
+    const proc = name === null ? this.spawnRoot(argv) : this.spawn(name, argv, { PATH: process.env['PATH'] });
+    const deadline = Date.now() + 20_000;
+    while (!proc.output().includes('forwarding')) {
+      if (proc.proc.exitCode !== null || Date.now() > deadline) throw new Error(`forwarder in ${name ?? 'the root namespace'} did not start: ${proc.output()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return proc;
   }
 
   async cleanup(): Promise<void> {

@@ -1,9 +1,13 @@
 /**
  * Many hosts in network namespaces (issue 16): a controller (api, scheduler, image, and
- * PostgreSQL on its bridge address) and two volume hosts (volume, backup) of one cluster
- * sharing a local backend directory (the Ceph lab listens on 127.0.0.1 of the root
- * namespace, which the hosts' namespaces cannot reach). Each host is its own `pumice serve`
- * with its own data directory and hostname; they meet only in PostgreSQL.
+ * PostgreSQL on its bridge address) and two volume hosts (volume, backup) of one cluster on
+ * the Ceph backend of the run's lab ($PUMICE_CEPH_LAB; pool volumes as client.cinder). The
+ * lab listens on the root namespace's 127.0.0.1 only, and its clients connect to the
+ * 127.0.0.1 addresses of its monmap and osdmap: NetnsLab.reachRootLoopback makes those ports
+ * answer on each volume host's own loopback. Without a lab (or the native binding) the
+ * cluster shares a local backend directory instead and the RBD checks are skipped. Each host
+ * is its own `pumice serve` with its own data directory and hostname; they meet only in
+ * PostgreSQL (and Ceph).
  *
  * vol-a runs with PUMICE_CRASH_POINT=volume.create.made:1:stop: it stops itself (SIGSTOP)
  * in the middle of the first volume create it runs, holding the task's lease, so the test
@@ -13,9 +17,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readLab, type CephLab } from '../../src/ceph/lab.ts';
+import { RadosCluster, type IoCtx } from '../../src/ceph/rbd.ts';
 import { Db } from '../../src/db/db.ts';
+import { rbdBackendSection } from '../helpers/ceph-config.ts';
 import { NetnsLab, netnsUnavailable, type LabProcess } from '../helpers/netns.ts';
 import { ApiClient, readEvents, repoRoot } from '../helpers/pumice.ts';
 
@@ -24,15 +31,29 @@ const serviceDownTimeS = 4;
 const adminPassword = 'multihost-admin-16';
 const apiPort = 5000;
 const cluster = 'lab16';
+const cephLabDir = process.env['PUMICE_CEPH_LAB'];
+const cephLab: CephLab | null = cephLabDir && existsSync(join(repoRoot, 'native', 'build', 'Release', 'pumice_rbd.node')) ? readLab(cephLabDir) : null;
+/** The backend section the volume hosts enable. */
+const backend = cephLab ? 'ceph' : 'local';
+const noCephLab = cephLab ? false : 'needs the Ceph lab ($PUMICE_CEPH_LAB) and the native binding';
 
 let lab: NetnsLab | null = null;
 let pg: { url: string; localUrl: string };
 let admin: ApiClient;
 /** The test's own connection to the cloud's PostgreSQL (through its socket directory). */
 let db: Db | null = null;
+/** The test's own connection to the lab (admin): the osdmap's ports, and the pool's images. */
+let rados: RadosCluster | null = null;
+let volumesPool: IoCtx | null = null;
+let backupsPool: IoCtx | null = null;
 const dataDirs: Record<string, string> = {};
 const running: Record<string, LabProcess> = {};
 
+/**
+ * The RBD section's rados_connect_timeout is also librados' op timeout: the tests hold volume
+ * hosts stopped (SIGSTOP) for several seconds, and 5 s made an operation in flight across the
+ * stop time out when the host resumed.
+ */
 function configFor(host: string): string {
   return `[DEFAULT]
 host = ${host}
@@ -40,12 +61,10 @@ cluster = ${cluster}
 service_down_time = ${serviceDownTimeS}
 report_interval = 1
 public_endpoint = http://${lab!.controller.address}:${apiPort}
-enabled_backends = local
-backup_posix_path = ${join(lab!.dir, 'shared-backups')}
+enabled_backends = ${backend}
+${cephLab ? `backup_driver = ceph\nbackup_ceph_conf = ${cephLab.confPath}\nbackup_ceph_user = cinder-backup\nbackup_ceph_pool = backups` : `backup_posix_path = ${join(lab!.dir, 'shared-backups')}`}
 
-[local]
-volume_driver = local
-local_volume_dir = ${join(lab!.dir, 'shared-volumes')}
+${cephLab ? rbdBackendSection(cephLab, { section: 'ceph' }).replace('rados_connect_timeout = 5', 'rados_connect_timeout = 30') : `[local]\nvolume_driver = local\nlocal_volume_dir = ${join(lab!.dir, 'shared-volumes')}\n`}
 
 [database]
 connection = ${pg.url}
@@ -86,10 +105,23 @@ async function volumeServices(): Promise<ServiceView[]> {
   return r.body.services as ServiceView[];
 }
 
+/** Volumes this run made (their images are removed from the shared pool at the end). */
+const ourVolumeIds = new Set<string>();
+const ourBackupIds = new Set<string>();
+
 async function createVolume(name: string): Promise<string> {
   const r = await admin.request('POST', `/volume/v3/${admin.projectId}/volumes`, { volume: { size: 1, name } });
   assert.equal(r.status, 202, r.text);
+  ourVolumeIds.add(r.body.volume.id as string);
   return r.body.volume.id as string;
+}
+
+/** Waits for a volume to become available; else fails with what the volume hosts said of it. */
+async function waitAvailable(volumeId: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const volume = await admin.waitVolume(volumeId, ['available', 'error'], timeoutMs);
+  const said = ['vol-a', 'vol-b'].map((host) => `${host}:\n${(running[host]?.output() ?? '').split('\n').filter((line) => line.includes(volumeId)).join('\n')}`);
+  assert.equal(volume.status, 'available', said.join('\n'));
+  return volume;
 }
 
 /** task.done / task.fenced events of one resource on one host (the event log is written asynchronously: poll). */
@@ -108,6 +140,12 @@ before(async () => {
   pg = lab.startPostgres();
   mkdirSync(join(lab.dir, 'shared-volumes'), { mode: 0o700 });
   mkdirSync(join(lab.dir, 'shared-backups'), { mode: 0o700 });
+  if (cephLab) {
+    rados = await RadosCluster.connect({ confPath: cephLab.confPath, user: 'admin', keyringPath: cephLab.adminKeyringPath, connectTimeoutSeconds: 10 });
+    volumesPool = await rados.openIoctx('volumes');
+    backupsPool = await rados.openIoctx('backups');
+    await lab.reachRootLoopback(['vol-a', 'vol-b'], await cephPorts(rados));
+  }
   await startHost('ctl', 'api,scheduler,image');
   await Promise.all([
     startHost('vol-a', 'volume,backup', { PUMICE_CRASH_POINT: 'volume.create.made:1:stop' }),
@@ -121,7 +159,32 @@ before(async () => {
 after(async () => {
   db?.close();
   await lab?.cleanup();
+  if (volumesPool) {
+    // Anything of this run still in the shared pool (a test that failed half-way) goes with it.
+    for (const image of await volumesPool.listImages()) {
+      if (ourVolumeIds.has(image.replace(/^volume-/, ''))) await volumesPool.removeImage(image).catch(() => undefined);
+    }
+    for (const image of await backupsPool!.listImages()) {
+      if ([...ourVolumeIds].some((id) => image.includes(id))) await backupsPool!.removeImage(image).catch(() => undefined);
+    }
+  }
+  await rados?.shutdown();
 });
+
+/** The monitors' and OSDs' ports: the lab's daemons bind 127.0.0.1 on these. */
+async function cephPorts(cluster: RadosCluster): Promise<number[]> {
+  type AddrVec = { addrvec: { addr: string }[] };
+  const mons = (await cluster.monCommand({ prefix: 'mon dump', format: 'json' })).json as { mons: { public_addrs: AddrVec }[] };
+  const osds = (await cluster.monCommand({ prefix: 'osd dump', format: 'json' })).json as { osds: { public_addrs: AddrVec }[] };
+  const addrs = [...mons.mons, ...osds.osds].flatMap((d) => d.public_addrs.addrvec.map((a) => a.addr));
+  return [...new Set(addrs.map((a) => Number(a.slice(a.lastIndexOf(':') + 1))))];
+}
+
+/** This run's volume images in the lab's pool (and its trash, where deletes go first). */
+async function ourImages(): Promise<string[]> {
+  const trash = (await volumesPool!.trashList()).map((t) => `trash:${t.name}`);
+  return [...(await volumesPool!.listImages()), ...trash].filter((name) => ourVolumeIds.has(name.replace(/^(trash:)?volume-/, ''))).sort();
+}
 
 test('each host has its own service rows; the volume hosts show their cluster; the controller runs no volume service', { skip: unavailable ?? false }, async () => {
   const services = await until('both volume hosts up', 20_000, async () => {
@@ -129,7 +192,7 @@ test('each host has its own service rows; the volume hosts show their cluster; t
     return rows.filter((s) => s.binary === 'cinder-volume' && s.state === 'up').length === 2 && rows;
   });
   const volume = services.filter((s) => s.binary === 'cinder-volume').map((s) => `${s.host} ${s.cluster} ${s.state}`).sort();
-  assert.deepEqual(volume, [`vol-a@local ${cluster}@local up`, `vol-b@local ${cluster}@local up`]);
+  assert.deepEqual(volume, [`vol-a@${backend} ${cluster}@${backend} up`, `vol-b@${backend} ${cluster}@${backend} up`]);
   assert.deepEqual(services.filter((s) => s.binary === 'cinder-backup').map((s) => s.host).sort(), ['vol-a', 'vol-b']);
   assert.deepEqual(services.filter((s) => s.binary === 'cinder-scheduler').map((s) => s.host), ['ctl']);
   // The controller serves the API; the volume hosts serve none.
@@ -152,14 +215,23 @@ test('kill -9 of a volume host mid-create: the other member of the cluster takes
   const killedAt = Date.now();
   process.kill(a.pid, 'SIGKILL');
   await a.exited;
-  const volume = await admin.waitVolume(volumeId, ['available', 'error'], 40_000);
+  const volume = await waitAvailable(volumeId, 40_000);
   const takeoverMs = Date.now() - killedAt;
-  assert.equal(volume.status, 'available');
-  assert.equal(volume['os-vol-host-attr:host'], `${cluster}@local#local`);
+  assert.equal(volume['os-vol-host-attr:host'], `${cluster}@${backend}#${backend}`);
   assert.match(b.output(), new RegExp(`task ${task.id} volume.create ${volumeId}: its runner vol-a:\\d+:\\w+ is gone \\(lease expired\\); running it again`));
   await until('vol-b records the task done', 10_000, () => taskEvents('vol-b', 'task.done', volumeId).length === 1);
   assert.equal(taskEvents('vol-a', 'task.done', volumeId).length, 0);
   assert.equal(db!.get('SELECT 1 FROM tasks WHERE resource_id = ?', volumeId), undefined, 'no task row left');
+  if (volumesPool) {
+    // vol-a made the image before it died; vol-b's run of the create found it and kept it: one image, the volume's.
+    assert.deepEqual((await ourImages()).filter((name) => name.includes(volumeId)), [`volume-${volumeId}`]);
+    const image = await volumesPool.openImage(`volume-${volumeId}`, { readOnly: true });
+    try {
+      assert.equal(await image.size(), 1024 ** 3);
+    } finally {
+      await image.close();
+    }
+  }
   console.log(`takeover after kill -9: ${takeoverMs} ms (service_down_time ${serviceDownTimeS} s, lease ${serviceDownTimeS} s, poll 2 s)`);
   assert.ok(takeoverMs <= 2 * serviceDownTimeS * 1000 + 4000, `takeover took ${takeoverMs} ms`);
 });
@@ -167,7 +239,7 @@ test('kill -9 of a volume host mid-create: the other member of the cluster takes
 test('partition of a volume host: reported down, its lease expires and the work moves; back on the link it rejoins without finishing the task again', { skip: unavailable ?? false }, async () => {
   const a = await startHost('vol-a', 'volume,backup', { PUMICE_CRASH_POINT: 'volume.create.made:1:stop' });
   const b = running['vol-b']!;
-  await until('vol-a up again', 20_000, async () => (await volumeServices()).some((s) => s.host === 'vol-a@local' && s.state === 'up'));
+  await until('vol-a up again', 20_000, async () => (await volumeServices()).some((s) => s.host === `vol-a@${backend}` && s.state === 'up'));
   process.kill(b.pid, 'SIGSTOP');
   let volumeId = '';
   try {
@@ -180,23 +252,22 @@ test('partition of a volume host: reported down, its lease expires and the work 
     process.kill(b.pid, 'SIGCONT');
   }
   const cutAt = Date.now();
-  await until('vol-a reported down', 30_000, async () => (await volumeServices()).some((s) => s.host === 'vol-a@local' && s.state === 'down'));
+  await until('vol-a reported down', 30_000, async () => (await volumeServices()).some((s) => s.host === `vol-a@${backend}` && s.state === 'down'));
   const downAfterMs = Date.now() - cutAt;
-  const volume = await admin.waitVolume(volumeId, ['available', 'error'], 40_000);
-  assert.equal(volume.status, 'available');
+  await waitAvailable(volumeId, 40_000);
   await until('vol-b records the task done', 10_000, () => taskEvents('vol-b', 'task.done', volumeId).length === 1);
   lab!.setLink('vol-a', true);
   // vol-a's write of the end of the task reaches the database now and is refused: the task is vol-b's.
   await until("vol-a's late completion refused", 45_000, () => taskEvents('vol-a', 'task.fenced', volumeId).length === 1);
   assert.equal(taskEvents('vol-a', 'task.done', volumeId).length, 0, 'vol-a did not finish the task a second time');
-  await until('vol-a up again', 30_000, async () => (await volumeServices()).some((s) => s.host === 'vol-a@local' && s.state === 'up'));
+  await until('vol-a up again', 30_000, async () => (await volumeServices()).some((s) => s.host === `vol-a@${backend}` && s.state === 'up'));
   console.log(`partition: vol-a reported down ${downAfterMs} ms after its link went down (service_down_time ${serviceDownTimeS} s)`);
   // Rejoined: with vol-b held, vol-a takes and finishes new work.
   process.kill(b.pid, 'SIGSTOP');
   let nextId = '';
   try {
     nextId = await createVolume('after-rejoin');
-    assert.equal((await admin.waitVolume(nextId, ['available', 'error'], 30_000)).status, 'available');
+    await waitAvailable(nextId, 30_000);
   } finally {
     process.kill(b.pid, 'SIGCONT');
   }
@@ -218,12 +289,12 @@ test("pumice tasks on the controller reads the cloud's PostgreSQL ([database] co
       process.execPath, join(repoRoot, 'bin', 'pumice.mjs'), 'tasks', 'list', '--resource', volumeId, '--json',
       '--data-dir', dataDirs['ctl']!, '--config', join(dataDirs['ctl']!, 'pumice.conf'),
     ])) as { kind: string; state: string; queue: string }[];
-    assert.deepEqual(listed.map((t) => `${t.kind} ${t.state} ${t.queue}`), ['volume.create queued local']);
+    assert.deepEqual(listed.map((t) => `${t.kind} ${t.state} ${t.queue}`), [`volume.create queued ${backend}`]);
   } finally {
     process.kill(a.pid, 'SIGCONT');
     process.kill(b.pid, 'SIGCONT');
   }
-  assert.equal((await admin.waitVolume(volumeId, ['available', 'error'], 30_000)).status, 'available');
+  await waitAvailable(volumeId, 30_000);
 });
 
 test('a backup asked of the controller (no backup role) is run by a backup host of the cluster', { skip: unavailable ?? false }, async () => {
@@ -232,6 +303,7 @@ test('a backup asked of the controller (no backup role) is run by a backup host 
   const r = await admin.request('POST', `/volume/v3/${admin.projectId}/backups`, { backup: { volume_id: volumeId, name: 'b16' } });
   assert.equal(r.status, 202, r.text);
   const backupId = r.body.backup.id as string;
+  ourBackupIds.add(backupId);
   await until('backup available', 60_000, async () => {
     const b = await admin.request('GET', `/volume/v3/${admin.projectId}/backups/${backupId}`);
     assert.notEqual(b.body?.backup?.status, 'error', b.text);
@@ -252,6 +324,7 @@ test('CLI day against the multi-host cloud: token, volume create/list, snapshot 
   const [token, volumeId] = cli('token issue -f value -c id', 'volume create --size 1 cli-day -f value -c id');
   assert.match(token ?? '', /^\S{20,}$/);
   assert.match(volumeId ?? '', /^[0-9a-f-]{36}$/);
+  ourVolumeIds.add(volumeId!);
   await admin.waitVolume(volumeId!, ['available'], 30_000);
   const [listed, snapshotId] = cli('volume list --name cli-day -f value -c Name', 'volume snapshot create --volume cli-day cli-snap -f value -c id');
   assert.equal(listed, 'cli-day');
@@ -262,4 +335,20 @@ test('CLI day against the multi-host cloud: token, volume create/list, snapshot 
   await until('snapshot gone', 30_000, async () => (await admin.request('GET', snapshotPath)).status === 404);
   cli('volume delete cli-day');
   await admin.waitVolume(volumeId!, ['deleted'], 30_000);
+});
+
+test('every volume of the run deleted through the cluster leaves no RBD image of it in the pool, the taken-over one included', { skip: unavailable ?? noCephLab }, async () => {
+  for (const backupId of ourBackupIds) {
+    const r = await admin.request('DELETE', `/volume/v3/${admin.projectId}/backups/${backupId}`);
+    assert.equal(r.status, 202, r.text);
+    await until('backup deleted', 30_000, async () => (await admin.request('GET', `/volume/v3/${admin.projectId}/backups/${backupId}`)).status === 404);
+  }
+  for (const volumeId of ourVolumeIds) {
+    const r = await admin.request('DELETE', `/volume/v3/${admin.projectId}/volumes/${volumeId}`);
+    assert.ok(r.status === 202 || r.status === 404, `${volumeId}: ${r.status} ${r.text}`);
+  }
+  for (const volumeId of ourVolumeIds) await admin.waitVolume(volumeId, ['deleted'], 30_000);
+  // A delete answers once the image is in the trash; the purge follows in the background.
+  await until('no image of the run left in the pool or its trash', 30_000, async () => (await ourImages()).length === 0);
+  assert.deepEqual((await backupsPool!.listImages()).filter((name) => [...ourVolumeIds].some((id) => name.includes(id))), [], 'no backup image of the run left');
 });

@@ -235,11 +235,15 @@ describe('NbdServer', () => {
       ['vol-zero', false],
       ['vol-raw', false],
       ['vol-ro', true],
+      ['vol-multi', false],
+      ['vol-qos', false],
     ] as const) {
       const p = path.join(dir, `${name}.raw`);
       await createSparse(p, exportBytes);
       exports.set(name, { path: p, sizeBytes: exportBytes, readOnly });
     }
+    // Limits far above what the test moves: only their presence matters (multi-conn is then off).
+    exports.set('vol-qos', { ...exports.get('vol-qos')!, limits: { total_iops_sec: 1_000_000 } });
     // Recognisable content in the read-only volume.
     const fh = await open(file('vol-ro'), 'r+');
     await fh.write(Buffer.alloc(4096, 0x5a), 0, 4096, 0);
@@ -311,6 +315,40 @@ describe('NbdServer', () => {
       exports: Array<Record<string, unknown>>;
     };
     assert.equal(ro.exports[0]?.['is_read_only'], true);
+  });
+
+  test('multi-conn: advertised unless the export has QoS limits; nbdcopy then opens several connections; a write flushed on one connection reads back on another', async () => {
+    const canMultiConn = async (name: string): Promise<unknown> =>
+      (JSON.parse(await tool('nbdinfo', ['--json', url(name)])) as { exports: Array<Record<string, unknown>> }).exports[0]?.['can_multi_conn'];
+    assert.equal(await canMultiConn('vol-multi'), true);
+    assert.equal(await canMultiConn('vol-ro'), true);
+    // QoS is paced per connection: several connections would multiply the volume's limits.
+    assert.equal(await canMultiConn('vol-qos'), false);
+
+    const source = randomBytes(2 * MiB);
+    const inFile = path.join(dir, 'multi-in.raw');
+    await writeFile(inFile, source);
+    const copyArgs = (to: string): string[] => ['--verbose', '--connections=2', '--threads=2', inFile, url(to)];
+    assert.match(await tool('nbdcopy', copyArgs('vol-multi')), /connections=2 /);
+    assert.ok((await readRange(file('vol-multi'), 0, 2 * MiB)).equals(source));
+    assert.match(await tool('nbdcopy', copyArgs('vol-qos')), /connections=1 /);
+
+    // Two connections open at once: what one wrote and flushed, the other reads.
+    const [writer, reader] = await Promise.all([RawClient.connect(port), RawClient.connect(port)]);
+    try {
+      await writer.connectExport('vol-multi');
+      await reader.connectExport('vol-multi');
+      const data = randomBytes(4096);
+      writer.write(Buffer.concat([writer.request(NBD_CMD_WRITE, 1, 3 * MiB, data.length, 0, data), writer.request(NBD_CMD_FLUSH, 2, 0, 0)]));
+      assert.deepEqual([(await writer.readReply()).error, (await writer.readReply()).error], [0, 0]);
+      reader.write(reader.request(NBD_CMD_READ, 3, 3 * MiB, data.length));
+      const got = await reader.readReply(new Map([[3, data.length]]));
+      assert.equal(got.error, 0);
+      assert.ok(got.data.equals(data));
+    } finally {
+      writer.close();
+      reader.close();
+    }
   });
 
   test('unknown export is refused', async () => {

@@ -35,6 +35,9 @@ import { ExtensionsBody, perVersion } from './schemas.ts';
 import { serviceRoutes } from './services.ts';
 import { snapshotRoutes } from './snapshots.ts';
 import { defaultsRoutes } from './defaults.ts';
+import { GroupTypes, VolumeGroups } from '../groups.ts';
+import { groupTypeRoutes } from './group-types.ts';
+import { groupPolicyDefaults, groupRoutes } from './groups.ts';
 import { manageRoutes } from './manage.ts';
 import { qosRoutes } from './qos.ts';
 import { transferRoutes } from './transfers.ts';
@@ -70,6 +73,15 @@ export interface VolumeAppOptions {
   /** Check every reply against its declared schema; default: `[api] validate_responses` or PUMICE_VALIDATE_RESPONSES. */
   validateResponses?: boolean;
   log?: (message: string) => void;
+}
+
+/**
+ * The generic volume group routes (3.11+): group types, groups, group
+ * snapshots. Kept apart from declaredVolumeRoutes so that their contract
+ * test (test/e2e/volume-groups.test.ts) checks their coverage.
+ */
+export function declaredGroupRoutes(groups: VolumeGroups, osapiMaxLimit: number): AnyRouteSpec[] {
+  return [...groupTypeRoutes(groups.types), ...groupRoutes(groups, osapiMaxLimit)];
 }
 
 /** The Block Storage routes as declarations (contract tests and docs walk them). */
@@ -123,7 +135,7 @@ export function volumeApp(
     transfers: new VolumeTransfers(db, service, service.quotas),
     qos: new QosSpecs(db),
   };
-  const policy = new PolicyTable({ ...volumePolicyDefaults, ...backupPolicyDefaults }, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
+  const policy = new PolicyTable({ ...volumePolicyDefaults, ...backupPolicyDefaults, ...groupPolicyDefaults }, options.policyOverrides ?? loadPolicyOverrides(service.config.oslo_policy.policy_file));
   const registerOptions = {
     policy,
     validateResponses: options.validateResponses ?? responseValidationEnabled(service.config.api.validate_responses),
@@ -131,6 +143,8 @@ export function volumeApp(
     versionText: (minor: number) => `3.${minor}`,
   };
   registerRoutes(router, declaredVolumeRoutes(deps), registerOptions);
+  const groups = new VolumeGroups(db, service, new GroupTypes(db, () => service.config.DEFAULT.default_group_type ?? null));
+  registerRoutes(router, declaredGroupRoutes(groups, osapiMaxLimit), registerOptions);
 
   const helpers: VolumeApiHelpers = {
     render: renderOptions,
