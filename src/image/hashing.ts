@@ -5,15 +5,19 @@
  * 143 MB/s; here the main thread only copies bytes into batches.
  *
  * Bytes are copied once, into batches of `batchBytes` in shared memory
- * (SharedArrayBuffer) that both workers read without a copy; a batch is
- * reused when both have hashed it. At most `slotsMax` batches exist per
- * upload: when all wait in the workers, `update` returns a promise to await,
- * so a fast client cannot fill memory and no garbage builds up.
+ * (SharedArrayBuffer) that both workers read without a copy. A store passes
+ * a `sink`: each full batch is also handed to it (the file or RBD write
+ * reads the same memory), so the bytes are copied once between the socket
+ * and the disk, and the write runs beside the hashing, not after it. A batch
+ * is reused when both workers and the sink are done with it. At most
+ * `slotsMax` batches exist per upload: when all are busy, `update` returns a
+ * promise to await, so a fast client cannot fill memory and no garbage
+ * builds up; the number of batches is also the number of writes in flight.
  */
 import { Worker } from 'node:worker_threads';
 
-const batchBytes = 4 << 20;
-const slotsMax = 8;
+const batchBytesDefault = 4 << 20;
+const slotsMaxDefault = 8;
 const algorithms = ['md5', 'sha512'] as const;
 type Algorithm = (typeof algorithms)[number];
 
@@ -113,13 +117,33 @@ export interface Digests {
   sha512Hex: string;
 }
 
+/** Writes `data` (a view of a shared batch: do not keep it) at byte `offset` of the stream. */
+export type BatchSink = (data: Buffer, offset: number) => Promise<void>;
+
+export interface StreamHasherOptions {
+  /** false: no hashing, batches only go to `sink` (data converted before it is stored). */
+  hash?: boolean;
+  sink?: BatchSink;
+  batchBytes?: number;
+  slotsMax?: number;
+}
+
 /**
- * The md5 and sha512 of a byte stream fed by `update`. Call `digest` once at
- * the end, or `abort` when the stream is abandoned. A worker that dies makes
+ * The md5 and sha512 of a byte stream fed by `update`, and with a `sink`,
+ * the stream written in batches. Call `digest` once at the end (it also
+ * waits for every write), or `abort` then `drain` when the stream is
+ * abandoned. A worker that dies, or a write that fails, makes
  * `update`/`digest` reject.
  */
 export class StreamHasher {
   private readonly id = nextSessionId++;
+  private readonly algorithms: readonly Algorithm[];
+  private readonly sink: BatchSink | null;
+  private readonly batchBytes: number;
+  private readonly slotsMax: number;
+  /** Bytes handed to the workers and the sink so far: the stream offset of the next batch. */
+  private postedBytes = 0;
+  private sinkWrites = 0;
   /** Shared-memory batches; `pending[i]` counts the workers still hashing slot i. */
   private readonly slots: Buffer[] = [];
   private readonly pending: number[] = [];
@@ -127,11 +151,17 @@ export class StreamHasher {
   private fill = 0;
   private readonly digests: Partial<Record<Algorithm, string>> = {};
   private failure: Error | null = null;
-  private wake: (() => void) | null = null;
+  /** Waiters for a slot to free or a write to finish (an update, `drain`). */
+  private waiters: (() => void)[] = [];
   private finished: { resolve: (d: Digests) => void; reject: (e: Error) => void } | null = null;
 
-  constructor() {
-    for (const algorithm of algorithms) {
+  constructor(options: StreamHasherOptions = {}) {
+    this.algorithms = options.hash === false ? [] : algorithms;
+    this.sink = options.sink ?? null;
+    this.batchBytes = options.batchBytes ?? batchBytesDefault;
+    this.slotsMax = options.slotsMax ?? slotsMaxDefault;
+    if (this.algorithms.length === 0 && !this.sink) throw new Error('StreamHasher: nothing to do (no hashing and no sink)');
+    for (const algorithm of this.algorithms) {
       workers[algorithm].open(this.id, {
         onAck: (slot) => {
           this.pending[slot]! -= 1;
@@ -151,14 +181,19 @@ export class StreamHasher {
   }
 
   private notify(): void {
-    const wake = this.wake;
-    this.wake = null;
-    wake?.();
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  private changed(): Promise<void> {
+    return new Promise<void>((resolve) => this.waiters.push(resolve));
   }
 
   private settle(): void {
     if (!this.finished) return;
     if (this.failure) this.finished.reject(this.failure);
+    else if (this.algorithms.length === 0) this.finished.resolve({ md5Hex: '', sha512Hex: '' });
     else if (this.digests.md5 !== undefined && this.digests.sha512 !== undefined) this.finished.resolve({ md5Hex: this.digests.md5, sha512Hex: this.digests.sha512 });
   }
 
@@ -166,8 +201,8 @@ export class StreamHasher {
   private freeSlot(): number {
     const free = this.pending.indexOf(0);
     if (free >= 0) return free;
-    if (this.slots.length >= slotsMax) return -1;
-    this.slots.push(Buffer.from(new SharedArrayBuffer(batchBytes)));
+    if (this.slots.length >= this.slotsMax) return -1;
+    this.slots.push(Buffer.from(new SharedArrayBuffer(this.batchBytes)));
     this.pending.push(0);
     return this.slots.length - 1;
   }
@@ -175,8 +210,23 @@ export class StreamHasher {
   private post(): void {
     if (this.current < 0 || this.fill === 0) return;
     const slot = this.current;
-    for (const algorithm of algorithms) workers[algorithm].update(this.id, slot, this.slots[slot]!, this.fill);
-    this.pending[slot] = algorithms.length;
+    const length = this.fill;
+    for (const algorithm of this.algorithms) workers[algorithm].update(this.id, slot, this.slots[slot]!, length);
+    this.pending[slot] = this.algorithms.length + (this.sink ? 1 : 0);
+    if (this.sink) {
+      this.sinkWrites += 1;
+      const done = () => {
+        this.sinkWrites -= 1;
+        this.pending[slot]! -= 1;
+        this.notify();
+      };
+      this.sink(this.slots[slot]!.subarray(0, length), this.postedBytes).then(done, (error: Error) => {
+        this.failure ??= error;
+        done();
+        this.settle();
+      });
+    }
+    this.postedBytes += length;
     this.current = -1;
     this.fill = 0;
   }
@@ -190,32 +240,44 @@ export class StreamHasher {
         this.current = this.freeSlot();
         if (this.current < 0) return this.waitThenUpdate(chunk.subarray(offset));
       }
-      const n = Math.min(chunk.length - offset, batchBytes - this.fill);
+      const n = Math.min(chunk.length - offset, this.batchBytes - this.fill);
       chunk.copy(this.slots[this.current]!, this.fill, offset, offset + n);
       this.fill += n;
       offset += n;
-      if (this.fill === batchBytes) this.post();
+      if (this.fill === this.batchBytes) this.post();
     }
     return undefined;
   }
 
   private async waitThenUpdate(rest: Buffer): Promise<void> {
-    while (!this.failure && this.pending.indexOf(0) < 0) await new Promise<void>((resolve) => (this.wake = resolve));
+    while (!this.failure && this.pending.indexOf(0) < 0) await this.changed();
     if (this.failure) throw this.failure;
     await this.update(rest);
   }
 
-  /** The digests of every byte passed to `update` (each awaited when it returned a promise). */
-  digest(): Promise<Digests> {
+  /**
+   * The digests of every byte passed to `update` (each awaited when it returned
+   * a promise), once every batch is written by the sink; empty strings when not hashing.
+   */
+  async digest(): Promise<Digests> {
     this.post();
+    await this.drain();
+    if (this.failure) throw this.failure;
     const done = new Promise<Digests>((resolve, reject) => (this.finished = { resolve, reject }));
-    for (const algorithm of algorithms) workers[algorithm].digest(this.id);
+    for (const algorithm of this.algorithms) workers[algorithm].digest(this.id);
     this.settle();
     return done;
   }
 
-  /** Forgets the session (the upload failed); safe to call more than once. */
+  /** Resolves when no sink write is in flight (before the target is closed or removed); never rejects. */
+  async drain(): Promise<void> {
+    while (this.sinkWrites > 0) await this.changed();
+  }
+
+  /** Forgets the session (the upload failed); safe to call more than once. Await `drain` before closing the sink's target. */
   abort(): void {
-    for (const algorithm of algorithms) workers[algorithm].abort(this.id);
+    for (const algorithm of this.algorithms) workers[algorithm].abort(this.id);
+    this.failure ??= new Error('upload abandoned');
+    this.notify();
   }
 }

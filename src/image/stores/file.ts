@@ -3,15 +3,26 @@
  * image in `filesystem_store_datadir`, named by the image id. Writes go to
  * `<id>.<random>.tmp` in the same directory and become visible only by an
  * atomic rename after an fsync, so a crash never leaves a half image under
- * an image's name. All-zero chunks are skipped (the file stays sparse).
+ * an image's name. Runs of zeros (64 KiB granules) are not written: the
+ * file stays sparse. The body is copied once, into shared batches that the
+ * hash workers and the file writes read in place.
  */
 import { randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync } from 'node:fs';
-import { open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StreamHasher } from '../hashing.ts';
+import { nonZeroRuns } from '../zero-runs.ts';
+
+/**
+ * Writes go to the file in batches of this size, several at once: one
+ * pwrite per 64 KiB socket chunk, each awaited before the next, held uploads
+ * to a quarter of `cp`'s speed.
+ */
+const writeBatchBytes = 8 << 20;
+const writesInFlightMax = 6;
 
 export interface StoredData {
   sizeBytes: number;
@@ -45,14 +56,20 @@ export class SizeLimitExceeded extends Error {
   }
 }
 
-const zeroChunk = Buffer.alloc(1 << 20);
-
-function isAllZero(chunk: Buffer): boolean {
-  for (let offset = 0; offset < chunk.length; offset += zeroChunk.length) {
-    const length = Math.min(zeroChunk.length, chunk.length - offset);
-    if (zeroChunk.compare(chunk, offset, offset + length, 0, length) !== 0) return false;
+/** Writes the non-zero runs of `data` at `at` (all at once: they are disjoint); failures are the store's. */
+async function writeRuns(handle: FileHandle, data: Buffer, at: number): Promise<void> {
+  const writes = nonZeroRuns(data).map(async ([start, end]) => {
+    // pwrite may write less than asked: loop until the run is written.
+    for (let done = start; done < end; ) {
+      const { bytesWritten } = await handle.write(data, done, end - done, at + done);
+      done += bytesWritten;
+    }
+  });
+  try {
+    await Promise.all(writes);
+  } catch (error) {
+    throw new StoreWriteError(error as Error);
   }
-  return true;
 }
 
 /**
@@ -84,24 +101,27 @@ export class FileStore {
     const tempPath = join(this.directory, `${imageId}.${randomBytes(6).toString('hex')}.tmp`);
     const handle = await open(tempPath, 'wx', 0o600);
     // hash: false for data that is converted before it is stored (its checksums would describe other bytes).
-    const hasher = options.hash === false ? null : new StreamHasher();
+    const pipelineOfBatches = new StreamHasher({
+      hash: options.hash !== false,
+      batchBytes: writeBatchBytes,
+      slotsMax: writesInFlightMax,
+      sink: (data, at) => writeRuns(handle, data, at),
+    });
     let position = 0;
     const sink = new Writable({
       highWaterMark: 1 << 20,
       write(chunk: Buffer, _encoding, callback) {
-        const at = position;
         position += chunk.length;
         if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
-        const hashed = hasher?.update(chunk);
-        const written = isAllZero(chunk) ? undefined : handle.write(chunk, 0, chunk.length, at).catch((error: Error) => Promise.reject(new StoreWriteError(error)));
-        if (!hashed && !written) return callback();
-        Promise.all([hashed, written]).then(() => callback(), (error: Error) => callback(error));
+        const busy = pipelineOfBatches.update(chunk);
+        if (!busy) return callback();
+        busy.then(() => callback(), (error: Error) => callback(error));
       },
     });
     let digests;
     try {
       await pipeline(source, sink);
-      digests = hasher ? await hasher.digest() : { md5Hex: '', sha512Hex: '' };
+      digests = await pipelineOfBatches.digest();
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
         await handle.truncate(position);
@@ -111,7 +131,8 @@ export class FileStore {
         throw new StoreWriteError(error as Error);
       }
     } catch (error) {
-      hasher?.abort();
+      pipelineOfBatches.abort();
+      await pipelineOfBatches.drain();
       await handle.close().catch(() => undefined);
       await rm(tempPath, { force: true });
       throw error;

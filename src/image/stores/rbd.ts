@@ -21,6 +21,7 @@ import { CephConfigProblem, resolveCephClient, type CephClientSettings } from '.
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
 import { errors, PumiceError } from '../../errors.ts';
 import { StreamHasher } from '../hashing.ts';
+import { nonZeroRuns } from '../zero-runs.ts';
 import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './file.ts';
 
 export interface RbdStoreOptions {
@@ -47,33 +48,10 @@ const probeBytes = 1 << 20;
 const readChunkBytes = 4 << 20;
 /** As `rbd import` (rbd_concurrent_management_ops = 10): fewer left the OSDs idle between writes. */
 const writesInFlightMax = 10;
+/** Batches beyond the writes in flight: the hash workers may still be reading a batch whose write is done. */
+const batchesHashingMax = 4;
 /** Layering (clones) + exclusive-lock + object-map + fast-diff + deep-flatten, as Glance's rbd store asks for. */
 const imageFeatures = 1 | 4 | 8 | 16 | 32;
-const zeroBlock = Buffer.alloc(1 << 20);
-
-function isAllZero(chunk: Buffer): boolean {
-  for (let offset = 0; offset < chunk.length; offset += zeroBlock.length) {
-    const length = Math.min(zeroBlock.length, chunk.length - offset);
-    if (zeroBlock.compare(chunk, offset, offset + length, 0, length) !== 0) return false;
-  }
-  return true;
-}
-
-const granuleBytes = 64 * 1024;
-
-/** [start, end) ranges of `data` made of granules that are not all zero, adjacent granules merged. */
-function nonZeroRuns(data: Buffer): [number, number][] {
-  const runs: [number, number][] = [];
-  for (let offset = 0; offset < data.length; offset += granuleBytes) {
-    const end = Math.min(offset + granuleBytes, data.length);
-    if (isAllZero(data.subarray(offset, end))) continue;
-    const last = runs[runs.length - 1];
-    if (last && last[1] === offset) last[1] = end;
-    else runs.push([offset, end]);
-  }
-  return runs;
-}
-
 export class RbdStore {
   readonly id = 'rbd';
   /** Volumes boot from clones of the stored bytes: non-raw images are converted (or refused) on import. */
@@ -229,64 +207,39 @@ export class RbdStore {
       await io.removeImage(imageId).catch(() => undefined);
       throw this.explain(error, `open ${imageId}`);
     }
-    const hasher = new StreamHasher();
     const blockBytes = Math.min(this.objectSizeBytes, 8 << 20);
     const probe: Buffer[] = [];
     let probeLength = 0;
     let position = 0;
     let imageSize = initialSize;
-    // Blocks are reused once their writes complete: at most writesInFlightMax + 1 exist, and no garbage builds up.
-    const freeBlocks: Buffer[] = [];
-    const takeBlock = (): Buffer => freeBlocks.pop() ?? Buffer.allocUnsafe(blockBytes);
-    let block: Buffer = takeBlock();
-    let blockFill = 0;
-    let blockOffset = 0;
-    const inFlight = new Set<Promise<void>>();
-    let writeError: Error | null = null;
-
-    const ensureSize = async (end: number): Promise<void> => {
-      if (end <= imageSize) return;
-      // Grow ahead (doubling, capped at 1 GiB steps) so a long stream resizes rarely; trimmed at the end.
-      const target = Math.max(end, Math.min(imageSize * 2, imageSize + (1 << 30)));
-      await image.resize(target);
-      imageSize = target;
+    // Resizes run one at a time, in the order the batches ask for them.
+    let sizing: Promise<void> = Promise.resolve();
+    const ensureSize = (end: number): Promise<void> => {
+      sizing = sizing.then(async () => {
+        if (end <= imageSize) return;
+        // Grow ahead (doubling, capped at 1 GiB steps) so a long stream resizes rarely; trimmed at the end.
+        const target = Math.max(end, Math.min(imageSize * 2, imageSize + (1 << 30)));
+        await image.resize(target);
+        imageSize = target;
+      });
+      return sizing;
     };
-    const flushBlock = async (): Promise<void> => {
-      if (blockFill === 0) return;
-      const full = block;
-      const data = full.subarray(0, blockFill);
-      const at = blockOffset;
-      blockOffset += blockFill;
-      block = takeBlock();
-      blockFill = 0;
-      if (isAllZero(data)) {
-        freeBlocks.push(full);
-        return;
-      }
-      // Only the runs of non-zero granules are written, so objects hold no zeros they need not.
-      const runs = nonZeroRuns(data);
-      let runsLeft = runs.length;
-      const settled = () => {
-        runsLeft -= 1;
-        if (runsLeft === 0) freeBlocks.push(full);
-      };
-      for (const [start, end] of runs) {
-        while (inFlight.size >= writesInFlightMax) await Promise.race(inFlight);
-        if (writeError) throw writeError;
-        await ensureSize(at + data.length);
-        const pending: Promise<void> = image.write(at + start, data.subarray(start, end)).then(
-          () => {
-            inFlight.delete(pending);
-            settled();
-          },
-          (error: Error) => {
-            inFlight.delete(pending);
-            writeError ??= new StoreWriteError(error);
-          },
-        );
-        inFlight.add(pending);
-      }
-    };
+    // The body is copied once, into shared batches that the hash workers and librbd (aio, in place) read;
+    // each batch is one object-sized write, or its non-zero runs: objects hold no zeros they need not.
+    const batches = new StreamHasher({
+      batchBytes: blockBytes,
+      slotsMax: writesInFlightMax + batchesHashingMax,
+      sink: async (data, at) => {
+        const runs = nonZeroRuns(data);
+        if (runs.length === 0) return;
+        try {
+          await ensureSize(at + data.length);
+          await Promise.all(runs.map(([start, end]) => image.write(at + start, data.subarray(start, end))));
+        } catch (error) {
+          throw new StoreWriteError(error as Error);
+        }
+      },
+    });
 
     const sink = new Writable({
       highWaterMark: 1 << 20,
@@ -298,33 +251,16 @@ export class RbdStore {
           probe.push(Buffer.from(part));
           probeLength += part.length;
         }
-        const hashed = hasher.update(chunk);
-        void (async () => {
-          if (hashed) await hashed;
-          let offset = 0;
-          while (offset < chunk.length) {
-            const n = Math.min(chunk.length - offset, blockBytes - blockFill);
-            chunk.copy(block, blockFill, offset, offset + n);
-            blockFill += n;
-            offset += n;
-            if (blockFill === blockBytes) await flushBlock();
-          }
-        })().then(() => callback(writeError), (error: Error) => callback(error instanceof StoreWriteError ? error : new StoreWriteError(error)));
-      },
-      final(callback) {
-        flushBlock().then(() => callback(), (error: Error) => callback(error instanceof StoreWriteError ? error : new StoreWriteError(error)));
+        const busy = batches.update(chunk);
+        if (!busy) return callback();
+        busy.then(() => callback(), (error: Error) => callback(error));
       },
     });
     const tempPath = join(this.probeDirectory, `${imageId}.${randomBytes(6).toString('hex')}.probe`);
     let digests;
     try {
-      try {
-        await pipeline(source, sink);
-      } finally {
-        await Promise.all(inFlight);
-      }
-      if (writeError) throw writeError;
-      digests = await hasher.digest();
+      await pipeline(source, sink);
+      digests = await batches.digest();
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
         if (imageSize !== position) await image.resize(position);
@@ -335,7 +271,8 @@ export class RbdStore {
       }
       await writeFile(tempPath, Buffer.concat(probe), { mode: 0o600 });
     } catch (error) {
-      hasher.abort();
+      batches.abort();
+      await batches.drain();
       await image.close().catch(() => undefined);
       await io.removeImage(imageId).catch(() => undefined);
       await rm(tempPath, { force: true });
