@@ -337,6 +337,78 @@ test('CLI day against the multi-host cloud: token, volume create/list, snapshot 
   await admin.waitVolume(volumeId!, ['deleted'], 30_000);
 });
 
+/**
+ * One request as an OpenStack client makes it: a refused connection or a 503 (the service is
+ * not there right now) is retried after a pause, up to a bound; any other answer is final.
+ */
+async function requestRetrying(method: string, path: string, body: unknown, retries: { count: number }): Promise<{ status: number; body: any; text: string }> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = await admin.request(method, path, body);
+      if (r.status !== 503 || attempt >= 30) return r;
+    } catch (error) {
+      if (!/ECONNREFUSED/.test(String((error as { cause?: unknown }).cause ?? error)) || attempt >= 30) throw error;
+    }
+    retries.count++;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/**
+ * Not on Ceph yet: a volume host's start-up maintain() purges every volume-* entry of the pool's
+ * trash, racing the purge another member runs after a delete; librbd then aborts the process
+ * (TrimRequest.cc:72 ceph_assert(exclusive_lock->is_lock_owner()), seen here at vol-a's restart).
+ * Enable it on Ceph once the driver leaves recently trashed images to the member that trashed them.
+ */
+const rollingOnCeph = cephLab ? "the RBD driver's start-up trash purge races another member's purge and librbd aborts the process (see the comment above)" : false;
+
+test('rolling restart of the volume hosts under a create/delete load: no request lost, every task run once', { skip: unavailable ?? rollingOnCeph }, async () => {
+  const workers = 4;
+  const retries = { count: 0 };
+  const cycled: string[] = [];
+  let restarting = true;
+  const volumesPath = `/volume/v3/${admin.projectId}/volumes`;
+  const client = async (worker: number) => {
+    for (let i = 0; restarting; i++) {
+      const created = await requestRetrying('POST', volumesPath, { volume: { size: 1, name: `rolling-${worker}-${i}` } }, retries);
+      assert.equal(created.status, 202, created.text);
+      const volumeId = created.body.volume.id as string;
+      ourVolumeIds.add(volumeId);
+      await waitAvailable(volumeId, 60_000);
+      const deleted = await requestRetrying('DELETE', `${volumesPath}/${volumeId}`, undefined, retries);
+      assert.equal(deleted.status, 202, deleted.text);
+      await admin.waitVolume(volumeId, ['deleted'], 60_000);
+      cycled.push(volumeId);
+    }
+  };
+  const load = Promise.all(Array.from({ length: workers }, (_, worker) => client(worker)));
+  try {
+    for (const host of ['vol-a', 'vol-b']) {
+      await until(`cycles under way before ${host} restarts`, 60_000, () => cycled.length >= 2);
+      const before = cycled.length;
+      const old = running[host]!;
+      process.kill(old.pid, 'SIGTERM');
+      assert.equal(await old.exited, 0, `${host} stopped cleanly:\n${old.output().slice(-2000)}`);
+      await startHost(host, 'volume,backup');
+      await until(`${host} up again`, 30_000, async () => (await volumeServices()).some((s) => s.host === `${host}@${backend}` && s.state === 'up'));
+      await until(`cycles under way after ${host} restarted`, 60_000, () => cycled.length >= before + 2);
+    }
+  } finally {
+    restarting = false;
+  }
+  await load;
+  // Every create and every delete ran once, on one host or the other; no task is left.
+  for (const volumeId of cycled) {
+    await until(`the create and delete of ${volumeId} recorded`, 10_000, () => {
+      const done = [...taskEvents('vol-a', 'task.done', volumeId), ...taskEvents('vol-b', 'task.done', volumeId)].map((e) => e['kind']).sort();
+      assert.ok(done.length <= 2, `${volumeId}: ${done.join(', ')}`);
+      return done.length === 2 && done;
+    }).then((done) => assert.deepEqual(done, ['volume.create', 'volume.delete'], volumeId));
+    assert.equal(db!.get('SELECT 1 FROM tasks WHERE resource_id = ?', volumeId), undefined, `no task row left for ${volumeId}`);
+  }
+  console.log(`rolling restart: ${cycled.length} create/delete cycles by ${workers} clients across the restarts of vol-a and vol-b, ${retries.count} retried requests`);
+});
+
 test('every volume of the run deleted through the cluster leaves no RBD image of it in the pool, the taken-over one included', { skip: unavailable ?? noCephLab }, async () => {
   for (const backupId of ourBackupIds) {
     const r = await admin.request('DELETE', `/volume/v3/${admin.projectId}/backups/${backupId}`);
