@@ -34,6 +34,7 @@ import type { ServerService } from './servers.ts';
 import { computeQueue, releaseQueue, type EvacuatePayload } from './servers.ts';
 import { fenceRbdDisks, rbdWatchers, unfence, type FenceRecord, type RbdDiskRef } from './evacuation.ts';
 import { LiveMigrationTasks, type LiveMigrationHost } from './live-migration-agent.ts';
+import { MigrationProbeListener, parseProbeReport, probeMigrationTargets } from './migration-probe.ts';
 
 const execFileAsync = promisify(execFile);
 const GiB = 1024 ** 3;
@@ -76,6 +77,9 @@ export interface ComputeAgentOptions {
   powerSyncIntervalS?: number;
 }
 
+/** A compute host that does not accept a TCP connection within this is unreachable for live migration. */
+const migrationProbeTimeoutMs = 1000;
+
 export class ComputeAgent {
   readonly host: string;
   private readonly zone: string;
@@ -84,6 +88,9 @@ export class ComputeAgent {
   private powerSyncRunning = false;
   /** Servers a task of this agent is working on: the power sync leaves them alone. */
   private readonly busy = new Set<string>();
+  /** The other compute hosts probe this listener to learn they reach our live-migration address. */
+  private readonly migrationProbe = new MigrationProbeListener();
+  private migrationProbeAddress: { address: string; port: number } | null = null;
 
   constructor(private readonly o: ComputeAgentOptions) {
     this.host = o.config.DEFAULT.host;
@@ -132,6 +139,7 @@ export class ComputeAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    await this.migrationProbe.close();
     await this.o.queue.stop();
     await this.o.hypervisor.close();
   }
@@ -183,6 +191,28 @@ export class ComputeAgent {
       diskDetail: { ...diskDetail, instances_path: path },
       cpuInfo: { arch: 'x86_64', model: cpus()[0]?.model ?? 'unknown', vendor: 'unknown', topology: { cells: 1, sockets: 1, cores: cpus().length, threads: 1 }, features: [] },
     });
+    await this.probeMigrationPeers();
+  }
+
+  /**
+   * Listens for the other hosts' probes (once) and probes theirs, each bounded by
+   * migrationProbeTimeoutMs; the result goes to compute_nodes.report for `pumice doctor`. A problem is
+   * logged, never thrown: the node report goes on.
+   */
+  private async probeMigrationPeers(): Promise<void> {
+    try {
+      this.migrationProbeAddress ??= await this.migrationProbe.start(this.o.config.libvirt.live_migration_inbound_addr);
+      const targets = this.o.hosts.services({ binary: computeBinary })
+        .filter((s) => s.host !== this.host && this.o.hosts.isUp(s))
+        .flatMap((s) => {
+          const probe = parseProbeReport(this.o.hosts.node(s.host)?.report).migration_probe;
+          return probe ? [{ host: s.host, ...probe }] : [];
+        });
+      const reach = await probeMigrationTargets(targets, migrationProbeTimeoutMs);
+      this.o.hosts.recordMigrationProbe(this.host, { migration_probe: this.migrationProbeAddress, migration_reach: reach });
+    } catch (error) {
+      this.o.log(`WARNING: compute: live-migration probe of the other hosts failed: ${(error as Error).message}`);
+    }
   }
 
   /** The vms pool's space as Ceph accounts it: raw capacity divided by the pool's replicas (3.5 TB raw with 2 replicas is 1.75 TB). */

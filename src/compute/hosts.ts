@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import type { Db } from '../db/db.ts';
 import { errors } from '../errors.ts';
 import { nowIso } from './model.ts';
+import type { MigrationProbeReport } from './migration-probe.ts';
 
 export const computeBinary = 'nova-compute';
 export const schedulerBinary = 'nova-scheduler';
@@ -183,6 +184,11 @@ export class ComputeHosts {
       this.db.run('DELETE FROM services WHERE id = ?', id);
       if (row.binary === computeBinary) this.db.run('DELETE FROM compute_nodes WHERE host = ?', row.host);
     });
+  }
+
+  /** The agent's live-migration probe record (compute_nodes.report; src/compute/migration-probe.ts), apart from its resources. */
+  recordMigrationProbe(host: string, report: MigrationProbeReport): void {
+    this.db.run('UPDATE compute_nodes SET report = ? WHERE host = ?', JSON.stringify(report), host);
   }
 
   nodes(): ComputeNodeRow[] {

@@ -3,11 +3,14 @@
  * (its [libvirt] live_migration_inbound_addr can be listened on), do the
  * compute hosts agree on what a guest sees (QEMU version, hence machine
  * types; the host CPU model under KVM), and are the servers' disks on shared
- * storage. The other hosts are read from the database their agents report to.
+ * storage; does every up compute host reach the others' migration address
+ * (each agent probes the others: src/compute/migration-probe.ts). The other
+ * hosts are read from the database their agents report to.
  */
 import net from 'node:net';
 import type { PumiceConfig } from '../config/config.ts';
 import type { Db } from '../db/db.ts';
+import { parseProbeReport, reachabilityCheck } from './migration-probe.ts';
 
 export interface MigrationCheck {
   name: string;
@@ -46,6 +49,13 @@ export async function liveMigrationChecks(config: PumiceConfig, db: Db): Promise
           detail: `the compute hosts differ (${[...groups].map(([what, hosts]) => `${hosts.join(', ')}: ${what}`).join('; ')}): a guest started on one may not run on another (machine type pc-i440fx-X.Y and CPU flags follow QEMU and the CPU). Install the same qemu-system-x86 version everywhere, or keep live migrations within one group.`,
         });
   }
+
+  // Every ordered pair of up compute hosts: the source's agent reached the target's probe listener.
+  const downAfterMs = config.DEFAULT.service_down_time * 1000;
+  const up = new Set(db.all<{ host: string; forced_down: number; heartbeat_at: string | null }>("SELECT host, forced_down, heartbeat_at FROM services WHERE binary = 'nova-compute'")
+    .filter((s) => !s.forced_down && s.heartbeat_at !== null && Date.now() - Date.parse(s.heartbeat_at) <= downAfterMs).map((s) => s.host));
+  const reports = db.all<{ host: string; report: string }>('SELECT host, report FROM compute_nodes ORDER BY host').filter((n) => up.has(n.host));
+  checks.push(reachabilityCheck(reports.map((n) => ({ host: n.host, report: parseProbeReport(n.report) }))));
 
   const notShared = db.all<{ server_id: string; volume_id: string | null; connection_info: string | null; destination_type: string }>(
     `SELECT b.server_id, b.volume_id, b.connection_info, b.destination_type FROM block_device_mappings b JOIN servers s ON s.id = b.server_id
