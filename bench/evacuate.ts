@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { readLab } from '../src/ceph/lab.ts';
 import { testGuestImage } from '../test/helpers/guest.ts';
-import { startComputeHost, type ComputeHostProcess } from '../test/helpers/compute-host.ts';
+import { cephComputeConfig, startComputeHost, type ComputeHostProcess } from '../test/helpers/compute-host.ts';
 import { arg, argString, cleanupOnSignal, cpuMeter, flag, login, now, sleep, startServer, waitVolumeStatus, type Server, type Session } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
@@ -56,49 +56,22 @@ function s1(msValue: number): string {
 }
 
 function config(cephParts: { confPath: string; keyringPath: string } | null): string {
-  const common = `[DEFAULT]
-report_interval = 1
-service_down_time = 5
-`;
-  const computeSection = `[compute]
-auto_evacuate = true
+  const computeLines = `auto_evacuate = true
 auto_evacuate_grace_s = 0
 evacuation_blocklist_expire_s = 600
 # --instances guests of 1 vCPU on one host of 2 cores.
 cpu_allocation_ratio = 16
 `;
-  if (!cephParts) return `${common}\n[libvirt]\nvirt_type = qemu\n\n${computeSection}`;
-  return `${common}enabled_backends = ceph
-show_image_direct_url = true
-
-[ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
-volume_backend_name = ceph
-rbd_pool = volumes
-rbd_user = cinder
-rbd_ceph_conf = ${cephParts.confPath}
-rbd_secret_uuid = ${secretUuid}
-rados_connect_timeout = 5
-
-[glance_store]
-stores = rbd
-default_store = rbd
-rbd_store_pool = images
-rbd_store_user = glance
-rbd_store_ceph_conf = ${cephParts.confPath}
-rbd_store_chunk_size = 8
+  if (cephParts) return cephComputeConfig({ confPath: cephParts.confPath, secretUuid, rbdUser: fenceUser, keyringPath: cephParts.keyringPath, serviceDownTimeS: 5, compute: computeLines });
+  return `[DEFAULT]
+report_interval = 1
+service_down_time = 5
 
 [libvirt]
 virt_type = qemu
-images_type = rbd
-images_rbd_pool = vms
-images_rbd_ceph_conf = ${cephParts.confPath}
-rbd_user = ${fenceUser}
-rbd_keyring = ${cephParts.keyringPath}
-rbd_secret_uuid = ${secretUuid}
-disk_cachemodes = network=writeback
 
-${computeSection}`;
+[compute]
+${computeLines}`;
 }
 
 async function uploadGuest(s: Session): Promise<string> {

@@ -31,10 +31,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
-import { openstack, openstackJson, repoRoot, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
-import { startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
-import { guestMarkers, tickCounters } from '../helpers/guest.ts';
+import { cephComputeConfig, hostRebalance, startComputeHost, waitComputeService, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { assertConsecutive, guestMarkers, tickCounters } from '../helpers/guest.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
@@ -50,53 +50,11 @@ let env: Record<string, string>;
 let imageId = '';
 const notes: string[] = [];
 
-function config(extraLibvirt = ''): string {
-  return `[DEFAULT]
-enabled_backends = ceph
-show_image_direct_url = true
-report_interval = 1
-service_down_time = 4
-
-[ceph]
-volume_driver = cinder.volume.drivers.rbd.RBDDriver
-volume_backend_name = ceph
-rbd_pool = volumes
-rbd_user = cinder
-rbd_ceph_conf = ${lab.confPath}
-rbd_secret_uuid = ${secretUuid}
-rados_connect_timeout = 5
-
-[glance_store]
-stores = rbd
-default_store = rbd
-rbd_store_pool = images
-rbd_store_user = glance
-rbd_store_ceph_conf = ${lab.confPath}
-rbd_store_chunk_size = 8
-
-[libvirt]
-virt_type = qemu
-images_type = rbd
-images_rbd_pool = vms
-images_rbd_ceph_conf = ${lab.confPath}
-rbd_user = cinder
-rbd_keyring = ${lab.keyringPath('cinder')}
-rbd_secret_uuid = ${secretUuid}
-disk_cachemodes = network=writeback
-${extraLibvirt}
-`;
+function config(libvirt = '', compute = ''): string {
+  return cephComputeConfig({ confPath: lab.confPath, secretUuid, rbdUser: 'cinder', keyringPath: lab.keyringPath('cinder'), libvirt, compute });
 }
 
-async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await admin.request('GET', '/os-services?binary=nova-compute');
-    const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
-    if (svc && svc['state'] === state) return;
-    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
-    await new Promise((res) => setTimeout(res, 250));
-  }
-}
+const waitService = (host: string, state: 'up' | 'down', timeoutMs = 30_000) => waitComputeService(admin, host, state, timeoutMs);
 
 /** The first sector of an RBD volume, as the admin reads it. */
 async function volumeRecord(volumeId: string): Promise<string> {
@@ -118,23 +76,8 @@ async function volumeAttachments(volumeId: string): Promise<Row[]> {
   return r.body.attachments as Row[];
 }
 
-/** `pumice host rebalance HOST` beside the running cloud: its exit code and output. */
-async function rebalance(host: string): Promise<{ code: number; output: string }> {
-  const configPath = path.join(workDir, 'rebalance.conf');
-  writeFileSync(configPath, `${config()}\n[compute]\nfailback_healthy_seconds = 2\n`);
-  return execFileAsync(process.execPath, [path.join(repoRoot, 'bin', 'pumice.mjs'), 'host', 'rebalance', host, '--data-dir', pumice.dataDir, '--config', configPath], { cwd: repoRoot, timeout: 180_000 }).then(
-    (r) => ({ code: 0, output: r.stdout + r.stderr }),
-    (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: e.code ?? -1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` }),
-  );
-}
-
-/** Every acknowledged tick went up by exactly one from the one before. */
-function assertConsecutive(ticks: number[], what: string): void {
-  assert.ok(ticks.length > 0, `${what}: no ticks`);
-  for (let i = 1; i < ticks.length; i++) {
-    assert.equal(ticks[i], ticks[i - 1]! + 1, `${what}: tick ${ticks[i - 1]} was followed by ${ticks[i]} (a lost or repeated write), around ${JSON.stringify(ticks.slice(Math.max(0, i - 3), i + 3))}`);
-  }
-}
+/** `pumice host rebalance HOST` beside the running cloud, fail-back allowed 2 s after a host's return. */
+const rebalance = (host: string) => hostRebalance({ dataDir: pumice.dataDir, configText: config('', 'failback_healthy_seconds = 2'), host });
 
 before(async () => {
   if (!shared) return;
@@ -146,6 +89,10 @@ before(async () => {
   imageId = await uploadGuestImage(admin.api);
   compute02 = await startComputeHost({ dataDir: pumice.dataDir, host: 'compute02', configText: config('live_migration_bandwidth = 1') });
   await waitService('compute02', 'up');
+  // compute02's agent probed pumice's migration address at start (pumice doctor reads it: src/compute/migration-probe.ts).
+  const { stdout: report } = await execFileAsync('sqlite3', [path.join(pumice.dataDir, 'pumice.db'), "SELECT report FROM compute_nodes WHERE host = 'compute02'"]);
+  const reach = (JSON.parse(report) as { migration_reach?: Record<string, { ok: boolean; detail: string }> }).migration_reach?.['pumice'];
+  assert.equal(reach?.ok, true, `compute02 reached pumice's migration probe: ${report}`);
 }, { timeout: 600_000 });
 
 after(async () => {
