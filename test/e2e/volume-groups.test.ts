@@ -156,6 +156,8 @@ print(json.dumps({'id': t.id, 'specs': specs, 'prop': prop, 'names': names}))`);
     await call(member, '3.13', 'GET', G, 200, undefined, 'groups.show_group');
     const vol = await call(member, M, 'GET', `/volumes/${volumes[0]}`, 200);
     assert.equal(vol.volume.group_id, group.ID, 'a member volume shows its group_id at 3.13+');
+    const filtered = (await call(member, M, 'GET', `/volumes?group_id=${group.ID}`, 200)).volumes as any[];
+    assert.deepEqual(filtered.map((v) => v.id).sort(), [...volumes].sort(), 'volumes filtered by group_id');
     await call(member, M, 'GET', '/groups', 200, undefined, 'groups.list_groups_no_detail');
     await call(member, M, 'GET', '/groups/detail', 200);
     await call(admin, '3.57', 'GET', '/groups/detail?all_tenants=1', 200, undefined, 'groups.list_groups_with_detail');
@@ -308,6 +310,7 @@ print('{}')`, group.ID);
       // groups
       { name: 'group: before 3.13', mv: '3.12', method: 'POST', path: '/groups', body: { group: { group_type: type, volume_types: [volumeType] } }, expect: 404, message: /3\.13/ },
       { name: 'group: no body', method: 'POST', path: '/groups', expect: 400 },
+      { name: 'volume: created straight into a group', method: 'POST', path: '/volumes', body: { volume: { size: 1, group_id: group } }, expect: 400, message: /add it to the group/ },
       { name: 'group: no group_type', method: 'POST', path: '/groups', body: { group: { volume_types: [volumeType] } }, expect: 400, message: /group_type/ },
       { name: 'group: no volume_types', method: 'POST', path: '/groups', body: { group: { group_type: type } }, expect: 400, message: /volume_types/ },
       { name: 'group: volume_types empty', method: 'POST', path: '/groups', body: { group: { group_type: type, volume_types: [] } }, expect: 400, message: /volume_types/ },

@@ -82,7 +82,7 @@ export function volumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       query.conditions.push(sql);
       query.params.push(value);
     };
-    for (const [param, column] of [['name', 'name'], ['display_name', 'name'], ['status', 'status'], ['availability_zone', 'availability_zone'], ['description', 'description'], ['migration_status', 'migration_status'], ['user_id', 'user_id']] as const) {
+    for (const [param, column] of [['name', 'name'], ['display_name', 'name'], ['status', 'status'], ['availability_zone', 'availability_zone'], ['description', 'description'], ['migration_status', 'migration_status'], ['user_id', 'user_id'], ['group_id', 'group_id']] as const) {
       const value = q.get(param);
       if (value !== null) add(`${column} = ?`, value);
     }
@@ -167,9 +167,14 @@ export function volumeRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
         }
         if (imageRef) ctx.authorize('volume:create_from_image');
         if (volume['multiattach']) throw errors.badRequest('Multiattach volumes are not supported by the configured backends.');
-        // No group exists in Pumice, so a reference to one is a client error (404 as in Cinder), not a 501.
-        const groupId = volume['group_id'] ?? volume['consistencygroup_id'];
-        if (groupId) throw new PumiceError('NotFound', `Group ${String(groupId)} could not be found (Pumice has no volume groups yet).`);
+        // Consistency groups do not exist (404 as in Cinder); a volume joins a generic group after it is made.
+        if (volume['consistencygroup_id']) throw new PumiceError('NotFound', `Consistency group ${String(volume['consistencygroup_id'])} could not be found (Pumice has generic volume groups only).`);
+        if (volume['group_id']) {
+          const groupId = String(volume['group_id']);
+          const group = deps.db.get<{ project_id: string }>('SELECT project_id FROM volume_groups WHERE id = ?', groupId);
+          if (!group || (!auth(ctx).isAdmin && group.project_id !== service.projectOf(auth(ctx)))) throw new PumiceError('NotFound', `Group ${groupId} could not be found.`);
+          throw errors.badRequest(`Creating a volume straight into group ${groupId} is not supported: create the volume, then add it to the group (PUT /groups/{id} with add_volumes).`);
+        }
         const { image, failure } = imageRef ? await lookUpImage(ctx, imageRef) : { image: null, failure: null };
         const row = service.createVolume(auth(ctx), {
           image,
