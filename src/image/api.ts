@@ -23,7 +23,7 @@ import { metadefRoutes } from './metadefs-api.ts';
 import {
   ImageCreateBody, ImageEntity, ImageList, ImageListQuery, ImportBody, ImportInfo, MemberCreateBody, MemberEntity, MemberList,
   MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreImageParams, StoreList, TagParams, VersionList,
-  ImageTaskList, TaskEntity, TaskList, TaskListQuery, TaskParams,
+  ImageTaskList, TaskCreateBody, TaskEntity, TaskList, TaskListQuery, TaskParams,
 } from './schemas.ts';
 
 const imageApiVersions = ['2.16', '2.15', '2.12', '2.11', '2.10', '2.9', '2.8', '2.7', '2.6', '2.5', '2.4', '2.3', '2.2', '2.1', '2.0'];
@@ -428,6 +428,13 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
           body['next'] = `/v2/tasks?${next.toString()}`;
         }
         return { status: 200, body };
+      },
+    }),
+    route({
+      method: 'POST', path: '/v2/tasks', policy: 'add_task', body: TaskCreateBody, responses: { 201: TaskEntity },
+      handler(ctx) {
+        const task = service.createImportTask(auth(ctx), ctx.body.type, ctx.body.input, ctx.requestId);
+        return { status: 201, body: renderTask(task, true), headers: { Location: `${ctx.serviceUrl}/v2/tasks/${task.id}` } };
       },
     }),
     route({

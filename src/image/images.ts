@@ -999,6 +999,51 @@ export class ImageService {
   }
 
   /**
+   * POST /v2/tasks, Glance's older import API (policy add_task: admins by
+   * default): `{"type": "import", "input": {"import_from": URL,
+   * "import_from_format": FORMAT, "image_properties": {...}}}` creates an
+   * image from `image_properties` (checked as POST /v2/images checks them)
+   * and imports the data at `import_from` through the same task as
+   * web-download (same allow-list, [import_filtering_opts]), into the default
+   * store. The image, the task record (type `import`) and the queued work are
+   * written in one transaction, so a refused request leaves nothing. The
+   * record goes pending → processing → success (result: the image id) or
+   * failure (message: why; the image stays queued without data).
+   */
+  createImportTask(auth: AuthContext, type: string, input: { import_from?: unknown; import_from_format?: unknown; image_properties?: unknown }, requestId: string | null): ImageTaskRow {
+    if (type !== 'import') throw errors.badRequest(`Task type '${type.slice(0, 40)}' is not available: the only task type is 'import' (or use POST /v2/images/{id}/import).`);
+    const uri = typeof input.import_from === 'string' ? input.import_from : undefined;
+    if (uri === undefined) throw errors.badRequest("Invalid input: the import task needs input.import_from, the http(s) address of the image's data.");
+    checkImportUri(uri, this.options.importFilter ?? null);
+    const format = input.import_from_format;
+    if (typeof format !== 'string' || !(diskFormats as readonly string[]).includes(format)) {
+      throw errors.badRequest(`Invalid input: input.import_from_format must be one of ${diskFormats.join(', ')}.`);
+    }
+    const properties = input.image_properties;
+    if (typeof properties !== 'object' || properties === null || Array.isArray(properties)) {
+      throw errors.badRequest('Invalid input: input.image_properties must be an object of image attributes, with at least container_format (and disk_format).');
+    }
+    const imageBody = { ...(properties as Record<string, unknown>) };
+    imageBody['disk_format'] ??= format;
+    if (imageBody['disk_format'] !== format) {
+      throw errors.badRequest(`Invalid input: import_from_format '${format}' differs from image_properties.disk_format '${String(imageBody['disk_format']).slice(0, 40)}'; a task does not convert here: give the same format.`);
+    }
+    if (imageBody['container_format'] === undefined) throw errors.badRequest('Invalid input: input.image_properties.container_format is required (for example "bare").');
+    const target = this.store;
+    this.mustConvert(format, target);
+    const taskId = randomUUID();
+    return this.db.transaction(() => {
+      const image = this.create(auth, imageBody);
+      this.transition(image.id, 'queued', 'importing');
+      this.setImportProperties(image.id, { task: taskId, importingTo: target.id, failed: '' });
+      this.recordTask(auth, taskId, image.id, 'web-download', [target.id], requestId, { type: 'import', input: { import_from: uri, import_from_format: format, image_properties: properties } });
+      const payload: ImportPayload = { taskId, method: 'web-download', uri, store: target.id };
+      this.options.tasks.enqueue(importTaskKind, image.id, imageTaskQueue, payload);
+      return this.db.get<ImageTaskRow>('SELECT * FROM image_tasks WHERE id = ?', taskId)!;
+    });
+  }
+
+  /**
    * copy-image (Glance's import method, policy `copy_image`: admins by
    * default): copies an active image's data from the store downloads read
    * into more stores, as a task; the image stays active meanwhile, its
@@ -1194,13 +1239,14 @@ export class ImageService {
 
   // ---- Glance task records (/v2/tasks) ----
 
-  private recordTask(auth: AuthContext, taskId: string, imageId: string, method: string, stores: string[], requestId: string | null): void {
+  /** `asTask`: a POST /v2/tasks record, with that type and the request's input (else an api_image_import of the import request). */
+  private recordTask(auth: AuthContext, taskId: string, imageId: string, method: string, stores: string[], requestId: string | null, asTask?: { type: string; input: unknown }): void {
     const now = new Date().toISOString();
-    const input = { image_id: imageId, import_req: { method: { name: method }, stores }, backend: stores };
+    const input = asTask?.input ?? { image_id: imageId, import_req: { method: { name: method }, stores }, backend: stores };
     this.db.run(
       `INSERT INTO image_tasks (id, type, status, owner, user_id, image_id, input, result, message, request_id, created_at, updated_at, expires_at)
-       VALUES (?, 'api_image_import', 'pending', ?, ?, ?, ?, NULL, '', ?, ?, ?, NULL)`,
-      taskId, auth.projectId ?? '', auth.userId ?? null, imageId, JSON.stringify(input), requestId, now, now,
+       VALUES (?, ?, 'pending', ?, ?, ?, ?, NULL, '', ?, ?, ?, NULL)`,
+      taskId, asTask?.type ?? 'api_image_import', auth.projectId ?? '', auth.userId ?? null, imageId, JSON.stringify(input), requestId, now, now,
     );
   }
 

@@ -200,6 +200,15 @@ export const TaskListQuery = Type.Object({
   status: Type.Optional(literals(taskStatuses)),
 }, closed);
 export const TaskParams = Type.Object({ task_id: Type.String({ minLength: 1, maxLength: 255 }) });
+/** POST /v2/tasks: Glance's import task (the input is checked further by ImageService.createImportTask). */
+export const TaskCreateBody = Type.Object({
+  type: Type.String({ minLength: 1, maxLength: 64 }),
+  input: Type.Object({
+    import_from: Type.String({ minLength: 1, maxLength: 2048 }),
+    import_from_format: Type.String({ minLength: 1, maxLength: 64 }),
+    image_properties: Type.Record(Type.String(), Type.Unknown()),
+  }, closed),
+}, closed);
 export const StoreImageParams = Type.Object({ store_id: Type.String({ minLength: 1, maxLength: 255 }), image_id: Type.String({ minLength: 1 }) });
 
 export const TagParams = Type.Object({ image_id: Type.String({ minLength: 1 }), tag: Type.String({ minLength: 1, maxLength: 255 }) });

@@ -472,6 +472,7 @@ describe('bad input on every route', () => {
     ['GET', `/v2/images/${UNKNOWN}/tasks`, 'member', false],
     ['DELETE', `/v2/stores/file/${UNKNOWN}`, 'admin', false],
     ['GET', '/v2/tasks', 'admin', false],
+    ['POST', '/v2/tasks', 'admin', true],
     ['GET', `/v2/tasks/${UNKNOWN}`, 'admin', false],
   ];
 
@@ -1365,6 +1366,21 @@ describe('bad input on every route', () => {
       { name: 'GET /image/v2/tasks?status=done', method: 'GET', path: '/image/v2/tasks?status=done', as: 'admin', expect: 400 },
       { name: 'GET /image/v2/tasks?limit=-1', method: 'GET', path: '/image/v2/tasks?limit=-1', as: 'admin', expect: 400 },
       { name: 'GET /image/v2/tasks?marker=unknown', method: 'GET', path: `/image/v2/tasks?marker=${UNKNOWN}`, as: 'admin', expect: 400 },
+      ...((): Case[] => {
+        const task = (input: Record<string, unknown>, type = 'import') => ({ type, input: { import_from: 'http://127.0.0.1:9/x', import_from_format: 'raw', image_properties: { container_format: 'bare' }, ...input } });
+        const post = (name: string, body: unknown, expect: number, as: Caller = 'admin', message?: RegExp): Case => ({ name: `POST /image/v2/tasks: ${name}`, method: 'POST', path: '/image/v2/tasks', as, body, expect, message });
+        return [
+          post('as a member', task({}), 403, 'member'),
+          // This server enables no download host: the task's import_from is refused like web-download's.
+          post('web-download not enabled', task({}), 400, 'admin', /allowed_hosts/),
+          post('unknown type', task({}, 'export'), 400, 'admin', /only task type is 'import'/),
+          post('missing input', { type: 'import' }, 400),
+          post('missing import_from', { type: 'import', input: { import_from_format: 'raw', image_properties: {} } }, 400),
+          post('image_properties not an object', task({ image_properties: 'x' }), 400),
+          post('unknown input field', task({ bogus: 1 }), 400),
+          post('import_from too long', task({ import_from: `http://127.0.0.1/${long(2100)}` }), 400),
+        ];
+      })(),
       { name: 'GET /image/v2/tasks/{id}: unknown task', method: 'GET', path: `/image/v2/tasks/${UNKNOWN}`, as: 'admin', expect: 404 },
       { name: 'GET /image/v2/images/{id}/tasks: unknown image', method: 'GET', path: `/image/v2/images/${UNKNOWN}/tasks`, expect: 404 },
       { name: 'DELETE /image/v2/stores/{store}/{id}: unknown store', method: 'DELETE', path: `/image/v2/stores/swift/${UNKNOWN}`, as: 'admin', expect: 404 },

@@ -6,7 +6,10 @@
  * served file's; a redirect within the allowed hosts is followed; a URL the
  * [import_filtering_opts] refuse is a 400 naming the rule, at the request
  * and at a redirect; a download that fails leaves the image queued with the
- * reason in the task's failure.
+ * reason in the task's failure. Glance's older import API, POST /v2/tasks
+ * (type import, openstacksdk's create_task/wait_for_task), runs the same
+ * download under the same allow-list: the task goes pending → processing →
+ * success with the new image's id, or failure with the reason.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -177,6 +180,63 @@ print(json.dumps({'id': image.id, 'status': image.status, 'size': image.size, 'c
       assert.equal(again.status, 202, again.text);
       assert.equal((await waitImage(id, ['active', 'queued'])).status, 'active', `${path}: second import`);
     }
+  });
+
+  test('POST /v2/tasks (type import) through openstacksdk: the task succeeds and its image holds the served bytes', async () => {
+    const script = `
+import json, sys, openstack
+conn = openstack.connect(cloud='envvars')
+task = conn.image.create_task(type='import', input={'import_from': sys.argv[1], 'import_from_format': 'raw',
+    'image_properties': {'name': 'from-a-task', 'container_format': 'bare'}})
+first = task.status
+task = conn.image.wait_for_task(task, status='success', failures=['failure'], interval=0.2, wait=60)
+image = conn.image.get_image(task.result['image_id'])
+print(json.dumps({'first': first, 'status': task.status, 'type': task.type, 'input': task.input, 'image': image.id,
+                  'image_status': image.status, 'name': image.name, 'checksum': image.checksum, 'hash_value': image.hash_value}))
+`;
+    const { stdout } = await execFileAsync('/usr/bin/python3', ['-c', script, `http://127.0.0.1:${port}/disk.raw`], { env: cliEnv(pumice.adminEnv), timeout: 90_000 });
+    const out = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, any>;
+    assert.ok(['pending', 'processing'].includes(out['first']), `created ${out['first']}`);
+    assert.deepEqual({ status: out['status'], type: out['type'], image_status: out['image_status'], name: out['name'], checksum: out['checksum'], hash_value: out['hash_value'] },
+      { status: 'success', type: 'import', image_status: 'active', name: 'from-a-task', checksum: md5, hash_value: sha512 });
+    assert.equal(out['input'].import_from, `http://127.0.0.1:${port}/disk.raw`);
+    const tasks = await api.request('GET', `/image/v2/images/${out['image']}/tasks`);
+    assert.equal(tasks.body.tasks.length, 1, tasks.text);
+    assert.equal(tasks.body.tasks[0].type, 'import');
+  });
+
+  test('POST /v2/tasks: a failed download fails the task with the reason; a refused host or a bad input is a 400 that leaves nothing', async () => {
+    const body = (importFrom: string, extra: Record<string, unknown> = {}) => ({
+      type: 'import', input: { import_from: importFrom, import_from_format: 'raw', image_properties: { name: 'task-fails', container_format: 'bare' }, ...extra },
+    });
+    const created = await api.request('POST', '/image/v2/tasks', body(`http://127.0.0.1:${port}/nothing-here`));
+    assert.equal(created.status, 201, created.text);
+    assert.equal(created.body.status, 'pending');
+    const deadline = Date.now() + 30_000;
+    let task = created.body;
+    while (task.status === 'pending' || task.status === 'processing') {
+      assert.ok(Date.now() < deadline, `task still ${task.status}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      task = (await api.request('GET', `/image/v2/tasks/${created.body.id}`)).body;
+    }
+    assert.equal(task.status, 'failure');
+    assert.match(task.message, /answered 404/);
+    const imagesBefore = (await api.request('GET', '/image/v2/images')).body.images.length;
+    const tasksBefore = (await api.request('GET', '/image/v2/tasks')).body.tasks.length;
+    for (const [bad, message, status] of [
+      [body(`http://localhost:${port}/disk.raw`), /host 'localhost' is not in \[import_filtering_opts\] allowed_hosts/],
+      [{ ...body(`http://127.0.0.1:${port}/disk.raw`), type: 'export' }, /only task type is 'import'/],
+      [body(`http://127.0.0.1:${port}/disk.raw`, { import_from_format: 'qcow2', image_properties: { container_format: 'bare', disk_format: 'raw' } }), /differs from image_properties.disk_format/],
+      [body(`http://127.0.0.1:${port}/disk.raw`, { image_properties: { name: 'x' } }), /container_format is required/],
+      // A read-only attribute is refused as POST /v2/images refuses it (Glance: 403).
+      [body(`http://127.0.0.1:${port}/disk.raw`, { image_properties: { container_format: 'bare', disk_format: 'raw', size: 5 } }), /size/, 403],
+    ] as const) {
+      const r = await api.request('POST', '/image/v2/tasks', bad);
+      assert.equal(r.status, status ?? 400, r.text);
+      assert.match(r.text, message);
+    }
+    assert.equal((await api.request('GET', '/image/v2/images')).body.images.length, imagesBefore, 'no image left behind');
+    assert.equal((await api.request('GET', '/image/v2/tasks')).body.tasks.length, tasksBefore, 'no task left behind');
   });
 
   test('web-download into an image that has data is a 409', async () => {
