@@ -145,18 +145,33 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   }
 }
 
+/**
+ * Actions go through the Debian CLIs; the waits poll the API over HTTP (a CLI call per poll costs
+ * a Python start, about a second of CPU on this machine, and the waits poll often).
+ */
 function session(pumice: PumiceProcess) {
   const env = pumice.adminEnv;
+  let client: Promise<ApiClient> | null = null;
+  const get = async (path: string): Promise<Record<string, any>> => {
+    client ??= ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+    const api = await client;
+    const res = await api.request('GET', `${api.volumeUrl}${path}`);
+    assert.equal(res.status, 200, `GET ${path}: ${res.status} ${res.text}`);
+    return res.body as Record<string, any>;
+  };
+  const showVolume = async (id: string) => (await get(`/volumes/${id}`))['volume'] as Record<string, unknown>;
+  const showBackup = async (id: string) => (await get(`/backups/${id}`))['backup'] as Record<string, unknown>;
+  const backupIds = async () => ((await get('/backups'))['backups'] as { id: string }[]).map((b) => b.id);
   const waitVolume = (id: string, status: string) =>
     waitFor(`volume ${id} to be ${status}`, async () => {
-      const volume = await openstackJson(env, ['volume', 'show', id]);
+      const volume = await showVolume(id);
       if (volume['status'] === status) return volume;
       if (String(volume['status']).startsWith('error')) throw new Error(`volume ${id} went to ${volume['status']}`);
       return undefined;
     });
   const waitBackup = (id: string, statuses: string[]) =>
     waitFor(`backup ${id} to be ${statuses.join('/')}`, async () => {
-      const backup = await openstackJson(env, ['volume', 'backup', 'show', id]);
+      const backup = await showBackup(id);
       return statuses.includes(backup['status'] as string) ? backup : undefined;
     }, 300_000);
   const createVolume = async (name: string, sizeGiB: number, type: string) => {
@@ -180,8 +195,8 @@ function session(pumice: PumiceProcess) {
       if (!/cannot unpack non-iterable VolumeBackupsRestore/.test((error as Error).message)) throw error;
     }
     const id = await waitFor(`volume named ${name}`, async () => {
-      const rows = await openstackJson<{ ID: string }[]>(env, ['volume', 'list', '--name', name]);
-      return rows[0]?.ID;
+      const rows = (await get(`/volumes?name=${encodeURIComponent(name)}`))['volumes'] as { id: string }[];
+      return rows[0]?.id;
     });
     await waitVolume(id, 'available');
     await waitBackup(backupId, ['available']);
@@ -197,7 +212,8 @@ function session(pumice: PumiceProcess) {
     const rows = await openstackJson<{ Binary: string; State: string; 'Disabled Reason'?: string | null }[]>(env, ['volume', 'service', 'list', '--long']);
     return rows.find((r) => r.Binary === 'cinder-backup');
   };
-  return { env, waitVolume, waitBackup, createVolume, backup, restoreNew, restoreInto, backupService };
+  const waitBackupGone = (id: string) => waitFor(`backup ${id} deleted`, async () => ((await backupIds()).includes(id) ? undefined : true));
+  return { env, get, showBackup, showVolume, waitVolume, waitBackup, waitBackupGone, createVolume, backup, restoreNew, restoreInto, backupService };
 }
 
 before(async () => {
@@ -312,6 +328,33 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     assert.equal(await sha256Image(volumesPool, `volume-${restored['incremental']}`, sizeBytes), shaAtIncremental);
   });
 
+  test('restore over the volume the chain came from rewrites only the blocks that differ', async () => {
+    const image = `volume-${volumeId}`;
+    /** Restores `backupId` over the volume and returns the bytes written, as the volume's diff from a snapshot taken just before. */
+    const restoreOver = async (backupId: string): Promise<number> => {
+      await volumesPool.withImage(image, {}, (img) => img.snapCreate('before-restore'));
+      try {
+        await s.restoreInto(backupId, volumeId);
+        return await volumesPool.withImage(image, {}, async (img) => (await img.diffIterate({ fromSnap: 'before-restore', wholeObject: false })).reduce((sum, e) => sum + e.length, 0));
+      } finally {
+        await volumesPool.withImage(image, {}, (img) => img.snapRemove('before-restore'));
+      }
+    };
+    // Since the incremental: 1 MiB of data where the backup holds zeros, and 64 KiB zeroed inside its data.
+    await writeImage(image, async (handle) => {
+      await handle.write(500 * MiB, randomBytes(MiB));
+      await handle.writeZeroes(10 * MiB, 64 * 1024);
+    });
+    const written = await restoreOver(incrementalId);
+    assert.equal(await sha256Image(volumesPool, image, sizeBytes), shaAtIncremental);
+    assert.ok(written <= MiB + 64 * 1024, `restoring the chain head over its volume wrote ${written} bytes for 1 MiB + 64 KiB changed`);
+    // An older backup of the chain: also where the backups differ (the incremental's ~1% scattered blocks), nothing else.
+    const writtenFull = await restoreOver(fullId);
+    assert.equal(await sha256Image(volumesPool, image, sizeBytes), shaAtFull);
+    assert.ok(writtenFull <= 0.011 * sizeBytes + 128 * 1024, `restoring the full backup over the volume wrote ${writtenFull} bytes where about 1% differs`);
+    console.log(`# restore over the same volume: ${written} bytes written (chain head), ${writtenFull} (its parent)`);
+  });
+
   test('restore into an existing larger volume overwrites it and zeroes the excess', async () => {
     const target = await s.createVolume('existing-target', 2, 'ceph');
     await writeImage(`volume-${target}`, async (handle) => {
@@ -336,28 +379,28 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
 
   test('backup of a volume snapshot holds the snapshot bytes, not the later writes', async () => {
     const snap = await openstackJson(s.env, ['volume', 'snapshot', 'create', '--volume', volumeId, 'snap-for-backup']);
-    await waitFor('snapshot', async () => ((await openstackJson(s.env, ['volume', 'snapshot', 'show', snap['id'] as string]))['status'] === 'available' ? true : undefined));
+    await waitFor('snapshot', async () => ((await s.get(`/snapshots/${snap['id'] as string}`))['snapshot']['status'] === 'available' ? true : undefined));
     const shaAtSnapshot = await sha256Image(volumesPool, `volume-${volumeId}`, sizeBytes);
     await writeImage(`volume-${volumeId}`, (handle) => handle.write(300 * MiB, randomBytes(4 * MiB)));
     const fromSnap = await s.backup(['--snapshot', snap['id'] as string, '--incremental', '--name', 'from-snapshot', volumeId]);
     const done = await s.waitBackup(fromSnap, ['available', 'error']);
     assert.equal(done['status'], 'available', String(done['fail_reason']));
     assert.equal(done['snapshot_id'], snap['id']);
-    assert.equal((await openstackJson(s.env, ['volume', 'snapshot', 'show', snap['id'] as string]))['status'], 'available');
+    assert.equal((await s.get(`/snapshots/${snap['id'] as string}`))['snapshot']['status'], 'available');
     const target = await s.restoreNew(fromSnap, 'restored-from-snapshot');
     assert.equal(await sha256Image(volumesPool, `volume-${target}`, sizeBytes), shaAtSnapshot);
     await openstack(s.env, ['volume', 'backup', 'delete', fromSnap]);
-    await waitFor('backup from snapshot deleted', async () => ((await openstackJson<{ ID: string }[]>(s.env, ['volume', 'backup', 'list'])).some((b) => b.ID === fromSnap) ? undefined : true));
+    await s.waitBackupGone(fromSnap);
     await openstack(s.env, ['volume', 'snapshot', 'delete', snap['id'] as string]);
   });
 
   test('delete order: the full backup is refused while the incremental exists; after both, nothing is left in Ceph', async () => {
     await assert.rejects(openstack(s.env, ['volume', 'backup', 'delete', fullId]), /incremental backups exist/i);
     await openstack(s.env, ['volume', 'backup', 'delete', incrementalId]);
-    await waitFor('incremental deleted', async () => ((await openstackJson<{ ID: string }[]>(s.env, ['volume', 'backup', 'list'])).some((b) => b.ID === incrementalId) ? undefined : true));
+    await s.waitBackupGone(incrementalId);
     assert.deepEqual(await snapNames(`backups/volume-${volumeId}.backup.${fullId}`), [`backup.${fullId}.snap`]);
     await openstack(s.env, ['volume', 'backup', 'delete', fullId]);
-    await waitFor('full deleted', async () => ((await openstackJson<{ ID: string }[]>(s.env, ['volume', 'backup', 'list'])).some((b) => b.ID === fullId) ? undefined : true));
+    await s.waitBackupGone(fullId);
     assert.deepEqual(await backupImages(volumeId), []);
     assert.deepEqual((await snapNames(`${volumePool}/volume-${volumeId}`)).filter((n) => n.startsWith('backup.')), []);
   });
@@ -406,15 +449,15 @@ describe('Ceph backup driver: RBD volumes', { timeout: 900_000 }, () => {
     // Kill once the backup image exists and has data: the driver is mid-copy.
     await waitFor('the backup to be writing', async () => ((await backupImages(bigId)).length > 0 ? true : undefined), 60_000, 20);
     await new Promise((r) => setTimeout(r, 300));
-    const mid = await openstackJson(s.env, ['volume', 'backup', 'show', doomed]);
+    const mid = await s.showBackup(doomed);
     assert.equal(mid['status'], 'creating', 'the backup was still running when killed');
     await pumice.kill9();
     pumice = await startPumice({ dataDir: pumice.dataDir, config: config() });
     s = session(pumice);
-    const failed = await openstackJson(s.env, ['volume', 'backup', 'show', doomed]);
+    const failed = await s.showBackup(doomed);
     assert.equal(failed['status'], 'error');
     assert.match(String(failed['fail_reason']), /interrupted/);
-    assert.equal((await openstackJson(s.env, ['volume', 'show', bigId]))['status'], 'available');
+    assert.equal((await s.showVolume(bigId))['status'], 'available');
     // The clean-up may wait for the killed client's watch on the image to expire (osd_client_watch_timeout).
     await waitFor('the interrupted backup image to be removed', async () => ((await backupImages(bigId)).length === 0 ? true : undefined), 180_000, 500).catch((error: Error) => {
       const reconcileLines = pumice.output().split('\n').filter((line) => /reconcile|backup/i.test(line));
