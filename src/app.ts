@@ -205,6 +205,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
     tasks: imageTasks,
     importFilter: importFilterOf(config.import_filtering_opts),
   });
+  // A volume role beside the image API reads the images of its file store in place, not over loopback HTTP.
+  if (roles.has('api')) manager.images.localImageFile = (imageId) => images.localDataFile(imageId);
   // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
   const metadefs = new MetadefService(db, images.policy, log);
   metadefs.seed(shippedMetadefsDirectory, parseSeedDocument);

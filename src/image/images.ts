@@ -1494,6 +1494,21 @@ export class ImageService {
     return image;
   }
 
+  /**
+   * The file holding an active image's data when its store is a file store of this process, for
+   * readers in this process (the volume role filling a volume, already authorised by its service
+   * token); null for any other store, an image without data, or a file whose size is not the
+   * recorded one (the image API would answer 503 for it: let it say so).
+   */
+  async localDataFile(imageId: string): Promise<{ path: string; sizeBytes: number } | null> {
+    const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', imageId);
+    if (!image || image.status !== 'active' || image.size === null) return null;
+    const store = this.storeOf(image);
+    if (!(store instanceof FileStore)) return null;
+    if ((await store.sizeOf(imageId)) !== image.size) return null;
+    return { path: store.pathOf(imageId), sizeBytes: image.size };
+  }
+
   // ---- members ----
 
   private requireShared(image: ImageRow): void {

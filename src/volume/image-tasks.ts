@@ -5,7 +5,7 @@
  * uploading a volume's bytes into an image.
  */
 import { createReadStream } from 'node:fs';
-import { DriverError, hasDataAccess, hasImageCloning, type VolumeBackend, type VolumeRef } from './drivers/driver.ts';
+import { DriverError, gib, hasDataAccess, hasFileImport, hasImageCloning, type VolumeBackend, type VolumeRef } from './drivers/driver.ts';
 import {
   copyIntoVolume,
   ImageServiceError,
@@ -24,7 +24,8 @@ function asDriverError(error: unknown): unknown {
 }
 
 export interface FillResult {
-  method: 'clone' | 'copy';
+  /** clone: copy-on-write; file-copy: from the image file of this process's store; copy: streamed. */
+  method: 'clone' | 'copy' | 'file-copy';
   bytes: number;
   writtenBytes: number;
 }
@@ -45,13 +46,24 @@ export async function fillVolumeFromImage(
     if (location && image.diskFormat === 'raw' && hasImageCloning(driver) && (await driver.cloneImageLocation(volume, location))) {
       return { method: 'clone', bytes: 0, writtenBytes: 0 };
     }
+    const what = `image ${imageId}`;
+    // The checksums were made when the image was stored, by this same process: nothing is hashed again.
+    const localFile = deps.localImageFile ? await deps.localImageFile(imageId) : null;
+    if (localFile && !needsConversion(image.diskFormat) && hasFileImport(driver)) {
+      if (localFile.sizeBytes > volume.sizeGiB * gib) {
+        throw new DriverError('Invalid', `${what} is larger than the volume (${volume.sizeGiB * gib} bytes): create the volume with a larger size`);
+      }
+      startCopy();
+      const { allocatedBytes } = await driver.createVolumeFromFile(volume, localFile.path);
+      return { method: 'file-copy', bytes: localFile.sizeBytes, writtenBytes: allocatedBytes };
+    }
     if (!hasDataAccess(driver)) throw new DriverError('Invalid', `backend [${driver.section}] (${driver.driverName}) cannot write image data into volumes`);
     startCopy();
     await driver.createVolume(volume);
     const target = await driver.openVolumeData(volume, true);
     try {
-      const download = await deps.client.openData(token, imageId);
-      const what = `image ${imageId}`;
+      // The image file of this process's store is read in place; else the image API streams it.
+      const download = localFile ? createReadStream(localFile.path, { highWaterMark: 4 << 20 }) : await deps.client.openData(token, imageId);
       if (needsConversion(image.diskFormat)) {
         const result = await deps.conversion.withRawCopy(volume.id, download, image.diskFormat!, async (raw) => {
           if (raw.virtualSize > target.sizeBytes) {

@@ -498,9 +498,21 @@ export class ConversionArea {
   }
 }
 
+/** An image's data as a file of this host: its store is a file store of this very process. */
+export interface LocalImageFile {
+  path: string;
+  sizeBytes: number;
+}
+
 /** What the volume role needs to reach the image service. */
 export interface ImageServiceDeps {
   client: ImageServiceClient;
+  /**
+   * When this process also serves the image API: the file of an active image's data in its file
+   * store (checked against the recorded size), else null. Volumes are then filled from the file in
+   * place: the bytes no longer cross loopback HTTP (served by the API, read again by the task).
+   */
+  localImageFile?: ((imageId: string) => Promise<LocalImageFile | null>) | null;
   /** A token the volume role acts with (admin of the admin project), for locations and data. */
   serviceToken: () => string;
   conversion: ConversionArea;

@@ -300,7 +300,7 @@ export class VolumeManager {
           this.log(
             result.method === 'clone'
               ? `volume ${row.id}: copy-on-write clone of image ${source.id} in ${seconds.toFixed(2)} s`
-              : `volume ${row.id}: copied ${result.bytes} bytes of image ${source.id} (${result.writtenBytes} written, the rest zero runs) in ${seconds.toFixed(1)} s`,
+              : `volume ${row.id}: copied ${result.bytes} bytes of image ${source.id}${result.method === 'file-copy' ? ' from its file in this process\'s image store' : ''} (${result.writtenBytes} written, the rest zero runs) in ${seconds.toFixed(1)} s`,
           );
           task.complete(() => volumes.transition(row.id, ['creating', 'downloading'], 'available', { launched_at: nowIso() }));
           return;

@@ -4,6 +4,9 @@
  * - `volume create --image` of a 1 GiB sparse raw image copies its bytes
  *   (sparse: zero runs are not written), makes the volume bootable and shows
  *   volume_image_metadata with the image's properties;
+ * - a raw image of the file store is copied from its file in place (no
+ *   loopback HTTP), holes kept; a damaged file goes through the image API,
+ *   which refuses it;
  * - a qcow2 image is converted to raw on the way (qemu-img compare);
  * - a size below the image's virtual size is a 400 naming both sizes;
  * - another project's private image is refused; a shared one works after accept;
@@ -14,7 +17,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, rmSync, statSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, truncateSync, writeSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -132,6 +136,49 @@ describe('volumes from images and images from volumes (local backend, file store
     await qemuCompare(rawPath, 'raw', path, 'raw');
     // Only the marked 64 KiB granules were written: the 1 GiB copy stays thin.
     assert.ok(statSync(path).blocks * 512 < 4 * MiB, `volume file allocates ${statSync(path).blocks * 512} bytes`);
+  });
+
+  test("a raw image of this process's file store is copied from its file, not over HTTP: same bytes, holes where the image has them; a damaged file goes to the image API, which refuses it", async () => {
+    const baseId = (await openstackJson(admin, ['image', 'show', 'base-raw']))['id'] as string;
+    const fromRawId = (await openstackJson(userA, ['volume', 'show', 'from-raw']))['id'] as string;
+    assert.match(pumice.output(), new RegExp(`volume ${fromRawId}: copied ${GiB} bytes of image ${baseId} from its file in this process's image store`));
+    // Data, 2 MiB of zeros (kept as a hole by the store), data.
+    const body = Buffer.concat([randomBytes(3 * MiB), Buffer.alloc(2 * MiB), randomBytes(MiB + 5)]);
+    const upload = async (name: string): Promise<string> => {
+      const created = await api.request('POST', '/image/v2/images', { name, disk_format: 'raw', container_format: 'bare' });
+      assert.equal(created.status, 201, created.text);
+      const put = await fetch(`${pumice.url}/image/v2/images/${created.body.id}/file`, { method: 'PUT', headers: { 'X-Auth-Token': api.token, 'Content-Type': 'application/octet-stream' }, body });
+      assert.equal(put.status, 204, await put.text());
+      return created.body.id as string;
+    };
+    const volumeFrom = async (imageId: string, status: string) => {
+      const r = await api.request('POST', `/volume/v3/${api.projectId}/volumes`, { volume: { imageRef: imageId, size: 1 } });
+      assert.equal(r.status, 202, r.text);
+      return (await api.waitVolume(r.body.volume.id, [status, status === 'error' ? 'available' : 'error'], 120_000)) as Row;
+    };
+    const denseId = await upload('dense-raw');
+    const volume = await volumeFrom(denseId, 'available');
+    assert.equal(volume['status'], 'available');
+    const path = volumeFile(volume['id'] as string);
+    assert.equal(statSync(path).size, GiB);
+    const head = Buffer.alloc(body.length + MiB, 1);
+    const fd = openSync(path, 'r');
+    readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    assert.ok(head.subarray(0, body.length).equals(body), "the volume's bytes differ from the image's");
+    assert.ok(head.subarray(body.length).equals(Buffer.alloc(MiB)), 'the volume is not zero past the image');
+    const imageBlocks = statSync(join(pumice.dataDir, 'images', denseId)).blocks;
+    assert.ok(statSync(path).blocks <= imageBlocks + 8, `the volume allocates ${statSync(path).blocks} blocks, the image file ${imageBlocks}: holes were filled`);
+    assert.match(pumice.output(), new RegExp(`volume ${volume['id']}: copied ${body.length} bytes of image ${denseId} from its file in this process's image store`));
+
+    // A stored file that is not the recorded size is not copied in place: the image API answers for it (503, damaged).
+    const damagedId = await upload('damaged-raw');
+    truncateSync(join(pumice.dataDir, 'images', damagedId), MiB);
+    const failed = await volumeFrom(damagedId, 'error');
+    assert.equal(failed['status'], 'error');
+    const messages = await api.request('GET', `/volume/v3/${api.projectId}/messages`, undefined, { 'OpenStack-API-Version': 'volume 3.3' });
+    const text = (messages.body.messages as Row[]).filter((m) => m['resource_uuid'] === failed['id']).map((m) => m['user_message']).join('\n');
+    assert.match(text, new RegExp(`data of image ${damagedId} is missing or damaged`));
   });
 
   test('without --size the volume gets the image size; too small a size is a 400 naming both sizes', async () => {

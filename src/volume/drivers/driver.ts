@@ -215,4 +215,18 @@ export function hasImageCloning(backend: VolumeBackend): backend is VolumeBacken
   return typeof (backend as Partial<ImageCloning>).cloneImageLocation === 'function';
 }
 
+/** Filling a new volume from a raw file of this host (an image in this process's file store). */
+export interface FileImport {
+  /**
+   * Makes the volume a copy of the raw file `sourcePath`, grown to the volume's size: zero runs
+   * stay holes, reflinked where the filesystem can, durable (fsync'd) when it returns. Replaces
+   * what an interrupted earlier run left (idempotent). Returns the bytes the volume allocates.
+   */
+  createVolumeFromFile(volume: VolumeRef, sourcePath: string): Promise<{ allocatedBytes: number }>;
+}
+
+export function hasFileImport(backend: VolumeBackend): backend is VolumeBackend & FileImport {
+  return typeof (backend as Partial<FileImport>).createVolumeFromFile === 'function';
+}
+
 export const gib = 1024 ** 3;

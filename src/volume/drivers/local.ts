@@ -25,6 +25,7 @@ import {
   type Connector,
   type DataAccess,
   type FileAccess,
+  type FileImport,
   type ManageableObject,
   type ManageExisting,
   type ManageExistingSnapshots,
@@ -69,7 +70,7 @@ export interface LocalBackendOptions {
 /** Temporary copies this backend makes: `.tmp-<uuid>` or `.tmp-<uuid>-revert`; nothing else is swept. */
 const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?$/;
 
-export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, ManageExisting, ManageExistingSnapshots {
+export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, FileImport, ManageExisting, ManageExistingSnapshots {
   readonly driverName = 'local';
   readonly driverVersion = '1.0.0';
   readonly section: string;
@@ -327,8 +328,14 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
     await this.copyInto(this.snapshotPath(snapshot.id), this.volumePath(volume.id), `${volume.id}-revert`, volume.sizeGiB);
   }
 
-  /** Sparse-aware copy (`cp` seeks over holes and reflinks when it can) through a temp file, then resize. */
-  private async copyInto(source: string, target: string, tempId: string, sizeGiB: number | null): Promise<void> {
+  /** An image file of this host copied in by `cp` (no user-space copy, no HTTP), fsync'd as a streamed copy was. */
+  async createVolumeFromFile(volume: VolumeRef, sourcePath: string): Promise<{ allocatedBytes: number }> {
+    await this.copyInto(sourcePath, this.volumePath(volume.id), volume.id, volume.sizeGiB, { durable: true });
+    return { allocatedBytes: (await stat(this.volumePath(volume.id))).blocks * 512 };
+  }
+
+  /** Sparse-aware copy (`cp` seeks over holes and reflinks when it can) through a temp file, then resize; `durable` fsyncs it before the rename. */
+  private async copyInto(source: string, target: string, tempId: string, sizeGiB: number | null, options: { durable?: boolean } = {}): Promise<void> {
     if (!(await statOrNull(source))) {
       // Messages reach non-admin users: they name the backend, not the host's paths.
       this.options.log?.(`local backend [${this.section}]: copy source ${source} is missing`);
@@ -341,6 +348,7 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
         const copied = await stat(temp);
         if (copied.size < sizeGiB * gib) await truncate(temp, sizeGiB * gib);
       }
+      if (options.durable) await syncFile(temp);
       await rename(temp, target);
     } catch (error) {
       await rm(temp, { force: true });
@@ -351,6 +359,15 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
       }
       throw error;
     }
+  }
+}
+
+async function syncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 
