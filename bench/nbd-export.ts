@@ -15,7 +15,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arg, cleanupOnSignal, cpuSeconds, login, makeRandomFile, now, sleep, startServer, waitVolumeStatus, type Server, type Session } from './lib.ts';
 
@@ -47,8 +47,8 @@ for (const tool of ['fio', 'qemu-nbd', 'nbdcopy']) {
   }
 }
 
-/** One fio run against `uri`: MB/s for sequential workloads, IOPS for random ones. */
-function fio(uri: string, w: (typeof workloads)[number]): number {
+/** One fio run against `uri`: MB/s for sequential workloads, IOPS for random ones, and the requests it completed. */
+function fio(uri: string, w: (typeof workloads)[number]): { value: number; ios: number } {
   const out = execFileSync('fio', [
     '--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${w.rw}`, `--bs=${w.bs}`, '--iodepth=16',
     `--size=${gib}G`, `--runtime=${seconds}`, '--time_based', '--randrepeat=0', '--output-format=json',
@@ -56,9 +56,11 @@ function fio(uri: string, w: (typeof workloads)[number]): number {
   // The nbd engine prints "fio: connected to NBD server" lines before the JSON.
   const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { read: Stats; write: Stats }[] }).jobs[0]!;
   const stats = w.rw.includes('read') ? job.read : job.write;
-  return w.unit === 'MB/s' ? stats.bw_bytes / 1e6 : stats.iops;
+  return { value: w.unit === 'MB/s' ? stats.bw_bytes / 1e6 : stats.iops, ios: stats.total_ios };
 }
-interface Stats { bw_bytes: number; iops: number }
+interface Stats { bw_bytes: number; iops: number; total_ios: number }
+
+const loadAverage = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
 
 async function volumeAction(s: Session, id: string, body: unknown): Promise<Record<string, any>> {
   const r = await s.call('POST', `${s.volumeUrl}/volumes/${id}/action`, body);
@@ -118,20 +120,27 @@ async function main(): Promise<void> {
       const theirs: number[] = [];
       let mineCpu = 0;
       let theirCpu = 0;
+      let [mineIos, theirIos] = [0, 0];
+      const loadBefore = loadAverage();
       for (let r = 0; r < rounds; r++) {
         let c0 = cpuSeconds(server.pid);
-        mine.push(fio(pumiceUri, w));
+        const a = fio(pumiceUri, w);
         mineCpu += cpuSeconds(server.pid) - c0;
         c0 = cpuSeconds(qemuNbd!.pid!);
-        theirs.push(fio(qemuUri, w));
+        const b = fio(qemuUri, w);
         theirCpu += cpuSeconds(qemuNbd!.pid!) - c0;
+        mine.push(a.value);
+        theirs.push(b.value);
+        mineIos += a.ios;
+        theirIos += b.ios;
       }
       const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
       const [a, b] = [median(mine), median(theirs)];
-      const cpu = (x: number) => `${((x / (rounds * seconds)) * 100).toFixed(0)}%`;
-      console.log(`${w.name}_pumice: ${a.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (server CPU ${cpu(mineCpu)} of one core)`);
-      console.log(`${w.name}_qemu_nbd: ${b.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (qemu-nbd CPU ${cpu(theirCpu)} of one core)`);
-      console.log(`${w.name}_ratio: ${(a / b).toFixed(2)}x (median of ${rounds})`);
+      // CPU per request is what a loaded machine distorts least: the rate depends on the share of the cores each side got.
+      const cpu = (x: number, ios: number) => `${((x / (rounds * seconds)) * 100).toFixed(0)}% of one core, ${((x / Math.max(1, ios)) * 1e6).toFixed(1)} µs per request`;
+      console.log(`${w.name}_pumice: ${a.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (server CPU ${cpu(mineCpu, mineIos)})`);
+      console.log(`${w.name}_qemu_nbd: ${b.toFixed(w.unit === 'IOPS' ? 0 : 1)} ${w.unit} (qemu-nbd CPU ${cpu(theirCpu, theirIos)})`);
+      console.log(`${w.name}_ratio: ${(a / b).toFixed(2)}x (median of ${rounds}; load average ${loadBefore} → ${loadAverage()})`);
     }
     // Best effort: the server stops next anyway, and its idle keep-alive socket may be gone after the long fio runs.
     await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } }).catch(() => undefined);
