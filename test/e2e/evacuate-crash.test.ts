@@ -22,7 +22,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
-import { startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { startComputeHost, waitComputeService, type ComputeHostProcess } from '../helpers/compute-host.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
@@ -67,16 +67,7 @@ async function startHost(host: string, crashPoint: string | null): Promise<Compu
   }
 }
 
-async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await admin.request('GET', '/os-services?binary=nova-compute');
-    const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
-    if (svc && svc['state'] === state) return;
-    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
-    await new Promise((res) => setTimeout(res, 250));
-  }
-}
+const waitService = (host: string, state: 'up' | 'down', timeoutMs = 30_000) => waitComputeService(admin, host, state, timeoutMs);
 
 /** QEMU processes of the instance on every host of this cloud (its -uuid argument). */
 async function qemusOf(uuid: string): Promise<number[]> {

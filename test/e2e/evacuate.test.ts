@@ -28,7 +28,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { openstack, openstackJson, startPumice, cliEnv, repoRoot, type PumiceProcess } from '../helpers/pumice.ts';
 import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
-import { qemuIo, startComputeHost, type ComputeHostProcess } from '../helpers/compute-host.ts';
+import { qemuIo, startComputeHost, waitComputeService, type ComputeHostProcess } from '../helpers/compute-host.ts';
 
 process.env['PUMICE_VALIDATE_RESPONSES'] = '1';
 const execFileAsync = promisify(execFile);
@@ -56,16 +56,7 @@ async function startCompute02(): Promise<void> {
   await waitService('compute02', 'up');
 }
 
-async function waitService(host: string, state: 'up' | 'down', timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await admin.request('GET', '/os-services?binary=nova-compute');
-    const svc = (r.body.services as Row[]).find((s) => s['host'] === host);
-    if (svc && svc['state'] === state) return;
-    if (Date.now() > deadline) throw new Error(`service of ${host} not ${state}: ${JSON.stringify(svc)}`);
-    await new Promise((res) => setTimeout(res, 250));
-  }
-}
+const waitService = (host: string, state: 'up' | 'down', timeoutMs = 30_000) => waitComputeService(admin, host, state, timeoutMs);
 
 /** Waits until the local backend's volume service shows `state` in `openstack volume service list`. */
 async function waitVolumeService(state: 'up' | 'down', timeoutMs = 30_000): Promise<Row> {
