@@ -77,29 +77,41 @@ const SnapshotDetail = Type.Object({
   reason_not_safe: Type.Union([Type.String(), Type.Null()]), cinder_id: Type.Union([Type.String(), Type.Null()]), extra_info: Type.Union([Type.String(), Type.Null()]),
 }, closed);
 
+/** The paging query of GET /manageable_volumes and /manageable_snapshots (Cinder's). */
+interface ManageableQuery { host: string; limit?: number; offset?: number; marker?: string; sort_key?: 'size' | 'reference'; sort_dir?: 'asc' | 'desc' }
+
+/**
+ * One page of manageable objects, as Cinder pages them: sorted by size or name (`sort_dir`, default
+ * descending; ties by `tiebreak`), after the object named `marker` (none when it is not listed),
+ * then `offset` and `limit`.
+ */
+export function pageManageable<T extends { name: string; sizeGiB: number }>(objects: T[], query: Omit<ManageableQuery, 'host'>, tiebreak: (o: T) => string): T[] {
+  const dir = query.sort_dir === 'asc' ? 1 : -1;
+  let page = [...objects].sort((a, b) => (query.sort_key === 'size' ? a.sizeGiB - b.sizeGiB : a.name.localeCompare(b.name)) * dir || tiebreak(a).localeCompare(tiebreak(b)));
+  if (query.marker !== undefined) {
+    const at = page.findIndex((o) => o.name === query.marker);
+    page = at >= 0 ? page.slice(at + 1) : [];
+  }
+  const offset = query.offset ?? 0;
+  return page.slice(offset, query.limit !== undefined ? offset + query.limit : undefined);
+}
+
 export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
   const render = volumeRenderer(deps);
   const list = (detail: boolean) => async (ctx: RequestContext & { queryParams: Record<string, unknown> }) => {
-    const q = ctx.queryParams as { host: string; limit?: number; offset?: number; marker?: string; sort_key?: 'size' | 'reference'; sort_dir?: 'asc' | 'desc' };
+    const q = ctx.queryParams as unknown as ManageableQuery;
     const state = deps.service.backendOfHost(q.host);
     if (!hasManageExisting(state.driver)) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] cannot manage existing storage.`);
-    if (!state.up) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] is down (${state.downReason ?? 'no reason recorded'}); nothing can be listed until it is up.`);
+    requireUp(q.host, state);
     // Names a creating volume is adopting are not offered twice.
     const adopting = new Set(deps.db.all<{ managed_from: string }>("SELECT managed_from FROM volumes WHERE backend = ? AND status = 'creating' AND managed_from IS NOT NULL", state.config.section).map((r) => r.managed_from));
-    let objects = (await state.driver.listManageable()).map((o) => ({
+    const objects = (await state.driver.listManageable()).map((o) => ({
       name: o.name, sizeGiB: Math.max(1, Math.ceil(o.sizeBytes / gib)), safe: !adopting.has(o.name),
     }));
-    const dir = q.sort_dir === 'asc' ? 1 : -1;
-    objects.sort((a, b) => (q.sort_key === 'size' ? a.sizeGiB - b.sizeGiB : a.name.localeCompare(b.name)) * dir || a.name.localeCompare(b.name));
-    if (q.marker !== undefined) {
-      const at = objects.findIndex((o) => o.name === q.marker);
-      objects = at >= 0 ? objects.slice(at + 1) : [];
-    }
-    objects = objects.slice(q.offset ?? 0, q.limit !== undefined ? (q.offset ?? 0) + q.limit : undefined);
     return {
       status: 200,
       body: {
-        'manageable-volumes': objects.map((o) => ({
+        'manageable-volumes': pageManageable(objects, q, (o) => o.name).map((o) => ({
           reference: { 'source-name': o.name }, size: o.sizeGiB, safe_to_manage: o.safe,
           ...(detail ? { reason_not_safe: o.safe ? null : 'Volume already being managed', cinder_id: null, extra_info: null } : {}),
         })),
@@ -107,26 +119,22 @@ export function manageRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     };
   };
   const listSnapshots = (detail: boolean) => async (ctx: RequestContext & { queryParams: Record<string, unknown> }) => {
-    const q = ctx.queryParams as { host: string; limit?: number; offset?: number; marker?: string; sort_key?: 'size' | 'reference'; sort_dir?: 'asc' | 'desc' };
-    const state = deps.service.backendOfHost(q.host);
-    if (!state.up) throw errors.badRequest(`Invalid host '${q.host}': backend [${state.config.section}] is down (${state.downReason ?? 'no reason recorded'}); nothing can be listed until it is up.`);
-    let objects = await deps.service.manageableSnapshots(state);
-    const dir = q.sort_dir === 'asc' ? 1 : -1;
-    objects.sort((a, b) => (q.sort_key === 'size' ? a.sizeGiB - b.sizeGiB : a.name.localeCompare(b.name)) * dir || a.volumeId.localeCompare(b.volumeId));
-    if (q.marker !== undefined) {
-      const at = objects.findIndex((o) => o.name === q.marker);
-      objects = at >= 0 ? objects.slice(at + 1) : [];
-    }
-    objects = objects.slice(q.offset ?? 0, q.limit !== undefined ? (q.offset ?? 0) + q.limit : undefined);
+    const q = ctx.queryParams as unknown as ManageableQuery;
+    const objects = await deps.service.manageableSnapshots(requireUp(q.host, deps.service.backendOfHost(q.host)));
     return {
       status: 200,
       body: {
-        'manageable-snapshots': objects.map((o) => ({
+        'manageable-snapshots': pageManageable(objects, q, (o) => o.volumeId).map((o) => ({
           reference: { 'source-name': o.name }, size: o.sizeGiB, safe_to_manage: true, source_reference: { 'source-name': `volume-${o.volumeId}` },
           ...(detail ? { reason_not_safe: null, cinder_id: null, extra_info: null } : {}),
         })),
       },
     };
+  };
+  /** `state`, the backend serving `host`; a 400 when it is down. */
+  const requireUp = <S extends { up: boolean; downReason?: string | null; config: { section: string } }>(host: string, state: S): S => {
+    if (!state.up) throw errors.badRequest(`Invalid host '${host}': backend [${state.config.section}] is down (${state.downReason ?? 'no reason recorded'}); nothing can be listed until it is up.`);
+    return state;
   };
   return [
     route({
