@@ -17,7 +17,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { CephLab } from '../../src/ceph/lab.ts';
-import { labForTest, type TestLab } from '../helpers/ceph-config.ts';
+import { labForTest, rbdImageStoreSection, type TestLab } from '../helpers/ceph-config.ts';
 import { ApiClient, cliEnv, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
@@ -115,16 +115,7 @@ before(async () => {
   testLab = await labForTest('pumice-multistore');
   lab = testLab.lab;
   work = await mkdtemp(path.join(tmpdir(), 'pumice-multistore-'));
-  pumice = await startPumice({
-    config: `[glance_store]
-stores = file,rbd
-default_store = file
-rbd_store_pool = images
-rbd_store_user = glance
-rbd_store_ceph_conf = ${lab.confPath}
-rbd_store_chunk_size = 8
-`,
-  });
+  pumice = await startPumice({ config: rbdImageStoreSection(lab, { stores: ['file', 'rbd'], defaultStore: 'file' }) });
   admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
 }, { timeout: 180_000 });
 

@@ -40,11 +40,14 @@ ${options.secretUuid ? `rbd_secret_uuid = ${options.secretUuid}\n` : ''}rados_co
 `;
 }
 
-/** The scenario's image store (§5): pool images as client.glance, 8 MiB objects. */
-export function rbdImageStoreSection(lab: CephLab): string {
+/**
+ * The scenario's image store (§5): pool images as client.glance, 8 MiB objects; `stores` and
+ * `defaultStore` enable the file store beside it (multi-store tests).
+ */
+export function rbdImageStoreSection(lab: CephLab, options: { stores?: string[]; defaultStore?: string } = {}): string {
   return `[glance_store]
-stores = rbd
-default_store = rbd
+stores = ${(options.stores ?? ['rbd']).join(',')}
+default_store = ${options.defaultStore ?? 'rbd'}
 rbd_store_pool = images
 rbd_store_user = glance
 rbd_store_ceph_conf = ${lab.confPath}
