@@ -36,11 +36,17 @@ async function rbdInfo(image: string): Promise<{ size: number; order: number; pa
   return JSON.parse(await rbd(['info', '--format', 'json', `volumes/${image}`]));
 }
 
-/** Images in the pool, and those still in its trash (deletes move there first and are purged in the background). */
+/**
+ * What the pool held before this file's server started: earlier test files share the run's lab
+ * and its pool, and what they left there is not this file's to judge.
+ */
+let imagesBefore = new Set<string>();
+
+/** This file's images in the pool, and those still in its trash (deletes move there first and are purged in the background). */
 async function poolImages(): Promise<string[]> {
   const images = JSON.parse(await rbd(['ls', '--format', 'json', 'volumes'])) as string[];
   const trash = (JSON.parse(await rbd(['trash', 'ls', '--format', 'json', 'volumes'])) as { name: string }[]).map((t) => `trash:${t.name}`);
-  return [...images, ...trash].sort();
+  return [...images, ...trash].filter((name) => !imagesBefore.has(name)).sort();
 }
 
 function pattern(seed: number, length: number): Buffer {
@@ -73,7 +79,7 @@ async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeou
   for (;;) {
     const value = await fn();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; the pool holds ${JSON.stringify(await poolImages().catch((e: Error) => e.message))}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }
@@ -98,6 +104,7 @@ before(async () => {
     privateDir = path.join(await mkdtemp(path.join(tmpdir(), 'pumice-rbd-test-')), 'lab');
     lab = await labUp(privateDir);
   }
+  imagesBefore = new Set(await poolImages());
   pumice = await startPumice({
     config: `[DEFAULT]
 enabled_backends = ceph,ceph-flat,local
