@@ -447,8 +447,12 @@ const volumeSnapPatterns = {
   cloneSnap: new RegExp(`^volume-(${uuid})\\.clone_snap$`),
   backup: new RegExp(`^backup\\.(${uuid})\\.snap$`),
 };
-/** The background parts of a delete (trash purge, the collector of hidden parents) get this long after the API settled. */
-const cephGraceMs = 30_000;
+/**
+ * The background parts of a delete (trash purge, the collector of hidden parents) get this long after the API settled:
+ * a purge cut short by the crash is taken up once its trash entry is 15 s old (the RBD driver's abandonedTrashSeconds),
+ * at the next heartbeat after that.
+ */
+const cephGraceMs = 60_000;
 
 /**
  * RBD volumes (as client.admin: client.cinder has no caps on a pool made for the run) and the

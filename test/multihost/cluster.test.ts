@@ -355,14 +355,11 @@ async function requestRetrying(method: string, path: string, body: unknown, retr
 }
 
 /**
- * Not on Ceph yet: a volume host's start-up maintain() purges every volume-* entry of the pool's
- * trash, racing the purge another member runs after a delete; librbd then aborts the process
- * (TrimRequest.cc:72 ceph_assert(exclusive_lock->is_lock_owner()), seen here at vol-a's restart).
- * Enable it on Ceph once the driver leaves recently trashed images to the member that trashed them.
+ * On Ceph this once aborted vol-a at its restart: its start-up maintain() purged a trash entry
+ * vol-b was purging after a delete (librbd's TrimRequest.cc:72 ceph_assert(is_lock_owner())).
+ * The RBD driver now leaves entries younger than 15 s to the member that trashed them.
  */
-const rollingOnCeph = cephLab ? "the RBD driver's start-up trash purge races another member's purge and librbd aborts the process (see the comment above)" : false;
-
-test('rolling restart of the volume hosts under a create/delete load: no request lost, every task run once', { skip: unavailable ?? rollingOnCeph }, async () => {
+test('rolling restart of the volume hosts under a create/delete load: no request lost, every task run once', { skip: unavailable ?? false }, async () => {
   const workers = 4;
   const retries = { count: 0 };
   const cycled: string[] = [];

@@ -53,6 +53,14 @@ const cloneSnapSuffix = '.clone_snap';
 const flattenConcurrencyMax = 2;
 const removeAttemptsMax = 5;
 const purgeConcurrencyMax = 2;
+/**
+ * A delete's own purge starts within milliseconds of its trash move, in
+ * whichever process (this one or another member of the backend's cluster)
+ * deleted it. An entry older than this had its purge cut short and any member
+ * may take it; a younger one is left alone, because two clients purging one
+ * image make librbd abort the process (TrimRequest asserts it owns the lock).
+ */
+const abandonedTrashSeconds = 15;
 /** Used when rados_connect_timeout is -1 (wait forever), so a dead cluster still shows as down. */
 const connectTimeoutDefaultSeconds = 15;
 
@@ -360,7 +368,9 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     // Volumes moved to the trash whose purge was cut short (a crash, a busy image): purge them now.
     if (this.purgesRunning === 0 && this.purgeQueue.length === 0) {
       for (const entry of await this.io().trashList()) {
-        if (entry.source !== 'user' || !entry.name.startsWith('volume-') || entry.deferredUntil > Date.now() / 1000) continue;
+        const nowSeconds = Date.now() / 1000;
+        if (entry.source !== 'user' || !entry.name.startsWith('volume-') || entry.deferredUntil > nowSeconds) continue;
+        if (entry.deletionTime > nowSeconds - abandonedTrashSeconds) continue;
         await this.io().trashRemove(entry.id, false).catch((error: unknown) => this.options.log(`[${this.section}] purging ${entry.name} from the trash: ${(error as Error).message}`));
       }
     }
