@@ -640,6 +640,42 @@ describe('Identity API response contract', () => {
     assert.deepEqual(problems, []);
   });
 
+  test('access rules and trusts: the owner lists, shows and deletes; strangers get 403 or 404', async () => {
+    const I = '/identity/v3';
+    const credentials = `${I}/users/${ids.member}/application_credentials`;
+    const rule = { service: 'image', method: 'GET', path: '/v2/images' };
+    const limited = (await call('member', 'POST', credentials, 201, { application_credential: { name: 'idc-rules', access_rules: [rule] } })).application_credential;
+    const ruleId = limited.access_rules[0].id as string;
+    const rules = `${I}/users/${ids.member}/access_rules`;
+    assert.deepEqual((await call('member', 'GET', rules, 200)).access_rules.map((r: { id: string }) => r.id), [ruleId]);
+    await call('admin', 'GET', rules, 200);
+    await call('other', 'GET', rules, 403);
+    assert.equal((await call('member', 'GET', `${rules}/${ruleId}`, 200)).access_rule.path, '/v2/images');
+    await call('member', 'GET', `${rules}/not-a-rule`, 404);
+    await call('member', 'DELETE', `${rules}/${ruleId}`, 403);
+    await call('member', 'DELETE', `${credentials}/${limited.id}`, 204);
+    await call('other', 'DELETE', `${rules}/${ruleId}`, 403);
+    await call('member', 'DELETE', `${rules}/${ruleId}`, 204);
+    await call('member', 'GET', `${rules}/${ruleId}`, 404);
+
+    // The member trusts the reader with their reader role on project A.
+    const trusts = `${I}/OS-TRUST/trusts`;
+    const body = { trust: { trustor_user_id: ids.member, trustee_user_id: ids.reader, project_id: ids.projectA, roles: [{ name: 'reader' }], impersonation: false } };
+    await call('other', 'POST', trusts, 403, body);
+    await call('member', 'POST', trusts, 404, { trust: { ...body.trust, roles: [{ name: 'no-such-role' }] } });
+    const trust = (await call('member', 'POST', trusts, 201, body)).trust;
+    assert.equal(trust.trustee_user_id, ids.reader);
+    assert.deepEqual((await call('member', 'GET', `${trusts}?trustor_user_id=${ids.member}`, 200)).trusts.map((t: { id: string }) => t.id), [trust.id]);
+    await call('reader', 'GET', `${trusts}?trustee_user_id=${ids.reader}`, 200);
+    await call('admin', 'GET', trusts, 200);
+    await call('reader', 'GET', `${trusts}/${trust.id}`, 200);
+    await call('other', 'GET', `${trusts}/${trust.id}`, 403);
+    await call('reader', 'DELETE', `${trusts}/${trust.id}`, 403);
+    await call('member', 'DELETE', `${trusts}/${trust.id}`, 204);
+    await call('member', 'GET', `${trusts}/${trust.id}`, 404);
+    assert.deepEqual(problems, []);
+  });
+
   test('catalog: regions, services and endpoints', async () => {
     const I = '/identity/v3';
     for (const as of ['member', 'reader', 'other', 'admin', 'unscoped'] as const) {

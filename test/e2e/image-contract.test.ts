@@ -10,6 +10,8 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { declaredRoutes, responseProblem, type AnyRouteSpec } from '../../src/http/declare.ts';
 import { imageApp } from '../../src/image/api.ts';
 import type { ImageService } from '../../src/image/images.ts';
@@ -35,6 +37,8 @@ function specFor(method: string, path: string): AnyRouteSpec | null {
 
 describe('Image API response contract', () => {
   let pumice: PumiceProcess;
+  let files: http.Server | undefined;
+  let diskUrl = '';
   const clients = {} as Record<Persona, ApiClient>;
   const covered = new Set<string>();
   const problems: string[] = [];
@@ -82,7 +86,13 @@ describe('Image API response contract', () => {
   }
 
   before(async () => {
-    pumice = await startPumice();
+    // A disk for POST /v2/tasks to download; web-download is allowed to this port only.
+    const server = http.createServer((_req, res) => res.end(Buffer.alloc(8192, 7)));
+    files = server;
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    diskUrl = `http://127.0.0.1:${port}/disk.raw`;
+    pumice = await startPumice({ config: `[import_filtering_opts]\nallowed_hosts = 127.0.0.1\nallowed_ports = ${port}\n` });
     clients.admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
     const admin = clients.admin;
     const roleId = async (name: string) => ((await admin.request('GET', `/identity/v3/roles?name=${name}`)).body.roles as { id: string }[])[0]!.id;
@@ -107,6 +117,7 @@ describe('Image API response contract', () => {
   after(async () => {
     await pumice?.stop();
     pumice?.cleanup();
+    await new Promise((resolve) => files?.close(resolve));
   });
 
   test('versions and discovery', async () => {
@@ -246,6 +257,18 @@ describe('Image API response contract', () => {
     assert.ok((await call('admin', 'GET', '/image/v2/tasks?type=api_image_import', 200)).tasks.some((t: { id: string }) => t.id === task.id));
     await call('member', 'GET', `/image/v2/tasks/${task.id}`, 403);
     assert.deepEqual((await call('admin', 'GET', `/image/v2/tasks/${task.id}`, 200)).input.import_req, { method: { name: 'glance-direct' }, stores: ['file'] });
+    // Glance's older tasks API: an admin imports by URL; the task ends 'success' with the image it made.
+    const taskBody = { type: 'import', input: { import_from: diskUrl, import_from_format: 'raw', image_properties: { name: 'from-task', container_format: 'bare' } } };
+    await call('member', 'POST', '/image/v2/tasks', 403, taskBody);
+    await call('admin', 'POST', '/image/v2/tasks', 400, { ...taskBody, type: 'export' });
+    let imported = await call('admin', 'POST', '/image/v2/tasks', 201, taskBody);
+    for (const deadline = Date.now() + 60_000; ['pending', 'processing'].includes(imported.status) && Date.now() < deadline;) {
+      await new Promise((r) => setTimeout(r, 100));
+      imported = await call('admin', 'GET', `/image/v2/tasks/${imported.id}`, 200);
+    }
+    assert.equal(imported.status, 'success', imported.message);
+    assert.equal((await call('admin', 'GET', `/image/v2/images/${imported.result.image_id}`, 200)).size, 8192);
+    await call('admin', 'DELETE', `/image/v2/images/${imported.result.image_id}`, 204);
     // One store: its data cannot leave it (delete the image instead).
     await call('admin', 'DELETE', `/image/v2/stores/file/${created.id}`, 403);
     await call('admin', 'DELETE', image, 204);

@@ -55,9 +55,10 @@ function render(ctx: RequestContext, row: TrustRow) {
 export function trustRoutes(identity: IdentityService): AnyRouteSpec[] {
   const trusts = identity.trusts;
   /** Keystone's target: the trust's trustor and trustee (absent for an unknown trust: only admins then learn it is a 404). */
+  // As Keystone builds its target: an unknown trust is a 404 for everyone, not a 403.
   const trustTarget = (ctx: RequestContext): PolicyTarget => {
-    const trust = trusts.find(ctx.params['trust_id'] ?? '');
-    return { 'target.trust.trustor_user_id': trust?.trustor_user_id ?? null, 'target.trust.trustee_user_id': trust?.trustee_user_id ?? null };
+    const trust = trusts.get(ctx.params['trust_id'] ?? '');
+    return { 'target.trust.trustor_user_id': trust.trustor_user_id, 'target.trust.trustee_user_id': trust.trustee_user_id };
   };
   return [
     route({
