@@ -8,7 +8,9 @@
  * answers). Last, a 4 GiB sparse file holding only a few MiB of data: upload
  * time (the store skips all-zero chunks, so the stored file stays sparse).
  *
- *   node --import tsx bench/image-upload.ts [--size-mib 1024] [--sparse-mib 4096]
+ *   node --import tsx bench/image-upload.ts [--size-mib 1024] [--sparse-mib 4096] [--cpu-prof DIR]
+ *
+ * --cpu-prof DIR writes the server's CPU profiles (main thread and each hash worker) into DIR.
  *
  * MB/s are 10^6 bytes per second. The random file is made in this process
  * (crypto.randomFillSync, 8 MiB blocks) in a temporary directory next to the
@@ -16,17 +18,54 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, createReadStream, ftruncateSync, mkdtempSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
+import { arg, argString, cleanupOnSignal, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 1024) * MiB;
 const sparseBytes = arg('sparse-mib', 4096) * MiB;
+const profileDir = argString('cpu-prof', '');
 
 let server: Server | undefined;
+
+/** CPU seconds of each thread of `pid` (utime + stime from /proc/PID/task/TID/stat, 100 ticks/s). */
+function threadCpuSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+function threadCpuDelta(before: Map<number, number>, after: Map<number, number>): Map<number, number> {
+  const delta = new Map<number, number>();
+  for (const [tid, s] of after) delta.set(tid, s - (before.get(tid) ?? 0));
+  return delta;
+}
+
+/**
+ * Where the server's CPU went per GiB uploaded: the main thread (HTTP, copies into batches),
+ * the two busiest other threads (the md5 and sha512 workers: each hashes every byte) and the
+ * rest (libuv's pool doing the file writes, GC helpers). Threads are told apart by CPU only:
+ * Node 20 gives worker threads no name of their own.
+ */
+function threadCpuText(delta: Map<number, number>, pid: number, bytes: number): string {
+  const gib = bytes / (1 << 30);
+  const main = delta.get(pid) ?? 0;
+  const others = [...delta].filter(([tid]) => tid !== pid).map(([, s]) => s).sort((a, b) => b - a);
+  const [first = 0, second = 0] = others;
+  const rest = others.slice(2).reduce((a, b) => a + b, 0);
+  const f = (x: number) => (x / gib).toFixed(2);
+  const restEach = others.slice(2).filter((x) => x / gib >= 0.05).map(f).join(' + ');
+  return `main thread ${f(main)} s, busiest two other threads (hash workers) ${f(first)} + ${f(second)} s, the rest (file writes on libuv's pool, GC helpers) ${f(rest)} s (${restEach || 'none over 0.05 s'})`;
+}
 const scratch = mkdtempSync(join(tmpdir(), 'pumice-bench-img-'));
 process.once('exit', () => rmSync(scratch, { recursive: true, force: true }));
 cleanupOnSignal(() => (server ? [server] : []));
@@ -115,7 +154,7 @@ async function main(): Promise<void> {
   let t0 = now();
   const md5 = makeRandomFile(file, sizeBytes);
   const genS = (now() - t0) / 1000;
-  server = await startServer();
+  server = await startServer(profileDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {});
   try {
     const s = await login(server.url);
     await sleep(500);
@@ -135,10 +174,12 @@ async function main(): Promise<void> {
     const id = await createImage(s, 'bench-random');
     let rss = sampleRss(server.pid, 100);
     let meter = cpuMeter(server.pid);
+    const threads0 = threadCpuSeconds(server.pid);
     t0 = now();
     const up = await upload(s, id, file, sizeBytes);
     const upS = (now() - t0) / 1000;
     let cpu = meter.stop();
+    const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
     let mem = rss.stop();
     if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
     const row = await imageRow(s, id);
@@ -146,6 +187,7 @@ async function main(): Promise<void> {
     console.log(`upload: ${mbps(sizeBytes, upS)} (${upS.toFixed(2)} s, PUT to 204; image active, size and md5 match)`);
     console.log(`upload_rss_peak: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
     console.log(`upload_cpu: ${cpu.text}`);
+    console.log(`upload_cpu_per_gib_by_thread: ${threadCpuText(threads, server.pid, sizeBytes)}`);
     console.log(`upload_vs_cp_then_sync: ${((cpS + syncS) / upS).toFixed(2)}x the speed`);
 
     // ---- download ----
