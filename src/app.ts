@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { loadConfig, type PumiceConfig } from './config/config.ts';
+import { loadConfig, recordHostName, type PumiceConfig } from './config/config.ts';
 import { pumiceVersion } from './config/version.ts';
 import { Db, databaseLocation, isPostgresUrl } from './db/db.ts';
 import { backupRoutes } from './backup/api.ts';
@@ -87,6 +87,8 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
+  else recordHostName(config);
+  log(`host name ${config.DEFAULT.host}: ${options.hostName ? 'set by --host' : config.hostReason}`);
   const roles = new Set<Role>(options.roles ?? allRoles);
   const runCompute = roles.has('compute');
   const dbLocation = databaseLocation(config.database.connection, dataDir);
@@ -406,6 +408,8 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
   if (options.hostName) config.DEFAULT.host = options.hostName;
+  else recordHostName(config);
+  log(`host name ${config.DEFAULT.host}: ${options.hostName ? 'set by --host' : config.hostReason}`);
   const dbLocation = databaseLocation(config.database.connection, dataDir);
   if (!isPostgresUrl(dbLocation) && !existsSync(dbLocation)) throw new Error(`${dbLocation} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it), or [database] connection must name the cloud's PostgreSQL`);
   const db = new Db(dbLocation);

@@ -4,7 +4,8 @@
  * existing sections read naturally. Unknown options, wrong types and missing
  * backend sections are reported at start with file, line and what was expected.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { backupDriverKind } from '../backup/drivers/driver.ts';
 import { chunkCodecs } from '../backup/drivers/posix.ts';
@@ -21,7 +22,7 @@ interface OptionSpec {
 }
 
 const defaultOptions = {
-  host: { type: 'string', default: 'pumice', help: 'name of this host in service and backend host strings (host@backend#pool)' },
+  host: { type: 'string', default: 'pumice', help: "name of this host in service and backend host strings (host@backend#pool); unset: this machine's hostname, chosen at the first start of a data directory and kept in DATA_DIR/host (a data directory that predates that rule keeps 'pumice')" },
   cluster: { type: 'string', default: null, help: "volume hosts with the same cluster name serve their backends active/active: a backend's task is taken by any live member (Cinder's cluster; volumes are placed on cluster@backend#pool). Every member must reach the same storage" },
   enabled_backends: { type: 'list', default: ['local'], help: 'backend section names, comma separated' },
   default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
@@ -263,6 +264,10 @@ export type BackendConfig = Values<typeof backendOptions> & { section: string; v
 export interface PumiceConfig {
   path: string | null;
   dataDir: string;
+  /** Why DEFAULT.host is what it is (the start log says it). */
+  hostReason?: string;
+  /** DEFAULT.host is a default not yet in DATA_DIR/host: recordHostName writes it. */
+  hostToRecord?: boolean;
   DEFAULT: DefaultConfig;
   token: Values<typeof tokenOptions>;
   security_compliance: Values<typeof securityComplianceOptions>;
@@ -313,7 +318,42 @@ export function loadConfig(path: string | null, dataDir: string): PumiceConfig {
   const ini: IniFile = path
     ? parseIni(readText(path), path)
     : { path: '(defaults)', sections: new Map() };
-  return buildConfig(ini, dataDir, path);
+  const config = buildConfig(ini, dataDir, path);
+  if (lineOf(ini, 'DEFAULT', 'host') === undefined) {
+    const chosen = defaultHostName(dataDir);
+    config.DEFAULT.host = chosen.host;
+    config.hostReason = chosen.reason;
+    config.hostToRecord = !chosen.recorded;
+  } else config.hostReason = `[DEFAULT] host in ${path}`;
+  return config;
+}
+
+/** DATA_DIR/host: the host name chosen at a data directory's first start, when the configuration names none. */
+const hostNameFile = 'host';
+
+/**
+ * The host name of a configuration without `[DEFAULT] host`: the one recorded in DATA_DIR/host;
+ * else 'pumice' for a data directory that was in use before the hostname became the default
+ * (its volumes, services and tasks carry 'pumice'); else this machine's hostname, as Cinder's
+ * default. `recordHostName` writes the choice at the first start, so it never changes after.
+ */
+export function defaultHostName(dataDir: string): { host: string; reason: string; recorded: boolean } {
+  const record = join(dataDir, hostNameFile);
+  if (existsSync(record)) return { host: readFileSync(record, 'utf8').trim(), reason: `recorded in ${record} at the data directory's first start`, recorded: true };
+  const events = join(dataDir, 'log', 'events.jsonl');
+  const inUse = ['pumice.db', 'admin-openrc', 'credential.key'].some((name) => existsSync(join(dataDir, name))) || (existsSync(events) && statSync(events).size > 0);
+  if (inUse) return { host: 'pumice', reason: `the data directory ${dataDir} predates the hostname default (it was 'pumice' before)`, recorded: false };
+  return { host: hostname(), reason: "this machine's hostname (no [DEFAULT] host)", recorded: false };
+}
+
+/** Writes DATA_DIR/host once (0600), when the host name came from defaultHostName and is not recorded yet. */
+export function recordHostName(config: PumiceConfig): void {
+  if (!config.hostToRecord) return;
+  try {
+    writeFileSync(join(config.dataDir, hostNameFile), `${config.DEFAULT.host}\n`, { mode: 0o600, flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
 }
 
 export function parseConfigText(text: string, dataDir: string, path = 'pumice.conf'): PumiceConfig {

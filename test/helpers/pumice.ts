@@ -43,6 +43,11 @@ export interface StartOptions {
   port?: number;
   /** Extra environment of the server (e.g. PUMICE_CRASH_POINT). */
   env?: Record<string, string>;
+  /**
+   * --host of the server: 'pumice' unless the config sets [DEFAULT] host (the tests name hosts
+   * pumice@backend#pool; the real default is the machine's hostname); null: no --host.
+   */
+  host?: string | null;
 }
 
 /** Where a test server under PUMICE_TEST_DATABASE keeps its database's URL (reused on restart). */
@@ -68,6 +73,8 @@ export async function testDatabaseUrl(dataDir: string): Promise<string | null> {
 export async function startPumice(options: StartOptions = {}): Promise<PumiceProcess> {
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pumice-test-'));
   const args = [join(repoRoot, 'bin', 'pumice.mjs'), 'serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${options.port ?? 0}`];
+  const host = options.host === undefined ? (/^\s*host\s*=/m.test(options.config ?? '') ? null : 'pumice') : options.host;
+  if (host !== null) args.push('--host', host);
   const databaseUrl = await testDatabaseUrl(dataDir);
   // The test's own [database] section wins; otherwise the PostgreSQL of with-postgres.sh is appended.
   const config = databaseUrl && !/^\[database\]/m.test(options.config ?? '') ? `${options.config ?? ''}\n[database]\nconnection = ${databaseUrl}\n` : options.config;
