@@ -159,6 +159,8 @@ export class TaskQueue {
   private readonly handlers = new Map<string, TaskHandler>();
   private readonly failureHandlers = new Map<string, TaskFailureHandler>();
   private readonly queues = new Set<string>();
+  /** Queues of this runner it claims nothing from for now (pauseClaims). */
+  private readonly pausedQueues = new Set<string>();
   private readonly running = new Map<string, number>();
   private readonly inFlight = new Set<Promise<void>>();
   private pollTimer: NodeJS.Timeout | undefined;
@@ -228,6 +230,16 @@ export class TaskQueue {
     this.kick();
   }
 
+  /**
+   * Stops (`paused`) or resumes claiming new tasks of one queue; running tasks go on. A volume
+   * host whose backend is down pauses that backend's queue: its tasks stay queued for a member
+   * of the cluster that reaches the storage, or until this host does again. Idempotent.
+   */
+  pauseClaims(queue: string, paused: boolean): void {
+    if (paused) this.pausedQueues.add(queue);
+    else if (this.pausedQueues.delete(queue)) this.kick();
+  }
+
   /** Stops claiming new tasks and waits for the running ones. */
   async stop(): Promise<void> {
     this.stopped = true;
@@ -292,6 +304,7 @@ export class TaskQueue {
   private claimAvailable(): void {
     if (this.stopped) return;
     for (const queue of this.queues) {
+      if (this.pausedQueues.has(queue)) continue;
       while ((this.running.get(queue) ?? 0) < this.options.concurrencyPerQueue) {
         const now = this.clock.now();
         const row = this.store.claim(queue, this.runnerId, now, now + this.leaseMs);
