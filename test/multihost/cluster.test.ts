@@ -1,6 +1,6 @@
 /**
  * Many hosts in network namespaces (issue 16): a controller (api, scheduler, image, and
- * PostgreSQL on its bridge address) and two volume hosts (volume, backup) of one cluster on
+ * PostgreSQL on its bridge address), a second API host (api, scheduler) and two volume hosts (volume, backup) of one cluster on
  * the Ceph backend of the run's lab ($PUMICE_CEPH_LAB; pool volumes as client.cinder). The
  * lab listens on the root namespace's 127.0.0.1 only, and its clients connect to the
  * 127.0.0.1 addresses of its monmap and osdmap: NetnsLab.reachRootLoopback makes those ports
@@ -13,6 +13,9 @@
  * in the middle of the first volume create it runs, holding the task's lease, so the test
  * can kill -9 it or cut its link at that exact point. vol-b is held stopped by the test
  * while a request is made, so the task goes to vol-a.
+ *
+ * The rolling restart spreads its clients' requests over both API hosts (round-robin in the
+ * test's client, as a load balancer would) and restarts every host, API hosts included.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -40,6 +43,8 @@ const noCephLab = cephLab ? false : 'needs the Ceph lab ($PUMICE_CEPH_LAB) and t
 let lab: NetnsLab | null = null;
 let pg: { url: string; localUrl: string };
 let admin: ApiClient;
+/** The second API host's URL (through its socket bridge). */
+let apiBUrl = '';
 /** The test's own connection to the cloud's PostgreSQL (through its socket directory). */
 let db: Db | null = null;
 /** The test's own connection to the lab (admin): the osdmap's ports, and the pool's images. */
@@ -136,7 +141,7 @@ function runningTask(resourceId: string): { id: number; owner: string } | undefi
 
 before(async () => {
   if (unavailable) return;
-  lab = new NetnsLab(['ctl', 'vol-a', 'vol-b']);
+  lab = new NetnsLab(['ctl', 'vol-a', 'vol-b', 'api-b']);
   pg = lab.startPostgres();
   mkdirSync(join(lab.dir, 'shared-volumes'), { mode: 0o700 });
   mkdirSync(join(lab.dir, 'shared-backups'), { mode: 0o700 });
@@ -150,10 +155,12 @@ before(async () => {
   await Promise.all([
     startHost('vol-a', 'volume,backup', { PUMICE_CRASH_POINT: 'volume.create.made:1:stop' }),
     startHost('vol-b', 'volume,backup'),
+    startHost('api-b', 'api,scheduler'),
   ]);
   db = new Db(pg.localUrl);
   const url = await lab.bridgeHttp('ctl', lab.controller.address, apiPort);
   admin = await ApiClient.login(url, 'admin', adminPassword, 'admin');
+  apiBUrl = await lab.bridgeHttp('api-b', lab.host('api-b').address, apiPort);
 });
 
 after(async () => {
@@ -194,8 +201,8 @@ test('each host has its own service rows; the volume hosts show their cluster; t
   const volume = services.filter((s) => s.binary === 'cinder-volume').map((s) => `${s.host} ${s.cluster} ${s.state}`).sort();
   assert.deepEqual(volume, [`vol-a@${backend} ${cluster}@${backend} up`, `vol-b@${backend} ${cluster}@${backend} up`]);
   assert.deepEqual(services.filter((s) => s.binary === 'cinder-backup').map((s) => s.host).sort(), ['vol-a', 'vol-b']);
-  assert.deepEqual(services.filter((s) => s.binary === 'cinder-scheduler').map((s) => s.host), ['ctl']);
-  // The controller serves the API; the volume hosts serve none.
+  assert.deepEqual(services.filter((s) => s.binary === 'cinder-scheduler').map((s) => s.host).sort(), ['api-b', 'ctl']);
+  // The controllers serve the API; the volume hosts serve none.
   assert.throws(() => lab!.exec('ctl', ['curl', '-sf', '-m', '2', `http://${lab!.host('vol-a').address}:${apiPort}/`]));
 });
 
@@ -338,19 +345,54 @@ test('CLI day against the multi-host cloud: token, volume create/list, snapshot 
 });
 
 /**
- * One request as an OpenStack client makes it: a refused connection or a 503 (the service is
- * not there right now) is retried after a pause, up to a bound; any other answer is final.
+ * The rolling restart's clients, behind a load balancer of the test's own: each request goes to
+ * the next API host in turn; one whose connection fails (that host is restarting: nothing
+ * listens, so the request never reached a Pumice) or that gets a 503 is retried on the next
+ * host after a pause, as keystoneauth retries a ConnectFailure. Any other answer is final.
  */
-async function requestRetrying(method: string, path: string, body: unknown, retries: { count: number }): Promise<{ status: number; body: any; text: string }> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const r = await admin.request(method, path, body);
-      if (r.status !== 503 || attempt >= 30) return r;
-    } catch (error) {
-      if (!/ECONNREFUSED/.test(String((error as { cause?: unknown }).cause ?? error)) || attempt >= 30) throw error;
+class RoundRobinClient {
+  private next = 0;
+  retries = 0;
+  readonly served: Record<string, number> = {};
+  constructor(private readonly urls: Record<string, string>, private readonly token: string) {}
+
+  async request(method: string, path: string, body?: unknown): Promise<{ status: number; body: any; text: string }> {
+    const hosts = Object.keys(this.urls);
+    for (let attempt = 1; ; attempt++) {
+      const host = hosts[this.next++ % hosts.length]!;
+      try {
+        const res = await fetch(`${this.urls[host]}${path}`, {
+          method,
+          headers: { 'X-Auth-Token': this.token, ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        const text = await res.text();
+        if (res.status !== 503 || attempt >= 60) {
+          this.served[host] = (this.served[host] ?? 0) + 1;
+          return { status: res.status, body: text ? JSON.parse(text) : undefined, text };
+        }
+      } catch (error) {
+        // undici's "fetch failed": the bridge found no listener behind it and closed the connection.
+        if (!(error instanceof TypeError) || attempt >= 60) throw error;
+      }
+      this.retries++;
+      await new Promise((r) => setTimeout(r, 250));
     }
-    retries.count++;
-    await new Promise((r) => setTimeout(r, 500));
+  }
+
+  /** Polls a volume until its status is one of `statuses` ('deleted': a 404). */
+  async waitVolume(volumesPath: string, volumeId: string, statuses: string[], timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await this.request('GET', `${volumesPath}/${volumeId}`);
+      if (r.status === 404 && statuses.includes('deleted')) return;
+      assert.ok(r.status === 200 || r.status === 404, r.text);
+      const status = r.body?.volume?.status as string | undefined;
+      if (status && statuses.includes(status)) return;
+      assert.notEqual(status, 'error', `${volumeId} went to error: ${r.text}`);
+      if (Date.now() > deadline) throw new Error(`volume ${volumeId} did not reach ${statuses.join('/')}: last ${r.status} ${r.text}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
   }
 }
 
@@ -359,35 +401,43 @@ async function requestRetrying(method: string, path: string, body: unknown, retr
  * vol-b was purging after a delete (librbd's TrimRequest.cc:72 ceph_assert(is_lock_owner())).
  * The RBD driver now leaves entries younger than 15 s to the member that trashed them.
  */
-test('rolling restart of the volume hosts under a create/delete load: no request lost, every task run once', { skip: unavailable ?? false }, async () => {
+test('rolling restart of the volume and API hosts under a create/delete load over both API hosts: no request lost, every task run once', { skip: unavailable ?? false }, async () => {
   const workers = 4;
-  const retries = { count: 0 };
+  const volumesPath = `/volume/v3/${admin.projectId}/volumes`;
+  // Tokens live in the shared database: one issued by either API host is accepted by the other.
+  const ctlUrl = admin.url;
+  const issuedByB = await ApiClient.login(apiBUrl, 'admin', adminPassword, 'admin');
+  assert.equal((await new ApiClient(ctlUrl).request('GET', volumesPath, undefined, { 'X-Auth-Token': issuedByB.token })).status, 200, 'a token of api-b on ctl');
+  assert.equal((await new ApiClient(apiBUrl).request('GET', volumesPath, undefined, { 'X-Auth-Token': admin.token })).status, 200, 'a token of ctl on api-b');
+  const balanced = new RoundRobinClient({ ctl: ctlUrl, 'api-b': apiBUrl }, admin.token);
   const cycled: string[] = [];
   let restarting = true;
-  const volumesPath = `/volume/v3/${admin.projectId}/volumes`;
   const client = async (worker: number) => {
     for (let i = 0; restarting; i++) {
-      const created = await requestRetrying('POST', volumesPath, { volume: { size: 1, name: `rolling-${worker}-${i}` } }, retries);
+      const created = await balanced.request('POST', volumesPath, { volume: { size: 1, name: `rolling-${worker}-${i}` } });
       assert.equal(created.status, 202, created.text);
       const volumeId = created.body.volume.id as string;
       ourVolumeIds.add(volumeId);
-      await waitAvailable(volumeId, 60_000);
-      const deleted = await requestRetrying('DELETE', `${volumesPath}/${volumeId}`, undefined, retries);
+      await balanced.waitVolume(volumesPath, volumeId, ['available'], 60_000);
+      const deleted = await balanced.request('DELETE', `${volumesPath}/${volumeId}`);
       assert.equal(deleted.status, 202, deleted.text);
-      await admin.waitVolume(volumeId, ['deleted'], 60_000);
+      await balanced.waitVolume(volumesPath, volumeId, ['deleted'], 60_000);
       cycled.push(volumeId);
     }
   };
   const load = Promise.all(Array.from({ length: workers }, (_, worker) => client(worker)));
+  const roles: Record<string, string> = { 'vol-a': 'volume,backup', 'vol-b': 'volume,backup', ctl: 'api,scheduler,image', 'api-b': 'api,scheduler' };
   try {
-    for (const host of ['vol-a', 'vol-b']) {
+    for (const host of ['vol-a', 'vol-b', 'ctl', 'api-b']) {
       await until(`cycles under way before ${host} restarts`, 60_000, () => cycled.length >= 2);
       const before = cycled.length;
       const old = running[host]!;
       process.kill(old.pid, 'SIGTERM');
       assert.equal(await old.exited, 0, `${host} stopped cleanly:\n${old.output().slice(-2000)}`);
-      await startHost(host, 'volume,backup');
-      await until(`${host} up again`, 30_000, async () => (await volumeServices()).some((s) => s.host === `${host}@${backend}` && s.state === 'up'));
+      await startHost(host, roles[host]!);
+      if (host.startsWith('vol-')) {
+        await until(`${host} up again`, 30_000, async () => (await volumeServices()).some((s) => s.host === `${host}@${backend}` && s.state === 'up'));
+      }
       await until(`cycles under way after ${host} restarted`, 60_000, () => cycled.length >= before + 2);
     }
   } finally {
@@ -403,7 +453,12 @@ test('rolling restart of the volume hosts under a create/delete load: no request
     }).then((done) => assert.deepEqual(done, ['volume.create', 'volume.delete'], volumeId));
     assert.equal(db!.get('SELECT 1 FROM tasks WHERE resource_id = ?', volumeId), undefined, `no task row left for ${volumeId}`);
   }
-  console.log(`rolling restart: ${cycled.length} create/delete cycles by ${workers} clients across the restarts of vol-a and vol-b, ${retries.count} retried requests`);
+  // A create retried after it had been run would leave a second volume of the same name.
+  const left = await admin.request('GET', volumesPath);
+  assert.equal(left.status, 200, left.text);
+  assert.deepEqual((left.body.volumes as { name: string }[]).map((v) => v.name).filter((name) => name.startsWith('rolling-')), [], 'no volume of the load left');
+  assert.ok((balanced.served['ctl'] ?? 0) > 0 && (balanced.served['api-b'] ?? 0) > 0, JSON.stringify(balanced.served));
+  console.log(`rolling restart: ${cycled.length} create/delete cycles by ${workers} clients over 2 API hosts (${JSON.stringify(balanced.served)} answers) across the restarts of vol-a, vol-b, ctl and api-b, ${balanced.retries} retried requests`);
 });
 
 test('every volume of the run deleted through the cluster leaves no RBD image of it in the pool, the taken-over one included', { skip: unavailable ?? noCephLab }, async () => {
