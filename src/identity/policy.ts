@@ -102,6 +102,8 @@ export const identityPolicyDefaults: Record<string, string> = {
   'identity:list_all_trusts': 'rule:admin_required',
   'identity:get_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s or user_id:%(target.trust.trustee_user_id)s',
   'identity:delete_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s',
+  'identity:list_roles_for_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s or user_id:%(target.trust.trustee_user_id)s',
+  'identity:get_role_for_trust': 'rule:admin_required or user_id:%(target.trust.trustor_user_id)s or user_id:%(target.trust.trustee_user_id)s',
 
   // roles, grants and assignments
   'identity:get_role': adminOrReader,

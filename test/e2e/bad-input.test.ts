@@ -397,6 +397,9 @@ describe('bad input on every route', () => {
       ['GET', '/v3/OS-TRUST/trusts', 'member', false],
       ['POST', '/v3/OS-TRUST/trusts', 'member', true],
       ['GET', `/v3/OS-TRUST/trusts/${UNKNOWN}`, 'admin', false],
+      ['GET', `/v3/OS-TRUST/trusts/${UNKNOWN}/roles`, 'admin', false],
+      ['HEAD', `/v3/OS-TRUST/trusts/${UNKNOWN}/roles/${UNKNOWN}`, 'admin', false],
+      ['GET', `/v3/OS-TRUST/trusts/${UNKNOWN}/roles/${UNKNOWN}`, 'admin', false],
       ['DELETE', `/v3/OS-TRUST/trusts/${UNKNOWN}`, 'admin', false],
     ];
   }
@@ -792,6 +795,8 @@ describe('bad input on every route', () => {
           entity(T, { trust: {} }, 400, 'empty trust', 'POST', `${I}/${T}`, 'member'),
           entity(T, undefined, 403, "another user's trusts, as member", 'GET', `${I}/${T}?trustor_user_id=${F.memberB}`, 'member'),
           entity(T, undefined, 404, 'unknown trust', 'GET', `${I}/${T}/${UNKNOWN}`),
+          entity(T, undefined, 404, "unknown trust's roles", 'GET', `${I}/${T}/${UNKNOWN}/roles`),
+          entity(T, undefined, 404, "unknown trust's role", 'GET', `${I}/${T}/${UNKNOWN}/roles/${UNKNOWN}`, 'member'),
           entity(T, undefined, 404, 'unknown trust', 'DELETE', `${I}/${T}/${UNKNOWN}`),
           // Keystone builds the policy target from the trust, so an unknown one is a 404 even for a member.
           entity(T, undefined, 404, 'unknown trust, as member', 'DELETE', `${I}/${T}/${UNKNOWN}`, 'member'),

@@ -670,6 +670,13 @@ describe('Identity API response contract', () => {
     await call('admin', 'GET', trusts, 200);
     await call('reader', 'GET', `${trusts}/${trust.id}`, 200);
     await call('other', 'GET', `${trusts}/${trust.id}`, 403);
+    const delegated = (await call('reader', 'GET', `${trusts}/${trust.id}/roles`, 200)).roles;
+    assert.deepEqual(delegated.map((r: { id: string }) => r.id), [ids.readerRole]);
+    await call('other', 'GET', `${trusts}/${trust.id}/roles`, 403);
+    assert.equal((await call('member', 'GET', `${trusts}/${trust.id}/roles/${ids.readerRole}`, 200)).role.name, 'reader');
+    await call('reader', 'HEAD', `${trusts}/${trust.id}/roles/${ids.readerRole}`, 200);
+    await call('member', 'GET', `${trusts}/${trust.id}/roles/${ids.memberRole}`, 404);
+    await call('member', 'HEAD', `${trusts}/${trust.id}/roles/${ids.memberRole}`, 404);
     await call('reader', 'DELETE', `${trusts}/${trust.id}`, 403);
     await call('member', 'DELETE', `${trusts}/${trust.id}`, 204);
     await call('member', 'GET', `${trusts}/${trust.id}`, 404);

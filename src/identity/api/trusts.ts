@@ -39,10 +39,22 @@ const CreateBody = envelope('trust', Type.Object({
   redelegation_count: Type.Optional(Nullable(Type.Integer({ minimum: 0 }))),
 }, strict));
 const TrustParams = Type.Object({ trust_id: IdParam });
+const TrustRoleParams = Type.Object({ trust_id: IdParam, role_id: IdParam });
 const ListQuery = Type.Object({ trustor_user_id: Type.Optional(IdRef), trustee_user_id: Type.Optional(IdRef) }, { additionalProperties: true });
 
+function renderRoles(ctx: RequestContext, row: TrustRow) {
+  return (JSON.parse(row.roles) as TrustRole[]).map((r) => ({ id: r.id, name: r.name, domain_id: r.domain_id, links: { self: selfUrl(ctx, `roles/${r.id}`) } }));
+}
+
+/** The delegated role `roleId` of a trust, or Keystone's 404. */
+function delegatedRole(ctx: RequestContext, row: TrustRow) {
+  const role = renderRoles(ctx, row).find((r) => r.id === ctx.params['role_id']);
+  if (!role) throw new PumiceError('NotFound', `Trust ${row.id} delegates no role ${ctx.params['role_id']}: list its roles with GET /v3/OS-TRUST/trusts/${row.id}/roles.`);
+  return role;
+}
+
 function render(ctx: RequestContext, row: TrustRow) {
-  const roles = (JSON.parse(row.roles) as TrustRole[]).map((r) => ({ id: r.id, name: r.name, domain_id: r.domain_id, links: { self: selfUrl(ctx, `roles/${r.id}`) } }));
+  const roles = renderRoles(ctx, row);
   return {
     id: row.id, trustor_user_id: row.trustor_user_id, trustee_user_id: row.trustee_user_id, project_id: row.project_id,
     impersonation: !!row.impersonation, expires_at: row.expires_at, remaining_uses: row.remaining_uses,
@@ -54,8 +66,7 @@ function render(ctx: RequestContext, row: TrustRow) {
 
 export function trustRoutes(identity: IdentityService): AnyRouteSpec[] {
   const trusts = identity.trusts;
-  /** Keystone's target: the trust's trustor and trustee (absent for an unknown trust: only admins then learn it is a 404). */
-  // As Keystone builds its target: an unknown trust is a 404 for everyone, not a 403.
+  /** Keystone's target: the trust's trustor and trustee; as Keystone builds it from the trust, an unknown trust is a 404 for everyone, not a 403. */
   const trustTarget = (ctx: RequestContext): PolicyTarget => {
     const trust = trusts.get(ctx.params['trust_id'] ?? '');
     return { 'target.trust.trustor_user_id': trust.trustor_user_id, 'target.trust.trustee_user_id': trust.trustee_user_id };
@@ -102,6 +113,36 @@ export function trustRoutes(identity: IdentityService): AnyRouteSpec[] {
       responses: { 200: envelope('trust', Trust) },
       handler(ctx) {
         return { status: 200, body: { trust: render(ctx, trusts.get(ctx.params['trust_id']!)) } };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/OS-TRUST/trusts/:trust_id/roles', policy: 'identity:list_roles_for_trust', target: trustTarget,
+      summary: 'The roles a trust delegates',
+      params: TrustParams,
+      responses: { 200: collection('roles', TrustRoleEntity) },
+      handler(ctx) {
+        const row = trusts.get(ctx.params['trust_id']!);
+        return { status: 200, body: { roles: renderRoles(ctx, row), links: { self: selfUrl(ctx, `OS-TRUST/trusts/${row.id}/roles`), previous: null, next: null } } };
+      },
+    }),
+    // HEAD before GET: the router would otherwise answer HEAD with the GET declaration.
+    route({
+      method: 'HEAD', path: '/v3/OS-TRUST/trusts/:trust_id/roles/:role_id', policy: 'identity:get_role_for_trust', target: trustTarget,
+      summary: 'Whether a trust delegates a role (200 or 404)',
+      params: TrustRoleParams,
+      responses: { 200: null },
+      handler(ctx) {
+        delegatedRole(ctx, trusts.get(ctx.params['trust_id']!));
+        return { status: 200 };
+      },
+    }),
+    route({
+      method: 'GET', path: '/v3/OS-TRUST/trusts/:trust_id/roles/:role_id', policy: 'identity:get_role_for_trust', target: trustTarget,
+      summary: 'One role a trust delegates',
+      params: TrustRoleParams,
+      responses: { 200: envelope('role', TrustRoleEntity) },
+      handler(ctx) {
+        return { status: 200, body: { role: delegatedRole(ctx, trusts.get(ctx.params['trust_id']!)) } };
       },
     }),
     route({
