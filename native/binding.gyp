@@ -8,7 +8,8 @@
         "src/cluster.cc",
         "src/ioctx.cc",
         "src/image.cc",
-        "src/objects.cc"
+        "src/objects.cc",
+        "src/group.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

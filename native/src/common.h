@@ -263,6 +263,15 @@ class IoctxWrap : public Napi::ObjectWrap<IoctxWrap> {
   Napi::Value TrashList(const Napi::CallbackInfo& info);
   Napi::Value TrashRemove(const Napi::CallbackInfo& info);
   Napi::Value TrashRestore(const Napi::CallbackInfo& info);
+  Napi::Value GroupCreate(const Napi::CallbackInfo& info);       // group.cc
+  Napi::Value GroupRemove(const Napi::CallbackInfo& info);       // group.cc
+  Napi::Value GroupList(const Napi::CallbackInfo& info);         // group.cc
+  Napi::Value GroupImageAdd(const Napi::CallbackInfo& info);     // group.cc
+  Napi::Value GroupImageRemove(const Napi::CallbackInfo& info);  // group.cc
+  Napi::Value GroupImageList(const Napi::CallbackInfo& info);    // group.cc
+  Napi::Value GroupSnapCreate(const Napi::CallbackInfo& info);   // group.cc
+  Napi::Value GroupSnapRemove(const Napi::CallbackInfo& info);   // group.cc
+  Napi::Value GroupSnapList(const Napi::CallbackInfo& info);     // group.cc
   Napi::Value ReadObjects(const Napi::CallbackInfo& info);   // objects.cc
   Napi::Value WriteObjects(const Napi::CallbackInfo& info);  // objects.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
@@ -312,6 +321,9 @@ class ImageWrap : public Napi::ObjectWrap<ImageWrap> {
   Napi::Value LockAcquire(const Napi::CallbackInfo& info);
   Napi::Value LockRelease(const Napi::CallbackInfo& info);
   Napi::Value IsExclusiveLockOwner(const Napi::CallbackInfo& info);
+  Napi::Value GetGroup(const Napi::CallbackInfo& info);            // group.cc
+  Napi::Value SnapGroupNamespace(const Napi::CallbackInfo& info);  // group.cc
+  Napi::Value SnapSetById(const Napi::CallbackInfo& info);         // group.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
   void StartClose(Napi::Env env);
   Task* NewTask(Napi::Env env, const std::string& op, Task::Run run,

@@ -227,6 +227,9 @@ Napi::Function ImageWrap::Define(Napi::Env env) {
                          InstanceMethod<&ImageWrap::LockAcquire>("lockAcquire"),
                          InstanceMethod<&ImageWrap::LockRelease>("lockRelease"),
                          InstanceMethod<&ImageWrap::IsExclusiveLockOwner>("isExclusiveLockOwner"),
+                         InstanceMethod<&ImageWrap::GetGroup>("getGroup"),
+                         InstanceMethod<&ImageWrap::SnapGroupNamespace>("snapGroupNamespace"),
+                         InstanceMethod<&ImageWrap::SnapSetById>("snapSetById"),
                          InstanceMethod<&ImageWrap::Close>("close"),
                      });
 }

@@ -129,6 +129,15 @@ interface NativeIoctx {
   trashList(): Promise<TrashEntry[]>;
   trashRemove(id: string, force: boolean): Promise<void>;
   trashRestore(id: string, newName: string): Promise<void>;
+  groupCreate(group: string): Promise<void>;
+  groupRemove(group: string): Promise<void>;
+  groupList(): Promise<string[]>;
+  groupImageAdd(group: string, image: string): Promise<void>;
+  groupImageRemove(group: string, image: string): Promise<void>;
+  groupImageList(group: string): Promise<GroupImage[]>;
+  groupSnapCreate(group: string, snap: string, flags: number): Promise<void>;
+  groupSnapRemove(group: string, snap: string): Promise<void>;
+  groupSnapList(group: string): Promise<GroupSnap[]>;
   readObjects(snapId: number | null, oids: string[], extents: number[][], target: Buffer): Promise<number[]>;
   writeObjects(snapSeq: number, snapIds: number[], oids: string[], extents: number[][], data: Buffer): Promise<void>;
   close(): Promise<void>;
@@ -161,6 +170,9 @@ interface NativeImage {
   lockAcquire(mode: LockMode): Promise<void>;
   lockRelease(): Promise<void>;
   isExclusiveLockOwner(): Promise<boolean>;
+  getGroup(): Promise<{ poolId: number; name: string } | null>;
+  snapGroupNamespace(snapId: number): Promise<SnapGroupNamespace | null>;
+  snapSetById(snapId: number | null): Promise<void>;
   close(): Promise<void>;
 }
 interface NativeAddon {
@@ -554,6 +566,31 @@ export class RadosCluster {
   }
 }
 
+// ----------------------------------------------------------------- groups --
+
+/** RBD_SNAP_CREATE_SKIP_QUIESCE: take a group snapshot without asking writers to quiesce (QEMU registers no quiesce watcher). */
+export const RBD_SNAP_CREATE_SKIP_QUIESCE = 1;
+
+/** A member of an RBD group (rbd_group_image_list); `complete` false while an add or remove was cut short. */
+export interface GroupImage {
+  name: string;
+  poolId: number;
+  complete: boolean;
+}
+
+/** A group snapshot (rbd_group_snap_list); `complete` false when its creation was cut short. */
+export interface GroupSnap {
+  name: string;
+  complete: boolean;
+}
+
+/** Where a member's snapshot in the group namespace comes from (rbd_snap_get_group_namespace). */
+export interface SnapGroupNamespace {
+  groupPoolId: number;
+  group: string;
+  groupSnap: string;
+}
+
 // ------------------------------------------------------------------ ioctx --
 
 export class IoCtx {
@@ -664,6 +701,52 @@ export class IoCtx {
   /** Puts a trashed image back under newName (rbd_trash_restore); EEXIST when the name is taken. */
   trashRestore(id: string, newName: string): Promise<void> {
     return call(() => this.native.trashRestore(id, newName));
+  }
+
+  /** rbd_group_create: an empty group in this pool; EEXIST when the name is taken. */
+  groupCreate(group: string): Promise<void> {
+    return call(() => this.native.groupCreate(group));
+  }
+
+  /** rbd_group_remove: the group and its group snapshots (with every member's snapshot of them); the images stay. ENOENT when unknown. */
+  groupRemove(group: string): Promise<void> {
+    return call(() => this.native.groupRemove(group));
+  }
+
+  /** Names of the pool's groups (rbd_group_list). */
+  groupList(): Promise<string[]> {
+    return call(() => this.native.groupList());
+  }
+
+  /** rbd_group_image_add of an image of this pool; EEXIST when it is in a group already. */
+  groupImageAdd(group: string, image: string): Promise<void> {
+    return call(() => this.native.groupImageAdd(group, image));
+  }
+
+  /** rbd_group_image_remove of an image of this pool; ENOENT when it is not in the group. */
+  groupImageRemove(group: string, image: string): Promise<void> {
+    return call(() => this.native.groupImageRemove(group, image));
+  }
+
+  groupImageList(group: string): Promise<GroupImage[]> {
+    return call(() => this.native.groupImageList(group));
+  }
+
+  /**
+   * rbd_group_snap_create2: one snapshot of every member at one moment (each member's
+   * snapshot is in the group namespace). `flags`: RBD_SNAP_CREATE_SKIP_QUIESCE or 0. EEXIST when the name is taken.
+   */
+  groupSnapCreate(group: string, snap: string, flags: number): Promise<void> {
+    return call(() => this.native.groupSnapCreate(group, snap, flags));
+  }
+
+  /** rbd_group_snap_remove: the group snapshot and every member's snapshot of it; ENOENT when unknown. */
+  groupSnapRemove(group: string, snap: string): Promise<void> {
+    return call(() => this.native.groupSnapRemove(group, snap));
+  }
+
+  groupSnapList(group: string): Promise<GroupSnap[]> {
+    return call(() => this.native.groupSnapList(group));
   }
 
   /**
@@ -801,6 +884,25 @@ export class RbdImage {
     return call(() => this.native.snapIsProtected(name));
   }
 
+  /** The group the image is a member of (rbd_get_group), or null. */
+  getGroup(): Promise<{ poolId: number; name: string } | null> {
+    return call(() => this.native.getGroup());
+  }
+
+  /** The group snapshot a snapshot id belongs to, or null for a snapshot of another namespace (a user's). */
+  snapGroupNamespace(snapId: number): Promise<SnapGroupNamespace | null> {
+    return call(() => this.native.snapGroupNamespace(snapId));
+  }
+
+  /**
+   * rbd_snap_set_by_id: reads and diffIterate then see the image at that snapshot,
+   * whatever its namespace (a group snapshot's member has no user name); null: the head again.
+   */
+  snapSetById(snapId: number | null): Promise<void> {
+    return call(() => this.native.snapSetById(snapId));
+  }
+
+  /** Every snapshot of the image, group-namespace ones (named `.group.*` by librbd) included. */
   async snapList(): Promise<SnapInfo[]> {
     return (await call(() => this.native.snapList())).map((s) => ({ id: s.id, name: s.name, sizeBytes: s.size }));
   }

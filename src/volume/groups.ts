@@ -7,11 +7,13 @@
  * be taken at one moment). Members are added and removed in one
  * transaction. A group snapshot takes one snapshot of every member through
  * the ordinary snapshot task of its backend, all enqueued in the transaction
- * that writes the group snapshot; it needs every member `available`, i.e.
- * with no attached writer, so the member snapshots hold the bytes of one
- * moment. (This is not librbd's group snapshot, which would quiesce attached
- * writers through the images' exclusive locks: the native binding has no
- * rbd_group_* calls yet.)
+ * that writes the group snapshot. On a backend that takes group snapshots at
+ * one moment (GroupSnapshots: RBD, one librbd group snapshot that every
+ * member's task shares) members may be attached (in-use): the snapshot is
+ * crash-consistent across them. Elsewhere (local) every member must be
+ * `available`, i.e. with no attached writer, so the member snapshots hold the
+ * bytes of one moment. A member snapshot is deleted only with its group
+ * snapshot.
  *
  * Statuses change through the state owner (src/state: `groups`,
  * `groupSnapshots`). A group made from a source and a group snapshot being
@@ -26,6 +28,7 @@ import type { AuthContext } from '../http/router.ts';
 import { resourceStates } from '../state/owner.ts';
 import type { GroupSnapshotStatus, GroupStatus } from '../state/tables.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
+import { hasGroupSnapshots } from './drivers/driver.ts';
 import { requireStatus } from './states.ts';
 import type { VolumeService } from './volumes.ts';
 
@@ -460,9 +463,12 @@ export class VolumeGroups {
       requireStatus('group', group.id, group.status, 'taking a group snapshot', ['available', 'in-use']);
       const members = this.db.all<VolumeRow>('SELECT * FROM volumes WHERE group_id = ? ORDER BY created_at, id', group.id);
       if (members.length === 0) throw errors.badRequest(`Invalid group: group ${group.id} holds no volumes; add volumes (openstack volume group update --add-volume) before taking a group snapshot.`);
-      const busy = members.find((m) => m.status !== 'available');
+      const backend = members[0]!.backend ? this.volumes.manager.backends.get(members[0]!.backend) : undefined;
+      const atOneMoment = backend !== undefined && hasGroupSnapshots(backend.driver);
+      const busy = members.find((m) => m.status !== 'available' && !(atOneMoment && m.status === 'in-use'));
       if (busy) {
-        throw errors.badRequest(`Invalid volume: volume ${busy.id} of group ${group.id} is '${busy.status}'. A group snapshot needs every volume of the group 'available' (detached), so that all the snapshots hold the bytes of one moment; detach it first.`);
+        if (atOneMoment) throw errors.badRequest(`Invalid volume: volume ${busy.id} of group ${group.id} is '${busy.status}'. A group snapshot needs every volume of the group 'available' or 'in-use'; wait until it is.`);
+        throw errors.badRequest(`Invalid volume: volume ${busy.id} of group ${group.id} is '${busy.status}'. A group snapshot needs every volume of the group 'available' (detached) on backend ${members[0]!.backend ?? '(none)'}, which cannot snapshot several volumes at one moment (an RBD backend can), so that all the snapshots hold the bytes of one moment; detach it first.`);
       }
       const id = randomUUID();
       const now = nowIso();
@@ -473,7 +479,7 @@ export class VolumeGroups {
       );
       for (const member of members) {
         const snapshot = this.volumes.createSnapshot(auth, {
-          volumeId: member.id, name: `group-snapshot-${id}`, description: input.description, force: false, metadata: {},
+          volumeId: member.id, name: `group-snapshot-${id}`, description: input.description, force: atOneMoment, metadata: {},
         });
         this.db.run('UPDATE snapshots SET group_snapshot_id = ? WHERE id = ?', id, snapshot.id);
       }
@@ -497,7 +503,7 @@ export class VolumeGroups {
       if (!this.states.groupSnapshots.transition(id, ['available', 'error', 'error_deleting'], 'deleting', { status_reason: null })) {
         throw errors.conflict(`Invalid group snapshot: group snapshot ${id} changed state while the delete was requested; retry.`);
       }
-      for (const member of members) this.volumes.deleteSnapshot(auth, member.id, false);
+      for (const member of members) this.volumes.deleteSnapshot(auth, member.id, false, true);
     });
   }
 

@@ -10,7 +10,7 @@ import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
 import { backupQueue, type RestorePayload } from '../backup/manager.ts';
-import { DriverError, hasClones, hasManageExisting, hasManageExistingSnapshots, hasSnapshots, type CapacityReport, type VolumeBackend } from './drivers/driver.ts';
+import { DriverError, hasClones, hasGroupSnapshots, hasManageExisting, hasManageExistingSnapshots, hasSnapshots, type CapacityReport, type SnapshotRef, type VolumeBackend } from './drivers/driver.ts';
 import { LocalBackend, type BlockExporter } from './drivers/local.ts';
 import { RbdBackend } from './drivers/rbd.ts';
 import { fillVolumeFromImage, uploadVolumeToImage, type UploadPayload } from './image-tasks.ts';
@@ -318,7 +318,7 @@ export class VolumeManager {
           if (!snap) throw new DriverError('NotFound', `source snapshot ${source.id} was deleted before the volume was made`);
           if (!hasSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot create volumes from snapshots`);
           task.checkpoint('volume.create.snapshot.before');
-          await driver.createVolumeFromSnapshot(ref, { id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+          await driver.createVolumeFromSnapshot(ref, this.snapshotRef(snap, snap.size_gib));
         } else if (source?.kind === 'volume') {
           const src = volume(source.id);
           if (!src) throw new DriverError('NotFound', `source volume ${source.id} was deleted before the clone was made`);
@@ -388,7 +388,7 @@ export class VolumeManager {
         if (cascade && hasSnapshots(driver)) {
           for (const snap of this.db.all<SnapshotRow>('SELECT * FROM snapshots WHERE volume_id = ?', row.id)) {
             task.checkpoint('volume.delete.snapshot.before');
-            await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+            await driver.deleteSnapshot(this.snapshotRef(snap, snap.size_gib));
             task.checkpoint('volume.delete.snapshot.deleted');
             this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
           }
@@ -487,7 +487,7 @@ export class VolumeManager {
           return;
         }
         task.checkpoint('snapshot.create.before');
-        await driver.createSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: parent.size_gib });
+        await driver.createSnapshot(this.snapshotRef(snap, parent.size_gib));
         task.checkpoint('snapshot.create.taken');
         task.complete(() => snapshots.transition(snap.id, ['creating'], 'available', { progress: '100%', size_gib: parent.size_gib }));
       },
@@ -509,7 +509,7 @@ export class VolumeManager {
           // os-unmanage: the snapshot stays in the backend, renamed.
           if (!hasManageExistingSnapshots(driver)) throw new DriverError('Invalid', `backend [${task.queue}] cannot unmanage snapshots`);
           await driver.unmanageSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib }, unmanageAs);
-        } else if (hasSnapshots(driver)) await driver.deleteSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib });
+        } else if (hasSnapshots(driver)) await driver.deleteSnapshot(this.snapshotRef(snap, snap.size_gib));
         task.checkpoint('snapshot.delete.deleted');
         task.complete(() => this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id));
       },
@@ -520,6 +520,21 @@ export class VolumeManager {
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot: ${reason}`);
       },
     );
+  }
+
+  /**
+   * The driver's view of a snapshot; a member of a group snapshot on a backend that takes group
+   * snapshots at one moment (GroupSnapshots) carries its group snapshot and that one's volumes.
+   */
+  private snapshotRef(snap: SnapshotRow, sizeGiB: number): SnapshotRef {
+    const ref: SnapshotRef = { id: snap.id, volumeId: snap.volume_id, sizeGiB };
+    const groupSnapshotId = snap.group_snapshot_id ?? null;
+    const volume = this.db.get<{ backend: string | null }>('SELECT backend FROM volumes WHERE id = ?', snap.volume_id);
+    if (!groupSnapshotId || !volume?.backend || !this.backends.has(volume.backend) || !hasGroupSnapshots(this.backend(volume.backend).driver)) return ref;
+    const groupSnapshot = this.db.get<{ group_id: string }>('SELECT group_id FROM group_snapshots WHERE id = ?', groupSnapshotId);
+    if (!groupSnapshot) return ref;
+    const volumeIds = this.db.all<{ volume_id: string }>('SELECT volume_id FROM snapshots WHERE group_snapshot_id = ? ORDER BY volume_id', groupSnapshotId).map((r) => r.volume_id);
+    return { ...ref, groupSnapshot: { groupId: groupSnapshot.group_id, groupSnapshotId, volumeIds } };
   }
 
   /** An upload is over (done or failed): the volume goes back to the status it had. */

@@ -72,7 +72,7 @@ export class VolumeService {
     /** The configuration (the API reads its policy file and response-validation flag from it). */
     readonly config: PumiceConfig,
     private readonly queue: TaskQueue,
-    private readonly manager: VolumeManager,
+    readonly manager: VolumeManager,
     readonly quotas: Quotas,
   ) {}
 
@@ -791,10 +791,14 @@ export class VolumeService {
     });
   }
 
-  deleteSnapshot(auth: AuthContext, id: string, force: boolean): void {
+  /** `ofGroupSnapshot`: the delete of its group snapshot (a member snapshot is never deleted alone, as in Cinder). */
+  deleteSnapshot(auth: AuthContext, id: string, force: boolean, ofGroupSnapshot = false): void {
     this.db.transaction(() => {
       const snap = this.snapshot(auth, id);
       if (snap.status === 'deleting') return;
+      if (snap.group_snapshot_id && !ofGroupSnapshot) {
+        throw errors.badRequest(`Invalid snapshot: snapshot ${id} is part of group snapshot ${snap.group_snapshot_id} and cannot be deleted alone. Delete the group snapshot (openstack volume group snapshot delete ${snap.group_snapshot_id}).`);
+      }
       if (!force) requireStatus('snapshot', id, snap.status, 'delete', snapshotDeletableStatuses);
       const volume = this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', snap.volume_id);
       if (!volume?.backend) {

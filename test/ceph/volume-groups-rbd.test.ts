@@ -1,16 +1,17 @@
 /**
- * Group snapshots on the RBD backend of a real Ceph cluster (issue 18): two volumes of a
- * group are written with known bytes, a group snapshot is taken, both volumes are
- * overwritten, and a group made from the group snapshot (create-from-src) holds, in each
- * of its two volumes, the bytes of the snapshot moment. The member snapshots are RBD
- * snapshots of each image taken through librbd while no member is attached (Pumice refuses
- * a group snapshot of an attached volume); it is not a librbd group snapshot.
- * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it.
- */
+ * Group snapshots on the RBD backend of a real Ceph cluster (issue 18): a group of two volumes,
+ * one of them attached (attachments API) and held open by a writing qemu-io, the other written
+ * by qemu-img. The group snapshot is ONE librbd group snapshot (`rbd group snap ls` shows it,
+ * both members' snapshots are in its group namespace), taken while the first volume is in-use.
+ * Both volumes are written again afterwards, and a group made from the group snapshot
+ * (create-from-src) holds, in each of its two volumes, the bytes of the snapshot moment (copied:
+ * Ceph Pacific cannot clone from a group-namespace snapshot). A member snapshot cannot be
+ * deleted alone. Deleting everything leaves the pool's groups, images and trash as they were.
+ * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -95,13 +96,52 @@ after(async () => {
     await rbd(['snap', 'purge', '--no-progress', `volumes/${image}`]).catch(() => undefined);
     await rbd(['rm', '--no-progress', `volumes/${image}`]).catch(() => undefined);
   };
+  for (const group of rbdGroups) await rbd(['group', 'rm', `volumes/${group}`]).catch(() => undefined);
   for (const image of images) await remove(image);
   rmSync(scratch, { recursive: true, force: true });
   await testLab?.release();
 }, { timeout: 180_000 });
 
+/** The pool's RBD groups, image names and trash entry names, to compare before and after. */
+async function poolContent(): Promise<{ groups: string[]; images: string[]; trash: string[] }> {
+  const list = async (args: string[]) => ((await rbd(args)).stdout.trim() ? JSON.parse((await rbd(args)).stdout) : []) as unknown[];
+  return {
+    groups: ((await list(['group', 'ls', '--format', 'json', 'volumes'])) as string[]).sort(),
+    images: ((await list(['ls', '--format', 'json', 'volumes'])) as string[]).sort(),
+    trash: ((await list(['trash', 'ls', '--format', 'json', 'volumes'])) as { name: string }[]).map((t) => t.name).sort(),
+  };
+}
+
+/** qemu-io holding an image open as its consumer would, taking commands on stdin. */
+function openConsumer(image: string): { run(command: string, done: RegExp): Promise<void>; quit(): Promise<void> } {
+  const child = spawn('qemu-io', ['-f', 'raw', `rbd:volumes/${image}:id=cinder:conf=${lab.confPath}:keyring=${lab.keyringPath('cinder')}`], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { output += d.toString(); });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  return {
+    async run(command, done) {
+      const from = output.length;
+      child.stdin.write(`${command}\n`);
+      const deadline = Date.now() + 60_000;
+      while (!done.test(output.slice(from))) {
+        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`qemu-io ${command}: ${output.slice(from)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
+    async quit() {
+      child.stdin.end('quit\n');
+      await exited;
+    },
+  };
+}
+
+const rbdGroups: string[] = [];
+let poolBefore: { groups: string[]; images: string[]; trash: string[] };
+
 describe('RBD group snapshots', { timeout: 300_000 }, () => {
-  test('a group made from a group snapshot holds the bytes of the snapshot moment in each volume', async () => {
+  test('one librbd group snapshot while a member is attached and written; a group from it holds the snapshot moment', async () => {
+    poolBefore = await poolContent();
     const groupType = (await call('POST', '/group_types', 202, { group_type: { name: 'rbd-groups', group_specs: { consistent_group_snapshot_enabled: '<is> True' } } })).group_type.id as string;
     const volumeType = (await call('GET', '/types', 200)).volume_types[0].id as string;
     const group = (await call('POST', '/groups', 202, { group: { name: 'rbd-g', group_type: groupType, volume_types: [volumeType] } })).group.id as string;
@@ -113,46 +153,91 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
     }
     for (const id of volumes) await admin.waitVolume(id, ['available'], 60_000);
     await call('PUT', `/groups/${group}`, 202, { group: { add_volumes: volumes.join(',') } });
+    rbdGroups.push(`group-${group}`);
+    const [attachedId, detachedId] = volumes as [string, string];
 
-    const before = volumes.map(() => randomBytes(dataBytes));
-    for (const [i, id] of volumes.entries()) await writeHead(`volume-${id}`, before[i]!);
-    const groupSnapshot = (await call('POST', '/group_snapshots', 202, { group_snapshot: { group_id: group, name: 'rbd-gs' } })).group_snapshot.id as string;
-    await waitFor(`/group_snapshots/${groupSnapshot}`, 'group_snapshot', ['available']);
-    // Each member snapshot is an RBD snapshot of its volume's image.
+    // The first volume is attached and its consumer (qemu-io, through librbd) keeps it open and writes.
+    const attachment = (await call('POST', '/attachments', 200, { attachment: { volume_uuid: attachedId, instance_uuid: randomUUID() } })).attachment.id as string;
+    await call('PUT', `/attachments/${attachment}`, 200, { attachment: { connector: { host: 'compute-1', ip: '127.0.0.1', initiator: 'iqn.x', platform: 'x86_64', os_type: 'linux', multipath: false } } });
+    await call('POST', `/attachments/${attachment}/action`, 204, { 'os-complete': null });
+    assert.equal((await call('GET', `/volumes/${attachedId}`, 200)).volume.status, 'in-use');
+    const consumer = openConsumer(`volume-${attachedId}`);
+    const detachedBefore = randomBytes(dataBytes);
+    let groupSnapshot: string;
+    try {
+      await consumer.run(`write -P 0x11 0 ${dataBytes}`, /wrote/);
+      await writeHead(`volume-${detachedId}`, detachedBefore);
+
+      groupSnapshot = (await call('POST', '/group_snapshots', 202, { group_snapshot: { group_id: group, name: 'rbd-gs' } })).group_snapshot.id as string;
+      const taken = await waitFor(`/group_snapshots/${groupSnapshot}`, 'group_snapshot', ['available', 'error']);
+      assert.equal(taken.status, 'available', `group snapshot: ${JSON.stringify(taken)}`);
+      // The consumer goes on writing after the snapshot moment; so does the other volume's writer.
+      await consumer.run(`write -P 0x22 0 ${dataBytes}`, /wrote/);
+      await consumer.run('flush', /qemu-io>|$/);
+    } finally {
+      await consumer.quit();
+    }
+    await writeHead(`volume-${detachedId}`, randomBytes(dataBytes));
+
+    // ONE librbd group snapshot; each member's snapshot is in its group namespace.
+    const rbdGroup = `volumes/group-${group}`;
+    const groupSnaps = JSON.parse((await rbd(['group', 'snap', 'ls', '--format', 'json', rbdGroup])).stdout) as { snapshot: string; state: string }[];
+    assert.deepEqual(groupSnaps.map((g) => [g.snapshot, g.state]), [[`snapshot-${groupSnapshot}`, 'ok']]);
     const members = ((await call('GET', '/snapshots/detail', 200)).snapshots as any[]).filter((s) => s.group_snapshot_id === groupSnapshot);
     assert.deepEqual(members.map((s) => s.volume_id).sort(), [...volumes].sort());
-    for (const s of members) {
-      const { stdout } = await rbd(['snap', 'ls', '--format', 'json', `volumes/volume-${s.volume_id}`]);
-      assert.ok((JSON.parse(stdout) as { name: string }[]).some((x) => x.name.includes(s.id)), `an RBD snapshot of volume-${s.volume_id} for snapshot ${s.id}: ${stdout}`);
+    for (const id of volumes) {
+      const snaps = JSON.parse((await rbd(['snap', 'ls', '--all', '--format', 'json', `volumes/volume-${id}`])).stdout) as { namespace: { type: string; group?: string; group_snap?: string; 'group snap'?: string } }[];
+      assert.equal(snaps.length, 1, `volume-${id} has one snapshot: ${JSON.stringify(snaps)}`);
+      assert.equal(snaps[0]!.namespace.type, 'group', JSON.stringify(snaps));
+      assert.equal(snaps[0]!.namespace.group, `group-${group}`, JSON.stringify(snaps));
+      assert.equal(snaps[0]!.namespace['group snap'] ?? snaps[0]!.namespace.group_snap, `snapshot-${groupSnapshot}`, JSON.stringify(snaps));
     }
-    // After the group snapshot both volumes change.
-    for (const id of volumes) await writeHead(`volume-${id}`, randomBytes(dataBytes));
+
+    // A member snapshot goes only with its group snapshot (Cinder refuses it too).
+    const alone = await admin.request('DELETE', `${admin.volumeUrl}/snapshots/${members[0].id}`, undefined, MV);
+    assert.equal(alone.status, 400, alone.text);
+    assert.match(alone.text, new RegExp(`group snapshot ${groupSnapshot}`));
 
     const restored = (await call('POST', '/groups/action', 202, { 'create-from-src': { name: 'rbd-restored', group_snapshot_id: groupSnapshot } })).group.id as string;
     const restoredGroup = await waitFor(`/groups/${restored}`, 'group', ['available', 'error']);
-    assert.equal(restoredGroup.status, 'available');
+    assert.equal(restoredGroup.status, 'available', JSON.stringify(restoredGroup));
     const newVolumes = (await call('GET', `/groups/${restored}?list_volume=true`, 200)).group.volumes as string[];
     assert.equal(newVolumes.length, 2);
+    const expected = new Map([[attachedId, sha(Buffer.alloc(dataBytes, 0x11))], [detachedId, sha(detachedBefore)]]);
     for (const id of newVolumes) {
       images.push(`volume-${id}`);
       const volume = (await call('GET', `/volumes/${id}`, 200)).volume;
       assert.equal(volume.group_id, restored);
       const source = members.find((s) => s.id === volume.snapshot_id);
       assert.ok(source, `volume ${id} was made from a member snapshot (${volume.snapshot_id})`);
-      const index = volumes.indexOf(source.volume_id);
-      assert.equal(await headSha(`volume-${id}`), sha(before[index]!), `volume ${id} holds the bytes volume ${source.volume_id} had at the group snapshot`);
+      assert.equal(await headSha(`volume-${id}`), expected.get(source.volume_id), `volume ${id} holds the bytes volume ${source.volume_id} had at the group snapshot`);
     }
-    for (const [i, id] of volumes.entries()) assert.notEqual(await headSha(`volume-${id}`), sha(before[i]!), 'the sources changed after the snapshot');
+    assert.equal(await headSha(`volume-${attachedId}`), sha(Buffer.alloc(dataBytes, 0x22)), 'the attached source was written after the snapshot');
+    assert.notEqual(await headSha(`volume-${detachedId}`), sha(detachedBefore), 'the other source changed after the snapshot');
 
-    // Delete everything through Pumice: the restored group, the group snapshot, the group.
+    // Delete everything through Pumice: the attachment, the restored group, the group snapshot, the group.
+    await call('POST', `/volumes/${attachedId}/action`, 202, { 'os-begin_detaching': null });
+    await call('DELETE', `/attachments/${attachment}`, 200);
+    await admin.waitVolume(attachedId, ['available'], 60_000);
     await call('POST', `/groups/${restored}/action`, 202, { delete: { 'delete-volumes': true } });
     await waitFor(`/groups/${restored}`, 'group', ['deleted']);
     await call('DELETE', `/group_snapshots/${groupSnapshot}`, 202);
     await waitFor(`/group_snapshots/${groupSnapshot}`, 'group_snapshot', ['deleted']);
+    assert.deepEqual(JSON.parse((await rbd(['group', 'snap', 'ls', '--format', 'json', rbdGroup])).stdout), [], 'the librbd group snapshot is gone');
     await call('POST', `/groups/${group}/action`, 202, { delete: { 'delete-volumes': true } });
     await waitFor(`/groups/${group}`, 'group', ['deleted']);
     await call('DELETE', `/group_types/${groupType}`, 202);
-    const { stdout } = await rbd(['ls', 'volumes']);
-    for (const image of images) assert.equal(stdout.split('\n').includes(image), false, `${image} is gone from pool volumes`);
+    // The purge of trashed images runs in the background: wait for the pool to be as it was. Other
+    // test files may share the lab's pool meanwhile, so only this test's names are judged, and no
+    // RBD group may be new (only this file makes them).
+    const ours = (name: string) => images.includes(name);
+    const judged = (c: typeof poolBefore) => ({ groups: c.groups, images: c.images.filter(ours), trash: c.trash.filter(ours) });
+    const deadline = Date.now() + 30_000;
+    let after = judged(await poolContent());
+    while (JSON.stringify(after) !== JSON.stringify(judged(poolBefore)) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      after = judged(await poolContent());
+    }
+    assert.deepEqual(after, judged(poolBefore), 'the pool holds the groups, images and trash entries it held before the test');
   });
 });

@@ -21,6 +21,16 @@ export interface SnapshotRef {
   id: string;
   volumeId: string;
   sizeGiB: number;
+  /** Set when the snapshot is one member of a group snapshot and the backend takes those at one moment (GroupSnapshots). */
+  groupSnapshot?: GroupSnapshotRef;
+}
+
+/** The group snapshot a member snapshot belongs to: every member's snapshot is taken by one backend call. */
+export interface GroupSnapshotRef {
+  groupId: string;
+  groupSnapshotId: string;
+  /** The volumes the group snapshot holds (its member snapshots' volumes). */
+  volumeIds: string[];
 }
 
 export interface CapacityReport {
@@ -89,6 +99,19 @@ export interface Snapshots {
   createVolumeFromSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void>;
   /** Puts the snapshot's content back into its volume (microversion 3.40). */
   revertToSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void>;
+}
+
+/**
+ * Crash-consistent group snapshots: createSnapshot / deleteSnapshot / createVolumeFromSnapshot of a
+ * SnapshotRef with `groupSnapshot` act on the one group snapshot (idempotent: the first member's
+ * call takes or removes it, the others find it done), so members may be attached (in-use) meanwhile.
+ */
+export interface GroupSnapshots {
+  readonly consistentGroupSnapshots: true;
+}
+
+export function hasGroupSnapshots(backend: VolumeBackend): backend is VolumeBackend & GroupSnapshots {
+  return (backend as Partial<GroupSnapshots>).consistentGroupSnapshots === true;
 }
 
 export interface Clones {

@@ -10,12 +10,20 @@
  * instead (`volume-<id>.deleted`, `snapshot-<id>.deleted`); the collector
  * removes hidden images and snapshots as soon as their last child is gone or
  * flattened, so nothing is left behind and no user has to care.
+ *
+ * A Block Storage group snapshot is one librbd group snapshot
+ * (`rbd_group_snap_create2`) of the RBD group `group-<group id>`, named
+ * `snapshot-<group snapshot id>`: crash-consistent across the members, so
+ * they may be attached meanwhile. The RBD group is made and its members
+ * synced with the group snapshot's volumes right before it is taken (every
+ * step idempotent, re-run after a crash); a volume leaves its RBD group when
+ * it is deleted, and the collector removes RBD groups that hold nothing.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { BackendConfig } from '../../config/config.ts';
 import { CephConfigProblem, monitorAddresses, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
-import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
+import { RadosCluster, RBD_SNAP_CREATE_SKIP_QUIESCE, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
 import { crashPoint } from '../../tasks/crash.ts';
 import { markTransient } from '../../tasks/errors.ts';
 import { qosLimitKeys, type QosLimitKey, type QosLimits } from '../qos.ts';
@@ -27,6 +35,8 @@ import {
   type ConnectionInfo,
   type Connector,
   type DataAccess,
+  type GroupSnapshotRef,
+  type GroupSnapshots,
   type ImageCloning,
   type ManageableObject,
   type ManageExisting,
@@ -50,6 +60,10 @@ const featureDeepFlatten = 32;
 const volumeFeatures = featureLayering | featureExclusiveLock | featureObjectMap | featureFastDiff | featureDeepFlatten;
 const hiddenSuffix = '.deleted';
 const cloneSnapSuffix = '.clone_snap';
+/** librbd names a member image's snapshot of a group snapshot `.group.<pool>_<group id>_<snap id>`. */
+const groupSnapPrefix = '.group.';
+/** Bytes copied per read/write when a volume is made from a group snapshot's member. */
+const groupCopyChunkBytes = 4 * 1024 * 1024;
 const flattenConcurrencyMax = 2;
 const removeAttemptsMax = 5;
 const purgeConcurrencyMax = 2;
@@ -69,8 +83,9 @@ export interface RbdBackendOptions {
   log: (message: string) => void;
 }
 
-export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess, ImageCloning, ManageExisting, ManageExistingSnapshots {
+export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clones, DataAccess, ImageCloning, ManageExisting, ManageExistingSnapshots {
   readonly driverName = 'rbd';
+  readonly consistentGroupSnapshots = true;
   readonly driverVersion = '1.0.0';
   readonly section: string;
   private cluster: RadosCluster | null = null;
@@ -199,7 +214,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     return this.ioctx;
   }
 
-  private async withImage<T>(name: string, fn: (image: RbdImage) => Promise<T>, options: { snapshot?: string } = {}): Promise<T> {
+  private async withImage<T>(name: string, fn: (image: RbdImage) => Promise<T>, options: { snapshot?: string; readOnly?: boolean } = {}): Promise<T> {
     const image = await this.io().openImage(name, options);
     try {
       return await fn(image);
@@ -249,7 +264,15 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
       await this.withImage(name, async (image) => {
         parent = await image.parentInfo();
         imageId = (await image.stat()).id;
+        // A member of an RBD group can be neither trashed nor removed (EMLINK).
+        const group = await image.getGroup();
+        if (group) {
+          await this.io().groupImageRemove(group.name, name).catch(ignoreMissing);
+          await this.removeGroupIfEmpty(group.name);
+        }
         for (const snap of await image.snapList()) {
+          // A group snapshot's member goes with its group snapshot (deleteSnapshot), never alone.
+          if (snap.name.startsWith(groupSnapPrefix)) continue;
           const removed = await this.removeSnapshotIfChildless(image, snap.name);
           if (!removed) {
             keep = true;
@@ -374,6 +397,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
         await this.io().trashRemove(entry.id, false).catch((error: unknown) => this.options.log(`[${this.section}] purging ${entry.name} from the trash: ${(error as Error).message}`));
       }
     }
+    await this.collectEmptyGroups();
     await this.withCollectLock(async () => {
       const names = await this.io().listImages();
       for (const name of names.filter((n) => n.endsWith(hiddenSuffix))) {
@@ -574,6 +598,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
   }
 
   async createSnapshot(snapshot: SnapshotRef): Promise<void> {
+    if (snapshot.groupSnapshot) return this.call(`group snapshot ${snapshot.groupSnapshot.groupSnapshotId}`, () => this.takeGroupSnapshot(snapshot.groupSnapshot!));
     const name = volumeImage(snapshot.volumeId);
     await this.call(`snapshot ${name}`, () =>
       this.withImage(name, async (image) => {
@@ -584,6 +609,12 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
   }
 
   async deleteSnapshot(snapshot: SnapshotRef): Promise<void> {
+    if (snapshot.groupSnapshot) {
+      const { groupId, groupSnapshotId } = snapshot.groupSnapshot;
+      // Removes every member's snapshot of it; the other members' deletes find it gone.
+      await this.call(`delete group snapshot ${groupSnapshotId}`, () => this.io().groupSnapRemove(groupImage(groupId), snapshotName(groupSnapshotId)).catch(ignoreMissing));
+      return;
+    }
     const imageName = await this.findImage(snapshot.volumeId);
     if (!imageName) return;
     const snap = snapshotName(snapshot.id);
@@ -598,6 +629,113 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
     );
   }
 
+  /** Group snapshots being taken by this process, by group snapshot id: the members' tasks share one. */
+  private readonly groupSnapshotsTaking = new Map<string, Promise<void>>();
+
+  private takeGroupSnapshot(ref: GroupSnapshotRef): Promise<void> {
+    let taking = this.groupSnapshotsTaking.get(ref.groupSnapshotId);
+    if (!taking) {
+      taking = this.takeGroupSnapshotOnce(ref).finally(() => this.groupSnapshotsTaking.delete(ref.groupSnapshotId));
+      this.groupSnapshotsTaking.set(ref.groupSnapshotId, taking);
+    }
+    return taking;
+  }
+
+  /**
+   * Makes the RBD group (if new), syncs its members with the group snapshot's volumes and takes
+   * the group snapshot. Each step is idempotent: a re-run after a crash continues, and a group
+   * snapshot left incomplete by a crash in rbd_group_snap_create2 is removed and taken again.
+   */
+  private async takeGroupSnapshotOnce(ref: GroupSnapshotRef): Promise<void> {
+    const io = this.io();
+    const group = groupImage(ref.groupId);
+    const snap = snapshotName(ref.groupSnapshotId);
+    await io.groupCreate(group).catch(ignoreExisting);
+    const existing = (await io.groupSnapList(group)).find((s) => s.name === snap);
+    if (existing?.complete) return;
+    if (existing) await io.groupSnapRemove(group, snap).catch(ignoreMissing);
+    const wanted = ref.volumeIds.map(volumeImage);
+    const members = await io.groupImageList(group);
+    for (const member of members) {
+      if (member.poolId === io.poolId && !wanted.includes(member.name)) await io.groupImageRemove(group, member.name).catch(ignoreMissing);
+    }
+    for (const name of wanted) {
+      if (members.some((m) => m.complete && m.poolId === io.poolId && m.name === name)) continue;
+      await this.withImage(name, async (image) => {
+        const current = await image.getGroup();
+        if (current && current.name === group) return;
+        // In another group (the volume moved between Block Storage groups): it can be in one only.
+        if (current) await io.groupImageRemove(current.name, name).catch(ignoreMissing);
+        await io.groupImageAdd(group, name);
+      });
+    }
+    crashPoint('rbd.group-snapshot.members-synced');
+    // QEMU registers no quiesce watcher: without SKIP_QUIESCE librbd would wait on attached images for nothing.
+    await io.groupSnapCreate(group, snap, RBD_SNAP_CREATE_SKIP_QUIESCE).catch(ignoreExisting);
+    crashPoint('rbd.group-snapshot.taken');
+  }
+
+  /** The id of `imageName`'s snapshot of the group snapshot (it has no user name); NotFound when absent. */
+  private async groupMemberSnapId(image: RbdImage, ref: GroupSnapshotRef): Promise<number> {
+    for (const snap of await image.snapList()) {
+      if (!snap.name.startsWith(groupSnapPrefix)) continue;
+      const ns = await image.snapGroupNamespace(snap.id);
+      if (ns && ns.group === groupImage(ref.groupId) && ns.groupSnap === snapshotName(ref.groupSnapshotId)) return snap.id;
+    }
+    throw new DriverError('NotFound', `${image.name} has no snapshot of group snapshot ${ref.groupSnapshotId} (RBD group ${groupImage(ref.groupId)}); it was removed outside Pumice`);
+  }
+
+  /**
+   * A new volume with the bytes of a group snapshot's member. Ceph Pacific can clone only from a
+   * snapshot in the user namespace (rbd_clone4, by snapshot id, is Reef's), so the bytes are
+   * copied: only the extents allocated at the snapshot, holes stay holes. A re-run copies again.
+   */
+  private async copyGroupMember(volume: VolumeRef, parentImage: string, ref: GroupSnapshotRef): Promise<void> {
+    const child = volumeImage(volume.id);
+    await this.io().createImage(child, volume.sizeGiB * gib, { orderBits: this.orderBits(), features: volumeFeatures }).catch(ignoreExisting);
+    await this.withImage(parentImage, async (source) => {
+      await source.snapSetById(await this.groupMemberSnapId(source, ref));
+      const { sizeBytes } = await source.stat();
+      await this.withImage(child, async (target) => {
+        const buffer = Buffer.alloc(groupCopyChunkBytes);
+        for await (const batch of source.diffIterateBatches({ includeParent: true })) {
+          for (const extent of batch) {
+            if (!extent.exists) continue;
+            const end = Math.min(extent.offset + extent.length, sizeBytes);
+            for (let at = extent.offset; at < end; at += groupCopyChunkBytes) {
+              const length = Math.min(groupCopyChunkBytes, end - at);
+              const chunk = buffer.subarray(0, length);
+              await source.readInto(at, chunk);
+              await target.write(at, chunk);
+            }
+          }
+        }
+        await target.flush();
+      });
+    }, { readOnly: true });
+  }
+
+  /**
+   * RBD groups `group-*` with no member and no group snapshot hold nothing (a group snapshot makes
+   * its group again): the collector removes them, e.g. after a crash between a group's last
+   * member leaving it and its removal.
+   */
+  private async collectEmptyGroups(): Promise<void> {
+    for (const group of (await this.io().groupList()).filter((g) => g.startsWith('group-'))) {
+      await this.removeGroupIfEmpty(group).catch((error: unknown) => this.options.log(`[${this.section}] collecting RBD group ${group}: ${(error as Error).message}`));
+    }
+  }
+
+  private async removeGroupIfEmpty(group: string): Promise<void> {
+    const io = this.io();
+    // A group snapshot being taken by this process may have just made it (another process's
+    // re-creates it: takeGroupSnapshotOnce makes the group again when a step finds it gone).
+    if (this.groupSnapshotsTaking.size > 0) return;
+    if ((await io.groupImageList(group).catch(() => [{}])).length > 0) return;
+    if ((await io.groupSnapList(group).catch(() => [{}])).length > 0) return;
+    await io.groupRemove(group).catch(ignoreMissing);
+  }
+
   /** The image of a volume, also when it is hidden (deleted with clones left). */
   private async findImage(volumeId: string): Promise<string | null> {
     const names = await this.io().listImages();
@@ -610,6 +748,10 @@ export class RbdBackend implements VolumeBackend, Snapshots, Clones, DataAccess,
   async createVolumeFromSnapshot(volume: VolumeRef, snapshot: SnapshotRef): Promise<void> {
     const parentImage = await this.findImage(snapshot.volumeId);
     if (!parentImage) throw new DriverError('NotFound', `the image of volume ${snapshot.volumeId} is gone from pool '${this.pool}'`);
+    if (snapshot.groupSnapshot) {
+      await this.call(`copy group snapshot ${snapshot.groupSnapshot.groupSnapshotId} of ${parentImage}`, () => this.copyGroupMember(volume, parentImage, snapshot.groupSnapshot!));
+      return;
+    }
     await this.cloneFrom(volume, parentImage, snapshotName(snapshot.id), this.config.rbd_flatten_volume_from_snapshot);
   }
 
@@ -811,6 +953,19 @@ interface ParentRef {
 
 export function volumeImage(volumeId: string): string {
   return `volume-${volumeId}`;
+}
+
+/** The RBD group of a Block Storage group (the name librbd's groups have in the pool). */
+export function groupImage(groupId: string): string {
+  return `group-${groupId}`;
+}
+
+function ignoreMissing(error: unknown): void {
+  if (!(error instanceof RbdError && error.code === 'ENOENT')) throw error;
+}
+
+function ignoreExisting(error: unknown): void {
+  if (!(error instanceof RbdError && error.code === 'EEXIST')) throw error;
 }
 
 export function snapshotName(snapshotId: string): string {
