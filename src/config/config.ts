@@ -38,6 +38,7 @@ const defaultOptions = {
   quota_gigabytes: { type: 'int', default: 1000, min: -1, help: 'default GiB of volumes and snapshots per project' },
   quota_backups: { type: 'int', default: 10, min: -1, help: 'default backups per project' },
   quota_backup_gigabytes: { type: 'int', default: 1000, min: -1, help: 'default GiB of backups per project' },
+  quota_groups: { type: 'int', default: 10, min: -1, help: 'default volume groups per project' },
   per_volume_size_limit: { type: 'int', default: -1, min: -1, help: 'largest volume in GiB (-1 unlimited)' },
   no_snapshot_gb_quota: { type: 'bool', default: false, help: 'do not count snapshots against gigabytes' },
   scheduler_default_filters: {

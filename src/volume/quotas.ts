@@ -35,7 +35,7 @@ export class Quotas {
       backups: this.defaults.quota_backups,
       backup_gigabytes: this.defaults.quota_backup_gigabytes,
       per_volume_gigabytes: this.defaults.per_volume_size_limit,
-      groups: 10,
+      groups: this.defaults.quota_groups,
     };
   }
 
@@ -51,13 +51,14 @@ export class Quotas {
     const volumes = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM volumes WHERE project_id = ?', projectId)!;
     const snapshots = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM snapshots WHERE project_id = ?', projectId)!;
     const backups = this.db.get<{ n: number; gb: number | null }>('SELECT COUNT(*) AS n, SUM(size_gib) AS gb FROM backups WHERE project_id = ?', projectId)!;
+    const groups = this.db.get<{ n: number }>('SELECT COUNT(*) AS n FROM volume_groups WHERE project_id = ?', projectId)!;
     return {
       volumes: volumes.n,
       snapshots: snapshots.n,
       gigabytes: (volumes.gb ?? 0) + (this.defaults.no_snapshot_gb_quota ? 0 : snapshots.gb ?? 0),
       backups: backups.n,
       backup_gigabytes: backups.gb ?? 0,
-      groups: 0,
+      groups: groups.n,
     };
   }
 
