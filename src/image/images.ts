@@ -17,7 +17,7 @@ import { promisify } from 'node:util';
 import type { Readable } from 'node:stream';
 import type { Db } from '../db/db.ts';
 import { resourceStates, type ResourceStates } from '../state/owner.ts';
-import type { ImageStatus } from '../state/tables.ts';
+import type { ImageMemberStatus, ImageStatus, ImageTaskStatus } from '../state/tables.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
 import { validate, type Schema } from '../http/validate.ts';
@@ -120,7 +120,7 @@ export interface ImportOptions {
 export interface ImageTaskRow {
   id: string;
   type: string;
-  status: 'pending' | 'processing' | 'success' | 'failure';
+  status: ImageTaskStatus;
   owner: string;
   user_id: string | null;
   image_id: string | null;
@@ -158,6 +158,7 @@ export const diskFormats = ['ami', 'ari', 'aki', 'vhd', 'vhdx', 'vmdk', 'raw', '
 export const containerFormats = ['ami', 'ari', 'aki', 'bare', 'ovf', 'ova', 'docker', 'compressed'] as const;
 export const visibilities = ['public', 'private', 'shared', 'community'] as const;
 export const memberStatuses = ['pending', 'accepted', 'rejected'] as const;
+const isMemberStatus = (status: string): status is ImageMemberStatus => (memberStatuses as readonly string[]).includes(status);
 
 
 /** VMDK kinds that are one self-contained file (Glance's vmdk_allowed_types default). */
@@ -270,6 +271,9 @@ export class ImageService {
   readonly policy: PolicyTable;
   /** The one writer of images.status (compare-and-set on the transition table). */
   private readonly states: ResourceStates<ImageStatus>;
+  /** The one writer of image_tasks.status (Glance task records) and image_members.status. */
+  private readonly taskStates: ResourceStates<ImageTaskStatus>;
+  private readonly memberStates: ResourceStates<ImageMemberStatus, readonly [imageId: string, memberId: string]>;
 
   constructor(
     private readonly db: Db,
@@ -278,7 +282,10 @@ export class ImageService {
     private readonly options: ImageServiceOptions,
   ) {
     this.policy = options.policy ?? imagePolicy();
-    this.states = resourceStates(db, { log }).images;
+    const owners = resourceStates(db, { log });
+    this.states = owners.images;
+    this.taskStates = owners.imageTasks;
+    this.memberStates = owners.imageMembers;
     this.work = new FileStore(options.workDirectory);
     this.staging = store instanceof FileStore ? store : this.work;
     options.tasks.register(importTaskKind, (task) => this.runImport(task), (task, reason) => {
@@ -1093,8 +1100,7 @@ export class ImageService {
 
   /** A task given up by the engine: its record fails with the reason, unless the handler already finished it. */
   private finishTaskRecord(taskId: string, reason: string): void {
-    const row = this.db.get<{ status: string }>('SELECT status FROM image_tasks WHERE id = ?', taskId);
-    if (row && (row.status === 'pending' || row.status === 'processing')) this.setTaskStatus(taskId, 'failure', reason);
+    this.setTaskStatus(taskId, ['pending', 'processing'], 'failure', reason);
   }
 
   /** Starts the runner of import tasks; call after `recover()`, so an import a crash interrupted runs again on its staged data. */
@@ -1110,7 +1116,7 @@ export class ImageService {
     const target = this.stores.find((s) => s.id === (payload.store ?? this.store.id));
     this.writing.add(image.id);
     try {
-      this.setTaskStatus(payload.taskId, 'processing');
+      this.setTaskStatus(payload.taskId, ['pending', 'processing'], 'processing');
       if (!target) throw new FatalError(`store '${payload.store}' is no longer enabled ([glance_store] stores)`);
       if (payload.method === 'web-download' && (await this.needsDownload(image.id))) {
         task.progress(`downloading from ${new URL(payload.uri!).host}`);
@@ -1121,7 +1127,7 @@ export class ImageService {
       if (!current || current.status !== 'importing') return;
       task.progress(`importing into store '${target.id}'`);
       await this.importData(current, task, target);
-      this.setTaskStatus(payload.taskId, 'success', '', { image_id: image.id });
+      this.setTaskStatus(payload.taskId, ['processing'], 'success', '', { image_id: image.id });
     } catch (error) {
       if (error instanceof TaskFencedError) throw error;
       const storeId = target?.id ?? payload.store ?? this.store.id;
@@ -1133,7 +1139,7 @@ export class ImageService {
       if (left !== null) {
         this.log(`images: import of ${image.id} into store '${storeId}' failed; the image is '${left}'${keepStaged ? ' (its staged data is kept: import it again)' : ''}: ${reason}`);
       }
-      this.setTaskStatus(payload.taskId, 'failure', reason);
+      this.setTaskStatus(payload.taskId, ['pending', 'processing'], 'failure', reason);
       throw new FatalError(reason, { cause: error });
     } finally {
       this.writing.delete(image.id);
@@ -1148,7 +1154,7 @@ export class ImageService {
   private async runCopy(task: Task): Promise<void> {
     const payload = task.payload as CopyPayload;
     const imageId = task.resourceId;
-    this.setTaskStatus(payload.taskId, 'processing');
+    this.setTaskStatus(payload.taskId, ['pending', 'processing'], 'processing');
     const copied: ImageStore[] = [];
     const failed: string[] = [];
     const reasons: string[] = [];
@@ -1198,11 +1204,11 @@ export class ImageService {
       }
       this.setImportProperties(imageId, { task: null, importingTo: '', failed: failed.join(',') });
       if (failed.length === 0) {
-        this.setTaskStatus(payload.taskId, 'success', '', { image_id: imageId });
+        this.setTaskStatus(payload.taskId, ['processing'], 'success', '', { image_id: imageId });
         return;
       }
       const message = `copy-image of image ${imageId} failed for ${failed.join(', ')}: ${reasons.join('; ')}. The image stays active in ${this.locationsOf(imageId).join(', ') || 'no store'}${failedAll && copied.length > 0 ? ` (the copies made into ${copied.map((s) => s.id).join(', ')} were removed: all_stores_must_succeed)` : ''}.`;
-      this.setTaskStatus(payload.taskId, 'failure', message);
+      this.setTaskStatus(payload.taskId, ['processing'], 'failure', message);
       throw new FatalError(message);
     } finally {
       this.writing.delete(imageId);
@@ -1250,14 +1256,19 @@ export class ImageService {
     );
   }
 
-  /** Moves a task record on; a finished one expires after Glance's task_time_to_live. */
-  private setTaskStatus(taskId: string, status: ImageTaskRow['status'], message = '', result: Record<string, unknown> | null = null): void {
-    const now = new Date();
+  /**
+   * Moves a task record on if it is in one of `from` (compare-and-set through
+   * the state owner: a finished record never moves again, so a re-run after a
+   * crash cannot rewrite its outcome); a finished one expires after Glance's
+   * task_time_to_live. Returns whether it moved.
+   */
+  private setTaskStatus(taskId: string, from: readonly ImageTaskStatus[], status: ImageTaskStatus, message = '', result: Record<string, unknown> | null = null): boolean {
     const finished = status === 'success' || status === 'failure';
-    this.db.run(
-      'UPDATE image_tasks SET status = ?, message = ?, result = ?, updated_at = ?, expires_at = ? WHERE id = ?',
-      status, message.slice(0, 2000), result ? JSON.stringify(result) : null, now.toISOString(), finished ? new Date(now.getTime() + taskTimeToLiveMs).toISOString() : null, taskId,
-    );
+    return this.taskStates.transition(taskId, from, status, {
+      message: message.slice(0, 2000),
+      result: result ? JSON.stringify(result) : null,
+      expires_at: finished ? new Date(Date.now() + taskTimeToLiveMs).toISOString() : null,
+    });
   }
 
   /** Policy get_tasks (admins by default, as Glance's tasks API): task records, newest first, with Glance's type and status filters. */
@@ -1548,12 +1559,14 @@ export class ImageService {
 
   /** Only the member itself accepts or rejects (admin too); the owner cannot decide for it. */
   updateMember(auth: AuthContext, imageId: string, memberId: string, status: string): MemberRow {
+    if (!isMemberStatus(status)) throw errors.badRequest(`Invalid member status '${status}': use one of ${memberStatuses.join(', ')}.`);
     const member = this.getMember(auth, imageId, memberId);
     const image = this.get(auth, imageId);
     if (!this.policy.check('modify_member', auth, { ...this.targetOf(auth, image), member_id: memberId })) {
       throw forbidden(`Policy doesn't allow modify_member to be performed: only project ${memberId} can accept or reject its membership of image ${imageId}.`);
     }
-    this.db.run('UPDATE image_members SET status = ?, updated_at = ? WHERE image_id = ? AND member_id = ?', status, new Date().toISOString(), imageId, member.member_id);
+    // Glance lets the member change its mind in any direction (last decision wins); a miss means the owner removed it meanwhile.
+    if (!this.memberStates.transition([imageId, member.member_id], memberStatuses, status)) throw errors.notFound('Member', `${memberId} of image ${imageId}`);
     return this.getMember(auth, imageId, memberId);
   }
 

@@ -30,6 +30,10 @@
  * (A helper like attachments.ts's moveVolume becomes
  * `resourceStates(db).volumes.transition(volumeId, from, to, changes)`.)
  *
+ * Glance's task records (`states.imageTasks`, image_tasks) and image
+ * members (`states.imageMembers`, keyed by [imageId, memberId]) move the same
+ * way; they have no tasks of their own to fence.
+ *
  * Why one folder for all kinds: the engine (CAS, strictness, fencing) is the
  * same for every kind and some operations move two kinds at once (a backup
  * holds its volume), so the tables sit side by side where one reader sees them.
@@ -38,7 +42,7 @@ import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { emitEvent } from '../events.ts';
 import { SqliteTaskStore, type TaskStore } from '../tasks/store.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
-import { attachmentTransitions, backupTransitions, bdmTransitions, groupSnapshotTransitions, groupTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type AttachmentStatus, type BackupStatus, type BdmStatus, type GroupSnapshotStatus, type GroupStatus, type ImageStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
+import { attachmentTransitions, backupTransitions, bdmTransitions, groupSnapshotTransitions, groupTransitions, imageMemberTransitions, imageTaskTransitions, imageTransitions, snapshotTransitions, volumeTransitions, type AttachmentStatus, type BackupStatus, type BdmStatus, type GroupSnapshotStatus, type GroupStatus, type ImageMemberStatus, type ImageStatus, type ImageTaskStatus, type SnapshotStatus, type VolumeStatus } from './tables.ts';
 import { ServerStates } from './servers.ts';
 
 /** Columns a transition may set besides status (names are code, never input; checked anyway). */
@@ -62,16 +66,27 @@ export interface StateOwnerOptions {
   tasks: Pick<TaskStore, 'fenceResource'>;
 }
 
-export class ResourceStates<S extends string> {
+/** A row's key: its id, or the values of the key columns in order (image members: [imageId, memberId]). */
+export type RowKey = string | readonly [string, string];
+
+export class ResourceStates<S extends string, K extends RowKey = string> {
   constructor(
     private readonly db: Db,
-    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image' | 'attachment' | 'block device mapping' | 'group' | 'group snapshot',
-    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images' | 'volume_attachments' | 'block_device_mappings' | 'volume_groups' | 'group_snapshots',
+    readonly kind: 'volume' | 'snapshot' | 'backup' | 'image' | 'attachment' | 'block device mapping' | 'group' | 'group snapshot' | 'image task' | 'image member',
+    private readonly table: 'volumes' | 'snapshots' | 'backups' | 'images' | 'volume_attachments' | 'block_device_mappings' | 'volume_groups' | 'group_snapshots' | 'image_tasks' | 'image_members',
     private readonly transitions: Readonly<Record<S, readonly S[]>>,
     private readonly options: StateOwnerOptions,
     /** The status column: attachments keep theirs in attach_status. */
     private readonly column: 'status' | 'attach_status' = 'status',
+    /** The key columns, in the order of a key's values. */
+    private readonly keyColumns: readonly string[] = ['id'],
   ) {}
+
+  private where(key: K): { sql: string; params: string[]; label: string } {
+    const params: string[] = typeof key === 'string' ? [key] : [...key];
+    if (params.length !== this.keyColumns.length) throw new Error(`a ${this.kind} is keyed by ${this.keyColumns.join(', ')}`);
+    return { sql: this.keyColumns.map((c) => `${c} = ?`).join(' AND '), params, label: params.join('/') };
+  }
 
   /** True when the table allows `from → to`. */
   allowed(from: S, to: S): boolean {
@@ -83,19 +98,20 @@ export class ResourceStates<S extends string> {
    * also setting `changes`. Returns whether the row moved. An illegal pair
    * throws under tests and is refused (logged, false) in production.
    */
-  transition(id: string, from: S | readonly S[], to: S, changes: StatusChanges = {}): boolean {
+  transition(id: K, from: S | readonly S[], to: S, changes: StatusChanges = {}): boolean {
     const sources = (typeof from === 'string' ? [from] : from) as readonly S[];
+    const key = this.where(id);
     const illegal = sources.filter((s) => !this.allowed(s, to));
     if (illegal.length > 0 || sources.length === 0) {
-      const message = `illegal ${this.kind} transition ${illegal.join('|') || '(none)'} → ${to} for ${this.kind} ${id}: not in the transition table (src/state/tables.ts)`;
+      const message = `illegal ${this.kind} transition ${illegal.join('|') || '(none)'} → ${to} for ${this.kind} ${key.label}: not in the transition table (src/state/tables.ts)`;
       if (this.options.strict) throw new IllegalTransitionError(message);
       this.options.log(`ERROR ${message}; refused, the row is left alone`);
       return false;
     }
     const { sql, params } = this.update(changes);
     const marks = sources.map(() => '?').join(',');
-    const moved = this.db.run(`${sql} WHERE id = ? AND ${this.column} IN (${marks})`, to, ...params, id, ...sources).changes === 1;
-    emitEvent('state.transition', { resource: this.kind, id, from: sources, to, moved });
+    const moved = this.db.run(`${sql} WHERE ${key.sql} AND ${this.column} IN (${marks})`, to, ...params, ...key.params, ...sources).changes === 1;
+    emitEvent('state.transition', { resource: this.kind, id: key.label, from: sources, to, moved });
     return moved;
   }
 
@@ -103,15 +119,16 @@ export class ResourceStates<S extends string> {
    * os-reset_status (and force-delete): sets `to` whatever the status is, and
    * fences the tasks that write the resource. Returns false if the row is gone.
    */
-  force(id: string, to: S, changes: StatusChanges, reason: string): boolean {
+  force(id: K, to: S, changes: StatusChanges, reason: string): boolean {
+    const key = this.where(id);
     return this.db.transaction(() => {
       const { sql, params } = this.update(changes);
-      const moved = this.db.run(`${sql} WHERE id = ?`, to, ...params, id).changes === 1;
-      emitEvent('state.forced', { resource: this.kind, id, to, moved, reason });
+      const moved = this.db.run(`${sql} WHERE ${key.sql}`, to, ...params, ...key.params).changes === 1;
+      emitEvent('state.forced', { resource: this.kind, id: key.label, to, moved, reason });
       if (moved) {
         noteLocalFence();
-        const { cancelled, fenced } = this.options.tasks.fenceResource(id, reason);
-        if (cancelled + fenced > 0) this.options.log(`${this.kind} ${id} set to ${to} (${reason}): ${cancelled} queued task(s) cancelled, ${fenced} running task(s) fenced`);
+        const { cancelled, fenced } = this.options.tasks.fenceResource(key.label, reason);
+        if (cancelled + fenced > 0) this.options.log(`${this.kind} ${key.label} set to ${to} (${reason}): ${cancelled} queued task(s) cancelled, ${fenced} running task(s) fenced`);
       }
       return moved;
     });
@@ -120,7 +137,7 @@ export class ResourceStates<S extends string> {
   private update(changes: StatusChanges): { sql: string; params: SqlValue[] } {
     const columns = Object.keys(changes);
     for (const c of columns) {
-      if (!columnName.test(c) || c === this.column || c === 'id') throw new Error(`bad column '${c}' in a ${this.kind} transition`);
+      if (!columnName.test(c) || c === this.column || this.keyColumns.includes(c)) throw new Error(`bad column '${c}' in a ${this.kind} transition`);
     }
     // Block device mappings keep no updated_at (the server's row carries it).
     const stamped = this.table !== 'block_device_mappings';
@@ -138,6 +155,8 @@ export interface ResourceStateOwners {
   blockDeviceMappings: ResourceStates<BdmStatus>;
   groups: ResourceStates<GroupStatus>;
   groupSnapshots: ResourceStates<GroupSnapshotStatus>;
+  imageTasks: ResourceStates<ImageTaskStatus>;
+  imageMembers: ResourceStates<ImageMemberStatus, readonly [imageId: string, memberId: string]>;
   servers: ServerStates;
 }
 
@@ -161,6 +180,8 @@ export function resourceStates(db: Db, options: Partial<StateOwnerOptions> = {})
       blockDeviceMappings: new ResourceStates(db, 'block device mapping', 'block_device_mappings', bdmTransitions, full),
       groups: new ResourceStates(db, 'group', 'volume_groups', groupTransitions, full),
       groupSnapshots: new ResourceStates(db, 'group snapshot', 'group_snapshots', groupSnapshotTransitions, full),
+      imageTasks: new ResourceStates(db, 'image task', 'image_tasks', imageTaskTransitions, full),
+      imageMembers: new ResourceStates(db, 'image member', 'image_members', imageMemberTransitions, full, 'status', ['image_id', 'member_id']),
       servers: new ServerStates(db, full),
     };
     ownersByDb.set(db, owners);

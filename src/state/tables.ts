@@ -64,6 +64,29 @@ export const imageTransitions: Readonly<Record<ImageStatus, readonly ImageStatus
   deleted: [],
 };
 
+/** A Glance task record's status (GET /v2/tasks/{id}): pending → processing → success | failure. */
+export type ImageTaskStatus = 'pending' | 'processing' | 'success' | 'failure';
+
+export const imageTaskTransitions: Readonly<Record<ImageTaskStatus, readonly ImageTaskStatus[]>> = {
+  // A task given up before its handler ran (the engine failed it) fails from pending.
+  pending: ['processing', 'failure'],
+  // An import or copy interrupted by a crash runs again and records processing again.
+  processing: ['processing', 'success', 'failure'],
+  // A finished task is history: a late re-run never rewrites its outcome.
+  success: [],
+  failure: [],
+};
+
+/** An image member's status (Glance's member API). */
+export type ImageMemberStatus = 'pending' | 'accepted' | 'rejected';
+
+export const imageMemberTransitions: Readonly<Record<ImageMemberStatus, readonly ImageMemberStatus[]>> = {
+  // The member may change its mind in any direction, and may send the same decision again.
+  pending: ['pending', 'accepted', 'rejected'],
+  accepted: ['pending', 'accepted', 'rejected'],
+  rejected: ['pending', 'accepted', 'rejected'],
+};
+
 export const backupTransitions: Readonly<Record<BackupStatus, readonly BackupStatus[]>> = {
   creating: ['available', 'error'],
   // A restore that fails leaves the backup usable ('available', with the reason).

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { Db } from '../../src/db/db.ts';
 import { IllegalTransitionError, resourceStates } from '../../src/state/owner.ts';
-import { attachmentTransitions, backupTransitions, bdmTransitions, imageTransitions, serverTaskStates, serverVmTransitions, snapshotTransitions, volumeTransitions } from '../../src/state/tables.ts';
+import { attachmentTransitions, backupTransitions, bdmTransitions, imageMemberTransitions, imageTaskTransitions, imageTransitions, serverTaskStates, serverVmTransitions, snapshotTransitions, volumeTransitions } from '../../src/state/tables.ts';
 import { vmStates } from '../../src/compute/model.ts';
 
 /** Glance's image statuses (api-ref: queued, saving, uploading, importing, active, deactivated, killed, deleted, pending_delete; Pumice never soft-deletes, so no pending_delete). */
@@ -90,11 +90,11 @@ test('os-reset_status (force) sets any status, cancels queued tasks and fences t
   await queue.stop();
 });
 
-test('every status write of volumes, snapshots, backups, images, attachments, block device mappings and servers goes through the state owner', () => {
+test('every status write of volumes, snapshots, backups, images, image tasks and members, groups, attachments, block device mappings and servers goes through the state owner', () => {
   // Every source file, not a list: a new module that writes a status by hand is found too.
   const root = new URL('../../src/', import.meta.url);
   const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.startsWith('state/'));
-  const raw = /UPDATE\s+(volumes|snapshots|backups|images|block_device_mappings)\s+SET\b[^;'"`]*?\bstatus\s*=|UPDATE\s+volume_attachments\s+SET\b[^;'"`]*?\battach_status\s*=|UPDATE\s+servers\s+SET\b[^;'"`]*?\b(vm_state|task_state)\s*=/g;
+  const raw = /UPDATE\s+(volumes|snapshots|backups|images|image_tasks|image_members|volume_groups|group_snapshots|block_device_mappings)\s+SET\b[^;'"`]*?\bstatus\s*=|UPDATE\s+volume_attachments\s+SET\b[^;'"`]*?\battach_status\s*=|UPDATE\s+servers\s+SET\b[^;'"`]*?\b(vm_state|task_state)\s*=/g;
   const found: string[] = [];
   for (const file of files) {
     const text = readFileSync(new URL(file, root), 'utf8');
@@ -195,4 +195,34 @@ test('attachments and block device mappings move through their owners', () => {
   assert.equal(blockDeviceMappings.transition('b1', ['attached'], 'detaching'), true);
   assert.equal(blockDeviceMappings.transition('b1', ['detaching'], 'detached', { connection_info: null }), true);
   assert.throws(() => blockDeviceMappings.transition('b1', ['detached'], 'attached'), IllegalTransitionError);
+});
+
+test('image task records and image members move through their owners: a finished task never moves again, a member decides in any direction', () => {
+  const db = new Db(':memory:');
+  const { imageTasks, imageMembers } = resourceStates(db);
+  assert.deepEqual(Object.keys(imageTaskTransitions).sort(), ['failure', 'pending', 'processing', 'success']);
+  for (const targets of Object.values(imageMemberTransitions)) assert.deepEqual([...targets].sort(), ['accepted', 'pending', 'rejected']);
+  db.run("INSERT INTO image_tasks (id, type, status, owner, created_at, updated_at) VALUES ('t1', 'api_image_import', 'pending', 'p', 'then', 'then')");
+  assert.equal(imageTasks.transition('t1', ['pending', 'processing'], 'processing'), true);
+  // A re-run after a crash records processing again.
+  assert.equal(imageTasks.transition('t1', ['pending', 'processing'], 'processing'), true);
+  assert.equal(imageTasks.transition('t1', ['processing'], 'success', { result: '{}', expires_at: 'later' }), true);
+  const task = db.get<{ status: string; expires_at: string; updated_at: string }>("SELECT status, expires_at, updated_at FROM image_tasks WHERE id = 't1'")!;
+  assert.deepEqual([task.status, task.expires_at], ['success', 'later']);
+  assert.notEqual(task.updated_at, 'then');
+  // The engine giving up later finds it finished: a miss, the outcome stands.
+  assert.equal(imageTasks.transition('t1', ['pending', 'processing'], 'failure', { message: 'late' }), false);
+  assert.throws(() => imageTasks.transition('t1', ['success'], 'failure'), IllegalTransitionError);
+  assert.throws(() => imageTasks.transition('t1', ['pending'], 'success'), IllegalTransitionError);
+  assert.equal(db.get<{ status: string }>("SELECT status FROM image_tasks WHERE id = 't1'")!.status, 'success');
+
+  db.run("INSERT INTO images (id, name, owner, status, visibility, created_at, updated_at) VALUES ('i1', 'shared', 'p', 'active', 'shared', 'now', 'now')");
+  for (const member of ['m1', 'm2']) db.run("INSERT INTO image_members (image_id, member_id, status, created_at, updated_at) VALUES ('i1', ?, 'pending', 'now', 'now')", member);
+  const statusOfMember = (member: string) => db.get<{ status: string }>("SELECT status FROM image_members WHERE image_id = 'i1' AND member_id = ?", member)!.status;
+  assert.equal(imageMembers.transition(['i1', 'm1'], ['pending'], 'accepted'), true);
+  assert.equal(imageMembers.transition(['i1', 'm1'], ['accepted'], 'rejected'), true);
+  assert.equal(imageMembers.transition(['i1', 'm1'], ['rejected'], 'pending'), true);
+  assert.equal(imageMembers.transition(['i1', 'm1'], ['accepted'], 'rejected'), false, 'compare-and-set on the member, not the image');
+  assert.deepEqual([statusOfMember('m1'), statusOfMember('m2')], ['pending', 'pending'], 'the other member of the image is left alone');
+  assert.equal(imageMembers.transition(['i1', 'gone'], ['pending'], 'accepted'), false);
 });
