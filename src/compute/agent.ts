@@ -33,6 +33,7 @@ import { nowIso, PowerState } from './model.ts';
 import type { ServerService } from './servers.ts';
 import { computeQueue, releaseQueue, type EvacuatePayload } from './servers.ts';
 import { fenceRbdDisks, rbdWatchers, unfence, type FenceRecord, type RbdDiskRef } from './evacuation.ts';
+import { ColdMigrationTasks } from './cold-migration.ts';
 import { LiveMigrationTasks, type LiveMigrationHost } from './live-migration-agent.ts';
 import { MigrationProbeListener, parseProbeReport, probeMigrationTargets } from './migration-probe.ts';
 
@@ -123,6 +124,7 @@ export class ComputeAgent {
     q.register('server.detach', wrap((s, t) => this.detachVolume(s, t)), (task, reason) => this.failDetach(task, reason));
     q.register('server.evacuate', wrap((s, t) => this.evacuateServer(s, t)), (task, reason) => this.failEvacuate(task, reason));
     new LiveMigrationTasks(this.liveMigrationHost()).register(wrap);
+    new ColdMigrationTasks(this.liveMigrationHost()).register(wrap);
     q.register('server.release_volumes', async (task) => {
       const server = this.o.db.get<ServerRow>('SELECT * FROM servers WHERE id = ?', task.resourceId);
       if (server) await this.releaseVolumes(server, this.o.servers.bdms(server.id));

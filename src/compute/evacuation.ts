@@ -36,7 +36,12 @@ const execFileAsync = promisify(execFile);
  * queued → preparing (target) → running (source copies memory) → post-migrating → completed, or
  * cancelling → cancelled (abort) / error (the guest stays on the source).
  */
-export type MigrationStatus = 'accepted' | 'fenced' | 'rebuilding' | 'done' | 'failed' | 'queued' | 'preparing' | 'running' | 'post-migrating' | 'completed' | 'cancelling' | 'cancelled' | 'error';
+export type MigrationStatus = 'accepted' | 'fenced' | 'rebuilding' | 'done' | 'failed' | 'queued' | 'preparing' | 'running' | 'post-migrating' | 'completed' | 'cancelling' | 'cancelled' | 'error'
+  // Cold migration (Nova's names): pre-migrating → migrating (source stopped) → post-migrating → finished (VERIFY_RESIZE), then confirming → confirmed or reverting → reverted.
+  | 'pre-migrating' | 'migrating' | 'finished' | 'confirming' | 'confirmed' | 'reverting' | 'reverted';
+
+/** Cold-migration statuses in which the server is still between hosts (or waiting for confirm/revert). */
+export const coldMigrationOpenStatuses: readonly MigrationStatus[] = ['pre-migrating', 'migrating', 'post-migrating', 'finished', 'confirming', 'reverting'];
 
 /** Live-migration statuses in which the migration is still under way. */
 export const liveMigrationActiveStatuses: readonly MigrationStatus[] = ['queued', 'preparing', 'running', 'post-migrating', 'cancelling'];
@@ -106,6 +111,26 @@ export class Migrations {
       uuid, server.id, server.project_id, auth.userId, server.host, dest, now, now,
     );
     return this.db.get<MigrationRow>('SELECT * FROM migrations WHERE uuid = ?', uuid)!;
+  }
+
+  /** A cold migration of `server` to `dest`, `pre-migrating`. */
+  createCold(server: ServerRow, dest: string, auth: { userId: string }): MigrationRow {
+    const now = nowIso();
+    const uuid = randomUUID();
+    this.db.run(
+      `INSERT INTO migrations (uuid, server_id, project_id, user_id, migration_type, source_compute, dest_compute, status, automatic, created_at, updated_at)
+       VALUES (?, ?, ?, ?, 'migration', ?, ?, 'pre-migrating', 0, ?, ?)`,
+      uuid, server.id, server.project_id, auth.userId, server.host, dest, now, now,
+    );
+    return this.db.get<MigrationRow>('SELECT * FROM migrations WHERE uuid = ?', uuid)!;
+  }
+
+  /** The cold migration of the server that is not confirmed or reverted yet (one at a time per server). */
+  coldOpen(serverId: string): MigrationRow | undefined {
+    return this.db.get<MigrationRow>(
+      `SELECT * FROM migrations WHERE server_id = ? AND migration_type = 'migration' AND status IN (${coldMigrationOpenStatuses.map(() => '?').join(',')}) ORDER BY id DESC LIMIT 1`,
+      serverId, ...coldMigrationOpenStatuses,
+    );
   }
 
   /** A live migration of the server that has not finished (one at a time per server). */

@@ -26,6 +26,15 @@ export type TaskState =
   | 'migrating'
   | null;
 
+/**
+ * Cold migration's task_states (Nova's resize ones). Kept out of `TaskState` because
+ * src/state/tables.ts keys a table by every TaskState; their rows live in src/state/servers.ts.
+ */
+export const resizeTaskStates = ['resize_prep', 'resize_migrating', 'resize_migrated', 'resize_finish', 'resize_reverting', 'resize_confirming'] as const;
+export type ResizeTaskState = (typeof resizeTaskStates)[number];
+/** Every task_state a server row may hold. */
+export type ServerTaskState = TaskState | ResizeTaskState;
+
 /** Nova's power_state numbers. */
 export const PowerState = { NOSTATE: 0, RUNNING: 1, PAUSED: 3, SHUTDOWN: 4, CRASHED: 6, SUSPENDED: 7 } as const;
 
@@ -39,8 +48,10 @@ export function serverStatus(vmState: string, taskState: string | null): string 
       if (taskState === 'rebooting_hard' || taskState === 'reboot_started_hard') return 'HARD_REBOOT';
       if (taskState === 'rebuilding' || taskState === 'rebuild_block_device_mapping' || taskState === 'rebuild_spawning') return 'REBUILD';
       if (taskState === 'migrating') return 'MIGRATING';
+      if (isResizing(taskState)) return 'RESIZE';
       return 'ACTIVE';
     case 'stopped':
+      if (isResizing(taskState)) return 'RESIZE';
       if (taskState === 'rebuilding' || taskState === 'rebuild_block_device_mapping' || taskState === 'rebuild_spawning') return 'REBUILD';
       return 'SHUTOFF';
     case 'error':
@@ -57,7 +68,7 @@ export function serverStatus(vmState: string, taskState: string | null): string 
     case 'rescued':
       return 'RESCUE';
     case 'resized':
-      return 'VERIFY_RESIZE';
+      return taskState === 'resize_reverting' ? 'REVERT_RESIZE' : 'VERIFY_RESIZE';
     case 'shelved':
       return 'SHELVED';
     case 'shelved_offloaded':
@@ -65,6 +76,11 @@ export function serverStatus(vmState: string, taskState: string | null): string 
     default:
       return 'UNKNOWN';
   }
+}
+
+/** The task_states Nova shows as RESIZE: a cold migration on its way to VERIFY_RESIZE. */
+function isResizing(taskState: string | null): boolean {
+  return taskState === 'resize_prep' || taskState === 'resize_migrating' || taskState === 'resize_migrated' || taskState === 'resize_finish';
 }
 
 /** The API status filter (`?status=ACTIVE`) back to the vm_states it covers. */
@@ -82,7 +98,9 @@ export function vmStatesForStatus(status: string): string[] | null {
     PAUSED: ['paused'],
     SUSPENDED: ['suspended'],
     RESCUE: ['rescued'],
+    RESIZE: ['active', 'stopped'],
     VERIFY_RESIZE: ['resized'],
+    REVERT_RESIZE: ['resized'],
     SHELVED: ['shelved'],
     SHELVED_OFFLOADED: ['shelved_offloaded'],
   };
@@ -115,7 +133,7 @@ export interface ServerRow {
   availability_zone: string | null;
   requested_zone: string | null;
   vm_state: VmState;
-  task_state: TaskState;
+  task_state: ServerTaskState;
   power_state: number;
   key_name: string | null;
   key_data: string | null;

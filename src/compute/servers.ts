@@ -16,9 +16,10 @@ import { resourceStates } from '../state/owner.ts';
 import type { FlavorRow, Flavors } from './flavors.ts';
 import { guestHardwareFromImage, HardwarePropertyError } from './hardware.ts';
 import { liveMigrationRefusal, type LiveMigrationPayload, type LiveMigrationRequest } from './live-migration.ts';
+import { coldMigrationRefusal, confirmDone, type ColdMigrationPayload } from './cold-migration.ts';
 import type { ComputeHosts } from './hosts.ts';
 import type { Keypairs } from './keypairs.ts';
-import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, TaskState, VmState } from './model.ts';
+import type { BdmRow, FlavorSnapshot, ServerFault, ServerRow, ServerTaskState, VmState } from './model.ts';
 import { nowIso, PowerState, vmStatesForStatus } from './model.ts';
 import { Migrations, type MigrationRow } from './evacuation.ts';
 import type { ComputeQuotas } from './quotas.ts';
@@ -155,7 +156,7 @@ export interface InstanceActionEventRow {
 }
 
 /** Server tasks: the kinds the compute agent registers; payloads carry what the agent cannot re-derive. */
-export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes', 'server.evacuate', 'server.live_migration.prepare', 'server.live_migration.run', 'server.live_migration.finish', 'server.live_migration.rollback'] as const;
+export const serverTaskKinds = ['server.build', 'server.stop', 'server.start', 'server.reboot', 'server.rebuild', 'server.delete', 'server.attach', 'server.detach', 'server.release_volumes', 'server.evacuate', 'server.live_migration.prepare', 'server.live_migration.run', 'server.live_migration.finish', 'server.live_migration.rollback', 'server.cold_migration.migrate', 'server.cold_migration.finish', 'server.cold_migration.confirm', 'server.cold_migration.revert', 'server.cold_migration.finish_revert'] as const;
 export type ServerTaskKind = (typeof serverTaskKinds)[number];
 
 /** Work any compute agent may do: releasing the volumes of a server deleted while its host was down. */
@@ -585,7 +586,7 @@ export class ServerService {
    * `changes` only while vm_state is one of `fromVm` (and task_state one of `fromTask` when given),
    * and only as the transition tables allow. Returns false when the row moved on.
    */
-  transition(id: string, fromVm: readonly VmState[] | null, fromTask: readonly TaskState[] | null, changes: Partial<Pick<ServerRow, 'vm_state' | 'task_state' | 'power_state' | 'host' | 'fault' | 'launched_at' | 'terminated_at' | 'availability_zone' | 'image_id' | 'image_meta' | 'progress' | 'deleted_at' | 'name'>>): boolean {
+  transition(id: string, fromVm: readonly VmState[] | null, fromTask: readonly ServerTaskState[] | null, changes: Partial<Pick<ServerRow, 'vm_state' | 'task_state' | 'power_state' | 'host' | 'fault' | 'launched_at' | 'terminated_at' | 'availability_zone' | 'image_id' | 'image_meta' | 'progress' | 'deleted_at' | 'name'>>): boolean {
     return resourceStates(this.db).servers.transition(id, fromVm, fromTask, changes);
   }
 
@@ -628,6 +629,98 @@ export class ServerService {
     });
   }
 
+  /**
+   * migrate (cold migration, admin): the checks of cold-migration.ts (a refusal changes nothing), the
+   * target chosen (the named host, or the scheduler's choice of another up host), then in one
+   * transaction the server to RESIZE (task_state resize_prep), a migration record `pre-migrating`
+   * and the source's task that stops the guest.
+   */
+  migrate(auth: AuthContext, id: string, host: string | null, requestId: string): MigrationRow {
+    const row = this.get(auth, id);
+    const open = this.migrations.coldOpen(id);
+    if (open) throw errors.conflict(`Instance ${id} has a migration in progress already (migration ${open.id} from ${open.source_compute} to ${open.dest_compute}, ${open.status}): ${open.status === 'finished' ? `confirm or revert it first (openstack server migrate confirm|revert ${id})` : 'wait for it'}.`);
+    const running = this.migrations.liveInProgress(id) ?? this.migrations.inProgress(id);
+    if (running) throw errors.conflict(`Instance ${id} is being ${running.migration_type === 'evacuation' ? 'evacuated' : 'live-migrated'} (migration ${running.id}, ${running.status}): wait for it to end.`);
+    const refusal = coldMigrationRefusal(row, this.bdms(id), host, { hosts: this.hosts, imagesType: this.options.imagesType });
+    if (refusal) throw refusal;
+    let dest = host;
+    if (dest === null) {
+      const result = this.scheduler.select({
+        flavor: JSON.parse(row.flavor) as FlavorSnapshot,
+        imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
+        availabilityZone: row.requested_zone,
+        forcedHost: null,
+        needsLocalDisk: false,
+        ignoreHosts: [row.host!],
+      });
+      if (!result.ok) throw errors.badRequest(`No valid host was found to migrate instance ${id} to. ${result.reasons.join('; ')}`);
+      dest = result.hosts[0]!.service.host;
+    }
+    const source = row.host!;
+    const target = dest;
+    return this.db.transaction(() => {
+      if (!this.transition(id, ['active', 'stopped'], [null], { task_state: 'resize_prep' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      const migration = this.migrations.createCold(row, target, auth);
+      const actionId = this.recordAction(id, requestId, 'migrate', auth);
+      const payload: ColdMigrationPayload = { requestId, actionId, migrationId: migration.id, sourceHost: source, destHost: target };
+      this.queue.enqueue('server.cold_migration.migrate', id, computeQueue(source), payload);
+      queueMicrotask(() => this.onEnqueue());
+      return migration;
+    });
+  }
+
+  /** The cold migration waiting in VERIFY_RESIZE for confirm or revert (409 naming the state otherwise). */
+  private finishedMigration(row: ServerRow, action: 'confirmResize' | 'revertResize'): MigrationRow {
+    const open = this.migrations.coldOpen(row.id);
+    if (row.vm_state !== 'resized' || row.task_state !== null || !open || open.status !== 'finished') {
+      throw errors.conflict(
+        `Cannot '${action}' instance ${row.id} while it is in vm_state ${row.vm_state}${row.task_state ? ` and task_state ${row.task_state}` : ''}: ` +
+          `${action} needs status VERIFY_RESIZE, after a migration has finished (openstack server migrate ${row.id}${open ? `; migration ${open.id} is ${open.status}` : ''}).`,
+      );
+    }
+    return open;
+  }
+
+  /**
+   * confirmResize: the source host removes what is left of the guest; the server leaves VERIFY_RESIZE.
+   * With the source host down the confirm ends at once: its agent destroys the leftovers when it
+   * returns (a guest whose server names another host is destroyed at start).
+   */
+  confirmResize(auth: AuthContext, id: string, requestId: string): void {
+    const row = this.get(auth, id);
+    this.requireUnlocked(auth, row, 'confirmResize');
+    const migration = this.finishedMigration(row, 'confirmResize');
+    const source = migration.source_compute!;
+    this.db.transaction(() => {
+      if (!this.transition(id, ['resized'], [null], { task_state: 'resize_confirming' }) || !this.migrations.advance(migration.id, ['finished'], 'confirming')) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      const actionId = this.recordAction(id, requestId, 'confirmResize', auth);
+      const payload: ColdMigrationPayload = { requestId, actionId, migrationId: migration.id, sourceHost: source, destHost: migration.dest_compute! };
+      if (this.hostIsUp(source)) {
+        this.queue.enqueue('server.cold_migration.confirm', id, computeQueue(source), payload);
+        queueMicrotask(() => this.onEnqueue());
+      } else {
+        confirmDone({ servers: this }, id, migration.id, actionId, null);
+      }
+    });
+  }
+
+  /** revertResize: the guest stops on the destination and starts again on the source (whose agent must be up). */
+  revertResize(auth: AuthContext, id: string, requestId: string): void {
+    const row = this.get(auth, id);
+    this.requireUnlocked(auth, row, 'revertResize');
+    const migration = this.finishedMigration(row, 'revertResize');
+    const source = migration.source_compute!;
+    if (!this.hostIsUp(source)) throw errors.conflict(`Cannot revert the migration of instance ${id}: its source host ${source} is down, and it takes the guest back. Bring ${source} back and retry, or confirm the migration (openstack server migrate confirm ${id}).`);
+    if (!row.host || !this.hostIsUp(row.host)) throw errors.conflict(`Cannot revert the migration of instance ${id}: its host ${row.host ?? '(none)'} is down and must stop the guest first. Evacuate it instead (openstack server evacuate).`);
+    this.db.transaction(() => {
+      if (!this.transition(id, ['resized'], [null], { task_state: 'resize_reverting' }) || !this.migrations.advance(migration.id, ['finished'], 'reverting')) throw errors.conflict(`Instance ${id} changed state; retry.`);
+      const actionId = this.recordAction(id, requestId, 'revertResize', auth);
+      const payload: ColdMigrationPayload = { requestId, actionId, migrationId: migration.id, sourceHost: source, destHost: row.host! };
+      this.queue.enqueue('server.cold_migration.revert', id, computeQueue(row.host!), payload);
+      queueMicrotask(() => this.onEnqueue());
+    });
+  }
+
   /** A live migration of the server (404 when it is not one of this server's). */
   liveMigration(auth: AuthContext, serverId: string, migrationId: number): MigrationRow {
     this.get(auth, serverId);
@@ -657,7 +750,7 @@ export class ServerService {
     return this.db.get<{ home_host: string | null }>('SELECT home_host FROM servers WHERE id = ?', serverId)?.home_host ?? null;
   }
 
-  private requireState(row: ServerRow, action: string, vmStates: readonly VmState[], taskStates: readonly TaskState[] = [null]): void {
+  private requireState(row: ServerRow, action: string, vmStates: readonly VmState[], taskStates: readonly ServerTaskState[] = [null]): void {
     if (!vmStates.includes(row.vm_state) || !taskStates.includes(row.task_state)) {
       throw errors.conflict(
         `Cannot '${action}' instance ${row.id} while it is in vm_state ${row.vm_state}${row.task_state ? ` and task_state ${row.task_state}` : ''}; ` +

@@ -21,12 +21,12 @@
 import { nowIso, type Db, type SqlValue } from '../db/db.ts';
 import { emitEvent } from '../events.ts';
 import { noteLocalFence } from '../tasks/queue.ts';
-import type { TaskState, VmState } from '../compute/model.ts';
+import type { ResizeTaskState, ServerTaskState, VmState } from '../compute/model.ts';
 import { serverFinalTaskStates, serverTaskStates, serverVmTransitions } from './tables.ts';
 import { IllegalTransitionError, type StateOwnerOptions } from './owner.ts';
 
 /** The columns a server transition may set besides its two states (names are code; checked anyway). */
-export type ServerStateChanges = { vm_state?: VmState; task_state?: TaskState } & Record<string, SqlValue | undefined>;
+export type ServerStateChanges = { vm_state?: VmState; task_state?: ServerTaskState } & Record<string, SqlValue | undefined>;
 
 const columnName = /^[a-z_][a-z0-9_]*$/;
 const ownColumns = new Set(['id', 'generation', 'updated_at']);
@@ -35,7 +35,40 @@ const maxAttempts = 5;
 
 interface StateRow {
   vm_state: VmState;
-  task_state: TaskState;
+  task_state: ServerTaskState;
+}
+
+/**
+ * Cold migration (migrate, confirmResize, revertResize), in addition to ./tables.ts (another
+ * module's file this session; these rows belong there): an ACTIVE or SHUTOFF server goes through
+ * resize_prep → resize_migrating → resize_migrated → resize_finish and ends `resized`
+ * (VERIFY_RESIZE) on the destination; confirm or revert ends it `active` or `stopped` as its power
+ * state says (Nova keeps the power state across a cold migration).
+ */
+export const coldMigrationVmTransitions: Readonly<Partial<Record<VmState, readonly VmState[]>>> = {
+  active: ['resized'],
+  stopped: ['resized'],
+  resized: ['stopped'],
+};
+export const coldMigrationTaskStates: Readonly<Record<ResizeTaskState, readonly VmState[]>> = {
+  resize_prep: ['active', 'stopped'],
+  resize_migrating: ['active', 'stopped'],
+  resize_migrated: ['active', 'stopped'],
+  resize_finish: ['active', 'stopped'],
+  resize_reverting: ['resized'],
+  resize_confirming: ['resized'],
+};
+
+function vmMoves(from: VmState): readonly VmState[] {
+  return [...(serverVmTransitions[from] ?? []), ...(coldMigrationVmTransitions[from] ?? [])];
+}
+
+function taskAllowedIn(task: NonNullable<ServerTaskState>): readonly VmState[] {
+  return task in coldMigrationTaskStates ? coldMigrationTaskStates[task as ResizeTaskState] : ((serverTaskStates as Record<string, readonly VmState[]>)[task] ?? []);
+}
+
+function isFinalTask(task: ServerTaskState): boolean {
+  return task !== null && (serverFinalTaskStates as ReadonlySet<string>).has(task);
 }
 
 export class ServerStates {
@@ -48,8 +81,8 @@ export class ServerStates {
   illegal(from: StateRow, changes: ServerStateChanges): string | null {
     const vm = changes.vm_state ?? from.vm_state;
     const task = changes.task_state !== undefined ? changes.task_state : from.task_state;
-    if (vm !== from.vm_state && !(serverVmTransitions[from.vm_state] ?? []).includes(vm)) return `vm_state ${from.vm_state} → ${vm} is not in serverVmTransitions`;
-    if (task !== null && !(serverTaskStates[task] ?? []).includes(vm)) return `task_state ${task} is not allowed in vm_state ${vm} (serverTaskStates)`;
+    if (vm !== from.vm_state && !vmMoves(from.vm_state).includes(vm)) return `vm_state ${from.vm_state} → ${vm} is not in serverVmTransitions`;
+    if (task !== null && !taskAllowedIn(task).includes(vm)) return `task_state ${task} is not allowed in vm_state ${vm} (serverTaskStates)`;
     return null;
   }
 
@@ -57,7 +90,7 @@ export class ServerStates {
    * Applies `changes` to server `id` while its vm_state is one of `fromVm` and its task_state one
    * of `fromTask` (null: any). Returns whether the row moved.
    */
-  transition(id: string, fromVm: readonly VmState[] | null, fromTask: readonly TaskState[] | null, changes: ServerStateChanges): boolean {
+  transition(id: string, fromVm: readonly VmState[] | null, fromTask: readonly ServerTaskState[] | null, changes: ServerStateChanges): boolean {
     const columns = Object.keys(changes).filter((c) => changes[c] !== undefined);
     for (const c of columns) if (!columnName.test(c) || ownColumns.has(c)) throw new Error(`bad column '${c}' in a server transition`);
     for (let attempt = 0; attempt < maxAttempts; attempt++) {
@@ -68,7 +101,7 @@ export class ServerStates {
       const vm = changes.vm_state ?? row.vm_state;
       const task = changes.task_state !== undefined ? changes.task_state : row.task_state;
       // A delete in progress is only ended by itself (the server deleted, or in error when it failed).
-      if (row.task_state !== null && serverFinalTaskStates.has(row.task_state) && task !== row.task_state && vm !== 'deleted' && vm !== 'error') return false;
+      if (isFinalTask(row.task_state) && task !== row.task_state && vm !== 'deleted' && vm !== 'error') return false;
       const problem = this.illegal(row, changes);
       if (problem) {
         const message = `illegal server transition for server ${id} (${row.vm_state}/${row.task_state ?? '-'} → ${vm}/${task ?? '-'}): ${problem} (src/state/tables.ts)`;

@@ -368,9 +368,14 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
           disk_over_commit: Type.Optional(BoolOrString),
           force: Type.Optional(BoolOrString),
         }, { additionalProperties: false })),
+        // Cold migration: null, or from 2.56 { host } (the scheduler picks when it is null or left out).
+        migrate: Type.Optional(Nullable(Type.Object({ host: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 255 }))) }, { additionalProperties: false }))),
+        confirmResize: Type.Optional(Type.Null()),
+        revertResize: Type.Optional(Type.Null()),
       }, { additionalProperties: false, minProperties: 1, maxProperties: 1 }),
       responses: {
         202: serverDetailResponses.map((r) => ({ versions: r.versions, schema: Type.Optional(r.schema) })),
+        204: null,
         200: Type.Optional(Type.Union([Type.Object({ output: Type.String() }, { additionalProperties: false }), Type.Object({ adminPass: Type.String() }, { additionalProperties: false })])),
       },
       handler(ctx) {
@@ -380,10 +385,25 @@ export function serverRoutes(deps: ServerRouteDeps): AnyRouteSpec[] {
           'os-stop': 'os_compute_api:servers:stop', 'os-start': 'os_compute_api:servers:start', reboot: 'os_compute_api:servers:reboot',
           rebuild: 'os_compute_api:servers:rebuild', 'os-getConsoleOutput': 'os_compute_api:os-console-output',
           lock: 'os_compute_api:os-lock-server:lock', unlock: 'os_compute_api:os-lock-server:unlock', evacuate: 'os_compute_api:os-evacuate',
-          'os-migrateLive': 'os_compute_api:os-migrate-server:migrate_live',
+          'os-migrateLive': 'os_compute_api:os-migrate-server:migrate_live', migrate: 'os_compute_api:os-migrate-server:migrate',
+          confirmResize: 'os_compute_api:servers:confirm_resize', revertResize: 'os_compute_api:servers:revert_resize',
         } as Record<string, string>)[action]!;
         const row = owned(ctx as never, rule);
         switch (action) {
+          case 'migrate': {
+            const host = ctx.body.migrate?.host ?? null;
+            if (ctx.body.migrate?.host !== undefined && ctx.microversion < 56) {
+              throw errors.badRequest(`Invalid input for field/attribute migrate: 'host' needs microversion 2.56 or later (this request is 2.${ctx.microversion}); send OpenStack-API-Version: compute 2.56 (openstack --os-compute-api-version 2.56 server migrate --host ${host ?? 'HOST'}).`);
+            }
+            servers.migrate(ctx.auth!, row.id, host, ctx.requestId);
+            return { status: 202 };
+          }
+          case 'confirmResize':
+            servers.confirmResize(ctx.auth!, row.id, ctx.requestId);
+            return { status: 204 };
+          case 'revertResize':
+            servers.revertResize(ctx.auth!, row.id, ctx.requestId);
+            return { status: 202 };
           case 'os-migrateLive': {
             const live = ctx.body['os-migrateLive']!;
             const block = live.block_migration === 'auto' ? 'auto' : String(live.block_migration).toLowerCase() === 'true';
