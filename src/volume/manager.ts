@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { BackendConfig, PumiceConfig } from '../config/config.ts';
 import { nowIso, type Db } from '../db/db.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { markTransient } from '../tasks/errors.ts';
 import { resourceStates, type ResourceStateOwners } from '../state/owner.ts';
 import { backupQueue, type RestorePayload } from '../backup/manager.ts';
 import { DriverError, hasClones, hasGroupSnapshots, hasManageExisting, hasManageExistingSnapshots, hasSnapshots, type CapacityReport, type SnapshotRef, type VolumeBackend } from './drivers/driver.ts';
@@ -124,6 +125,7 @@ export class VolumeManager {
       state.up = false;
       state.downReason = (error as Error).message;
       this.log(`backend [${state.config.section}] is down: ${state.downReason}`);
+      this.queue.pauseClaims(state.config.section, true);
     }
   }
 
@@ -166,6 +168,7 @@ export class VolumeManager {
       state.capacity = await state.driver.reportCapacity();
       await state.driver.maintain?.();
       if (!state.up) this.log(`backend [${section}] is up again`);
+      this.queue.pauseClaims(section, false);
       state.up = true;
       state.downReason = null;
       this.db.run(
@@ -177,6 +180,7 @@ export class VolumeManager {
       state.up = false;
       state.downReason = (error as Error).message;
       this.db.run('UPDATE services SET state_reason = ? WHERE binary = ? AND host = ?', state.downReason, volumeBinary, state.host);
+      this.holdTasks(state);
     } finally {
       this.heartbeatsRunning.delete(section);
     }
@@ -260,8 +264,32 @@ export class VolumeManager {
 
   private ready(section: string): VolumeBackend {
     const state = this.backend(section);
-    if (!state.up) throw new DriverError('Unreachable', `backend [${section}] is down: ${state.downReason}`);
+    if (!state.up) {
+      // Claimed before the heartbeat saw the backend down: back to the queue, for a member that reaches it.
+      this.queue.pauseClaims(section, true);
+      throw markTransient(new DriverError('Unreachable', `backend [${section}] is down: ${state.downReason}`));
+    }
     return state.driver;
+  }
+
+  /**
+   * A backend of this host is down: this host claims none of its tasks, which stay queued for a
+   * member of the cluster that reaches the storage. When no member does, the owners of the tasks
+   * left waiting read why in /messages (once per resource).
+   */
+  private holdTasks(state: BackendState): void {
+    const section = state.config.section;
+    this.queue.pauseClaims(section, true);
+    if (this.remotePoolState(state).up) return;
+    const waiting = this.db.all<{ kind: string; resource_id: string }>(
+      "SELECT kind, resource_id FROM tasks WHERE queue = ? AND state = 'queued' AND NOT EXISTS (SELECT 1 FROM messages WHERE resource_uuid = tasks.resource_id AND event_id IN ('VOLUME_VOLUME_001_009', 'VOLUME_SNAPSHOT_001_004'))",
+      section,
+    );
+    for (const task of waiting) {
+      const snapshot = task.kind.startsWith('snapshot.');
+      this.userMessage(task.resource_id, snapshot ? 'SNAPSHOT' : 'VOLUME', snapshot ? 'VOLUME_SNAPSHOT_001_004' : 'VOLUME_VOLUME_001_009',
+        `${task.kind}: backend [${section}] is down (${state.downReason}); the request waits until a volume host reaches the backend again`);
+    }
   }
 
   // ---- tasks ----
