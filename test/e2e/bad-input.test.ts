@@ -1238,6 +1238,33 @@ describe('bad input on every route', () => {
     return cases;
   }
 
+  /**
+   * Compute's cold-migration actions (migrate, confirmResize, revertResize): their body shapes, and an
+   * unknown server. States (409: VERIFY_RESIZE needed, a migration open, same host) need a booted
+   * guest: test/ceph/cold-migration-rbd.test.ts.
+   */
+  function computeMigrateCases(): Case[] {
+    const action = (id: string) => `/compute/v2.1/servers/${id}/action`;
+    const c = (name: string, id: string, body: unknown, expect: number, as: Caller = 'admin', version = '2.56'): Case => ({
+      name: `compute POST /servers/{id}/action: ${name}`, method: 'POST', path: action(id), as, body, expect, headers: { 'OpenStack-API-Version': `compute ${version}` },
+    });
+    return [
+      c('migrate of an unknown server', UNKNOWN, { migrate: null }, 404),
+      c('migrate with host, unknown server', UNKNOWN, { migrate: { host: 'compute02' } }, 404),
+      c('migrate id not a UUID', BAD_UUID, { migrate: null }, 404),
+      c('migrate is a string', UNKNOWN, { migrate: 'compute02' }, 400),
+      c('migrate host is a number', UNKNOWN, { migrate: { host: 5 } }, 400),
+      c('migrate host is empty', UNKNOWN, { migrate: { host: '' } }, 400),
+      c('migrate host too long', UNKNOWN, { migrate: { host: long(256) } }, 400),
+      c('migrate unknown field', UNKNOWN, { migrate: { host: null, block_migration: 'auto' } }, 400),
+      c('migrate and confirmResize together', UNKNOWN, { migrate: null, confirmResize: null }, 400),
+      c('confirmResize is an object', UNKNOWN, { confirmResize: {} }, 400, 'member'),
+      c('confirmResize of an unknown server', UNKNOWN, { confirmResize: null }, 404, 'member'),
+      c('revertResize is a string', UNKNOWN, { revertResize: 'now' }, 400, 'member'),
+      c('revertResize of an unknown server', UNKNOWN, { revertResize: null }, 404, 'member'),
+    ];
+  }
+
   /** The attachments API (3.27+, os-complete 3.44, mode 3.54): every route, at 3.44 unless the case is about the version. */
   function attachmentCases(): Case[] {
     const V = '/volume/v3/{P}';
@@ -1397,7 +1424,7 @@ describe('bad input on every route', () => {
   }
 
   test('every route rejects bad input cleanly and changes nothing', async (t) => {
-    const cases = [...genericCases(), ...identityCases(), ...volumeCases(), ...attachmentCases(), ...imageCases()];
+    const cases = [...genericCases(), ...identityCases(), ...volumeCases(), ...attachmentCases(), ...imageCases(), ...computeMigrateCases()];
     const names = new Set<string>();
     for (const c of cases) {
       assert.ok(!names.has(c.name), `duplicate case name: ${c.name}`);
