@@ -72,11 +72,16 @@ async function waitFor(url: string, key: string, statuses: string[]): Promise<an
   }
 }
 
+async function start(env: Record<string, string> = {}): Promise<void> {
+  pumice = await startPumice({ config: `[DEFAULT]\nenabled_backends = ceph\n\n${rbdBackendSection(lab)}`, dataDir: pumice?.dataDir, env });
+  admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+}
+
 before(async () => {
   testLab = await labForTest('pumice-groups-rbd');
   lab = testLab.lab;
-  pumice = await startPumice({ config: `[DEFAULT]\nenabled_backends = ceph\n\n${rbdBackendSection(lab)}` });
-  admin = await ApiClient.login(pumice.url, 'admin', pumice.adminPassword, 'admin');
+  // The first server dies once the RBD group holds the members, just before the group snapshot.
+  await start({ PUMICE_CRASH_POINT: 'rbd.group-snapshot.members-synced:1' });
 }, { timeout: 180_000 });
 
 after(async () => {
@@ -169,6 +174,13 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
       await writeHead(`volume-${detachedId}`, detachedBefore);
 
       groupSnapshot = (await call('POST', '/group_snapshots', 202, { group_snapshot: { group_id: group, name: 'rbd-gs' } })).group_snapshot.id as string;
+      // Crash safety: the server dies at the crash point; restarted, the member tasks take the group snapshot.
+      const code = await new Promise<number | null>((resolve) => {
+        if (pumice.proc.exitCode !== null) resolve(pumice.proc.exitCode);
+        else pumice.proc.once('exit', (c) => resolve(c));
+      });
+      assert.equal(code, 137, `the server should have died at the crash point:\n${pumice.output().slice(-2000)}`);
+      await start();
       const taken = await waitFor(`/group_snapshots/${groupSnapshot}`, 'group_snapshot', ['available', 'error']);
       assert.equal(taken.status, 'available', `group snapshot: ${JSON.stringify(taken)}`);
       // The consumer goes on writing after the snapshot moment; so does the other volume's writer.
