@@ -49,7 +49,8 @@
  */
 import { emitEvent, noteTaskQueued, withTaskRequest } from '../events.ts';
 import { hostname } from 'node:os';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import type { Db } from '../db/db.ts';
 import { systemClock, crashPoint, type Clock } from './crash.ts';
 import { classifyError, errorMessage, TaskFencedError } from './errors.ts';
@@ -126,9 +127,27 @@ let localFences = 0;
 /** How stale a checkpoint's view of a fence set by another process may be; task.complete() always checks. */
 const fenceCheckIntervalMs = 250;
 
-/** Owner names `host:pid:random`, so a runner on the same host can tell a dead owner at once. */
+/**
+ * Owner names `host:pid:random:pidspace`, so a runner on the same host can tell a dead owner at
+ * once. `pidspace` names the boot and the pid namespace: containers (or network-namespace hosts)
+ * that share a hostname have pids of their own, and a pid that is not alive in this namespace
+ * may be alive in theirs.
+ */
 function ownerName(): string {
-  return `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  return `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}:${pidSpace()}`;
+}
+
+let pidSpaceId: string | undefined;
+/** This process's boot id and pid namespace inode, hashed short; '' where /proc does not say. */
+function pidSpace(): string {
+  if (pidSpaceId !== undefined) return pidSpaceId;
+  try {
+    const bootId = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    pidSpaceId = createHash('sha256').update(`${bootId}/${statSync('/proc/self/ns/pid').ino}`).digest('hex').slice(0, 8);
+  } catch {
+    pidSpaceId = '';
+  }
+  return pidSpaceId;
 }
 
 /** Counts a fence set in this process (the state owner's force() calls it), so checkpoints look at once. */
@@ -138,9 +157,11 @@ export function noteLocalFence(): void {
 
 function ownerIsDeadLocalProcess(owner: string | null): boolean {
   if (!owner) return true;
-  const [host, pidText] = owner.split(':');
+  const [host, pidText, , space] = owner.split(':');
   const pid = Number(pidText);
   if (host !== hostname() || !Number.isInteger(pid) || pid <= 0 || pid === process.pid) return false;
+  // Another boot or pid namespace (or one /proc does not name): only its lease tells. An owner named before pidspace (three parts) is judged as before.
+  if (space !== undefined && (space === '' || space !== pidSpace())) return false;
   try {
     process.kill(pid, 0);
     return false;

@@ -225,7 +225,7 @@ test('kill -9 of a volume host mid-create: the other member of the cluster takes
   const volume = await waitAvailable(volumeId, 40_000);
   const takeoverMs = Date.now() - killedAt;
   assert.equal(volume['os-vol-host-attr:host'], `${cluster}@${backend}#${backend}`);
-  assert.match(b.output(), new RegExp(`task ${task.id} volume.create ${volumeId}: its runner vol-a:\\d+:\\w+ is gone \\(lease expired\\); running it again`));
+  assert.match(b.output(), new RegExp(`task ${task.id} volume.create ${volumeId}: its runner vol-a:\\d+:\\w+:\\w* is gone \\(lease expired\\); running it again`));
   await until('vol-b records the task done', 10_000, () => taskEvents('vol-b', 'task.done', volumeId).length === 1);
   assert.equal(taskEvents('vol-a', 'task.done', volumeId).length, 0);
   assert.equal(db!.get('SELECT 1 FROM tasks WHERE resource_id = ?', volumeId), undefined, 'no task row left');
