@@ -64,6 +64,8 @@ const cloneSnapSuffix = '.clone_snap';
 const groupSnapPrefix = '.group.';
 /** Bytes copied per read/write when a volume is made from a group snapshot's member. */
 const groupCopyChunkBytes = 4 * 1024 * 1024;
+/** Tries of one group snapshot whose RBD group vanished under it (removed empty by another process's collector). */
+const groupSnapshotAttemptsMax = 3;
 const flattenConcurrencyMax = 2;
 const removeAttemptsMax = 5;
 const purgeConcurrencyMax = 2;
@@ -647,6 +649,18 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
    * snapshot left incomplete by a crash in rbd_group_snap_create2 is removed and taken again.
    */
   private async takeGroupSnapshotOnce(ref: GroupSnapshotRef): Promise<void> {
+    const group = groupImage(ref.groupId);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.syncGroupAndSnapshot(ref);
+      } catch (error) {
+        // Another process's collector may remove the group while it is still empty (just made): make it again.
+        if (attempt >= groupSnapshotAttemptsMax || !(error instanceof RbdError && error.code === 'ENOENT') || (await this.io().groupList()).includes(group)) throw error;
+      }
+    }
+  }
+
+  private async syncGroupAndSnapshot(ref: GroupSnapshotRef): Promise<void> {
     const io = this.io();
     const group = groupImage(ref.groupId);
     const snap = snapshotName(ref.groupSnapshotId);
