@@ -207,13 +207,26 @@ describe('cold migration on Ceph', { skip: shared ? false : 'PUMICE_CEPH_LAB is 
     }
   });
 
-  test('bad input: same host, unknown host, a stopped source is refused nothing', async () => {
+  test('bad input: same host, unknown host, a host down, an unknown server: refused, nothing made', async () => {
     const same = await serverAction(vm, { migrate: { host: 'pumice' } });
     assert.equal(same.status, 400, same.text);
     assert.match(same.text, /already runs on pumice/);
     const unknown = await serverAction(vm, { migrate: { host: 'nowhere' } });
     assert.equal(unknown.status, 400, unknown.text);
     assert.match(unknown.text, /nowhere could not be found/);
+    // A target that is down: named with the way out; the scheduler finds no other host.
+    await openstack({ ...env, OS_COMPUTE_API_VERSION: '2.11' }, ['compute', 'service', 'set', '--down', 'compute02', 'nova-compute']);
+    try {
+      const down = await serverAction(vm, { migrate: { host: 'compute02' } });
+      assert.equal(down.status, 400, down.text);
+      assert.match(down.text, /compute02 is down/);
+      const none = await serverAction(vm, { migrate: null });
+      assert.equal(none.status, 400, none.text);
+      assert.match(none.text, /No valid host was found to migrate/);
+    } finally {
+      await openstack({ ...env, OS_COMPUTE_API_VERSION: '2.11' }, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
+    }
+    await waitComputeService(admin, 'compute02', 'up', 30_000);
     const noServer = await serverAction('00000000-0000-4000-8000-000000000000', { migrate: null });
     assert.equal(noServer.status, 404, noServer.text);
     assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
@@ -232,6 +245,8 @@ describe('cold migration on Ceph', { skip: shared ? false : 'PUMICE_CEPH_LAB is 
     assert.equal(done['OS-EXT-SRV-ATTR:host'], 'compute02');
     const [record] = await coldMigrations(vm);
     assert.equal(record?.['status'], 'confirmed');
+    const byStatus = await admin.request('GET', `/os-migrations?instance_uuid=${vm}&status=reverted`);
+    assert.deepEqual(byStatus.body.migrations.map((m: Row) => m['migration_type']), ['migration'], 'the status filter finds the reverted one');
     assert.equal(existsSync(pumiceDir()), false, "pumice's instance directory is gone after the confirm");
     assert.deepEqual(await qemuPids(`${path.join(pumice.dataDir, 'instances')}/`), []);
     await assertOneAttachmentEach('compute02');

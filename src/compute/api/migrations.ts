@@ -164,14 +164,15 @@ export function migrationRoutes(deps: MigrationRouteDeps): AnyRouteSpec[] {
         const q = ctx.queryParams as Record<string, string | undefined>;
         const limit = Math.min(q['limit'] ? Number(q['limit']) : deps.maxLimit, deps.maxLimit);
         if (q['marker'] && ctx.microversion < 59) throw errors.badRequest('marker needs microversion 2.59 or later.');
-        const statusFilter = q['status'] ? Object.entries({ accepted: 'accepted', 'pre-migrating': 'fenced', migrating: 'rebuilding', done: 'done', failed: 'failed' }).find(([nova]) => nova === q['status'])?.[1] ?? q['status'] : null;
         let rows = deps.servers.migrations.list({
           serverId: q['instance_uuid'] ?? null,
           host: q['host'] ?? q['source_compute'] ?? null,
-          status: statusFilter,
+          status: null,
           migrationType: q['migration_type'] ?? null,
           limit: 100_000,
         });
+        // By the status shown: an evacuation's `fenced` is shown pre-migrating, as a cold migration's own pre-migrating.
+        if (q['status']) rows = rows.filter((r) => novaStatus(r.status) === q['status']);
         const since = q['changes_since'] ?? q['changes-since'];
         if (since) rows = rows.filter((r) => r.updated_at >= new Date(since).toISOString());
         if (q['marker']) {
