@@ -6,13 +6,14 @@
  * it with --first-seed S --seeds 1), the crash points hit, and the recovery
  * time (restart to settled) p50/p99.
  *
- *   node --import tsx bench/crash-harness.ts [--seeds 100] [--operations 10] [--first-seed 1]
+ *   node --import tsx bench/crash-harness.ts [--seeds 100] [--operations 10] [--first-seed 1] [--until ISO-TIME]
  *
  * Local backend (sparse files) and the posix backup driver by default; with
  * --backend ceph, RBD volumes and the Ceph backup driver in pools made per seed
  * on the lab named by PUMICE_CEPH_LAB (e.g. --backend ceph --seeds 30 for 300
  * operations).
  */
+import { loadavg } from 'node:os';
 import { readLab } from '../src/ceph/lab.ts';
 import { cephCrashOperations, crashOperations, percentile, runCrashSeed, type CrashRunOptions, type CrashStep } from '../test/helpers/crash-harness.ts';
 import { arg, argString } from './lib.ts';
@@ -27,11 +28,22 @@ const labDir = process.env['PUMICE_CEPH_LAB'];
 if (backendArg === 'ceph' && !labDir) throw new Error('--backend ceph needs PUMICE_CEPH_LAB (start one: pumice ceph-lab up DIR)');
 const backend: CrashRunOptions['backend'] = backendArg === 'ceph' ? { ceph: readLab(labDir!) } : 'local';
 console.log(`crash_harness_backend: ${backendArg}`);
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+console.log(`crash_harness_load_start: ${load()}`);
 
 const steps: CrashStep[] = [];
 const failures: { seed: number; message: string }[] = [];
 const started = Date.now();
+let seedsRun = 0;
+// --until ISO-TIME: no seed starts after it (a run that must end by a deadline still prints its figures).
+const untilArg = argString('until', '');
+const until = untilArg ? Date.parse(untilArg) : Infinity;
+if (Number.isNaN(until)) throw new Error(`--until takes an ISO time (2026-12-06T00:40:00Z), not ${untilArg}`);
 for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
+  if (Date.now() > until) {
+    console.log(`crash_harness_stopped: --until ${untilArg} passed before seed ${seed}; the figures are of the ${seedsRun} seeds that ran`);
+    break;
+  }
   try {
     const result = await runCrashSeed(seed, { operations, backend });
     steps.push(...result.steps);
@@ -39,18 +51,25 @@ for (let seed = firstSeed; seed < firstSeed + seeds; seed++) {
     console.log(`seed ${seed}: ${result.steps.length} operations, ${crashed} crashes: ${result.steps.map((s) => `${s.operation}@${s.crashPoint ?? '-'}${s.crashed ? '!' : ''}`).join(' ')}`);
   } catch (error) {
     failures.push({ seed, message: (error as Error).message.split('\n').slice(0, 12).join('\n') });
-    console.log(`seed ${seed}: FAILED: ${(error as Error).message.split('\n')[0]}`);
+    // The whole message at once: a long run may be stopped before the end.
+    console.log(`seed ${seed}: FAILED (load ${load()}): ${(error as Error).message.split('\n').slice(0, 60).join('\n')}`);
   }
+  seedsRun++;
 }
-const hits = new Map<string, number>();
-for (const s of steps) if (s.crashed && s.crashPoint) hits.set(s.crashPoint, (hits.get(s.crashPoint) ?? 0) + 1);
-const recoveries = steps.flatMap((s) => (s.recoveryMs === null ? [] : [s.recoveryMs]));
-const allPoints = Object.values(backendArg === 'ceph' ? cephCrashOperations : crashOperations).flat();
-console.log(`crash_harness_seeds: ${firstSeed}..${firstSeed + seeds - 1} (${seeds}), ${operations} operations each`);
-console.log(`crash_harness_operations: ${steps.length} checked, ${steps.filter((s) => s.crashed).length} crashed, ${steps.filter((s) => s.crashPoint && !s.crashed).length} armed but not reached`);
-console.log(`crash_harness_failed_seeds: ${failures.length}${failures.length ? ` (${failures.map((f) => f.seed).join(', ')})` : ''}`);
-console.log(`crash_harness_points_hit: ${hits.size} of ${new Set(allPoints).size}: ${[...hits].sort().map(([p, n]) => `${p}=${n}`).join(' ')}`);
-console.log(`crash_harness_recovery_ms: n=${recoveries.length} p50=${percentile(recoveries, 50)} p99=${percentile(recoveries, 99)} max=${Math.max(0, ...recoveries)}`);
-console.log(`crash_harness_elapsed_s: ${((Date.now() - started) / 1000).toFixed(0)}`);
-for (const f of failures) console.log(`--- seed ${f.seed}\n${f.message}`);
-process.exit(failures.length ? 1 : 0);
+summarize();
+
+function summarize(): never {
+  const hits = new Map<string, number>();
+  for (const s of steps) if (s.crashed && s.crashPoint) hits.set(s.crashPoint, (hits.get(s.crashPoint) ?? 0) + 1);
+  const recoveries = steps.flatMap((s) => (s.recoveryMs === null ? [] : [s.recoveryMs]));
+  const allPoints = Object.values(backendArg === 'ceph' ? cephCrashOperations : crashOperations).flat();
+  console.log(`crash_harness_seeds: ${firstSeed}..${firstSeed + seedsRun - 1} (${seedsRun} of ${seeds} asked), ${operations} operations each`);
+  console.log(`crash_harness_operations: ${steps.length} checked, ${steps.filter((s) => s.crashed).length} crashed, ${steps.filter((s) => s.crashPoint && !s.crashed).length} armed but not reached`);
+  console.log(`crash_harness_failed_seeds: ${failures.length}${failures.length ? ` (${failures.map((f) => f.seed).join(', ')})` : ''}`);
+  console.log(`crash_harness_points_hit: ${hits.size} of ${new Set(allPoints).size}: ${[...hits].sort().map(([p, n]) => `${p}=${n}`).join(' ')}`);
+  console.log(`crash_harness_recovery_ms: n=${recoveries.length} p50=${percentile(recoveries, 50)} p99=${percentile(recoveries, 99)} max=${Math.max(0, ...recoveries)}`);
+  console.log(`crash_harness_elapsed_s: ${((Date.now() - started) / 1000).toFixed(0)}`);
+  console.log(`crash_harness_load_end: ${load()}`);
+  for (const f of failures) console.log(`--- seed ${f.seed}\n${f.message}`);
+  process.exit(failures.length ? 1 : 0);
+}
