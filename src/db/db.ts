@@ -113,6 +113,10 @@ export class Db {
   private readonly translations = new Map<string, string>();
   /** Open PostgreSQL transaction levels (0: none, 1: BEGIN, 2+: savepoints). */
   private pgDepth = 0;
+  /** Open `transaction` calls (SQLite; PostgreSQL counts in pgDepth). */
+  private sqliteDepth = 0;
+  /** What runs once the outermost `transaction` commits (see afterCommit). */
+  private afterCommitQueue: { committed: () => void; rolledBack?: () => void }[] = [];
 
   /** `location`: a SQLite file path or a postgresql:// URL. */
   constructor(location: string, options: DbOptions = {}) {
@@ -205,6 +209,34 @@ export class Db {
     return { changes: result.changes };
   }
 
+  /** True inside `transaction` (not in one opened some other way): `afterCommit` can be used. */
+  get inOwnTransaction(): boolean {
+    return this.pg ? this.pgDepth > 0 : this.sqliteDepth > 0;
+  }
+
+  /**
+   * Runs `fn` right after the outermost `transaction` running now commits, or never if it
+   * (or the savepoint that registered it) rolls back; at once outside a transaction. For
+   * in-memory work that must follow only writes that were kept (a task claimed in the
+   * transaction that queued it is launched); `rolledBack` runs instead when they were undone.
+   * Neither may throw.
+   */
+  afterCommit(committed: () => void, rolledBack?: () => void): void {
+    if (!this.inOwnTransaction) committed();
+    else this.afterCommitQueue.push({ committed, rolledBack });
+  }
+
+  private runAfterCommit(): void {
+    const queue = this.afterCommitQueue;
+    this.afterCommitQueue = [];
+    for (const entry of queue) entry.committed();
+  }
+
+  /** Drops what was registered since `mark` (its writes were rolled back). */
+  private dropAfterCommit(mark: number): void {
+    for (const entry of this.afterCommitQueue.splice(mark)) entry.rolledBack?.();
+  }
+
   /**
    * Runs `fn` in one transaction. A nested call runs in a savepoint of the
    * outer one: if it throws, its writes alone are undone, even when the outer
@@ -212,24 +244,40 @@ export class Db {
    */
   transaction<T>(fn: () => T): T {
     if (!this.pg) {
-      if (this.sqlite.inTransaction) return this.sqlite.transaction(fn)();
-      return this.sqlite.transaction(fn).immediate();
+      const outer = !this.sqlite.inTransaction;
+      const queued = this.afterCommitQueue.length;
+      this.sqliteDepth++;
+      let result: T;
+      try {
+        result = outer ? this.sqlite.transaction(fn).immediate() : this.sqlite.transaction(fn)();
+      } catch (error) {
+        this.dropAfterCommit(queued);
+        throw error;
+      } finally {
+        this.sqliteDepth--;
+      }
+      if (outer) this.runAfterCommit();
+      return result;
     }
     const depth = this.pgDepth;
     const savepoint = `pumice_level_${depth}`;
+    const queued = this.afterCommitQueue.length;
     this.pg.exec(depth === 0 ? `BEGIN; SELECT pg_advisory_xact_lock(${pgTransactionLockKey})` : `SAVEPOINT ${savepoint}`);
     this.pgDepth++;
+    let result: T;
     try {
-      const result = fn();
+      result = fn();
       if (result instanceof Promise) throw new TypeError('Transaction function cannot return a promise');
       this.pg.exec(depth === 0 ? 'COMMIT' : `RELEASE SAVEPOINT ${savepoint}`);
-      return result;
     } catch (error) {
+      this.dropAfterCommit(queued);
       this.pg.exec(depth === 0 ? 'ROLLBACK' : `ROLLBACK TO SAVEPOINT ${savepoint}; RELEASE SAVEPOINT ${savepoint}`);
       throw error;
     } finally {
       this.pgDepth = depth;
     }
+    if (depth === 0) this.runAfterCommit();
+    return result;
   }
 
   close(): void {

@@ -227,8 +227,37 @@ export class TaskQueue {
     // The request that queued it: the task's events and log lines carry its request id.
     noteTaskQueued(id, { kind, resource_id: resourceId, queue });
     if (options.delayMs) setImmediate(() => this.scheduleWake());
+    else this.claimWhileQueuing(queue);
     this.kickAll();
     return id;
+  }
+
+  /**
+   * A runner of this process with a free slot for `queue` claims that queue's next task in the
+   * transaction that queues one, and launches it once the transaction commits: a claim then
+   * costs one statement of that transaction instead of a write transaction of its own (and
+   * nothing runs if the transaction rolls back). The claim is the one the claim pass makes, so
+   * leases, locks and order are the same. Only within `db.transaction` on SQLite (see
+   * TaskStore.claimInTransaction); otherwise the kick's claim pass claims.
+   */
+  private claimWhileQueuing(queue: string): void {
+    const { db } = this.options;
+    if (db.engine !== 'sqlite' || !db.inOwnTransaction) return;
+    for (const runner of runnersByDb.get(db) ?? []) {
+      if (runner.stopped || !runner.queues.has(queue) || runner.pausedQueues.has(queue)) continue;
+      const running = runner.running.get(queue) ?? 0;
+      if (running >= runner.options.concurrencyPerQueue) continue;
+      const now = runner.clock.now();
+      const row = runner.store.claimInTransaction(queue, runner.runnerId, now, now + runner.leaseMs);
+      if (!row) return;
+      // The slot is taken now, so a second task queued in this transaction does not overfill it.
+      runner.running.set(queue, running + 1);
+      db.afterCommit(
+        () => runner.launch(row, { slotTaken: true }),
+        () => runner.running.set(queue, (runner.running.get(queue) ?? 1) - 1),
+      );
+      return;
+    }
   }
 
   /** Starts runners for `queues` (more may be added by calling it again). Tasks whose owner's lease expired are taken over. */
@@ -357,13 +386,24 @@ export class TaskQueue {
     // Not unref'd: a retry that is due keeps the process (and whenIdle waiters) alive; bounded by retry.capMs.
   }
 
-  private launch(row: TaskRow): void {
-    withTaskRequest(row.id, () => this.launchInContext(row));
+  /** Runs a claimed task; `slotTaken`: claimed while queuing, its slot counted already and its start deferred to the next turn. */
+  private launch(row: TaskRow, options: { slotTaken?: boolean } = {}): void {
+    if (!options.slotTaken) {
+      withTaskRequest(row.id, () => this.launchInContext(row));
+      return;
+    }
+    // Not run inside the caller that committed the transaction (an API request): on the next turn, as a claim pass would.
+    // Held in inFlight until launched (stop() waits for it), then the task's own promise is.
+    const started = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.inFlight.delete(started);
+      withTaskRequest(row.id, () => this.launchInContext(row, options));
+    });
+    this.inFlight.add(started);
   }
 
-  private launchInContext(row: TaskRow): void {
+  private launchInContext(row: TaskRow, options: { slotTaken?: boolean } = {}): void {
     emitEvent('task.claimed', { ...taskFields(row), owner: this.runnerId });
-    this.running.set(row.queue, (this.running.get(row.queue) ?? 0) + 1);
+    if (!options.slotTaken) this.running.set(row.queue, (this.running.get(row.queue) ?? 0) + 1);
     const promise = this.execute(row).finally(() => {
       this.running.set(row.queue, (this.running.get(row.queue) ?? 1) - 1);
       this.inFlight.delete(promise);

@@ -62,6 +62,12 @@ export interface TaskStore {
    * resource run in the order they were asked for).
    */
   claim(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined;
+  /**
+   * The same claim, as a statement of the caller's write transaction (undone with it). Only
+   * where that is as safe as `claim`: SQLite; PostgreSQL returns undefined (its claims run
+   * outside the write lock, see pgClaimSql).
+   */
+  claimInTransaction(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined;
   /** Extends the lease of every running task of `owner`. */
   renew(owner: string, leaseUntilMs: number): void;
   /** Throws TaskFencedError unless task `id` is running, claimed by `owner` and not fenced. */
@@ -150,13 +156,21 @@ export class SqliteTaskStore implements TaskStore {
     // statement, atomic on SQLite (one writer; no BEGIN/COMMIT pair, no second read of the row).
     // `state = 'queued'` again outside: a concurrent claim of the same row then updates nothing.
     if (!this.db.get(claimableSql, queue, nowMs)) return undefined;
-    const claimOne = () => this.db.get<TaskRow>(
+    if (this.db.engine === 'postgresql') return this.db.get<TaskRow>(pgClaimSql, owner, leaseUntilMs, new Date().toISOString(), queue, nowMs);
+    return this.claimOne(queue, owner, nowMs, leaseUntilMs);
+  }
+
+  claimInTransaction(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined {
+    if (this.db.engine !== 'sqlite' || !this.db.inTransaction) return undefined;
+    return this.claimOne(queue, owner, nowMs, leaseUntilMs);
+  }
+
+  private claimOne(queue: string, owner: string, nowMs: number, leaseUntilMs: number): TaskRow | undefined {
+    return this.db.get<TaskRow>(
       `UPDATE tasks SET state = 'running', owner = ?, lease_until = ?, attempts = attempts + 1, fenced = 0, updated_at = ?
          WHERE id = (${claimableSql}) AND state = 'queued' RETURNING *`,
       owner, leaseUntilMs, new Date().toISOString(), queue, nowMs,
     );
-    if (this.db.engine === 'postgresql') return this.db.get<TaskRow>(pgClaimSql, owner, leaseUntilMs, new Date().toISOString(), queue, nowMs);
-    return claimOne();
   }
 
   renew(owner: string, leaseUntilMs: number): void {

@@ -351,3 +351,48 @@ test('a reset of a restore target releases the backup it held and fences the res
   assert.equal(db.get<{ state: string }>("SELECT state FROM tasks WHERE kind = 'backup.restore'")!.state, 'cancelled');
   await manager.stop();
 });
+
+test('a task queued in a transaction is claimed in it: launched once it commits, never when it (or its savepoint) rolls back', async () => {
+  const db = new Db(':memory:');
+  // No poll during the test: only claims in the queuing transaction and the kicks run tasks.
+  const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 60_000 });
+  const started: string[] = [];
+  let open!: () => void;
+  const gate = new Promise<void>((r) => (open = r));
+  queue.register('op', async (task) => {
+    started.push(task.resourceId);
+    await gate;
+  }, () => undefined);
+  queue.start(['q']);
+  await new Promise((r) => setImmediate(r));
+  const state = (resourceId: string) => db.get<{ state: string }>('SELECT state FROM tasks WHERE resource_id = ?', resourceId)?.state ?? 'gone';
+
+  // Rolled back: the claim goes with the task, and its slot is free again.
+  assert.throws(() => db.transaction(() => {
+    queue.enqueue('op', 'undone', 'q');
+    assert.equal(state('undone'), 'running', 'claimed in the queuing transaction');
+    throw new Error('the request failed');
+  }), /the request failed/);
+  // A savepoint rolled back inside a transaction that commits: the same.
+  db.transaction(() => {
+    assert.throws(() => db.transaction(() => {
+      queue.enqueue('op', 'undone-inner', 'q');
+      throw new Error('the inner step failed');
+    }));
+    queue.enqueue('op', 'a', 'q');
+    queue.enqueue('op', 'b', 'q');
+    queue.enqueue('op', 'c', 'q');
+    // Two slots: a and b claimed here (none lost to the rolled-back claims), c waits for one.
+    assert.deepEqual(['a', 'b', 'c'].map(state), ['running', 'running', 'queued']);
+    assert.deepEqual(started, [], 'nothing runs before the transaction commits');
+  });
+  assert.deepEqual(started, [], 'nor inside the caller that committed it');
+  await until(() => started.length === 2, 'a and b to start');
+  assert.deepEqual(started.sort(), ['a', 'b']);
+  open();
+  await new Promise((r) => setTimeout(r, 5));
+  await queue.whenIdle();
+  assert.deepEqual(started.sort(), ['a', 'b', 'c']);
+  assert.deepEqual(['undone', 'undone-inner', 'a', 'b', 'c'].map(state), ['gone', 'gone', 'gone', 'gone', 'gone']);
+  await queue.stop();
+});
