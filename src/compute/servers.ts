@@ -637,7 +637,12 @@ export class ServerService {
    */
   migrate(auth: AuthContext, id: string, host: string | null, requestId: string): MigrationRow {
     const row = this.get(auth, id);
-    const open = this.migrations.coldOpen(id);
+    let open = this.migrations.coldOpen(id);
+    // A record left open by a server that was reset (os-resetState fenced its tasks) no longer moves: it ends in error.
+    if (open && row.vm_state !== 'resized' && !(row.task_state ?? '').startsWith('resize_')) {
+      this.migrations.advance(open.id, [open.status], 'error', { reason: `abandoned: server ${id} was reset to ${row.vm_state} on ${row.host ?? '(no host)'} while the migration was ${open.status}` });
+      open = undefined;
+    }
     if (open) throw errors.conflict(`Instance ${id} has a migration in progress already (migration ${open.id} from ${open.source_compute} to ${open.dest_compute}, ${open.status}): ${open.status === 'finished' ? `confirm or revert it first (openstack server migrate confirm|revert ${id})` : 'wait for it'}.`);
     const running = this.migrations.liveInProgress(id) ?? this.migrations.inProgress(id);
     if (running) throw errors.conflict(`Instance ${id} is being ${running.migration_type === 'evacuation' ? 'evacuated' : 'live-migrated'} (migration ${running.id}, ${running.status}): wait for it to end.`);
