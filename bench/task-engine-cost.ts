@@ -22,6 +22,8 @@ const { TaskQueue } = (await import(join(tree, 'src/tasks/queue.ts'))) as typeof
 
 const dir = mkdtempSync(join(tmpdir(), 'pumice-task-cost-'));
 const db = new Db(join(dir, 'pumice.db'));
+// As the server does: WAL checkpoints in a worker thread, not inside this thread's commits.
+db.startBackgroundCheckpoints();
 let statements = 0;
 let transactions = 0;
 for (const method of ['get', 'run', 'all'] as const) {
