@@ -207,7 +207,7 @@ describe('cold migration on Ceph', { skip: shared ? false : 'PUMICE_CEPH_LAB is 
     }
   });
 
-  test('bad input: same host, unknown host, a host down, an unknown server: refused, nothing made', async () => {
+  test('bad input: same host, unknown host, a host down, a member, an unknown server: refused, nothing made', async () => {
     const same = await serverAction(vm, { migrate: { host: 'pumice' } });
     assert.equal(same.status, 400, same.text);
     assert.match(same.text, /already runs on pumice/);
@@ -227,6 +227,13 @@ describe('cold migration on Ceph', { skip: shared ? false : 'PUMICE_CEPH_LAB is 
       await openstack({ ...env, OS_COMPUTE_API_VERSION: '2.11' }, ['compute', 'service', 'set', '--up', 'compute02', 'nova-compute']);
     }
     await waitComputeService(admin, 'compute02', 'up', 30_000);
+    // migrate is admin-only (os_compute_api:os-migrate-server:migrate); a member of the server's project gets 403.
+    await openstack(env, ['user', 'create', '--password', 'pw-cm-member', 'cm-member']);
+    await openstack(env, ['role', 'add', '--user', 'cm-member', '--project', 'admin', 'member']);
+    const member = await ComputeClient.login(pumice.url, 'cm-member', 'pw-cm-member', 'admin');
+    const forbidden = await member.request('POST', `/servers/${vm}/action`, { migrate: null });
+    assert.equal(forbidden.status, 403, forbidden.text);
+    assert.match(forbidden.text, /os-migrate-server:migrate/);
     const noServer = await serverAction('00000000-0000-4000-8000-000000000000', { migrate: null });
     assert.equal(noServer.status, 404, noServer.text);
     assert.equal((await admin.server(vm))!['status'], 'ACTIVE');
