@@ -166,6 +166,8 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
   /** Resources that must hold the source's bytes when available. */
   const copies = new Set<string>();
   const steps: CrashStep[] = [];
+  /** Where the run is, for the failure's message: 'setup' or the operation and its crash point. */
+  let at = 'setup';
 
   try {
     await call('PUT', `${server.url}/volume/v3/os-quota-sets/${api.projectId}`, { quota_set: { volumes: -1, snapshots: -1, gigabytes: -1, backups: -1, backup_gigabytes: -1 } });
@@ -184,23 +186,30 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
       const operation = pick(operations);
       const points = backend.points[operation];
       const armed = random() < (options.cleanChance ?? 0.1) ? null : pick(points);
+      at = `operation ${index} ${operation}, crash point ${armed ?? '(none)'}`;
       // Restart armed: hit counts are per process, so the point's first hit is this operation's.
       await server.stop();
       server = await startPumice({ config, dataDir, env: armed ? { PUMICE_CRASH_POINT: `${armed}:1` } : {} });
       servers.push(server);
       api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
       const exited = new Promise<void>((r) => server.proc.once('exit', () => r()));
-      const done = startOperation(operation, { api, call, sourceId, snapshotId, backupId, imageId, copies, serverUrl: server.url }).catch((error: unknown) => {
+      /** The cut connection is seen before the exit, on a loaded machine by seconds: wait for it that long. */
+      const exitSeen = async () => {
+        if (!hasExited(server)) await Promise.race([exited, new Promise((r) => setTimeout(r, exitSeenMs))]);
+        return hasExited(server);
+      };
+      const done = startOperation(operation, { api, call, sourceId, snapshotId, backupId, imageId, copies, serverUrl: server.url }).catch(async (error: unknown) => {
         // A crash cuts the HTTP call or the wait short; anything else is a real failure.
-        if (server.proc.exitCode === null) throw error;
+        if (!(await exitSeen())) throw error;
       });
-      await Promise.race([exited, done.then(() => settleAll(api, v, settleTimeoutMs)).catch(() => undefined)]);
+      const raced = await Promise.race([exited.then(() => 'exited'), done.then(() => settleAll(api, v, settleTimeoutMs)).then(() => 'settled', () => 'failed')]);
       // A crash during the settle polls shows as failed requests first and as the exit a moment later.
-      await new Promise((r) => setTimeout(r, 50));
+      if (raced === 'failed') await exitSeen();
+      else await new Promise((r) => setTimeout(r, 50));
       let crashed = false;
       let recoveryMs: number | null = null;
-      if (server.proc.exitCode !== null) {
-        assert.equal(server.proc.exitCode, 137, `the server exited with ${server.proc.exitCode}, not at a crash point:\n${server.output().slice(-3000)}`);
+      if (hasExited(server)) {
+        assert.ok(await exitedAtCrashPoint(server, armed), `the server exited with ${server.proc.exitCode ?? server.proc.signalCode}, not at a crash point:\n${server.output().slice(-3000)}`);
         crashed = true;
         const restartedAt = Date.now();
         server = await startPumice({ config, dataDir });
@@ -218,13 +227,32 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
     }
     return { seed, steps };
   } catch (error) {
-    (error as Error).message = `seed ${seed} (replay: runCrashSeed(${seed}, ${JSON.stringify({ operations: options.operations })})): ${(error as Error).message}\n--- last server output ---\n${server.output().slice(-4000)}`;
+    (error as Error).message = `seed ${seed} (replay: runCrashSeed(${seed}, ${JSON.stringify({ operations: options.operations })})) at ${at}: ${(error as Error).message}\n--- last server output ---\n${server.output().slice(-4000)}`;
     throw error;
   } finally {
     for (const s of servers) await s.kill9();
     servers[0]?.cleanup();
     await backend?.close();
   }
+}
+
+/** How long a cut connection may come before the process's exit is seen. */
+const exitSeenMs = 15_000;
+
+const hasExited = (server: PumiceProcess): boolean => server.proc.exitCode !== null || server.proc.signalCode !== null;
+
+/**
+ * The process exited at the armed crash point: with 137, or killed by a
+ * signal after announcing that exit (process.exit runs native destructors,
+ * and librados's may abort: 'terminate called ... boost::bad_get', SIGABRT).
+ */
+async function exitedAtCrashPoint(server: PumiceProcess, armed: string | null): Promise<boolean> {
+  if (server.proc.exitCode === 137) return true;
+  if (armed === null || server.proc.signalCode === null) return false;
+  const announced = `crash-point ${armed}:1: exiting with 137`;
+  // The exit can be seen before the last of its stderr is read.
+  for (let i = 0; i < 20 && !server.output().includes(announced); i++) await new Promise((r) => setTimeout(r, 100));
+  return server.output().includes(announced);
 }
 
 interface OperationContext {
