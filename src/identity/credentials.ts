@@ -71,7 +71,7 @@ export class CredentialStore {
       decipher.setAuthTag(tag!);
       return Buffer.concat([decipher.update(sealed!), decipher.final()]).toString('utf8');
     } catch {
-      throw new PumiceError('Internal', `Credential ${row.id} cannot be decrypted: the credential key beside the database is not the one it was stored with; restore credential.key from a backup.`);
+      throw new PumiceError('Internal', `Credential ${row.id} cannot be decrypted: the credential key beside the database is not the one it was stored with; restore credential.key from a backup, or, with several API hosts on one database, copy the first API host's DATA_DIR/credential.key to the others (as Keystone's credential key repository).`);
     }
   }
 
