@@ -112,6 +112,32 @@ class HashWorker {
 const workers: Record<Algorithm, HashWorker> = { md5: new HashWorker('md5'), sha512: new HashWorker('sha512') };
 let nextSessionId = 1;
 
+/**
+ * Batches no upload is using, by size, for the next uploads. A SharedArrayBuffer
+ * is freed only once every thread that received it has collected its garbage,
+ * and a hash worker allocates so little that it seldom does: before this pool, a
+ * server that took upload after upload grew by its batches each time (about
+ * 100 MiB per rbd upload). Reused, the memory stays bounded by the uploads running
+ * at once. A batch is given back only when no worker or write still reads it.
+ */
+const freeBatches = new Map<number, Buffer[]>();
+const freeBatchesPerSizeMax = 32;
+
+/** Free batches of `bytes` in the pool (for tests). */
+export function pooledBatches(bytes: number): number {
+  return freeBatches.get(bytes)?.length ?? 0;
+}
+
+function takeBatch(bytes: number): Buffer {
+  return freeBatches.get(bytes)?.pop() ?? Buffer.from(new SharedArrayBuffer(bytes));
+}
+
+function giveBackBatch(batch: Buffer): void {
+  let list = freeBatches.get(batch.length);
+  if (!list) freeBatches.set(batch.length, (list = []));
+  if (list.length < freeBatchesPerSizeMax) list.push(batch);
+}
+
 export interface Digests {
   md5Hex: string;
   sha512Hex: string;
@@ -164,7 +190,7 @@ export class StreamHasher {
     for (const algorithm of this.algorithms) {
       workers[algorithm].open(this.id, {
         onAck: (slot) => {
-          this.pending[slot]! -= 1;
+          this.unpend(slot);
           this.notify();
         },
         onDigest: (hex) => {
@@ -192,9 +218,31 @@ export class StreamHasher {
 
   private settle(): void {
     if (!this.finished) return;
-    if (this.failure) this.finished.reject(this.failure);
-    else if (this.algorithms.length === 0) this.finished.resolve({ md5Hex: '', sha512Hex: '' });
-    else if (this.digests.md5 !== undefined && this.digests.sha512 !== undefined) this.finished.resolve({ md5Hex: this.digests.md5, sha512Hex: this.digests.sha512 });
+    if (this.failure) {
+      this.releaseIdleSlots();
+      this.finished.reject(this.failure);
+    } else if (this.algorithms.length === 0) {
+      this.releaseIdleSlots();
+      this.finished.resolve({ md5Hex: '', sha512Hex: '' });
+    } else if (this.digests.md5 !== undefined && this.digests.sha512 !== undefined) {
+      // Each worker acknowledges every batch before it answers the digest: no slot is read any more.
+      this.releaseIdleSlots();
+      this.finished.resolve({ md5Hex: this.digests.md5, sha512Hex: this.digests.sha512 });
+    }
+  }
+
+  /** One reader (a worker or the write) is done with `slot`; nothing once the slots were released. */
+  private unpend(slot: number): void {
+    if (slot < this.pending.length) this.pending[slot]! -= 1;
+  }
+
+  /** Gives the slots no worker and no write still reads back to the pool (once); a busy one is left to the garbage collector. */
+  private releaseIdleSlots(): void {
+    for (let i = 0; i < this.slots.length; i++) {
+      if (this.pending[i] === 0) giveBackBatch(this.slots[i]!);
+    }
+    this.slots.length = 0;
+    this.pending.length = 0;
   }
 
   /** A slot both workers are done with, a new one while fewer than `slotsMax` exist, else -1. */
@@ -202,13 +250,13 @@ export class StreamHasher {
     const free = this.pending.indexOf(0);
     if (free >= 0) return free;
     if (this.slots.length >= this.slotsMax) return -1;
-    this.slots.push(Buffer.from(new SharedArrayBuffer(this.batchBytes)));
+    this.slots.push(takeBatch(this.batchBytes));
     this.pending.push(0);
     return this.slots.length - 1;
   }
 
   private post(): void {
-    if (this.current < 0 || this.fill === 0) return;
+    if (this.current < 0 || this.fill === 0 || this.failure) return;
     const slot = this.current;
     const length = this.fill;
     for (const algorithm of this.algorithms) workers[algorithm].update(this.id, slot, this.slots[slot]!, length);
@@ -217,7 +265,7 @@ export class StreamHasher {
       this.sinkWrites += 1;
       const done = () => {
         this.sinkWrites -= 1;
-        this.pending[slot]! -= 1;
+        this.unpend(slot);
         this.notify();
       };
       this.sink(this.slots[slot]!.subarray(0, length), this.postedBytes).then(done, (error: Error) => {
@@ -278,6 +326,8 @@ export class StreamHasher {
   abort(): void {
     for (const algorithm of this.algorithms) workers[algorithm].abort(this.id);
     this.failure ??= new Error('upload abandoned');
+    // Slots a worker or a write still reads stay out of the pool: their acknowledgements no longer come.
+    this.releaseIdleSlots();
     this.notify();
   }
 }

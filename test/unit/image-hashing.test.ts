@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { parseConfigText } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/config/ini.ts';
-import { StreamHasher } from '../../src/image/hashing.ts';
+import { pooledBatches, StreamHasher } from '../../src/image/hashing.ts';
 
 const MiB = 1024 * 1024;
 
@@ -30,6 +30,36 @@ test('digests equal node:crypto for empty, small, odd and multi-batch inputs in 
     assert.equal(digests.md5Hex, createHash('md5').update(data).digest('hex'), `md5 of ${bytes} bytes`);
     assert.equal(digests.sha512Hex, createHash('sha512').update(data).digest('hex'), `sha512 of ${bytes} bytes`);
   }
+});
+
+test('batches go back to a pool for the next upload (a server taking upload after upload stays bounded); stale bytes never reach a digest or a write', async () => {
+  const batchBytes = 1 * MiB + 3; // a size no other test uses
+  const written: Buffer[] = [];
+  const sink = async (data: Buffer) => void written.push(Buffer.from(data));
+  const first = new StreamHasher({ batchBytes, slotsMax: 3, sink });
+  await feed(first, Buffer.alloc(3 * batchBytes, 0x11), 65_536);
+  await first.digest();
+  assert.equal(pooledBatches(batchBytes), 3, 'every batch of a finished upload is back in the pool');
+  // The next, shorter upload reuses those batches, which still hold 0x11 beyond its bytes.
+  written.length = 0;
+  const data = randomBytes(batchBytes + 10);
+  const second = new StreamHasher({ batchBytes, slotsMax: 3, sink });
+  await feed(second, data, 4096);
+  assert.ok(pooledBatches(batchBytes) < 3, 'the second upload took batches from the pool');
+  const digests = await second.digest();
+  assert.equal(digests.md5Hex, createHash('md5').update(data).digest('hex'));
+  assert.equal(digests.sha512Hex, createHash('sha512').update(data).digest('hex'));
+  assert.deepEqual(Buffer.concat(written), data, 'the sink saw exactly the upload\'s bytes');
+  assert.equal(pooledBatches(batchBytes), 3);
+  // An aborted upload gives back only batches nothing reads: a write still running keeps its batch.
+  let finishWrite: () => void = () => undefined;
+  const slow = new StreamHasher({ hash: false, batchBytes, slotsMax: 3, sink: () => new Promise<void>((resolve) => (finishWrite = resolve)) });
+  await feed(slow, Buffer.alloc(batchBytes, 1), 65_536);
+  assert.equal(pooledBatches(batchBytes), 2);
+  slow.abort();
+  assert.equal(pooledBatches(batchBytes), 2, 'the batch under a running write is not given back');
+  finishWrite();
+  await slow.drain();
 });
 
 test('interleaved sessions keep their own state; an aborted one does not disturb the others', async () => {
