@@ -86,9 +86,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const closeEvents = openEventLog(dataDir);
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
-  if (options.hostName) config.DEFAULT.host = options.hostName;
-  else recordHostName(config);
-  log(`host name ${config.DEFAULT.host}: ${options.hostName ? 'set by --host' : config.hostReason}`);
+  chooseHostName(config, options.hostName, log);
   const roles = new Set<Role>(options.roles ?? allRoles);
   const runCompute = roles.has('compute');
   const dbLocation = databaseLocation(config.database.connection, dataDir);
@@ -398,6 +396,13 @@ function serviceTokenSource(identity: IdentityService): () => string {
   };
 }
 
+/** `--host` wins over `[DEFAULT] host` and the name kept in the data directory; the start log says which was used. */
+function chooseHostName(config: PumiceConfig, fromFlag: string | undefined, log: (line: string) => void): void {
+  if (fromFlag) config.DEFAULT.host = fromFlag;
+  else recordHostName(config);
+  log(`host name ${config.DEFAULT.host}: ${fromFlag ? 'set by --host' : config.hostReason}`);
+}
+
 /**
  * A compute host that joins a running cloud (`pumice serve --roles compute --host NAME --data-dir DIR`):
  * only the compute agent, on the cloud's database, with no listener of its own.
@@ -407,9 +412,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   const dataDir = resolve(options.dataDir);
   const config = loadConfig(options.configPath, dataDir);
   const closeLog = applyLogSettings(config);
-  if (options.hostName) config.DEFAULT.host = options.hostName;
-  else recordHostName(config);
-  log(`host name ${config.DEFAULT.host}: ${options.hostName ? 'set by --host' : config.hostReason}`);
+  chooseHostName(config, options.hostName, log);
   const dbLocation = databaseLocation(config.database.connection, dataDir);
   if (!isPostgresUrl(dbLocation) && !existsSync(dbLocation)) throw new Error(`${dbLocation} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it), or [database] connection must name the cloud's PostgreSQL`);
   const db = new Db(dbLocation);
