@@ -119,9 +119,13 @@ export function emitEvent(event: string, fields: Record<string, unknown> = {}): 
   if (event === 'task.done' || event === 'task.failed' || event === 'task.cancelled') taskRequests.delete(Number(fields['task_id']));
 }
 
-/** Writes buffered events now: call it before a reply leaves, so the reader of the file after it finds them. */
+/**
+ * Writes buffered events and log lines now: call it before a reply leaves, so the reader of the
+ * events file or the log after it finds them.
+ */
 export function flushEvents(): void {
   eventFile?.flush();
+  flushLog();
 }
 
 /** The log line an event becomes: state changes INFO, retries and rejections WARNING, failures ERROR; bookkeeping DEBUG. */
@@ -181,20 +185,55 @@ interface LogSettings {
 let logSettings: LogSettings = { format: 'text', debug: false, journal: null };
 /** Where log lines go: stderr, or `[DEFAULT] log_file` (reopened on SIGHUP). */
 let logFile: BufferedFile | null = null;
+/** Log lines bound for stderr not yet written (see flushLog). */
+let stderrLines: string[] = [];
+let stderrBytes = 0;
+let logFlushScheduled = false;
+/** Buffered log bytes that make the next line write at once. */
+const logBufferBytesMax = 64 * 1024;
 
 /**
- * Applies `[DEFAULT] log_format`, `debug` and `log_file`. Log lines are written at once (stderr is
- * unbuffered, a file line by line): an operator tails them while it happens. Returns a function
- * that closes the log file (lines go to stderr again).
+ * Writes the log lines buffered in this turn of the event loop, with one write(2) per destination.
+ * Runs at the end of the turn that logged them (setImmediate), before an API reply leaves
+ * (flushEvents), when `logBufferBytesMax` is buffered, when the destination changes, and on exit.
+ * Before, every line was a write(2) of its own: a few per volume cycle, 5% of a busy server's CPU.
+ */
+export function flushLog(): void {
+  logFile?.flush();
+  if (stderrLines.length === 0) return;
+  const text = stderrLines.length === 1 ? stderrLines[0]! : stderrLines.join('');
+  stderrLines = [];
+  stderrBytes = 0;
+  process.stderr.write(text);
+}
+
+// A process that ends (process.exit at a crash point, an uncaught error, the end of a CLI) still writes its last lines.
+process.on('exit', flushLog);
+
+function scheduleLogFlush(): void {
+  if (logFlushScheduled) return;
+  logFlushScheduled = true;
+  setImmediate(() => {
+    logFlushScheduled = false;
+    flushLog();
+  }).unref();
+}
+
+/**
+ * Applies `[DEFAULT] log_format`, `debug` and `log_file`. Log lines are written at the end of the
+ * event loop turn that logged them (see flushLog): an operator tails them while it happens.
+ * Returns a function that closes the log file (lines go to stderr again).
  */
 export function configureLogging(options: { format: 'text' | 'json'; debug: boolean; logFile: string | null; useJournal?: boolean }): () => void {
+  flushLog();
   const journal = options.useJournal ? openJournal() : null;
   logSettings.journal?.close();
   logSettings = { format: options.format, debug: options.debug, journal };
-  const file = options.logFile ? new BufferedFile(options.logFile, { bufferBytesMax: 0 }) : null;
+  const file = options.logFile ? new BufferedFile(options.logFile, { bufferBytesMax: logBufferBytesMax }) : null;
   logFile?.close();
   logFile = file;
   return () => {
+    flushLog();
     if (logFile === file) logFile = null;
     file?.close();
     if (logSettings.journal === journal) logSettings.journal = null;
@@ -242,7 +281,10 @@ function writeLog(level: LogLevel, module: string, message: string, context: Req
         ...fields,
       })
     : `${formatTimestamp(now)} ${process.pid} ${level} ${module} [${context ? `${context.requestId} ${context.userId ?? '-'} ${context.projectId ?? '-'}` : '-'}] ${message}`;
-  if (logFile) logFile.write(text + '\n');
+  if (logFile) {
+    logFile.write(text + '\n');
+    scheduleLogFlush();
+  }
   const journal = logSettings.journal;
   if (journal) {
     const sent = journal.send({
@@ -259,7 +301,10 @@ function writeLog(level: LogLevel, module: string, message: string, context: Req
     // Not taken (journald busy or gone): stderr, which under systemd reaches the journal without fields.
     if (sent || logFile) return;
   } else if (logFile) return;
-  process.stderr.write(text + '\n');
+  stderrLines.push(text + '\n');
+  stderrBytes += text.length + 1;
+  if (stderrBytes >= logBufferBytesMax) flushLog();
+  else scheduleLogFlush();
 }
 
 /** A line's extra fields as journal fields (upper-cased by the encoder); objects as JSON. */

@@ -4,14 +4,16 @@
  * the metrics registry writes what it accepts (label escapes included); event
  * writes are buffered until a flush (before a reply) or close (SIGTERM); log
  * lines in oslo.log's text format and in JSON, levels from the message prefix,
- * DEBUG only with debug on, the request context in the brackets.
+ * DEBUG only with debug on, the request context in the brackets; log lines of
+ * one event-loop turn written together (at its end, before a reply, on exit).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { configureLogging, emitEvent, eventLogPath, flushEvents, moduleLogger, openEventLog, setRequestCaller, withRequestId } from '../../src/events.ts';
+import { configureLogging, emitEvent, eventLogPath, flushEvents, log, moduleLogger, openEventLog, setRequestCaller, withRequestId } from '../../src/events.ts';
 import { MetricsRegistry } from '../../src/metrics.ts';
 import { parsePrometheusText, promValue } from '../helpers/prometheus.ts';
 
@@ -162,4 +164,53 @@ test('log levels, a table: state changes INFO, failures and scheduler rejections
     configureLogging({ format: 'text', debug: false, logFile: null });
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('log lines of one turn are one write: at the end of the turn, before a reply (flushEvents), on exit; to stderr and to a log file', async () => {
+  const turnEnd = () => new Promise<void>((resolve) => setImmediate(resolve));
+  const writes: string[] = [];
+  const original = process.stderr.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    writes.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  const dir = mkdtempSync(join(tmpdir(), 'pumice-obs-batch-'));
+  const logFile = join(dir, 'pumice.log');
+  try {
+    configureLogging({ format: 'text', debug: false, logFile: null });
+    for (let i = 1; i <= 3; i++) log('INFO', 'pumice.unit', `line ${i}`);
+    assert.equal(writes.length, 0, 'nothing written before the turn ends');
+    await turnEnd();
+    assert.equal(writes.length, 1, writes.join(''));
+    assert.match(writes[0]!, /line 1\n.*line 2\n.*line 3\n$/s);
+    // A reply flushes what its request logged, before it leaves.
+    log('INFO', 'pumice.unit', 'line 4');
+    log('WARNING', 'pumice.unit', 'line 5');
+    flushEvents();
+    assert.equal(writes.length, 2);
+    assert.match(writes[1]!, /INFO pumice\.unit \[-\] line 4\n.*WARNING pumice\.unit \[-\] line 5\n$/s);
+    await turnEnd();
+    assert.equal(writes.length, 2, 'nothing left to write');
+
+    const close = configureLogging({ format: 'text', debug: false, logFile });
+    log('INFO', 'pumice.unit', 'file 1');
+    log('INFO', 'pumice.unit', 'file 2');
+    assert.equal(readFileSync(logFile, 'utf8'), '');
+    await turnEnd();
+    assert.match(readFileSync(logFile, 'utf8'), /file 1\n.*file 2\n$/s);
+    log('INFO', 'pumice.unit', 'file 3');
+    close();
+    assert.match(readFileSync(logFile, 'utf8'), /file 2\n.*file 3\n$/s, 'close writes what is buffered');
+    assert.equal(writes.length, 2, 'file lines never go to stderr');
+  } finally {
+    process.stderr.write = original;
+    configureLogging({ format: 'text', debug: false, logFile: null });
+    rmSync(dir, { recursive: true, force: true });
+  }
+  // A process that exits in the turn it logged (process.exit at a crash point) still writes its lines.
+  const events = new URL('../../src/events.ts', import.meta.url).href;
+  const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e',
+    `const { log } = await import(${JSON.stringify(events)}); log('INFO', 'pumice.unit', 'last words'); process.exit(3);`], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(child.status, 3, child.stderr);
+  assert.match(child.stderr, /INFO pumice\.unit \[-\] last words\n/);
 });
