@@ -180,11 +180,12 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
 
       groupSnapshot = (await call('POST', '/group_snapshots', 202, { group_snapshot: { group_id: group, name: 'rbd-gs' } })).group_snapshot.id as string;
       // Crash safety: the server dies at the crash point; restarted, the member tasks take the group snapshot.
-      const code = await new Promise<number | null>((resolve) => {
-        if (pumice.proc.exitCode !== null) resolve(pumice.proc.exitCode);
-        else pumice.proc.once('exit', (c) => resolve(c));
+      // The crash point kills the process (SIGKILL): a signal, no exit code.
+      const code = await new Promise<number | string | null>((resolve) => {
+        if (pumice.proc.exitCode !== null || pumice.proc.signalCode !== null) resolve(pumice.proc.signalCode ?? pumice.proc.exitCode);
+        else pumice.proc.once('exit', (c, signal) => resolve(signal ?? c));
       });
-      assert.equal(code, 137, `the server should have died at the crash point:\n${pumice.output().slice(-2000)}`);
+      assert.equal(code, 'SIGKILL', `the server should have died at the crash point:\n${pumice.output().slice(-2000)}`);
       await start();
       const taken = await waitFor(`/group_snapshots/${groupSnapshot}`, 'group_snapshot', ['available', 'error']);
       assert.equal(taken.status, 'available', `group snapshot: ${JSON.stringify(taken)}`);

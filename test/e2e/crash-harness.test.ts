@@ -1,7 +1,7 @@
 /**
  * The seeded crash harness on a fixed, small set of seeds (bench/crash-harness.ts
- * runs many): each seed runs operations on a real server that exits (137) at a
- * crash point chosen from the seed, restarts it, and checks that nothing is
+ * runs many): each seed runs operations on a real server that kills itself
+ * (SIGKILL) at a crash point chosen from the seed, restarts it, and checks that nothing is
  * stuck, rows match the backend files and copies hold the source's bytes.
  * A failure names its seed; `runCrashSeed(seed, ...)` replays it.
  */

@@ -9,6 +9,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot } from './pumice.ts';
 
@@ -108,8 +109,13 @@ export interface ComputeHostProcess {
   output: () => string;
   kill9(): Promise<void>;
   stop(): Promise<void>;
-  /** Resolves with the exit code (137 after a crash point). */
+  /** Resolves with the exit code, or 128 + the signal's number after a signal (137 after a crash point's SIGKILL, as a shell says). */
   exited: Promise<number | null>;
+}
+
+/** A child's status as a shell reports it: its exit code, or 128 + the number of the signal that killed it. */
+function exitStatus(code: number | null, signal: NodeJS.Signals | null): number | null {
+  return code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : null);
 }
 
 /** Starts the compute role for `host` on the cloud in `dataDir`; `configText` gets its instances_path added. */
@@ -125,7 +131,7 @@ export async function startComputeHost(options: { dataDir: string; host: string;
   let output = '';
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code, signal) => r(exitStatus(code, signal))));
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`compute host ${options.host} did not start in 60 s:\n${output}`)), 60_000);
     proc.stdout!.on('data', () => {
@@ -134,9 +140,9 @@ export async function startComputeHost(options: { dataDir: string; host: string;
         resolve();
       }
     });
-    proc.once('exit', (code) => {
+    proc.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`compute host ${options.host} exited with ${code}:\n${output}`));
+      reject(new Error(`compute host ${options.host} exited with ${exitStatus(code, signal)}${signal ? ` (${signal})` : ''}:\n${output}`));
     });
   });
   return {

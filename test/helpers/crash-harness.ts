@@ -1,11 +1,12 @@
 /**
  * Seeded crash harness. `runCrashSeed(seed)` drives a real `pumice serve`
  * (local backend, posix backups) through `operations` operations chosen
- * from the seed; before each one the server is restarted armed with
- * `PUMICE_CRASH_POINT=<point>:<hit>` (a point that operation passes, chosen
- * from the seed, or none), so the process exits with 137 in the middle of
- * it. After a crash the server is restarted on the same data directory and
- * the invariants are checked once it settles:
+ * from the seed; before each one the running server is armed with
+ * `<point>:1` through its PUMICE_CRASH_CONTROL file (a point that operation
+ * passes, chosen from the seed, or none), so the process kills itself
+ * (SIGKILL, a real kill -9) in the middle of it. After a crash the server is
+ * restarted on the same data directory, disarmed, and the invariants are
+ * checked once it settles:
  *
  * - no volume, snapshot or backup stays in a transitional state (the
  *   recovery window is bounded; its length is the recovery time reported);
@@ -19,6 +20,13 @@
  * A failing seed replays from the seed alone: `runCrashSeed(seed)` makes the
  * same choices (the operations, the crash points and hits).
  *
+ * Speed (a seed is a dozen server starts' worth of work): every start of a
+ * run loads one prebuilt bundle (prepareHarnessServer) without the compute
+ * role; an operation is armed in the running server instead of a restart; a
+ * restarted server is used with the token it issued before (no password hash);
+ * a crash is seen by the child's exit, not by a sleep. `timing` says where the
+ * time went.
+ *
  * Two backends: `local` (sparse files, posix backups) and `ceph` (RBD volumes
  * and the Ceph backup driver in pools made for the seed on the lab, so the
  * listing of a pool is exactly this run's). On Ceph the rows are checked
@@ -29,13 +37,15 @@
  * move; inside a backup's copy).
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { existsSync, openSync, readSync, closeSync, readdirSync, writeSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readdirSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import type { CephLab } from '../../src/ceph/lab.ts';
 import { RadosCluster, type IoCtx } from '../../src/ceph/rbd.ts';
-import { ApiClient, startPumice, type PumiceProcess } from './pumice.ts';
+import { ApiClient, repoRoot, testDatabaseUrl } from './pumice.ts';
+import { followServe } from './serve.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -89,12 +99,14 @@ export interface CrashRunOptions {
   /** Time a restarted server has to settle every resource. */
   settleTimeoutMs?: number;
   log?: (line: string) => void;
+  /** The server's command line, shared by parallel seeds (prepareHarnessServer); default one made for the seed. */
+  server?: HarnessServer;
 }
 
 export interface CrashStep {
   operation: CrashOperation;
   crashPoint: string | null;
-  /** The armed point was reached and the process exited with 137. */
+  /** The armed point was reached and the process killed itself there (SIGKILL). */
   crashed: boolean;
   /** From the restart to every resource settled, ms (null when no crash). */
   recoveryMs: number | null;
@@ -103,6 +115,8 @@ export interface CrashStep {
 export interface CrashRunResult {
   seed: number;
   steps: CrashStep[];
+  /** Where the seed's time went, ms by phase (prepare, ceph-pools, start, login, setup, operation, restart, recovery, check). */
+  timing: Record<string, number>;
 }
 
 /** mulberry32: a small seeded generator, so a seed replays the same choices. */
@@ -149,37 +163,62 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
   const log = options.log ?? (() => undefined);
   const settleTimeoutMs = options.settleTimeoutMs ?? 30_000;
-  const servers: PumiceProcess[] = [];
-  const ceph = options.backend && options.backend !== 'local' ? await cephBackend(options.backend.ceph, seed) : null;
-  const config = ceph?.config ?? localConfig;
-  let server = await startPumice({ config });
-  servers.push(server);
-  const dataDir = server.dataDir;
-  const backend = ceph ?? localBackend(dataDir);
-  let api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
-  const v = (path: string) => `${api.volumeUrl}${path}`;
-  const call = async (method: string, path: string, body?: unknown, expected = [200, 202]) => {
-    const r = await api.request(method, path.startsWith('http') ? path : v(path), body);
-    assert.ok(expected.includes(r.status), `${method} ${path}: ${r.status} ${r.text}`);
-    return r.body;
+  const timing: Record<string, number> = {};
+  let mark = Date.now();
+  /** Adds the time since the last lap to `phase`. */
+  const lap = (phase: string) => {
+    const now = Date.now();
+    timing[phase] = (timing[phase] ?? 0) + (now - mark);
+    mark = now;
   };
-  /** Resources that must hold the source's bytes when available. */
-  const copies = new Set<string>();
-  const steps: CrashStep[] = [];
+  const own = options.server ? null : await prepareHarnessServer();
+  const command = options.server ?? own!;
+  lap('prepare');
+  const servers: HarnessProcess[] = [];
+  let ceph: HarnessBackend | null = null;
+  let server: HarnessProcess | null = null;
   /** Where the run is, for the failure's message: 'setup' or the operation and its crash point. */
   let at = 'setup';
-
   try {
+    ceph = options.backend && options.backend !== 'local' ? await cephBackend(options.backend.ceph, seed) : null;
+    lap('ceph-pools');
+    const config = ceph?.config ?? localConfig;
+    server = await startHarnessServer(command, { config });
+    servers.push(server);
+    lap('start');
+    const dataDir = server.dataDir;
+    /** Armed crash points (PUMICE_CRASH_CONTROL): written before each operation, emptied before each restart. */
+    const arm = (spec: string) => {
+      writeFileSync(`${server!.controlPath}.tmp`, spec);
+      renameSync(`${server!.controlPath}.tmp`, server!.controlPath);
+    };
+    const backend = ceph ?? localBackend(dataDir);
+    let api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+    lap('login');
+    const v = (path: string) => `${api.volumeUrl}${path}`;
+    const call = async (method: string, path: string, body?: unknown, expected = [200, 202]) => {
+      const r = await api.request(method, path.startsWith('http') ? path : v(path), body);
+      assert.ok(expected.includes(r.status), `${method} ${path}: ${r.status} ${r.text}`);
+      return r.body;
+    };
+    /** Resources that must hold the source's bytes when available. */
+    const copies = new Set<string>();
+    const steps: CrashStep[] = [];
+
     await call('PUT', `${server.url}/volume/v3/os-quota-sets/${api.projectId}`, { quota_set: { volumes: -1, snapshots: -1, gigabytes: -1, backups: -1, backup_gigabytes: -1 } });
     // Setup: a source with known bytes, a snapshot of it, a full backup of it, a small image.
     const sourceId = (await call('POST', '/volumes', { volume: { size: 1, name: 'source' } })).volume.id as string;
     assert.equal((await api.waitVolume(sourceId, ['available', 'error'])).status, 'available');
     await backend.writeSource(sourceId);
+    lap('setup-source');
     const snapshotId = (await call('POST', '/snapshots', { snapshot: { volume_id: sourceId, name: 'base' } })).snapshot.id as string;
     await waitFor(api, v(`/snapshots/${snapshotId}`), 'snapshot', ['available']);
+    lap('setup-snapshot');
     const backupId = (await call('POST', '/backups', { backup: { volume_id: sourceId, name: 'base' } })).backup.id as string;
     await waitFor(api, v(`/backups/${backupId}`), 'backup', ['available']);
+    lap('setup-backup');
     const imageId = await makeImage(api, server.url);
+    lap('setup');
 
     const operations = Object.keys(crashOperations) as CrashOperation[];
     for (let index = 0; index < options.operations; index++) {
@@ -187,72 +226,197 @@ export async function runCrashSeed(seed: number, options: CrashRunOptions): Prom
       const points = backend.points[operation];
       const armed = random() < (options.cleanChance ?? 0.1) ? null : pick(points);
       at = `operation ${index} ${operation}, crash point ${armed ?? '(none)'}`;
-      // Restart armed: hit counts are per process, so the point's first hit is this operation's.
-      await server.stop();
-      server = await startPumice({ config, dataDir, env: armed ? { PUMICE_CRASH_POINT: `${armed}:1` } : {} });
-      servers.push(server);
-      api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
-      const exited = new Promise<void>((r) => server.proc.once('exit', () => r()));
+      // Armed in the running server: its hit counts start again, so the point's first hit is this operation's.
+      arm(armed ? `${armed}:1` : '');
+      const current = server;
       /** The cut connection is seen before the exit, on a loaded machine by seconds: wait for it that long. */
       const exitSeen = async () => {
-        if (!hasExited(server)) await Promise.race([exited, new Promise((r) => setTimeout(r, exitSeenMs))]);
-        return hasExited(server);
+        if (!current.hasExited()) await Promise.race([current.exited, new Promise((r) => setTimeout(r, exitSeenMs).unref())]);
+        return current.hasExited();
       };
       const done = startOperation(operation, { api, call, sourceId, snapshotId, backupId, imageId, copies, serverUrl: server.url }).catch(async (error: unknown) => {
         // A crash cuts the HTTP call or the wait short; anything else is a real failure.
         if (!(await exitSeen())) throw error;
       });
-      const raced = await Promise.race([exited.then(() => 'exited'), done.then(() => settleAll(api, v, settleTimeoutMs)).then(() => 'settled', () => 'failed')]);
+      const raced = await Promise.race([current.exited.then(() => 'exited'), done.then(() => settleAll(api, v, settleTimeoutMs)).then(() => 'settled', () => 'failed')]);
       // A crash during the settle polls shows as failed requests first and as the exit a moment later.
       if (raced === 'failed') await exitSeen();
-      else await new Promise((r) => setTimeout(r, 50));
+      lap('operation');
       let crashed = false;
       let recoveryMs: number | null = null;
-      if (hasExited(server)) {
-        assert.ok(await exitedAtCrashPoint(server, armed), `the server exited with ${server.proc.exitCode ?? server.proc.signalCode}, not at a crash point:\n${server.output().slice(-3000)}`);
+      if (current.hasExited()) {
+        assert.ok(await exitedAtCrashPoint(current, armed), `the server died with ${current.proc.exitCode ?? current.proc.signalCode}, not at a crash point:\n${current.output().slice(-3000)}`);
         crashed = true;
+        // Disarmed before the restart: the recovery must not crash at the same point again.
+        arm('');
         const restartedAt = Date.now();
-        server = await startPumice({ config, dataDir });
+        server = await startHarnessServer(command, { config, dataDir });
         servers.push(server);
-        api = await ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+        lap('restart');
+        api = await sameToken(api, server);
+        lap('restart');
         await settleAll(api, v, settleTimeoutMs, server);
         recoveryMs = Date.now() - restartedAt;
+        lap('recovery');
       } else {
         await done;
         await settleAll(api, v, settleTimeoutMs, server);
+        lap('operation');
       }
       await checkInvariants({ api, v, backend, copies, sourceId });
+      lap('check');
       steps.push({ operation, crashPoint: armed, crashed, recoveryMs });
       log(`seed ${seed} op ${index} ${operation} crash-point ${armed ?? '(none)'} ${crashed ? `crashed, recovered in ${recoveryMs} ms` : 'not crashed'}`);
     }
-    return { seed, steps };
+    return { seed, steps, timing };
   } catch (error) {
-    (error as Error).message = `seed ${seed} (replay: runCrashSeed(${seed}, ${JSON.stringify({ operations: options.operations })})) at ${at}: ${(error as Error).message}\n--- last server output ---\n${server.output().slice(-4000)}`;
+    (error as Error).message = `seed ${seed} (replay: runCrashSeed(${seed}, ${JSON.stringify({ operations: options.operations })})) at ${at}: ${(error as Error).message}\n--- last server output ---\n${server?.output().slice(-4000) ?? '(none started)'}`;
     throw error;
   } finally {
     for (const s of servers) await s.kill9();
     servers[0]?.cleanup();
-    await backend?.close();
+    await ceph?.close();
+    own?.dispose();
   }
 }
 
-/** How long a cut connection may come before the process's exit is seen. */
+/** How long a cut connection may come before the process's death is seen. */
 const exitSeenMs = 15_000;
 
-const hasExited = (server: PumiceProcess): boolean => server.proc.exitCode !== null || server.proc.signalCode !== null;
+/**
+ * The process died at the armed crash point: killed by SIGKILL after announcing it (src/tasks/crash.ts).
+ * Waits for its output to be read to the end ('close' comes after the exit and the last of stderr).
+ */
+async function exitedAtCrashPoint(server: HarnessProcess, armed: string | null): Promise<boolean> {
+  await server.closed;
+  return armed !== null && server.proc.signalCode === 'SIGKILL' && server.output().includes(`crash-point ${armed}:1: killing the process (SIGKILL`);
+}
 
 /**
- * The process exited at the armed crash point: with 137, or killed by a
- * signal after announcing that exit (process.exit runs native destructors,
- * and librados's may abort: 'terminate called ... boost::bad_get', SIGABRT).
+ * The same user's token on the restarted server (tokens outlive a restart: their keys are in the data
+ * directory), so a recovery does not pay a password hash; a login only if it is refused.
  */
-async function exitedAtCrashPoint(server: PumiceProcess, armed: string | null): Promise<boolean> {
-  if (server.proc.exitCode === 137) return true;
-  if (armed === null || server.proc.signalCode === null) return false;
-  const announced = `crash-point ${armed}:1: exiting with 137`;
-  // The exit can be seen before the last of its stderr is read.
-  for (let i = 0; i < 20 && !server.output().includes(announced); i++) await new Promise((r) => setTimeout(r, 100));
-  return server.output().includes(announced);
+async function sameToken(previous: ApiClient, server: HarnessProcess): Promise<ApiClient> {
+  const api = new ApiClient(server.url);
+  api.token = previous.token;
+  api.projectId = previous.projectId;
+  api.userId = previous.userId;
+  api.volumeUrl = `${server.url}/volume/v3/${previous.projectId}`;
+  const probe = await api.request('GET', `${api.volumeUrl}/volumes?limit=1`);
+  if (probe.status === 200) return api;
+  return ApiClient.login(server.url, 'admin', server.adminPassword, 'admin');
+}
+
+// ------------------------------------------------------------------ the server under test
+
+/** How the harness starts `pumice serve`: a copy of the bundle of the sources as they were when the run began. */
+export interface HarnessServer {
+  /** node arguments before `serve ...`. */
+  argv: string[];
+  /** What the run tests, for the report: the bundle's stamp, or 'tsx' when the sources run through tsx. */
+  label: string;
+  dispose(): void;
+}
+
+/**
+ * Builds Pumice's bundle (bin/bundle.mjs) once and copies it to build/crash-harness-PID/ (same depth as the
+ * bundle, so its paths to src/ still resolve; not a name bin/bundle.mjs prunes): every start of the run loads
+ * that one file, not a rebuild each time someone edits src/ meanwhile (which also tested a mix of versions),
+ * and no start transforms TypeScript. Without esbuild the sources run through bin/pumice.mjs as before.
+ */
+export async function prepareHarnessServer(): Promise<HarnessServer> {
+  const buildDir = join(repoRoot, 'build');
+  // Copies left by runs that died (their process is gone).
+  for (const name of existsSync(buildDir) ? readdirSync(buildDir) : []) {
+    const m = /^crash-harness-(\d+)$/.exec(name);
+    if (m && !processAlive(Number(m[1]))) rmSync(join(buildDir, name), { recursive: true, force: true });
+  }
+  let main: string;
+  try {
+    main = (await execFileAsync(process.execPath, [join(repoRoot, 'bin', 'bundle.mjs')], { cwd: repoRoot, timeout: 300_000 })).stdout.trim();
+    if (!existsSync(main)) throw new Error(`bin/bundle.mjs printed ${main}`);
+  } catch {
+    return { argv: [join(repoRoot, 'bin', 'pumice.mjs')], label: 'tsx', dispose: () => undefined };
+  }
+  const dir = join(buildDir, `crash-harness-${process.pid}`);
+  if (!existsSync(dir)) {
+    cpSync(dirname(main), `${dir}.tmp`, { recursive: true });
+    // As bin/pumice.mjs: libuv's pool sized first, then the bundle's main.
+    writeFileSync(join(`${dir}.tmp`, 'start.mjs'), "process.env.UV_THREADPOOL_SIZE ??= '16';\nprocess.setSourceMapsEnabled(true);\nconst { main } = await import('./main.js');\nawait main(process.argv.slice(2));\n");
+    renameSync(`${dir}.tmp`, dir);
+  }
+  return { argv: [join(dir, 'start.mjs')], label: basename(dirname(main)), dispose: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface HarnessProcess {
+  url: string;
+  dataDir: string;
+  adminPassword: string;
+  /** The file the server reads its armed crash points from (PUMICE_CRASH_CONTROL). */
+  controlPath: string;
+  proc: ChildProcess;
+  output: () => string;
+  /** Resolves when the process has died (its exit seen). */
+  exited: Promise<void>;
+  /** Resolves once the process died and its output was read to the end. */
+  closed: Promise<void>;
+  hasExited(): boolean;
+  kill9(): Promise<void>;
+  cleanup(): void;
+}
+
+/** The roles the harness needs: no compute (it runs no guests; its start probes QEMU for about a second). */
+const harnessRoles = 'api,scheduler,volume,backup,image';
+
+/** `pumice serve` as test/helpers/pumice.ts starts it (responses validated, host 'pumice'), on the harness's command line. */
+async function startHarnessServer(server: HarnessServer, options: { config: string; dataDir?: string }): Promise<HarnessProcess> {
+  const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'pumice-crash-'));
+  const databaseUrl = await testDatabaseUrl(dataDir);
+  const configPath = join(dataDir, 'pumice.conf');
+  writeFileSync(configPath, databaseUrl && !/^\[database\]/m.test(options.config) ? `${options.config}\n[database]\nconnection = ${databaseUrl}\n` : options.config);
+  const controlPath = join(dataDir, 'crash-control');
+  const adminPassword = 'test-admin-password';
+  const args = [...server.argv, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--host', 'pumice', '--roles', harnessRoles, '--config', configPath];
+  const proc = spawn(process.execPath, args, {
+    cwd: repoRoot,
+    env: { PUMICE_VALIDATE_RESPONSES: '1', ...process.env, PUMICE_CRASH_CONTROL: controlPath, PUMICE_ADMIN_PASSWORD: adminPassword },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const served = followServe(proc, 60_000);
+  const exited = served.exited.then(() => undefined);
+  const closed = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('close', () => r())));
+  const url = await served.ready.catch((error: unknown) => {
+    proc.kill('SIGKILL');
+    throw error;
+  });
+  const hasExited = () => proc.exitCode !== null || proc.signalCode !== null;
+  return {
+    url,
+    dataDir,
+    adminPassword,
+    controlPath,
+    proc,
+    output: served.output,
+    exited,
+    closed,
+    hasExited,
+    async kill9() {
+      if (!hasExited()) proc.kill('SIGKILL');
+      await exited;
+    },
+    cleanup() {
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 interface OperationContext {
@@ -393,7 +557,7 @@ async function listAll(api: ApiClient, v: (path: string) => string): Promise<Lis
 }
 
 /** Waits until no resource is transitional; fails naming the stuck ones after the timeout. */
-async function settleAll(api: ApiClient, v: (path: string) => string, timeoutMs: number, server?: PumiceProcess): Promise<Listing> {
+async function settleAll(api: ApiClient, v: (path: string) => string, timeoutMs: number, server?: HarnessProcess): Promise<Listing> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const listing = await listAll(api, v);
@@ -404,7 +568,8 @@ async function settleAll(api: ApiClient, v: (path: string) => string, timeoutMs:
     ];
     if (busy.length === 0) return listing;
     assert.ok(Date.now() < deadline, `still transitional after ${timeoutMs} ms:\n${busy.join('\n')}\n${server?.output().slice(-3000) ?? ''}`);
-    await new Promise((res) => setTimeout(res, 50));
+    // Three listings a poll: every 100 ms, not to take the CPU the recovery needs on a loaded machine.
+    await new Promise((res) => setTimeout(res, 100));
   }
 }
 
