@@ -67,8 +67,8 @@ export interface LocalBackendOptions {
   log?: (message: string) => void;
 }
 
-/** Temporary copies this backend makes: `.tmp-<uuid>` or `.tmp-<uuid>-revert`; nothing else is swept. */
-const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?$/;
+/** Temporary files this backend makes: `.tmp-<uuid>`, `.tmp-<uuid>-revert`, each maybe `.<pid>` (a copy's); nothing else is swept. */
+const tempNamePattern = /^\.tmp-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(-revert)?(\.\d+)?$/;
 
 export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAccess, DataAccess, FileImport, ManageExisting, ManageExistingSnapshots {
   readonly driverName = 'local';
@@ -341,7 +341,10 @@ export class LocalBackend implements VolumeBackend, Snapshots, Clones, FileAcces
       this.options.log?.(`local backend [${this.section}]: copy source ${source} is missing`);
       throw new DriverError('NotFound', `the source of this copy has no file in the local backend [${this.section}]`);
     }
-    const temp = this.tempPath(tempId);
+    // A copy of this process only: the `cp` of a process killed mid-copy outlives it and goes on writing into
+    // the file it opened. Under a shared name the re-run's `cp` would open that same file (and truncate it
+    // under the orphan, or be truncated by it) and rename it into place while the orphan still writes there.
+    const temp = `${this.tempPath(tempId)}.${process.pid}`;
     try {
       await execFileAsync('cp', ['--reflink=auto', '--sparse=always', '--', source, temp], { timeout: copyTimeoutMs });
       if (sizeGiB !== null) {
