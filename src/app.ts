@@ -176,20 +176,26 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   if (roles.has('volume')) await manager.start(roles.has('scheduler'));
   else manager.startWithoutVolumes(roles.has('scheduler'));
   const glanceStore = config.glance_store;
-  let rbdStore: RbdStore | null = null;
-  const imageStores = glanceStore.stores.map((id): ImageStore => {
-    if (id !== 'rbd') return new FileStore(glanceStore.filesystem_store_datadir, log);
-    rbdStore = new RbdStore({
-      pool: glanceStore.rbd_store_pool,
-      user: glanceStore.rbd_store_user,
-      confPath: glanceStore.rbd_store_ceph_conf,
-      chunkSizeMiB: glanceStore.rbd_store_chunk_size,
-      probeDirectory: join(dataDir, 'image-probes'),
+  const rbdStores: RbdStore[] = [];
+  // One store per enabled store, by its id (the NAME of enabled_backends NAME:TYPE, or the type); the default first.
+  const imageStores = glanceStore.backends.map((store): ImageStore => {
+    if (store.type === 'file') return new FileStore(store.filesystem_store_datadir, log, { id: store.id, description: store.description, section: store.section });
+    const rbd = new RbdStore({
+      id: store.id,
+      section: store.section,
+      description: store.description,
+      pool: store.rbd_store_pool,
+      user: store.rbd_store_user,
+      confPath: store.rbd_store_ceph_conf,
+      chunkSizeMiB: store.rbd_store_chunk_size,
+      // Each store sweeps its own probe directory at start.
+      probeDirectory: join(dataDir, 'image-probes', store.id),
       log,
     });
-    return rbdStore;
+    rbdStores.push(rbd);
+    return rbd;
   });
-  const defaultImageStore = imageStores.find((s) => s.id === glanceStore.default_store)!;
+  const defaultImageStore = imageStores[0]!;
   // One policy file for every service ([oslo_policy] policy_file); each service's table takes its own rule names.
   const policyOverrides = loadPolicyOverrides(config.oslo_policy.policy_file);
   const validateResponses = responseValidationEnabled(config.api.validate_responses);
@@ -197,9 +203,11 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const images = new ImageService(db, defaultImageStore, log, {
     policy: imagePolicy(policyOverrides),
     otherStores: imageStores.filter((s) => s !== defaultImageStore),
+    namedStores: glanceStore.named,
+    adoptedStoreIds: glanceStore.adopted,
     showDirectUrl: config.DEFAULT.show_image_direct_url,
     showMultipleLocations: config.DEFAULT.show_multiple_locations,
-    workDirectory: join(dataDir, 'image-staging'),
+    workDirectory: glanceStore.staging_datadir ?? join(dataDir, 'image-staging'),
     convertToRaw: config.image_import_opts.image_import_plugins.includes('image_conversion'),
     // Imports have their own runner, so a long conversion never holds a volume queue's slot.
     tasks: imageTasks,
@@ -212,7 +220,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   metadefs.seed(shippedMetadefsDirectory, parseSeedDocument);
   // Connects in the background (the fsid is needed for direct_url); a Ceph cluster that is down
   // makes image data requests answer 503 with the cause instead of delaying or failing the start.
-  if (rbdStore) void (rbdStore as RbdStore).start();
+  for (const rbd of rbdStores) void rbd.start();
   if (roles.has('image')) {
     await images.recover();
     images.startTasks();
@@ -313,7 +321,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
       await backupManager.stop();
       await manager.stop();
       await nbdServer.stop();
-      if (rbdStore) await (rbdStore as RbdStore).stop();
+      for (const rbd of rbdStores) await rbd.stop();
       await observability.stop();
       db.close();
       closeEvents();

@@ -42,7 +42,7 @@ function securityChecks(config: PumiceConfig, dataDir: string): Check[] {
       dirs.push([backend.local_volume_dir, `[${backend.section}] local_volume_dir`]);
     }
   }
-  dirs.push([config.glance_store.filesystem_store_datadir, '[glance_store] filesystem_store_datadir']);
+  for (const store of config.glance_store.backends.filter((s) => s.type === 'file')) dirs.push([store.filesystem_store_datadir, `[${store.section}] filesystem_store_datadir`]);
   for (const [path, what] of dirs) {
     const unsafe = unsafeDirectoryMode(path, what);
     checks.push({ name: `permissions of ${what}`, ok: unsafe === null, detail: unsafe ?? `${path}: only its owner can enter it` });
@@ -259,8 +259,7 @@ async function computeChecks(config: PumiceConfig): Promise<Check[]> {
       checks.push({ name: `compute: pool ${pool} (images_rbd_pool)`, ok: false, detail: `client.${user} cannot write pool ${pool} (${text}): give it 'allow rwx pool=${pool}' (ceph auth caps client.${user} ...; pumice ceph setup does)` });
     }
   }
-  const imagePool = config.glance_store.rbd_store_pool;
-  if (config.glance_store.stores.includes('rbd')) {
+  for (const imagePool of new Set(config.glance_store.backends.filter((s) => s.type === 'rbd').map((s) => s.rbd_store_pool))) {
     try {
       await rbd(['ls', imagePool]);
       checks.push({ name: `compute: pool ${imagePool} (images, read)`, ok: true, detail: `client.${user} can read it (copy-on-write clones of images)` });

@@ -50,14 +50,14 @@ export function setupPlan(config: PumiceConfig): SetupPlanUser[] {
     users.set(user, entry);
     return entry;
   };
-  const store = config.glance_store;
-  const imagePool = store.stores.includes('rbd') ? store.rbd_store_pool : null;
+  // Every rbd image store (named stores may be several, on several pools).
+  const imageStores = config.glance_store.backends.filter((s) => s.type === 'rbd');
   for (const backend of config.backends.filter((b) => b.volume_driver === 'rbd' || /RBDDriver$/.test(b.volume_driver))) {
     const confPath = backend.rbd_ceph_conf || `/etc/ceph/${backend.rbd_cluster_name}.conf`;
     const entry = add(backend.rbd_user ?? 'admin', confPath, backend.rbd_cluster_name, backend.rbd_keyring_conf, backend.rbd_pool);
-    if (imagePool) entry.readPools.add(imagePool);
+    for (const store of imageStores) entry.readPools.add(store.rbd_store_pool);
   }
-  if (imagePool) add(store.rbd_store_user, store.rbd_store_ceph_conf, 'ceph', null, imagePool);
+  for (const store of imageStores) add(store.rbd_store_user, store.rbd_store_ceph_conf, 'ceph', null, store.rbd_store_pool);
   const d = config.DEFAULT;
   if (/^(ceph|cinder\.backup\.drivers\.ceph(\.CephBackupDriver)?)$/.test(d.backup_driver)) {
     add(d.backup_ceph_user, d.backup_ceph_conf, 'ceph', null, d.backup_ceph_pool);

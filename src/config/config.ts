@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { backupDriverKind } from '../backup/drivers/driver.ts';
 import { chunkCodecs } from '../backup/drivers/posix.ts';
 import { journalSocketPath } from '../journal.ts';
@@ -24,7 +24,7 @@ interface OptionSpec {
 const defaultOptions = {
   host: { type: 'string', default: 'pumice', help: "name of this host in service and backend host strings (host@backend#pool); unset: this machine's hostname, chosen at the first start of a data directory and kept in DATA_DIR/host (a data directory that predates that rule keeps 'pumice')" },
   cluster: { type: 'string', default: null, help: "volume hosts with the same cluster name serve their backends active/active: a backend's task is taken by any live member (Cinder's cluster; volumes are placed on cluster@backend#pool). Every member must reach the same storage" },
-  enabled_backends: { type: 'list', default: ['local'], help: 'backend section names, comma separated' },
+  enabled_backends: { type: 'list', default: ['local'], help: "volume backend section names, comma separated; NAME:TYPE entries (TYPE file or rbd) are Glance's named image stores, each configured in its own [NAME] section, with [glance_store] default_backend" },
   default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
   default_group_type: { type: 'string', default: null, help: 'group type GET /group_types/default answers (Block Storage 3.11); none by default, as in Cinder' },
   storage_availability_zone: { type: 'string', default: 'nova', help: 'availability zone of this host' },
@@ -184,16 +184,62 @@ const metricsOptions = {
   listen: { type: 'string', default: null, help: 'HOST:PORT of a separate listener serving only /metrics without a token (e.g. 127.0.0.1:9464 or a management address)' },
 } satisfies Record<string, OptionSpec>;
 
-/** glance-api.conf's [glance_store]: only the file store so far. */
+/**
+ * glance-api.conf's [glance_store]. Two forms, as Glance: the single-store one (`stores`,
+ * `default_store` and the store options here; store ids are the types), or named stores
+ * (`[DEFAULT] enabled_backends = NAME:TYPE,...`, each configured in its own [NAME] section, and
+ * `default_backend` here). The store options here then only say where images recorded before
+ * the switch live, so they are adopted by the named store holding the same directory or pool.
+ */
 const glanceStoreOptions = {
-  default_store: { type: 'string', default: 'file', help: "store of new images: 'file' or 'rbd'" },
-  stores: { type: 'list', default: ['file'], help: 'enabled image stores' },
+  default_store: { type: 'string', default: 'file', help: "store of new images: 'file' or 'rbd' (single-store form; with named stores use default_backend)" },
+  stores: { type: 'list', default: ['file'], help: 'enabled image stores, by type (single-store form; named stores: NAME:TYPE entries in [DEFAULT] enabled_backends)' },
+  default_backend: { type: 'string', default: null, help: 'the named store of new images (required when [DEFAULT] enabled_backends has NAME:TYPE entries, as Glance)' },
   filesystem_store_datadir: { type: 'string', default: null, help: 'directory of the file image store (default: DATA_DIR/images)' },
   rbd_store_pool: { type: 'string', default: 'images', help: 'Ceph pool of the rbd image store' },
   rbd_store_user: { type: 'string', default: 'glance', help: 'Ceph user (client.NAME) of the rbd image store' },
   rbd_store_ceph_conf: { type: 'string', default: '/etc/ceph/ceph.conf', help: 'path of ceph.conf for the rbd image store' },
   rbd_store_chunk_size: { type: 'int', default: 8, min: 1, help: 'RBD object size in MiB of stored images' },
 } satisfies Record<string, OptionSpec>;
+
+/** A named file store's section ([NAME] of enabled_backends NAME:file), glance_store's filesystem options. */
+const fileStoreOptions = {
+  store_description: { type: 'string', default: null, help: 'what GET /v2/info/stores says of this store' },
+  filesystem_store_datadir: { type: 'string', default: null, help: 'directory of this store (required: two stores never share one)' },
+} satisfies Record<string, OptionSpec>;
+
+/** A named rbd store's section ([NAME] of enabled_backends NAME:rbd), glance_store's RBD options. */
+const rbdStoreOptions = {
+  store_description: { type: 'string', default: null, help: 'what GET /v2/info/stores says of this store' },
+  rbd_store_pool: { type: 'string', default: null, help: 'Ceph pool of this store (required: two stores never share one)' },
+  rbd_store_user: { type: 'string', default: 'glance', help: 'Ceph user (client.NAME) of this store' },
+  rbd_store_ceph_conf: { type: 'string', default: '/etc/ceph/ceph.conf', help: 'path of ceph.conf for this store' },
+  rbd_store_chunk_size: { type: 'int', default: 8, min: 1, help: 'RBD object size in MiB of stored images (a power of two)' },
+} satisfies Record<string, OptionSpec>;
+
+/** Glance's reserved stores: staging (glance-direct, web-download) and tasks; only their directory is read. */
+const reservedStoreOptions = {
+  filesystem_store_datadir: { type: 'string', default: null, help: 'directory of the reserved store (os_glance_staging_store: staged and spooled image data; default DATA_DIR/image-staging)' },
+} satisfies Record<string, OptionSpec>;
+
+/** An enabled image store, whichever form configured it. */
+export interface ImageStoreConfig {
+  /** Its identifier everywhere (the API's store ids): NAME of NAME:TYPE, or the type in the single-store form. */
+  id: string;
+  type: 'file' | 'rbd';
+  /** The section its options come from: [NAME], or [glance_store]. */
+  section: string;
+  description: string | null;
+  filesystem_store_datadir: string;
+  rbd_store_pool: string;
+  rbd_store_user: string;
+  rbd_store_ceph_conf: string;
+  rbd_store_chunk_size: number;
+}
+
+/** Store types this version has, and the Glance ones it does not (named in the refusal). */
+export const imageStoreTypes = ['file', 'rbd'] as const;
+const glanceOnlyStoreTypes = ['http', 'swift', 'cinder', 'vmware', 's3'];
 
 /**
  * glance-image-import.conf's [image_import_opts] (one file here): the import
@@ -278,7 +324,19 @@ export interface PumiceConfig {
   oslo_policy: Values<typeof osloPolicyOptions>;
   healthcheck: Values<typeof healthcheckOptions>;
   metrics: Values<typeof metricsOptions>;
-  glance_store: Values<typeof glanceStoreOptions> & { filesystem_store_datadir: string };
+  glance_store: Omit<Values<typeof glanceStoreOptions>, 'default_backend'> & {
+    filesystem_store_datadir: string;
+    /** Every enabled store, the default first (both forms). */
+    backends: ImageStoreConfig[];
+    /** The id of the store of new images (default_backend, or default_store in the single-store form). */
+    default_backend: string;
+    /** Named stores (enabled_backends NAME:TYPE): ids are names, `stores` shows even with one store. */
+    named: boolean;
+    /** Store ids images recorded before named stores may carry ('file', 'rbd') → the named store holding their data. */
+    adopted: Record<string, string>;
+    /** [os_glance_staging_store] filesystem_store_datadir, else null (DATA_DIR/image-staging). */
+    staging_datadir: string | null;
+  };
   image_import_opts: Values<typeof imageImportOptions>;
   import_filtering_opts: ImportFilteringConfig;
   image_conversion: Values<typeof imageConversionOptions>;
@@ -299,6 +357,8 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
   healthcheck: healthcheckOptions,
   metrics: metricsOptions,
   glance_store: glanceStoreOptions,
+  os_glance_staging_store: reservedStoreOptions,
+  os_glance_tasks_store: reservedStoreOptions,
   image_import_opts: imageImportOptions,
   import_filtering_opts: importFilteringOptions,
   image_conversion: imageConversionOptions,
@@ -308,8 +368,8 @@ const fixedSections: Record<string, Record<string, OptionSpec>> = {
 };
 
 /** Every section's options with type, default and help (`pumice config sample`); `backend` is the table of each enabled_backends section. */
-export function optionTables(): { sections: Record<string, Record<string, OptionSpec>>; backend: Record<string, OptionSpec> } {
-  return { sections: fixedSections, backend: backendOptions };
+export function optionTables(): { sections: Record<string, Record<string, OptionSpec>>; backend: Record<string, OptionSpec>; imageStores: Record<'file' | 'rbd', Record<string, OptionSpec>> } {
+  return { sections: fixedSections, backend: backendOptions, imageStores: { file: fileStoreOptions, rbd: rbdStoreOptions } };
 }
 
 export type { OptionSpec };
@@ -388,20 +448,28 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
   const read = <T extends Record<string, OptionSpec>>(name: string, specs: T): Values<T> =>
     readSection(ini, ini.sections.get(name), specs);
   const DEFAULT = read('DEFAULT', defaultOptions);
+  // NAME:TYPE entries are Glance's named image stores; the others are Cinder's volume backends.
+  const storeEntries = DEFAULT.enabled_backends.filter((entry) => entry.includes(':'));
+  // Only image stores named: the volume backends are the default ones, as when the option is unset.
+  const onlyStores = storeEntries.length > 0 && storeEntries.length === DEFAULT.enabled_backends.length;
+  if (storeEntries.length > 0) {
+    DEFAULT.enabled_backends = onlyStores ? [...defaultOptions.enabled_backends.default] : DEFAULT.enabled_backends.filter((entry) => !entry.includes(':'));
+  }
+  const storeNames = storeEntries.map((entry) => entry.slice(0, entry.indexOf(':')).trim());
   let backendNames = DEFAULT.enabled_backends;
   if (backendNames.length === 0) {
     problems.push(new ConfigError(ini.path, lineOf(ini, 'DEFAULT', 'enabled_backends'), 'enabled_backends is empty: name at least one backend section'));
     backendNames = [];
   }
   for (const [name, section] of ini.sections) {
-    if (name in fixedSections || backendNames.includes(name)) continue;
+    if (name in fixedSections || backendNames.includes(name) || storeNames.includes(name)) continue;
     problems.push(new ConfigError(
       ini.path,
       section.line,
       `unknown section [${name}]; expected one of ${Object.keys(fixedSections).map((s) => `[${s}]`).join(', ')} or a backend named in enabled_backends (${backendNames.join(', ')})${suggest(name, [...Object.keys(fixedSections), ...backendNames])}`,
     ));
   }
-  const backendsExplicit = ini.sections.get('DEFAULT')?.entries.has('enabled_backends') ?? false;
+  const backendsExplicit = (ini.sections.get('DEFAULT')?.entries.has('enabled_backends') ?? false) && !onlyStores;
   const backends: BackendConfig[] = [];
   for (const section of backendNames) {
     const iniSection = ini.sections.get(section);
@@ -449,7 +517,7 @@ function buildConfig(ini: IniFile, dataDir: string, path: string | null): Pumice
     oslo_policy: read('oslo_policy', osloPolicyOptions),
     healthcheck: read('healthcheck', healthcheckOptions),
     metrics: read('metrics', metricsOptions),
-    glance_store: attempt(() => readGlanceStore(ini, dataDir), () => ({ ...readSection(ini, undefined, glanceStoreOptions), filesystem_store_datadir: join(dataDir, 'images') })),
+    glance_store: attempt(() => readGlanceStore(ini, dataDir, storeEntries, backendNames), () => fallbackGlanceStore(dataDir)),
     import_filtering_opts: attempt(() => readImportFiltering(ini), () => readImportFiltering({ path: ini.path, sections: new Map() })),
     ...attempt(() => readImageImport(ini), () => ({ image_import_opts: { image_import_plugins: [] }, image_conversion: readSection(ini, undefined, imageConversionOptions) })),
     ...attempt(() => readCompute(ini, dataDir), () => readCompute({ path: ini.path, sections: new Map() }, dataDir)),
@@ -494,22 +562,128 @@ function checkServeOptions(ini: IniFile, d: DefaultConfig, database: Values<type
   }
 }
 
-function readGlanceStore(ini: IniFile, dataDir: string): PumiceConfig['glance_store'] {
+/** Stands in for [glance_store] when it has errors: the embedded file store, so the other checks still run. */
+function fallbackGlanceStore(dataDir: string): PumiceConfig['glance_store'] {
+  const values = readSection({ path: '', sections: new Map() }, undefined, glanceStoreOptions);
+  const datadir = join(dataDir, 'images');
+  return {
+    ...values, filesystem_store_datadir: datadir, default_backend: 'file', named: false, adopted: {}, staging_datadir: null,
+    backends: [{ id: 'file', type: 'file', section: 'glance_store', description: null, filesystem_store_datadir: datadir, rbd_store_pool: values.rbd_store_pool, rbd_store_user: values.rbd_store_user, rbd_store_ceph_conf: values.rbd_store_ceph_conf, rbd_store_chunk_size: values.rbd_store_chunk_size }],
+  };
+}
+
+/** Store identifiers: they appear in URLs (/v2/stores/{store}/{image}) and headers, so a plain word. */
+const storeNamePattern = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/**
+ * [glance_store] and, with named stores, each store's [NAME] section. Every problem is a
+ * ConfigError naming the option and the fix; the first one found is thrown (buildConfig still
+ * checks the rest of the file).
+ */
+function readGlanceStore(ini: IniFile, dataDir: string, storeEntries: string[], volumeBackends: string[]): PumiceConfig['glance_store'] {
   const values = readSection(ini, ini.sections.get('glance_store'), glanceStoreOptions);
-  for (const [key, value] of [['default_store', [values.default_store]], ['stores', values.stores]] as const) {
-    const unknown = value.find((store) => store !== 'file' && store !== 'rbd');
-    if (unknown !== undefined) {
-      throw new ConfigError(ini.path, lineOf(ini, 'glance_store', key), `[glance_store] ${key}: store '${unknown}' is not available; this version has the 'file' and 'rbd' stores`);
+  const at = (key: string) => lineOf(ini, 'glance_store', key);
+  const checkChunk = (section: string, chunk: number) => {
+    if ((chunk & (chunk - 1)) !== 0) {
+      throw new ConfigError(ini.path, lineOf(ini, section, 'rbd_store_chunk_size'), `[${section}] rbd_store_chunk_size = ${chunk} must be a power of two (MiB), e.g. 8`);
+    }
+  };
+  const legacyDatadir = values.filesystem_store_datadir ?? join(dataDir, 'images');
+  const staging = ini.sections.get('os_glance_staging_store') ? readSection(ini, ini.sections.get('os_glance_staging_store'), reservedStoreOptions).filesystem_store_datadir : null;
+  checkChunk('glance_store', values.rbd_store_chunk_size);
+  const legacyOf = (id: 'file' | 'rbd'): ImageStoreConfig => ({
+    id, type: id, section: 'glance_store', description: null, filesystem_store_datadir: legacyDatadir,
+    rbd_store_pool: values.rbd_store_pool, rbd_store_user: values.rbd_store_user, rbd_store_ceph_conf: values.rbd_store_ceph_conf, rbd_store_chunk_size: values.rbd_store_chunk_size,
+  });
+  if (storeEntries.length === 0) {
+    if (values.default_backend !== null) {
+      throw new ConfigError(ini.path, at('default_backend'), `[glance_store] default_backend = ${values.default_backend} names a store, but [DEFAULT] enabled_backends has no NAME:TYPE entries: add the stores there (e.g. enabled_backends = ${values.default_backend}:file, and a [${values.default_backend}] section with filesystem_store_datadir), or remove default_backend and use stores/default_store`);
+    }
+    for (const [key, value] of [['default_store', [values.default_store]], ['stores', values.stores]] as const) {
+      const unknown = value.find((store) => store !== 'file' && store !== 'rbd');
+      if (unknown !== undefined) {
+        throw new ConfigError(ini.path, at(key), `[glance_store] ${key}: store '${unknown}' is not available; this version has the 'file' and 'rbd' stores`);
+      }
+    }
+    if (!values.stores.includes(values.default_store)) {
+      throw new ConfigError(ini.path, at('default_store'), `[glance_store] default_store = ${values.default_store} is not in stores (${values.stores.join(', ')}): add it to stores`);
+    }
+    const ids = [values.default_store, ...values.stores.filter((id) => id !== values.default_store)] as ('file' | 'rbd')[];
+    return { ...values, filesystem_store_datadir: legacyDatadir, default_backend: values.default_store, named: false, adopted: {}, staging_datadir: staging, backends: [...new Set(ids)].map(legacyOf) };
+  }
+
+  // Named stores, as Glance's multi-store: NAME:TYPE in [DEFAULT] enabled_backends, [NAME] sections, default_backend.
+  const enabledAt = lineOf(ini, 'DEFAULT', 'enabled_backends');
+  const fail = (message: string, line = enabledAt): never => {
+    throw new ConfigError(ini.path, line, message);
+  };
+  for (const key of ['stores', 'default_store'] as const) {
+    if (at(key) !== undefined) {
+      fail(`[glance_store] ${key} is the single-store form and [DEFAULT] enabled_backends names image stores (${storeEntries.join(', ')}): remove ${key}; ${key === 'stores' ? 'the NAME:TYPE entries are the stores' : 'default_backend names the store of new images'}`, at(key));
     }
   }
-  if (!values.stores.includes(values.default_store)) {
-    throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'default_store'), `[glance_store] default_store = ${values.default_store} is not in stores (${values.stores.join(', ')}): add it to stores`);
+  const backends: ImageStoreConfig[] = [];
+  for (const entry of storeEntries) {
+    const [rawName, rawType, ...rest] = entry.split(':').map((part) => part.trim());
+    const name = rawName!;
+    const type = rawType!;
+    if (rest.length > 0 || !storeNamePattern.test(name)) {
+      fail(`[DEFAULT] enabled_backends entry '${entry}' is not NAME:TYPE with a store name of letters, digits, '_', '.', '-' (at most 64), e.g. fast:rbd`);
+    }
+    if (name.startsWith('os_glance_')) fail(`[DEFAULT] enabled_backends: the store name '${name}' uses the prefix os_glance_, which Glance reserves for its own stores: rename it`);
+    if (!(imageStoreTypes as readonly string[]).includes(type)) {
+      const glanceOnly = glanceOnlyStoreTypes.includes(type) ? ` (Glance has a ${type} store; Pumice does not)` : suggest(type, [...imageStoreTypes], false);
+      fail(`[DEFAULT] enabled_backends: store '${name}' has type '${type}', which is not available${glanceOnly}; use ${imageStoreTypes.join(' or ')}, e.g. ${name}:rbd`);
+    }
+    if (backends.some((b) => b.id === name)) fail(`[DEFAULT] enabled_backends names the image store '${name}' twice: give each store its own name (e.g. ${name}:${type},${name}2:${type})`);
+    if (volumeBackends.includes(name)) fail(`[DEFAULT] enabled_backends names '${name}' both as a volume backend and as an image store (${entry}): one [${name}] section cannot configure both; rename the store, e.g. ${name}_images:${type}`);
+    if (name in fixedSections) fail(`[DEFAULT] enabled_backends: the store name '${name}' is the name of the [${name}] section of other options: rename the store, e.g. ${name}_store:${type}`);
+    if ((name === 'file' || name === 'rbd') && type !== name) {
+      fail(`[DEFAULT] enabled_backends: a store named '${name}' must have type ${name} (images recorded in the single-store form carry '${name}' as their store): rename it or use ${name}:${name}`);
+    }
+    const section = ini.sections.get(name);
+    if (!section) {
+      fail(`[DEFAULT] enabled_backends names the image store ${entry} but the file has no [${name}] section: add it with ${type === 'rbd' ? 'rbd_store_pool = POOL (and rbd_store_user, rbd_store_ceph_conf)' : 'filesystem_store_datadir = DIRECTORY'}`);
+    }
+    const storeType = type as 'file' | 'rbd';
+    if (storeType === 'file') {
+      const own = readSection(ini, section, fileStoreOptions);
+      if (own.filesystem_store_datadir === null) fail(`[${name}] is a file store (enabled_backends ${entry}) without filesystem_store_datadir: add filesystem_store_datadir = DIRECTORY (each store its own)`, section!.line);
+      backends.push({ ...legacyOf('file'), id: name, section: name, description: own.store_description, filesystem_store_datadir: own.filesystem_store_datadir! });
+    } else {
+      const own = readSection(ini, section, rbdStoreOptions);
+      if (own.rbd_store_pool === null) fail(`[${name}] is an rbd store (enabled_backends ${entry}) without rbd_store_pool: add rbd_store_pool = POOL (each store its own pool)`, section!.line);
+      checkChunk(name, own.rbd_store_chunk_size);
+      backends.push({ ...legacyOf('rbd'), id: name, section: name, description: own.store_description, rbd_store_pool: own.rbd_store_pool!, rbd_store_user: own.rbd_store_user, rbd_store_ceph_conf: own.rbd_store_ceph_conf, rbd_store_chunk_size: own.rbd_store_chunk_size });
+    }
   }
-  const chunk = values.rbd_store_chunk_size;
-  if ((chunk & (chunk - 1)) !== 0) {
-    throw new ConfigError(ini.path, lineOf(ini, 'glance_store', 'rbd_store_chunk_size'), `[glance_store] rbd_store_chunk_size = ${chunk} must be a power of two (MiB), e.g. 8`);
+  // Two stores over the same data would delete each other's images (and sweep them as orphans).
+  for (const [i, store] of backends.entries()) {
+    const twin = backends.slice(0, i).find((other) => other.type === store.type && (store.type === 'file'
+      ? resolve(other.filesystem_store_datadir) === resolve(store.filesystem_store_datadir)
+      : other.rbd_store_pool === store.rbd_store_pool && resolve(other.rbd_store_ceph_conf) === resolve(store.rbd_store_ceph_conf)));
+    if (twin) {
+      const what = store.type === 'file' ? `filesystem_store_datadir ${store.filesystem_store_datadir}` : `rbd_store_pool ${store.rbd_store_pool} of ${store.rbd_store_ceph_conf}`;
+      fail(`image stores [${twin.id}] and [${store.id}] both use ${what}: each store needs its own (a delete in one would remove the other's data)`, lineOf(ini, store.id, store.type === 'file' ? 'filesystem_store_datadir' : 'rbd_store_pool'));
+    }
   }
-  return { ...values, filesystem_store_datadir: values.filesystem_store_datadir ?? join(dataDir, 'images') };
+  const ids = backends.map((b) => b.id);
+  if (values.default_backend === null) {
+    fail(`[DEFAULT] enabled_backends names image stores (${ids.join(', ')}) but [glance_store] has no default_backend: set [glance_store] default_backend = ${ids[0]} (the store of new images, as Glance requires)`);
+  }
+  const defaultBackend = values.default_backend!;
+  const chosen = backends.find((b) => b.id === defaultBackend);
+  if (!chosen) fail(`[glance_store] default_backend = ${defaultBackend} is not an image store of [DEFAULT] enabled_backends (${ids.join(', ')})${suggest(defaultBackend, ids, false)}: set it to one of them`, at('default_backend'));
+  // Images recorded in the single-store form ('file', 'rbd') belong to the named store over the same data.
+  const adopted: Record<string, string> = {};
+  const legacyFile = backends.find((b) => b.type === 'file' && resolve(b.filesystem_store_datadir) === resolve(legacyDatadir));
+  if (legacyFile && legacyFile.id !== 'file') adopted['file'] = legacyFile.id;
+  const legacyRbd = backends.find((b) => b.type === 'rbd' && b.rbd_store_pool === values.rbd_store_pool && resolve(b.rbd_store_ceph_conf) === resolve(values.rbd_store_ceph_conf));
+  if (legacyRbd && legacyRbd.id !== 'rbd') adopted['rbd'] = legacyRbd.id;
+  return {
+    ...values, filesystem_store_datadir: legacyDatadir, default_backend: defaultBackend, named: true, adopted, staging_datadir: staging,
+    backends: [chosen!, ...backends.filter((b) => b !== chosen)],
+  };
 }
 
 export type ImportFilteringConfig = Omit<Values<typeof importFilteringOptions>, 'allowed_ports' | 'disallowed_ports'> & { allowed_ports: number[]; disallowed_ports: number[] };

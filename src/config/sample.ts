@@ -8,7 +8,7 @@ import { optionTables, type OptionSpec } from './config.ts';
 import { pumiceVersion } from './version.ts';
 
 export function configSample(): string {
-  const { sections, backend } = optionTables();
+  const { sections, backend, imageStores } = optionTables();
   const out: string[] = [
     `# Pumice ${pumiceVersion()} configuration (pumice config sample).`,
     '# Option names follow cinder.conf, glance-api.conf, nova.conf and keystone.conf.',
@@ -22,6 +22,12 @@ export function configSample(): string {
     '# One section per name in [DEFAULT] enabled_backends (default: local). For example:',
     '#[local]',
     ...optionLines(backend).map((line) => (line.startsWith('#') ? line : `#${line}`)),
+    "# Named image stores, as Glance's multi-store: one section per NAME:TYPE entry of [DEFAULT] enabled_backends",
+    '# (e.g. enabled_backends = local,fast:rbd,shared:file), with [glance_store] default_backend = NAME. For example:',
+    '#[fast]',
+    ...optionLines(imageStores.rbd).map((line) => (line.startsWith('#') ? line : `#${line}`)),
+    '#[shared]',
+    ...optionLines(imageStores.file).map((line) => (line.startsWith('#') ? line : `#${line}`)),
   );
   return out.join('\n') + '\n';
 }

@@ -22,7 +22,7 @@ import type { MetadefService } from './metadefs.ts';
 import { metadefRoutes } from './metadefs-api.ts';
 import {
   ImageCreateBody, ImageEntity, ImageList, ImageListQuery, ImportBody, ImportInfo, MemberCreateBody, MemberEntity, MemberList,
-  MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreImageParams, StoreList, TagParams, VersionList,
+  MemberUpdateBody, PatchBody, PatchOpDraft4, PatchOpRfc6902, SchemaDocument, StoreImageParams, StoreDetailList, StoreList, TagParams, VersionList,
   ImageTaskList, TaskCreateBody, TaskEntity, TaskList, TaskListQuery, TaskParams,
 } from './schemas.ts';
 
@@ -236,7 +236,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
   const render = (ctx: RequestContext, image: ImageRow): Record<string, unknown> => ({ ...renderImage(image), ...storesField(image), ...service.locationFields(auth(ctx), image) });
   /** Glance's `stores` (comma-separated) when several stores are enabled and the image has data. */
   const storesField = (image: ImageRow): Record<string, string> => {
-    if (service.stores.length < 2) return {};
+    if (!service.multiStore) return {};
     const stores = service.locationsOf(image.id);
     return stores.length > 0 ? { stores: stores.join(',') } : {};
   };
@@ -284,8 +284,24 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
         body: {
           stores: service.stores.map((store, i) => ({
             id: store.id,
-            description: store.description ?? 'Local file store (filesystem_store_datadir)',
+            description: store.description,
             ...(i === 0 ? { default: true } : {}),
+          })),
+        },
+      }),
+    }),
+    route({
+      method: 'GET', path: '/v2/info/stores/detail', policy: 'stores_info_detail', responses: { 200: StoreDetailList },
+      handler: () => ({
+        status: 200,
+        body: {
+          // As Glance's: the type of each store and what it keeps data in (admins by default).
+          stores: service.stores.map((store, i) => ({
+            id: store.id,
+            description: store.description,
+            ...(i === 0 ? { default: true } : {}),
+            type: store.type,
+            properties: store.properties?.() ?? {},
           })),
         },
       }),

@@ -33,8 +33,13 @@ import { checkImportUri, DownloadError, fetchImageData, webDownloadEnabled, type
 
 /** What an image store offers (the file store's data interface); `location`/`assertDeletable` where the store has them. */
 export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'discard' | 'delete' | 'read' | 'sizeOf'> & {
+  /** Its id everywhere in the API (a named store's NAME, else its type). */
   readonly id: string;
-  description?: string;
+  /** What it is: code that depends on how data is kept (clones, local files) looks at this, never at the id. */
+  readonly type: 'file' | 'rbd';
+  readonly description: string;
+  /** GET /v2/info/stores/detail's `properties` (pool, chunk_size, ...). */
+  properties?(): Record<string, unknown>;
   /**
    * Consumers boot from the stored bytes (rbd: volumes clone the image), so
    * the data must be raw: other disk formats are converted on import, or refused.
@@ -52,8 +57,15 @@ export type ImageStore = Pick<FileStore, 'directory' | 'write' | 'commit' | 'dis
 };
 
 export interface ImageServiceOptions {
-  /** Further enabled stores (`[glance_store] stores`), where existing images may live. */
+  /** Further enabled stores (`[glance_store] stores`, or named stores), where existing images may live. */
   otherStores?: ImageStore[];
+  /** Named stores (enabled_backends NAME:TYPE): images show `stores` even when one store is enabled, as Glance. */
+  namedStores?: boolean;
+  /**
+   * Store ids of images recorded before named stores ('file', 'rbd') → the named store over the
+   * same directory or pool: `recover()` rewrites them, and queued tasks naming them find their store.
+   */
+  adoptedStoreIds?: Record<string, string>;
   showDirectUrl?: boolean;
   showMultipleLocations?: boolean;
   /**
@@ -315,9 +327,21 @@ export class ImageService {
     return [this.store, ...(this.options.otherStores ?? [])];
   }
 
+  /** Whether images show Glance's `stores` property: several stores, or named ones. */
+  get multiStore(): boolean {
+    return this.stores.length > 1 || this.options.namedStores === true;
+  }
+
+  /** The enabled store a recorded store id means now: itself, or the named store that adopted a single-store id. */
+  private enabledStore(storeId: string | null | undefined): ImageStore | undefined {
+    if (storeId === null || storeId === undefined) return undefined;
+    const id = this.options.adoptedStoreIds?.[storeId] ?? storeId;
+    return this.stores.find((s) => s.id === id);
+  }
+
   /** The store holding an image's data (its `store` column), else the default store. */
   storeOf(image: ImageRow): ImageStore {
-    return this.stores.find((s) => s.id === image.store) ?? this.store;
+    return this.enabledStore(image.store) ?? this.store;
   }
 
   /** The enabled store `storeId` (X-Image-Meta-Store, an import's `stores`), the default store for null; else a 400 naming the enabled ones. */
@@ -335,9 +359,8 @@ export class ImageService {
 
   /** Every enabled store holding the image's data: its locations, and its `store` column (rows from before locations). */
   private dataStoresOf(image: ImageRow): ImageStore[] {
-    const ids = new Set(this.locationsOf(image.id));
-    if (image.store) ids.add(image.store);
-    return this.stores.filter((s) => ids.has(s.id));
+    const held = new Set([...this.locationsOf(image.id), ...(image.store ? [image.store] : [])].map((id) => this.enabledStore(id)));
+    return this.stores.filter((s) => held.has(s));
   }
 
   private addLocation(imageId: string, storeId: string): void {
@@ -361,7 +384,8 @@ export class ImageService {
       const active = image.status === 'active' || image.status === 'deactivated';
       fields['locations'] = !active ? [] : this.dataStoresOf(image).flatMap((store) => {
         const location = store.location?.(image.id) ?? null;
-        return location ? [{ url: location, metadata: {} }] : [];
+        // Glance's multi-store names the store of each location in its metadata.
+        return location ? [{ url: location, metadata: { store: store.id } }] : [];
       });
     }
     return fields;
@@ -374,7 +398,36 @@ export class ImageService {
    */
   storeLocation(image: ImageRow): string | null {
     const active = image.status === 'active' || image.status === 'deactivated';
-    return active ? this.storeOf(image).location?.(image.id) ?? null : null;
+    if (!active) return null;
+    // The store downloads read first; else any other store holding the data that has a URL for it
+    // (an image uploaded to a file store and copied to an rbd one is still cloned from rbd).
+    const own = this.storeOf(image);
+    for (const store of [own, ...this.dataStoresOf(image).filter((s) => s !== own)]) {
+      const url = store.location?.(image.id) ?? null;
+      if (url) return url;
+    }
+    return null;
+  }
+
+  /**
+   * Images recorded in the single-store form carry the store ids 'file' and 'rbd'; with named
+   * stores they belong to the named store over the same directory or pool (Glance updates its
+   * locations' store the same way, by where the data is). Rewritten once, at start; ids that no
+   * enabled store answers to are logged (their data is not reachable until the store is enabled).
+   */
+  private adoptStoreIds(): void {
+    const adopted = Object.entries(this.options.adoptedStoreIds ?? {});
+    this.db.transaction(() => {
+      for (const [from, to] of adopted) {
+        const images = this.db.run('UPDATE images SET store = ? WHERE store = ?', to, from).changes;
+        this.db.run('UPDATE image_locations SET store = ? WHERE store = ?', to, from);
+        if (images > 0) this.log(`images: ${images} image(s) recorded in store '${from}' now belong to the named store '${to}' (same ${this.stores.find((s) => s.id === to)?.type === 'rbd' ? 'pool' : 'directory'})`);
+      }
+    });
+    const enabled = new Set(this.stores.map((s) => s.id));
+    for (const { store, count } of this.db.all<{ store: string; count: number }>('SELECT store, COUNT(*) AS count FROM image_locations GROUP BY store')) {
+      if (!enabled.has(store)) this.log(`images: ${count} image(s) have data in store '${store}', which is not enabled: enable it (enabled_backends ${store}:TYPE with its [${store}] section), or their data cannot be read there`);
+    }
   }
 
   /**
@@ -383,6 +436,7 @@ export class ImageService {
    * upload) and temp and orphan files are removed.
    */
   async recover(): Promise<void> {
+    this.adoptStoreIds();
     const stuck = this.db.all<{ id: string }>("SELECT id FROM images WHERE status = 'saving'").filter(({ id }) => this.states.transition(id, 'saving', 'queued'));
     if (stuck.length > 0) this.log(`images: ${stuck.length} interrupted upload(s) back to queued`);
     // An import whose task is still queued or running runs again (startTasks) from its staged data;
@@ -414,6 +468,13 @@ export class ImageService {
     };
     const removed = await this.store.removeLeftovers(isKnown, statusOf);
     if (removed.length > 0) this.log(`images: removed ${removed.length} leftover(s) from ${this.store.directory}: ${removed.slice(0, 10).join(', ')}`);
+    // The other stores: temp files and data of images that are gone or never finished (a copy or
+    // an upload a crash cut); data of active images is kept, as in the default store.
+    const isKnownElsewhere = (name: string) => this.writing.has(name) || statusOf(name) === 'active' || statusOf(name) === 'deactivated';
+    for (const store of this.options.otherStores ?? []) {
+      const gone = await store.removeLeftovers(isKnownElsewhere, statusOf);
+      if (gone.length > 0) this.log(`images: removed ${gone.length} leftover(s) from store '${store.id}': ${gone.slice(0, 10).join(', ')}`);
+    }
     // Spooled uploads and conversions a crash interrupted; staged data of uploading images stays.
     const scratch = await this.work.removeLeftovers((name) => this.staging === this.work && staged.has(name));
     if (scratch.length > 0) this.log(`images: removed ${scratch.length} leftover file(s) from ${this.work.directory}`);
@@ -1113,11 +1174,11 @@ export class ImageService {
     const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', task.resourceId);
     const payload = task.payload as ImportPayload;
     if (!image || image.status !== 'importing') return;
-    const target = this.stores.find((s) => s.id === (payload.store ?? this.store.id));
+    const target = payload.store === undefined ? this.store : this.enabledStore(payload.store);
     this.writing.add(image.id);
     try {
       this.setTaskStatus(payload.taskId, ['pending', 'processing'], 'processing');
-      if (!target) throw new FatalError(`store '${payload.store}' is no longer enabled ([glance_store] stores)`);
+      if (!target) throw new FatalError(`store '${payload.store}' is no longer enabled ([DEFAULT] enabled_backends, or [glance_store] stores)`);
       if (payload.method === 'web-download' && (await this.needsDownload(image.id))) {
         task.progress(`downloading from ${new URL(payload.uri!).host}`);
         await this.download(image.id, payload.uri!, task);

@@ -53,6 +53,8 @@ export const imagePolicyDefaults: Record<string, string> = {
   get_tasks: 'rule:tasks_api_access',
   add_task: 'rule:tasks_api_access',
   manage_image_cache: 'role:admin',
+  // GET /v2/info/stores/detail (Image API 2.15): store types and pools are for operators.
+  stores_info_detail: 'role:admin',
 
   // Metadata definitions catalog: readers see public namespaces and their project's; admins change it.
   metadef_admin: 'role:admin',

@@ -80,6 +80,14 @@ export const StoreList = Type.Object({
   stores: Type.Array(Type.Object({ id: Type.String(), description: Type.Optional(Type.String()), default: Type.Optional(Type.Boolean()) }, closed)),
 }, closed);
 
+/** GET /v2/info/stores/detail: each store's type and its backend properties (pool, chunk_size, data_dir). */
+export const StoreDetailList = Type.Object({
+  stores: Type.Array(Type.Object({
+    id: Type.String(), description: Type.Optional(Type.String()), default: Type.Optional(Type.Boolean()),
+    type: Type.String(), properties: Type.Record(Type.String(), Type.Unknown()),
+  }, closed)),
+}, closed);
+
 export const ImportInfo = Type.Object({
   'import-methods': Type.Object({ description: Type.String(), type: Type.Literal('array'), value: Type.Array(Type.String()) }, closed),
 }, closed);

@@ -25,6 +25,11 @@ import { nonZeroRuns } from '../zero-runs.ts';
 import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './file.ts';
 
 export interface RbdStoreOptions {
+  /** The store id: 'rbd' in the single-store form, else the NAME of enabled_backends NAME:rbd. */
+  id?: string;
+  /** The section configuring it ([NAME] or [glance_store]), named in the fixes messages give. */
+  section?: string;
+  description?: string | null;
   pool: string;
   user: string;
   confPath: string;
@@ -53,7 +58,9 @@ const batchesHashingMax = 4;
 /** Layering (clones) + exclusive-lock + object-map + fast-diff + deep-flatten, as Glance's rbd store asks for. */
 const imageFeatures = 1 | 4 | 8 | 16 | 32;
 export class RbdStore {
-  readonly id = 'rbd';
+  readonly type = 'rbd';
+  readonly id: string;
+  readonly section: string;
   /** Volumes boot from clones of the stored bytes: non-raw images are converted (or refused) on import. */
   readonly rawOnly = true;
   readonly description: string;
@@ -65,8 +72,10 @@ export class RbdStore {
   private fsid: string | null = null;
 
   constructor(private readonly options: RbdStoreOptions) {
+    this.id = options.id ?? 'rbd';
+    this.section = options.section ?? 'glance_store';
     this.directory = `rbd:${options.pool}`;
-    this.description = `Ceph RBD store (pool ${options.pool}, client.${options.user})`;
+    this.description = options.description ?? `Ceph RBD store (pool ${options.pool}, client.${options.user})`;
     this.probeDirectory = options.probeDirectory ?? join(tmpdir(), 'pumice-rbd-probe');
     mkdirSync(this.probeDirectory, { recursive: true, mode: 0o700 });
   }
@@ -84,7 +93,7 @@ export class RbdStore {
     try {
       await this.io();
     } catch (error) {
-      this.options.log?.(`images: rbd store not connected yet: ${(error as Error).message}`);
+      this.options.log?.(`images: rbd store '${this.id}' not connected yet: ${(error as Error).message}`);
     }
   }
 
@@ -95,6 +104,16 @@ export class RbdStore {
     this.cluster = null;
     this.connecting = null;
     if (cluster) await cluster.shutdown().catch(() => undefined);
+  }
+
+  /** The Ceph pool of the store (consumers clone from it when they reach the same cluster). */
+  get pool(): string {
+    return this.options.pool;
+  }
+
+  /** GET /v2/info/stores/detail's `properties` of this store, as Glance's rbd store. */
+  properties(): Record<string, unknown> {
+    return { pool: this.options.pool, chunk_size: this.objectSizeBytes, thin_provisioning: true };
   }
 
   /** `rbd://<fsid>/<pool>/<image>/snap`, or null while the cluster's fsid is unknown. */
@@ -118,7 +137,7 @@ export class RbdStore {
       this.client = resolveCephClient({ confPath: this.options.confPath, user: this.options.user });
     } catch (error) {
       if (error instanceof CephConfigProblem) {
-        throw errors.backendUnavailable(`Image store 'rbd' cannot connect to the Ceph cluster: ${error.message.replace(/rbd_ceph_conf/g, 'rbd_store_ceph_conf in [glance_store]')}`);
+        throw errors.backendUnavailable(`Image store '${this.id}' cannot connect to the Ceph cluster: ${error.message.replace(/rbd_ceph_conf/g, `rbd_store_ceph_conf in [${this.section}]`)}`);
       }
       throw error;
     }
@@ -152,31 +171,31 @@ export class RbdStore {
       switch (error.code) {
         case 'ENOENT':
           if (action === 'open pool') {
-            return errors.backendUnavailable(`Image store 'rbd': Ceph pool '${this.options.pool}' does not exist: create it (ceph osd pool create ${this.options.pool}; rbd pool init ${this.options.pool}) or fix rbd_store_pool in [glance_store].`);
+            return errors.backendUnavailable(`Image store '${this.id}': Ceph pool '${this.options.pool}' does not exist: create it (ceph osd pool create ${this.options.pool}; rbd pool init ${this.options.pool}) or fix rbd_store_pool in [${this.section}].`);
           }
           break;
         case 'EPERM':
         case 'EACCES':
           return errors.backendUnavailable(
-            `Image store 'rbd': permission denied for ${target} during ${action} (${error.operation}): give the user the caps Glance needs, e.g. ceph auth caps client.${this.options.user} mon 'profile rbd' osd 'profile rbd pool=${this.options.pool}'.`,
+            `Image store '${this.id}': permission denied for ${target} during ${action} (${error.operation}): give the user the caps Glance needs, e.g. ceph auth caps client.${this.options.user} mon 'profile rbd' osd 'profile rbd pool=${this.options.pool}'.`,
           );
         case 'ETIMEDOUT':
         case 'EINTR':
           return errors.backendUnavailable(
-            `Image store 'rbd' cannot connect to the Ceph cluster: no answer from the monitors (${this.client?.monHost ?? 'mon host'}) during ${action}. Check that the monitors run and that this host reaches them on ports 3300/6789.`,
+            `Image store '${this.id}' cannot connect to the Ceph cluster: no answer from the monitors (${this.client?.monHost ?? 'mon host'}) during ${action}. Check that the monitors run and that this host reaches them on ports 3300/6789.`,
           );
         case 'ENOSPC':
         case 'EDQUOT':
-          return errors.backendUnavailable(`Image store 'rbd': Ceph ${target} is full or over quota during ${action}: add OSDs or raise the pool quota.`);
+          return errors.backendUnavailable(`Image store '${this.id}': Ceph ${target} is full or over quota during ${action}: add OSDs or raise the pool quota.`);
         default:
           if (action === 'connect') {
             return errors.backendUnavailable(
-              `Image store 'rbd' cannot connect to the Ceph cluster as client.${this.options.user} with keyring ${this.client?.keyringPath}: ${error.message}. Check the keyring matches 'ceph auth get client.${this.options.user}'.`,
+              `Image store '${this.id}' cannot connect to the Ceph cluster as client.${this.options.user} with keyring ${this.client?.keyringPath}: ${error.message}. Check the keyring matches 'ceph auth get client.${this.options.user}'.`,
             );
           }
       }
     }
-    return errors.backendUnavailable(`Image store 'rbd': ${action} in ${target} failed: ${(error as Error).message}`);
+    return errors.backendUnavailable(`Image store '${this.id}': ${action} in ${target} failed: ${(error as Error).message}`);
   }
 
   /**
