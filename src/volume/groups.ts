@@ -16,19 +16,30 @@
  * snapshot.
  *
  * Statuses change through the state owner (src/state: `groups`,
- * `groupSnapshots`). A group made from a source and a group snapshot being
- * taken or deleted follow their member volumes and snapshots: `settle` moves
- * them (available / error / gone) when they are read, in every process that
- * serves the API, so a member task finishing on another host is seen too.
+ * `groupSnapshots`), on the write path only: a group made from a source and
+ * a group snapshot being taken or deleted follow their member volumes and
+ * snapshots, moved by `followMembers` in the transaction that changes a
+ * member (the member task's completion or failure, on whichever host ran
+ * it). Reads never write.
+ *
+ * Operation locks (src/tasks): every member task of a group snapshot writes
+ * the group and reads all its volumes, so two group snapshots of one group
+ * run one after the other, and a delete, extend or revert of a member waits
+ * for a group snapshot in progress (and it for them). Adding or removing
+ * volumes queues `group.sync`, which writes the group too: on a backend with
+ * its own groups (RBD) it makes the backend's group hold the group's
+ * volumes, from the database as it is when the task runs (a re-run after a
+ * crash syncs again).
  */
 import { randomUUID } from 'node:crypto';
 import { nowIso, type Db } from '../db/db.ts';
 import { errors, PumiceError } from '../errors.ts';
 import type { AuthContext } from '../http/router.ts';
-import { resourceStates } from '../state/owner.ts';
+import type { Task, TaskQueue } from '../tasks/queue.ts';
+import { resourceStates, type ResourceStates } from '../state/owner.ts';
 import type { GroupSnapshotStatus, GroupStatus } from '../state/tables.ts';
 import type { SnapshotRow, VolumeRow } from './records.ts';
-import { hasGroupSnapshots } from './drivers/driver.ts';
+import { hasGroupSnapshots, type VolumeBackend } from './drivers/driver.ts';
 import { requireStatus } from './states.ts';
 import type { VolumeService } from './volumes.ts';
 
@@ -201,13 +212,11 @@ export class VolumeGroups {
     return this.db.get<GroupRow>('SELECT * FROM volume_groups WHERE id = ?', id);
   }
 
-  /** The group, settled, if it is the caller's project's (any for an administrator); 404 otherwise. */
+  /** The group if it is the caller's project's (any for an administrator); 404 otherwise. */
   group(auth: AuthContext, id: string): GroupRow {
     const row = this.row(id);
     if (!row || (!auth.isAdmin && row.project_id !== this.volumes.projectOf(auth))) throw errors.notFound('Group', id);
-    const settled = this.settleGroup(row);
-    if (!settled) throw errors.notFound('Group', id);
-    return settled;
+    return row;
   }
 
   /** Ids of the group's volumes, oldest first. */
@@ -220,7 +229,7 @@ export class VolumeGroups {
   }
 
   list(auth: AuthContext, filter: GroupListFilter): GroupRow[] {
-    return this.listRows<GroupRow>('volume_groups', auth, filter).map((r) => this.settleGroup(r)).filter((r): r is GroupRow => r !== undefined);
+    return this.listRows<GroupRow>('volume_groups', auth, filter);
   }
 
   private listRows<T extends { id: string }>(table: 'volume_groups' | 'group_snapshots', auth: AuthContext, filter: GroupListFilter & { groupId?: string | null }): T[] {
@@ -325,6 +334,8 @@ export class VolumeGroups {
         if (volume.status === 'error') throw errors.backendUnavailable(`A volume of the new group could not be placed: ${volume.status_reason ?? 'no backend'}. Nothing was created.`);
         this.db.run('UPDATE volumes SET group_id = ? WHERE id = ?', id, volume.id);
       }
+      // Runs once the new volumes are made (their create tasks write them; this one reads them).
+      this.queueSync(id, []);
       return this.row(id)!;
     });
   }
@@ -377,7 +388,25 @@ export class VolumeGroups {
         'UPDATE volume_groups SET name = ?, description = ?, updated_at = ? WHERE id = ?',
         changes.name === undefined ? row.name : changes.name, changes.description === undefined ? row.description : changes.description, nowIso(), id,
       );
+      if (changes.addVolumes.length > 0 || changes.removeVolumes.length > 0) this.queueSync(id, changes.removeVolumes);
     });
+  }
+
+  /**
+   * Queues `group.sync` on the backend of the group's volumes (or of `leftIds`, the volumes that
+   * just left it) when that backend keeps groups of its own; nothing otherwise. Call it in the
+   * transaction that changes the membership. The task reads every volume it may touch: a delete,
+   * extend or create of one of them runs before or after it, never during.
+   */
+  private queueSync(groupId: string, leftIds: readonly string[]): void {
+    const memberIds = this.memberIds(groupId);
+    const placed = this.db.get<{ backend: string }>(
+      `SELECT backend FROM volumes WHERE id IN (${[...memberIds, ...leftIds].map(() => '?').join(',') || 'NULL'}) AND backend IS NOT NULL LIMIT 1`,
+      ...memberIds, ...leftIds,
+    );
+    const backend = placed ? this.volumes.manager.backends.get(placed.backend) : undefined;
+    if (!backend || !hasGroupSnapshots(backend.driver)) return;
+    this.volumes.queue.enqueue('group.sync', groupId, placed!.backend, {}, { locks: { read: [...memberIds, ...leftIds] } });
   }
 
   /**
@@ -405,6 +434,8 @@ export class VolumeGroups {
         throw errors.conflict(`Invalid group: group ${id} changed state while the delete was requested; retry.`);
       }
       for (const volumeId of members) this.volumes.deleteVolume(auth, volumeId, { cascade: false, force: false });
+      // A volume never placed on a backend is deleted at once: its group may be done already.
+      followMembers(this.db, 'group', id);
     });
   }
 
@@ -417,39 +448,17 @@ export class VolumeGroups {
     this.states.groups.force(id, status as GroupStatus, { status_reason: null }, 'group reset_status');
   }
 
-  /**
-   * A group made from a source follows its new volumes, a deleted one its
-   * remaining volumes. Returns the row as it now is, or undefined when gone.
-   */
-  private settleGroup(row: GroupRow): GroupRow | undefined {
-    if (row.status !== 'creating' && row.status !== 'deleting') return row;
-    const members = this.db.all<{ status: string; status_reason: string | null }>('SELECT status, status_reason FROM volumes WHERE group_id = ?', row.id);
-    if (row.status === 'creating') {
-      const failed = members.find((m) => m.status === 'error');
-      if (failed) this.states.groups.transition(row.id, ['creating'], 'error', { status_reason: `a volume of the group failed: ${failed.status_reason ?? 'error'}` });
-      else if (members.every((m) => m.status === 'available')) this.states.groups.transition(row.id, ['creating'], 'available');
-    } else if (members.length === 0) {
-      this.db.run("DELETE FROM volume_groups WHERE id = ? AND status = 'deleting'", row.id);
-      return undefined;
-    } else if (members.some((m) => m.status === 'error_deleting')) {
-      this.states.groups.transition(row.id, ['deleting'], 'error_deleting', { status_reason: 'a volume of the group could not be deleted' });
-    }
-    return this.row(row.id);
-  }
-
   // ---- group snapshots ----
 
-  /** The group snapshot, settled, if the caller's project's (any for an administrator); 404 otherwise. */
+  /** The group snapshot if the caller's project's (any for an administrator); 404 otherwise. */
   groupSnapshot(auth: AuthContext, id: string): GroupSnapshotRow {
     const row = this.db.get<GroupSnapshotRow>('SELECT * FROM group_snapshots WHERE id = ?', id);
     if (!row || (!auth.isAdmin && row.project_id !== this.volumes.projectOf(auth))) throw errors.notFound('Group snapshot', id);
-    const settled = this.settleGroupSnapshot(row);
-    if (!settled) throw errors.notFound('Group snapshot', id);
-    return settled;
+    return row;
   }
 
   listSnapshots(auth: AuthContext, filter: GroupListFilter & { groupId: string | null }): GroupSnapshotRow[] {
-    return this.listRows<GroupSnapshotRow>('group_snapshots', auth, filter).map((r) => this.settleGroupSnapshot(r)).filter((r): r is GroupSnapshotRow => r !== undefined);
+    return this.listRows<GroupSnapshotRow>('group_snapshots', auth, filter);
   }
 
   /**
@@ -480,6 +489,8 @@ export class VolumeGroups {
       for (const member of members) {
         const snapshot = this.volumes.createSnapshot(auth, {
           volumeId: member.id, name: `group-snapshot-${id}`, description: input.description, force: atOneMoment, metadata: {},
+          // Any member's task may take the one group snapshot of them all: each locks the group and every member.
+          locks: { write: [group.id], read: members.map((m) => m.id) },
         });
         this.db.run('UPDATE snapshots SET group_snapshot_id = ? WHERE id = ?', id, snapshot.id);
       }
@@ -504,6 +515,7 @@ export class VolumeGroups {
         throw errors.conflict(`Invalid group snapshot: group snapshot ${id} changed state while the delete was requested; retry.`);
       }
       for (const member of members) this.volumes.deleteSnapshot(auth, member.id, false, true);
+      followMembers(this.db, 'group snapshot', id);
     });
   }
 
@@ -515,20 +527,65 @@ export class VolumeGroups {
     }
     this.states.groupSnapshots.force(id, status as GroupSnapshotStatus, { status_reason: null }, 'group snapshot reset_status');
   }
+}
 
-  private settleGroupSnapshot(row: GroupSnapshotRow): GroupSnapshotRow | undefined {
-    if (row.status !== 'creating' && row.status !== 'deleting') return row;
-    const members = this.db.all<{ status: string; status_reason: string | null }>('SELECT status, status_reason FROM snapshots WHERE group_snapshot_id = ?', row.id);
-    if (row.status === 'creating') {
-      const failed = members.find((m) => m.status === 'error');
-      if (failed) this.states.groupSnapshots.transition(row.id, ['creating'], 'error', { status_reason: `a member snapshot failed: ${failed.status_reason ?? 'error'}` });
-      else if (members.every((m) => m.status === 'available')) this.states.groupSnapshots.transition(row.id, ['creating'], 'available');
-    } else if (members.length === 0) {
-      this.db.run("DELETE FROM group_snapshots WHERE id = ? AND status = 'deleting'", row.id);
-      return undefined;
-    } else if (members.some((m) => m.status === 'error_deleting')) {
-      this.states.groupSnapshots.transition(row.id, ['deleting'], 'error_deleting', { status_reason: 'a member snapshot could not be deleted' });
-    }
-    return this.db.get<GroupSnapshotRow>('SELECT * FROM group_snapshots WHERE id = ?', row.id);
+/** What a group or group snapshot follows: its member rows, and the words of its reasons. */
+const followed = {
+  group: { table: 'volume_groups', members: 'SELECT status, status_reason FROM volumes WHERE group_id = ?', member: 'a volume of the group' },
+  'group snapshot': { table: 'group_snapshots', members: 'SELECT status, status_reason FROM snapshots WHERE group_snapshot_id = ?', member: 'a member snapshot' },
+} as const;
+
+/** The statuses a group and a group snapshot share: the ones that follow their members. */
+type FollowingStatus = GroupStatus & GroupSnapshotStatus;
+
+/**
+ * Moves a group or group snapshot that follows its members after one of them
+ * changed: `creating` becomes `available` when every member is (`error`, with
+ * the member's reason, when one failed); `deleting` goes (the row is removed)
+ * when no member is left, or becomes `error_deleting` when a member could not
+ * be deleted. Any other status, or a null / gone id, is left alone. Call it in
+ * the transaction that changed the member, so that the two are one write
+ * (a crash leaves both or neither); calling it again changes nothing.
+ */
+export function followMembers(db: Db, kind: 'group' | 'group snapshot', id: string | null | undefined): void {
+  if (!id) return;
+  const { table, members: membersSql, member } = followed[kind];
+  const row = db.get<{ status: string }>(`SELECT status FROM ${table} WHERE id = ?`, id);
+  if (!row || (row.status !== 'creating' && row.status !== 'deleting')) return;
+  const states = resourceStates(db);
+  const owner = (kind === 'group' ? states.groups : states.groupSnapshots) as ResourceStates<FollowingStatus>;
+  const members = db.all<{ status: string; status_reason: string | null }>(membersSql, id);
+  if (row.status === 'creating') {
+    const failed = members.find((m) => m.status === 'error');
+    if (failed) owner.transition(id, ['creating'], 'error', { status_reason: `${member} failed: ${failed.status_reason ?? 'error'}` });
+    else if (members.every((m) => m.status === 'available')) owner.transition(id, ['creating'], 'available');
+  } else if (members.length === 0) {
+    db.run(`DELETE FROM ${table} WHERE id = ? AND status = 'deleting'`, id);
+  } else if (members.some((m) => m.status === 'error_deleting')) {
+    owner.transition(id, ['deleting'], 'error_deleting', { status_reason: `${member} could not be deleted` });
   }
+}
+
+/**
+ * Registers the volume role's group task: `group.sync` (resource: the group; queue: the backend)
+ * makes the backend's group hold the group's volumes on that backend as the database has them
+ * when it runs. A failure is logged only: the next group snapshot syncs the members anyway.
+ */
+export function registerGroupTasks(deps: { db: Db; queue: TaskQueue; ready(section: string): VolumeBackend; log(message: string): void }): void {
+  deps.queue.register(
+    'group.sync',
+    async (task: Task) => {
+      const driver = deps.ready(task.queue);
+      if (!hasGroupSnapshots(driver)) return;
+      // A deleting volume leaves its backend group in its own delete task.
+      const volumeIds = deps.db.all<{ id: string }>(
+        "SELECT id FROM volumes WHERE group_id = ? AND backend = ? AND status NOT IN ('deleting', 'error_deleting') ORDER BY created_at, id",
+        task.resourceId, task.queue,
+      ).map((r) => r.id);
+      task.checkpoint('group.sync.before');
+      await driver.syncGroupMembers(task.resourceId, volumeIds);
+      task.checkpoint('group.sync.synced');
+    },
+    (task, reason) => deps.log(`group ${task.resourceId}: its backend group could not be synced with its volumes (the next group snapshot syncs them): ${reason}`),
+  );
 }

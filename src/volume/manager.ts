@@ -21,6 +21,7 @@ import type { SnapshotRow, VolumeRow } from './records.ts';
 import type { PoolState } from './scheduler/scheduler.ts';
 import type { SnapshotStatus, VolumeStatus } from './states.ts';
 import { withoutDirectories } from '../redact.ts';
+import { followMembers, registerGroupTasks } from './groups.ts';
 
 export interface BackendState {
   config: BackendConfig;
@@ -305,6 +306,7 @@ export class VolumeManager {
       log: this.log,
       userMessage: (volumeId, reason) => this.userMessage(volumeId, 'VOLUME', 'VOLUME_VOLUME_001_008', reason),
     });
+    registerGroupTasks({ db: this.db, queue: this.queue, ready: (section) => this.ready(section), log: this.log });
 
     this.queue.register(
       'volume.create',
@@ -361,6 +363,7 @@ export class VolumeManager {
         task.complete(() => {
           if (source?.kind !== 'backup') {
             volumes.transition(row.id, ['creating'], 'available', { launched_at: nowIso() });
+            this.followGroupOf(row.id);
             return;
           }
           // Chain: the volume is held in restoring-backup and its restore is queued in the same
@@ -374,6 +377,7 @@ export class VolumeManager {
       },
       (task, reason) => {
         volumes.transition(task.resourceId, ['creating', 'downloading'], 'error', { status_reason: reason });
+        this.followGroupOf(task.resourceId);
         const { source } = task.payload as CreatePayload;
         // The backup held for this volume's restore is released: the restore will never run.
         if (source?.kind === 'backup') {
@@ -433,6 +437,8 @@ export class VolumeManager {
         task.checkpoint('volume.delete.deleted');
         task.complete(() => {
           this.db.run('DELETE FROM volumes WHERE id = ?', row.id);
+          // A deleting volume cannot leave its group: the row read at the start names it.
+          followMembers(this.db, 'group', row.group_id);
           // A backup held for a restore into this volume (force-deleted before the restore ran) is usable again.
           for (const held of this.db.all<{ id: string }>("SELECT id FROM backups WHERE restore_volume_id = ? AND status = 'restoring'", row.id)) {
             this.states.backups.transition(held.id, ['restoring'], 'available', { restore_volume_id: null, fail_reason: `restore target volume ${row.id} was deleted` });
@@ -441,6 +447,7 @@ export class VolumeManager {
       },
       (task, reason) => {
         volumes.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });
+        this.followGroupOf(task.resourceId);
         this.userMessage(task.resourceId, 'VOLUME', 'VOLUME_VOLUME_001_004', `delete volume: ${reason}`);
         // A cascade delete put the volume's snapshots in 'deleting'; left there, nothing could ever delete them again.
         for (const snap of this.db.all<{ id: string }>("SELECT id FROM snapshots WHERE volume_id = ? AND status = 'deleting'", task.resourceId)) {
@@ -517,10 +524,14 @@ export class VolumeManager {
         task.checkpoint('snapshot.create.before');
         await driver.createSnapshot(this.snapshotRef(snap, parent.size_gib));
         task.checkpoint('snapshot.create.taken');
-        task.complete(() => snapshots.transition(snap.id, ['creating'], 'available', { progress: '100%', size_gib: parent.size_gib }));
+        task.complete(() => {
+          snapshots.transition(snap.id, ['creating'], 'available', { progress: '100%', size_gib: parent.size_gib });
+          followMembers(this.db, 'group snapshot', snap.group_snapshot_id);
+        });
       },
       (task, reason) => {
         snapshots.transition(task.resourceId, ['creating'], 'error', { status_reason: reason });
+        followMembers(this.db, 'group snapshot', snapshot(task.resourceId)?.group_snapshot_id);
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_001', `create snapshot: ${reason}`);
       },
     );
@@ -539,12 +550,16 @@ export class VolumeManager {
           await driver.unmanageSnapshot({ id: snap.id, volumeId: snap.volume_id, sizeGiB: snap.size_gib }, unmanageAs);
         } else if (hasSnapshots(driver)) await driver.deleteSnapshot(this.snapshotRef(snap, snap.size_gib));
         task.checkpoint('snapshot.delete.deleted');
-        task.complete(() => this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id));
+        task.complete(() => {
+          this.db.run('DELETE FROM snapshots WHERE id = ?', snap.id);
+          followMembers(this.db, 'group snapshot', snap.group_snapshot_id);
+        });
       },
       (task, reason) => {
         // An unmanage that failed leaves the snapshot managed, in error (Cinder's unmanaging → error).
         snapshots.transition(task.resourceId, ['unmanaging'], 'error', { status_reason: reason });
         snapshots.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });
+        followMembers(this.db, 'group snapshot', snapshot(task.resourceId)?.group_snapshot_id);
         this.userMessage(task.resourceId, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_002', `delete snapshot: ${reason}`);
       },
     );
@@ -563,6 +578,11 @@ export class VolumeManager {
     if (!groupSnapshot) return ref;
     const volumeIds = this.db.all<{ volume_id: string }>('SELECT volume_id FROM snapshots WHERE group_snapshot_id = ? ORDER BY volume_id', groupSnapshotId).map((r) => r.volume_id);
     return { ...ref, groupSnapshot: { groupId: groupSnapshot.group_id, groupSnapshotId, volumeIds } };
+  }
+
+  /** The volume's group, if it follows its members (made from a source, or being deleted), moves after it. */
+  private followGroupOf(volumeId: string): void {
+    followMembers(this.db, 'group', this.db.get<{ group_id: string | null }>('SELECT group_id FROM volumes WHERE id = ?', volumeId)?.group_id);
   }
 
   /** An upload is over (done or failed): the volume goes back to the status it had. */
@@ -618,6 +638,7 @@ export class VolumeManager {
       const errorStatus = row.status === 'deleting' ? 'error_deleting' : row.status === 'extending' ? 'error_extending' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the volume was set to ${errorStatus}`;
       if (!this.states.volumes.transition(row.id, [row.status as VolumeStatus], errorStatus, { status_reason: reason })) continue;
+      followMembers(this.db, 'group', row.group_id);
       // status_reason is not in the API: the user message is where the reason shows.
       this.userMessage(row.id, 'VOLUME', 'VOLUME_VOLUME_001_007', `${row.status} volume: ${reason}`);
       this.log(`reconcile: volume ${row.id}: ${reason}`);
@@ -644,6 +665,7 @@ export class VolumeManager {
       const next = row.status === 'deleting' ? 'error_deleting' : row.status === 'restoring' ? 'available' : 'error';
       const reason = `the operation '${row.status}' was interrupted and has no pending task; the snapshot was set to ${next}`;
       if (!this.states.snapshots.transition(row.id, [row.status as SnapshotStatus], next, { status_reason: reason })) continue;
+      followMembers(this.db, 'group snapshot', row.group_snapshot_id);
       if (next !== 'available') this.userMessage(row.id, 'SNAPSHOT', 'VOLUME_SNAPSHOT_001_003', `${row.status} snapshot: ${reason}`);
       this.log(`reconcile: snapshot ${row.id}: ${reason}`);
       cleaned++;

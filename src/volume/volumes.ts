@@ -71,7 +71,7 @@ export class VolumeService {
     private readonly db: Db,
     /** The configuration (the API reads its policy file and response-validation flag from it). */
     readonly config: PumiceConfig,
-    private readonly queue: TaskQueue,
+    readonly queue: TaskQueue,
     readonly manager: VolumeManager,
     readonly quotas: Quotas,
   ) {}
@@ -660,6 +660,14 @@ export class VolumeService {
       const row = this.volume(auth, id);
       const snap = this.snapshot(auth, snapshotId);
       if (snap.volume_id !== id) throw errors.badRequest(`Snapshot ${snapshotId} belongs to volume ${snap.volume_id}, not to volume ${id}.`);
+      // A member of a group snapshot holds the group's moment: reverting one volume alone would break
+      // that (and on RBD it lives in librbd's group namespace, which rbd_snap_rollback cannot reach).
+      if (snap.group_snapshot_id) {
+        throw errors.badRequest(
+          `Invalid snapshot: snapshot ${snapshotId} is a member of group snapshot ${snap.group_snapshot_id}, and a volume cannot be reverted to one member of a group snapshot. ` +
+          `Create a volume from the member snapshot (openstack volume create --snapshot ${snapshotId}), or a group from the group snapshot (cinder group-create-from-src --group-snapshot ${snap.group_snapshot_id}).`,
+        );
+      }
       requireStatus('volume', id, row.status, 'revert to a snapshot', ['available']);
       requireStatus('snapshot', snap.id, snap.status, 'revert to it', ['available']);
       const latest = this.db.get<{ id: string }>('SELECT id FROM snapshots WHERE volume_id = ? ORDER BY created_at DESC, rowid DESC LIMIT 1', id);
@@ -770,7 +778,8 @@ export class VolumeService {
   }
 
   // ---- snapshots ----
-  createSnapshot(auth: AuthContext, input: { volumeId: string; name?: string | null; description?: string | null; force: boolean; metadata?: Record<string, string> }): SnapshotRow {
+  /** `locks`: more resources the snapshot task locks (a group snapshot's member: its group and the other members). */
+  createSnapshot(auth: AuthContext, input: { volumeId: string; name?: string | null; description?: string | null; force: boolean; metadata?: Record<string, string>; locks?: { read?: string[]; write?: string[] } }): SnapshotRow {
     const id = randomUUID();
     return this.db.transaction(() => {
       const volume = this.volume(auth, input.volumeId);
@@ -786,7 +795,7 @@ export class VolumeService {
         id, volume.project_id, auth.userId, volume.id, input.name ?? null, input.description ?? null, volume.size_gib, JSON.stringify(input.metadata ?? {}), now, now,
       );
       // The snapshot reads its volume: an extend or a delete of the volume waits for it (and it for them).
-      this.queue.enqueue('snapshot.create', id, volume.backend!, {}, { locks: { read: [volume.id] } });
+      this.queue.enqueue('snapshot.create', id, volume.backend!, {}, { locks: { read: [volume.id, ...(input.locks?.read ?? [])], write: input.locks?.write ?? [] } });
       return this.db.get<SnapshotRow>('SELECT * FROM snapshots WHERE id = ?', id)!;
     });
   }

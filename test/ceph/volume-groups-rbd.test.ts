@@ -7,6 +7,11 @@
  * (create-from-src) holds, in each of its two volumes, the bytes of the snapshot moment (copied:
  * Ceph Pacific cannot clone from a group-namespace snapshot). A member snapshot cannot be
  * deleted alone. Deleting everything leaves the pool's groups, images and trash as they were.
+ * Then: add_volumes / remove_volumes change the RBD group at once (`rbd group image list`, no
+ * group snapshot needed), and two group snapshots of one group plus an extend of a member, asked
+ * at the same moment, run one after the other (the server, stopped mid group snapshot, runs one
+ * task only): both librbd group snapshots complete, each member snapshot records its RBD
+ * snapshot's size, nothing in error, no librbd error in the log.
  * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +21,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import Database from 'better-sqlite3';
 import type { CephLab } from '../../src/ceph/lab.ts';
 import { labForTest, rbdBackendSection, type TestLab } from '../helpers/ceph-config.ts';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
@@ -257,5 +263,101 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
       after = judged(await poolContent());
     }
     assert.deepEqual(after, judged(poolBefore), 'the pool holds the groups, images and trash entries it held before the test');
+  });
+
+  test('the RBD group follows add/remove at once; two group snapshots and an extend of a member at the same moment serialize', async () => {
+    // This server stops itself (SIGSTOP) the first time a group snapshot has synced its RBD group,
+    // right before rbd_group_snap_create2 (adds and removes pass another point): the tasks running
+    // then are all that the locks let run beside it.
+    await pumice.stop();
+    await start({ PUMICE_CRASH_POINT: 'rbd.group-snapshot.members-synced:1:stop' });
+    const groupType = (await call('POST', '/group_types', 202, { group_type: { name: 'rbd-groups-2' } })).group_type.id as string;
+    const volumeType = (await call('GET', '/types', 200)).volume_types[0].id as string;
+    const group = (await call('POST', '/groups', 202, { group: { name: 'rbd-sync', group_type: groupType, volume_types: [volumeType] } })).group.id as string;
+    rbdGroups.push(`group-${group}`);
+    const volumes: string[] = [];
+    for (const name of ['rbd-sync-1', 'rbd-sync-2']) {
+      const id = (await call('POST', '/volumes', 202, { volume: { size: 1, name } })).volume.id as string;
+      volumes.push(id);
+      images.push(`volume-${id}`);
+    }
+    for (const id of volumes) await admin.waitVolume(id, ['available'], 60_000);
+    const [first, second] = volumes as [string, string];
+    /** The images `rbd group image list` shows, once they are `expected` (the sync is a task: polled, 60 s at most). */
+    const groupImages = async (expected: string[]) => {
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const listed = await rbd(['group', 'image', 'list', '--format', 'json', `volumes/group-${group}`]).then((r) => (JSON.parse(r.stdout) as { image: string }[]).map((m) => m.image).sort()).catch(() => [] as string[]);
+        if (JSON.stringify(listed) === JSON.stringify([...expected].sort()) || Date.now() > deadline) return listed;
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+    };
+    // No group snapshot yet: the adds alone put the images in the RBD group, the remove takes one out.
+    await call('PUT', `/groups/${group}`, 202, { group: { add_volumes: volumes.join(',') } });
+    assert.deepEqual(await groupImages(volumes.map((v) => `volume-${v}`)), volumes.map((v) => `volume-${v}`).sort(), 'both images in the RBD group after add_volumes');
+    await call('PUT', `/groups/${group}`, 202, { group: { remove_volumes: second } });
+    assert.deepEqual(await groupImages([`volume-${first}`]), [`volume-${first}`], 'the removed image left the RBD group');
+    await call('PUT', `/groups/${group}`, 202, { group: { add_volumes: second } });
+    assert.deepEqual(await groupImages(volumes.map((v) => `volume-${v}`)), volumes.map((v) => `volume-${v}`).sort());
+    assert.deepEqual(JSON.parse((await rbd(['group', 'snap', 'ls', '--format', 'json', `volumes/group-${group}`])).stdout), [], 'no group snapshot was needed for that');
+
+    // Two group snapshots of the group and an extend of a member, asked at the same moment.
+    const logFrom = pumice.output().length;
+    const [gsA, gsB, extend] = await Promise.all([
+      admin.request('POST', `${admin.volumeUrl}/group_snapshots`, { group_snapshot: { group_id: group, name: 'rbd-gs-a' } }, MV),
+      admin.request('POST', `${admin.volumeUrl}/group_snapshots`, { group_snapshot: { group_id: group, name: 'rbd-gs-b' } }, MV),
+      admin.request('POST', `${admin.volumeUrl}/volumes/${first}/action`, { 'os-extend': { new_size: 2 } }, MV),
+    ]);
+    try {
+      assert.equal(gsA.status, 202, gsA.text);
+      assert.equal(gsB.status, 202, gsB.text);
+      assert.equal(extend.status, 202, extend.text);
+      const stopDeadline = Date.now() + 60_000;
+      while (!/crash-point rbd\.group-snapshot\.members-synced:1: stopping/.test(pumice.output())) {
+        if (Date.now() > stopDeadline) throw new Error(`the server did not stop at the group snapshot:\n${pumice.output().slice(-2000)}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const db = new Database(pumice.database, { readonly: true, fileMustExist: true });
+      const tasks = db.prepare("SELECT kind, resource_id, state FROM tasks WHERE state IN ('running', 'queued') ORDER BY id").all() as { kind: string; resource_id: string; state: string }[];
+      db.close();
+      const running = tasks.filter((t) => t.state === 'running');
+      assert.equal(running.length, 1, `only the task taking the group snapshot runs: ${JSON.stringify(tasks)}`);
+      assert.equal(running[0]!.kind, 'snapshot.create');
+    } finally {
+      process.kill(pumice.proc.pid!, 'SIGCONT');
+    }
+    const groupSnapshots = [gsA.body.group_snapshot.id as string, gsB.body.group_snapshot.id as string];
+    for (const id of groupSnapshots) {
+      const taken = await waitFor(`/group_snapshots/${id}`, 'group_snapshot', ['available', 'error']);
+      assert.equal(taken.status, 'available', JSON.stringify(taken));
+    }
+    const extended = await admin.waitVolume(first, ['available', 'error_extending'], 60_000);
+    assert.equal(extended.status, 'available');
+    assert.equal((await call('GET', `/volumes/${first}`, 200)).volume.size, 2);
+    // Both librbd group snapshots complete; every member snapshot records the size its RBD snapshot has.
+    const rbdSnaps = JSON.parse((await rbd(['group', 'snap', 'ls', '--format', 'json', `volumes/group-${group}`])).stdout) as { snapshot: string; state: string }[];
+    assert.deepEqual(rbdSnaps.map((g) => [g.snapshot, g.state]).sort(), groupSnapshots.map((id) => [`snapshot-${id}`, 'ok']).sort());
+    const members = ((await call('GET', '/snapshots/detail', 200)).snapshots as any[]).filter((s) => groupSnapshots.includes(s.group_snapshot_id));
+    assert.equal(members.length, 4);
+    for (const member of members) {
+      assert.equal(member.status, 'available', JSON.stringify(member));
+      const snaps = JSON.parse((await rbd(['snap', 'ls', '--all', '--format', 'json', `volumes/volume-${member.volume_id}`])).stdout) as { size: number; namespace: { 'group snap'?: string; group_snap?: string } }[];
+      const own = snaps.find((x) => (x.namespace['group snap'] ?? x.namespace.group_snap) === `snapshot-${member.group_snapshot_id}`);
+      assert.ok(own, `volume-${member.volume_id} has its snapshot of ${member.group_snapshot_id}: ${JSON.stringify(snaps)}`);
+      assert.equal(own.size, member.size * 1024 * MiB, `member ${member.id} of ${member.group_snapshot_id} records ${member.size} GiB, its RBD snapshot has ${own.size} bytes`);
+    }
+    for (const id of volumes) assert.equal((await call('GET', `/volumes/${id}`, 200)).volume.status, 'available');
+    const log = pumice.output().slice(logFrom).split('\n').filter((line) => !line.includes('crash-point')).join('\n');
+    assert.doesNotMatch(log, /librbd|rbd_group|failed|ERROR/, `no librbd error and no failed task:\n${log.slice(-3000)}`);
+
+    // Clean up through Pumice: the group snapshots, then the group with its volumes; the RBD group goes too.
+    for (const id of groupSnapshots) await call('DELETE', `/group_snapshots/${id}`, 202);
+    for (const id of groupSnapshots) await waitFor(`/group_snapshots/${id}`, 'group_snapshot', ['deleted']);
+    await call('POST', `/groups/${group}/action`, 202, { delete: { 'delete-volumes': true } });
+    await waitFor(`/groups/${group}`, 'group', ['deleted']);
+    await call('DELETE', `/group_types/${groupType}`, 202);
+    const deadline = Date.now() + 30_000;
+    while ((await poolContent()).groups.includes(`group-${group}`) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.ok(!(await poolContent()).groups.includes(`group-${group}`), 'the RBD group is gone with its last volume');
   });
 });

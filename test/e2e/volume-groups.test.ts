@@ -272,6 +272,7 @@ print('{}')`, group.ID);
     await ok(member, 'PUT', `/groups/${group}`, 202, { group: { add_volumes: vol } });
     const gs = (await ok(member, 'POST', '/group_snapshots', 202, { group_snapshot: { group_id: group, name: 'bi-gs' } })).group_snapshot.id as string;
     await waitFor(member, `/group_snapshots/${gs}`, 'group_snapshot', ['available']);
+    const memberSnapshot = (await ok(member, 'GET', `/snapshots?volume_id=${vol}`, 200)).snapshots[0].id as string;
 
     interface Case { name: string; as?: ApiClient; mv?: string; method: string; path: string; body?: unknown; raw?: string; expect: number; message?: RegExp }
     const T = '/group_types';
@@ -365,6 +366,7 @@ print('{}')`, group.ID);
       { name: 'gs reset: before 3.19', as: admin, mv: '3.18', method: 'POST', path: `/group_snapshots/${gs}/action`, body: { reset_status: { status: 'error' } }, expect: 404 },
       { name: 'gs reset: not a status', as: admin, method: 'POST', path: `/group_snapshots/${gs}/action`, body: { reset_status: { status: 'sleepy' } }, expect: 400, message: /sleepy/ },
       { name: 'gs reset: unknown action', as: admin, method: 'POST', path: `/group_snapshots/${gs}/action`, body: { delete: {} }, expect: 400 },
+      { name: 'revert: to a member of a group snapshot', method: 'POST', path: `/volumes/${vol}/action`, body: { revert: { snapshot_id: memberSnapshot } }, expect: 400, message: new RegExp(`member of group snapshot ${gs}.*volume create --snapshot ${memberSnapshot}.*group-create-from-src --group-snapshot ${gs}`) },
     ];
     const failures: string[] = [];
     for (const c of cases) {

@@ -108,6 +108,13 @@ export interface Snapshots {
  */
 export interface GroupSnapshots {
   readonly consistentGroupSnapshots: true;
+  /**
+   * Makes the backend's group of Block Storage group `groupId` hold exactly `volumeIds` (of this
+   * backend): volumes added, others removed, the backend's group made when it holds volumes.
+   * Idempotent (a re-run after a crash converges); a volume whose storage is gone or not made yet
+   * is skipped (its create or delete settles it). Taking a group snapshot syncs too, as a safety net.
+   */
+  syncGroupMembers(groupId: string, volumeIds: readonly string[]): Promise<void>;
 }
 
 export function hasGroupSnapshots(backend: VolumeBackend): backend is VolumeBackend & GroupSnapshots {

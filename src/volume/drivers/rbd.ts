@@ -14,10 +14,12 @@
  * A Block Storage group snapshot is one librbd group snapshot
  * (`rbd_group_snap_create2`) of the RBD group `group-<group id>`, named
  * `snapshot-<group snapshot id>`: crash-consistent across the members, so
- * they may be attached meanwhile. The RBD group is made and its members
- * synced with the group snapshot's volumes right before it is taken (every
- * step idempotent, re-run after a crash); a volume leaves its RBD group when
- * it is deleted, and the collector removes RBD groups that hold nothing.
+ * they may be attached meanwhile. The RBD group's members follow the Block
+ * Storage group's when volumes are added or removed (`syncGroupMembers`, a
+ * task of the volume role), and are synced again with the group snapshot's
+ * volumes right before it is taken (every step idempotent, re-run after a
+ * crash); a volume leaves its RBD group when it is deleted, and the
+ * collector removes RBD groups that hold nothing.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -668,25 +670,56 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     const existing = (await io.groupSnapList(group)).find((s) => s.name === snap);
     if (existing?.complete) return;
     if (existing) await io.groupSnapRemove(group, snap).catch(ignoreMissing);
-    const wanted = ref.volumeIds.map(volumeImage);
+    await this.syncMembers(group, ref.volumeIds, { skipMissing: false });
+    crashPoint('rbd.group-snapshot.members-synced');
+    // QEMU registers no quiesce watcher: without SKIP_QUIESCE librbd would wait on attached images for nothing.
+    await io.groupSnapCreate(group, snap, RBD_SNAP_CREATE_SKIP_QUIESCE).catch(ignoreExisting);
+    crashPoint('rbd.group-snapshot.taken');
+  }
+
+  async syncGroupMembers(groupId: string, volumeIds: readonly string[]): Promise<void> {
+    const group = groupImage(groupId);
+    await this.call(`sync RBD group ${group}`, async () => {
+      if (volumeIds.length === 0) {
+        // Nothing to hold: the members leave; the group goes once no group snapshot needs it.
+        if (!(await this.io().groupList()).includes(group)) return;
+        await this.syncMembers(group, [], { skipMissing: true });
+        await this.removeGroupIfEmpty(group);
+        return;
+      }
+      await this.io().groupCreate(group).catch(ignoreExisting);
+      await this.syncMembers(group, volumeIds, { skipMissing: true });
+      crashPoint('rbd.group.members-synced');
+    });
+  }
+
+  /**
+   * Makes RBD group `group` hold exactly the images of `volumeIds` in this pool. An image in
+   * another RBD group (the volume moved between Block Storage groups) leaves it first: an image
+   * is in one group at most. `skipMissing`: an image not there (not made yet, or deleted) is
+   * skipped, else its ENOENT is thrown (a group snapshot of a volume without an image is wrong).
+   */
+  private async syncMembers(group: string, volumeIds: readonly string[], options: { skipMissing: boolean }): Promise<void> {
+    const io = this.io();
+    const wanted = volumeIds.map(volumeImage);
     const members = await io.groupImageList(group);
     for (const member of members) {
       if (member.poolId === io.poolId && !wanted.includes(member.name)) await io.groupImageRemove(group, member.name).catch(ignoreMissing);
     }
     for (const name of wanted) {
       if (members.some((m) => m.complete && m.poolId === io.poolId && m.name === name)) continue;
-      await this.withImage(name, async (image) => {
-        const current = await image.getGroup();
-        if (current && current.name === group) return;
-        // In another group (the volume moved between Block Storage groups): it can be in one only.
-        if (current) await io.groupImageRemove(current.name, name).catch(ignoreMissing);
-        await io.groupImageAdd(group, name);
-      });
+      try {
+        await this.withImage(name, async (image) => {
+          const current = await image.getGroup();
+          if (current && current.name === group) return;
+          if (current) await io.groupImageRemove(current.name, name).catch(ignoreMissing);
+          await io.groupImageAdd(group, name);
+        });
+      } catch (error) {
+        if (options.skipMissing && error instanceof RbdError && error.code === 'ENOENT' && !(await io.listImages()).includes(name)) continue;
+        throw error;
+      }
     }
-    crashPoint('rbd.group-snapshot.members-synced');
-    // QEMU registers no quiesce watcher: without SKIP_QUIESCE librbd would wait on attached images for nothing.
-    await io.groupSnapCreate(group, snap, RBD_SNAP_CREATE_SKIP_QUIESCE).catch(ignoreExisting);
-    crashPoint('rbd.group-snapshot.taken');
   }
 
   /** The id of `imageName`'s snapshot of the group snapshot (it has no user name); NotFound when absent. */
