@@ -590,6 +590,20 @@ export class ServerService {
     return resourceStates(this.db).servers.transition(id, fromVm, fromTask, changes);
   }
 
+  /** The scheduler's choice of a host other than the server's own for a migration (a 400 naming the filters' reasons when none fits). */
+  private otherHostFor(row: ServerRow, verb: 'live-migrate' | 'migrate'): string {
+    const result = this.scheduler.select({
+      flavor: JSON.parse(row.flavor) as FlavorSnapshot,
+      imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
+      availabilityZone: row.requested_zone,
+      forcedHost: null,
+      needsLocalDisk: false,
+      ignoreHosts: row.host ? [row.host] : [],
+    });
+    if (!result.ok) throw errors.badRequest(`No valid host was found to ${verb} instance ${row.id} to. ${result.reasons.join('; ')}`);
+    return result.hosts[0]!.service.host;
+  }
+
   /**
    * os-migrateLive: Nova's checks first (a refusal changes nothing), then the target is chosen (the
    * scheduler, or the named host checked), the server goes to MIGRATING (task_state migrating), a
@@ -603,21 +617,8 @@ export class ServerService {
     const refusal = liveMigrationRefusal(row, this.bdms(id), request, { hosts: this.hosts, imagesType: this.options.imagesType });
     if (refusal) throw refusal;
     if (!row.host || !this.hostIsUp(row.host)) throw errors.conflict(`Instance ${id} cannot be live-migrated: its compute host ${row.host ?? '(none)'} is down, and the source host runs the migration. Evacuate it instead (openstack server evacuate).`);
-    let dest = request.host;
-    if (dest === null) {
-      const result = this.scheduler.select({
-        flavor: JSON.parse(row.flavor) as FlavorSnapshot,
-        imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
-        availabilityZone: row.requested_zone,
-        forcedHost: null,
-        needsLocalDisk: false,
-        ignoreHosts: [row.host],
-      });
-      if (!result.ok) throw errors.badRequest(`No valid host was found to live-migrate instance ${id} to. ${result.reasons.join('; ')}`);
-      dest = result.hosts[0]!.service.host;
-    }
     const source = row.host;
-    const target = dest;
+    const target = request.host ?? this.otherHostFor(row, 'live-migrate');
     return this.db.transaction(() => {
       if (!this.transition(id, ['active'], [null], { task_state: 'migrating' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
       const migration = this.migrations.createLive(row, target, auth);
@@ -648,21 +649,8 @@ export class ServerService {
     if (running) throw errors.conflict(`Instance ${id} is being ${running.migration_type === 'evacuation' ? 'evacuated' : 'live-migrated'} (migration ${running.id}, ${running.status}): wait for it to end.`);
     const refusal = coldMigrationRefusal(row, this.bdms(id), host, { hosts: this.hosts, imagesType: this.options.imagesType });
     if (refusal) throw refusal;
-    let dest = host;
-    if (dest === null) {
-      const result = this.scheduler.select({
-        flavor: JSON.parse(row.flavor) as FlavorSnapshot,
-        imageProperties: JSON.parse(row.image_meta) as Record<string, string>,
-        availabilityZone: row.requested_zone,
-        forcedHost: null,
-        needsLocalDisk: false,
-        ignoreHosts: [row.host!],
-      });
-      if (!result.ok) throw errors.badRequest(`No valid host was found to migrate instance ${id} to. ${result.reasons.join('; ')}`);
-      dest = result.hosts[0]!.service.host;
-    }
     const source = row.host!;
-    const target = dest;
+    const target = host ?? this.otherHostFor(row, 'migrate');
     return this.db.transaction(() => {
       if (!this.transition(id, ['active', 'stopped'], [null], { task_state: 'resize_prep' })) throw errors.conflict(`Instance ${id} changed state; retry.`);
       const migration = this.migrations.createCold(row, target, auth);
