@@ -120,21 +120,35 @@ let nextSessionId = 1;
  * 100 MiB per rbd upload). Reused, the memory stays bounded by the uploads running
  * at once. A batch is given back only when no worker or write still reads it.
  */
-const freeBatches = new Map<number, Buffer[]>();
+const freeBatches = new Map<string, Buffer[]>();
 const freeBatchesPerSizeMax = 32;
 
+/**
+ * Makes a store's batches: `plainBatches` for any sink, or a store's own kind (the file store's
+ * direct I/O needs batches at a block-aligned address). Batches are pooled per kind and size.
+ */
+export interface BatchAllocator {
+  /** Names the kind in the pool: batches of one kind and size are interchangeable. */
+  readonly kind: string;
+  /** A batch of `bytes` in shared memory (a view: its SharedArrayBuffer may be larger). */
+  allocate(bytes: number): Buffer;
+}
+
+export const plainBatches: BatchAllocator = { kind: 'plain', allocate: (bytes) => Buffer.from(new SharedArrayBuffer(bytes)) };
+
 /** Free batches of `bytes` in the pool (for tests). */
-export function pooledBatches(bytes: number): number {
-  return freeBatches.get(bytes)?.length ?? 0;
+export function pooledBatches(bytes: number, kind = plainBatches.kind): number {
+  return freeBatches.get(`${kind}:${bytes}`)?.length ?? 0;
 }
 
-function takeBatch(bytes: number): Buffer {
-  return freeBatches.get(bytes)?.pop() ?? Buffer.from(new SharedArrayBuffer(bytes));
+function takeBatch(bytes: number, allocator: BatchAllocator): Buffer {
+  return freeBatches.get(`${allocator.kind}:${bytes}`)?.pop() ?? allocator.allocate(bytes);
 }
 
-function giveBackBatch(batch: Buffer): void {
-  let list = freeBatches.get(batch.length);
-  if (!list) freeBatches.set(batch.length, (list = []));
+function giveBackBatch(batch: Buffer, allocator: BatchAllocator): void {
+  const key = `${allocator.kind}:${batch.length}`;
+  let list = freeBatches.get(key);
+  if (!list) freeBatches.set(key, (list = []));
   if (list.length < freeBatchesPerSizeMax) list.push(batch);
 }
 
@@ -152,6 +166,8 @@ export interface StreamHasherOptions {
   sink?: BatchSink;
   batchBytes?: number;
   slotsMax?: number;
+  /** Where batches come from (default: plain shared memory). */
+  allocator?: BatchAllocator;
 }
 
 /**
@@ -167,6 +183,7 @@ export class StreamHasher {
   private readonly sink: BatchSink | null;
   private readonly batchBytes: number;
   private readonly slotsMax: number;
+  private readonly allocator: BatchAllocator;
   /** Bytes handed to the workers and the sink so far: the stream offset of the next batch. */
   private postedBytes = 0;
   private sinkWrites = 0;
@@ -186,6 +203,7 @@ export class StreamHasher {
     this.sink = options.sink ?? null;
     this.batchBytes = options.batchBytes ?? batchBytesDefault;
     this.slotsMax = options.slotsMax ?? slotsMaxDefault;
+    this.allocator = options.allocator ?? plainBatches;
     if (this.algorithms.length === 0 && !this.sink) throw new Error('StreamHasher: nothing to do (no hashing and no sink)');
     for (const algorithm of this.algorithms) {
       workers[algorithm].open(this.id, {
@@ -239,7 +257,7 @@ export class StreamHasher {
   /** Gives the slots no worker and no write still reads back to the pool (once); a busy one is left to the garbage collector. */
   private releaseIdleSlots(): void {
     for (let i = 0; i < this.slots.length; i++) {
-      if (this.pending[i] === 0) giveBackBatch(this.slots[i]!);
+      if (this.pending[i] === 0) giveBackBatch(this.slots[i]!, this.allocator);
     }
     this.slots.length = 0;
     this.pending.length = 0;
@@ -250,7 +268,7 @@ export class StreamHasher {
     const free = this.pending.indexOf(0);
     if (free >= 0) return free;
     if (this.slots.length >= this.slotsMax) return -1;
-    this.slots.push(takeBatch(this.batchBytes));
+    this.slots.push(takeBatch(this.batchBytes, this.allocator));
     this.pending.push(0);
     return this.slots.length - 1;
   }

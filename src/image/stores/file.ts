@@ -8,12 +8,13 @@
  * hash workers and the file writes read in place.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, mkdirSync } from 'node:fs';
+import { constants, createReadStream, mkdirSync } from 'node:fs';
 import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { StreamHasher } from '../hashing.ts';
+import { plainBatches, StreamHasher } from '../hashing.ts';
+import { DirectIo, directIoLength } from './direct-io.ts';
 import { nonZeroRuns } from '../zero-runs.ts';
 
 /**
@@ -56,12 +57,18 @@ export class SizeLimitExceeded extends Error {
   }
 }
 
-/** Writes the non-zero runs of `data` at `at` (all at once: they are disjoint); failures are the store's. */
-async function writeRuns(handle: FileHandle, data: Buffer, at: number): Promise<void> {
-  const writes = nonZeroRuns(data).map(async ([start, end]) => {
+/**
+ * Writes the non-zero runs of `data` at `at` (all at once: they are disjoint); failures are the store's.
+ * With `direct`, a run's end is rounded up to a block (the batch has room: see DirectIo), which only the
+ * last batch's last run needs; the final truncate cuts what lies past the data.
+ */
+async function writeRuns(handle: FileHandle, data: Buffer, at: number, direct: boolean): Promise<void> {
+  const memory = direct ? Buffer.from(data.buffer, data.byteOffset, directIoLength(data.length)) : data;
+  const writes = nonZeroRuns(data).map(async ([start, runEnd]) => {
+    const end = direct ? directIoLength(runEnd) : runEnd;
     // pwrite may write less than asked: loop until the run is written.
     for (let done = start; done < end; ) {
-      const { bytesWritten } = await handle.write(data, done, end - done, at + done);
+      const { bytesWritten } = await handle.write(memory, done, end - done, at + done);
       done += bytesWritten;
     }
   });
@@ -78,34 +85,24 @@ async function writeRuns(handle: FileHandle, data: Buffer, at: number): Promise<
  */
 const storeNamePattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.staged|\.[0-9a-f]{12}(\.raw)?\.tmp)?$/;
 
-/** Who a file store is among the enabled stores: its id (a named store's NAME), description, and config section. */
-export interface FileStoreIdentity {
-  id: string;
-  description?: string | null;
-  /** The section configuring it ([NAME] or [glance_store]), for messages. */
-  section?: string;
-}
-
 export class FileStore {
-  readonly type = 'file';
-  /** The store id (GET /v2/info/stores): 'file' in the single-store form, else the NAME of enabled_backends NAME:file. */
-  readonly id: string;
-  readonly description: string;
-  readonly section: string;
+  readonly id = 'file';
+  private direct: DirectIo | null | undefined;
   constructor(
     readonly directory: string,
     private readonly log: (message: string) => void = () => undefined,
-    identity: FileStoreIdentity = { id: 'file' },
   ) {
-    this.id = identity.id;
-    this.section = identity.section ?? 'glance_store';
-    this.description = identity.description ?? (this.section === 'glance_store' ? 'Local file store (filesystem_store_datadir)' : `Local file store '${this.id}'`);
     mkdirSync(directory, { recursive: true, mode: 0o700 });
   }
 
-  /** GET /v2/info/stores/detail's `properties` of this store, as Glance's filesystem store. */
-  properties(): Record<string, unknown> {
-    return { data_dir: this.directory, chunk_size: writeBatchBytes, thin_provisioning: true };
+  /** Direct I/O when the directory's file system takes it (probed at the first write), else null: buffered writes. */
+  private directIo(): DirectIo | null {
+    if (this.direct === undefined) {
+      const probed = DirectIo.probe(this.directory);
+      this.direct = typeof probed === 'string' ? null : probed;
+      this.log(`image store ${this.id}: ${typeof probed === 'string' ? `writes through the page cache: ${probed}` : `writes with O_DIRECT in ${this.directory}`}`);
+    }
+    return this.direct;
   }
 
   pathOf(imageId: string): string {
@@ -120,13 +117,15 @@ export class FileStore {
    */
   async write(imageId: string, source: Readable, options: { expectedBytes: number | null; sizeBytesMax: number; hash?: boolean }): Promise<PendingWrite> {
     const tempPath = join(this.directory, `${imageId}.${randomBytes(6).toString('hex')}.tmp`);
-    const handle = await open(tempPath, 'wx', 0o600);
+    const direct = this.directIo();
+    const handle = await open(tempPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (direct?.openFlag ?? 0), 0o600);
     // hash: false for data that is converted before it is stored (its checksums would describe other bytes).
     const pipelineOfBatches = new StreamHasher({
       hash: options.hash !== false,
       batchBytes: writeBatchBytes,
       slotsMax: writesInFlightMax,
-      sink: (data, at) => writeRuns(handle, data, at),
+      sink: (data, at) => writeRuns(handle, data, at, direct !== null),
+      allocator: direct ?? plainBatches,
     });
     let position = 0;
     const sink = new Writable({
