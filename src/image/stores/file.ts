@@ -85,13 +85,29 @@ async function writeRuns(handle: FileHandle, data: Buffer, at: number, direct: b
  */
 const storeNamePattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.staged|\.[0-9a-f]{12}(\.raw)?\.tmp)?$/;
 
+/** Who a file store is among the enabled stores: its id (a named store's NAME), description, and config section. */
+export interface FileStoreIdentity {
+  id: string;
+  description?: string | null;
+  /** The section configuring it ([NAME] or [glance_store]), for messages. */
+  section?: string;
+}
+
 export class FileStore {
-  readonly id = 'file';
+  readonly type = 'file';
+  /** The store id (GET /v2/info/stores): 'file' in the single-store form, else the NAME of enabled_backends NAME:file. */
+  readonly id: string;
+  readonly description: string;
+  readonly section: string;
   private direct: DirectIo | null | undefined;
   constructor(
     readonly directory: string,
     private readonly log: (message: string) => void = () => undefined,
+    identity: FileStoreIdentity = { id: 'file' },
   ) {
+    this.id = identity.id;
+    this.section = identity.section ?? 'glance_store';
+    this.description = identity.description ?? (this.section === 'glance_store' ? 'Local file store (filesystem_store_datadir)' : `Local file store '${this.id}'`);
     mkdirSync(directory, { recursive: true, mode: 0o700 });
   }
 
@@ -103,6 +119,11 @@ export class FileStore {
       this.log(`image store ${this.id}: ${typeof probed === 'string' ? `writes through the page cache: ${probed}` : `writes with O_DIRECT in ${this.directory}`}`);
     }
     return this.direct;
+  }
+
+  /** GET /v2/info/stores/detail's `properties` of this store, as Glance's filesystem store. */
+  properties(): Record<string, unknown> {
+    return { data_dir: this.directory, chunk_size: writeBatchBytes, thin_provisioning: true };
   }
 
   pathOf(imageId: string): string {
