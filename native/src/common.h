@@ -274,6 +274,7 @@ class IoctxWrap : public Napi::ObjectWrap<IoctxWrap> {
   Napi::Value GroupSnapList(const Napi::CallbackInfo& info);     // group.cc
   Napi::Value ReadObjects(const Napi::CallbackInfo& info);   // objects.cc
   Napi::Value WriteObjects(const Napi::CallbackInfo& info);  // objects.cc
+  Napi::Value CopyObjects(const Napi::CallbackInfo& info);   // objects.cc
   Napi::Value Close(const Napi::CallbackInfo& info);
   void OpDone(Napi::Env env);
   void StartClose(Napi::Env env);

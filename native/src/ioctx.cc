@@ -31,6 +31,7 @@ Napi::Function IoctxWrap::Define(Napi::Env env) {
                          InstanceMethod<&IoctxWrap::GroupSnapList>("groupSnapList"),
                          InstanceMethod<&IoctxWrap::ReadObjects>("readObjects"),
                          InstanceMethod<&IoctxWrap::WriteObjects>("writeObjects"),
+                         InstanceMethod<&IoctxWrap::CopyObjects>("copyObjects"),
                          InstanceMethod<&IoctxWrap::Close>("close"),
                      });
 }

@@ -140,6 +140,7 @@ interface NativeIoctx {
   groupSnapList(group: string): Promise<GroupSnap[]>;
   readObjects(snapId: number | null, oids: string[], extents: number[][], target: Buffer): Promise<number[]>;
   writeObjects(snapSeq: number, snapIds: number[], oids: string[], extents: number[][], data: Buffer): Promise<void>;
+  copyObjects(source: NativeIoctx, readSnapId: number, snapSeq: number, snapIds: number[], srcOids: string[], dstOids: string[], extents: number[][], blockBytes: number, inFlightMax: number, bytesInFlightMax: number): Promise<number[]>;
   close(): Promise<void>;
 }
 interface NativeImage {
@@ -312,6 +313,23 @@ export interface ObjectWrite {
   oid: string;
   /** `data` is written at offset; a number zeroes that many bytes there. */
   extents: { offset: number; data: Buffer | number }[];
+}
+
+/** Extents of one source object copied into one target object (IoCtx.copyObjects). */
+export interface ObjectCopy {
+  sourceOid: string;
+  targetOid: string;
+  /** Copies `length` bytes from `sourceOffset` in the source object to `targetOffset` in the target object; `zero` zeroes the target range instead (nothing read). */
+  extents: { sourceOffset: number; targetOffset: number; length: number; zero?: boolean }[];
+}
+
+export interface CopyObjectsOptions {
+  /** Zero detection granularity: runs of whole blocks of zeros are written as zeroes, not data (default 4 KiB). */
+  blockBytes?: number;
+  /** Objects (read + write) in flight at once (default 64). */
+  inFlightMax?: number;
+  /** Bytes of read buffers held at once (default 64 MiB; one object is always allowed). */
+  bytesInFlightMax?: number;
 }
 
 /** The snapshots a write must preserve: seq is the newest snapshot id ever made, ids newest first. */
@@ -791,6 +809,37 @@ export class IoCtx {
     );
     const data = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
     return call(() => this.native.writeObjects(snapc.seq, snapc.ids, objects.map((o) => o.oid), extents, data));
+  }
+
+  /**
+   * Copies extents from objects of `source` (read at self-managed snapshot `readSnapId`) into objects of
+   * this pool, pipelined per object: each object's extents are read in ONE read op and, as soon as
+   * that completes, written in ONE write op under the snapshot context `snapc` (so the target
+   * objects' snapshots keep their bytes), reads of later objects in flight while earlier ones are
+   * written. Whole zero blocks of the read bytes are written as zeroes, never as data. Returns per
+   * entry the data bytes written, or null when the source object does not exist at that snapshot
+   * (nothing of that entry is written: the caller copies it another way, e.g. a clone's parent data
+   * through librbd). Bypasses librbd on both sides: only for images whose objects are plain
+   * `<prefix>.<object number>` and a target without an object map. Rejects with the first failing
+   * object's error (objects in flight are waited for, no new ones started). At most 1,024 per call.
+   */
+  async copyObjects(source: IoCtx, readSnapId: number, objects: ObjectCopy[], snapc: SnapContext, opts: CopyObjectsOptions = {}): Promise<(number | null)[]> {
+    const extents = objects.map((o) => o.extents.flatMap((e) => [e.sourceOffset, e.targetOffset, e.length, e.zero ? 1 : 0]));
+    const results = await call(() =>
+      this.native.copyObjects(
+        source.native,
+        readSnapId,
+        snapc.seq,
+        snapc.ids,
+        objects.map((o) => o.sourceOid),
+        objects.map((o) => o.targetOid),
+        extents,
+        opts.blockBytes ?? 4096,
+        opts.inFlightMax ?? 64,
+        opts.bytesInFlightMax ?? 64 * 1024 * 1024,
+      ),
+    );
+    return results.map((n) => (n < 0 ? null : n));
   }
 
   /** Waits for this ioctx's calls in flight, then destroys it. Images opened from it stay usable. */

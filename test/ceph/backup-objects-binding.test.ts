@@ -9,7 +9,11 @@
  * librbd reads them; the write snapshot context keeps a snapshot's bytes (the
  * OSDs clone the object before the write); reads at a snapshot id see the
  * snapshot; short objects read as zeros and absent objects come back null;
- * bad arguments are refused before any I/O.
+ * bad arguments are refused before any I/O. IoCtx.copyObjects (the
+ * incremental's pipelined copy): reads at a snapshot of one image land in
+ * another image's objects at other offsets, under its snapshot context; zero
+ * blocks are written as zeroes and not counted as data; short source objects
+ * read as zeros; an absent source object is null and nothing of it is written.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -93,7 +97,75 @@ describe('binding: batched object reads and writes (librados ops with several ex
     assert.equal(old[1], null, 'an object created after the snapshot is absent at it');
   });
 
+  test('copyObjects: read at a snapshot of one image, written per object under the other image\'s snapshot context, zero blocks as zeroes', async () => {
+    const src = `${name}.src`;
+    const dst = `${name}.dst`;
+    const srcBefore = randomBytes(2 * OBJ); // objects 0 and 1 of the source at snapshot a; object 2 never exists
+    srcBefore.fill(0, OBJ + 8192, OBJ + 4 * 4096); // a run of two zero blocks inside object 1
+    const dstBefore = randomBytes(3 * OBJ); // the target's objects 0..2 at its snapshot t1
+    try {
+      await pool.createImage(src, 4 * OBJ, { orderBits: 22, features: RBD_FEATURE_LAYERING });
+      await pool.createImage(dst, 4 * OBJ, { orderBits: 22, features: RBD_FEATURE_LAYERING });
+      const [srcSnapId, srcPrefix] = await pool.withImage(src, {}, async (img) => {
+        await img.write(0, srcBefore.subarray(0, OBJ + 100_000)); // object 1 is short: it ends 100,000 bytes in
+        await img.flush();
+        await img.snapCreate('a');
+        await img.write(0, randomBytes(2 * OBJ)); // the head moves on: a copy must read the snapshot
+        await img.flush();
+        return [(await img.snapList())[0]!.id, (await img.stat()).blockNamePrefix];
+      });
+      const [t1, dstPrefix] = await pool.withImage(dst, {}, async (img) => {
+        await img.write(0, dstBefore);
+        await img.flush();
+        await img.snapCreate('t1');
+        return [(await img.snapList())[0]!, (await img.stat()).blockNamePrefix];
+      });
+      const srcOid = (n: number) => `${srcPrefix}.${n.toString(16).padStart(16, '0')}`;
+      const dstOid = (n: number) => `${dstPrefix}.${n.toString(16).padStart(16, '0')}`;
+      const written = await pool.copyObjects(
+        pool,
+        srcSnapId,
+        [
+          // object 0 -> target object 0: two data extents and a range zeroed without reading
+          { sourceOid: srcOid(0), targetOid: dstOid(0), extents: [{ sourceOffset: 4096, targetOffset: 4096, length: 4096 }, { sourceOffset: MiB, targetOffset: MiB, length: 12_288 }, { sourceOffset: 0, targetOffset: 2 * MiB, length: 8192, zero: true }] },
+          // object 1 -> target object 2 (another place): 16 KiB holding two zero blocks in the middle; and 8 KiB past the source object's end
+          { sourceOid: srcOid(1), targetOid: dstOid(2), extents: [{ sourceOffset: 4096, targetOffset: 0, length: 4 * 4096 }, { sourceOffset: 200_000, targetOffset: 65_536, length: 8192 }] },
+          // an absent source object: null, nothing written
+          { sourceOid: srcOid(2), targetOid: dstOid(1), extents: [{ sourceOffset: 0, targetOffset: 0, length: 4096 }, { sourceOffset: 0, targetOffset: 8192, length: 4096, zero: true }] },
+        ],
+        { seq: t1.id, ids: [t1.id] },
+        { inFlightMax: 2, bytesInFlightMax: 4096 },
+      );
+      assert.deepEqual(written, [4096 + 12_288, 2 * 4096, null], 'data bytes per object: zero blocks and zeroed ranges are not data; the absent object is null');
+      const expected = Buffer.concat([dstBefore, Buffer.alloc(OBJ)]);
+      srcBefore.copy(expected, 4096, 4096, 8192);
+      srcBefore.copy(expected, MiB, MiB, MiB + 12_288);
+      expected.fill(0, 2 * MiB, 2 * MiB + 8192);
+      srcBefore.copy(expected, 2 * OBJ, OBJ + 4096, OBJ + 5 * 4096);
+      expected.fill(0, 2 * OBJ + 65_536, 2 * OBJ + 65_536 + 8192); // past the short source object's end: zeros
+      const [head, atT1] = await Promise.all([
+        pool.withImage(dst, { readOnly: true }, (img) => img.read(0, 4 * OBJ)),
+        pool.withImage(dst, { snapshot: 't1' }, (img) => img.read(0, 4 * OBJ)),
+      ]);
+      assert.ok(head.equals(expected), 'librbd reads the target head as copied');
+      assert.ok(atT1.equals(Buffer.concat([dstBefore, Buffer.alloc(OBJ)])), 'the target snapshot kept its bytes');
+    } finally {
+      for (const img of [src, dst]) {
+        await pool.withImage(img, {}, async (i) => {
+          for (const s of await i.snapList()) await i.snapRemove(s.name);
+        }).catch(() => undefined);
+        await pool.removeImage(img).catch(() => undefined);
+      }
+    }
+  });
+
   test('bad arguments are refused before any I/O', async () => {
+    const copy = (extents: { sourceOffset: number; targetOffset: number; length: number }[], oids = 1) =>
+      pool.copyObjects(pool, 1, Array.from({ length: oids }, () => ({ sourceOid: oid(0), targetOid: oid(9), extents })), { seq: 0, ids: [] });
+    await assert.rejects(copy([{ sourceOffset: 0, targetOffset: 0, length: 0 }]), /lengths must be positive/);
+    await assert.rejects(copy([]), /at least one extent/);
+    await assert.rejects(copy([{ sourceOffset: 0, targetOffset: 0, length: 1 }], 0), /between 1 and 1024 objects/);
+    await assert.rejects(pool.copyObjects(pool, 1, [{ sourceOid: oid(0), targetOid: oid(9), extents: [{ sourceOffset: 0, targetOffset: 0, length: 1 }] }], { seq: 0, ids: [] }, { inFlightMax: 0 }), /inFlightMax/);
     await assert.rejects(pool.writeObjects([{ oid: oid(0), extents: [{ offset: 0, data: Buffer.alloc(4) }] }], { seq: 5, ids: [1, 2] }), /descending/);
     await assert.rejects(pool.writeObjects([{ oid: oid(0), extents: [{ offset: 0, data: Buffer.alloc(4) }] }], { seq: 1, ids: [2] }), /snapSeq/);
     await assert.rejects(pool.readObjects([]), /between 1 and 1024 objects/);

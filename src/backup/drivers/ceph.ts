@@ -46,6 +46,7 @@ import {
 } from '../../ceph/rbd.ts';
 import { DriverError } from '../../volume/drivers/driver.ts';
 import { crashPoint } from '../../tasks/crash.ts';
+import { Phases, type PhaseTiming } from './phases.ts';
 import { cephServiceName, type BackupDriver, type BackupJob, type BackupRef, type BackupResult, type CephClientRef, type RestoreJob, type VolumeSource } from './driver.ts';
 
 
@@ -272,7 +273,44 @@ export class CephBackupDriver implements BackupDriver {
   // ------------------------------------------------------------- backup --
 
   async backup(job: BackupJob): Promise<BackupResult> {
-    const pool = await this.backupPool();
+    const phases = new Phases();
+    try {
+      return await this.backupTimed(job, phases);
+    } finally {
+      this.lastBackupPhases = phases.report();
+    }
+  }
+
+  /** Where the last backup's time went, by phase (for the bench and the logs). */
+  lastBackupPhases: { totalMs: number; phases: PhaseTiming[] } = { totalMs: 0, phases: [] };
+
+  private async backupTimed(job: BackupJob, phases: Phases): Promise<BackupResult> {
+    const pool = await phases.time('connect', () => this.backupPool());
+    // The source snapshot (a monitor round trip, and the volume's exclusive lock) and the backup
+    // image's preparation (open, head check, resize) do not depend on each other: both at once.
+    const source = job.source;
+    const sourceSnap = source.kind === 'rbd' ? phases.time('source snapshot', () => this.snapshotSource(job, source)) : null;
+    sourceSnap?.catch(() => undefined); // awaited below, on every path
+    try {
+      return await this.backupPrepared(job, phases, pool, sourceSnap);
+    } finally {
+      await sourceSnap?.catch(() => undefined);
+    }
+  }
+
+  /** Snapshots an RBD source (unless the job reads a volume snapshot) and gives the snapshot to read. */
+  private async snapshotSource(job: BackupJob, source: Extract<VolumeSource, { kind: 'rbd' }>): Promise<SourceSnapshot> {
+    const volumes = await this.sourcePool(source.client, source.pool);
+    if (source.snapshot !== null) return { volumes, readSnap: source.snapshot, taken: false };
+    const readSnap = backupSnapName(job.backupId);
+    await volumes.withImage(source.image, {}, async (image) => {
+      if (!(await image.snapList()).some((s) => s.name === readSnap)) await image.snapCreate(readSnap);
+    });
+    crashPoint('ceph-backup.source-snapshot-taken');
+    return { volumes, readSnap, taken: true };
+  }
+
+  private async backupPrepared(job: BackupJob, phases: Phases, pool: IoCtx, sourceSnap: Promise<SourceSnapshot> | null): Promise<BackupResult> {
     const imageName = backupImageName(job.volumeId, job.chainRootId);
     const isFull = job.parent === null;
     if (isFull) {
@@ -292,7 +330,7 @@ export class CephBackupDriver implements BackupDriver {
       );
       crashPoint('ceph-backup.image-created');
     }
-    const target = await this.explain(() => pool.openImage(imageName), `open ${imageName}`).catch((error: unknown) => {
+    const target = await phases.time('open backup image', () => this.explain(() => pool.openImage(imageName), `open ${imageName}`)).catch((error: unknown) => {
       if (error instanceof RbdError && error.code === 'ENOENT') {
         throw new DriverError('NotFound', `backup image ${this.options.pool}/${imageName} of the chain of backup ${job.chainRootId} is gone: create a full backup`);
       }
@@ -301,11 +339,15 @@ export class CephBackupDriver implements BackupDriver {
     const stats = { storedBytes: 0, objects: new Set<number>() };
     try {
       const parentSnap = job.parent ? backupSnapName(job.parent.backupId) : null;
-      if (parentSnap) await this.resetHead(target, parentSnap, job);
-      if ((await target.size()) < job.sizeBytes) await target.resize(job.sizeBytes);
+      if (parentSnap) await phases.time('check backup head', () => this.resetHead(target, parentSnap, job));
+      await phases.time('backup image size', async () => {
+        if ((await target.size()) < job.sizeBytes) await target.resize(job.sizeBytes);
+      });
       const targetIo = rbdIo(target, job.sizeBytes);
+      let taken: SourceSnapshot | null = null;
       if (job.source.kind === 'rbd') {
-        await this.backupFromRbd(job, job.source, targetIo, target, pool, imageName, parentSnap, stats);
+        taken = await sourceSnap!;
+        await this.backupFromRbd(job, job.source, taken, targetIo, target, pool, imageName, parentSnap, stats, phases);
       } else {
         const source = await fileIo(job.source.path, job.sizeBytes, 'r');
         try {
@@ -315,12 +357,21 @@ export class CephBackupDriver implements BackupDriver {
           await source.close();
         }
       }
-      await target.flush();
+      await phases.time('flush backup image', () => target.flush());
       crashPoint('ceph-backup.copied');
       const snap = backupSnapName(job.backupId);
-      if (!(await target.snapList()).some((s) => s.name === snap)) await this.explain(() => target.snapCreate(snap), `snapshot ${imageName}@${snap}`);
+      // The backup's snapshot and the removal of the volume's older backup snapshots are monitor
+      // round trips on different images: at once (they may share one monitor proposal).
+      const [made, removed] = await Promise.allSettled([
+        phases.time('backup snapshot', async () => {
+          if (!(await target.snapList()).some((s) => s.name === snap)) await this.explain(() => target.snapCreate(snap), `snapshot ${imageName}@${snap}`);
+        }),
+        taken?.taken && job.source.kind === 'rbd' ? phases.time('remove older source snapshot', () => removeOlderSourceSnapshots(taken!, job.source as Extract<VolumeSource, { kind: 'rbd' }>)) : null,
+      ]);
+      if (made.status === 'rejected') throw made.reason;
+      if (removed.status === 'rejected') throw removed.reason;
     } finally {
-      await target.close();
+      await phases.time('close backup image', () => target.close());
     }
     return { objectCount: stats.objects.size, storedBytes: stats.storedBytes };
   }
@@ -349,26 +400,19 @@ export class CephBackupDriver implements BackupDriver {
   private async backupFromRbd(
     job: BackupJob,
     source: Extract<VolumeSource, { kind: 'rbd' }>,
+    taken: SourceSnapshot,
     target: BlockIo,
     targetImage: RbdImage,
     pool: IoCtx,
     imageName: string,
     parentSnap: string | null,
     stats: { storedBytes: number; objects: Set<number> },
+    phases: Phases,
   ): Promise<void> {
-    const volumes = await this.sourcePool(source.client, source.pool);
-    let readSnap = source.snapshot;
-    if (readSnap === null) {
-      readSnap = backupSnapName(job.backupId);
-      const snap = readSnap;
-      await volumes.withImage(source.image, {}, async (image) => {
-        if (!(await image.snapList()).some((s) => s.name === snap)) await image.snapCreate(snap);
-      });
-      crashPoint('ceph-backup.source-snapshot-taken');
-    }
-    const image = await volumes.openImage(source.image, { snapshot: readSnap });
+    const { volumes, readSnap } = taken;
+    const image = await phases.time('open source', () => volumes.openImage(source.image, { snapshot: readSnap }));
     try {
-      const snaps = await image.snapList();
+      const snaps = await phases.time('open source', () => image.snapList());
       const readSnapId = snaps.find((s) => s.name === readSnap)?.id ?? Infinity;
       // The parent's point in time on the source: its own snapshot, or the volume snapshot it was made
       // from; only when older than what this backup reads (a diff runs forward in time).
@@ -381,23 +425,15 @@ export class CephBackupDriver implements BackupDriver {
       if (!job.parent) {
         await this.copyExtents(sourceIo, target, sourceIo.extents(), job, stats, false);
       } else if (fromSnap) {
-        const objectIo = Number.isFinite(readSnapId) && (await objectLayout(image, volumes)) && (await objectLayout(targetImage, pool));
-        if (objectIo) await this.copyChangedObjects(image, volumes, readSnapId, targetImage, pool, fromSnap, job, stats);
+        const objectIo = await phases.time('layout checks', async () => Number.isFinite(readSnapId) && (await objectLayout(image, volumes)) && (await objectLayout(targetImage, pool)));
+        if (objectIo) await this.copyChangedObjects(image, volumes, readSnapId, targetImage, pool, fromSnap, job, stats, phases);
         else await this.copyExtents(sourceIo, target, sourceIo.extents(fromSnap), job, stats, true);
       } else {
         this.options.log(`backup ${job.backupId}: the source snapshot of parent ${job.parent.backupId} is gone; comparing the volume with the parent backup block by block`);
         await this.copyChanged(sourceIo, target, pool, imageName, parentSnap!, job, stats);
       }
     } finally {
-      await image.close();
-    }
-    if (source.snapshot === null) {
-      // Only the chain head's snapshot is needed for the next incremental (Cinder keeps just the newest too).
-      await volumes.withImage(source.image, {}, async (live) => {
-        for (const snap of await live.snapList()) {
-          if (backupSnapPattern.test(snap.name) && snap.name !== readSnap) await live.snapRemove(snap.name).catch(() => undefined);
-        }
-      });
+      await phases.time('close source', () => image.close());
     }
   }
 
@@ -432,12 +468,14 @@ export class CephBackupDriver implements BackupDriver {
   /**
    * Incremental from RBD snapshot diffs, object by object. Scattered small changes are bound by
    * round trips, not bandwidth: through librbd each changed extent costs one read and one write.
-   * Here the changed extents of each source object are read in ONE librados read op (at the
-   * backup's source snapshot), and the runs to store in each backup object are written in ONE
-   * librados write op under the backup image's snapshot context (so the parent backups' snapshots
-   * keep their bytes, as librbd would do). Batches of objects are in flight at once. Only for
-   * images whose objects are plain `<prefix>.<object number>` (no striping, no data pool) and a
-   * backup image without an object map (objectLayout); else copyExtents through librbd.
+   * Here each source object's changed extents are read in ONE librados read op (at the backup's
+   * source snapshot) and, as soon as that read completes, written into the backup object in ONE
+   * write op under the backup image's snapshot context (so the parent backups' snapshots keep their
+   * bytes, as librbd would do), zero blocks as zeroes: IoCtx.copyObjects, native, reads of later
+   * objects in flight while earlier ones are written, and no round trip through JavaScript in
+   * between. Only for images whose objects are plain `<prefix>.<object number>` (no striping, no
+   * data pool) and a backup image without an object map (objectLayout); else copyExtents through
+   * librbd.
    */
   private async copyChangedObjects(
     source: RbdImage,
@@ -448,120 +486,114 @@ export class CephBackupDriver implements BackupDriver {
     fromSnap: string,
     job: BackupJob,
     stats: { storedBytes: number; objects: Set<number> },
+    phases: Phases,
   ): Promise<void> {
-    const [sourceStat, targetStat] = await Promise.all([source.stat(), target.stat()]);
-    const targetSnaps = await target.snapList();
+    const [sourceStat, targetStat] = await phases.time('layout checks', () => Promise.all([source.stat(), target.stat()]));
+    const targetSnaps = await phases.time('layout checks', () => target.snapList());
     const ids = targetSnaps.map((snap) => snap.id).sort((a, b) => b - a);
     const snapc = { seq: ids[0] ?? 0, ids };
     const sourceObject = sourceStat.objectSizeBytes;
     const targetObject = targetStat.objectSizeBytes;
-    // Pieces never cross an object boundary of either image.
+    // Pieces never cross an object boundary of either image: a unit is one (source object, target object) pair.
     const unit = Math.min(sourceObject, targetObject);
     const sourceRead = rbdIo(source, job.sizeBytes);
+    const bytesPerCallMax = Math.max(pieceBytes, Math.floor(this.options.chunkBytes / callsInFlightMax));
     let doneBytes = 0;
     const inFlight = new Set<Promise<void>>();
     let failed: unknown = null;
-    let group: Extent[] = [];
-    let groupBytes = 0;
-    const groupObjects = new Set<number>();
+    let units = new Map<string, Extent[]>();
+    let unitBytes = 0;
 
-    const runGroup = async (pieces: Extent[]) => {
-      // Reads: one op per source object with all of its pieces.
-      const bySource = new Map<number, Extent[]>();
+    const countWritten = (pieces: Extent[], written: number) => {
+      stats.storedBytes += written;
+      if (written > 0) for (const p of pieces) if (p.exists) stats.objects.add(Math.floor(p.offset / pieceBytes));
+    };
+    /** A unit whose source object is not the image's own at that snapshot (a clone's parent holds it): read through librbd. */
+    const copyThroughLibrbd = async (pieces: Extent[]) => {
+      const extents: ObjectWrite['extents'] = [];
+      let written = 0;
       for (const p of pieces) {
-        if (!p.exists) continue;
-        const n = Math.floor(p.offset / sourceObject);
-        let list = bySource.get(n);
-        if (!list) bySource.set(n, (list = []));
-        list.push(p);
-      }
-      const data = new Map<Extent, Buffer>();
-      const sourceNumbers = [...bySource.keys()];
-      for (let i = 0; i < sourceNumbers.length; i += objectsPerCallMax) {
-        const numbers = sourceNumbers.slice(i, i + objectsPerCallMax);
-        const got = await sourcePool.readObjects(
-          numbers.map((n) => ({ oid: objectName(sourceStat.blockNamePrefix, n), extents: bySource.get(n)!.map((p) => [p.offset - n * sourceObject, p.length] as [number, number]) })),
-          readSnapId,
-        );
-        await Promise.all(
-          numbers.map(async (n, k) => {
-            const list = bySource.get(n)!;
-            const buffer = got[k];
-            let at = 0;
-            for (const p of list) {
-              if (buffer) {
-                data.set(p, buffer.subarray(at, at + p.length));
-                at += p.length;
-              } else {
-                // Not in this image's own objects at that snapshot (a clone's parent holds it): through librbd.
-                const own = Buffer.allocUnsafe(p.length);
-                await sourceRead.read(p.offset, own);
-                data.set(p, own);
-              }
-            }
-          }),
-        );
-      }
-      // Writes: data runs and zero runs of each backup object, in one op per object.
-      const byTarget = new Map<number, ObjectWrite['extents']>();
-      const add = (offset: number, value: Buffer | number) => {
-        const n = Math.floor(offset / targetObject);
-        let list = byTarget.get(n);
-        if (!list) byTarget.set(n, (list = []));
-        list.push({ offset: offset - n * targetObject, data: value });
-        if (typeof value !== 'number') {
-          stats.storedBytes += value.length;
-          stats.objects.add(Math.floor(offset / pieceBytes));
+        const at = p.offset - Math.floor(p.offset / targetObject) * targetObject;
+        if (!p.exists) {
+          extents.push({ offset: at, data: p.length });
+          continue;
         }
-      };
-      for (const p of pieces) {
-        const bytes = data.get(p);
-        if (!bytes) add(p.offset, p.length);
-        else for (const run of blockRuns(bytes)) add(p.offset + run.start, run.zero ? run.end - run.start : bytes.subarray(run.start, run.end));
+        const bytes = Buffer.allocUnsafe(p.length);
+        await phases.time('read through librbd', () => sourceRead.read(p.offset, bytes));
+        for (const run of blockRuns(bytes)) {
+          extents.push({ offset: at + run.start, data: run.zero ? run.end - run.start : bytes.subarray(run.start, run.end) });
+          if (!run.zero) written += run.end - run.start;
+        }
       }
-      const targetNumbers = [...byTarget.keys()];
-      for (let i = 0; i < targetNumbers.length; i += objectsPerCallMax) {
-        const numbers = targetNumbers.slice(i, i + objectsPerCallMax);
-        await this.explain(
-          () => targetPool.writeObjects(numbers.map((n) => ({ oid: objectName(targetStat.blockNamePrefix, n), extents: byTarget.get(n)! })), snapc),
-          `write ${target.spec}`,
-        );
+      const n = Math.floor(pieces[0]!.offset / targetObject);
+      await phases.time('write through librados', () =>
+        this.explain(() => targetPool.writeObjects([{ oid: objectName(targetStat.blockNamePrefix, n), extents }], snapc), `write ${target.spec}`),
+      );
+      countWritten(pieces, written);
+    };
+    const runCall = async (batch: Extent[][]) => {
+      const copies = batch.map((pieces) => {
+        const s = Math.floor(pieces[0]!.offset / sourceObject);
+        const t = Math.floor(pieces[0]!.offset / targetObject);
+        return {
+          sourceOid: objectName(sourceStat.blockNamePrefix, s),
+          targetOid: objectName(targetStat.blockNamePrefix, t),
+          extents: pieces.map((p) => ({ sourceOffset: p.offset - s * sourceObject, targetOffset: p.offset - t * targetObject, length: p.length, zero: !p.exists })),
+        };
+      });
+      const written = await phases.time('copy objects', () =>
+        this.explain(
+          () => targetPool.copyObjects(sourcePool, readSnapId, copies, snapc, { blockBytes, inFlightMax: objectsInFlightMax, bytesInFlightMax: bytesPerCallMax }),
+          `copy into ${target.spec}`,
+        ),
+      );
+      for (let i = 0; i < batch.length; i++) {
+        const w = written[i];
+        if (w === null || w === undefined) await copyThroughLibrbd(batch[i]!);
+        else countWritten(batch[i]!, w);
       }
-      for (const p of pieces) doneBytes = Math.max(doneBytes, p.offset + p.length);
+      for (const pieces of batch) for (const p of pieces) doneBytes = Math.max(doneBytes, p.offset + p.length);
       job.onProgress?.(Math.min(doneBytes, job.sizeBytes), job.sizeBytes);
     };
     const dispatch = async () => {
-      const pieces = group;
-      group = [];
-      groupBytes = 0;
-      groupObjects.clear();
-      while (inFlight.size >= groupsInFlightMax) await Promise.race(inFlight);
+      const batch = [...units.values()];
+      units = new Map();
+      unitBytes = 0;
+      while (inFlight.size >= callsInFlightMax) await Promise.race(inFlight);
       if (failed !== null) return;
-      const running: Promise<void> = runGroup(pieces)
+      const running: Promise<void> = runCall(batch)
         .catch((error: unknown) => {
           failed ??= error;
         })
         .finally(() => inFlight.delete(running));
       inFlight.add(running);
     };
-    const groupBytesMax = Math.max(pieceBytes, Math.floor(this.options.chunkBytes / groupsInFlightMax));
-    for await (const batch of source.diffIterateBatches({ fromSnap, wholeObject: false, includeParent: true })) {
-      for (const e of batch) {
+    const diff = source.diffIterateBatches({ fromSnap, wholeObject: false, includeParent: true });
+    for (;;) {
+      const next = await phases.time('diff', () => diff.next());
+      if (next.done) break;
+      for (const e of next.value) {
         let offset = e.offset;
         const end = Math.min(e.offset + e.length, job.sizeBytes);
         while (offset < end) {
           const length = Math.min(end - offset, unit - (offset % unit));
-          if (e.exists && groupBytes + length > groupBytesMax) await dispatch();
-          group.push({ offset, length, exists: e.exists });
-          if (e.exists) groupBytes += length;
-          groupObjects.add(Math.floor(offset / unit));
-          if (groupObjects.size >= objectsPerGroupMax) await dispatch();
+          const key = `${Math.floor(offset / sourceObject)}:${Math.floor(offset / targetObject)}`;
+          let pieces = units.get(key);
+          if (!pieces) {
+            if (units.size >= objectsPerCallMax || (e.exists && unitBytes + length > bytesPerCallMax)) await dispatch();
+            units.set(key, (pieces = []));
+          }
+          pieces.push({ offset, length, exists: e.exists });
+          if (e.exists) unitBytes += length;
           offset += length;
         }
       }
-      if (failed !== null) break;
+      if (failed !== null) {
+        await diff.return(undefined).catch(() => undefined);
+        break;
+      }
     }
-    if (group.length > 0 && failed === null) await dispatch();
+    if (units.size > 0 && failed === null) await dispatch();
     await Promise.all(inFlight);
     if (failed !== null) throw failed;
     crashPoint('ceph-backup.piece-written');
@@ -769,10 +801,29 @@ export class CephBackupDriver implements BackupDriver {
 
 // ------------------------------------------------------------ helpers --
 
-/** Objects per librados batch call (the native limit is 1,024), per group of a batched incremental, and groups at once. */
-const objectsPerCallMax = 512;
-const objectsPerGroupMax = 256;
-const groupsInFlightMax = 3;
+/** The snapshot a backup reads its RBD source at; `taken` when the driver made it (not a volume snapshot). */
+interface SourceSnapshot {
+  volumes: IoCtx;
+  readSnap: string;
+  taken: boolean;
+}
+
+/** Only the chain head's source snapshot is needed for the next incremental (Cinder keeps just the newest too). */
+async function removeOlderSourceSnapshots(taken: SourceSnapshot, source: Extract<VolumeSource, { kind: 'rbd' }>): Promise<void> {
+  await taken.volumes.withImage(source.image, {}, async (live) => {
+    for (const snap of await live.snapList()) {
+      if (backupSnapPattern.test(snap.name) && snap.name !== taken.readSnap) await live.snapRemove(snap.name).catch(() => undefined);
+    }
+  });
+}
+
+/**
+ * A batched incremental's native calls: objects per call (the native limit is 1,024), calls at once
+ * (each waits on one thread of libuv's pool), objects read or written at once per call.
+ */
+const objectsPerCallMax = 256;
+const callsInFlightMax = 2;
+const objectsInFlightMax = 128;
 
 /** The RADOS object holding object number `n` of an image (format 2, no striping). */
 function objectName(blockNamePrefix: string, n: number): string {
