@@ -2,7 +2,9 @@
  * RBD backend figures on the lab cluster:
  *  1. create→available→delete→gone cycles per second through the API with
  *     1, 8 and 32 clients, against the same sequence done by `rbd create` /
- *     `rbd rm` CLI calls (one client, the same cluster, in the same run);
+ *     `rbd rm` CLI calls (one client, the same cluster, in the same run), and
+ *     before each concurrency the cluster's own ceiling at that concurrency:
+ *     librbd create + remove through the native binding, no API, no database;
  *  2. create→available latency of a volume from a snapshot and of a volume
  *     clone, for a 1 GiB and a 100 GiB source (copy-on-write: should be equal).
  *
@@ -12,6 +14,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { CephLab } from '../src/ceph/lab.ts';
+import { RadosCluster, RBD_FEATURES_DEFAULT } from '../src/ceph/rbd.ts';
 import { arg, argString, cleanupOnSignal, latencySummary, login, now, percentile, sleep, startServer, unlimitedQuota, type Server, type Session, waitVolumeStatus, createBackendType, withLab } from './lib.ts';
 
 const execFileAsync = promisify(execFile);
@@ -72,6 +75,35 @@ async function cliCycles(lab: CephLab): Promise<void> {
   console.log(`rbd_cli_c1_cycles_per_s: ${(cycles / elapsedS).toFixed(1)} (${cycles} rbd create + rbd rm in ${elapsedS.toFixed(1)} s)`);
 }
 
+/**
+ * The lab's own ceiling: librbd create (1 GiB, 4 MiB objects, the driver's features) + remove through
+ * the native binding, `clients` at once on one connection, no API and no database. With the OSDs on
+ * the same 2 cores, this says how many cycles/s the cluster itself allows at that concurrency.
+ */
+async function librbdCycles(lab: CephLab, clients: number): Promise<void> {
+  const cluster = await RadosCluster.connect({ confPath: lab.confPath, user: 'cinder', keyringPath: lab.keyringPath('cinder'), connectTimeoutSeconds: 30 });
+  try {
+    const io = await cluster.openIoctx('volumes');
+    const deadline = now() + durationS * 1000;
+    let cycles = 0;
+    const started = now();
+    await Promise.all(
+      Array.from({ length: clients }, async (_, client) => {
+        for (let i = 0; now() < deadline; i++) {
+          const name = `bench-librbd-${process.pid}-${client}-${i}`;
+          await io.createImage(name, 1024 ** 3, { orderBits: 22, features: RBD_FEATURES_DEFAULT });
+          await io.removeImage(name);
+          cycles++;
+        }
+      }),
+    );
+    const elapsedS = (now() - started) / 1000;
+    console.log(`rbd_librbd_c${clients}_cycles_per_s: ${(cycles / elapsedS).toFixed(1)} (${cycles} create + remove through the binding, ${clients} at once, in ${elapsedS.toFixed(1)} s)`);
+  } finally {
+    await cluster.shutdown();
+  }
+}
+
 async function cloneLatency(s: Session, sizeGiB: number): Promise<void> {
   const source = await createVolume(s, { size: sizeGiB, volume_type: 'ceph', name: `src-${sizeGiB}` });
   await waitVolumeStatus(s, source, 'available');
@@ -118,7 +150,11 @@ async function main(): Promise<void> {
       await createBackendType(s, 'ceph');
       console.log(`# rbd-cycles: ${durationS} s per phase, lab ${lab.dir}`);
       await cliCycles(lab);
-      for (const c of concurrencies) await apiCycles(s, c);
+      // Side by side per concurrency: the cluster's own librbd ceiling, then the API's cycles.
+      for (const c of concurrencies) {
+        await librbdCycles(lab, c);
+        await apiCycles(s, c);
+      }
       for (const size of [1, 100]) await cloneLatency(s, size);
     } finally {
       await server?.stop();
