@@ -249,7 +249,7 @@ export class Db {
       this.sqliteDepth++;
       let result: T;
       try {
-        result = outer ? this.sqlite.transaction(fn).immediate() : this.sqlite.transaction(fn)();
+        result = this.sqliteTransaction(fn, outer);
       } catch (error) {
         this.dropAfterCommit(queued);
         throw error;
@@ -278,6 +278,42 @@ export class Db {
     }
     if (depth === 0) this.runAfterCommit();
     return result;
+  }
+
+  /** BEGIN IMMEDIATE … COMMIT, or a savepoint inside one; prepared once (see sqliteTransaction). */
+  private transactionStatements: Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo', Database.Statement> | null = null;
+
+  /**
+   * What better-sqlite3's `db.transaction(fn).immediate()` does, without building its four wrapper
+   * functions at every call (a volume cycle runs four write transactions): BEGIN IMMEDIATE (or a
+   * savepoint when nested), fn, COMMIT (or RELEASE); on a throw, ROLLBACK (TO) if SQLite has not
+   * rolled back already.
+   */
+  private sqliteTransaction<T>(fn: () => T, outer: boolean): T {
+    const s = (this.transactionStatements ??= {
+      begin: this.sqlite.prepare('BEGIN IMMEDIATE'),
+      commit: this.sqlite.prepare('COMMIT'),
+      rollback: this.sqlite.prepare('ROLLBACK'),
+      savepoint: this.sqlite.prepare('SAVEPOINT pumice_nested'),
+      release: this.sqlite.prepare('RELEASE pumice_nested'),
+      rollbackTo: this.sqlite.prepare('ROLLBACK TO pumice_nested'),
+    });
+    (outer ? s.begin : s.savepoint).run();
+    try {
+      const result = fn();
+      if (result && typeof (result as { then?: unknown }).then === 'function') throw new TypeError('Transaction function cannot return a promise');
+      (outer ? s.commit : s.release).run();
+      return result;
+    } catch (error) {
+      if (this.sqlite.inTransaction) {
+        if (outer) s.rollback.run();
+        else {
+          s.rollbackTo.run();
+          s.release.run();
+        }
+      }
+      throw error;
+    }
   }
 
   close(): void {
