@@ -31,6 +31,7 @@ import { loadPolicyOverrides } from './http/policy.ts';
 import { ImageService, type ImageStore } from './image/images.ts';
 import { FileStore } from './image/stores/file.ts';
 import { RbdStore } from './image/stores/rbd.ts';
+import { RbdBackend } from './volume/drivers/rbd.ts';
 import { importFilterOf } from './image/web-download.ts';
 import { NbdExportTable } from './nbd/exports.ts';
 import { NbdServer } from './nbd/server.ts';
@@ -174,7 +175,18 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const volumes = new VolumeService(db, config, queue, manager, quotas);
   volumes.ensureDefaultType();
   if (roles.has('volume')) await manager.start(roles.has('scheduler'));
-  else manager.startWithoutVolumes(roles.has('scheduler'));
+  else {
+    manager.startWithoutVolumes(roles.has('scheduler'));
+    // Block Storage's attachment calls run the driver's initialize_connection in the API's own process (Cinder
+    // sends it to the volume service): an API host without the volume role connects its RBD backends for them
+    // (in the background, as a volume host would) and takes none of their tasks. A local backend's start cleans
+    // its directory, which belongs to its volume hosts: it is left alone.
+    if (roles.has('api')) {
+      for (const state of manager.backends.values()) {
+        if (state.driver instanceof RbdBackend) void state.driver.start().catch((error: Error) => log(`WARNING: backend [${state.config.section}] is not connected for attachments on this API host: ${error.message}`));
+      }
+    }
+  }
   const glanceStore = config.glance_store;
   const rbdStores: RbdStore[] = [];
   // One store per enabled store, by its id (the NAME of enabled_backends NAME:TYPE, or the type); the default first.

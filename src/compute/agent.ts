@@ -181,7 +181,8 @@ export class ComputeAgent {
       hypervisorHostname: this.host,
       hypervisorType: 'QEMU',
       hypervisorVersion: this.o.virt.qemuVersion,
-      hostIp: '127.0.0.1',
+      // The address the other hosts reach this one at ([DEFAULT] my_ip), as Nova reports it.
+      hostIp: this.o.config.DEFAULT.my_ip,
       virtType: this.o.virt.virtType,
       virtTypeReason: this.o.virt.reason,
       vcpus: cpus().length,
@@ -203,7 +204,7 @@ export class ComputeAgent {
    */
   private async probeMigrationPeers(): Promise<void> {
     try {
-      this.migrationProbeAddress ??= await this.migrationProbe.start(this.o.config.libvirt.live_migration_inbound_addr);
+      this.migrationProbeAddress ??= await this.migrationProbe.start(this.o.config.libvirt.live_migration_inbound_addr ?? this.o.config.DEFAULT.my_ip);
       const targets = this.o.hosts.services({ binary: computeBinary })
         .filter((s) => s.host !== this.host && this.o.hosts.isUp(s))
         .flatMap((s) => {
@@ -386,7 +387,7 @@ export class ComputeAgent {
 
   /** os-brick's connector as Nova sends it; `mountpoint` is the device name Cinder shows in the attachment. */
   private connector(mountpoint: string | null = null): Record<string, unknown> {
-    return { platform: 'x86_64', os_type: 'linux', host: this.host, ip: '127.0.0.1', initiator: null, multipath: false, do_local_attach: false, mode: 'rw', ...(mountpoint ? { mountpoint } : {}) };
+    return { platform: 'x86_64', os_type: 'linux', host: this.host, ip: this.o.config.DEFAULT.my_ip, initiator: null, multipath: false, do_local_attach: false, mode: 'rw', ...(mountpoint ? { mountpoint } : {}) };
   }
 
   /** Sets a mapping's other columns; its status moves through its state owner. */

@@ -101,7 +101,7 @@ export class LiveMigrationTasks {
       this.h.writeConnectionFile(server.id, bdm.id, sharedConnectionInfo(bdm));
     }
     task.checkpoint('live-migration.target-attachments');
-    const address = this.h.config.libvirt.live_migration_inbound_addr;
+    const address = this.h.config.libvirt.live_migration_inbound_addr ?? this.h.config.DEFAULT.my_ip;
     const port = await freePort(address);
     await hv.prepareIncoming(this.h.guestSpec(server), { host: address, port });
     task.complete(() => {
@@ -267,7 +267,7 @@ function sharedConnectionInfo(bdm: BdmRow): { driver_volume_type: string; data: 
 function freePort(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
-    server.once('error', (error: Error) => reject(new HypervisorError('QemuStartFailed', `No port to receive a live migration on ${address} ([libvirt] live_migration_inbound_addr): ${error.message}`)));
+    server.once('error', (error: Error) => reject(new HypervisorError('QemuStartFailed', `No port to receive a live migration on ${address} ([libvirt] live_migration_inbound_addr, else [DEFAULT] my_ip): ${error.message}`)));
     server.listen(0, address, () => {
       const port = (server.address() as net.AddressInfo).port;
       server.close(() => resolve(port));

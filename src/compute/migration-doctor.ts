@@ -21,7 +21,7 @@ export interface MigrationCheck {
 /** Checks run against the cloud's database `db` (opened by the caller, read only). */
 export async function liveMigrationChecks(config: PumiceConfig, db: Db): Promise<MigrationCheck[]> {
   const checks: MigrationCheck[] = [];
-  const address = config.libvirt.live_migration_inbound_addr;
+  const address = config.libvirt.live_migration_inbound_addr ?? config.DEFAULT.my_ip;
   const listenProblem = await new Promise<string | null>((resolve) => {
     const server = net.createServer();
     server.once('error', (error: Error) => resolve(error.message));

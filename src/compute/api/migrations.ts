@@ -16,10 +16,13 @@ import { errors } from '../../errors.ts';
 import { route, type AnyRouteSpec } from '../../http/declare.ts';
 import { liveMigrationActiveStatuses, type MigrationRow } from '../evacuation.ts';
 import { usageTime } from '../model.ts';
+import type { ComputeHosts } from '../hosts.ts';
 import type { ServerService } from '../servers.ts';
 
 export interface MigrationRouteDeps {
   servers: ServerService;
+  /** The compute nodes: a migration's dest_host is its destination's reported address ([DEFAULT] my_ip). */
+  hosts: ComputeHosts;
   maxLimit: number;
 }
 
@@ -193,7 +196,7 @@ export function migrationRoutes(deps: MigrationRouteDeps): AnyRouteSpec[] {
               source_node: r.source_compute,
               dest_compute: r.dest_compute,
               dest_node: r.dest_compute,
-              dest_host: r.dest_compute ? '127.0.0.1' : null,
+              dest_host: r.dest_compute ? (deps.hosts.node(r.dest_compute)?.host_ip ?? null) : null,
               status: novaStatus(r.status),
               old_instance_type_id: null,
               new_instance_type_id: null,
