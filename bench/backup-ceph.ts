@@ -6,13 +6,16 @@
  *      starting with an RBD backend on pool `volumes` removes the images its
  *      database does not know, so a shared lab's `volumes` is not safe);
  *   2. baseline: `rbd --id admin export POOL/IMG - | rbd --id cinder-backup
- *      import - backups/IMG.baseline` (the users the driver uses), timed,
- *      then removed;
+ *      import - backups/IMG.baseline` (the users the driver uses), timed;
+ *      the copy stays (with a snapshot on both sides) for step 4's baseline;
  *   3. a full backup with CephBackupDriver (source read as client.admin,
  *      backup image written as client.cinder-backup, backup_ceph_chunk_size
  *      128 MiB as in the scenario): time and ratio to the baseline;
- *   4. 1% of the volume changed in random 4 KiB writes, then an incremental:
- *      bytes moved (data bytes the driver wrote) and time against the full;
+ *   4. 1% of the volume changed in random 4 KiB writes; baseline: `rbd snap
+ *      create` + `rbd export-diff --from-snap | rbd import-diff` into that
+ *      copy; then the driver's incremental: bytes moved (data bytes the
+ *      driver wrote), time against the full and against the baseline, and
+ *      its time by phase (CephBackupDriver.lastBackupPhases);
  *   5. restores of that incremental: into a new zeroed image, then over the
  *      volume it came from after another 1% changed there (the driver
  *      rewrites only what differs): time and data bytes written; both are
@@ -31,6 +34,7 @@ import { readLab } from '../src/ceph/lab.ts';
 import { RadosCluster, type IoCtx } from '../src/ceph/rbd.ts';
 import { CephBackupDriver } from '../src/backup/drivers/ceph.ts';
 import type { VolumeSource } from '../src/backup/drivers/driver.ts';
+import { formatPhases } from '../src/backup/drivers/phases.ts';
 import { loadavg } from 'node:os';
 import { arg, machineBusySeconds, now } from './lib.ts';
 
@@ -47,10 +51,13 @@ const conf = lab.confPath;
 const mbps = (bytes: number, ms: number) => `${(bytes / 1e6 / (ms / 1000)).toFixed(0)} MB/s`;
 const secs = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
-function pipeline(): Promise<void> {
+/** `rbd export | rbd import` of the volume (full), or `rbd export-diff | rbd import-diff` between two of its snapshots. */
+function pipeline(diff?: { fromSnap: string; toSnap: string }): Promise<void> {
   return new Promise((resolve, reject) => {
-    const exporter = spawn('rbd', ['--conf', conf, '--id', 'admin', 'export', '--no-progress', `${poolName}/${image}`, '-'], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const importer = spawn('rbd', ['--conf', conf, '--id', 'cinder-backup', 'import', '--no-progress', '-', `backups/${image}.baseline`], { stdio: ['pipe', 'ignore', 'inherit'] });
+    const exportArgs = diff ? ['export-diff', '--no-progress', '--from-snap', diff.fromSnap, `${poolName}/${image}@${diff.toSnap}`, '-'] : ['export', '--no-progress', `${poolName}/${image}`, '-'];
+    const importArgs = diff ? ['import-diff', '--no-progress', '-', `backups/${image}.baseline`] : ['import', '--no-progress', '-', `backups/${image}.baseline`];
+    const exporter = spawn('rbd', ['--conf', conf, '--id', 'admin', ...exportArgs], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const importer = spawn('rbd', ['--conf', conf, '--id', 'cinder-backup', ...importArgs], { stdio: ['pipe', 'ignore', 'inherit'] });
     exporter.stdout.pipe(importer.stdin);
     let pending = 2;
     const done = (what: string) => (code: number | null) => {
@@ -137,7 +144,9 @@ try {
   let t = now();
   await pipeline();
   const baselineMs = now() - t;
-  execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'rm', '--no-progress', `backups/${image}.baseline`]);
+  // Kept for the incremental's baseline (rbd export-diff | rbd import-diff needs the copy and a snapshot on both sides).
+  execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'snap', 'create', '--no-progress', `${poolName}/${image}@bench.base`]);
+  execFileSync('rbd', ['--conf', conf, '--id', 'cinder-backup', 'snap', 'create', '--no-progress', `backups/${image}.baseline@bench.base`]);
   console.log(`baseline rbd export | rbd import: ${secs(baselineMs)}, ${mbps(sizeBytes, baselineMs)} ${m()}`);
 
   await driver.start();
@@ -150,6 +159,14 @@ try {
   await handle.close();
   const count = await changeOnePercent(image);
 
+  // Baseline of the incremental: what `rbd` does for the same change (snapshot, export-diff | import-diff, which snapshots its copy).
+  m = meter();
+  t = now();
+  execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'snap', 'create', '--no-progress', `${poolName}/${image}@bench.inc`]);
+  await pipeline({ fromSnap: 'bench.base', toSnap: 'bench.inc' });
+  const diffBaselineMs = now() - t;
+  console.log(`baseline incremental: rbd snap create + rbd export-diff --from-snap | rbd import-diff: ${secs(diffBaselineMs)} ${m()}`);
+
   m = meter();
   t = now();
   const incremental = await driver.backup({ ...ref(incrementalId), source, sizeBytes, parent: { ...ref(fullId), snapshotId: null } });
@@ -159,6 +176,8 @@ try {
       `(${((incrementalMs / fullMs) * 100).toFixed(1)}% of the full), ${incremental.storedBytes} bytes moved (${((incremental.storedBytes / sizeBytes) * 100).toFixed(2)}% of the volume, ` +
       `${(incremental.storedBytes / (count * 4096)).toFixed(3)}x the changed bytes) ${m()}`,
   );
+  console.log(`incremental by phase (wall time each, phases in flight together overlap): ${formatPhases(driver.lastBackupPhases)}`);
+  console.log(`incremental vs rbd export-diff | rbd import-diff: ${(diffBaselineMs / incrementalMs).toFixed(2)}x the baseline's speed`);
 
   const shaAtIncremental = await sha256(volumes, image);
   await volumes.createImage(`${image}.restored`, sizeBytes, { orderBits: 22, features: 1 | 4 | 8 | 16 | 32 });
@@ -185,10 +204,17 @@ try {
   await driver.delete(ref(incrementalId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
   await driver.delete(ref(fullId), source).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
   await driver.stop();
-  try {
-    execFileSync('rbd', ['--conf', conf, '--id', 'admin', 'rm', '--no-progress', `backups/${image}.baseline`], { stdio: 'ignore' });
-  } catch {
-    // already removed
+  for (const args of [
+    ['snap', 'purge', '--no-progress', `backups/${image}.baseline`],
+    ['rm', '--no-progress', `backups/${image}.baseline`],
+    ['snap', 'rm', '--no-progress', `${poolName}/${image}@bench.inc`],
+    ['snap', 'rm', '--no-progress', `${poolName}/${image}@bench.base`],
+  ]) {
+    try {
+      execFileSync('rbd', ['--conf', conf, '--id', 'admin', ...args], { stdio: 'ignore' });
+    } catch {
+      // not made, or already removed
+    }
   }
   await volumes.removeImage(`${image}.restored`).catch(() => undefined);
   await volumes.removeImage(image).catch((e: unknown) => console.error(`cleanup: ${(e as Error).message}`));
