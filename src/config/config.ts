@@ -4,7 +4,7 @@
  * existing sections read naturally. Unknown options, wrong types and missing
  * backend sections are reported at start with file, line and what was expected.
  */
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { backupDriverKind } from '../backup/drivers/driver.ts';
@@ -19,10 +19,12 @@ interface OptionSpec {
   default: string | number | boolean | string[] | null;
   min?: number;
   help: string;
+  /** What `pumice config sample` shows as the default when the real one depends on the machine (oslo's sample_default). */
+  sampleDefault?: string;
 }
 
 const defaultOptions = {
-  host: { type: 'string', default: 'pumice', help: "name of this host in service and backend host strings (host@backend#pool); unset: this machine's hostname, chosen at the first start of a data directory and kept in DATA_DIR/host (a data directory that predates that rule keeps 'pumice')" },
+  host: { type: 'string', default: 'pumice', sampleDefault: '<hostname>', help: "name of this host in service and backend host strings (host@backend#pool); unset: this machine's hostname, chosen at the first start of a data directory and kept in DATA_DIR/host (a data directory that predates that rule keeps 'pumice')" },
   cluster: { type: 'string', default: null, help: "volume hosts with the same cluster name serve their backends active/active: a backend's task is taken by any live member (Cinder's cluster; volumes are placed on cluster@backend#pool). Every member must reach the same storage" },
   enabled_backends: { type: 'list', default: ['local'], help: "volume backend section names, comma separated; NAME:TYPE entries (TYPE file or rbd) are Glance's named image stores, each configured in its own [NAME] section, with [glance_store] default_backend" },
   default_volume_type: { type: 'string', default: '__DEFAULT__', help: 'volume type used when a request names none' },
@@ -403,7 +405,11 @@ export function defaultHostName(dataDir: string): { host: string; reason: string
   const record = join(dataDir, hostNameFile);
   if (existsSync(record)) return { host: readFileSync(record, 'utf8').trim(), reason: `recorded in ${record} at the data directory's first start`, recorded: true };
   const events = join(dataDir, 'log', 'events.jsonl');
-  const inUse = ['pumice.db', 'admin-openrc', 'credential.key'].some((name) => existsSync(join(dataDir, name))) || (existsSync(events) && statSync(events).size > 0);
+  // A compute-only host (on the cloud's PostgreSQL) writes none of the files but its guests' directories: named anew,
+  // it would take its own guests for another host's and destroy them.
+  const instances = join(dataDir, 'instances');
+  const inUse = ['pumice.db', 'admin-openrc', 'credential.key'].some((name) => existsSync(join(dataDir, name))) || (existsSync(events) && statSync(events).size > 0)
+    || (existsSync(instances) && readdirSync(instances).some((name) => !name.startsWith('.')));
   if (inUse) return { host: 'pumice', reason: `the data directory ${dataDir} predates the hostname default (it was 'pumice' before)`, recorded: false };
   return { host: hostname(), reason: "this machine's hostname (no [DEFAULT] host)", recorded: false };
 }

@@ -51,6 +51,7 @@ function typeName(spec: OptionSpec): string {
 }
 
 function defaultText(spec: OptionSpec): string {
+  if (spec.sampleDefault !== undefined) return spec.sampleDefault;
   const value = spec.default;
   if (value === null) return '<None>';
   if (Array.isArray(value)) return value.join(',');
