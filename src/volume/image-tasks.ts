@@ -85,6 +85,8 @@ export async function fillVolumeFromImage(
 export interface UploadPayload {
   imageId: string;
   diskFormat: string;
+  /** The image store to upload into (the volume type's image_service:store_id, as Cinder); absent: the default store. */
+  storeId?: string;
 }
 
 /** Streams a volume into an image that the API already created (queued). */
@@ -99,11 +101,11 @@ export async function uploadVolumeToImage(deps: ImageServiceDeps, driver: Volume
     try {
       const sizeBytes = source.sizeBytes;
       if (!needsConversion(payload.diskFormat)) {
-        await deps.client.upload(token, payload.imageId, readVolume(source, sizeBytes), sizeBytes);
+        await deps.client.upload(token, payload.imageId, readVolume(source, sizeBytes), sizeBytes, payload.storeId ?? null);
         return sizeBytes;
       }
       return await withConvertedFile(deps.conversion, volume.id, readVolume(source, sizeBytes), payload.diskFormat, async (file) => {
-        await deps.client.upload(token, payload.imageId, createReadStream(file.path, { highWaterMark: 4 * 1024 * 1024 }), file.sizeBytes);
+        await deps.client.upload(token, payload.imageId, createReadStream(file.path, { highWaterMark: 4 * 1024 * 1024 }), file.sizeBytes, payload.storeId ?? null);
         return file.sizeBytes;
       });
     } finally {

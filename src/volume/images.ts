@@ -247,10 +247,19 @@ export class ImageServiceClient {
     return parseImage((await response.json()) as Record<string, unknown>);
   }
 
-  async upload(token: string, imageId: string, data: AsyncIterable<Uint8Array>, sizeBytes: number): Promise<void> {
+  /** The ids of the image service's stores (GET /v2/info/stores), the default first. */
+  async storeIds(token: string): Promise<string[]> {
+    const response = await this.request(token, 'GET', '/v2/info/stores');
+    if (response.status !== 200) throw new ImageServiceError('Invalid', `listing the image stores failed: ${response.status} ${await faultText(response)}`);
+    const body = (await response.json()) as { stores?: { id?: unknown }[] };
+    return (body.stores ?? []).map((s) => String(s.id));
+  }
+
+  /** PUT /v2/images/{id}/file; `storeId` names the store (X-Image-Meta-Store), else the image service's default store. */
+  async upload(token: string, imageId: string, data: AsyncIterable<Uint8Array>, sizeBytes: number, storeId: string | null = null): Promise<void> {
     const response = await this.streamRequest(
       token, 'PUT', `/v2/images/${encodeURIComponent(imageId)}/file`,
-      { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes) },
+      { 'content-type': 'application/octet-stream', 'content-length': String(sizeBytes), ...(storeId !== null ? { 'x-image-meta-store': storeId } : {}) },
       data,
     );
     const text = await messageText(response);

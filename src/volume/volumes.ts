@@ -584,7 +584,7 @@ export class VolumeService {
   }
 
   /** Marks the volume `uploading` and queues the copy into the image the API created. */
-  startUpload(auth: AuthContext, id: string, force: boolean, payload: { imageId: string; diskFormat: string }): VolumeRow {
+  startUpload(auth: AuthContext, id: string, force: boolean, payload: { imageId: string; diskFormat: string; storeId?: string }): VolumeRow {
     return this.db.transaction(() => {
       const row = this.uploadableVolume(auth, id, force);
       if (!resourceStates(this.db).volumes.transition(id, [row.status as VolumeStatus], 'uploading', { previous_status: row.status })) {

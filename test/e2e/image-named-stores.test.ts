@@ -14,11 +14,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ApiClient, cliEnv, memberProject, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
+import { ApiClient, cliEnv, memberProject, openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -31,6 +31,14 @@ function imageData(seed: number, sizeBytes = 2 * MiB): Buffer {
 }
 
 const md5 = (data: Buffer) => createHash('md5').update(data).digest('hex');
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `not done within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
 
 function namedStoresConfig(dataDir: string, fastDir = join(dataDir, 'fast-images')): string {
   return `[DEFAULT]
@@ -177,6 +185,36 @@ print(image.id)
     assert.ok((await download(imageId)).equals(data), 'downloads now read cheap');
     assert.equal((await admin.request('DELETE', `/image/v2/images/${imageId}`)).status, 204);
     assert.equal(existsSync(storePath('cheap', imageId)), false, 'deleting the image removes its data from cheap');
+  });
+
+  test("a volume uploaded to an image goes to the store its type's image_service:store_id names (openstack image create --volume), as Cinder", async () => {
+    const source = await createImage('for-volume');
+    const data = imageData(7);
+    assert.equal((await upload(source, data)).status, 204);
+    await openstack(pumice.adminEnv, ['volume', 'type', 'create', '--property', 'image_service:store_id=cheap', 'to-cheap']);
+    await openstack(pumice.adminEnv, ['volume', 'type', 'create', '--property', 'image_service:store_id=slow', 'to-nowhere']);
+    const volume = await openstackJson(pumice.adminEnv, ['volume', 'create', '--size', '1', '--type', 'to-cheap', '--image', source, 'vol-to-cheap']);
+    await waitFor(async () => (await openstackJson(pumice.adminEnv, ['volume', 'show', volume['id'] as string]))['status'] === 'available');
+    const uploaded = await openstackJson(pumice.adminEnv, ['image', 'create', '--volume', volume['id'] as string, '--disk-format', 'raw', '--container-format', 'bare', 'from-volume']);
+    const imageId = (uploaded['image_id'] ?? uploaded['id']) as string;
+    await waitFor(async () => (await shown(imageId)).status === 'active');
+    assert.equal((await shown(imageId)).stores, 'cheap');
+    // The volume's bytes: the image's, then zeros to 1 GiB.
+    const expected = createHash('md5').update(data);
+    const zeros = Buffer.alloc(64 * MiB);
+    for (let done = data.length; done < 1024 * MiB; done += zeros.length) expected.update(zeros.subarray(0, Math.min(zeros.length, 1024 * MiB - done)));
+    const actual = createHash('md5');
+    for await (const chunk of createReadStream(storePath('cheap', imageId))) actual.update(chunk as Buffer);
+    assert.equal(actual.digest('hex'), expected.digest('hex'), 'the bytes in the cheap directory are the volume');
+    assert.equal(existsSync(join(dataDir, 'images', imageId)), false, 'nothing in fast');
+
+    const other = await openstackJson(pumice.adminEnv, ['volume', 'create', '--size', '1', '--type', 'to-nowhere', 'vol-to-nowhere']);
+    await waitFor(async () => (await openstackJson(pumice.adminEnv, ['volume', 'show', other['id'] as string]))['status'] === 'available');
+    const refused = await admin.request('POST', `/volume/v3/${admin.projectId}/volumes/${other['id']}/action`, { 'os-volume_upload_image': { image_name: 'nowhere', disk_format: 'raw' } });
+    assert.equal(refused.status, 400, refused.text);
+    assert.match(refused.text, /Volume type 'to-nowhere' has image_service:store_id = 'slow', which is not a store of the image service \(its stores: fast, cheap\)/);
+    assert.equal((await openstackJson(pumice.adminEnv, ['volume', 'show', other['id'] as string]))['status'], 'available', 'a refused upload changes nothing');
+    assert.ok(!(await admin.request('GET', '/image/v2/images?name=nowhere')).body.images.length, 'and makes no image');
   });
 
   test('X-Image-Meta-Store names a store for an upload; store names that are not enabled are refused, naming the enabled ones', async () => {

@@ -93,6 +93,9 @@ const ActionBody = {
 /** Keys of volume_image_metadata that describe the old image, not properties to hand to the new one. */
 const imageMetadataNotCopied = new Set(['image_id', 'image_name', 'checksum', 'container_format', 'disk_format', 'min_disk', 'min_ram', 'size', 'virtual_size', 'os_hash_algo', 'os_hash_value', 'direct_url', 'owner']);
 
+/** Cinder's volume type extra spec naming the image store os-volume_upload_image uploads into. */
+const imageStoreSpec = 'image_service:store_id';
+
 export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
   const { service, manager, attachments } = deps;
 
@@ -109,6 +112,21 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     if (!client) throw new PumiceError('BackendUnavailable', 'This Pumice process has no image service client; uploads to images are not possible.');
     const diskFormat = (args['disk_format'] as string | undefined) ?? 'raw';
     const containerFormat = (args['container_format'] as string | undefined) ?? 'bare';
+    // Cinder's image_service:store_id: the volume type names the image store uploads go to; checked before anything is made.
+    const storeId = row.volume_type_id ? service.extraSpecs(row.volume_type_id)[imageStoreSpec] ?? null : null;
+    if (storeId !== null) {
+      let storeIds: string[];
+      try {
+        storeIds = await client.storeIds(a.tokenId);
+      } catch (error) {
+        if (!(error instanceof ImageServiceError)) throw error;
+        throw new PumiceError('BackendUnavailable', `Cannot upload the volume: ${error.message}`);
+      }
+      if (!storeIds.includes(storeId)) {
+        const typeName = service.typesById().get(row.volume_type_id!)?.name ?? row.volume_type_id;
+        throw errors.badRequest(`Volume type '${typeName}' has ${imageStoreSpec} = '${storeId.slice(0, 64)}', which is not a store of the image service (its stores: ${storeIds.join(', ')}): set the extra spec to one of them (openstack volume type set --property ${imageStoreSpec}=STORE ${typeName}).`);
+      }
+    }
     const properties: Record<string, string> = {};
     if (row.image_metadata) {
       for (const [key, value] of Object.entries(JSON.parse(row.image_metadata) as Record<string, string>)) if (!imageMetadataNotCopied.has(key)) properties[key] = value;
@@ -132,7 +150,7 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     }
     let started: typeof row;
     try {
-      started = service.startUpload(a, id, force, { imageId: image.id, diskFormat });
+      started = service.startUpload(a, id, force, { imageId: image.id, diskFormat, ...(storeId !== null ? { storeId } : {}) });
     } catch (error) {
       await client.remove(a.tokenId, image.id);
       throw error;
