@@ -14,7 +14,7 @@ const seeds = [2, 8, 24, 65];
 const operations = 3;
 
 for (const seed of seeds) {
-  test(`crash seed ${seed}: every crash recovers with no stuck resource, no orphan and equal bytes`, { timeout: 120_000 }, async (t) => {
+  test(`crash seed ${seed}: every crash recovers with no stuck resource, no orphan and equal bytes`, { timeout: 300_000 }, async (t) => {
     const result = await runCrashSeed(seed, { operations, log: (line) => t.diagnostic(line) });
     assert.equal(result.steps.length, operations);
   });
