@@ -474,6 +474,7 @@ describe('bad input on every route', () => {
     ['DELETE', `/v2/images/${UNKNOWN}`, 'member', false],
     ['GET', `/v2/images/${UNKNOWN}/tasks`, 'member', false],
     ['DELETE', `/v2/stores/file/${UNKNOWN}`, 'admin', false],
+    ['GET', '/v2/info/stores/detail', 'admin', false],
     ['GET', '/v2/tasks', 'admin', false],
     ['POST', '/v2/tasks', 'admin', true],
     ['GET', `/v2/tasks/${UNKNOWN}`, 'admin', false],
@@ -1420,6 +1421,9 @@ describe('bad input on every route', () => {
       { name: 'DELETE /image/v2/stores/{store}/{id} as a member', method: 'DELETE', path: `/image/v2/stores/file/${UNKNOWN}`, expect: 403 },
       { name: 'POST /image/v2/images/{id}/import: copy-image of an unknown image', method: 'POST', path: `/image/v2/images/${UNKNOWN}/import`, as: 'admin', body: { method: { name: 'copy-image' }, stores: ['file'] }, expect: 404 },
       { name: 'POST /image/v2/images/{id}/import: stores not a list', method: 'POST', path: `/image/v2/images/${UNKNOWN}/import`, as: 'admin', body: { method: { name: 'copy-image' }, stores: 'file' }, expect: 400 },
+      { name: 'GET /image/v2/info/stores/detail as a member', method: 'GET', path: '/image/v2/info/stores/detail', expect: 403, message: /stores_info_detail/ },
+      { name: 'PUT /image/v2/images/{id}/file: X-Image-Meta-Store not an enabled store', method: 'PUT', path: `/image/v2/images/${UNKNOWN}/file`, as: 'admin', raw: Buffer.alloc(16), contentType: 'application/octet-stream', headers: { 'X-Image-Meta-Store': 'swift' }, expect: 400, message: /Unknown store 'swift': the enabled stores are file/ },
+      { name: 'POST /image/v2/images/{id}/import: X-Image-Meta-Store not an enabled store', method: 'POST', path: `/image/v2/images/${UNKNOWN}/import`, as: 'admin', headers: { 'X-Image-Meta-Store': 'swift' }, body: { method: { name: 'glance-direct' } }, expect: [400, 404] },
     ];
   }
 

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/config/ini.ts';
+import { setupPlan } from '../../src/ceph/setup.ts';
 
 function configError(text: string): string {
   try {
@@ -124,4 +125,29 @@ test('named-store configuration errors name the option and the fix', () => {
   assert.match(configError(base('fast:rbd', '[fast]\nrbd_store_pool = p\nrbd_store_chunk_size = 3\n')), /\[fast\] rbd_store_chunk_size = 3 must be a power of two/);
   assert.match(configError('[glance_store]\ndefault_backend = fast\n'), /default_backend = fast names a store, but \[DEFAULT\] enabled_backends has no NAME:TYPE entries/);
   assert.match(configError('[glance_store]\nstores = file,rbd\ndefault_store = swift\n'), /default_store: store 'swift' is not available/);
+});
+
+test('pumice ceph setup plans every named rbd store: each user writes its pool, volume users read every image pool', () => {
+  const plan = setupPlan(parseConfigText(`[DEFAULT]
+enabled_backends = ceph, fast:rbd, slow:rbd, shared:file
+[ceph]
+volume_driver = rbd
+rbd_pool = volumes
+rbd_user = cinder
+rbd_ceph_conf = /etc/ceph/ceph.conf
+[fast]
+rbd_store_pool = images
+rbd_store_user = glance
+[slow]
+rbd_store_pool = images-hdd
+rbd_store_user = glance
+[shared]
+filesystem_store_datadir = /srv/images
+[glance_store]
+default_backend = fast
+`, '/d'));
+  const byUser = new Map(plan.map((u) => [u.user, u]));
+  assert.deepEqual([...byUser.get('glance')!.pools].sort(), ['images', 'images-hdd']);
+  assert.deepEqual([...byUser.get('cinder')!.pools], ['volumes']);
+  assert.deepEqual([...byUser.get('cinder')!.readPools].sort(), ['images', 'images-hdd']);
 });
