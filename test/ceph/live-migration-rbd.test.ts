@@ -32,7 +32,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { readLab, type CephLab } from '../../src/ceph/lab.ts';
 import { openstack, openstackJson, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
-import { ComputeClient, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
+import { ComputeClient, emptyTheCloud, qemuPids, uploadGuestImage, type Row } from '../helpers/compute.ts';
 import { cephComputeConfig, hostRebalance, startComputeHost, waitComputeService, type ComputeHostProcess } from '../helpers/compute-host.ts';
 import { assertConsecutive, guestMarkers, tickCounters } from '../helpers/guest.ts';
 
@@ -97,11 +97,7 @@ before(async () => {
 
 after(async () => {
   if (pumice) {
-    for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.request('DELETE', `/servers/${s.id}`);
-    for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.waitServer(s.id, ['DELETED'], 90_000).catch(() => undefined);
-    for (const v of await openstackJson<Row[]>(env, ['volume', 'list', '--all-projects']).catch(() => [])) await openstack(env, ['volume', 'delete', '--force', v['ID']]).catch(() => undefined);
-    const deadline = Date.now() + 60_000;
-    while (await openstack(env, ['image', 'delete', imageId]).then(() => false, () => Date.now() < deadline)) await new Promise((r) => setTimeout(r, 1000));
+    await emptyTheCloud(admin, env, imageId);
     await compute02?.stop().catch(() => undefined);
     await pumice.stop();
     if (process.env['PUMICE_TEST_LOG_DIR']) {

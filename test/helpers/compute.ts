@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { ApiClient } from './pumice.ts';
+import { ApiClient, openstack, openstackJson } from './pumice.ts';
 import { testGuestImage } from './guest.ts';
 
 const execFileAsync = promisify(execFile);
@@ -106,4 +106,16 @@ export async function qemuPids(instancesDir: string): Promise<number[]> {
     .split('\n')
     .filter((line) => line.includes('qemu-system') && line.includes(instancesDir))
     .map((line) => Number(line.trim().split(/\s+/)[0]));
+}
+
+/**
+ * A test's cleanup of the cloud it used: every server deleted (and waited gone), every volume
+ * force-deleted, and the guest image deleted once no volume holds a clone of it (retried for a minute).
+ */
+export async function emptyTheCloud(admin: ComputeClient, osEnv: Record<string, string>, imageId: string): Promise<void> {
+  for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.request('DELETE', `/servers/${s.id}`);
+  for (const s of (await admin.request('GET', '/servers?all_tenants=1')).body?.servers ?? []) await admin.waitServer(s.id, ['DELETED'], 90_000).catch(() => undefined);
+  for (const v of await openstackJson<Row[]>(osEnv, ['volume', 'list', '--all-projects']).catch(() => [])) await openstack(osEnv, ['volume', 'delete', '--force', v['ID']]).catch(() => undefined);
+  const deadline = Date.now() + 60_000;
+  while (await openstack(osEnv, ['image', 'delete', imageId]).then(() => false, () => Date.now() < deadline)) await new Promise((r) => setTimeout(r, 1000));
 }
