@@ -4,7 +4,9 @@
  * fixed duration. Each client: POST /volumes (size 1), poll GET until
  * available, DELETE, poll GET until 404. Also prints the server's resident
  * memory idle after start and at peak under load (VmRSS sampled every
- * 100 ms) and the CPU the server used (also less what it uses idle).
+ * 100 ms), the CPU the server used (also less what it uses idle), and the
+ * load average before and after each phase: on a shared machine the server's
+ * CPU per cycle is the figure to compare, and only runs of similar load.
  *
  *   node --import tsx bench/volume-cycles.ts [--duration 10] [--concurrency 1,32] [--poll fixed:2,backoff:1:16] [--task-concurrency N] [--cpu-prof DIR] [--database URL]
  *
@@ -18,6 +20,7 @@ import {
   arg, argString, cleanupOnSignal, cpuMeter, latencySummary, login, now, rssMiB, sampleRss, sleep, startServer, unlimitedQuota,
   type Server, type Session,
 } from './lib.ts';
+import { loadavg } from 'node:os';
 
 const durationS = arg('duration', 10);
 const concurrencies = argString('concurrency', '1,32').split(',').map(Number);
@@ -134,6 +137,7 @@ async function main(): Promise<void> {
     const idleCpuPerS = idle.serverS / idle.elapsedS;
     console.log(`server_cpu_idle: ${(idleCpuPerS * 1000).toFixed(1)} ms per s (3 s without requests)`);
     for (const clients of concurrencies) for (const schedule of pollSchedules) {
+      const loadBefore = loadavg()[0]!;
       const rss = sampleRss(server.pid, 100);
       const meter = cpuMeter(server.pid);
       const r = await phase(s, clients, pollDelays(schedule));
@@ -149,6 +153,7 @@ async function main(): Promise<void> {
       console.log(`${p}_cpu: ${cpu.text}`);
       console.log(`${p}_server_cpu_per_cycle: ${((cpu.serverS / Math.max(1, r.cycles)) * 1000).toFixed(2)} ms`);
       console.log(`${p}_server_cpu_per_cycle_above_idle: ${((Math.max(0, cpu.serverS - idleCpuPerS * cpu.elapsedS) / Math.max(1, r.cycles)) * 1000).toFixed(2)} ms`);
+      console.log(`${p}_load_average: ${loadBefore.toFixed(2)} -> ${loadavg()[0]!.toFixed(2)} (1 min, before -> after the phase)`);
       console.log(`${p}_rss_peak: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
     }
     const left = await s.call('GET', `${s.volumeUrl}/volumes?limit=5`);

@@ -64,7 +64,7 @@ export function createHttpServer(options: HttpServerOptions): Server {
     });
     handle(req, res).catch((error: unknown) => {
       options.log(`ERROR: response failed: ${error instanceof Error ? error.stack : String(error)}`);
-      if (!res.headersSent) send(res, 500, { computeFault: { code: 500, message: 'internal error' } }, {});
+      if (!res.headersSent && !repliesQueued.has(res)) send(res, 500, { computeFault: { code: 500, message: 'internal error' } }, {});
       else res.destroy();
     });
   });
@@ -105,13 +105,14 @@ export function createHttpServer(options: HttpServerOptions): Server {
     let recorded = false;
     // The declared route (`/volume/v3/:project_id/volumes/:volume_id`): metrics count by it, not by raw path.
     let route = app ? null : pathname === '/' ? '/' : 'unmatched';
-    const record = (answered: number): void => {
+    /** Records the request's event; `flush`: write the buffered events now (a reply that leaves at once, not through queueReply). */
+    const record = (answered: number, flush = true): void => {
       if (recorded) return;
       recorded = true;
       const ms = Number(process.hrtime.bigint() - started) / 1e6;
       emitEvent('http.request', { method: req.method, path: pathname, status: answered, duration_ms: Math.round(ms * 10) / 10, user_id: auth?.userId ?? null, project_id: auth?.projectId ?? null, route: route ?? 'unmatched' });
-      // Events are buffered: write them now, before the reply, so a reader after the reply finds them.
-      flushEvents();
+      // Events are buffered: written before the reply, so a reader after the reply finds them.
+      if (flush) flushEvents();
     };
     try {
       if (options.site?.handles(req, pathname)) {
@@ -124,8 +125,8 @@ export function createHttpServer(options: HttpServerOptions): Server {
       if (!app) {
         if (pathname === '/' && (req.method === 'GET' || req.method === 'HEAD')) {
           status = 200;
-          record(status);
-          send(res, 200, options.rootDocument(baseUrl), headers);
+          record(status, false);
+          queueReply(res, 200, options.rootDocument(baseUrl), headers);
           return;
         }
         throw errors.routeNotFound(req.method ?? 'GET', pathname);
@@ -166,9 +167,12 @@ export function createHttpServer(options: HttpServerOptions): Server {
         if (!match.options.rawBody) ctx.body = await readJsonBody(req, options.requestBodyBytesMax);
         const reply: Reply = await match.handler(ctx);
         status = reply.status;
-        record(status);
-        if (reply.stream) return await sendStream(res, req, reply.status, reply.stream, { ...headers, ...reply.headers });
-        send(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
+        if (reply.stream) {
+          record(status);
+          return await sendStream(res, req, reply.status, reply.stream, { ...headers, ...reply.headers });
+        }
+        record(status, false);
+        queueReply(res, reply.status, req.method === 'HEAD' ? undefined : reply.body, { ...headers, ...reply.headers });
       } catch (error) {
         const fault = toFault(forCaller(error, auth), app.faultStyle, options.log);
         status = fault.status;
@@ -177,14 +181,14 @@ export function createHttpServer(options: HttpServerOptions): Server {
         if (!req.complete) await discardBody(req, bodyDiscard);
         // An unread body would otherwise be parsed as the next request on this connection.
         if (!req.complete) res.setHeader('Connection', 'close');
-        record(status);
-        send(res, fault.status, req.method === 'HEAD' ? undefined : fault.body, { ...headers, ...fault.headers });
+        record(status, false);
+        queueReply(res, fault.status, req.method === 'HEAD' ? undefined : fault.body, { ...headers, ...fault.headers });
       }
     } catch (error) {
       const fault = toFault(error, 'openstack', options.log);
       status = fault.status;
-      record(status);
-      send(res, fault.status, fault.body, { ...headers, ...fault.headers });
+      record(status, false);
+      queueReply(res, fault.status, fault.body, { ...headers, ...fault.headers });
     } finally {
       // The access line is the http.request event's (events.ts accessLogLine: 5xx ERROR, 4xx INFO, else DEBUG).
       record(status);
@@ -205,13 +209,45 @@ function forCaller(error: unknown, auth: AuthContext | null): unknown {
   return message === error.message ? error : new PumiceError(error.code, message, error.headers);
 }
 
+/**
+ * JSON replies of one event-loop turn leave together, at its end: the events and log lines they
+ * recorded are written first, with one write(2) per file for all of them (a reader of the events
+ * file after a reply still finds its request there), then each reply. Before, every reply wrote
+ * the files on its own: two write(2)s per request besides the reply's own. The body is
+ * serialized at once (it may be a live object), only the socket write waits.
+ */
+const queuedReplies: (() => void)[] = [];
+/** Responses whose reply is queued (not yet written): the error path must not answer them twice. */
+const repliesQueued = new WeakSet<ServerResponse>();
+
+function queueReply(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
+  const payload = body === undefined || status === 204 ? undefined : Buffer.from(JSON.stringify(body));
+  repliesQueued.add(res);
+  queuedReplies.push(() => writeReply(res, status, payload, headers));
+  if (queuedReplies.length === 1) setImmediate(sendQueuedReplies);
+}
+
+function sendQueuedReplies(): void {
+  flushEvents();
+  for (const write of queuedReplies.splice(0)) {
+    try {
+      write();
+    } catch {
+      // A socket that went away meanwhile: that reply is lost, the others still leave.
+    }
+  }
+}
+
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
-  if (body === undefined || status === 204) {
+  writeReply(res, status, body === undefined || status === 204 ? undefined : Buffer.from(JSON.stringify(body)), headers);
+}
+
+function writeReply(res: ServerResponse, status: number, payload: Buffer | undefined, headers: Record<string, string>): void {
+  if (payload === undefined) {
     res.writeHead(status, { ...headers, 'Content-Length': '0' });
     res.end();
     return;
   }
-  const payload = Buffer.from(JSON.stringify(body));
   res.writeHead(status, {
     'Content-Type': 'application/json',
     'Content-Length': String(payload.length),
