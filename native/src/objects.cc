@@ -310,12 +310,12 @@ struct CopyCb {
   bool isWrite;
 };
 
+// Runs on a librados thread. The worker waits for this callback to return
+// (rados_aio_wait_for_complete_and_cb) before it frees anything it touches.
 void CopyComplete(rados_completion_t, void* arg) {
   CopyCb* cb = static_cast<CopyCb*>(arg);
-  {
-    std::lock_guard<std::mutex> lock(cb->sh->m);
-    cb->sh->done.emplace_back(cb->unit, cb->isWrite);
-  }
+  std::lock_guard<std::mutex> lock(cb->sh->m);
+  cb->sh->done.emplace_back(cb->unit, cb->isWrite);
   cb->sh->cv.notify_one();
 }
 
@@ -534,6 +534,7 @@ Napi::Value IoctxWrap::CopyObjects(const Napi::CallbackInfo& info) {
           }
           size_t i = ev.first;
           CopyUnit& u = units[i];
+          rados_aio_wait_for_complete_and_cb(u.c);
           int rv = rados_aio_get_return_value(u.c);
           if (ev.second) {  // write done
             if (rv < 0) fail(rv, "rados_write_op_operate", i, false);

@@ -286,13 +286,32 @@ export class CephBackupDriver implements BackupDriver {
 
   private async backupTimed(job: BackupJob, phases: Phases): Promise<BackupResult> {
     const pool = await phases.time('connect', () => this.backupPool());
+    const imageName = backupImageName(job.volumeId, job.chainRootId);
+    if (job.parent === null) {
+      // A re-run starts over: whatever a cut-short try left goes first. (Before the source snapshot,
+      // as always: a crash here leaves no snapshot and holds no lock on the volume.)
+      await this.removeImage(pool, imageName);
+      // Striping needs both values; an unset one takes RBD's default (unit = object size, count = 1).
+      const { stripeUnit, stripeCount } = this.options;
+      const striped = stripeUnit > 0 || stripeCount > 1;
+      await this.explain(
+        () =>
+          pool.createImage(imageName, job.sizeBytes, {
+            orderBits: backupImageOrder,
+            features: backupImageFeatures | (striped ? RBD_FEATURE_STRIPINGV2 : 0),
+            ...(striped ? { stripeUnit: stripeUnit || 2 ** backupImageOrder, stripeCount: Math.max(1, stripeCount) } : {}),
+          }),
+        `create ${imageName}`,
+      );
+      crashPoint('ceph-backup.image-created');
+    }
     // The source snapshot (a monitor round trip, and the volume's exclusive lock) and the backup
     // image's preparation (open, head check, resize) do not depend on each other: both at once.
     const source = job.source;
     const sourceSnap = source.kind === 'rbd' ? phases.time('source snapshot', () => this.snapshotSource(job, source)) : null;
     sourceSnap?.catch(() => undefined); // awaited below, on every path
     try {
-      return await this.backupPrepared(job, phases, pool, sourceSnap);
+      return await this.backupPrepared(job, phases, pool, imageName, sourceSnap);
     } finally {
       await sourceSnap?.catch(() => undefined);
     }
@@ -310,26 +329,7 @@ export class CephBackupDriver implements BackupDriver {
     return { volumes, readSnap, taken: true };
   }
 
-  private async backupPrepared(job: BackupJob, phases: Phases, pool: IoCtx, sourceSnap: Promise<SourceSnapshot> | null): Promise<BackupResult> {
-    const imageName = backupImageName(job.volumeId, job.chainRootId);
-    const isFull = job.parent === null;
-    if (isFull) {
-      // A re-run starts over: whatever a cut-short try left goes first.
-      await this.removeImage(pool, imageName);
-      // Striping needs both values; an unset one takes RBD's default (unit = object size, count = 1).
-      const { stripeUnit, stripeCount } = this.options;
-      const striped = stripeUnit > 0 || stripeCount > 1;
-      await this.explain(
-        () =>
-          pool.createImage(imageName, job.sizeBytes, {
-            orderBits: backupImageOrder,
-            features: backupImageFeatures | (striped ? RBD_FEATURE_STRIPINGV2 : 0),
-            ...(striped ? { stripeUnit: stripeUnit || 2 ** backupImageOrder, stripeCount: Math.max(1, stripeCount) } : {}),
-          }),
-        `create ${imageName}`,
-      );
-      crashPoint('ceph-backup.image-created');
-    }
+  private async backupPrepared(job: BackupJob, phases: Phases, pool: IoCtx, imageName: string, sourceSnap: Promise<SourceSnapshot> | null): Promise<BackupResult> {
     const target = await phases.time('open backup image', () => this.explain(() => pool.openImage(imageName), `open ${imageName}`)).catch((error: unknown) => {
       if (error instanceof RbdError && error.code === 'ENOENT') {
         throw new DriverError('NotFound', `backup image ${this.options.pool}/${imageName} of the chain of backup ${job.chainRootId} is gone: create a full backup`);
