@@ -8,7 +8,7 @@
  * Ceph Pacific cannot clone from a group-namespace snapshot). A member snapshot cannot be
  * deleted alone. Deleting everything leaves the pool's groups, images and trash as they were.
  * Then: add_volumes / remove_volumes change the RBD group at once (`rbd group image list`, no
- * group snapshot needed), and two group snapshots of one group plus an extend of a member, asked
+ * group snapshot needed; a server killed before the sync syncs at its restart), and two group snapshots of one group plus an extend of a member, asked
  * at the same moment, run one after the other (the server, stopped mid group snapshot, runs one
  * task only): both librbd group snapshots complete, each member snapshot records its RBD
  * snapshot's size, nothing in error, no librbd error in the log.
@@ -266,11 +266,9 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
   });
 
   test('the RBD group follows add/remove at once; two group snapshots and an extend of a member at the same moment serialize', async () => {
-    // This server stops itself (SIGSTOP) the first time a group snapshot has synced its RBD group,
-    // right before rbd_group_snap_create2 (adds and removes pass another point): the tasks running
-    // then are all that the locks let run beside it.
+    // This server dies (SIGKILL) when the first group.sync task is about to sync the RBD group.
     await pumice.stop();
-    await start({ PUMICE_CRASH_POINT: 'rbd.group-snapshot.members-synced:1:stop' });
+    await start({ PUMICE_CRASH_POINT: 'group.sync.before:1' });
     const groupType = (await call('POST', '/group_types', 202, { group_type: { name: 'rbd-groups-2' } })).group_type.id as string;
     const volumeType = (await call('GET', '/types', 200)).volume_types[0].id as string;
     const group = (await call('POST', '/groups', 202, { group: { name: 'rbd-sync', group_type: groupType, volume_types: [volumeType] } })).group.id as string;
@@ -293,8 +291,22 @@ describe('RBD group snapshots', { timeout: 300_000 }, () => {
       }
     };
     // No group snapshot yet: the adds alone put the images in the RBD group, the remove takes one out.
-    await call('PUT', `/groups/${group}`, 202, { group: { add_volumes: volumes.join(',') } });
-    assert.deepEqual(await groupImages(volumes.map((v) => `volume-${v}`)), volumes.map((v) => `volume-${v}`).sort(), 'both images in the RBD group after add_volumes');
+    // The first sync dies before it syncs: the restarted server runs it again (it is a persisted task).
+    // It may die before its answer leaves (the task is claimed as it is queued): the add is committed either way.
+    const added = await admin.request('PUT', `${admin.volumeUrl}/groups/${group}`, { group: { add_volumes: volumes.join(',') } }, MV).catch((error: Error) => ({ status: 0, text: error.message }));
+    assert.ok(added.status === 202 || added.status === 0, added.text);
+    const died = await new Promise<number | string | null>((resolve) => {
+      if (pumice.proc.exitCode !== null || pumice.proc.signalCode !== null) resolve(pumice.proc.signalCode ?? pumice.proc.exitCode);
+      else pumice.proc.once('exit', (c, signal) => resolve(signal ?? c));
+    });
+    assert.equal(died, 'SIGKILL', `the server should have died before the sync:\n${pumice.output().slice(-2000)}`);
+    assert.deepEqual(await rbd(['group', 'image', 'list', '--format', 'json', `volumes/group-${group}`]).then((r) => JSON.parse(r.stdout) as unknown[]).catch(() => []), [], 'not synced before the crash');
+    // The next server stops itself (SIGSTOP) the first time a group snapshot has synced its RBD
+    // group, right before rbd_group_snap_create2 (group.sync passes another point): the tasks
+    // running then are all that the locks let run beside it.
+    await start({ PUMICE_CRASH_POINT: 'rbd.group-snapshot.members-synced:1:stop' });
+    assert.deepEqual(((await call('GET', `/groups/${group}?list_volume=true`, 200)).group.volumes as string[]).sort(), [...volumes].sort());
+    assert.deepEqual(await groupImages(volumes.map((v) => `volume-${v}`)), volumes.map((v) => `volume-${v}`).sort(), `both images in the RBD group after add_volumes; the server said:\n${pumice.output().split('\n').filter((l) => /group|task|WARNING|ERROR/.test(l)).slice(-30).join('\n')}`);
     await call('PUT', `/groups/${group}`, 202, { group: { remove_volumes: second } });
     assert.deepEqual(await groupImages([`volume-${first}`]), [`volume-${first}`], 'the removed image left the RBD group');
     await call('PUT', `/groups/${group}`, 202, { group: { add_volumes: second } });

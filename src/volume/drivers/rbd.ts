@@ -677,20 +677,36 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     crashPoint('rbd.group-snapshot.taken');
   }
 
+  /** Syncs of RBD groups running in this process: while one runs, this process's collector removes no empty group. */
+  private groupSyncsRunning = 0;
+
   async syncGroupMembers(groupId: string, volumeIds: readonly string[]): Promise<void> {
     const group = groupImage(groupId);
-    await this.call(`sync RBD group ${group}`, async () => {
-      if (volumeIds.length === 0) {
-        // Nothing to hold: the members leave; the group goes once no group snapshot needs it.
-        if (!(await this.io().groupList()).includes(group)) return;
-        await this.syncMembers(group, [], { skipMissing: true });
-        await this.removeGroupIfEmpty(group);
-        return;
-      }
-      await this.io().groupCreate(group).catch(ignoreExisting);
-      await this.syncMembers(group, volumeIds, { skipMissing: true });
-      crashPoint('rbd.group.members-synced');
-    });
+    this.groupSyncsRunning++;
+    try {
+      await this.call(`sync RBD group ${group}`, async () => {
+        if (volumeIds.length === 0) {
+          // Nothing to hold: the members leave; the group goes once no group snapshot needs it.
+          if (!(await this.io().groupList()).includes(group)) return;
+          await this.syncMembers(group, [], { skipMissing: true });
+          await this.removeGroupIfEmpty(group, { ownSync: true });
+          return;
+        }
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await this.io().groupCreate(group).catch(ignoreExisting);
+            await this.syncMembers(group, volumeIds, { skipMissing: true });
+            break;
+          } catch (error) {
+            // Another process's collector may remove the group while it is still empty (just made): make it again.
+            if (attempt >= groupSnapshotAttemptsMax || !(error instanceof RbdError && error.code === 'ENOENT') || (await this.io().groupList()).includes(group)) throw error;
+          }
+        }
+        crashPoint('rbd.group.members-synced');
+      });
+    } finally {
+      this.groupSyncsRunning--;
+    }
   }
 
   /**
@@ -773,11 +789,12 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     }
   }
 
-  private async removeGroupIfEmpty(group: string): Promise<void> {
+  private async removeGroupIfEmpty(group: string, options: { ownSync: boolean } = { ownSync: false }): Promise<void> {
     const io = this.io();
-    // A group snapshot being taken by this process may have just made it (another process's
-    // re-creates it: takeGroupSnapshotOnce makes the group again when a step finds it gone).
-    if (this.groupSnapshotsTaking.size > 0) return;
+    // A group snapshot being taken, or a group being synced, by this process may have just made it
+    // (another process's re-creates it: takeGroupSnapshotOnce and syncGroupMembers make the group
+    // again when a step finds it gone).
+    if (this.groupSnapshotsTaking.size > 0 || this.groupSyncsRunning > (options.ownSync ? 1 : 0)) return;
     if ((await io.groupImageList(group).catch(() => [{}])).length > 0) return;
     if ((await io.groupSnapList(group).catch(() => [{}])).length > 0) return;
     await io.groupRemove(group).catch(ignoreMissing);
