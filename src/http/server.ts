@@ -216,24 +216,27 @@ function forCaller(error: unknown, auth: AuthContext | null): unknown {
  * the files on its own: two write(2)s per request besides the reply's own. The body is
  * serialized at once (it may be a live object), only the socket write waits.
  */
-const queuedReplies: (() => void)[] = [];
+const queuedReplies: { res: ServerResponse; write: () => void }[] = [];
 /** Responses whose reply is queued (not yet written): the error path must not answer them twice. */
 const repliesQueued = new WeakSet<ServerResponse>();
 
 function queueReply(res: ServerResponse, status: number, body: unknown, headers: Record<string, string>): void {
   const payload = body === undefined || status === 204 ? undefined : Buffer.from(JSON.stringify(body));
   repliesQueued.add(res);
-  queuedReplies.push(() => writeReply(res, status, payload, headers));
+  queuedReplies.push({ res, write: () => writeReply(res, status, payload, headers) });
   if (queuedReplies.length === 1) setImmediate(sendQueuedReplies);
 }
 
 function sendQueuedReplies(): void {
   flushEvents();
-  for (const write of queuedReplies.splice(0)) {
+  for (const { res, write } of queuedReplies.splice(0)) {
     try {
       write();
     } catch {
-      // A socket that went away meanwhile: that reply is lost, the others still leave.
+      // A header Node refuses (an invalid character): answer 500 as a handler's failure would be,
+      // rather than leave the client waiting; the other replies still leave.
+      if (res.headersSent) res.destroy();
+      else send(res, 500, { computeFault: { code: 500, message: 'internal error: the reply could not be written' } }, {});
     }
   }
 }

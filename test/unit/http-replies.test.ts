@@ -76,3 +76,30 @@ test('replies of one turn: their events are written once, before any of them lea
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a queued reply whose header Node refuses is answered 500, not left hanging; the others of its turn still leave', async () => {
+  const router = new Router();
+  router.get('/bad', () => ({ status: 200, body: {}, headers: { 'x-bad': 'line\nbreak' } }), { public: true });
+  router.get('/good', () => ({ status: 200, body: { ok: true } }), { public: true });
+  const server = createHttpServer({
+    apps: [{ prefix: '/t', router, faultStyle: 'openstack' }],
+    tokens: { validateToken: () => ({}) as unknown as AuthContext },
+    requestBodyBytesMax: 1 << 20,
+    publicEndpoint: null,
+    log: () => undefined,
+    debug: false,
+    rootDocument: () => ({}),
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  try {
+    const get = (path: string) => fetch(`http://127.0.0.1:${port}/t${path}`, { signal: AbortSignal.timeout(10_000) });
+    const [bad, good] = await Promise.all([get('/bad'), get('/good')]);
+    assert.equal(bad.status, 500);
+    assert.match(await bad.text(), /internal error/);
+    assert.equal(good.status, 200);
+    assert.deepEqual(await good.json(), { ok: true });
+  } finally {
+    server.close();
+  }
+});
