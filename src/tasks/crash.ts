@@ -17,7 +17,7 @@
  * file changed since the last crash point (it is looked at, one stat, at each
  * point) its text replaces the armed set (same syntax; empty: none armed) and
  * the hit counts start again from zero, so `name:1` means the first pass after
- * the file was written. A harness that runs many operations on one server
+ * the file was written (until a file appears, PUMICE_CRASH_POINT holds). A harness that runs many operations on one server
  * needs no restart to arm the next one. Write it atomically (write, rename).
  *
  * `PUMICE_CRASH_TRACE=1` prints every point reached (`crash-point NAME HIT`
@@ -67,8 +67,8 @@ export function parseCrashSpec(text: string | undefined): Armed {
 
 let armed = parseCrashSpec(process.env['PUMICE_CRASH_POINT']);
 const control = process.env['PUMICE_CRASH_CONTROL'] || null;
-/** What the control file was when last read (inode, size, mtime): a rename or a write changes it. */
-let controlSeen = '';
+/** What the control file was when last read (inode, size, mtime): a rename or a write changes it. Absent at first: PUMICE_CRASH_POINT holds until a file appears. */
+let controlSeen = 'absent';
 const trace = process.env['PUMICE_CRASH_TRACE'] === '1';
 const hits = new Map<string, number>();
 
