@@ -23,10 +23,11 @@
  * it). Reads never write.
  *
  * Operation locks (src/tasks): every member task of a group snapshot writes
- * the group and reads all its volumes, so two group snapshots of one group
- * run one after the other, and a delete, extend or revert of a member waits
+ * the group's work lock (`groupWorkLock`) and reads all its volumes, so two
+ * group snapshots of one group run one after the other, and a delete,
+ * extend or revert of a member waits
  * for a group snapshot in progress (and it for them). Adding or removing
- * volumes queues `group.sync`, which writes the group too: on a backend with
+ * volumes queues `group.sync`, which writes that lock too: on a backend with
  * its own groups (RBD) it makes the backend's group hold the group's
  * volumes, from the database as it is when the task runs (a re-run after a
  * crash syncs again).
@@ -86,6 +87,15 @@ export interface GroupSnapshotRow {
 
 export const groupStatuses: readonly GroupStatus[] = ['creating', 'available', 'updating', 'deleting', 'error', 'error_deleting', 'in-use'];
 export const groupSnapshotStatuses: readonly GroupSnapshotStatus[] = ['creating', 'available', 'deleting', 'error', 'error_deleting'];
+
+/**
+ * The lock that orders a group's backend work (its group snapshots' member tasks, group.sync): not
+ * the group's own id, which os-reset_status of the group fences, cancelling a group snapshot's
+ * member tasks with it (those would leave member snapshots 'creating' until the next clean-up).
+ */
+export function groupWorkLock(groupId: string): string {
+  return `group-work:${groupId}`;
+}
 
 /** Volumes one group may hold (a bound on one update's and one group snapshot's work). */
 export const groupVolumesMax = 64;
@@ -406,7 +416,7 @@ export class VolumeGroups {
     );
     const backend = placed ? this.volumes.manager.backends.get(placed.backend) : undefined;
     if (!backend || !hasGroupSnapshots(backend.driver)) return;
-    this.volumes.queue.enqueue('group.sync', groupId, placed!.backend, {}, { locks: { read: [...memberIds, ...leftIds] } });
+    this.volumes.queue.enqueue('group.sync', groupId, placed!.backend, {}, { locks: { write: [groupWorkLock(groupId)], read: [...memberIds, ...leftIds] } });
   }
 
   /**
@@ -490,7 +500,7 @@ export class VolumeGroups {
         const snapshot = this.volumes.createSnapshot(auth, {
           volumeId: member.id, name: `group-snapshot-${id}`, description: input.description, force: atOneMoment, metadata: {},
           // Any member's task may take the one group snapshot of them all: each locks the group and every member.
-          locks: { write: [group.id], read: members.map((m) => m.id) },
+          locks: { write: [groupWorkLock(group.id)], read: members.map((m) => m.id) },
         });
         this.db.run('UPDATE snapshots SET group_snapshot_id = ? WHERE id = ?', id, snapshot.id);
       }
