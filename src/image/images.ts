@@ -384,8 +384,8 @@ export class ImageService {
       const active = image.status === 'active' || image.status === 'deactivated';
       fields['locations'] = !active ? [] : this.dataStoresOf(image).flatMap((store) => {
         const location = store.location?.(image.id) ?? null;
-        // Glance's multi-store names the store of each location in its metadata.
-        return location ? [{ url: location, metadata: { store: store.id } }] : [];
+        // Glance's multi-store names the store of each location in its metadata; the single-store form (stores = file,rbd) none.
+        return location ? [{ url: location, metadata: this.options.namedStores ? { store: store.id } : {} }] : [];
       });
     }
     return fields;

@@ -44,7 +44,7 @@ export const ImageEntity = Type.Object({
   schema: Type.Literal('/v2/schemas/image'),
   // Only with show_image_direct_url / show_multiple_locations, for admins and owners.
   direct_url: Type.Optional(Type.String()),
-  locations: Type.Optional(Type.Array(Type.Object({ url: Type.String(), metadata: Type.Object({}), validation_data: Type.Optional(Type.Object({})) }, closed))),
+  locations: Type.Optional(Type.Array(Type.Object({ url: Type.String(), metadata: Type.Object({ store: Type.Optional(Type.String()) }), validation_data: Type.Optional(Type.Object({})) }, closed))),
 }, { additionalProperties: Type.String() });
 
 export const ImageList = Type.Object({
