@@ -130,6 +130,9 @@ describe('Image API response contract', () => {
       await call(as, 'GET', '/image/v2/info/import', 200);
     }
     await call('anonymous', 'GET', '/image/v2/info/stores', 401);
+    // Store types and pools are for admins (stores_info_detail).
+    await call('admin', 'GET', '/image/v2/info/stores/detail', 200);
+    await call('reader', 'GET', '/image/v2/info/stores/detail', 403);
     assert.deepEqual(problems, []);
   });
 
