@@ -64,14 +64,15 @@ export function coldMigrationRefusal(server: ServerRow, bdms: BdmRow[], host: st
   }
   if (!server.host) return errors.conflict(`Instance ${server.id} has no host (it was never scheduled): there is nothing to migrate.`);
   const sourceStatus = context.hosts.serviceByHost('nova-compute', server.host) ? context.hosts.hostStatus(server.host) : null;
-  if (sourceStatus !== 'UP' && sourceStatus !== 'MAINTENANCE') {
+  if (sourceStatus === null || sourceStatus === 'DOWN') {
     return errors.conflict(`Instance ${server.id} cannot be migrated: its compute host ${server.host} is ${sourceStatus?.toLowerCase() ?? 'unknown'}, and the source host stops the guest. Evacuate it instead (openstack server evacuate).`);
   }
   if (host !== null) {
     if (host === server.host) return errors.badRequest(`Instance ${server.id} already runs on ${host}: choose another target host (openstack compute service list --service nova-compute), or leave --host out and let the scheduler choose.`);
     const status = context.hosts.serviceByHost('nova-compute', host) ? context.hosts.hostStatus(host) : null;
     if (status === null) return errors.badRequest(`Compute host ${host} could not be found: choose a host from openstack compute service list --service nova-compute.`);
-    if (status !== 'UP') return errors.badRequest(`Compute host ${host} is ${status === 'MAINTENANCE' ? 'disabled' : status.toLowerCase()}: a migration needs a target that is up and enabled (openstack compute service set --enable ${host} nova-compute).`);
+    // Overdue heartbeats (UNKNOWN, within service_down_time) still count as up, as in Nova and live-migration.ts.
+    if (status === 'DOWN' || status === 'MAINTENANCE') return errors.badRequest(`Compute host ${host} is ${status === 'MAINTENANCE' ? 'disabled' : 'down'}: a migration needs a target that is up and enabled (openstack compute service set --enable ${host} nova-compute).`);
   }
   const localRoot = bdms.some((b) => b.boot_index === 0 && b.destination_type === 'local');
   if (localRoot && context.imagesType !== 'rbd') {

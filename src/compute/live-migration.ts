@@ -49,7 +49,9 @@ export function liveMigrationRefusal(server: ServerRow, bdms: BdmRow[], request:
     if (request.host === server.host) return errors.badRequest(`Instance ${server.id} already runs on ${request.host}: choose another target host (openstack compute service list --service nova-compute).`);
     const status = context.hosts.serviceByHost('nova-compute', request.host) ? context.hosts.hostStatus(request.host) : null;
     if (status === null) return errors.badRequest(`Compute host ${request.host} could not be found: choose a host from openstack compute service list --service nova-compute.`);
-    if (status !== 'UP') return errors.badRequest(`Compute host ${request.host} is ${status === 'MAINTENANCE' ? 'disabled' : status.toLowerCase()}: a live migration needs a target that is up and enabled.`);
+    // As Nova's servicegroup check: a target is refused when down or disabled; one whose heartbeat is merely
+    // overdue (UNKNOWN, still within service_down_time) is up, and runs the prepare task once it heartbeats.
+    if (status === 'DOWN' || status === 'MAINTENANCE') return errors.badRequest(`Compute host ${request.host} is ${status === 'MAINTENANCE' ? 'disabled' : 'down'}: a live migration needs a target that is up and enabled.`);
   }
   for (const bdm of bdms) {
     if (bdm.destination_type !== 'volume' || !bdm.volume_id || bdm.status === 'detached') continue;
