@@ -267,14 +267,16 @@ export class TaskQueue {
     this.recoverAbandoned();
     if (!this.pollTimer) {
       this.pollTimer = setInterval(() => {
-        this.recoverAbandoned();
-        this.scheduleWake();
+        this.survive('the poll', () => {
+          this.recoverAbandoned();
+          this.scheduleWake();
+        });
         this.kick();
       }, this.options.pollIntervalMs);
       this.pollTimer.unref();
     }
     if (!this.leaseTimer) {
-      this.leaseTimer = setInterval(() => this.store.renew(this.runnerId, this.clock.now() + this.leaseMs), Math.max(10, Math.floor(this.leaseMs / 3)));
+      this.leaseTimer = setInterval(() => this.survive('lease renewal', () => this.store.renew(this.runnerId, this.clock.now() + this.leaseMs)), Math.max(10, Math.floor(this.leaseMs / 3)));
       this.leaseTimer.unref();
     }
     this.kick();
@@ -343,8 +345,32 @@ export class TaskQueue {
     this.kickScheduled = true;
     setImmediate(() => {
       this.kickScheduled = false;
-      this.claimAvailable();
+      this.survive('a claim pass', () => this.claimAvailable());
     });
+  }
+
+  /** The failure of the last timer-driven database call, while the database stays unreachable; null when it answers. */
+  private outage: string | null = null;
+
+  /**
+   * Runs a timer's database work. A database that does not answer (PostgreSQL cut off, a locked
+   * SQLite file) must not kill the process from a timer: the next poll tries again, and leases
+   * that could not be renewed expire so a live member takes the work over. Logged when the
+   * outage starts and when it ends, not at every poll.
+   */
+  private survive(what: string, work: () => void): void {
+    try {
+      work();
+      if (this.outage !== null) {
+        this.options.log(`task queue: the database answers again (it failed from ${this.outage})`);
+        this.outage = null;
+      }
+    } catch (error) {
+      if (this.outage === null) {
+        this.outage = new Date(this.clock.now()).toISOString();
+        this.options.log(`ERROR: task queue: ${what} failed: ${(error as Error).message}; claims and lease renewals are retried at every poll until the database answers`);
+      }
+    }
   }
 
   private kickAll(): void {

@@ -61,3 +61,38 @@ test('a task left running by a dead process is re-run; after attemptsMax it fail
   assert.match(failed[0]!, /^r2: the task was interrupted 3 times/);
   await queue.stop();
 });
+
+test('a database that stops answering does not kill the process from a timer: logged once, the queue claims again when it answers', async () => {
+  const db = new Db(':memory:');
+  const lines: string[] = [];
+  const queue = new TaskQueue({ db, log: (line) => lines.push(line), concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 20 });
+  const ran: string[] = [];
+  queue.register('ok', async (t) => void ran.push(t.resourceId), () => undefined);
+  queue.start(['q']);
+  // Every statement fails, as PostgreSQL cut off does ('PostgreSQL did not answer in 35000 ms').
+  const answer = { down: true };
+  const [get, all, run] = [db.get.bind(db), db.all.bind(db), db.run.bind(db)];
+  const refuse = <T extends (...args: never[]) => unknown>(real: T) => ((...args: Parameters<T>) => {
+    if (answer.down) throw new Error('PostgreSQL did not answer in 35000 ms');
+    return real(...args);
+  }) as unknown as T;
+  Object.assign(db, { get: refuse(get), all: refuse(all), run: refuse(run) });
+  const uncaught: Error[] = [];
+  const onUncaught = (error: Error) => uncaught.push(error);
+  process.on('uncaughtException', onUncaught);
+  try {
+    queue.kick();
+    await new Promise((r) => setTimeout(r, 150));
+    assert.deepEqual(uncaught, [], 'no timer threw');
+    assert.equal(lines.filter((l) => l.startsWith('ERROR: task queue:')).length, 1, `one line for the outage: ${lines.join(' | ')}`);
+    answer.down = false;
+    queue.enqueue('ok', 'after', 'q');
+    await new Promise((r) => setTimeout(r, 100));
+    await queue.whenIdle();
+    assert.deepEqual(ran, ['after']);
+    assert.ok(lines.some((l) => l.startsWith('task queue: the database answers again')), lines.join(' | '));
+  } finally {
+    process.off('uncaughtException', onUncaught);
+    await queue.stop();
+  }
+});
