@@ -15,6 +15,7 @@ import { withoutAbsolutePaths } from '../redact.ts';
 import { toFault, type FaultStyle } from './faults.ts';
 import type { AuthContext, Reply, RequestContext, Router } from './router.ts';
 import { enforceAccessRules } from '../identity/access-rules.ts';
+import { atTurnEndFirst } from '../util/turn-end.ts';
 
 export interface ServiceApp {
   /** Path prefix without trailing slash, e.g. `/volume`. */
@@ -224,7 +225,7 @@ function queueReply(res: ServerResponse, status: number, body: unknown, headers:
   const payload = body === undefined || status === 204 ? undefined : Buffer.from(JSON.stringify(body));
   repliesQueued.add(res);
   queuedReplies.push({ res, write: () => writeReply(res, status, payload, headers) });
-  if (queuedReplies.length === 1) setImmediate(sendQueuedReplies);
+  if (queuedReplies.length === 1) atTurnEndFirst(sendQueuedReplies);
 }
 
 function sendQueuedReplies(): void {

@@ -55,6 +55,7 @@ import type { Db } from '../db/db.ts';
 import { systemClock, crashPoint, type Clock } from './crash.ts';
 import { classifyError, errorMessage, TaskFencedError } from './errors.ts';
 import { SqliteTaskStore, type TaskLocks, type TaskRow, type TaskStore } from './store.ts';
+import { atTurnEnd } from '../util/turn-end.ts';
 
 export type { TaskLocks, TaskRow } from './store.ts';
 
@@ -343,7 +344,8 @@ export class TaskQueue {
   kick(): void {
     if (this.stopped || this.kickScheduled) return;
     this.kickScheduled = true;
-    setImmediate(() => {
+    // After the replies of this turn (a claim may start a task that crashes the process): see turn-end.ts.
+    atTurnEnd(() => {
       this.kickScheduled = false;
       this.survive('a claim pass', () => this.claimAvailable());
     });
@@ -420,7 +422,7 @@ export class TaskQueue {
     }
     // Not run inside the caller that committed the transaction (an API request): on the next turn, as a claim pass would.
     // Held in inFlight until launched (stop() waits for it), then the task's own promise is.
-    const started = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+    const started = new Promise<void>((resolve) => atTurnEnd(resolve)).then(() => {
       this.inFlight.delete(started);
       withTaskRequest(row.id, () => this.launchInContext(row, options));
     });

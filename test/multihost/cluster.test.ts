@@ -612,10 +612,10 @@ test('compute hosts in their own namespaces: booted from a Ceph volume through t
     } finally {
       lab!.setLink('cmp-a', true);
     }
-    // Back on the link, cmp-a's agent is started again, as systemd's Restart= would: cut off from PostgreSQL
-    // for 35 s it exits (seen here: an uncaught 'PostgreSQL did not answer in 35000 ms' from the task queue's
-    // recoverAbandoned timer, exit 1); one that stayed up is killed first. The new agent finds its guest's
-    // server on cmp-b and destroys the old guest.
+    // Back on the link, cmp-a's agent is started again (a restart, as after a reboot): the one cut off from
+    // PostgreSQL is still up (its task queue logs the outage and retries; before a1aa31a it exited after 35 s
+    // on an uncaught 'PostgreSQL did not answer') and is killed first. The new agent finds its guest's server
+    // on cmp-b and destroys the old guest.
     const healedAt = Date.now();
     const stuck = running['cmp-a']!;
     if (stuck.proc.exitCode === null && stuck.proc.signalCode === null) process.kill(stuck.pid, 'SIGKILL');
