@@ -7,7 +7,7 @@
  * (COMPUTE-NOTES), while `-accel help` still lists kvm.
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -110,6 +110,22 @@ export interface ProbeOptions {
   log?: (msg: string) => void;
   /** Tests only: pretend KVM's device is elsewhere. Default /dev/kvm. */
   kvmDevice?: string;
+  /** Tests only: the CPU flags' source. Default /proc/cpuinfo. */
+  cpuinfoPath?: string;
+}
+
+/**
+ * Whether the CPU has hardware virtualization (vmx or svm in /proc/cpuinfo's flags). Without it a
+ * /dev/kvm is kvm_pvm (this machine kind's nested, VMX-less backend): the probe's boot sector can
+ * reach its marker under it on some kernels, while a real guest stops at once with 'KVM internal
+ * error' (measured 2026-12-06, kernel 6.18.44), so KVM is not even tried. null: cannot tell.
+ */
+function hardwareVirtualization(cpuinfoPath: string): boolean | null {
+  try {
+    return /^flags\s*:.*\b(vmx|svm)\b/m.test(readFileSync(cpuinfoPath, 'utf8'));
+  } catch {
+    return null;
+  }
 }
 
 /** Boots the probe under one accelerator; exported for doctor's detail and tests. */
@@ -125,6 +141,9 @@ export interface ProbeResult {
 /** Boots a probe guest under KVM (only when /dev/kvm exists); kvm if it reaches the marker, else qemu (TCG) with why. */
 export async function probeAccelerator(options: ProbeOptions = {}): Promise<ProbeResult> {
   if (!existsSync(options.kvmDevice ?? '/dev/kvm')) return { virtType: 'qemu', reason: '/dev/kvm does not exist: TCG (software emulation)' };
+  if (hardwareVirtualization(options.cpuinfoPath ?? '/proc/cpuinfo') === false) {
+    return { virtType: 'qemu', reason: '/dev/kvm exists but the CPU has no vmx or svm flag (a nested KVM without hardware virtualization, such as kvm_pvm, stops real guests with a KVM internal error): TCG (software emulation)' };
+  }
   const kvm = await probeBoot('kvm', options);
   if (kvm.ok) return { virtType: 'kvm', reason: `a probe guest booted under KVM to its marker in ${kvm.elapsedMs} ms` };
   const tcg = await probeBoot('tcg', options);
