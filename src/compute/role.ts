@@ -135,7 +135,8 @@ async function chooseVirtType(config: PumiceConfig, log: (m: string) => void): P
   const configured = config.libvirt.virt_type;
   if (configured === 'kvm' || configured === 'qemu') return { virtType: configured, reason: `[libvirt] virt_type = ${configured}`, qemuVersion };
   const cachePath = join(config.compute.instances_path, '.virt-probe.json');
-  const key = `${versionText}/${existsSync('/dev/kvm')}`;
+  // 'cpu-flags': results remembered before the vmx/svm check (a kvm chosen on kvm_pvm) are probed again.
+  const key = `${versionText}/${existsSync('/dev/kvm')}/cpu-flags`;
   try {
     const cached = JSON.parse(readFileSync(cachePath, 'utf8')) as { key: string; virtType: 'kvm' | 'qemu'; reason: string };
     if (cached.key === key) return { virtType: cached.virtType, reason: `${cached.reason} (probe result remembered in ${cachePath})`, qemuVersion };
