@@ -142,7 +142,7 @@ export interface ProbeResult {
 export async function probeAccelerator(options: ProbeOptions = {}): Promise<ProbeResult> {
   if (!existsSync(options.kvmDevice ?? '/dev/kvm')) return { virtType: 'qemu', reason: '/dev/kvm does not exist: TCG (software emulation)' };
   if (hardwareVirtualization(options.cpuinfoPath ?? '/proc/cpuinfo') === false) {
-    return { virtType: 'qemu', reason: '/dev/kvm exists but the CPU has no vmx or svm flag (a nested KVM without hardware virtualization, such as kvm_pvm, stops real guests with a KVM internal error): TCG (software emulation)' };
+    return { virtType: 'qemu', reason: '/dev/kvm exists but the CPU has no vmx or svm flag (a nested KVM without hardware virtualization, such as kvm_pvm, fails real guests at once with an emulation failure): TCG (software emulation)' };
   }
   const kvm = await probeBoot('kvm', options);
   if (kvm.ok) return { virtType: 'kvm', reason: `a probe guest booted under KVM to its marker in ${kvm.elapsedMs} ms` };
