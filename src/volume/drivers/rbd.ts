@@ -425,9 +425,20 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     this.client = this.checkClientFiles();
     const cluster = this.cluster;
     const df = await this.call('capacity report', () => withTimeout(cluster.monCommand({ prefix: 'df', format: 'json' }), this.timeoutSeconds * 1000));
-    const parsed = JSON.parse(df.outbuf.toString()) as { pools: { name: string; stats: { stored?: number; bytes_used: number; max_avail: number } }[] };
+    const parsed = JSON.parse(df.outbuf.toString()) as {
+      stats: { total_bytes: number; total_avail_bytes: number };
+      pools: { name: string; stats: { stored?: number; bytes_used: number; max_avail: number } }[];
+    };
     const pool = parsed.pools.find((p) => p.name === this.pool);
-    if (!pool) throw new DriverError('NotFound', `Ceph pool '${this.pool}' does not exist any more: recreate it or fix rbd_pool.`);
+    if (!pool) {
+      // `df` shows a pool once the manager has reported its statistics, seconds after it is made: a pool of
+      // the osdmap without them is reported with the cluster's raw figures until then.
+      const listed = await this.call('capacity report', () => withTimeout(cluster.monCommand({ prefix: 'osd pool ls', format: 'json' }), this.timeoutSeconds * 1000));
+      if (!(JSON.parse(listed.outbuf.toString()) as string[]).includes(this.pool)) {
+        throw new DriverError('NotFound', `Ceph pool '${this.pool}' does not exist any more: recreate it or fix rbd_pool.`);
+      }
+      return { totalCapacityGiB: parsed.stats.total_bytes / gib, freeCapacityGiB: parsed.stats.total_avail_bytes / gib, thinProvisioningSupport: true, thickProvisioningSupport: false, storageProtocol: 'ceph' };
+    }
     // max_avail already accounts for replication: the scenario's 3.5 TB raw with 2 replicas gives ~1.7 TB here.
     const storedBytes = pool.stats.stored ?? pool.stats.bytes_used;
     return {
