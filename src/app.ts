@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { loadConfig, recordHostName, type PumiceConfig } from './config/config.ts';
 import { pumiceVersion } from './config/version.ts';
-import { Db, databaseLocation, isPostgresUrl } from './db/db.ts';
+import { Db, databaseLocation, isPostgresUrl, openServiceDatabase } from './db/db.ts';
 import { backupRoutes } from './backup/api.ts';
 import { BackupService } from './backup/backups.ts';
 import { BackupManager } from './backup/manager.ts';
@@ -106,7 +106,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   const dbPath = join(dataDir, 'pumice.db');
   // A database made by an older Pumice (or before the umask) may be readable by others.
   for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
-  const db = new Db(dbLocation);
+  const db = await openServiceDatabase(dbLocation, { maxRetries: config.database.max_retries, retryIntervalS: config.database.retry_interval, log });
   db.startBackgroundCheckpoints();
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
@@ -435,7 +435,7 @@ export async function startComputeHost(options: StartOptions): Promise<{ config:
   chooseHostName(config, options.hostName, log);
   const dbLocation = databaseLocation(config.database.connection, dataDir);
   if (!isPostgresUrl(dbLocation) && !existsSync(dbLocation)) throw new Error(`${dbLocation} does not exist: --data-dir must be the data directory of a running cloud (the api role creates it), or [database] connection must name the cloud's PostgreSQL`);
-  const db = new Db(dbLocation);
+  const db = await openServiceDatabase(dbLocation, { maxRetries: config.database.max_retries, retryIntervalS: config.database.retry_interval, log });
   const closeEvents = openEventLog(dataDir);
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,

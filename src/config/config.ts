@@ -159,6 +159,8 @@ const securityComplianceOptions = {
 
 const databaseOptions = {
   connection: { type: 'string', default: null, help: 'database URL (default: SQLite in the data directory)' },
+  max_retries: { type: 'int', default: 10, min: -1, help: 'PostgreSQL: attempts after the first failed connect at start while the server or its network is not there yet (-1: keep trying); a refused login fails at once' },
+  retry_interval: { type: 'int', default: 10, min: 1, help: 'PostgreSQL: seconds between those attempts' },
 } satisfies Record<string, OptionSpec>;
 
 /** Pumice's [api]: how the HTTP layer checks itself. */

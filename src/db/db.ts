@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { migrations } from './schema.ts';
-import { PgSyncConnection, redactConnectionUrl } from './pg-sync.ts';
+import { PgConnectError, PgSyncConnection, redactConnectionUrl } from './pg-sync.ts';
 import { translateSchema, translateStatement } from './pg-dialect.ts';
 
 export type Row = Record<string, unknown>;
@@ -65,6 +65,33 @@ export function openCloudDatabase(connection: string | null | undefined, dataDir
     );
   }
   return new Db(location);
+}
+
+export interface OpenRetries {
+  /** Attempts after the first failed connect (-1: no end); [database] max_retries. */
+  maxRetries: number;
+  /** Seconds between attempts; [database] retry_interval. */
+  retryIntervalS: number;
+  log: (line: string) => void;
+}
+
+/**
+ * The service's database at start. A PostgreSQL that is not reachable yet (a host booting before its
+ * network, the database server restarting) is tried again, as oslo.db's max_retries and retry_interval
+ * do; a refused login or an unknown database fails at once.
+ */
+export async function openServiceDatabase(location: string, retries: OpenRetries): Promise<Db> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return new Db(location);
+    } catch (error) {
+      const retriesLeft = retries.maxRetries < 0 || attempt <= retries.maxRetries;
+      if (!(error instanceof PgConnectError) || !error.transient || !retriesLeft) throw error;
+      const of = retries.maxRetries < 0 ? '' : ` of ${retries.maxRetries}`;
+      retries.log(`WARNING: ${error.message}; trying again in ${retries.retryIntervalS} s (retry ${attempt}${of}, [database] max_retries and retry_interval)`);
+      await new Promise((r) => setTimeout(r, retries.retryIntervalS * 1000));
+    }
+  }
 }
 
 /** Thrown when the database was upgraded by a newer Pumice than this one. */

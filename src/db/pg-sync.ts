@@ -31,6 +31,8 @@ export class PgError extends Error {
 
 type Request = { kind: 'connect' | 'close' } | { kind: 'exec'; sql: string } | { kind: 'query'; sql: string; params: SqlValue[]; guarded: boolean };
 interface Reply {
+  /** The request's id: a reply that comes after its call gave up is told apart from the next call's. */
+  id: number;
   result?: { rows: Row[]; rowCount: number } | null;
   error?: { message: string; code?: string; constraint?: string; detail?: string };
 }
@@ -56,6 +58,20 @@ export function redactConnectionUrl(url: string): string {
   return url.replace(/^(\w+:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
 }
 
+/** Connection failures that a later attempt may not meet: the server or its network is not there yet. */
+const transientConnectCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EAI_AGAIN', 'PG_TIMEOUT', '57P03']);
+
+/** The first connect failed; `transient` when the server or the network was not there (a wrong password is not). */
+export class PgConnectError extends Error {
+  constructor(
+    message: string,
+    readonly transient: boolean,
+  ) {
+    super(message);
+    this.name = 'PgConnectError';
+  }
+}
+
 export class PgSyncConnection {
   private readonly worker: Worker;
   private readonly port: MessagePort;
@@ -63,9 +79,16 @@ export class PgSyncConnection {
   /** Never notified: Atomics.wait on it is a sleep. */
   private readonly pause = new Int32Array(new SharedArrayBuffer(4));
   private closed = false;
+  private lastCallId = 0;
+  /** How long a call waits for its reply: the server's statement timeout and a margin (tests shorten it). */
+  private readonly replyTimeoutMs: number;
 
   /** Connects (blocking); throws a message naming the server (never the password) when it cannot. */
-  constructor(readonly url: string) {
+  constructor(
+    readonly url: string,
+    options: { replyTimeoutMs?: number } = {},
+  ) {
+    this.replyTimeoutMs = options.replyTimeoutMs ?? pgStatementTimeoutMs + replyMarginMs;
     const channel = new MessageChannel();
     this.port = channel.port1;
     this.worker = new Worker(new URL('./pg-worker.mjs', import.meta.url), {
@@ -79,9 +102,11 @@ export class PgSyncConnection {
     } catch (error) {
       void this.worker.terminate();
       this.closed = true;
-      throw new Error(
+      const code = error instanceof PgError ? (error.pgCode ?? error.code) : undefined;
+      throw new PgConnectError(
         `cannot connect to PostgreSQL at ${redactConnectionUrl(url)}: ${(error as Error).message}. ` +
           'Check [database] connection (postgresql://user:password@host:port/database), that the server runs and that the user may log in',
+        (code !== undefined && transientConnectCodes.has(code)) || /Connection terminated/.test((error as Error).message),
       );
     }
   }
@@ -107,29 +132,41 @@ export class PgSyncConnection {
 
   private call(request: Request): { rows: Row[]; rowCount: number } | null {
     if (this.closed && request.kind !== 'close') throw new Error('the database connection is closed');
+    const id = ++this.lastCallId;
     Atomics.store(this.flag, 0, 0);
-    this.port.postMessage(request);
-    // The worker posts the reply, sets the flag, then notifies. When this thread saw the flag
-    // of the previous reply before that reply's notify came, the late notify wakes this wait
-    // early with the flag still 0: wait again until the flag says this reply is posted.
-    const deadlineMs = Date.now() + pgStatementTimeoutMs + replyMarginMs;
-    while (Atomics.load(this.flag, 0) === 0) {
-      const remainingMs = deadlineMs - Date.now();
-      if (remainingMs <= 0) throw new PgError(`PostgreSQL did not answer in ${pgStatementTimeoutMs + replyMarginMs} ms`, 'PG_TIMEOUT', undefined);
-      Atomics.wait(this.flag, 0, 0, remainingMs);
+    this.port.postMessage({ ...request, id });
+    const deadlineMs = Date.now() + this.replyTimeoutMs;
+    for (;;) {
+      let message = receiveMessageOnPort(this.port);
+      if (!message) {
+        // The worker posts the reply, sets the flag, then notifies. When this thread saw the flag
+        // of the previous reply before that reply's notify came, the late notify wakes this wait
+        // early with the flag still 0: wait again until the flag says a reply is posted.
+        if (Atomics.load(this.flag, 0) === 0) {
+          const remainingMs = deadlineMs - Date.now();
+          if (remainingMs <= 0) throw new PgError(`PostgreSQL did not answer in ${this.replyTimeoutMs} ms`, 'PG_TIMEOUT', undefined);
+          Atomics.wait(this.flag, 0, 0, remainingMs);
+          continue;
+        }
+        // Posted before the flag was set, so it is there; a bounded wait all the same.
+        for (let waitedMs = 0; !message && waitedMs < replyLateMaxMs; waitedMs++) {
+          Atomics.wait(this.pause, 0, 0, 1);
+          message = receiveMessageOnPort(this.port);
+        }
+        if (!message) throw new PgError('the PostgreSQL worker woke without a reply', 'PG_ERROR', undefined);
+      }
+      const reply = message.message as Reply;
+      if (reply.id !== id) {
+        // The answer of a call that gave up (PG_TIMEOUT), come now: not this call's. If this call's reply
+        // was posted before the flag is cleared here, the next look at the port finds it.
+        Atomics.store(this.flag, 0, 0);
+        continue;
+      }
+      if (reply.error) {
+        const { message: text, code, constraint, detail } = reply.error;
+        throw new PgError(detail ? `${text} (${detail})` : text, sqliteCode(code, constraint), code);
+      }
+      return reply.result ?? null;
     }
-    let message = receiveMessageOnPort(this.port);
-    // Posted before the flag was set, so it is there; a bounded wait all the same.
-    for (let waitedMs = 0; !message && waitedMs < replyLateMaxMs; waitedMs++) {
-      Atomics.wait(this.pause, 0, 0, 1);
-      message = receiveMessageOnPort(this.port);
-    }
-    if (!message) throw new PgError('the PostgreSQL worker woke without a reply', 'PG_ERROR', undefined);
-    const reply = message.message as Reply;
-    if (reply.error) {
-      const { message: text, code, constraint, detail } = reply.error;
-      throw new PgError(detail ? `${text} (${detail})` : text, sqliteCode(code, constraint), code);
-    }
-    return reply.result ?? null;
   }
 }

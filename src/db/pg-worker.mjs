@@ -69,10 +69,10 @@ async function handle(request) {
 port.on('message', async (request) => {
   let reply;
   try {
-    reply = { result: await handle(request) };
+    reply = { id: request.id, result: await handle(request) };
   } catch (error) {
     const e = error ?? {};
-    reply = { error: { message: String(e.message ?? e), code: e.code, constraint: e.constraint, detail: e.detail } };
+    reply = { id: request.id, error: { message: String(e.message ?? e), code: e.code, constraint: e.constraint, detail: e.detail } };
   }
   port.postMessage(reply);
   Atomics.store(flag, 0, 1);
