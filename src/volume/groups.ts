@@ -443,7 +443,7 @@ export class VolumeGroups {
       if (!this.states.groups.transition(id, ['available', 'error', 'error_deleting', 'in-use'], 'deleting', { status_reason: null })) {
         throw errors.conflict(`Invalid group: group ${id} changed state while the delete was requested; retry.`);
       }
-      for (const volumeId of members) this.volumes.deleteVolume(auth, volumeId, { cascade: false, force: false });
+      for (const volumeId of members) this.volumes.deleteVolume(auth, volumeId, { cascade: false, force: false, ofGroup: id });
       // A volume never placed on a backend is deleted at once: its group may be done already.
       followMembers(this.db, 'group', id);
     });

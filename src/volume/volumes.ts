@@ -287,10 +287,17 @@ export class VolumeService {
     });
   }
 
-  deleteVolume(auth: AuthContext, id: string, options: { cascade: boolean; force: boolean }): void {
+  /** `ofGroup`: the group whose delete-volumes deletes this member; any other delete of a group's member is refused, force or not, as Cinder does. */
+  deleteVolume(auth: AuthContext, id: string, options: { cascade: boolean; force: boolean; ofGroup?: string }): void {
     this.db.transaction(() => {
       const row = this.volume(auth, id);
       if (row.status === 'deleting') return;
+      if (row.group_id && row.group_id !== options.ofGroup) {
+        throw errors.badRequest(
+          `Invalid volume: volume ${id} belongs to group ${row.group_id}. Remove it from the group first ` +
+            `(cinder --os-volume-api-version 3.13 group-update --remove-volumes ${id} ${row.group_id}), or delete the group with its volumes (openstack volume group delete --force ${row.group_id}).`,
+        );
+      }
       if (!options.force) {
         if (row.attach_status === 'attached' || row.status === 'in-use') {
           throw errors.invalidState('volume', id, row.status, 'delete (detach it from its server first)', volumeDeletableStatuses);

@@ -366,6 +366,9 @@ print('{}')`, group.ID);
       { name: 'gs reset: before 3.19', as: admin, mv: '3.18', method: 'POST', path: `/group_snapshots/${gs}/action`, body: { reset_status: { status: 'error' } }, expect: 404 },
       { name: 'gs reset: not a status', as: admin, method: 'POST', path: `/group_snapshots/${gs}/action`, body: { reset_status: { status: 'sleepy' } }, expect: 400, message: /sleepy/ },
       { name: 'gs reset: unknown action', as: admin, method: 'POST', path: `/group_snapshots/${gs}/action`, body: { delete: {} }, expect: 400 },
+      { name: 'volume: delete a member of a group', method: 'DELETE', path: `/volumes/${vol}`, expect: 400, message: new RegExp(`belongs to group ${group}.*--remove-volumes ${vol} ${group}.*volume group delete --force ${group}`) },
+      { name: 'volume: cascade delete of a member', method: 'DELETE', path: `/volumes/${vol}?cascade=true`, expect: 400, message: /belongs to group/ },
+      { name: 'volume: force-delete of a member', as: admin, method: 'POST', path: `/volumes/${vol}/action`, body: { 'os-force_delete': {} }, expect: 400, message: /belongs to group/ },
       { name: 'revert: to a member of a group snapshot', method: 'POST', path: `/volumes/${vol}/action`, body: { revert: { snapshot_id: memberSnapshot } }, expect: 400, message: new RegExp(`member of group snapshot ${gs}.*volume create --snapshot ${memberSnapshot}.*group-create-from-src --group-snapshot ${gs}`) },
     ];
     const failures: string[] = [];
