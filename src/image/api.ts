@@ -232,6 +232,8 @@ export function normalizePatch(contentType: string, body: unknown[]): PatchOp[] 
 export function imageApp(service: ImageService, options: ImageAppOptions = {}): ServiceApp {
   const router = new Router();
   const auth = (ctx: RequestContext): AuthContext => ctx.auth!;
+  /** A store as /v2/info/stores lists it: the first one is the default. */
+  const storeEntry = (store: (typeof service.stores)[number], index: number) => ({ id: store.id, description: store.description, ...(index === 0 ? { default: true } : {}) });
   /** The image as Glance renders it, with direct_url/locations where this caller may see them. */
   const render = (ctx: RequestContext, image: ImageRow): Record<string, unknown> => ({ ...renderImage(image), ...storesField(image), ...service.locationFields(auth(ctx), image) });
   /** Glance's `stores` (comma-separated) when several stores are enabled and the image has data. */
@@ -282,11 +284,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
       handler: () => ({
         status: 200,
         body: {
-          stores: service.stores.map((store, i) => ({
-            id: store.id,
-            description: store.description,
-            ...(i === 0 ? { default: true } : {}),
-          })),
+          stores: service.stores.map(storeEntry),
         },
       }),
     }),
@@ -296,13 +294,7 @@ export function imageApp(service: ImageService, options: ImageAppOptions = {}): 
         status: 200,
         body: {
           // As Glance's: the type of each store and what it keeps data in (admins by default).
-          stores: service.stores.map((store, i) => ({
-            id: store.id,
-            description: store.description,
-            ...(i === 0 ? { default: true } : {}),
-            type: store.type,
-            properties: store.properties?.() ?? {},
-          })),
+          stores: service.stores.map((store, i) => ({ ...storeEntry(store, i), type: store.type, properties: store.properties?.() ?? {} })),
         },
       }),
     }),
