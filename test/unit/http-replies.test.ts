@@ -16,6 +16,21 @@ import { emitEvent, eventLogPath, openEventLog } from '../../src/events.ts';
 import { Router, type AuthContext } from '../../src/http/router.ts';
 import { createHttpServer } from '../../src/http/server.ts';
 
+/** The HTTP layer alone on a loopback port, serving `router` under /t with every token accepted. */
+async function listen(router: Router) {
+  const server = createHttpServer({
+    apps: [{ prefix: '/t', router, faultStyle: 'openstack' }],
+    tokens: { validateToken: () => ({}) as unknown as AuthContext },
+    requestBodyBytesMax: 1 << 20,
+    publicEndpoint: null,
+    log: () => undefined,
+    debug: false,
+    rootDocument: () => ({}),
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return { server, port: (server.address() as AddressInfo).port };
+}
+
 test('replies of one turn: their events are written once, before any of them leaves', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'pumice-replies-'));
   const closeEvents = openEventLog(dir);
@@ -31,17 +46,7 @@ test('replies of one turn: their events are written once, before any of them lea
     await allArrived;
     return { status: 200, body: { n: Number(ctx.params['n']) } };
   }, { public: true });
-  const server = createHttpServer({
-    apps: [{ prefix: '/t', router, faultStyle: 'openstack' }],
-    tokens: { validateToken: () => ({}) as unknown as AuthContext },
-    requestBodyBytesMax: 1 << 20,
-    publicEndpoint: null,
-    log: () => undefined,
-    debug: false,
-    rootDocument: () => ({}),
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
+  const { server, port } = await listen(router);
   const agent = new Agent({ keepAlive: true, maxSockets: clients });
   const path = eventLogPath(dir);
   let eventWrites = 0;
@@ -81,17 +86,7 @@ test('a queued reply whose header Node refuses is answered 500, not left hanging
   const router = new Router();
   router.get('/bad', () => ({ status: 200, body: {}, headers: { 'x-bad': 'line\nbreak' } }), { public: true });
   router.get('/good', () => ({ status: 200, body: { ok: true } }), { public: true });
-  const server = createHttpServer({
-    apps: [{ prefix: '/t', router, faultStyle: 'openstack' }],
-    tokens: { validateToken: () => ({}) as unknown as AuthContext },
-    requestBodyBytesMax: 1 << 20,
-    publicEndpoint: null,
-    log: () => undefined,
-    debug: false,
-    rootDocument: () => ({}),
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-  const { port } = server.address() as AddressInfo;
+  const { server, port } = await listen(router);
   try {
     const get = (path: string) => fetch(`http://127.0.0.1:${port}/t${path}`, { signal: AbortSignal.timeout(10_000) });
     const [bad, good] = await Promise.all([get('/bad'), get('/good')]);
