@@ -51,7 +51,7 @@ import { emitEvent, noteTaskQueued, withTaskRequest } from '../events.ts';
 import { hostname } from 'node:os';
 import { createHash, randomUUID } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
-import type { Db } from '../db/db.ts';
+import { tasksQueuedChannel, type Db } from '../db/db.ts';
 import { systemClock, crashPoint, type Clock } from './crash.ts';
 import { classifyError, errorMessage, TaskFencedError } from './errors.ts';
 import { SqliteTaskStore, type TaskLocks, type TaskRow, type TaskStore } from './store.ts';
@@ -201,8 +201,20 @@ export class TaskQueue {
     this.retry = options.retry ?? defaultRetry;
     this.random = options.random ?? Math.random;
     let runners = runnersByDb.get(options.db);
-    if (!runners) runnersByDb.set(options.db, (runners = new Set()));
+    if (!runners) {
+      runnersByDb.set(options.db, (runners = new Set()));
+      // Tasks queued by another host (PostgreSQL) are claimed when their transaction commits, not at the next poll.
+      const db = options.db;
+      if (db.engine === 'postgresql') db.listen(tasksQueuedChannel, (queue) => runnersByDb.get(db)?.forEach((runner) => runner.queuedElsewhere(queue)));
+    }
     runners.add(this);
+  }
+
+  /** Another host queued a task in `queue` (its NOTIFY): a claim pass, if this runner serves that queue. */
+  private queuedElsewhere(queue: string): void {
+    if (this.stopped || !this.queues.has(queue)) return;
+    this.maybeQueued = true;
+    this.scheduleClaimPass();
   }
 
   register(kind: string, handler: TaskHandler, onFailure: TaskFailureHandler): void {
@@ -227,9 +239,11 @@ export class TaskQueue {
     });
     // The request that queued it: the task's events and log lines carry its request id.
     noteTaskQueued(id, { kind, resource_id: resourceId, queue });
+    let claimed = false;
     if (options.delayMs) setImmediate(() => this.scheduleWake());
-    else this.claimWhileQueuing(queue);
-    this.kickAll();
+    else claimed = this.claimWhileQueuing(queue);
+    // Claimed at once (the usual case): nothing more is queued because of this call.
+    this.kickAll(claimed ? undefined : queue);
     return id;
   }
 
@@ -241,24 +255,25 @@ export class TaskQueue {
    * leases, locks and order are the same. Only within `db.transaction` on SQLite (see
    * TaskStore.claimInTransaction); otherwise the kick's claim pass claims.
    */
-  private claimWhileQueuing(queue: string): void {
+  private claimWhileQueuing(queue: string): boolean {
     const { db } = this.options;
-    if (db.engine !== 'sqlite' || !db.inOwnTransaction) return;
+    if (db.engine !== 'sqlite' || !db.inOwnTransaction) return false;
     for (const runner of runnersByDb.get(db) ?? []) {
       if (runner.stopped || !runner.queues.has(queue) || runner.pausedQueues.has(queue)) continue;
       const running = runner.running.get(queue) ?? 0;
       if (running >= runner.options.concurrencyPerQueue) continue;
       const now = runner.clock.now();
       const row = runner.store.claimInTransaction(queue, runner.runnerId, now, now + runner.leaseMs);
-      if (!row) return;
+      if (!row) return false;
       // The slot is taken now, so a second task queued in this transaction does not overfill it.
       runner.running.set(queue, running + 1);
       db.afterCommit(
         () => runner.launch(row, { slotTaken: true }),
         () => runner.running.set(queue, (runner.running.get(queue) ?? 1) - 1),
       );
-      return;
+      return true;
     }
+    return false;
   }
 
   /** Starts runners for `queues` (more may be added by calling it again). Tasks whose owner's lease expired are taken over. */
@@ -340,8 +355,25 @@ export class TaskQueue {
     }
   }
 
-  /** Schedules a claim pass on the next tick (coalesces bursts of enqueues). */
+  /** Schedules a claim pass on the next tick (coalesces bursts of enqueues); something may be queued. */
   kick(): void {
+    this.maybeQueued = true;
+    this.scheduleClaimPass();
+  }
+
+  /**
+   * False when this runner's last claim pass found no queued task at all in its queues, and no
+   * task was queued since without being claimed at once (enqueue, the poll, a wake, a resume and
+   * an outside kick set it again). A task that ends then needs no claim pass: on a busy SQLite
+   * server every task is claimed in the transaction that queues it, and the pass that followed
+   * each task's end found nothing (two autocommit reads per task, each with its WAL read lock).
+   * A task queued by another process sharing the SQLite file is found by the poll
+   * (pollIntervalMs) as before, unless a pass runs earlier. PostgreSQL always runs the pass:
+   * there other hosts queue most tasks.
+   */
+  private maybeQueued = true;
+
+  private scheduleClaimPass(): void {
     if (this.stopped || this.kickScheduled) return;
     this.kickScheduled = true;
     // After the replies of this turn (a claim may start a task that crashes the process): see turn-end.ts.
@@ -375,21 +407,36 @@ export class TaskQueue {
     }
   }
 
-  private kickAll(): void {
-    for (const runner of runnersByDb.get(this.options.db) ?? [this]) runner.kick();
+  /** A claim pass for every runner of this database; `queued`: a task of that queue was queued and not claimed. */
+  private kickAll(queued?: string): void {
+    for (const runner of runnersByDb.get(this.options.db) ?? [this]) {
+      if (queued !== undefined && runner.queues.has(queued)) runner.maybeQueued = true;
+      runner.scheduleClaimPass();
+    }
   }
 
   private claimAvailable(): void {
     if (this.stopped) return;
+    if (!this.maybeQueued && this.options.db.engine === 'sqlite') {
+      this.notifyIdle();
+      return;
+    }
+    // Cleared only when every queue was looked at and holds no queued task (not merely none claimable
+    // now: a task held back by a lock becomes claimable when the task holding it ends).
+    let empty = true;
     for (const queue of this.queues) {
       if (this.pausedQueues.has(queue)) continue;
+      let looked = false;
       while ((this.running.get(queue) ?? 0) < this.options.concurrencyPerQueue) {
         const now = this.clock.now();
         const row = this.store.claim(queue, this.runnerId, now, now + this.leaseMs);
+        looked = !row;
         if (!row) break;
         this.launch(row);
       }
+      if (!looked || this.store.queuedCount([queue]) > 0) empty = false;
     }
+    if (empty) this.maybeQueued = false;
     if (this.rearmWake) {
       this.rearmWake = false;
       this.scheduleWake();
@@ -435,6 +482,7 @@ export class TaskQueue {
     const promise = this.execute(row).finally(() => {
       this.running.set(row.queue, (this.running.get(row.queue) ?? 1) - 1);
       this.inFlight.delete(promise);
+      // A slot is free, and the locks it held: queued tasks may be claimable now (if any is queued).
       this.kickAll();
     });
     this.inFlight.add(promise);

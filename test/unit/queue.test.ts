@@ -96,3 +96,54 @@ test('a database that stops answering does not kill the process from a timer: lo
     await queue.stop();
   }
 });
+
+test('a task held back by a lock is claimed as soon as the task holding it ends, not at the next poll', async () => {
+  const db = new Db(':memory:');
+  // No poll within the test: only the claim pass after a task ends can start the second task.
+  const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 600_000 });
+  const events: string[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  queue.register('first', async () => { events.push('first start'); await held; events.push('first end'); }, () => undefined);
+  queue.register('second', async () => void events.push('second'), () => undefined);
+  queue.start(['q']);
+  await new Promise((r) => setTimeout(r, 5));
+  // Claimed in the transaction that queues it; the second, on the same resource, cannot be (a free slot, a lock held).
+  db.transaction(() => queue.enqueue('first', 'x', 'q'));
+  await new Promise((r) => setTimeout(r, 5));
+  db.transaction(() => queue.enqueue('second', 'x', 'q'));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(events, ['first start']);
+  release();
+  const started = Date.now();
+  await queue.whenIdle();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(events, ['first start', 'first end', 'second']);
+  assert.ok(Date.now() - started < 5_000, 'the second task waited for the poll');
+  await queue.stop();
+});
+
+test('a task that ends with nothing queued costs no claim pass (SQLite): the claims made while queuing are all', async () => {
+  const db = new Db(':memory:');
+  const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 2, attemptsMax: 3, pollIntervalMs: 600_000 });
+  let claimLooks = 0;
+  const get = db.get.bind(db);
+  db.get = ((sql: string, ...params: never[]) => {
+    if (/^SELECT t\.id FROM tasks t/.test(sql)) claimLooks++;
+    return get(sql, ...params);
+  }) as typeof db.get;
+  const ran: string[] = [];
+  queue.register('k', async (t) => { await new Promise((r) => setTimeout(r, 2)); ran.push(t.resourceId); }, () => undefined);
+  queue.start(['q']);
+  await new Promise((r) => setTimeout(r, 5));
+  const afterStart = claimLooks;
+  for (const r of ['a', 'b', 'c', 'd']) {
+    db.transaction(() => queue.enqueue('k', r, 'q'));
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await queue.whenIdle();
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(ran.sort(), ['a', 'b', 'c', 'd']);
+  assert.equal(claimLooks - afterStart, 0, 'claim passes looked for queued tasks after tasks ended with none queued');
+  await queue.stop();
+});
