@@ -18,6 +18,16 @@ export const convertedFormats: ReadonlySet<string> = new Set(['qcow2', 'vmdk', '
 /** Image property recording the format the data was uploaded in, before conversion. */
 export const originalDiskFormatProperty = 'original_disk_format';
 
+/**
+ * The fields an image stored converted to raw ends with (what `publish` records after a
+ * conversion, as Glance's image_conversion with output_format = raw: disk_format raw,
+ * container_format bare), for data that is raw already and would only be converted from
+ * `diskFormat` to be converted back: a volume uploaded as qcow2 into the rbd store.
+ */
+export function convertedToRawFields(diskFormat: string): { disk_format: 'raw'; container_format: 'bare'; properties: Record<string, string> } {
+  return { disk_format: 'raw', container_format: 'bare', properties: { [originalDiskFormatProperty]: diskFormat } };
+}
+
 /** A conversion runs at disk speed; a limit still bounds a stuck qemu-img. */
 export const convertTimeoutMs = 2 * 60 * 60 * 1000;
 

@@ -24,7 +24,7 @@ import { validate, type Schema } from '../http/validate.ts';
 import type { PolicyTable, PolicyTarget } from '../http/policy.ts';
 import { imagePolicy } from './policy.ts';
 import { diskFormatOfQemu, qemuFormatOf } from '../disk-formats.ts';
-import { convertedFormats, convertToRaw, originalDiskFormatProperty } from './conversion.ts';
+import { convertedFormats, convertedToRawFields, convertToRaw } from './conversion.ts';
 import { FileStore, SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './stores/file.ts';
 import type { Task, TaskQueue } from '../tasks/queue.ts';
 import { withoutDirectories } from '../redact.ts';
@@ -909,6 +909,21 @@ export class ImageService {
   }
 
   /**
+   * When data uploaded as `diskFormat` into store `storeId` (null: the default store) would be
+   * stored converted to raw (a raw-only store such as rbd, image_conversion on): the fields the
+   * image ends with, so that a client holding the raw bytes already (the volume role uploading a
+   * volume as qcow2) creates the image with them and sends the raw bytes once, instead of
+   * converting them to `diskFormat` for this service to convert back. Null when the data would be
+   * stored as sent, for an unknown store, or with conversion off (the upload then meets the
+   * refusal it meets today).
+   */
+  convertedToRawOnUpload(diskFormat: string, storeId: string | null): ReturnType<typeof convertedToRawFields> | null {
+    const target = storeId === null ? this.store : this.stores.find((s) => s.id === storeId);
+    if (!target?.rawOnly || !convertedFormats.has(diskFormat) || this.options.convertToRaw === false) return null;
+    return convertedToRawFields(diskFormat);
+  }
+
+  /**
    * Checks a local file's format against `diskFormat`, converts it to raw when
    * the store needs raw, and writes it into the store (not yet published).
    * Store failures come out as StoreWriteError; refusals as PumiceError.
@@ -966,8 +981,8 @@ export class ImageService {
       if (stored.convertedFrom !== null) {
         const row = this.db.get<{ properties: string }>('SELECT properties FROM images WHERE id = ?', imageId);
         const properties = JSON.parse(row?.properties ?? '{}') as Record<string, string>;
-        properties[originalDiskFormatProperty] = stored.convertedFrom;
-        Object.assign(set, { disk_format: 'raw', container_format: 'bare', properties: JSON.stringify(properties) });
+        const converted = convertedToRawFields(stored.convertedFrom);
+        Object.assign(set, { disk_format: converted.disk_format, container_format: converted.container_format, properties: JSON.stringify({ ...properties, ...converted.properties }) });
       }
       this.db.transaction(() => {
         this.transition(imageId, from, 'active', set);

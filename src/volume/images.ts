@@ -522,6 +522,13 @@ export interface ImageServiceDeps {
    * place: the bytes no longer cross loopback HTTP (served by the API, read again by the task).
    */
   localImageFile?: ((imageId: string) => Promise<LocalImageFile | null>) | null;
+  /**
+   * When this process also serves the image API: the image fields (disk_format raw, container_format
+   * bare, the original format as a property) when an upload as `diskFormat` into store `storeId` (null:
+   * the default) would be stored converted to raw, else null. os-volume_upload_image then creates the
+   * image with them and the volume's raw bytes go into the store once, not converted to qcow2 and back.
+   */
+  convertedToRawOnUpload?: ((diskFormat: string, storeId: string | null) => { disk_format: string; container_format: string; properties: Record<string, string> } | null) | null;
   /** A token the volume role acts with (admin of the admin project), for locations and data. */
   serviceToken: () => string;
   conversion: ConversionArea;

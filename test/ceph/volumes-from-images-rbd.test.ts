@@ -6,7 +6,9 @@
  * clone of images/<id>@snap (`rbd info` shows the parent), also for a member
  * of another project using a public image; its bytes equal the image's
  * (qemu-img compare over librbd). On the local backend the bytes are copied.
- * An RBD volume uploaded to an image comes back byte for byte.
+ * An RBD volume uploaded to an image comes back byte for byte; uploaded as
+ * qcow2, its raw bytes go into the rbd store as they are (the store would
+ * convert a qcow2 back to raw) and the image is still cloned.
  * Uses the lab in $PUMICE_CEPH_LAB when set, else brings one up and purges it.
  */
 import { after, before, describe, test } from 'node:test';
@@ -211,5 +213,33 @@ describe('volumes from images in the same Ceph cluster', { timeout: 600_000 }, (
     const du = JSON.parse(await rbd(['du', '--format', 'json', `images/${image['id']}`]));
     assert.ok(du.images.some((i: Row) => i.used_size < 64 * MiB), `upload is not thin: ${JSON.stringify(du)}`);
     await openstack(member, ['image', 'delete', 'from-cow']);
+  });
+
+  test('a volume uploaded as qcow2 into the rbd store goes in raw, once (no qcow2 round trip), and a volume from it is a clone with the same bytes', async () => {
+    const cowId = (await openstackJson(member, ['volume', 'show', 'cow']))['id'];
+    await openstack(member, ['image', 'create', '--volume', 'cow', '--disk-format', 'qcow2', '--container-format', 'bare', 'from-cow-qcow2']);
+    const image = await waitStatus(member, 'image', 'from-cow-qcow2', ['active', 'killed', 'deleted']);
+    assert.equal(image['status'], 'active', pumice.output().slice(-3000));
+    // As the rbd store's conversion (Glance's image_conversion, output_format raw) leaves it.
+    assert.equal(image['disk_format'], 'raw');
+    assert.equal(image['container_format'], 'bare');
+    assert.equal(image['original_disk_format'] ?? image['properties']?.['original_disk_format'], 'qcow2');
+    assert.equal(image['size'], 2 * GiB);
+    assert.equal(image['virtual_size'], 2 * GiB);
+    // The image service converted nothing: the bytes came raw, not as a qcow2 made from them.
+    assert.doesNotMatch(pumice.output(), new RegExp(`images: converted ${image['id']} from`));
+    assert.match(pumice.output(), new RegExp(`volume ${cowId}: uploaded ${2 * GiB} bytes into image ${image['id']} \\(raw\\)`));
+    assert.equal((await waitStatus(member, 'volume', 'cow', ['available']))['status'], 'available');
+    await compare(rbdTarget(`images/${image['id']}`), rbdTarget(`volumes/volume-${cowId}`));
+    const du = JSON.parse(await rbd(['du', '--format', 'json', `images/${image['id']}`]));
+    assert.ok(du.images.some((i: Row) => i.used_size < 64 * MiB), `upload is not thin: ${JSON.stringify(du)}`);
+    // Still cloned, as from any raw image of the store.
+    await openstack(member, ['volume', 'create', '--image', 'from-cow-qcow2', '--size', '2', '--type', 'ceph', 'from-qcow2-upload']);
+    const volume = await waitStatus(member, 'volume', 'from-qcow2-upload', ['available', 'error']);
+    assert.equal(volume['status'], 'available', JSON.stringify(volume));
+    const info = JSON.parse(await rbd(['info', '--format', 'json', `volumes/volume-${volume['id']}`]));
+    assert.deepEqual({ pool: info.parent?.pool, image: info.parent?.image, snapshot: info.parent?.snapshot }, { pool: 'images', image: image['id'], snapshot: 'snap' });
+    await compare(rbdTarget(`volumes/volume-${cowId}`), rbdTarget(`volumes/volume-${volume['id']}`));
+    await openstack(member, ['volume', 'delete', 'from-qcow2-upload']);
   });
 });
