@@ -29,7 +29,7 @@ export class PgError extends Error {
   }
 }
 
-type Request = { kind: 'connect' | 'close' } | { kind: 'exec'; sql: string } | { kind: 'query'; sql: string; params: SqlValue[]; guarded: boolean };
+type Request = { kind: 'connect' | 'close' } | { kind: 'listen'; channel: string } | { kind: 'exec'; sql: string } | { kind: 'query'; sql: string; params: SqlValue[]; guarded: boolean };
 interface Reply {
   /** The request's id: a reply that comes after its call gave up is told apart from the next call's. */
   id: number;
@@ -80,6 +80,9 @@ export class PgSyncConnection {
   private readonly pause = new Int32Array(new SharedArrayBuffer(4));
   private closed = false;
   private lastCallId = 0;
+  /** NOTIFYs from the worker, handled on this thread's event loop. */
+  private readonly notices: MessagePort;
+  private readonly listeners = new Map<string, ((payload: string) => void)[]>();
   /** How long a call waits for its reply: the server's statement timeout and a margin (tests shorten it). */
   private readonly replyTimeoutMs: number;
 
@@ -91,9 +94,16 @@ export class PgSyncConnection {
     this.replyTimeoutMs = options.replyTimeoutMs ?? pgStatementTimeoutMs + replyMarginMs;
     const channel = new MessageChannel();
     this.port = channel.port1;
+    const notices = new MessageChannel();
+    this.notices = notices.port1;
+    this.notices.on('message', (notice: { channel: string; payload: string }) => {
+      for (const listener of this.listeners.get(notice.channel) ?? []) listener(notice.payload);
+    });
+    // Listening never keeps the process alive.
+    this.notices.unref();
     this.worker = new Worker(new URL('./pg-worker.mjs', import.meta.url), {
-      workerData: { port: channel.port2, flag: this.flag, connection: url, statementTimeoutMs: pgStatementTimeoutMs, preparedMax },
-      transferList: [channel.port2],
+      workerData: { port: channel.port2, notices: notices.port2, flag: this.flag, connection: url, statementTimeoutMs: pgStatementTimeoutMs, preparedMax },
+      transferList: [channel.port2, notices.port2],
     });
     // The worker never keeps the process alive by itself; close() ends it.
     this.worker.unref();
@@ -102,6 +112,7 @@ export class PgSyncConnection {
     } catch (error) {
       void this.worker.terminate();
       this.closed = true;
+      this.notices.close();
       const code = error instanceof PgError ? (error.pgCode ?? error.code) : undefined;
       throw new PgConnectError(
         `cannot connect to PostgreSQL at ${redactConnectionUrl(url)}: ${(error as Error).message}. ` +
@@ -111,7 +122,18 @@ export class PgSyncConnection {
     }
   }
 
-  exec(sql: string): void {
+  /** LISTENs to `channel` (a fixed name of Pumice's); `onNotify` gets each NOTIFY's payload, after the transaction that sent it committed. */
+  listen(channel: string, onNotify: (payload: string) => void): void {
+    const listeners = this.listeners.get(channel);
+    if (listeners) {
+      listeners.push(onNotify);
+      return;
+    }
+    this.call({ kind: 'listen', channel });
+    this.listeners.set(channel, [onNotify]);
+  }
+
+    exec(sql: string): void {
     this.call({ kind: 'exec', sql });
   }
 
@@ -123,6 +145,7 @@ export class PgSyncConnection {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.notices.close();
     try {
       this.call({ kind: 'close' });
     } finally {

@@ -5,7 +5,7 @@
 import { workerData } from 'node:worker_threads';
 import pg from 'pg';
 
-const { port, flag, connection, statementTimeoutMs, preparedMax } = workerData;
+const { port, notices, flag, connection, statementTimeoutMs, preparedMax } = workerData;
 
 // Values as better-sqlite3 gives them: 64-bit integers (ids, millisecond times, byte
 // counts, all below 2^53) and SUM()s as numbers, booleans as 0/1.
@@ -23,6 +23,12 @@ const client = new pg.Client({
 });
 // A connection lost mid-session is reported by the next request, not by a crash of the worker.
 client.on('error', () => {});
+// NOTIFYs on the channels this connection LISTENs to go to the calling thread's event loop, which
+// handles them between its requests (a notice is a hint: the caller's poll still finds the work).
+// A NOTIFY of this connection's own transactions is not passed on: this process knows what it queued.
+client.on('notification', (message) => {
+  if (message.processId !== client.processID) notices.postMessage({ channel: message.channel, payload: message.payload ?? '' });
+});
 /** Statement names by SQL text: each prepared once per connection, at most preparedMax of them. */
 const prepared = new Map();
 
@@ -58,6 +64,10 @@ async function handle(request) {
         await client.query('ROLLBACK TO SAVEPOINT pumice_statement; RELEASE SAVEPOINT pumice_statement');
         throw error;
       }
+    case 'listen':
+      // An identifier, not a parameter: the caller passes only its own fixed channel names.
+      await client.query(`LISTEN "${request.channel.replaceAll('"', '""')}"`);
+      return null;
     case 'close':
       await client.end();
       return null;
