@@ -107,7 +107,7 @@ BEGIN
   PERFORM pg_notify('${tasksQueuedChannel}', NEW.queue);
   RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER pumice_tasks_queued AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION pumice_tasks_queued();
+CREATE TRIGGER pumice_tasks_queued AFTER INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION pumice_tasks_queued();
 `;
 
 /** Thrown when the database was upgraded by a newer Pumice than this one. */
@@ -435,8 +435,9 @@ export class Db {
           version = migration.version;
           applied.push(version);
         }
-        // Not a migration (SQLite has no NOTIFY): made again at each start, under the migration's lock.
-        this.pg!.exec(pgTasksNotifySql);
+        // Not a migration (SQLite has no NOTIFY), made under the migration's lock by the first start that
+        // lacks it: CREATE TRIGGER locks the tasks table against every host's claims, so only when missing.
+        if (!this.pg!.query("SELECT 1 FROM pg_trigger WHERE tgname = 'pumice_tasks_queued'", [], false).rows.length) this.pg!.exec(pgTasksNotifySql);
       });
       return applied;
     }
