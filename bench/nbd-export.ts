@@ -8,7 +8,10 @@
  * read data and not holes. Prints MB/s (10^6 bytes/s) or IOPS per side, the
  * ratio Pumice / qemu-nbd (aim ≥ 0.9×), and the CPU of each server.
  *
- *   node --import tsx bench/nbd-export.ts [--gib 1] [--seconds 8] [--rounds 1]
+ *   node --import tsx bench/nbd-export.ts [--gib 1] [--seconds 8] [--rounds 1] [--only rand_write_4k] [--cpu-prof DIR]
+ *
+ * --only runs the workloads whose name contains the word; --cpu-prof writes
+ * the Pumice server's V8 CPU profile into DIR (node --cpu-prof) for profiling.
  *
  * Needs fio (apt-get install fio), qemu-nbd and nbdcopy.
  */
@@ -17,11 +20,13 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuSeconds, login, makeRandomFile, now, sleep, startServer, waitVolumeStatus, type Server, type Session } from './lib.ts';
+import { arg, argString, cleanupOnSignal, cpuSeconds, login, makeRandomFile, now, sleep, startServer, waitVolumeStatus, type Server, type Session } from './lib.ts';
 
 const gib = arg('gib', 1);
 const seconds = arg('seconds', 8);
 const rounds = arg('rounds', 1);
+const only = argString('only', '');
+const cpuProfDir = argString('cpu-prof', '');
 const GiB = 1024 ** 3;
 
 const workloads = [
@@ -98,7 +103,7 @@ function freePort(): Promise<number> {
 async function main(): Promise<void> {
   const scratch = mkdtempSync(join(tmpdir(), 'pumice-nbd-bench-'));
   try {
-    server = await startServer({});
+    server = await startServer(cpuProfDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] } : {});
     const s = await login(server.url);
     const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name: 'bench-nbd' } });
     if (created.status !== 202) throw new Error(`create volume: ${created.status} ${created.text}`);
@@ -115,7 +120,7 @@ async function main(): Promise<void> {
     if (!existsSync(volumeFile)) throw new Error(`volume file ${volumeFile} not found`);
     const qemuUri = await startQemuNbd(volumeFile);
     console.log(`# nbd-export: ${gib} GiB local volume filled with random bytes; fio nbd engine, iodepth 16, ${seconds} s per run, ${rounds} round(s); Pumice pid ${server.pid}, qemu-nbd pid ${qemuNbd!.pid}`);
-    for (const w of workloads) {
+    for (const w of workloads.filter((x) => x.name.includes(only))) {
       const mine: number[] = [];
       const theirs: number[] = [];
       let mineCpu = 0;
