@@ -35,6 +35,7 @@ import { chmodSync, closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import { journalPriority, openJournal, type JournalWriter } from './journal.ts';
+import { atTurnEndLast } from './util/turn-end.ts';
 
 interface RequestContext {
   requestId: string;
@@ -194,7 +195,7 @@ const logBufferBytesMax = 64 * 1024;
 
 /**
  * Writes the log lines buffered in this turn of the event loop, with one write(2) per destination.
- * Runs at the end of the turn that logged them (setImmediate), before an API reply leaves
+ * Runs at the end of the turn that logged them (src/util/turn-end.ts), before an API reply leaves
  * (flushEvents), when `logBufferBytesMax` is buffered, when the destination changes, and on exit.
  * Before, every line was a write(2) of its own: a few per volume cycle, 5% of a busy server's CPU.
  */
@@ -210,13 +211,16 @@ export function flushLog(): void {
 // A process that ends (process.exit at a crash point, an uncaught error, the end of a CLI) still writes its last lines.
 process.on('exit', flushLog);
 
+/** At the end of this turn, after its replies and task starts (see src/util/turn-end.ts): one pass, no immediate of its own. */
 function scheduleLogFlush(): void {
   if (logFlushScheduled) return;
   logFlushScheduled = true;
-  setImmediate(() => {
-    logFlushScheduled = false;
-    flushLog();
-  }).unref();
+  atTurnEndLast(runLogFlush);
+}
+
+function runLogFlush(): void {
+  logFlushScheduled = false;
+  flushLog();
 }
 
 /**

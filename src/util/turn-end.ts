@@ -1,13 +1,18 @@
 /**
- * Work deferred to the end of the current event-loop turn (one setImmediate), in two phases:
- * the API replies of the turn first, then the rest (task starts and claim passes). A reply
- * batched for the end of the turn (src/http/server.ts) must leave before the work its request
- * queued begins: a task that crashed the process first (a crash point, or a real kill -9 a moment
- * later) would leave the client with a cut connection for a request that was accepted, and a
- * client that retries a create makes a second volume.
+ * What runs at the end of an event-loop turn, in one setImmediate, in three phases:
+ *  1. the API replies of the turn (src/http/server.ts; it writes the turn's events and log lines
+ *     first, so a client that reads them after its reply finds its request there);
+ *  2. the rest of the deferred work: task starts and claim passes (src/tasks/queue.ts);
+ *  3. the log lines logged in the turn, the first two phases' included (src/events.ts).
+ * A reply must leave before the work its request queued begins: a task that crashed the process
+ * first (a crash point, or a real kill -9 a moment later) would leave the client with a cut
+ * connection for a request that was accepted, and a client that retries a create makes a second
+ * volume. The log lines last: one write(2) for all of the turn's, and no immediate of their own.
  */
 const replies: (() => void)[] = [];
 const work: (() => void)[] = [];
+const flushes: (() => void)[] = [];
+const phases = [replies, work, flushes];
 let scheduled = false;
 
 function schedule(): void {
@@ -17,8 +22,9 @@ function schedule(): void {
 }
 
 function runTurnEnd(): void {
-  scheduled = false;
-  for (const phase of [replies, work]) {
+  // Jobs deferred while this runs join it when their phase is still to come (a log line of a task
+  // start is flushed in this pass); one deferred to a phase already done gets a pass of its own.
+  for (const phase of phases) {
     for (const job of phase.splice(0)) {
       try {
         job();
@@ -30,6 +36,8 @@ function runTurnEnd(): void {
       }
     }
   }
+  scheduled = false;
+  if (phases.some((phase) => phase.length > 0)) schedule();
 }
 
 /** Runs `job` at the end of this turn, before any `atTurnEnd` job (API replies). */
@@ -41,5 +49,11 @@ export function atTurnEndFirst(job: () => void): void {
 /** Runs `job` at the end of this turn, after the replies of the turn are written. */
 export function atTurnEnd(job: () => void): void {
   work.push(job);
+  schedule();
+}
+
+/** Runs `job` last at the end of this turn, after the replies and the deferred work (writes the turn's log lines). */
+export function atTurnEndLast(job: () => void): void {
+  flushes.push(job);
   schedule();
 }
