@@ -550,4 +550,15 @@ DROP INDEX tasks_finished;
 CREATE INDEX tasks_finished ON tasks(state, finished_at) WHERE finished_at IS NOT NULL;
 `,
   },
+  {
+    // A counter of identity changes that affect token validation (revocations, disabled users and
+    // projects, removed roles, deleted trusts and application credentials). Each process caches
+    // validated tokens; it looks at this counter at most once a second and drops its cache when
+    // another process (an API host on the same PostgreSQL, the CLI on the SQLite file) changed it.
+    // No row until the first change (a new database stays empty for pumice db import).
+    version: 23,
+    sql: `
+CREATE TABLE identity_changes (id INTEGER PRIMARY KEY CHECK (id = 1), generation INTEGER NOT NULL);
+`,
+  },
 ];

@@ -48,6 +48,15 @@ export interface RoleAssignmentListRow {
 
 export const defaultDomainId = 'default';
 const validationCacheMax = 50_000;
+/**
+ * How often a process looks at the identity change counter (identity_changes) before it reuses a
+ * cached token validation: a token revoked (a user disabled, a role removed) by another process —
+ * another API host on the same PostgreSQL, the CLI on the SQLite file — stops validating here
+ * within this bound. A change made by this process empties its cache at once.
+ */
+const identityChangeCheckMs = 1000;
+/** Longest a validation is reused, counter or not (a process that died between a change and its count). */
+const validationCacheTtlMs = 5 * 60_000;
 
 export function newId(): string {
   return randomUUID().replace(/-/g, '');
@@ -94,7 +103,10 @@ const verifiedLoginTtlMs = 5 * 60_000;
 const verifiedLoginsMax = 10_000;
 
 export class IdentityService {
-  private readonly validationCache = new Map<string, AuthContext>();
+  private readonly validationCache = new Map<string, { context: AuthContext; cachedAtMs: number }>();
+  /** The identity change counter when last looked at (null: not yet), and when. */
+  private identityGeneration: number | null = null;
+  private identityCheckedAtMs = 0;
   private readonly verifiedLoginKey = randomBytes(32);
   private readonly verifiedLogins = new Map<string, { tag: Buffer; expiresAtMs: number }>();
   /** /v3/credentials: blobs encrypted at rest. */
@@ -114,9 +126,26 @@ export class IdentityService {
     this.trusts = new TrustStore(db, this);
   }
 
-  /** Clears cached token validations; called after any change to users, roles or assignments. */
+  /**
+   * Clears cached token validations; called after any change to users, roles or assignments.
+   * Counted in identity_changes, so that other processes drop theirs within identityChangeCheckMs.
+   */
   invalidateCache(): void {
     this.validationCache.clear();
+    this.noteIdentityChange();
+  }
+
+  private noteIdentityChange(): void {
+    this.db.run('INSERT INTO identity_changes (id, generation) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET generation = identity_changes.generation + 1');
+  }
+
+  /** Drops the cached validations when another process changed identity since the last look (at most one read a second). */
+  private dropCacheIfChangedElsewhere(nowMs: number): void {
+    if (nowMs - this.identityCheckedAtMs < identityChangeCheckMs && nowMs >= this.identityCheckedAtMs) return;
+    const generation = this.db.get<{ generation: number }>('SELECT generation FROM identity_changes WHERE id = 1')?.generation ?? 0;
+    this.identityCheckedAtMs = nowMs;
+    if (generation !== this.identityGeneration) this.validationCache.clear();
+    this.identityGeneration = generation;
   }
 
   // ---- lookups ----
@@ -739,9 +768,11 @@ export class IdentityService {
   /** Validates a token; a 401 for unknown, revoked or expired tokens, and when its user or project was disabled. */
   validateToken(tokenId: string): AuthContext {
     const digest = tokenDigest(tokenId);
+    const nowMs = Date.now();
+    if (this.validationCache.size > 0) this.dropCacheIfChangedElsewhere(nowMs);
     const cached = this.validationCache.get(digest);
     if (cached) {
-      if (cached.expiresAt > new Date().toISOString()) return cached;
+      if (cached.context.expiresAt > new Date(nowMs).toISOString() && nowMs - cached.cachedAtMs < validationCacheTtlMs && nowMs >= cached.cachedAtMs) return cached.context;
       this.validationCache.delete(digest);
     }
     const row = this.db.get<TokenRow>('SELECT * FROM tokens WHERE id = ?', digest);
@@ -805,7 +836,10 @@ export class IdentityService {
     };
     if (appCredRules && appCredRules.rules.length > 0) context.accessRules = appCredRules;
     if (this.validationCache.size >= validationCacheMax) this.validationCache.clear();
-    this.validationCache.set(digest, context);
+    // The first entry: the counter is read now, after this validation's reads, so a change made
+    // elsewhere after them is seen at the next look.
+    if (this.validationCache.size === 0) this.dropCacheIfChangedElsewhere(nowMs);
+    this.validationCache.set(digest, { context, cachedAtMs: nowMs });
     return context;
   }
 
@@ -821,6 +855,7 @@ export class IdentityService {
     const digest = tokenDigest(tokenId);
     const { changes } = this.db.run('UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0', digest);
     this.validationCache.delete(digest);
+    if (changes > 0) this.noteIdentityChange();
     if (changes === 0) throw new PumiceError('NotFound', 'Could not find token: it does not exist or was already revoked.');
   }
 

@@ -113,3 +113,42 @@ test('revoking a role takes effect on existing tokens at once', async () => {
   identity.revokeRole(user.id, project.id, member.id);
   assert.equal(status(() => identity.validateToken(token.tokenId)), 401);
 });
+
+test('a token revoked or a user disabled by another process stops validating here within a second; here at once', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'pumice-identity-'));
+  // Two processes on one database (two API hosts on PostgreSQL, or the CLI beside the server): two connections, two caches.
+  const dbA = new Db(join(dir, 'pumice.db'));
+  const dbB = new Db(join(dir, 'pumice.db'));
+  try {
+    const a = new IdentityService(dbA, 3600);
+    const b = new IdentityService(dbB, 3600);
+    await bootstrapIdentity(dbA, a, 'secret');
+    const admin = a.findUserByName('admin', defaultDomainId)!;
+    const project = a.findProjectByName('admin', defaultDomainId)!;
+    const token = a.issueToken(admin, { kind: 'project', projectId: project.id }, ['password']);
+    const user = await a.createUser({ name: 'u', domainId: defaultDomainId, password: 'p' });
+    a.grantRole(user.id, 'project', project.id, a.findRoleByName('reader')!.id);
+    const userToken = a.issueToken(user, { kind: 'project', projectId: project.id }, ['password']);
+    // B validates (and caches) both.
+    assert.equal(b.validateToken(token.tokenId).userId, admin.id);
+    assert.equal(b.validateToken(userToken.tokenId).userId, user.id);
+    a.revokeToken(token.tokenId);
+    await a.updateUser(user.id, { enabled: false });
+    // A, which made the changes, refuses at once.
+    assert.equal(status(() => a.validateToken(token.tokenId)), 401);
+    assert.equal(status(() => a.validateToken(userToken.tokenId)), 401);
+    const deadline = Date.now() + 1500;
+    while (Date.now() < deadline && (status(() => b.validateToken(token.tokenId)) !== 401 || status(() => b.validateToken(userToken.tokenId)) !== 401)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(status(() => b.validateToken(token.tokenId)), 401, 'B still accepts the token A revoked');
+    assert.equal(status(() => b.validateToken(userToken.tokenId)), 401, 'B still accepts the token of the user A disabled');
+  } finally {
+    dbB.close();
+    dbA.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
