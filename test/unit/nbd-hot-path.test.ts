@@ -198,4 +198,44 @@ describe('NBD hot path', () => {
     await client.disconnect();
     assert.deepEqual(logs.filter((l) => /error|closing/i.test(l)), []);
   });
+
+  test('a sequential writer\'s pipelined writes (written in batches) land in order, interleaved reads, FUA and a gap included', async () => {
+    const client = await Client.open(port, 'vol');
+    const base = 40 * MiB + 512;
+    const sizes = [256 * 1024, 4096, 1, 1 * MiB + 3, 65536, 999, 2 * MiB, 4096, 7, 512 * 1024];
+    const writes: { offset: number; data: Buffer; flags: number }[] = [];
+    let at = base;
+    for (let round = 0; round < 6; round++) {
+      for (const [i, size] of sizes.entries()) {
+        writes.push({ offset: at, data: randomBytes(size), flags: round === 2 && i === 4 ? NBD_CMD_FLAG_FUA : 0 });
+        at += size;
+      }
+      if (round === 3) at += 4096; // a gap: the next write starts a new batch
+    }
+    assert.ok(at < exportBytes);
+    const before = await readFile(file);
+    const stream: Buffer[] = [];
+    for (const [i, w] of writes.entries()) {
+      stream.push(Client.request(NBD_CMD_WRITE, i, w.offset, w.data.length, w.flags), w.data);
+      // A read in the middle of the sequence ends a batch too.
+      if (i === 23) stream.push(Client.request(NBD_CMD_READ, 5000, base - 100, 200));
+    }
+    client.socket.write(Buffer.concat(stream));
+    const handles = new Set<number>();
+    for (let n = 0; n < writes.length + 1; n++) {
+      const r = await client.reply((h) => (h === 5000 ? 200 : 0));
+      assert.equal(r.error, 0, `request ${r.handle} failed`);
+      handles.add(r.handle);
+    }
+    assert.equal(handles.size, writes.length + 1);
+    const after = await readFile(file);
+    for (const [i, w] of writes.entries()) {
+      assert.ok(after.subarray(w.offset, w.offset + w.data.length).equals(w.data), `write ${i} (${w.data.length} bytes at ${w.offset}) did not land as sent`);
+    }
+    // Nothing outside the writes changed (the gap neither).
+    const gapAt = writes[sizes.length * 4]!.offset - 4096;
+    assert.ok(after.subarray(gapAt, gapAt + 4096).equals(before.subarray(gapAt, gapAt + 4096)), 'the gap between two batches was written');
+    assert.ok(after.subarray(at, at + MiB).equals(before.subarray(at, at + MiB)), 'bytes after the last write changed');
+    await client.disconnect();
+  });
 });
