@@ -228,7 +228,7 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   // A volume role beside the image API reads the images of its file store in place, not over loopback HTTP.
   if (roles.has('api')) manager.images.localImageFile = (imageId) => images.localDataFile(imageId);
   // ...and uploads a volume as qcow2 into the rbd store raw, once, as the store would convert it back to raw anyway.
-  if (roles.has('api')) manager.images.convertedToRawOnUpload = (diskFormat, storeId) => images.convertedToRawOnUpload(diskFormat, storeId);
+  if (roles.has('api')) manager.images.recordRawVolumeUpload = (imageId, storeId) => images.recordRawVolumeUpload(imageId, storeId);
   // Glance's metadata definitions catalog, seeded from etc/metadefs (namespaces that exist are kept as they are).
   const metadefs = new MetadefService(db, images.policy, log);
   metadefs.seed(shippedMetadefsDirectory, parseSeedDocument);

@@ -909,18 +909,29 @@ export class ImageService {
   }
 
   /**
-   * When data uploaded as `diskFormat` into store `storeId` (null: the default store) would be
-   * stored converted to raw (a raw-only store such as rbd, image_conversion on): the fields the
-   * image ends with, so that a client holding the raw bytes already (the volume role uploading a
-   * volume as qcow2) creates the image with them and sends the raw bytes once, instead of
-   * converting them to `diskFormat` for this service to convert back. Null when the data would be
-   * stored as sent, for an unknown store, or with conversion off (the upload then meets the
-   * refusal it meets today).
+   * For os-volume_upload_image, just after it created image `imageId` with this service: when the
+   * image is queued in a convertible disk_format (qcow2, vmdk, ...) and store `storeId` (null: the
+   * default store) would store its data converted to raw (a raw-only store such as rbd,
+   * image_conversion on), records the image as that conversion leaves it (disk_format raw,
+   * container_format bare, original_disk_format) and returns true: the volume role then sends the
+   * volume's raw bytes once, instead of converting them to qcow2 for this service to convert back.
+   * Otherwise changes nothing and returns false: an image this service does not hold (the volume
+   * API talks to another image service), one no longer queued, a store that keeps what it is sent,
+   * an unknown store, or conversion off (the upload then meets the refusal it meets today).
    */
-  convertedToRawOnUpload(diskFormat: string, storeId: string | null): ReturnType<typeof convertedToRawFields> | null {
+  recordRawVolumeUpload(imageId: string, storeId: string | null): boolean {
     const target = storeId === null ? this.store : this.stores.find((s) => s.id === storeId);
-    if (!target?.rawOnly || !convertedFormats.has(diskFormat) || this.options.convertToRaw === false) return null;
-    return convertedToRawFields(diskFormat);
+    if (!target?.rawOnly || this.options.convertToRaw === false) return false;
+    return this.db.transaction(() => {
+      const image = this.db.get<ImageRow>('SELECT * FROM images WHERE id = ?', imageId);
+      if (!image || image.status !== 'queued' || !image.disk_format || !convertedFormats.has(image.disk_format)) return false;
+      const converted = convertedToRawFields(image.disk_format);
+      const properties = { ...(JSON.parse(image.properties ?? '{}') as Record<string, string>), ...converted.properties };
+      return this.db.run(
+        "UPDATE images SET disk_format = ?, container_format = ?, properties = ?, updated_at = ? WHERE id = ? AND status = 'queued' AND disk_format = ?",
+        converted.disk_format, converted.container_format, JSON.stringify(properties), new Date().toISOString(), imageId, image.disk_format,
+      ).changes === 1;
+    });
   }
 
   /**

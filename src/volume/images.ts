@@ -523,12 +523,12 @@ export interface ImageServiceDeps {
    */
   localImageFile?: ((imageId: string) => Promise<LocalImageFile | null>) | null;
   /**
-   * When this process also serves the image API: the image fields (disk_format raw, container_format
-   * bare, the original format as a property) when an upload as `diskFormat` into store `storeId` (null:
-   * the default) would be stored converted to raw, else null. os-volume_upload_image then creates the
-   * image with them and the volume's raw bytes go into the store once, not converted to qcow2 and back.
+   * When this process also serves the image API: records an image os-volume_upload_image just
+   * created as qcow2 (vmdk, ...) as raw when its store would convert the upload back to raw (rbd,
+   * image_conversion); true: the volume's raw bytes are then uploaded once, not converted to qcow2
+   * and back. False for an image this process does not hold, or a store that keeps what it is sent.
    */
-  convertedToRawOnUpload?: ((diskFormat: string, storeId: string | null) => { disk_format: string; container_format: string; properties: Record<string, string> } | null) | null;
+  recordRawVolumeUpload?: ((imageId: string, storeId: string | null) => boolean) | null;
   /** A token the volume role acts with (admin of the admin project), for locations and data. */
   serviceToken: () => string;
   conversion: ConversionArea;

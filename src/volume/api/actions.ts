@@ -131,16 +131,11 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     if (row.image_metadata) {
       for (const [key, value] of Object.entries(JSON.parse(row.image_metadata) as Record<string, string>)) if (!imageMetadataNotCopied.has(key)) properties[key] = value;
     }
-    // The image service would store a qcow2 (vmdk, ...) upload into this store converted back to raw (rbd,
-    // image_conversion): the image is made as that conversion leaves it (disk_format raw, container_format
-    // bare, original_disk_format) and the volume's raw bytes are sent once, as they are.
-    const storedRaw = manager.images?.convertedToRawOnUpload?.(diskFormat, storeId) ?? null;
     const body: Record<string, unknown> = {
       ...properties,
-      ...storedRaw?.properties,
       name: args['image_name'],
-      disk_format: storedRaw?.disk_format ?? diskFormat,
-      container_format: storedRaw?.container_format ?? containerFormat,
+      disk_format: diskFormat,
+      container_format: containerFormat,
       min_disk: row.size_gib,
       ...(args['visibility'] !== undefined ? { visibility: args['visibility'] } : {}),
       ...(args['protected'] !== undefined ? { protected: args['protected'] } : {}),
@@ -155,7 +150,11 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
     }
     let started: typeof row;
     try {
-      started = service.startUpload(a, id, force, { imageId: image.id, diskFormat: storedRaw?.disk_format ?? diskFormat, ...(storeId !== null ? { storeId } : {}) });
+      // The image service beside this API would store a qcow2 (vmdk, ...) upload into this store converted
+      // back to raw (rbd, image_conversion): it records the image as that conversion leaves it (disk_format raw,
+      // container_format bare, original_disk_format) and the volume's raw bytes are sent once, as they are.
+      const storedRaw = manager.images?.recordRawVolumeUpload?.(image.id, storeId) ?? false;
+      started = service.startUpload(a, id, force, { imageId: image.id, diskFormat: storedRaw ? 'raw' : diskFormat, ...(storeId !== null ? { storeId } : {}) });
     } catch (error) {
       await client.remove(a.tokenId, image.id);
       throw error;
