@@ -33,7 +33,7 @@ all() {
   fi
   run bash bench/openstack-load.sh
   if [ -n "${PUMICE_CEPH_LAB:-}" ]; then
-    for b in rbd-cycles rbd-binding image-upload-rbd backup-ceph volume-from-image; do
+    for b in rbd-cycles rbd-binding image-upload-rbd backup-ceph volume-from-image volume-upload-qcow2; do
       run node --import tsx "bench/$b.ts"
     done
   fi
