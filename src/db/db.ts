@@ -197,45 +197,14 @@ export class Db {
     return true;
   }
 
-  /** The SQLite handle; only for SQLite-specific work (backups, tests). Ends a read batch first. */
+  /** The SQLite handle; only for SQLite-specific work (backups, tests). */
   get sqlite(): Database.Database {
     if (!this.sqliteDb) throw new Error(`the database is PostgreSQL (${this.where}), not SQLite`);
-    this.endReadBatch();
     return this.sqliteDb;
   }
 
   get inTransaction(): boolean {
-    return this.sqliteDb ? this.sqliteDb.inTransaction && !this.readBatch : this.pgDepth > 0;
-  }
-
-  /**
-   * SQLite reads outside a transaction share one read transaction until the end of the
-   * synchronous run that made them (a microtask): on its own, each autocommit SELECT opens and
-   * closes a read transaction of its own, with WAL read-lock system calls (fcntl) each time, and a
-   * request makes several (its volume, its attachments, its type...). Only statements that read
-   * (SELECT, better-sqlite3's `readonly`) join it; any write (`run`, `transaction`), use of the raw
-   * handle and `close` end it first, so a write is never held back by it and sees what it saw.
-   */
-  private readBatch = false;
-  /** Statements that may join a read batch (see readBatch). */
-  private readonly batchable = new WeakSet<Database.Statement>();
-  private readBatchStatements: { begin: Database.Statement; commit: Database.Statement } | null = null;
-  private readonly endReadBatchCallback = (): void => this.endReadBatch();
-
-  private beginReadBatch(): void {
-    const sqlite = this.sqliteDb!;
-    if (this.readBatch || sqlite.inTransaction) return;
-    const s = (this.readBatchStatements ??= { begin: sqlite.prepare('BEGIN DEFERRED'), commit: sqlite.prepare('COMMIT') });
-    s.begin.run();
-    this.readBatch = true;
-    queueMicrotask(this.endReadBatchCallback);
-  }
-
-  private endReadBatch(): void {
-    if (!this.readBatch) return;
-    this.readBatch = false;
-    // SQLite may have ended it already (an error that rolls back).
-    if (this.sqliteDb!.inTransaction) this.readBatchStatements!.commit.run();
+    return this.sqliteDb ? this.sqliteDb.inTransaction : this.pgDepth > 0;
   }
 
   private statement(sql: string): Database.Statement {
@@ -246,8 +215,7 @@ export class Db {
       this.statements.set(sql, statement);
       return statement;
     }
-    statement = this.sqliteDb!.prepare(sql);
-    if (statement.readonly && /^\s*SELECT\b/i.test(sql)) this.batchable.add(statement);
+    statement = this.sqlite.prepare(sql);
     this.statements.set(sql, statement);
     if (this.statements.size > statementCacheMax) {
       const oldest = this.statements.keys().next().value;
@@ -280,25 +248,16 @@ export class Db {
 
   all<T = Row>(sql: string, ...params: SqlValue[]): T[] {
     if (this.pg) return this.pgQuery(sql, params).rows as T[];
-    return this.sqliteStatement(sql).all(...params) as T[];
+    return this.statement(sql).all(...params) as T[];
   }
 
   get<T = Row>(sql: string, ...params: SqlValue[]): T | undefined {
     if (this.pg) return this.pgQuery(sql, params).rows[0] as T | undefined;
-    return this.sqliteStatement(sql).get(...params) as T | undefined;
-  }
-
-  /** The statement, with a read batch open for a read outside a transaction, and none for anything else (see readBatch). */
-  private sqliteStatement(sql: string): Database.Statement {
-    const statement = this.statement(sql);
-    if (!this.batchable.has(statement)) this.endReadBatch();
-    else if (this.sqliteDepth === 0) this.beginReadBatch();
-    return statement;
+    return this.statement(sql).get(...params) as T | undefined;
   }
 
   run(sql: string, ...params: SqlValue[]): { changes: number } {
     if (this.pg) return { changes: this.pgQuery(sql, params).rowCount };
-    this.endReadBatch();
     const result = this.statement(sql).run(...params);
     return { changes: result.changes };
   }
@@ -338,8 +297,7 @@ export class Db {
    */
   transaction<T>(fn: () => T): T {
     if (!this.pg) {
-      this.endReadBatch();
-      const outer = !this.sqliteDb!.inTransaction;
+      const outer = !this.sqlite.inTransaction;
       const queued = this.afterCommitQueue.length;
       this.sqliteDepth++;
       let result: T;
@@ -415,10 +373,7 @@ export class Db {
     this.checkpointer?.postMessage('stop');
     this.checkpointer = undefined;
     if (this.pg) this.pg.close();
-    else {
-      if (this.sqliteDb?.open) this.endReadBatch();
-      this.sqliteDb?.close();
-    }
+    else this.sqliteDb?.close();
   }
 
   private checkpointer: Worker | undefined;

@@ -77,33 +77,3 @@ test('a transaction takes the write lock when it begins (IMMEDIATE), not at its 
     assert.deepEqual(values(db), ['other']);
   });
 });
-
-test('reads outside a transaction share one read transaction until the end of the synchronous run; a write ends it first', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'pumice-db-'));
-  const path = join(dir, 'pumice.db');
-  const db = new Db(path);
-  const other = new Database(path, { timeout: 0 });
-  try {
-    db.sqlite.exec('CREATE TABLE t (v TEXT NOT NULL)');
-    // Two reads of one synchronous run see one snapshot (one read transaction, not one each).
-    assert.deepEqual(values(db), []);
-    assert.equal(db.inTransaction, false, 'a read batch is not a transaction to the callers');
-    other.prepare("INSERT INTO t VALUES ('other')").run();
-    assert.deepEqual(values(db), [], 'the second read of the run opened a read transaction of its own');
-    await Promise.resolve();
-    assert.deepEqual(values(db), ['other'], 'the read batch outlived its synchronous run');
-    // A write after reads is committed when it returns: another connection sees it at once.
-    db.run("INSERT INTO t VALUES ('run')");
-    assert.deepEqual(other.prepare('SELECT v FROM t ORDER BY rowid').all().map((r) => (r as { v: string }).v), ['other', 'run']);
-    assert.deepEqual(values(db), ['other', 'run']);
-    db.transaction(() => db.run("INSERT INTO t VALUES ('transaction')"));
-    assert.deepEqual(other.prepare('SELECT v FROM t ORDER BY rowid').all().map((r) => (r as { v: string }).v), ['other', 'run', 'transaction']);
-    // And the other connection can write right after this one's reads (no lock held by the batch that blocks writers).
-    assert.deepEqual(values(db), ['other', 'run', 'transaction']);
-    other.prepare("INSERT INTO t VALUES ('after')").run();
-  } finally {
-    other.close();
-    db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
