@@ -152,6 +152,8 @@ async function main(): Promise<void> {
   } finally {
     qemuNbd?.kill('SIGTERM');
     await server?.stop();
+    // The volume file (1 GiB per run) goes with the server: stop() leaves the data directory.
+    server?.cleanup();
     rmSync(scratch, { recursive: true, force: true });
   }
 }
