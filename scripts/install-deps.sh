@@ -19,6 +19,7 @@ debian_packages=(
   strace                                                             # the durability test watches fsync/rename order
   postgresql                                                         # scripts/with-postgres.sh: a throwaway PostgreSQL 15 (test/pg, issue 16)
   qemu-utils libnbd-bin                                              # qemu-io/qemu-img, nbdcopy/nbdinfo
+  fio                                                                # bench/nbd-export.ts: fio's nbd engine against qemu-nbd
   g++ make python3                                                   # node-gyp builds (better-sqlite3, native/)
   ceph-mon ceph-osd ceph-mgr ceph-common uuid-runtime                # the lab Ceph cluster tests start
   librbd-dev librados-dev                                            # headers of the native librbd binding
