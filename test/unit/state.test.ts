@@ -94,7 +94,13 @@ test('every status write of volumes, snapshots, backups, images, image tasks and
   // Every source file, not a list: a new module that writes a status by hand is found too.
   const root = new URL('../../src/', import.meta.url);
   const files = (readdirSync(root, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.startsWith('state/'));
-  const raw = /UPDATE\s+(volumes|snapshots|backups|images|image_tasks|image_members|volume_groups|group_snapshots|block_device_mappings)\s+SET\b[^;'"`]*?\bstatus\s*=|UPDATE\s+volume_attachments\s+SET\b[^;'"`]*?\battach_status\s*=|UPDATE\s+servers\s+SET\b[^;'"`]*?\b(vm_state|task_state)\s*=/g;
+  // Within the SET clause only: a `WHERE status = 'queued'` guard writes nothing.
+  const set = `(?:(?!\\bWHERE\\b)[^;'"\`])*?`;
+  const raw = new RegExp(
+    `UPDATE\\s+(volumes|snapshots|backups|images|image_tasks|image_members|volume_groups|group_snapshots|block_device_mappings)\\s+SET\\b${set}\\bstatus\\s*=|` +
+      `UPDATE\\s+volume_attachments\\s+SET\\b${set}\\battach_status\\s*=|UPDATE\\s+servers\\s+SET\\b${set}\\b(vm_state|task_state)\\s*=`,
+    'g',
+  );
   const found: string[] = [];
   for (const file of files) {
     const text = readFileSync(new URL(file, root), 'utf8');
