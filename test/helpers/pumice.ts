@@ -98,6 +98,14 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
     throw error;
   });
   const adminEnv = parseOpenrc(readFileSync(join(dataDir, 'admin-openrc'), 'utf8'));
+  // A server that dies under a test shows up as "connection refused" in the next call; its own last
+  // words (a native abort, an uncaught error) are what explains it, so they go to the test's output.
+  let stopping = false;
+  proc.once('exit', (code, signal) => {
+    if (stopping) return;
+    const tail = output().split('\n').slice(-80).join('\n');
+    process.stderr.write(`\npumice serve (pid ${proc.pid}, ${dataDir}) exited by itself: code ${code}, signal ${signal}. The end of its output:\n${tail}\n`);
+  });
   return {
     url,
     dataDir,
@@ -107,11 +115,13 @@ export async function startPumice(options: StartOptions = {}): Promise<PumicePro
     proc,
     output,
     async stop() {
+      stopping = true;
       if (proc.exitCode !== null) return proc.exitCode;
       proc.kill('SIGTERM');
       return exited;
     },
     async kill9() {
+      stopping = true;
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill('SIGKILL');
       await exited;

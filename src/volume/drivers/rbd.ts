@@ -260,33 +260,43 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
    * Removes an image, or hides it while clones depend on one of its snapshots.
    * Succeeds if already gone. `collectLockHeld` when called from a clean-up.
    */
-  private async removeOrHide(name: string, collectLockHeld = false): Promise<void> {
+  private removeOrHide(name: string, collectLockHeld = false): Promise<void> {
+    return this.withImageQueue(name, () => this.removeOrHideQueued(name, collectLockHeld));
+  }
+
+  private async removeOrHideQueued(name: string, collectLockHeld: boolean): Promise<void> {
     let parent: ParentRef | null = null;
     let keep = false;
     let imageId = '';
+    let image: RbdImage;
     try {
-      await this.withImage(name, async (image) => {
-        parent = await image.parentInfo();
-        imageId = (await image.stat()).id;
-        // A member of an RBD group can be neither trashed nor removed (EMLINK).
-        const group = await image.getGroup();
-        if (group) {
-          await this.io().groupImageRemove(group.name, name).catch(ignoreMissing);
-          await this.removeGroupIfEmpty(group.name);
-        }
-        for (const snap of await image.snapList()) {
-          // A group snapshot's member goes with its group snapshot (deleteSnapshot), never alone.
-          if (snap.name.startsWith(groupSnapPrefix)) continue;
-          const removed = await this.removeSnapshotIfChildless(image, snap.name);
-          if (!removed) {
-            keep = true;
-            if (!snap.name.endsWith(hiddenSuffix) && !snap.name.endsWith(cloneSnapSuffix)) await image.snapRename(snap.name, snap.name + hiddenSuffix);
-          }
-        }
-      });
+      image = await this.io().openImage(name);
     } catch (error) {
+      // Gone already. Only the image's own absence counts: a snapshot found gone inside (removed by a
+      // clean-up a moment before) once ended the delete here and left the image behind.
       if (error instanceof RbdError && error.code === 'ENOENT') return;
       throw error;
+    }
+    try {
+      parent = await image.parentInfo();
+      imageId = (await image.stat()).id;
+      // A member of an RBD group can be neither trashed nor removed (EMLINK).
+      const group = await image.getGroup();
+      if (group) {
+        await this.io().groupImageRemove(group.name, name).catch(ignoreMissing);
+        await this.removeGroupIfEmpty(group.name);
+      }
+      for (const snap of await image.snapList()) {
+        // A group snapshot's member goes with its group snapshot (deleteSnapshot), never alone.
+        if (snap.name.startsWith(groupSnapPrefix)) continue;
+        const removed = await this.removeSnapshotIfChildless(image, snap.name);
+        if (!removed) {
+          keep = true;
+          if (!snap.name.endsWith(hiddenSuffix) && !snap.name.endsWith(cloneSnapSuffix)) await image.snapRename(snap.name, snap.name + hiddenSuffix);
+        }
+      }
+    } finally {
+      await image.close();
     }
     crashPoint('rbd.delete.snapshots-removed');
     if (keep) {
@@ -324,8 +334,8 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
   }
 
   /** Removes a trashed image for good, then its parent if that was only kept for it. */
-  private async purge(entry: { id: string; parent: ParentRef | null }): Promise<void> {
-    await retryWhileBusy(() => this.io().trashRemove(entry.id, false));
+  private async purge(entry: { id: string; name: string; parent: ParentRef | null }): Promise<void> {
+    await this.withImageQueue(entry.name, () => retryWhileBusy(() => this.io().trashRemove(entry.id, false)));
     if (entry.parent) await this.collectParent(entry.parent);
   }
 
@@ -344,9 +354,15 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
 
   /** Unprotects and removes a snapshot unless clones depend on it; returns whether it is gone. */
   private async removeSnapshotIfChildless(image: RbdImage, snapName: string): Promise<boolean> {
-    if ((await image.listChildren(snapName)).length > 0) return false;
-    if (await image.snapIsProtected(snapName)) await image.snapUnprotect(snapName);
-    await image.snapRemove(snapName);
+    try {
+      if ((await image.listChildren(snapName)).length > 0) return false;
+      if (await image.snapIsProtected(snapName)) await image.snapUnprotect(snapName);
+      await image.snapRemove(snapName);
+    } catch (error) {
+      // Removed by another host's clean-up in the meantime (this process's own are queued per image).
+      if (error instanceof RbdError && error.code === 'ENOENT') return true;
+      throw error;
+    }
     return true;
   }
 
@@ -356,6 +372,29 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
   private withCollectLock(fn: () => Promise<void>): Promise<void> {
     const run = this.collecting.then(fn, fn);
     this.collecting = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The tail of each image's queue of changes, by image name without the hidden suffix (a rename keeps its place). */
+  private readonly imageQueues = new Map<string, Promise<unknown>>();
+
+  /**
+   * Runs `fn` when no other change of this process to image `name` runs: its removal, a snapshot's
+   * removal, its flatten, its purge from the trash. Two handles of one process changing one image
+   * race on its exclusive lock, and librbd aborts the process when one trims an image the other
+   * holds the lock of (a delete right after a background flatten, CI at 7078540); one snapshot
+   * removed by two was also taken for the image being gone, and the image was left behind.
+   * Locks are taken child before parent, the way chains go, so two never wait on each other.
+   */
+  private withImageQueue<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const key = name.endsWith(hiddenSuffix) ? name.slice(0, -hiddenSuffix.length) : name;
+    const previous = this.imageQueues.get(key) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.catch(() => undefined);
+    this.imageQueues.set(key, tail);
+    void tail.then(() => {
+      if (this.imageQueues.get(key) === tail) this.imageQueues.delete(key);
+    });
     return run;
   }
 
@@ -381,7 +420,7 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
       if (parent.image.endsWith(hiddenSuffix)) {
         await this.removeOrHide(parent.image, true);
       } else {
-        await this.withImage(parent.image, (image) => this.removeSnapshotIfChildless(image, parent.snapshot));
+        await this.withImageQueue(parent.image, () => this.withImage(parent.image, (image) => this.removeSnapshotIfChildless(image, parent.snapshot)));
       }
     } catch (error) {
       if (!(error instanceof RbdError && error.code === 'ENOENT')) {
@@ -634,13 +673,15 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     if (!imageName) return;
     const snap = snapshotName(snapshot.id);
     await this.call(`delete snapshot ${snap}`, () =>
-      this.withImage(imageName, async (image) => {
-        if (!(await image.snapList()).some((s) => s.name === snap)) return;
-        if (!(await this.removeSnapshotIfChildless(image, snap))) {
-          await image.snapRename(snap, snap + hiddenSuffix);
-          this.options.log(`[${this.section}] ${imageName}@${snap} has clones: kept hidden until they are gone`);
-        }
-      }),
+      this.withImageQueue(imageName, () =>
+        this.withImage(imageName, async (image) => {
+          if (!(await image.snapList()).some((s) => s.name === snap)) return;
+          if (!(await this.removeSnapshotIfChildless(image, snap))) {
+            await image.snapRename(snap, snap + hiddenSuffix);
+            this.options.log(`[${this.section}] ${imageName}@${snap} has clones: kept hidden until they are gone`);
+          }
+        }),
+      ),
     );
   }
 
@@ -889,7 +930,11 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
       const name = this.flattenQueue.shift()!;
       this.flattensRunning++;
       this.flatten(name)
-        .catch((error: unknown) => this.options.log(`[${this.section}] flatten of ${name} failed: ${(error as Error).message}`))
+        .catch((error: unknown) => {
+          // A volume deleted before its turn came has nothing left to flatten.
+          if (error instanceof RbdError && error.code === 'ENOENT') return;
+          this.options.log(`[${this.section}] flatten of ${name} failed: ${(error as Error).message}`);
+        })
         .finally(() => {
           this.flattensRunning--;
           this.pumpFlattens();
@@ -899,11 +944,13 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
 
   /** Flattens an image now (resolves when done); used by the background queue and by tests. */
   async flatten(name: string): Promise<void> {
-    const parent = await this.withImage(name, async (image) => {
-      const info = await image.parentInfo();
-      if (info) await image.flatten();
-      return info;
-    });
+    const parent = await this.withImageQueue(name, () =>
+      this.withImage(name, async (image) => {
+        const info = await image.parentInfo();
+        if (info) await image.flatten();
+        return info;
+      }),
+    );
     if (parent) await this.collectParent(parent);
   }
 
