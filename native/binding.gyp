@@ -9,7 +9,8 @@
         "src/ioctx.cc",
         "src/image.cc",
         "src/objects.cc",
-        "src/group.cc"
+        "src/group.cc",
+        "src/files.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")"

@@ -3,6 +3,8 @@
 
 namespace pumice {
 
+void RegisterFiles(Napi::Env env, Napi::Object exports);  // files.cc
+
 static Napi::Value ErrnoNameJs(const Napi::CallbackInfo& info) {
   int e = info[0].As<Napi::Number>().Int32Value();
   return Napi::String::New(info.Env(), ErrnoName(e));
@@ -36,6 +38,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("connect", Napi::Function::New(env, ClusterWrap::Connect, "connect"));
   exports.Set("errnoName", Napi::Function::New(env, ErrnoNameJs, "errnoName"));
   exports.Set("versions", Napi::Function::New(env, Versions, "versions"));
+  RegisterFiles(env, exports);
   return exports;
 }
 

@@ -2,10 +2,12 @@
  * NBD server exporting local (sparse) files over TCP.
  *
  * Implements the fixed-newstyle handshake (with STARTTLS and TLS-PSK when the
- * server has TLS on) and the transmission phase with simple replies only
- * (structured replies, meta contexts and extended headers are refused, which
- * every client must tolerate). Consumers such as qemu-img/qemu-io, nbdcopy and
- * nbdinfo work against it.
+ * server has TLS on) and the transmission phase with simple replies, or
+ * structured replies for clients that negotiate them, with the one metadata
+ * context `base:allocation` (NBD_CMD_BLOCK_STATUS reports the holes of the
+ * sparse volume file, so nbdcopy, qemu-img and `nbdinfo --map` skip them).
+ * Extended headers are refused, which every client must tolerate. Consumers
+ * such as qemu-img/qemu-io, nbdcopy and nbdinfo work against it.
  *
  * Robustness rules: a malformed or hostile client only ever costs its own
  * connection; memory is bounded per connection and for the whole server by the
@@ -18,7 +20,28 @@ import net from 'node:net';
 import tls from 'node:tls';
 import fs from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { extentProbe, type ExtentProbe } from './extents.js';
 import {
+  BASE_ALLOCATION,
+  BASE_ALLOCATION_ID,
+  NBD_CMD_BLOCK_STATUS,
+  NBD_CMD_FLAG_REQ_ONE,
+  NBD_OPT_LIST_META_CONTEXT,
+  NBD_OPT_SET_META_CONTEXT,
+  NBD_OPT_STRUCTURED_REPLY,
+  NBD_REPLY_FLAG_DONE,
+  NBD_REPLY_TYPE_OFFSET_DATA,
+  NBD_REP_META_CONTEXT,
+  NBD_STATE_HOLE,
+  NBD_STATE_ZERO,
+  OFFSET_DATA_HEADER_BYTES,
+  STRUCTURED_REPLY_HEADER_BYTES,
+  encodeBlockStatusChunk,
+  encodeErrorChunk,
+  encodeMetaContext,
+  encodeNoneChunk,
+  parseMetaContextOptionData,
+  writeStructuredReplyHeader,
   NBD_CLIENT_FLAGS_KNOWN,
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FAST_ZERO,
@@ -147,6 +170,11 @@ export interface NbdServerOptions {
   serverInFlightBytesMax?: number;
   /** Handshake time limit; tests shorten it. */
   handshakeTimeoutMs?: number;
+  /**
+   * Finds the holes of a volume file for `base:allocation`; default: the native addon's
+   * (`extentProbe()`). Null: the context is not offered (tests use it for a server without the addon).
+   */
+  extents?: ExtentProbe | null;
   log?: (msg: string) => void;
 }
 
@@ -156,6 +184,11 @@ export const requestBytesMax = 32 * 1024 * 1024;
 export const blockSizePreferredBytes = 4096;
 /** Advertised minimum block size: we do byte-granular positional I/O. */
 export const blockSizeMinimumBytes = 1;
+/**
+ * Descriptors in one BLOCK_STATUS reply at most: the spec lets a server describe less than the
+ * range asked for, and the client asks again from where the reply ended.
+ */
+export const blockStatusExtentsMax = 64;
 /** Option payloads are tiny in practice (export name <= 4 KiB per spec). */
 export const optionBytesMax = 64 * 1024;
 /** A client that cannot finish negotiating in this time is dropped. */
@@ -379,6 +412,10 @@ class SocketReader {
 
 interface CommandResult {
   error: number;
+  /** With structured replies: the text of the error chunk, for the client to show. */
+  message?: string;
+  /** With structured replies: a ready chunk that is the whole reply (BLOCK_STATUS). */
+  chunk?: Buffer;
   /**
    * A read's whole reply: SIMPLE_REPLY_HEADER_BYTES left free for the header,
    * then the data, read there directly, so the reply is one write (one
@@ -482,6 +519,35 @@ function writevFullyAt(fd: number, bufs: Buffer[], position: number, cb: (err: E
   else fs.writev(fd, rest, position, done);
 }
 
+/** Fills the first OFFSET_DATA_HEADER_BYTES of a read's reply buffer: one final OFFSET_DATA chunk. */
+function writeOffsetDataHeader(reply: Buffer, req: NbdRequest): void {
+  writeStructuredReplyHeader(reply, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_OFFSET_DATA, req.handle, reply.length - STRUCTURED_REPLY_HEADER_BYTES);
+  reply.writeBigUInt64BE(req.offset, STRUCTURED_REPLY_HEADER_BYTES);
+}
+
+function pastEndMessage(req: NbdRequest, sizeBytes: number): string {
+  return `${req.length} bytes at offset ${req.offset} go past the end of the export (${sizeBytes} bytes)`;
+}
+
+/** The client sees the errno name, never the server's path. */
+function ioErrorMessage(req: NbdRequest, err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code ?? 'EIO';
+  return `I/O error on the volume (${code}) for ${req.length} bytes at offset ${req.offset}`;
+}
+
+function defaultErrorMessage(error: number): string {
+  switch (error) {
+    case NBD_EPERM:
+      return 'the export is read-only';
+    case NBD_ENOSPC:
+      return 'no space left for the volume';
+    case NBD_EINVAL:
+      return 'invalid request';
+    default:
+      return `request failed (errno ${error})`;
+  }
+}
+
 /** Fills the first SIMPLE_REPLY_HEADER_BYTES of a read's reply buffer. */
 function writeSimpleReplyHeader(reply: Buffer, error: number, handle: Buffer): void {
   reply.writeUInt32BE(NBD_SIMPLE_REPLY_MAGIC, 0);
@@ -530,6 +596,7 @@ interface ConnectionContext {
   tls: NbdServerOptions['tls'];
   budget: ByteBudget;
   handshakeTimeoutMs: number;
+  extents: ExtentProbe | null;
   /** Before NBD_OPT_GO opens an export: why the connection may not be established (limits), or null. */
   admit: (conn: NbdConnection) => string | null;
   /** Called when the handshake picked an export; false refuses the connection (a limit reached meanwhile). */
@@ -543,6 +610,14 @@ class NbdConnection {
   private handshakeTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private opened: OpenExport | undefined;
+  /** NBD_OPT_STRUCTURED_REPLY was acknowledged: READs are answered with chunks. */
+  private structured = false;
+  /** The export NBD_OPT_SET_META_CONTEXT selected base:allocation for (undefined: none selected). */
+  private metaContextExport: string | undefined;
+  /** base:allocation is active for the export opened (set at NBD_OPT_GO / EXPORT_NAME). */
+  private blockStatus = false;
+  /** Bytes before the data in a READ reply: a simple reply header, or an OFFSET_DATA chunk header. */
+  private readHeaderBytes = SIMPLE_REPLY_HEADER_BYTES;
   /** PSK identity of the TLS session, once STARTTLS succeeded. */
   private tlsIdentity: string | undefined;
   /** Export selected by the client (set before the file is opened, for disconnectExport). */
@@ -795,6 +870,7 @@ class NbdConnection {
           if (!spec) throw new ProtocolError('unknown export');
           const opened = await this.openExport(name, spec);
           if (!opened) throw new ProtocolError('export unavailable');
+          this.blockStatus = this.metaContextExport === name;
           const reply = Buffer.alloc(noZeroes ? 10 : 134);
           reply.writeBigUInt64BE(BigInt(spec.sizeBytes), 0);
           reply.writeUInt16BE(opened.transmissionFlags, 8);
@@ -828,6 +904,8 @@ class NbdConnection {
               break;
             }
             flags = opened.transmissionFlags;
+            // Contexts selected for another export name do not apply to this one.
+            this.blockStatus = this.metaContextExport === parsed.exportName;
           }
           this.write(encodeOptionReply(option, NBD_REP_INFO, encodeInfoExport(spec.sizeBytes, flags)));
           // Sent even if not requested: minimum 1 imposes no constraint on the client.
@@ -850,12 +928,58 @@ class NbdConnection {
           // The resolver cannot enumerate exports, and volume names are not public anyway.
           this.write(encodeOptionReply(option, NBD_REP_ERR_POLICY, Buffer.from('export listing disabled')));
           break;
+        case NBD_OPT_STRUCTURED_REPLY:
+          if (dataBytes !== 0) {
+            this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from('NBD_OPT_STRUCTURED_REPLY takes no data')));
+            break;
+          }
+          this.structured = true;
+          this.readHeaderBytes = OFFSET_DATA_HEADER_BYTES;
+          this.write(encodeOptionReply(option, NBD_REP_ACK));
+          break;
+        case NBD_OPT_LIST_META_CONTEXT:
+        case NBD_OPT_SET_META_CONTEXT:
+          this.metaContextOption(option, data);
+          break;
         default:
-          // Includes STRUCTURED_REPLY, meta contexts, extended headers.
+          // Includes extended headers.
           this.write(encodeOptionReply(option, NBD_REP_ERR_UNSUP));
           break;
       }
     }
+  }
+
+  /**
+   * NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT. The one context is `base:allocation`, offered
+   * only when holes can be found (the native addon loads); without it both options select nothing
+   * and clients read every byte. LIST matches `base:allocation` and the namespace query `base:`; SET
+   * only the full name (the spec leaves namespace queries in SET to the server). SET replaces the
+   * selection, and applies only if NBD_OPT_GO then names the same export.
+   */
+  private metaContextOption(option: number, data: Buffer): void {
+    const set = option === NBD_OPT_SET_META_CONTEXT;
+    const name = set ? 'NBD_OPT_SET_META_CONTEXT' : 'NBD_OPT_LIST_META_CONTEXT';
+    if (!this.structured) {
+      this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from(`${name} needs structured replies: send NBD_OPT_STRUCTURED_REPLY first`)));
+      return;
+    }
+    const parsed = parseMetaContextOptionData(data);
+    if (!parsed) {
+      this.write(encodeOptionReply(option, NBD_REP_ERR_INVALID, Buffer.from(`malformed ${name} data`)));
+      return;
+    }
+    if (set) this.metaContextExport = undefined;
+    if (!this.resolve(parsed.exportName)) {
+      this.write(encodeOptionReply(option, NBD_REP_ERR_UNKNOWN, Buffer.from('unknown export')));
+      return;
+    }
+    const offered = this.context.extents !== null;
+    const matches = parsed.queries.some((q) => q === BASE_ALLOCATION || (!set && q === 'base:'));
+    if (offered && (matches || (!set && parsed.queries.length === 0))) {
+      this.write(encodeOptionReply(option, NBD_REP_META_CONTEXT, encodeMetaContext(set ? BASE_ALLOCATION_ID : 0, BASE_ALLOCATION)));
+      if (set) this.metaContextExport = parsed.exportName;
+    }
+    this.write(encodeOptionReply(option, NBD_REP_ACK));
   }
 
   private wakeBudgetWaiters(): void {
@@ -1044,15 +1168,29 @@ class NbdConnection {
     };
     const reply = result.reply;
     if (reply) {
-      writeSimpleReplyHeader(reply, result.error, req.handle);
+      if (this.structured) writeOffsetDataHeader(reply, req);
+      else writeSimpleReplyHeader(reply, result.error, req.handle);
       this.writeReply(reply, () => {
         // The write has completed (or failed): the socket no longer refers to the buffer.
         replyPool.put(reply);
         release();
       });
     } else {
-      this.writeReply(encodeSimpleReply(result.error, req.handle), release);
+      this.writeReply(this.replyWithoutData(req, result), release);
     }
+  }
+
+  /**
+   * Without structured replies, a simple reply. With them, errors go out as error chunks with their
+   * message, READ (of 0 bytes here) must not have a simple reply, and other successes keep the
+   * simple reply the spec allows for replies without payload.
+   */
+  private replyWithoutData(req: NbdRequest, result: CommandResult): Buffer {
+    if (!this.structured) return encodeSimpleReply(result.error, req.handle);
+    if (result.error !== NBD_OK) return encodeErrorChunk(req.handle, result.error, result.message ?? defaultErrorMessage(result.error));
+    if (result.chunk) return result.chunk;
+    if (req.type === NBD_CMD_READ) return encodeNoneChunk(req.handle);
+    return encodeSimpleReply(NBD_OK, req.handle);
   }
 
   /**
@@ -1067,11 +1205,13 @@ class NbdConnection {
     const offset = Number(req.offset);
     const failed = (err: Error): void => {
       this.log(`nbd[${this.id}]: I/O error on ${spec.path} (cmd ${req.type}): ${errorMessage(err)}`);
-      done({ error: errnoToNbd(err) });
+      done({ error: errnoToNbd(err), message: ioErrorMessage(req, err) });
     };
-    if (req.type === NBD_CMD_READ) {
-      const reply = replyPool.get(SIMPLE_REPLY_HEADER_BYTES + req.length);
-      readFullyAt(file.fd, reply, SIMPLE_REPLY_HEADER_BYTES, offset, (err, end) => {
+    // A structured READ of 0 bytes has no data chunk (its reply is NBD_REPLY_TYPE_NONE): general path.
+    if (req.type === NBD_CMD_READ && (req.length > 0 || !this.structured)) {
+      const headerBytes = this.readHeaderBytes;
+      const reply = replyPool.get(headerBytes + req.length);
+      readFullyAt(file.fd, reply, headerBytes, offset, (err, end) => {
         if (err) {
           replyPool.put(reply);
           return failed(err);
@@ -1129,17 +1269,19 @@ class NbdConnection {
     try {
       switch (req.type) {
         case NBD_CMD_READ: {
-          if (req.length > requestBytesMax || !inRange()) return { error: NBD_EINVAL };
-          const reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES + req.length);
-          const buf = reply.subarray(SIMPLE_REPLY_HEADER_BYTES);
+          if (req.length > requestBytesMax) return { error: NBD_EINVAL, message: `read of ${req.length} bytes exceeds the maximum block size (${requestBytesMax}): split it` };
+          if (!inRange()) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
+          if (req.length === 0 && this.structured) return { error: NBD_OK };
+          const reply = Buffer.allocUnsafe(this.readHeaderBytes + req.length);
+          const buf = reply.subarray(this.readHeaderBytes);
           const got = await readFully(file, buf, offset);
           // Past the end of a short backing file the volume reads as zeros.
           buf.fill(0, got);
           return { error: NBD_OK, reply };
         }
         case NBD_CMD_WRITE: {
-          if (spec.readOnly) return { error: NBD_EPERM };
-          if (!inRange()) return { error: NBD_EINVAL };
+          if (spec.readOnly) return { error: NBD_EPERM, message: 'the export is read-only' };
+          if (!inRange()) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
           await new Promise<void>((resolve, reject) => writevFullyAt(file.fd, payload ?? [], offset, (err) => (err ? reject(err) : resolve())));
           if (req.flags & NBD_CMD_FLAG_FUA) await file.datasync();
           return { error: NBD_OK };
@@ -1149,23 +1291,55 @@ class NbdConnection {
           return { error: NBD_OK };
         }
         case NBD_CMD_WRITE_ZEROES: {
-          if (spec.readOnly) return { error: NBD_EPERM };
+          if (spec.readOnly) return { error: NBD_EPERM, message: 'the export is read-only' };
           // We cannot promise "fast" zeroing (not advertised either).
-          if (req.flags & NBD_CMD_FLAG_FAST_ZERO) return { error: NBD_ENOTSUP };
-          if (!inRange()) return { error: NBD_EINVAL };
+          if (req.flags & NBD_CMD_FLAG_FAST_ZERO) return { error: NBD_ENOTSUP, message: 'fast zeroing is not supported (NBD_FLAG_SEND_FAST_ZERO is not advertised)' };
+          if (!inRange()) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
           await this.writeZeroes(file, offset, req.length, (req.flags & NBD_CMD_FLAG_NO_HOLE) !== 0);
           if (req.flags & NBD_CMD_FLAG_FUA) await file.datasync();
           return { error: NBD_OK };
         }
+        case NBD_CMD_BLOCK_STATUS:
+          return await this.blockStatusOf(exp, req);
         default:
-          // TRIM, CACHE, BLOCK_STATUS are not advertised; anything else is unknown.
-          return { error: NBD_EINVAL };
+          // TRIM and CACHE are not advertised; anything else is unknown.
+          return { error: NBD_EINVAL, message: `command ${req.type} is not supported by this server` };
       }
     } catch (err) {
       if (err instanceof ConnectionClosedError) return { error: NBD_EIO };
       this.log(`nbd[${this.id}]: I/O error on ${spec.path} (cmd ${req.type}): ${errorMessage(err)}`);
-      return { error: errnoToNbd(err) };
+      return { error: errnoToNbd(err), message: ioErrorMessage(req, err) };
     }
+  }
+
+  /**
+   * NBD_CMD_BLOCK_STATUS for base:allocation: holes (NBD_STATE_HOLE | NBD_STATE_ZERO) and data (0)
+   * of the volume file from the request's offset, at most blockStatusExtentsMax descriptors (one with
+   * REQ_ONE) and never beyond the request's length. If the holes cannot be found, the range is
+   * reported as data, which the spec allows for errors that are not the client's.
+   */
+  private async blockStatusOf(exp: OpenExport, req: NbdRequest): Promise<CommandResult> {
+    const { spec, file } = exp;
+    const probe = this.context.extents;
+    if (!this.blockStatus || !probe) {
+      return { error: NBD_EINVAL, message: `no metadata context is active: send NBD_OPT_SET_META_CONTEXT with "${BASE_ALLOCATION}" for this export before NBD_OPT_GO` };
+    }
+    const unknownFlags = req.flags & ~(NBD_CMD_FLAG_REQ_ONE | NBD_CMD_FLAG_FUA);
+    if (unknownFlags !== 0) return { error: NBD_EINVAL, message: `flags 0x${unknownFlags.toString(16)} are not valid for NBD_CMD_BLOCK_STATUS (only REQ_ONE)` };
+    if (req.length === 0) return { error: NBD_EINVAL, message: 'NBD_CMD_BLOCK_STATUS of 0 bytes: give a length' };
+    if (req.offset + BigInt(req.length) > BigInt(spec.sizeBytes)) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
+    const offset = Number(req.offset);
+    const reqOne = (req.flags & NBD_CMD_FLAG_REQ_ONE) !== 0;
+    let descriptors: Array<{ length: number; flags: number }>;
+    try {
+      const extents = await probe.fileExtents(file.fd, offset, req.length, reqOne ? 1 : blockStatusExtentsMax);
+      descriptors = extents.filter((e) => e.length > 0).map((e) => ({ length: e.length, flags: e.hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0 }));
+    } catch (err) {
+      this.log(`nbd[${this.id}]: cannot find the holes of ${spec.path} (block status at ${offset}): ${errorMessage(err)}; reporting data`);
+      descriptors = [];
+    }
+    if (descriptors.length === 0) descriptors = [{ length: req.length, flags: 0 }];
+    return { error: NBD_OK, chunk: encodeBlockStatusChunk(req.handle, BASE_ALLOCATION_ID, descriptors) };
   }
 
   /**
@@ -1204,6 +1378,7 @@ export class NbdServer {
   private readonly handshakesMax: number;
   private readonly handshakesPerSourceMax: number;
   private readonly budget: ByteBudget;
+  private readonly extents: ExtentProbe | null;
   private readonly log: (msg: string) => void;
   private nextConnectionId = 1;
   private stopping = false;
@@ -1214,6 +1389,7 @@ export class NbdServer {
     this.handshakesMax = options.handshakesMax ?? handshakesMaxDefault;
     this.handshakesPerSourceMax = options.handshakesPerSourceMax ?? handshakesPerSourceMaxDefault;
     this.budget = new ByteBudget(options.serverInFlightBytesMax ?? serverInFlightBytesMaxDefault);
+    this.extents = options.extents !== undefined ? options.extents : extentProbe();
     this.log = options.log ?? (() => {});
     this.server = net.createServer((socket) => this.onConnection(socket));
     // Accept-time errors (e.g. EMFILE) must not crash the process.
@@ -1303,6 +1479,7 @@ export class NbdServer {
       tls: this.options.tls,
       budget: this.budget,
       handshakeTimeoutMs: this.options.handshakeTimeoutMs ?? handshakeTimeoutMs,
+      extents: this.extents,
       admit: (candidate) => this.refusal(candidate),
       onEstablished: (established) => this.refusal(established) === null,
       log: this.log,

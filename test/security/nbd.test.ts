@@ -11,23 +11,13 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync, closeSync, openSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ApiClient, startPumice, type PumiceProcess } from '../helpers/pumice.ts';
 import { NbdServer } from '../../src/nbd/server.ts';
-import {
-  NBD_CMD_READ,
-  NBD_FLAG_C_FIXED_NEWSTYLE,
-  NBD_FLAG_C_NO_ZEROES,
-  NBD_IHAVEOPT,
-  NBD_OPT_GO,
-  NBD_REP_ACK,
-  NBD_REP_ERR_POLICY,
-  NBD_REP_ERR_TLS_REQD,
-  encodeRequestHeader,
-} from '../../src/nbd/protocol.ts';
+import { NBD_CMD_READ, NBD_REP_ACK, NBD_REP_ERR_POLICY, NBD_REP_ERR_TLS_REQD, encodeRequestHeader } from '../../src/nbd/protocol.ts';
+import { NbdTestClient as Raw } from '../helpers/nbd-client.ts';
 
 const execFileAsync = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -39,71 +29,6 @@ async function run(cmd: string, args: string[]): Promise<{ code: number; out: st
   } catch (error) {
     const e = error as { code?: number; stdout?: string; stderr?: string };
     return { code: typeof e.code === 'number' ? e.code : 1, out: `${e.stdout ?? ''}${e.stderr ?? ''}` };
-  }
-}
-
-/** A raw socket with a byte queue: `read(n)` resolves with exactly n bytes, or rejects at close. */
-class Raw {
-  private buf = Buffer.alloc(0);
-  private waiter: (() => void) | null = null;
-  closed = false;
-  readonly closedPromise: Promise<void>;
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (d: Buffer) => {
-      this.buf = Buffer.concat([this.buf, d]);
-      this.waiter?.();
-    });
-    socket.on('error', () => undefined);
-    this.closedPromise = new Promise((resolve) =>
-      socket.on('close', () => {
-        this.closed = true;
-        this.waiter?.();
-        resolve();
-      }),
-    );
-  }
-  /** `from`: the source address (any of 127/8 on Linux), for per-source limits. */
-  static connect(port: number, from?: string): Promise<Raw> {
-    return new Promise((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port, ...(from ? { localAddress: from } : {}) }, () => resolve(new Raw(s)));
-      s.once('error', reject);
-    });
-  }
-  async read(n: number): Promise<Buffer> {
-    while (this.buf.length < n) {
-      if (this.closed) throw new Error('closed');
-      await new Promise<void>((r) => (this.waiter = r));
-      this.waiter = null;
-    }
-    const out = this.buf.subarray(0, n);
-    this.buf = this.buf.subarray(n);
-    return out;
-  }
-  /** Fixed-newstyle handshake then NBD_OPT_GO; returns the first reply type (ACK only after INFO replies). */
-  async go(name: string): Promise<number> {
-    await this.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
-    this.socket.write(flags);
-    const nameBytes = Buffer.from(name);
-    const data = Buffer.alloc(4 + nameBytes.length + 2);
-    data.writeUInt32BE(nameBytes.length, 0);
-    nameBytes.copy(data, 4);
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(NBD_IHAVEOPT, 0);
-    header.writeUInt32BE(NBD_OPT_GO, 8);
-    header.writeUInt32BE(data.length, 12);
-    this.socket.write(Buffer.concat([header, data]));
-    for (;;) {
-      const reply = await this.read(20);
-      const type = reply.readUInt32BE(12);
-      const len = reply.readUInt32BE(16);
-      if (len > 0) await this.read(len);
-      if (type !== 3 /* NBD_REP_INFO */) return type;
-    }
-  }
-  close(): void {
-    this.socket.destroy();
   }
 }
 
@@ -166,7 +91,7 @@ describe('NBD data path through Pumice (no TLS)', () => {
     for (const name of [`volume-${volumeId}`, volumeId, randomBytes(32).toString('base64url'), a.export_name.slice(0, 42)]) {
       const raw = await Raw.connect(a.port);
       try {
-        const reply = await raw.go(name);
+        const reply = await raw.negotiate(name);
         assert.notEqual(reply, NBD_REP_ACK, `export ${name} opened without the secret`);
       } finally {
         raw.close();
@@ -244,7 +169,7 @@ describe('NBD data path with TLS-PSK', () => {
     assert.notEqual((await run('nbdinfo', [`nbd://${c.host}:${c.port}/${c.export_name}`])).code, 0);
     const raw = await Raw.connect(c.port);
     try {
-      assert.equal(await raw.go(c.export_name), NBD_REP_ERR_TLS_REQD);
+      assert.equal(await raw.negotiate(c.export_name), NBD_REP_ERR_TLS_REQD);
     } finally {
       raw.close();
     }
@@ -287,7 +212,7 @@ describe('NBD server bounds', () => {
     }, 5);
     try {
       const clients = await Promise.all([0, 1, 2, 3].map(() => Raw.connect(port)));
-      for (const c of clients) assert.equal(await c.go('disk'), NBD_REP_ACK);
+      for (const c of clients) assert.equal(await c.negotiate('disk'), NBD_REP_ACK);
       for (const c of clients) {
         // The client never reads a reply: 80 x 32 MiB = 2.5 GiB asked for in 2,240 bytes.
         c.socket.pause();
@@ -347,13 +272,13 @@ describe('NBD server bounds', () => {
     try {
       for (let i = 0; i < 3; i++) {
         const c = await Raw.connect(port, '127.0.0.1');
-        assert.equal(await c.go('disk'), NBD_REP_ACK);
+        assert.equal(await c.negotiate('disk'), NBD_REP_ACK);
         open.push(c);
       }
       // A fourth from the same address is refused at NBD_OPT_GO, with the reason, before anything is opened.
       for (let i = 0; i < 5; i++) {
         const extra = await Raw.connect(port, '127.0.0.1');
-        assert.equal(await extra.go('disk'), NBD_REP_ERR_POLICY);
+        assert.equal(await extra.negotiate('disk'), NBD_REP_ERR_POLICY);
         extra.close();
       }
       // Real clients are refused too; qemu shows the server's reason.
@@ -369,18 +294,18 @@ describe('NBD server bounds', () => {
       // Another source still gets in, up to the server-wide limit.
       for (let i = 0; i < 2; i++) {
         const c = await Raw.connect(port, '127.0.0.2');
-        assert.equal(await c.go('disk'), NBD_REP_ACK);
+        assert.equal(await c.negotiate('disk'), NBD_REP_ACK);
         open.push(c);
       }
       const third = await Raw.connect(port, '127.0.0.3');
-      assert.equal(await third.go('disk'), NBD_REP_ERR_POLICY);
+      assert.equal(await third.negotiate('disk'), NBD_REP_ERR_POLICY);
       third.close();
       assert.match(refusalLines('127.0.0.3')[0] ?? '', /the server has 5 connections open, its limit \(nbd_connections_max = 5\)/);
       // A closed connection frees its source's slot.
       open.shift()!.close();
       for (let i = 0; i < 200 && server.connectionCount > 4; i++) await new Promise((r) => setTimeout(r, 25));
       const again = await Raw.connect(port, '127.0.0.1');
-      assert.equal(await again.go('disk'), NBD_REP_ACK);
+      assert.equal(await again.negotiate('disk'), NBD_REP_ACK);
       open.push(again);
       assert.equal(server.connectionCount, 5);
     } finally {

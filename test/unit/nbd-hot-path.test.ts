@@ -9,105 +9,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { NbdServer } from '../../src/nbd/server.js';
-import {
-  NBD_CMD_DISC,
-  NBD_CMD_FLAG_FUA,
-  NBD_CMD_READ,
-  NBD_CMD_WRITE,
-  NBD_FLAG_C_FIXED_NEWSTYLE,
-  NBD_FLAG_C_NO_ZEROES,
-  NBD_IHAVEOPT,
-  NBD_OPT_GO,
-  NBD_REP_ACK,
-  NBD_SIMPLE_REPLY_MAGIC,
-  encodeRequestHeader,
-} from '../../src/nbd/protocol.js';
+import { NBD_CMD_FLAG_FUA, NBD_CMD_READ, NBD_CMD_WRITE } from '../../src/nbd/protocol.js';
+import { NbdTestClient as Client, connectExport } from '../helpers/nbd-client.ts';
 
 const MiB = 1024 * 1024;
 const exportBytes = 64 * MiB;
-
-/** A raw client: requests are written as given, replies read in order of arrival. */
-class Client {
-  private chunks: Buffer[] = [];
-  private bytes = 0;
-  private wake: (() => void) | undefined;
-  private closed = false;
-
-  private constructor(readonly socket: net.Socket) {
-    socket.on('data', (c: Buffer) => {
-      this.chunks.push(c);
-      this.bytes += c.length;
-      this.wake?.();
-    });
-    socket.on('close', () => {
-      this.closed = true;
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-  }
-
-  static async open(port: number, name: string): Promise<Client> {
-    const socket = await new Promise<net.Socket>((resolve, reject) => {
-      const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
-      s.once('error', reject);
-    });
-    const c = new Client(socket);
-    await c.read(18);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES);
-    const nameBytes = Buffer.from(name);
-    const data = Buffer.alloc(4 + nameBytes.length + 2);
-    data.writeUInt32BE(nameBytes.length, 0);
-    nameBytes.copy(data, 4);
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(NBD_IHAVEOPT, 0);
-    header.writeUInt32BE(NBD_OPT_GO, 8);
-    header.writeUInt32BE(data.length, 12);
-    socket.write(Buffer.concat([flags, header, data]));
-    for (;;) {
-      const reply = await c.read(20);
-      const body = await c.read(reply.readUInt32BE(16));
-      const type = reply.readUInt32BE(12);
-      if (type === NBD_REP_ACK) return c;
-      assert.ok(type < 0x80000000, `GO refused: 0x${type.toString(16)} ${body.toString()}`);
-    }
-  }
-
-  async read(n: number): Promise<Buffer> {
-    while (this.bytes < n) {
-      if (this.closed) throw new Error(`connection closed while waiting for ${n} bytes`);
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-    const all = Buffer.concat(this.chunks);
-    this.chunks = [all.subarray(n)];
-    this.bytes -= n;
-    return all.subarray(0, n);
-  }
-
-  static request(type: number, handle: number, offset: number, length: number, flags = 0): Buffer {
-    const h = Buffer.alloc(8);
-    h.writeUInt32BE(handle, 4);
-    return encodeRequestHeader({ flags, type, handle: h, offset: BigInt(offset), length });
-  }
-
-  /** One simple reply; `dataBytes` follows it when it is a successful read. */
-  async reply(dataBytes: (handle: number) => number): Promise<{ handle: number; error: number; data: Buffer }> {
-    const header = await this.read(16);
-    assert.equal(header.readUInt32BE(0), NBD_SIMPLE_REPLY_MAGIC);
-    const handle = header.readUInt32BE(12);
-    const error = header.readUInt32BE(4);
-    return { handle, error, data: await this.read(error === 0 ? dataBytes(handle) : 0) };
-  }
-
-  async disconnect(): Promise<void> {
-    this.socket.write(Client.request(NBD_CMD_DISC, 0, 0, 0));
-    await new Promise<void>((resolve) => (this.closed ? resolve() : this.socket.once('close', () => resolve())));
-  }
-}
 
 describe('NBD hot path', () => {
   let dir: string;
@@ -136,7 +45,7 @@ describe('NBD hot path', () => {
 
   test('pipelined reads of one size, held back by a client that does not read: every reply carries its own range', async () => {
     const content = await readFile(file);
-    const client = await Client.open(port, 'vol');
+    const client = await connectExport(port, 'vol');
     // Stop reading so replies queue on the server's socket (and their write callbacks wait) while
     // later reads of the same size are served: a reply buffer reused before its write completed
     // would be overwritten with another range's data.
@@ -165,7 +74,7 @@ describe('NBD hot path', () => {
   });
 
   test('pipelined writes split at odd places land byte for byte, FUA ones too', async () => {
-    const client = await Client.open(port, 'vol');
+    const client = await connectExport(port, 'vol');
     const writes = [
       { offset: 3 * MiB + 11, data: randomBytes(3 * MiB + 123), flags: 0 },
       { offset: 17, data: randomBytes(1), flags: 0 },
@@ -200,7 +109,7 @@ describe('NBD hot path', () => {
   });
 
   test('a sequential writer\'s pipelined writes (written in batches) land in order, interleaved reads, FUA and a gap included', async () => {
-    const client = await Client.open(port, 'vol');
+    const client = await connectExport(port, 'vol');
     const base = 40 * MiB + 512;
     const sizes = [256 * 1024, 4096, 1, 1 * MiB + 3, 65536, 999, 2 * MiB, 4096, 7, 512 * 1024];
     const writes: { offset: number; data: Buffer; flags: number }[] = [];

@@ -8,10 +8,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { NbdTestClient as RawClient } from '../helpers/nbd-client.ts';
 import { NbdServer, type NbdExport } from '../../src/nbd/server.js';
 import {
   NBD_CMD_DISC,
@@ -23,24 +23,18 @@ import {
   NBD_EINVAL,
   NBD_EPERM,
   NBD_FLAG_C_FIXED_NEWSTYLE,
-  NBD_FLAG_C_NO_ZEROES,
   NBD_FLAG_READ_ONLY,
   NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_IHAVEOPT,
-  NBD_MAGIC,
   NBD_OPT_ABORT,
   NBD_OPT_EXPORT_NAME,
   NBD_OPT_GO,
   NBD_OPT_LIST,
-  NBD_OPT_STRUCTURED_REPLY,
-  NBD_OPTION_REPLY_MAGIC,
+  NBD_OPT_EXTENDED_HEADERS,
   NBD_REP_ACK,
   NBD_REP_ERR_POLICY,
   NBD_REP_ERR_UNKNOWN,
   NBD_REP_ERR_UNSUP,
-  NBD_REP_INFO,
-  NBD_SIMPLE_REPLY_MAGIC,
-  encodeRequestHeader,
 } from '../../src/nbd/protocol.js';
 
 const execFileAsync = promisify(execFile);
@@ -89,130 +83,6 @@ async function createSparse(file: string, bytes: number): Promise<void> {
   await fh.close();
 }
 
-/** Minimal NBD client speaking raw bytes, with its own buffered reader. */
-class RawClient {
-  private buffered = Buffer.alloc(0);
-  private closed = false;
-  private wake: (() => void) | undefined;
-  readonly closedPromise: Promise<void>;
-
-  private constructor(readonly socket: net.Socket) {
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      this.buffered = Buffer.concat([this.buffered, chunk]);
-      this.wake?.();
-    });
-    socket.on('error', () => {});
-    this.closedPromise = new Promise((resolve) =>
-      socket.on('close', () => {
-        this.closed = true;
-        this.wake?.();
-        resolve();
-      }),
-    );
-  }
-
-  static connect(port: number): Promise<RawClient> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => resolve(new RawClient(socket)));
-      socket.once('error', reject);
-    });
-  }
-
-  async read(bytes: number): Promise<Buffer> {
-    while (this.buffered.length < bytes) {
-      if (this.closed) throw new Error(`connection closed while waiting for ${bytes} bytes`);
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
-    const out = this.buffered.subarray(0, bytes);
-    this.buffered = this.buffered.subarray(bytes);
-    return out;
-  }
-
-  write(buf: Buffer): void {
-    this.socket.write(buf);
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-
-  /** Reads the greeting and sends client flags. */
-  async greet(clientFlags = NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES): Promise<number> {
-    const greeting = await this.read(18);
-    assert.equal(greeting.readBigUInt64BE(0), NBD_MAGIC);
-    assert.equal(greeting.readBigUInt64BE(8), NBD_IHAVEOPT);
-    const flags = Buffer.alloc(4);
-    flags.writeUInt32BE(clientFlags);
-    this.write(flags);
-    return greeting.readUInt16BE(16);
-  }
-
-  sendOption(option: number, data: Buffer = Buffer.alloc(0)): void {
-    const header = Buffer.alloc(16);
-    header.writeBigUInt64BE(NBD_IHAVEOPT, 0);
-    header.writeUInt32BE(option, 8);
-    header.writeUInt32BE(data.length, 12);
-    this.write(Buffer.concat([header, data]));
-  }
-
-  async readOptionReply(): Promise<{ option: number; type: number; data: Buffer }> {
-    const header = await this.read(20);
-    assert.equal(header.readBigUInt64BE(0), NBD_OPTION_REPLY_MAGIC);
-    const length = header.readUInt32BE(16);
-    return { option: header.readUInt32BE(8), type: header.readUInt32BE(12), data: await this.read(length) };
-  }
-
-  /** NBD_OPT_GO; resolves with size and transmission flags, or the error reply type. */
-  async go(name: string): Promise<{ size: bigint; flags: number } | { errorType: number }> {
-    const nameBytes = Buffer.from(name, 'utf8');
-    const data = Buffer.alloc(4 + nameBytes.length + 2);
-    data.writeUInt32BE(nameBytes.length, 0);
-    nameBytes.copy(data, 4);
-    this.sendOption(NBD_OPT_GO, data);
-    let info: { size: bigint; flags: number } | undefined;
-    for (;;) {
-      const reply = await this.readOptionReply();
-      assert.equal(reply.option, NBD_OPT_GO);
-      if (reply.type === NBD_REP_INFO && reply.data.readUInt16BE(0) === 0) {
-        info = { size: reply.data.readBigUInt64BE(2), flags: reply.data.readUInt16BE(10) };
-      } else if (reply.type === NBD_REP_ACK) {
-        assert.ok(info, 'GO acked without NBD_INFO_EXPORT');
-        return info;
-      } else if (reply.type >= 0x80000000) {
-        return { errorType: reply.type };
-      }
-    }
-  }
-
-  async connectExport(name: string): Promise<{ size: bigint; flags: number }> {
-    await this.greet();
-    const result = await this.go(name);
-    if ('errorType' in result) throw new Error(`GO refused: 0x${result.errorType.toString(16)}`);
-    return result;
-  }
-
-  request(type: number, handle: number, offset: number, length: number, flags = 0, payload?: Buffer): Buffer {
-    const h = Buffer.alloc(8);
-    h.writeUInt32BE(handle, 4);
-    const header = encodeRequestHeader({ flags, type, handle: h, offset: BigInt(offset), length });
-    return payload ? Buffer.concat([header, payload]) : header;
-  }
-
-  /** Reads one simple reply; `readLengths` maps handle -> bytes of data following a successful reply. */
-  async readReply(readLengths: Map<number, number> = new Map()): Promise<{ handle: number; error: number; data: Buffer }> {
-    const header = await this.read(16);
-    assert.equal(header.readUInt32BE(0), NBD_SIMPLE_REPLY_MAGIC);
-    const error = header.readUInt32BE(4);
-    const handle = header.readUInt32BE(12);
-    const dataBytes = error === 0 ? (readLengths.get(handle) ?? 0) : 0;
-    return { handle, error, data: await this.read(dataBytes) };
-  }
-}
 
 describe('NbdServer', () => {
   let dir: string;
@@ -486,7 +356,7 @@ describe('NbdServer', () => {
     const client = await RawClient.connect(port);
     try {
       await client.greet();
-      client.sendOption(NBD_OPT_STRUCTURED_REPLY);
+      client.sendOption(NBD_OPT_EXTENDED_HEADERS);
       assert.equal((await client.readOptionReply()).type, NBD_REP_ERR_UNSUP);
       client.sendOption(0x1234);
       assert.equal((await client.readOptionReply()).type, NBD_REP_ERR_UNSUP);
