@@ -26,6 +26,7 @@ import { promisify } from 'node:util';
 import type { BackendConfig } from '../../config/config.ts';
 import { CephConfigProblem, monitorAddresses, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RBD_SNAP_CREATE_SKIP_QUIESCE, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
+import { KeyedQueue } from '../../util/keyed-queue.ts';
 import { crashPoint } from '../../tasks/crash.ts';
 import { markTransient } from '../../tasks/errors.ts';
 import { qosLimitKeys, type QosLimitKey, type QosLimits } from '../qos.ts';
@@ -375,27 +376,19 @@ export class RbdBackend implements VolumeBackend, Snapshots, GroupSnapshots, Clo
     return run;
   }
 
-  /** The tail of each image's queue of changes, by image name without the hidden suffix (a rename keeps its place). */
-  private readonly imageQueues = new Map<string, Promise<unknown>>();
+  /** Each image's queue of changes, by image name without the hidden suffix (a rename keeps its place). */
+  private readonly imageQueues = new KeyedQueue();
 
   /**
    * Runs `fn` when no other change of this process to image `name` runs: its removal, a snapshot's
    * removal, its flatten, its purge from the trash. Two handles of one process changing one image
-   * race on its exclusive lock, and librbd aborts the process when one trims an image the other
-   * holds the lock of (a delete right after a background flatten, CI at 7078540); one snapshot
-   * removed by two was also taken for the image being gone, and the image was left behind.
+   * race on its exclusive lock (a trim asserts it holds the lock: the suspect in CI's server death
+   * at 7078540, a delete right after a background flatten); and a snapshot removed by both was
+   * taken, in the delete, for the image being gone, so the image was left behind.
    * Locks are taken child before parent, the way chains go, so two never wait on each other.
    */
   private withImageQueue<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const key = name.endsWith(hiddenSuffix) ? name.slice(0, -hiddenSuffix.length) : name;
-    const previous = this.imageQueues.get(key) ?? Promise.resolve();
-    const run = previous.then(fn, fn);
-    const tail = run.catch(() => undefined);
-    this.imageQueues.set(key, tail);
-    void tail.then(() => {
-      if (this.imageQueues.get(key) === tail) this.imageQueues.delete(key);
-    });
-    return run;
+    return this.imageQueues.run(name.endsWith(hiddenSuffix) ? name.slice(0, -hiddenSuffix.length) : name, fn);
   }
 
   /**

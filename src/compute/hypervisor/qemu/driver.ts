@@ -38,6 +38,7 @@ import { QgaClient } from './qga.ts';
 import { domainName, renderDomainXml, targetName } from './domain-xml.ts';
 import { diskOpenError, qemuSaid } from './errors.ts';
 import { QmpClient, QmpError } from './qmp.ts';
+import { KeyedQueue } from '../../../util/keyed-queue.ts';
 
 export interface QemuHypervisorOptions {
   /** Nova's instances_path: one directory per guest. */
@@ -124,7 +125,8 @@ const disksMax = pciSlotLast - pciSlotFirst + 1;
 
 export class QemuHypervisor implements Hypervisor {
   private readonly instances = new Map<string, Instance>();
-  private readonly locks = new Map<string, Promise<unknown>>();
+  /** Operations of one instance run one at a time. */
+  private readonly locks = new KeyedQueue();
   private readonly qemuBinary: string;
   private readonly qmpTimeoutMs: number;
   private readonly startTimeoutMs: number;
@@ -928,14 +930,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   private locked<T>(uuid: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.locks.get(uuid) ?? Promise.resolve();
-    const result = previous.then(fn, fn);
-    const tail = result.catch(() => undefined);
-    this.locks.set(uuid, tail);
-    void tail.then(() => {
-      if (this.locks.get(uuid) === tail) this.locks.delete(uuid);
-    });
-    return result;
+    return this.locks.run(uuid, fn);
   }
 }
 
