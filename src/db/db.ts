@@ -369,7 +369,41 @@ export class Db {
     }
   }
 
+  /**
+   * SQLite: calls `onCommit` within `intervalMs` after another connection to the file (another
+   * process: `pumice tasks retry`, a CLI, a second server on the file) committed: SQLite's
+   * data_version moves only for other connections' commits (and a checkpoint that resets the
+   * WAL, which costs a spurious call at most). One pragma per interval, no I/O. PostgreSQL and an
+   * in-memory database: nothing to watch (false).
+   */
+  watchOtherCommits(intervalMs: number, onCommit: () => void): boolean {
+    if (!this.sqliteDb || this.where === ':memory:') return false;
+    this.otherCommitListeners.push(onCommit);
+    if (!this.otherCommitTimer) {
+      const sqlite = this.sqliteDb;
+      let seen = sqlite.pragma('data_version', { simple: true });
+      this.otherCommitTimer = setInterval(() => {
+        let version: unknown;
+        try {
+          version = sqlite.pragma('data_version', { simple: true });
+        } catch {
+          return; // busy or closing: the next tick looks again
+        }
+        if (version === seen) return;
+        seen = version;
+        for (const listener of this.otherCommitListeners) listener();
+      }, intervalMs);
+      this.otherCommitTimer.unref();
+    }
+    return true;
+  }
+
+  private otherCommitTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly otherCommitListeners: (() => void)[] = [];
+
   close(): void {
+    clearInterval(this.otherCommitTimer);
+    this.otherCommitTimer = undefined;
     this.checkpointer?.postMessage('stop');
     this.checkpointer = undefined;
     if (this.pg) this.pg.close();

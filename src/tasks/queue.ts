@@ -127,6 +127,8 @@ const runnersByDb = new WeakMap<Db, Set<TaskQueue>>();
 let localFences = 0;
 /** How stale a checkpoint's view of a fence set by another process may be; task.complete() always checks. */
 const fenceCheckIntervalMs = 250;
+/** SQLite: how often a process looks whether another one committed (PRAGMA data_version), for tasks queued there. */
+const otherCommitWatchMs = 100;
 
 /**
  * Owner names `host:pid:random:pidspace`, so a runner on the same host can tell a dead owner at
@@ -206,13 +208,15 @@ export class TaskQueue {
       // Tasks queued by another host (PostgreSQL) are claimed when their transaction commits, not at the next poll.
       const db = options.db;
       if (db.engine === 'postgresql') db.listen(tasksQueuedChannel, (queue) => runnersByDb.get(db)?.forEach((runner) => runner.queuedElsewhere(queue)));
+      // SQLite: another process's commit (`pumice tasks retry`, a CLI) may have queued a task: a claim pass within 100 ms, not at the poll.
+      else db.watchOtherCommits(otherCommitWatchMs, () => runnersByDb.get(db)?.forEach((runner) => runner.queuedElsewhere(null)));
     }
     runners.add(this);
   }
 
-  /** Another host queued a task in `queue` (its NOTIFY): a claim pass, if this runner serves that queue. */
-  private queuedElsewhere(queue: string): void {
-    if (this.stopped || !this.queues.has(queue)) return;
+  /** Another host queued a task in `queue` (its NOTIFY; null: in some queue): a claim pass, if this runner serves that queue. */
+  private queuedElsewhere(queue: string | null): void {
+    if (this.stopped || this.queues.size === 0 || (queue !== null && !this.queues.has(queue))) return;
     this.maybeQueued = true;
     this.scheduleClaimPass();
   }
@@ -367,8 +371,8 @@ export class TaskQueue {
    * an outside kick set it again). A task that ends then needs no claim pass: on a busy SQLite
    * server every task is claimed in the transaction that queues it, and the pass that followed
    * each task's end found nothing (two autocommit reads per task, each with its WAL read lock).
-   * A task queued by another process sharing the SQLite file is found by the poll
-   * (pollIntervalMs) as before, unless a pass runs earlier. PostgreSQL always runs the pass:
+   * A task queued by another process sharing the SQLite file sets it within 100 ms (that
+   * process's commit moves data_version: Db.watchOtherCommits). PostgreSQL always runs the pass:
    * there other hosts queue most tasks.
    */
   private maybeQueued = true;
