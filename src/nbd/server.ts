@@ -417,9 +417,10 @@ interface CommandResult {
   /** With structured replies: a ready chunk that is the whole reply (BLOCK_STATUS). */
   chunk?: Buffer;
   /**
-   * A read's whole reply: SIMPLE_REPLY_HEADER_BYTES left free for the header,
-   * then the data, read there directly, so the reply is one write (one
-   * segment with TCP_NODELAY) and the data is never copied.
+   * A read's whole reply: the connection's readHeaderBytes left free (a simple
+   * reply header, or an OFFSET_DATA chunk header and offset), then the data,
+   * read there directly, so the reply is one write (one segment with
+   * TCP_NODELAY) and the data is never copied.
    */
   reply?: Buffer;
 }
