@@ -8,6 +8,11 @@
  * read data and not holes. Prints MB/s (10^6 bytes/s) or IOPS per side, the
  * ratio Pumice / qemu-nbd (aim ≥ 0.9×), and the CPU of each server.
  *
+ * sparse_copy: a second volume with 16 MiB of data in 16 regions (qemu-io writes) and holes
+ * elsewhere is copied with `nbdcopy URI null:` from each server (both offer base:allocation, so
+ * nbdcopy reads only the data), and from Pumice with --no-extents (every byte read, as before
+ * Pumice had block status); median seconds of `--rounds`, ratio = qemu-nbd's time / Pumice's.
+ *
  *   node --import tsx bench/nbd-export.ts [--gib 1] [--seconds 8] [--rounds 1] [--only rand_write_4k] [--cpu-prof DIR]
  *
  * --only runs the workloads whose name contains the word; --cpu-prof writes
@@ -35,6 +40,8 @@ const workloads = [
   { name: 'rand_read_4k', rw: 'randread', bs: '4k', unit: 'IOPS' },
   { name: 'rand_write_4k', rw: 'randwrite', bs: '4k', unit: 'IOPS' },
 ] as const;
+/** Data regions of the sparse_copy volume: 1 MiB every gib * 64 MiB. */
+const sparseRegions = 16;
 
 let server: Server | undefined;
 let qemuNbd: ChildProcess | undefined;
@@ -100,6 +107,42 @@ function freePort(): Promise<number> {
   });
 }
 
+/** Seconds `nbdcopy [flags] URI null:` takes. */
+function nbdcopyNull(uri: string, flags: string[] = []): number {
+  const t0 = now();
+  execFileSync('nbdcopy', [...flags, uri, 'null:'], { stdio: 'ignore' });
+  return (now() - t0) / 1000;
+}
+
+async function sparseCopy(s: Session): Promise<void> {
+  const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name: 'bench-nbd-sparse' } });
+  if (created.status !== 202) throw new Error(`create volume: ${created.status} ${created.text}`);
+  const volumeId = created.json<{ volume: { id: string } }>().volume.id;
+  await waitVolumeStatus(s, volumeId, 'available');
+  const info = await volumeAction(s, volumeId, { 'os-initialize_connection': { connector: { host: 'bench', initiator: 'bench' } } });
+  const d = info['connection_info'].data as { host: string; port: number; export_name: string };
+  const pumiceUri = `nbd://${d.host}:${d.port}/${d.export_name}`;
+  const stride = (gib * GiB) / sparseRegions;
+  const writes = Array.from({ length: sparseRegions }, (_, i) => ['-c', `write -P 0x${(i + 1).toString(16)} ${i * stride + 4096} 1M`]).flat();
+  execFileSync('qemu-io', ['-f', 'raw', ...writes, pumiceUri], { stdio: 'ignore' });
+  qemuNbd?.kill('SIGTERM');
+  const qemuUri = await startQemuNbd(join(server!.dataDir, 'volumes', 'local', `volume-${volumeId}`));
+  const [mine, plain, theirs]: number[][] = [[], [], []];
+  const loadBefore = loadAverage();
+  for (let r = 0; r < rounds; r++) {
+    mine.push(nbdcopyNull(pumiceUri));
+    plain.push(nbdcopyNull(pumiceUri, ['--no-extents']));
+    theirs.push(nbdcopyNull(qemuUri));
+  }
+  const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+  const [a, p, b] = [median(mine), median(plain), median(theirs)];
+  console.log(`sparse_copy_pumice: ${a.toFixed(3)} s (nbdcopy URI null:, ${sparseRegions} MiB of data in ${gib} GiB)`);
+  console.log(`sparse_copy_pumice_no_extents: ${p.toFixed(3)} s (nbdcopy --no-extents: every byte read)`);
+  console.log(`sparse_copy_qemu_nbd: ${b.toFixed(3)} s`);
+  console.log(`sparse_copy_ratio: ${(b / a).toFixed(2)}x (qemu-nbd's time / Pumice's, median of ${rounds}; load average ${loadBefore} → ${loadAverage()})`);
+  await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } }).catch(() => undefined);
+}
+
 async function main(): Promise<void> {
   const scratch = mkdtempSync(join(tmpdir(), 'pumice-nbd-bench-'));
   try {
@@ -149,6 +192,7 @@ async function main(): Promise<void> {
     }
     // Best effort: the server stops next anyway, and its idle keep-alive socket may be gone after the long fio runs.
     await volumeAction(s, volumeId, { 'os-terminate_connection': { connector: { host: 'bench' } } }).catch(() => undefined);
+    if ('sparse_copy'.includes(only)) await sparseCopy(s);
   } finally {
     qemuNbd?.kill('SIGTERM');
     await server?.stop();
