@@ -114,14 +114,19 @@ function nbdcopyNull(uri: string, flags: string[] = []): number {
   return (now() - t0) / 1000;
 }
 
-async function sparseCopy(s: Session): Promise<void> {
-  const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name: 'bench-nbd-sparse' } });
+/** A new local volume of `gib` GiB, available and attached to the bench: its id and its NBD URI. */
+async function exportedVolume(s: Session, name: string): Promise<{ volumeId: string; uri: string }> {
+  const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name } });
   if (created.status !== 202) throw new Error(`create volume: ${created.status} ${created.text}`);
   const volumeId = created.json<{ volume: { id: string } }>().volume.id;
   await waitVolumeStatus(s, volumeId, 'available');
   const info = await volumeAction(s, volumeId, { 'os-initialize_connection': { connector: { host: 'bench', initiator: 'bench' } } });
   const d = info['connection_info'].data as { host: string; port: number; export_name: string };
-  const pumiceUri = `nbd://${d.host}:${d.port}/${d.export_name}`;
+  return { volumeId, uri: `nbd://${d.host}:${d.port}/${d.export_name}` };
+}
+
+async function sparseCopy(s: Session): Promise<void> {
+  const { volumeId, uri: pumiceUri } = await exportedVolume(s, 'bench-nbd-sparse');
   const stride = (gib * GiB) / sparseRegions;
   const writes = Array.from({ length: sparseRegions }, (_, i) => ['-c', `write -P 0x${(i + 1).toString(16)} ${i * stride + 4096} 1M`]).flat();
   execFileSync('qemu-io', ['-f', 'raw', ...writes, pumiceUri], { stdio: 'ignore' });
@@ -148,13 +153,7 @@ async function main(): Promise<void> {
   try {
     server = await startServer(cpuProfDir ? { nodeFlags: ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] } : {});
     const s = await login(server.url);
-    const created = await s.call('POST', `${s.volumeUrl}/volumes`, { volume: { size: gib, name: 'bench-nbd' } });
-    if (created.status !== 202) throw new Error(`create volume: ${created.status} ${created.text}`);
-    const volumeId = created.json<{ volume: { id: string } }>().volume.id;
-    await waitVolumeStatus(s, volumeId, 'available');
-    const info = await volumeAction(s, volumeId, { 'os-initialize_connection': { connector: { host: 'bench', initiator: 'bench' } } });
-    const d = info['connection_info'].data as { host: string; port: number; export_name: string };
-    const pumiceUri = `nbd://${d.host}:${d.port}/${d.export_name}`;
+    const { volumeId, uri: pumiceUri } = await exportedVolume(s, 'bench-nbd');
     const random = join(scratch, 'random.img');
     makeRandomFile(random, gib * GiB);
     execFileSync('nbdcopy', [random, pumiceUri]);
