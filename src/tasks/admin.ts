@@ -115,24 +115,23 @@ export class TaskAdmin {
     } catch {
       payload = row.payload;
     }
-    const locks = this.db.all<{ resource_id: string; mode: string }>('SELECT resource_id, mode FROM task_locks WHERE task_id = ? ORDER BY mode DESC, resource_id', row.id);
+    // A queued or running task holds a write lock on its own resource (its row is the lock), plus the named ones.
+    const named = this.db.all<{ resource_id: string; mode: string }>('SELECT resource_id, mode FROM task_locks WHERE task_id = ? AND resource_id != ? ORDER BY mode DESC, resource_id', row.id, row.resource_id);
+    const locks = row.state === 'queued' || row.state === 'running' ? [{ resource_id: row.resource_id, mode: 'write' }, ...named] : named;
     return { ...taskView(row), payload: options.revealSecrets ? payload : redact(payload), locks };
   }
 
   /**
-   * Queues a failed or cancelled task again, attempts from 0. Its locks were released when it
-   * ended: it takes back a write lock on its own resource (the others are not recorded).
+   * Queues a failed or cancelled task again, attempts from 0. Its named locks were released when
+   * it ended and are not recorded: queued again, it holds its own resource's write lock only.
    */
   retry(id: number): TaskRow {
     const row = this.get(id);
     if (row.state !== 'failed' && row.state !== 'cancelled') throw errors.conflict(`Task ${row.id} is ${row.state}: only a failed or cancelled task can be retried.`);
-    this.db.transaction(() => {
-      this.db.run(
-        "UPDATE tasks SET state = 'queued', attempts = 0, owner = NULL, lease_until = NULL, not_before = 0, fenced = 0, finished_at = NULL, updated_at = ? WHERE id = ? AND state = ?",
-        new Date().toISOString(), row.id, row.state,
-      );
-      this.db.run("INSERT OR IGNORE INTO task_locks (task_id, resource_id, mode) VALUES (?, ?, 'write')", row.id, row.resource_id);
-    });
+    this.db.run(
+      "UPDATE tasks SET state = 'queued', attempts = 0, owner = NULL, lease_until = NULL, not_before = 0, fenced = 0, finished_at = NULL, updated_at = ? WHERE id = ? AND state = ?",
+      new Date().toISOString(), row.id, row.state,
+    );
     return this.get(id);
   }
 

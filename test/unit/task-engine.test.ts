@@ -181,6 +181,43 @@ test('read locks share, write locks exclude; tasks of one resource keep their or
   await queue.stop();
 });
 
+test('a task\'s own resource is locked by its row: it excludes named locks on it both ways, and holds no task_locks row', async () => {
+  const db = new Db(':memory:');
+  const queue = new TaskQueue({ db, log: () => undefined, concurrencyPerQueue: 8, attemptsMax: 3, pollIntervalMs: 50 });
+  const active = new Set<string>();
+  const overlaps = new Set<string>();
+  queue.register('op', async (task) => {
+    const { name, ms } = task.payload as { name: string; ms: number };
+    for (const other of active) overlaps.add([name, other].sort().join('+'));
+    active.add(name);
+    await new Promise((r) => setTimeout(r, ms));
+    active.delete(name);
+  }, () => undefined);
+  // Queued before the runner starts, so each pair is claimed in one pass and only its locks keep it apart.
+  queue.enqueue('op', 'x', 'q1', { name: 'own-x', ms: 40 });
+  queue.enqueue('op', 'y', 'q2', { name: 'reads-x', ms: 5 }, { locks: { read: ['x'] } });
+  queue.enqueue('op', 'z', 'q1', { name: 'writes-w', ms: 40 }, { locks: { write: ['w'] } });
+  queue.enqueue('op', 'w', 'q2', { name: 'own-w', ms: 5 });
+  queue.enqueue('op', 'e1', 'q1', { name: 'writes-s-1', ms: 40 }, { locks: { write: ['s'] } });
+  queue.enqueue('op', 'e2', 'q2', { name: 'writes-s-2', ms: 5 }, { locks: { write: ['s'] } });
+  queue.enqueue('op', 'g1', 'q1', { name: 'reads-r-1', ms: 40 }, { locks: { read: ['r'] } });
+  queue.enqueue('op', 'g2', 'q2', { name: 'reads-r-2', ms: 40 }, { locks: { read: ['r'] } });
+  queue.enqueue('op', 'o', 'q1', { name: 'own-o-1', ms: 40 });
+  queue.enqueue('op', 'o', 'q2', { name: 'own-o-2', ms: 5 });
+  assert.deepEqual(
+    db.all<{ resource_id: string; mode: string }>('SELECT resource_id, mode FROM task_locks ORDER BY task_id'),
+    [{ resource_id: 'x', mode: 'read' }, { resource_id: 'w', mode: 'write' }, { resource_id: 's', mode: 'write' }, { resource_id: 's', mode: 'write' }, { resource_id: 'r', mode: 'read' }, { resource_id: 'r', mode: 'read' }],
+    'only named locks have rows',
+  );
+  queue.start(['q1', 'q2']);
+  await new Promise((r) => setTimeout(r, 10));
+  await queue.whenIdle();
+  for (const pair of ['own-x+reads-x', 'own-w+writes-w', 'writes-s-1+writes-s-2', 'own-o-1+own-o-2']) assert.ok(!overlaps.has(pair), `${pair} ran together: ${[...overlaps].join(', ')}`);
+  assert.ok(overlaps.has('reads-r-1+reads-r-2'), `two readers of r ran together: ${[...overlaps].join(', ')}`);
+  assert.equal(db.get<{ n: number }>('SELECT COUNT(*) AS n FROM task_locks')!.n, 0);
+  await queue.stop();
+});
+
 test('a transient librbd error (ETIMEDOUT) is retried with backoff; past the bound the volume fails with the reason and the attempts', async () => {
   const { service, fake, settle, db, manager, logs } = await setup();
   const timeout = () => new RbdError('rbd_create4: Connection timed out', { code: 'ETIMEDOUT', errno: 110, operation: 'rbd_create4' });
