@@ -109,7 +109,8 @@ export function emitEvent(event: string, fields: Record<string, unknown> = {}): 
   const context = requestContext.getStore();
   if (sink) sink.info(context ? { event, request_id: context.requestId, ...fields } : { event, ...fields });
   const line = eventLogLine(event, fields);
-  if (line) writeLog(line.level, line.module, line.message, context);
+  // Most events are DEBUG lines (a request answered 2xx, a task queued or claimed): built only when written.
+  if (line && logEnabled(line.level)) writeLog(line.level, line.module, typeof line.message === 'string' ? line.message : line.message(), context);
   for (const listener of listeners) {
     try {
       listener(event, fields);
@@ -129,23 +130,27 @@ export function flushEvents(): void {
   flushLog();
 }
 
-/** The log line an event becomes: state changes INFO, retries and rejections WARNING, failures ERROR; bookkeeping DEBUG. */
-function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLevel; module: string; message: string } | null {
-  const resource = `${String(f['resource'] ?? f['kind'] ?? '')} ${String(f['id'] ?? f['resource_id'] ?? '')}`.trim();
-  const task = `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}, attempt ${String(f['attempts'])})`;
+/**
+ * The log line an event becomes: state changes INFO, retries and rejections WARNING, failures ERROR;
+ * bookkeeping DEBUG. The message is a function where building it costs and the line is often not
+ * written (DEBUG without `[DEFAULT] debug`).
+ */
+function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLevel; module: string; message: string | (() => string) } | null {
+  const resource = () => `${String(f['resource'] ?? f['kind'] ?? '')} ${String(f['id'] ?? f['resource_id'] ?? '')}`.trim();
+  const task = () => `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}, attempt ${String(f['attempts'])})`;
   switch (event) {
     case 'state.transition':
       return f['moved']
-        ? { level: 'INFO', module: 'pumice.state', message: `${resource}: ${[f['from']].flat().join('|')} -> ${String(f['to'])}` }
-        : { level: 'DEBUG', module: 'pumice.state', message: `${resource}: not moved to ${String(f['to'])} (not in ${[f['from']].flat().join('|')})` };
+        ? { level: 'INFO', module: 'pumice.state', message: () => `${resource()}: ${[f['from']].flat().join('|')} -> ${String(f['to'])}` }
+        : { level: 'DEBUG', module: 'pumice.state', message: () => `${resource()}: not moved to ${String(f['to'])} (not in ${[f['from']].flat().join('|')})` };
     case 'state.forced':
-      return { level: 'WARNING', module: 'pumice.state', message: `${resource}: forced to ${String(f['to'])}${f['reason'] ? `: ${String(f['reason'])}` : ''}` };
+      return { level: 'WARNING', module: 'pumice.state', message: () => `${resource()}: forced to ${String(f['to'])}${f['reason'] ? `: ${String(f['reason'])}` : ''}` };
     case 'task.queued':
-      return { level: 'DEBUG', module: 'pumice.tasks', message: `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}) queued on ${String(f['queue'])}` };
+      return { level: 'DEBUG', module: 'pumice.tasks', message: () => `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}) queued on ${String(f['queue'])}` };
     case 'task.claimed':
-      return { level: 'DEBUG', module: 'pumice.tasks', message: `${task} claimed by ${String(f['owner'])}` };
+      return { level: 'DEBUG', module: 'pumice.tasks', message: () => `${task()} claimed by ${String(f['owner'])}` };
     case 'task.done':
-      return { level: 'INFO', module: 'pumice.tasks', message: `${task} done` };
+      return { level: 'INFO', module: 'pumice.tasks', message: () => `${task()} done` };
     case 'task.retry':
     case 'task.fenced':
     case 'task.failed':
@@ -154,11 +159,11 @@ function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLe
     case 'scheduler.rejected':
       // Nova's NoValidHost and Cinder's "No valid backend" are WARNINGs with every filter's reason.
       // The volume service logs its own line (the one its tests read); a server's rejection is logged here.
-      return f['resource'] === 'volume' ? null : { level: 'WARNING', module: 'pumice.scheduler', message: `${resource} of project ${String(f['project_id'])} not placed: ${String(f['reason'])}` };
+      return f['resource'] === 'volume' ? null : { level: 'WARNING', module: 'pumice.scheduler', message: () => `${resource()} of project ${String(f['project_id'])} not placed: ${String(f['reason'])}` };
     case 'http.request':
       return accessLogLine(f);
     default:
-      return { level: 'DEBUG', module: `pumice.${event.split('.')[0]}`, message: `${event} ${JSON.stringify(f)}` };
+      return { level: 'DEBUG', module: `pumice.${event.split('.')[0]}`, message: () => `${event} ${JSON.stringify(f)}` };
   }
 }
 
@@ -169,9 +174,9 @@ function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLe
  * warning). 1xx–3xx lines are DEBUG: Nova's RequestLog writes them at INFO, but every request
  * is already in the events file and in `/metrics`, and a line per request on a busy API costs.
  */
-export function accessLogLine(f: Record<string, unknown>): { level: LogLevel; module: string; message: string } {
+export function accessLogLine(f: Record<string, unknown>): { level: LogLevel; module: string; message: () => string } {
   const status = Number(f['status']);
-  const message = `${String(f['method'])} ${String(f['path'])} status: ${status} time: ${String(f['duration_ms'])} ms`;
+  const message = () => `${String(f['method'])} ${String(f['path'])} status: ${status} time: ${String(f['duration_ms'])} ms`;
   return { level: status >= 500 ? 'ERROR' : status >= 400 ? 'INFO' : 'DEBUG', module: 'pumice.http', message };
 }
 

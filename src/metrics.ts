@@ -126,8 +126,11 @@ export class MetricsRegistry {
 /** The content type of the text exposition format. */
 export const expositionContentType = 'text/plain; version=0.0.4; charset=utf-8';
 
+/** A label set's map key: names and values joined by control characters no label holds (cheaper than JSON on every request). */
 function labelKey(labels: Labels): string {
-  return JSON.stringify(Object.entries(labels));
+  let key = '';
+  for (const name in labels) key += `${name}\u0001${labels[name]}\u0002`;
+  return key;
 }
 
 function sample(name: string, labels: Labels, value: number): string {

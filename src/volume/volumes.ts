@@ -119,6 +119,18 @@ export class VolumeService {
     return new Map(this.db.all<VolumeTypeRow>('SELECT * FROM volume_types').map((t) => [t.id, t]));
   }
 
+  /** Names of the types `ids` by id: one lookup when they are one type (a volume shown or created), every type otherwise. */
+  typeNames(ids: readonly (string | null)[]): Map<string, string> {
+    const wanted = new Set(ids.filter((id): id is string => id !== null));
+    if (wanted.size === 1) {
+      const [id] = wanted;
+      const row = this.db.get<{ name: string }>('SELECT name FROM volume_types WHERE id = ?', id!);
+      return new Map(row ? [[id!, row.name]] : []);
+    }
+    if (wanted.size === 0) return new Map();
+    return new Map(this.db.all<{ id: string; name: string }>('SELECT id, name FROM volume_types').map((t) => [t.id, t.name]));
+  }
+
   extraSpecs(typeId: string): Record<string, string> {
     const specs: Record<string, string> = {};
     for (const row of this.db.all<{ key: string; value: string }>('SELECT key, value FROM volume_type_extra_specs WHERE volume_type_id = ? ORDER BY key', typeId)) {

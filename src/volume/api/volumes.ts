@@ -61,11 +61,11 @@ const DeleteQuery = Type.Object({ cascade: Type.Optional(Type.String()), force: 
 export function volumeRenderer(deps: VolumeRouteDeps) {
   const { service } = deps;
   return (ctx: RequestContext, rows: VolumeRow[], view: 'detail' | 'create' = 'detail') => {
-    const types = service.typesById();
+    const types = service.typeNames(rows.map((r) => r.volume_type_id));
     const attachmentsByVolume = service.attachmentsOf(rows.map((r) => r.id));
     const options = renderOptions(ctx);
     return rows.map((r) => renderVolume(
-      options, r, r.volume_type_id ? types.get(r.volume_type_id)?.name ?? null : null, attachmentsByVolume.get(r.id) ?? [],
+      options, r, r.volume_type_id ? types.get(r.volume_type_id) ?? null : null, attachmentsByVolume.get(r.id) ?? [],
       r.image_metadata ? (JSON.parse(r.image_metadata) as Record<string, string>) : null, view,
     ));
   };
