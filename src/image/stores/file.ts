@@ -11,9 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { constants, createReadStream, mkdirSync } from 'node:fs';
 import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Writable, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { plainBatches, StreamHasher } from '../hashing.ts';
+import type { Readable } from 'node:stream';
+import { plainBatches, readChunks, StreamHasher } from '../hashing.ts';
 import { DirectIo, directIoLength } from './direct-io.ts';
 import { nonZeroRuns } from '../zero-runs.ts';
 
@@ -149,19 +148,13 @@ export class FileStore {
       allocator: direct ?? plainBatches,
     });
     let position = 0;
-    const sink = new Writable({
-      highWaterMark: 1 << 20,
-      write(chunk: Buffer, _encoding, callback) {
-        position += chunk.length;
-        if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
-        const busy = pipelineOfBatches.update(chunk);
-        if (!busy) return callback();
-        busy.then(() => callback(), (error: Error) => callback(error));
-      },
-    });
     let digests;
     try {
-      await pipeline(source, sink);
+      await readChunks(source, (chunk) => {
+        position += chunk.length;
+        if (position > options.sizeBytesMax) throw new SizeLimitExceeded(options.sizeBytesMax);
+        return pipelineOfBatches.update(chunk);
+      });
       digests = await pipelineOfBatches.digest();
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
