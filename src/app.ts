@@ -23,7 +23,7 @@ import { imageApp } from './image/api.ts';
 import { imagePolicy } from './image/policy.ts';
 import { MetadefService, shippedMetadefsDirectory } from './image/metadefs.ts';
 import { parseSeedDocument } from './image/metadefs-api.ts';
-import { moduleLogger, openEventLog } from './events.ts';
+import { flushLog, moduleLogger, openEventLog } from './events.ts';
 import { applyLogSettings, startObservability } from './observability.ts';
 import { taskApp } from './tasks/api.ts';
 import { responseValidationEnabled } from './http/declare.ts';
@@ -108,6 +108,12 @@ export async function startPumice(options: StartOptions): Promise<RunningPumice>
   for (const suffix of ['', '-wal', '-shm']) makePrivate(dbPath + suffix);
   const db = await openServiceDatabase(dbLocation, { maxRetries: config.database.max_retries, retryIntervalS: config.database.retry_interval, log });
   db.startBackgroundCheckpoints();
+  db.enableGroupCommit((error) => {
+    // The turn's replies would say its writes were made: exit before they leave (a restart recovers the tasks).
+    log(`ERROR: the database could not commit this moment's writes (${error.message}): a full or failing disk under ${dataDir}? Stopping so that no client is told a change was made that was not; free space or fix the disk and start again`);
+    flushLog();
+    process.exit(70);
+  });
   const identity = new IdentityService(db, config.token.expiration, {
     lockoutFailureAttempts: config.security_compliance.lockout_failure_attempts,
     lockoutDurationSeconds: config.security_compliance.lockout_duration,

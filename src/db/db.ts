@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { migrations } from './schema.ts';
 import { PgConnectError, PgSyncConnection, redactConnectionUrl } from './pg-sync.ts';
 import { translateSchema, translateStatement } from './pg-dialect.ts';
+import { atTurnEndCommit } from '../util/turn-end.ts';
 
 export type Row = Record<string, unknown>;
 export type SqlValue = string | number | bigint | null | Buffer;
@@ -144,6 +145,8 @@ export interface DbOptions {
   migrate?: boolean;
 }
 
+type TransactionStatements = Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo', Database.Statement>;
+
 export class Db {
   readonly engine: DbEngine;
   /** The location for messages: a file path, or the URL without its password. */
@@ -160,6 +163,10 @@ export class Db {
   private sqliteDepth = 0;
   /** What runs once the outermost `transaction` commits (see afterCommit). */
   private afterCommitQueue: { committed: () => void; rolledBack?: () => void }[] = [];
+  /** SQLite group commit (see enableGroupCommit): on, and what to do when a group's COMMIT fails. */
+  private groupCommit: { onFailure: (error: Error) => void } | null = null;
+  /** A write transaction that deferred transactions of this turn joined is open, its COMMIT due at the turn's end. */
+  private groupOpen = false;
 
   /** `location`: a SQLite file path or a postgresql:// URL. */
   constructor(location: string, options: DbOptions = {}) {
@@ -203,8 +210,12 @@ export class Db {
     return this.sqliteDb;
   }
 
+  /**
+   * Whether statements run now join one transaction with the caller's other writes. Not while only
+   * a commit group is open: a write outside `transaction` then commits the group at once.
+   */
   get inTransaction(): boolean {
-    return this.sqliteDb ? this.sqliteDb.inTransaction : this.pgDepth > 0;
+    return this.sqliteDb ? this.sqliteDepth > 0 || (this.sqliteDb.inTransaction && !this.groupOpen) : this.pgDepth > 0;
   }
 
   private statement(sql: string): Database.Statement {
@@ -248,17 +259,26 @@ export class Db {
 
   all<T = Row>(sql: string, ...params: SqlValue[]): T[] {
     if (this.pg) return this.pgQuery(sql, params).rows as T[];
-    return this.statement(sql).all(...params) as T[];
+    const statement = this.statement(sql);
+    const rows = statement.all(...params) as T[];
+    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
+    return rows;
   }
 
   get<T = Row>(sql: string, ...params: SqlValue[]): T | undefined {
     if (this.pg) return this.pgQuery(sql, params).rows[0] as T | undefined;
-    return this.statement(sql).get(...params) as T | undefined;
+    const statement = this.statement(sql);
+    const row = statement.get(...params) as T | undefined;
+    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
+    return row;
   }
 
   run(sql: string, ...params: SqlValue[]): { changes: number } {
     if (this.pg) return { changes: this.pgQuery(sql, params).rowCount };
-    const result = this.statement(sql).run(...params);
+    const statement = this.statement(sql);
+    const result = statement.run(...params);
+    // A write outside `transaction` is committed when it returns, as it would be on its own: with the group it joined.
+    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
     return { changes: result.changes };
   }
 
@@ -275,7 +295,7 @@ export class Db {
    * Neither may throw.
    */
   afterCommit(committed: () => void, rolledBack?: () => void): void {
-    if (!this.inOwnTransaction) committed();
+    if (!this.inOwnTransaction && !this.groupOpen) committed();
     else this.afterCommitQueue.push({ committed, rolledBack });
   }
 
@@ -294,22 +314,36 @@ export class Db {
    * Runs `fn` in one transaction. A nested call runs in a savepoint of the
    * outer one: if it throws, its writes alone are undone, even when the outer
    * code catches the error and goes on.
+   *
+   * `deferCommit` (SQLite, with enableGroupCommit): the transaction is kept, but
+   * its COMMIT is shared with the other deferred transactions of this event-loop
+   * turn, at the turn's end, before its API replies are written and its task
+   * starts and afterCommit work run (src/util/turn-end.ts). Only for a
+   * transaction after which nothing leaves the process before the turn ends but
+   * a reply: a crash before that COMMIT loses it, and nobody was told it
+   * happened. Any other transaction or write that runs meanwhile commits the
+   * group with it, so no write waits for the turn's end unless it asked to.
    */
-  transaction<T>(fn: () => T): T {
+  transaction<T>(fn: () => T, options: { deferCommit?: boolean } = {}): T {
     if (!this.pg) {
-      const outer = !this.sqlite.inTransaction;
+      const logicalOuter = this.sqliteDepth === 0;
+      const defer = logicalOuter && options.deferCommit === true && this.groupCommit !== null;
       const queued = this.afterCommitQueue.length;
+      if (defer && !this.groupOpen && !this.sqlite.inTransaction) this.openGroup();
+      // Its own BEGIN … COMMIT only when no transaction (and no group) is open.
+      const ownCommit = !this.sqlite.inTransaction;
       this.sqliteDepth++;
       let result: T;
       try {
-        result = this.sqliteTransaction(fn, outer);
+        result = this.sqliteTransaction(fn, ownCommit);
       } catch (error) {
         this.dropAfterCommit(queued);
         throw error;
       } finally {
         this.sqliteDepth--;
       }
-      if (outer) this.runAfterCommit();
+      if (ownCommit) this.runAfterCommit();
+      else if (logicalOuter && this.groupOpen && !defer) this.commitGroup();
       return result;
     }
     const depth = this.pgDepth;
@@ -333,8 +367,60 @@ export class Db {
     return result;
   }
 
+  /**
+   * Group commit for a server's SQLite database. A volume cycle's four write transactions each
+   * paid their own COMMIT (a WAL append of every page they touched, the locks, the WAL index),
+   * and a busy server runs several in one event-loop turn, mostly over the same pages (the newest
+   * rows of tasks and volumes and their indexes): transactions that ask for it
+   * (`transaction(fn, { deferCommit: true })`) now share one COMMIT at the end of the turn, before
+   * any of the turn's replies leave. `onFailure` runs when that COMMIT fails (a full or failing
+   * disk): its transactions' callers were told they succeeded and the replies are about to say so;
+   * the server exits rather than send them. Off by default (tools, tests that use a Db directly).
+   */
+  enableGroupCommit(onFailure: (error: Error) => void): void {
+    if (this.engine === 'sqlite') this.groupCommit = { onFailure };
+  }
+
+  private openGroup(): void {
+    this.transactionStatementsOf().begin.run();
+    this.groupOpen = true;
+    atTurnEndCommit(() => {
+      try {
+        this.commitGroup();
+      } catch (error) {
+        this.groupCommit?.onFailure(error as Error);
+      }
+    });
+  }
+
+  /** Commits the open group, then runs the afterCommit work of its transactions; undoes it all if COMMIT fails (and throws). */
+  private commitGroup(): void {
+    if (!this.groupOpen) return;
+    this.groupOpen = false;
+    const s = this.transactionStatementsOf();
+    try {
+      s.commit.run();
+    } catch (error) {
+      if (this.sqlite.inTransaction) s.rollback.run();
+      this.dropAfterCommit(0);
+      throw error;
+    }
+    this.runAfterCommit();
+  }
+
   /** BEGIN IMMEDIATE … COMMIT, or a savepoint inside one; prepared once (see sqliteTransaction). */
-  private transactionStatements: Record<'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollbackTo', Database.Statement> | null = null;
+  private transactionStatements: TransactionStatements | null = null;
+
+  private transactionStatementsOf(): TransactionStatements {
+    return (this.transactionStatements ??= {
+      begin: this.sqlite.prepare('BEGIN IMMEDIATE'),
+      commit: this.sqlite.prepare('COMMIT'),
+      rollback: this.sqlite.prepare('ROLLBACK'),
+      savepoint: this.sqlite.prepare('SAVEPOINT pumice_nested'),
+      release: this.sqlite.prepare('RELEASE pumice_nested'),
+      rollbackTo: this.sqlite.prepare('ROLLBACK TO pumice_nested'),
+    });
+  }
 
   /**
    * What better-sqlite3's `db.transaction(fn).immediate()` does, without building its four wrapper
@@ -343,14 +429,7 @@ export class Db {
    * rolled back already.
    */
   private sqliteTransaction<T>(fn: () => T, outer: boolean): T {
-    const s = (this.transactionStatements ??= {
-      begin: this.sqlite.prepare('BEGIN IMMEDIATE'),
-      commit: this.sqlite.prepare('COMMIT'),
-      rollback: this.sqlite.prepare('ROLLBACK'),
-      savepoint: this.sqlite.prepare('SAVEPOINT pumice_nested'),
-      release: this.sqlite.prepare('RELEASE pumice_nested'),
-      rollbackTo: this.sqlite.prepare('ROLLBACK TO pumice_nested'),
-    });
+    const s = this.transactionStatementsOf();
     (outer ? s.begin : s.savepoint).run();
     try {
       const result = fn();
@@ -402,6 +481,8 @@ export class Db {
   private readonly otherCommitListeners: (() => void)[] = [];
 
   close(): void {
+    // The turn's deferred transactions are kept (a COMMIT that fails here throws to the closer).
+    this.commitGroup();
     clearInterval(this.otherCommitTimer);
     this.otherCommitTimer = undefined;
     this.checkpointer?.postMessage('stop');

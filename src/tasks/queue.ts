@@ -76,9 +76,11 @@ export interface Task<P = unknown> {
   /**
    * Runs `fn` (the task's final writes, and any follow-up `enqueue`) and marks
    * the task done, in one transaction. Throws TaskFencedError, writing nothing,
-   * when the task is no longer this runner's.
+   * when the task is no longer this runner's. `deferCommit`: the handler does
+   * nothing more, so the transaction may share the turn's COMMIT (Db.transaction):
+   * a crash before it leaves the task running, to be run again.
    */
-  complete<T>(fn: () => T): T;
+  complete<T>(fn: () => T, options?: { deferCommit?: boolean }): T;
   /** Records progress shown by `pumice tasks show` (e.g. "40% (1/4 GiB)"). */
   progress(text: string): void;
 }
@@ -512,8 +514,8 @@ export class TaskQueue {
         checkedAtMs = now;
         store.check(row.id, owner);
       },
-      complete: <T>(fn: () => T): T => {
-        const result = store.complete(row.id, owner, fn);
+      complete: <T>(fn: () => T, options?: { deferCommit?: boolean }): T => {
+        const result = store.complete(row.id, owner, fn, options);
         state.completed = true;
         emitEvent('task.done', taskFields(row));
         return result;

@@ -73,7 +73,7 @@ export interface TaskStore {
   /** Throws TaskFencedError unless task `id` is running, claimed by `owner` and not fenced. */
   check(id: number, owner: string): void;
   /** Runs `fn` and finishes the task as done, in one transaction; throws TaskFencedError (nothing written) if the task is no longer the owner's. */
-  complete<T>(id: number, owner: string, fn: () => T): T;
+  complete<T>(id: number, owner: string, fn: () => T, options?: { deferCommit?: boolean }): T;
   /** Back to queued for another try at `notBeforeMs`; false if no longer the owner's. */
   retry(id: number, owner: string, notBeforeMs: number, reason: string): boolean;
   /** Runs `fn` and finishes the task as failed, in one transaction; false (nothing written) if no longer the owner's or fenced. */
@@ -210,13 +210,13 @@ export class SqliteTaskStore implements TaskStore {
     if (row.owner !== owner) throw new TaskFencedError(`task ${id} was taken over by ${row.owner} after this runner's lease expired`);
   }
 
-  complete<T>(id: number, owner: string, fn: () => T): T {
+  complete<T>(id: number, owner: string, fn: () => T, options: { deferCommit?: boolean } = {}): T {
     return this.db.transaction(() => {
       // Finished tasks are history only: deleted at once (their locks go with them). Deleted first,
       // as the ownership check: if fn throws, the transaction puts the row back.
       if (this.db.run("DELETE FROM tasks WHERE id = ? AND state = 'running' AND owner = ? AND fenced = 0", id, owner).changes !== 1) this.check(id, owner);
       return fn();
-    });
+    }, options);
   }
 
   retry(id: number, owner: string, notBeforeMs: number, reason: string): boolean {

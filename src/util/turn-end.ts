@@ -1,5 +1,7 @@
 /**
- * What runs at the end of an event-loop turn, in one setImmediate, in three phases:
+ * What runs at the end of an event-loop turn, in one setImmediate, in four phases:
+ *  0. the COMMIT of the turn's deferred database transactions (src/db/db.ts group commit), so
+ *     no reply or task start below tells of a write that is not kept;
  *  1. the API replies of the turn (src/http/server.ts; it writes the turn's events and log lines
  *     first, so a client that reads them after its reply finds its request there);
  *  2. the rest of the deferred work: task starts and claim passes (src/tasks/queue.ts);
@@ -9,10 +11,11 @@
  * connection for a request that was accepted, and a client that retries a create makes a second
  * volume. The log lines last: one write(2) for all of the turn's, and no immediate of their own.
  */
+const commits: (() => void)[] = [];
 const replies: (() => void)[] = [];
 const work: (() => void)[] = [];
 const flushes: (() => void)[] = [];
-const phases = [replies, work, flushes];
+const phases = [commits, replies, work, flushes];
 let scheduled = false;
 
 function schedule(): void {
@@ -38,6 +41,12 @@ function runTurnEnd(): void {
   }
   scheduled = false;
   if (phases.some((phase) => phase.length > 0)) schedule();
+}
+
+/** Runs `job` at the end of this turn, first (the database's group commit). */
+export function atTurnEndCommit(job: () => void): void {
+  commits.push(job);
+  schedule();
 }
 
 /** Runs `job` at the end of this turn, before any `atTurnEnd` job (API replies). */

@@ -373,7 +373,7 @@ export class VolumeManager {
               locks: { write: [row.id] },
             });
           }
-        });
+        }, { deferCommit: true });
       },
       (task, reason) => {
         volumes.transition(task.resourceId, ['creating', 'downloading'], 'error', { status_reason: reason });
@@ -443,7 +443,7 @@ export class VolumeManager {
           for (const held of this.db.all<{ id: string }>("SELECT id FROM backups WHERE restore_volume_id = ? AND status = 'restoring'", row.id)) {
             this.states.backups.transition(held.id, ['restoring'], 'available', { restore_volume_id: null, fail_reason: `restore target volume ${row.id} was deleted` });
           }
-        });
+        }, { deferCommit: true });
       },
       (task, reason) => {
         volumes.transition(task.resourceId, ['deleting'], 'error_deleting', { status_reason: reason });

@@ -296,7 +296,7 @@ export class VolumeService {
         this.manager.userMessage(id, 'VOLUME', input.failure ? 'VOLUME_VOLUME_001_003' : 'VOLUME_VOLUME_001_002', `${input.failure ? 'create volume' : 'schedule allocate volume'}: ${reason}`, requestId);
       }
       return this.db.get<VolumeRow>('SELECT * FROM volumes WHERE id = ?', id)!;
-    });
+    }, { deferCommit: true }); // nothing leaves the process after it but the reply (its task starts after the commit)
   }
 
   /** `ofGroup`: the group whose delete-volumes deletes this member; any other delete of a group's member is refused, force or not, as Cinder does. */
@@ -342,7 +342,8 @@ export class VolumeService {
         if (snap.status !== 'deleting') states.snapshots.transition(snap.id, snapshotDeletableStatuses, 'deleting');
       }
       this.queue.enqueue('volume.delete', id, row.backend, { cascade: options.cascade }, { locks: { write: snapshots.map((s) => s.id) } });
-    });
+      // As createVolume: the reply and the task start follow the turn's COMMIT.
+    }, { deferCommit: true });
   }
 
   // ---- manage / unmanage ----
