@@ -1281,7 +1281,7 @@ class NbdConnection {
           return { error: NBD_OK, reply };
         }
         case NBD_CMD_WRITE: {
-          if (spec.readOnly) return { error: NBD_EPERM, message: 'the export is read-only' };
+          if (spec.readOnly) return { error: NBD_EPERM }; // the message: defaultErrorMessage
           if (!inRange()) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
           await new Promise<void>((resolve, reject) => writevFullyAt(file.fd, payload ?? [], offset, (err) => (err ? reject(err) : resolve())));
           if (req.flags & NBD_CMD_FLAG_FUA) await file.datasync();
@@ -1292,7 +1292,7 @@ class NbdConnection {
           return { error: NBD_OK };
         }
         case NBD_CMD_WRITE_ZEROES: {
-          if (spec.readOnly) return { error: NBD_EPERM, message: 'the export is read-only' };
+          if (spec.readOnly) return { error: NBD_EPERM }; // the message: defaultErrorMessage
           // We cannot promise "fast" zeroing (not advertised either).
           if (req.flags & NBD_CMD_FLAG_FAST_ZERO) return { error: NBD_ENOTSUP, message: 'fast zeroing is not supported (NBD_FLAG_SEND_FAST_ZERO is not advertised)' };
           if (!inRange()) return { error: NBD_EINVAL, message: pastEndMessage(req, spec.sizeBytes) };
