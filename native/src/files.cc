@@ -32,19 +32,6 @@ static int64_t SeekOnce(int fd, uint64_t offset, int whence) {
   return errno == ENXIO ? -1 : -static_cast<int64_t>(errno);
 }
 
-// seekData(fd, offset) / seekHole(fd, offset): synchronous (one lseek, which reads metadata only);
-// the offset, or -1 at ENXIO; throws with .code on other errors.
-static Napi::Value Seek(const Napi::CallbackInfo& info, int whence, const char* operation) {
-  int fd = ArgFd(info, 0);
-  uint64_t offset = ArgU64(info, 1, "offset");
-  int64_t r = SeekOnce(fd, offset, whence);
-  if (r < -1) throw MakeError(info.Env(), static_cast<int>(-r), operation, "fd " + std::to_string(fd));
-  return Napi::Number::New(info.Env(), static_cast<double>(r));
-}
-
-static Napi::Value SeekData(const Napi::CallbackInfo& info) { return Seek(info, SEEK_DATA, "lseek(SEEK_DATA)"); }
-static Napi::Value SeekHole(const Napi::CallbackInfo& info) { return Seek(info, SEEK_HOLE, "lseek(SEEK_HOLE)"); }
-
 // fileExtents(fd, offset, length, maxExtents): Promise<number[]>, flat pairs [length, hole (0/1), ...]
 // of consecutive extents from `offset`, alternating data and hole, together at most `length` bytes
 // (less when maxExtents were found first). Past the end of the file reads as a hole. Runs on the
@@ -102,8 +89,6 @@ static Napi::Value FileExtents(const Napi::CallbackInfo& info) {
 }
 
 void RegisterFiles(Napi::Env env, Napi::Object exports) {
-  exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
-  exports.Set("seekHole", Napi::Function::New(env, SeekHole, "seekHole"));
   exports.Set("fileExtents", Napi::Function::New(env, FileExtents, "fileExtents"));
 }
 

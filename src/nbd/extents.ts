@@ -3,7 +3,7 @@
  * context (NBD_CMD_BLOCK_STATUS). Node has no lseek(SEEK_DATA / SEEK_HOLE): the walk is done by the
  * native addon (native/src/files.cc), one thread-pool job per query.
  *
- * When the addon is not built or is an older build without these functions, `extentProbe()` is
+ * When the addon is not built or is an older build without fileExtents, `extentProbe()` is
  * null and the NBD server does not offer `base:allocation` at all (NBD_OPT_LIST_META_CONTEXT and
  * NBD_OPT_SET_META_CONTEXT select no context, so clients never send BLOCK_STATUS and read every
  * byte, as before): answering "all data" instead would be correct but would only cost clients a
@@ -23,16 +23,10 @@ export interface ExtentProbe {
    * `maxExtents` extents were found first); past the end of the file is a hole.
    */
   fileExtents(fd: number, offset: number, length: number, maxExtents: number): Promise<FileExtent[]>;
-  /** lseek(SEEK_DATA): the next data offset at or after `offset`, or -1 when there is none. */
-  seekData(fd: number, offset: number): number;
-  /** lseek(SEEK_HOLE): the next hole at or after `offset` (the file size at the end), or -1 past the end. */
-  seekHole(fd: number, offset: number): number;
 }
 
 interface FilesAddon {
   fileExtents?: (fd: number, offset: number, length: number, maxExtents: number) => Promise<number[]>;
-  seekData?: (fd: number, offset: number) => number;
-  seekHole?: (fd: number, offset: number) => number;
 }
 
 let probe: ExtentProbe | null | undefined;
@@ -46,8 +40,8 @@ export function extentProbe(): ExtentProbe | null {
   } catch {
     return (probe = null);
   }
-  const { fileExtents, seekData, seekHole } = addon;
-  if (typeof fileExtents !== 'function' || typeof seekData !== 'function' || typeof seekHole !== 'function') return (probe = null);
+  const { fileExtents } = addon;
+  if (typeof fileExtents !== 'function') return (probe = null);
   probe = {
     async fileExtents(fd, offset, length, maxExtents) {
       const flat = await fileExtents(fd, offset, length, maxExtents);
@@ -55,8 +49,6 @@ export function extentProbe(): ExtentProbe | null {
       for (let i = 0; i + 1 < flat.length; i += 2) out.push({ length: flat[i]!, hole: flat[i + 1] === 1 });
       return out;
     },
-    seekData: (fd, offset) => seekData(fd, offset),
-    seekHole: (fd, offset) => seekHole(fd, offset),
   };
   return probe;
 }
