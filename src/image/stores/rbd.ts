@@ -15,12 +15,11 @@ import { mkdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { CephConfigProblem, resolveCephClient, type CephClientSettings } from '../../ceph/conf.ts';
 import { RadosCluster, RbdError, type IoCtx, type RbdImage } from '../../ceph/rbd.ts';
 import { errors, PumiceError } from '../../errors.ts';
-import { StreamHasher } from '../hashing.ts';
+import { readChunks, StreamHasher } from '../hashing.ts';
 import { nonZeroRuns } from '../zero-runs.ts';
 import { SizeLimitExceeded, SizeMismatch, StoreWriteError, type PendingWrite } from './file.ts';
 
@@ -260,25 +259,19 @@ export class RbdStore {
       },
     });
 
-    const sink = new Writable({
-      highWaterMark: 1 << 20,
-      write(chunk: Buffer, _encoding, callback) {
+    const tempPath = join(this.probeDirectory, `${imageId}.${randomBytes(6).toString('hex')}.probe`);
+    let digests;
+    try {
+      await readChunks(source, (chunk) => {
         position += chunk.length;
-        if (position > options.sizeBytesMax) return callback(new SizeLimitExceeded(options.sizeBytesMax));
+        if (position > options.sizeBytesMax) throw new SizeLimitExceeded(options.sizeBytesMax);
         if (probeLength < probeBytes) {
           const part = chunk.subarray(0, probeBytes - probeLength);
           probe.push(Buffer.from(part));
           probeLength += part.length;
         }
-        const busy = batches.update(chunk);
-        if (!busy) return callback();
-        busy.then(() => callback(), (error: Error) => callback(error));
-      },
-    });
-    const tempPath = join(this.probeDirectory, `${imageId}.${randomBytes(6).toString('hex')}.probe`);
-    let digests;
-    try {
-      await pipeline(source, sink);
+        return batches.update(chunk);
+      });
       digests = await batches.digest();
       if (options.expectedBytes !== null && position !== options.expectedBytes) throw new SizeMismatch(options.expectedBytes, position);
       try {
