@@ -63,7 +63,10 @@ function threadCpuText(delta: Map<number, number>, pid: number, bytes: number): 
   const [first = 0, second = 0] = others;
   const rest = others.slice(2).reduce((a, b) => a + b, 0);
   const f = (x: number) => (x / gib).toFixed(2);
-  const restEach = others.slice(2).filter((x) => x / gib >= 0.05).map(f).join(' + ');
+  // Each thread's rank in creation order (TIDs grow): V8's platform threads are made at start-up, libuv's pool at its first use.
+  const order = [...delta.keys()].sort((a, b) => a - b);
+  const restEach = [...delta].filter(([tid]) => tid !== pid).sort((a, b) => b[1] - a[1]).slice(2)
+    .filter(([, s]) => s / gib >= 0.05).map(([tid, s]) => `${f(s)} (thread #${order.indexOf(tid)})`).join(' + ');
   return `main thread ${f(main)} s, busiest two other threads (hash workers) ${f(first)} + ${f(second)} s, the rest (file writes on libuv's pool, GC helpers) ${f(rest)} s (${restEach || 'none over 0.05 s'})`;
 }
 const scratch = mkdtempSync(join(tmpdir(), 'pumice-bench-img-'));
