@@ -8,9 +8,12 @@
  * answers). Last, a 4 GiB sparse file holding only a few MiB of data: upload
  * time (the store skips all-zero chunks, so the stored file stays sparse).
  *
- *   node --import tsx bench/image-upload.ts [--size-mib 1024] [--sparse-mib 4096] [--cpu-prof DIR]
+ *   node --import tsx bench/image-upload.ts [--size-mib 1024] [--sparse-mib 4096] [--cpu-prof DIR] [--upload-rounds N] [--upload-only]
  *
  * --cpu-prof DIR writes the server's CPU profiles (main thread and each hash worker) into DIR.
+ * --upload-rounds N uploads the random file N times on the same server (figures per round: V8's
+ * collections differ from one server process to another, and within one). --upload-only stops
+ * after the uploads (no download, no sparse upload).
  *
  * MB/s are 10^6 bytes per second. The random file is made in this process
  * (crypto.randomFillSync, 8 MiB blocks) in a temporary directory next to the
@@ -22,12 +25,14 @@ import { closeSync, createReadStream, ftruncateSync, mkdtempSync, openSync, read
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, argString, cleanupOnSignal, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
+import { arg, argString, cleanupOnSignal, flag, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 1024) * MiB;
 const sparseBytes = arg('sparse-mib', 4096) * MiB;
 const profileDir = argString('cpu-prof', '');
+const uploadRounds = arg('upload-rounds', 1);
+const uploadOnly = flag('upload-only');
 
 let server: Server | undefined;
 
@@ -173,34 +178,43 @@ async function main(): Promise<void> {
     console.log(`baseline_cp_sparse_always: ${mbps(sizeBytes, cpS)} (${cpS.toFixed(2)} s; cp --sparse=always ${file} DATA_DIR/cp-baseline.img)`);
     console.log(`baseline_cp_then_sync_file: ${mbps(sizeBytes, cpS + syncS)} (${(cpS + syncS).toFixed(2)} s; cp then \`sync FILE\` (fsync), as the store fsyncs before answering)`);
 
-    // ---- upload ----
-    const id = await createImage(s, 'bench-random');
-    let rss = sampleRss(server.pid, 100);
-    let meter = cpuMeter(server.pid);
-    const threads0 = threadCpuSeconds(server.pid);
-    t0 = now();
-    const up = await upload(s, id, file, sizeBytes);
-    const upS = (now() - t0) / 1000;
-    let cpu = meter.stop();
-    const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
-    let mem = rss.stop();
-    if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
-    const row = await imageRow(s, id);
-    if (row.status !== 'active' || row.size !== sizeBytes || row.checksum !== md5) throw new Error(`image after upload: ${JSON.stringify(row)}, expected md5 ${md5}`);
-    console.log(`upload: ${mbps(sizeBytes, upS)} (${upS.toFixed(2)} s, PUT to 204; image active, size and md5 match)`);
-    console.log(`upload_rss_peak: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
-    console.log(`upload_cpu: ${cpu.text}`);
-    console.log(`upload_cpu_per_gib_by_thread: ${threadCpuText(threads, server.pid, sizeBytes)}`);
-    console.log(`upload_vs_cp_then_sync: ${((cpS + syncS) / upS).toFixed(2)}x the speed`);
+    // ---- upload (--upload-rounds N: N uploads on the same server, each into a new image) ----
+    let id = '';
+    for (let round = 1; round <= uploadRounds; round++) {
+      if (id) await s.call('DELETE', `/image/v2/images/${id}`);
+      id = await createImage(s, 'bench-random');
+      const rss = sampleRss(server.pid, 100);
+      const meter = cpuMeter(server.pid);
+      const threads0 = threadCpuSeconds(server.pid);
+      t0 = now();
+      const up = await upload(s, id, file, sizeBytes);
+      const upS = (now() - t0) / 1000;
+      const cpu = meter.stop();
+      const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
+      const mem = rss.stop();
+      if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
+      const row = await imageRow(s, id);
+      if (row.status !== 'active' || row.size !== sizeBytes || row.checksum !== md5) throw new Error(`image after upload: ${JSON.stringify(row)}, expected md5 ${md5}`);
+      const tag = uploadRounds > 1 ? `[round ${round}, load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}]` : '';
+      console.log(`upload${tag}: ${mbps(sizeBytes, upS)} (${upS.toFixed(2)} s, PUT to 204; image active, size and md5 match)`);
+      console.log(`upload_rss_peak${tag}: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
+      console.log(`upload_cpu${tag}: ${cpu.text}`);
+      console.log(`upload_cpu_per_gib_by_thread${tag}: ${threadCpuText(threads, server.pid, sizeBytes)}`);
+      console.log(`upload_vs_cp_then_sync${tag}: ${((cpS + syncS) / upS).toFixed(2)}x the speed`);
+    }
+    if (uploadOnly) {
+      await s.call('DELETE', `/image/v2/images/${id}`);
+      return;
+    }
 
     // ---- download ----
-    rss = sampleRss(server.pid, 100);
-    meter = cpuMeter(server.pid);
+    let rss = sampleRss(server.pid, 100);
+    let meter = cpuMeter(server.pid);
     t0 = now();
     const down = await download(s, id);
     const downS = (now() - t0) / 1000;
-    cpu = meter.stop();
-    mem = rss.stop();
+    let cpu = meter.stop();
+    let mem = rss.stop();
     if (down.status !== 200 || down.bytes !== sizeBytes || down.md5 !== md5) throw new Error(`download: ${down.status} ${down.bytes} bytes md5 ${down.md5}, expected ${md5}`);
     console.log(`download: ${mbps(sizeBytes, downS)} (${downS.toFixed(2)} s, GET to last byte; md5 checked by the client as it reads)`);
     console.log(`download_rss_peak: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
