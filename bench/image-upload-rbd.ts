@@ -19,7 +19,7 @@ import { closeSync, createReadStream, mkdtempSync, openSync, readSync, rmSync } 
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, type Server, type Session, makeRandomFile } from './lib.ts';
+import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, threadCpuDelta, threadCpuSeconds, threadCpuText, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 4096) * MiB;
@@ -106,10 +106,12 @@ rbd_store_chunk_size = 8
       created.push(id);
       const rss = sampleRss(server.pid, 100);
       let meter = cpuMeter(server.pid);
+      const threads0 = threadCpuSeconds(server.pid);
       t0 = now();
       const up = await upload(s, id, file, sizeBytes);
       const upS = (now() - t0) / 1000;
       let cpu = meter.stop();
+      const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
       const mem = rss.stop();
       if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
       const row = (await s.call('GET', `/image/v2/images/${id}`)).json<{ status: string; size: number; checksum: string }>();
@@ -117,6 +119,7 @@ rbd_store_chunk_size = 8
       uploads.push(mbps(sizeBytes, upS));
       console.log(`round ${round} pumice_upload: ${fmt(mbps(sizeBytes, upS))} (${upS.toFixed(2)} s, PUT to 204 incl. snapshot; image active, size and md5 checked)`);
       console.log(`round ${round} pumice_upload_rss_peak: ${mem.peakMiB.toFixed(1)} MiB; cpu: ${cpu.text}`);
+      console.log(`round ${round} pumice_upload_cpu_per_gib_by_thread: ${threadCpuText(threads, server.pid, sizeBytes, "librbd's messenger and aio threads, libuv, GC helpers")}; the OSDs and other processes ${((cpu.otherS / (sizeBytes / (1 << 30)))).toFixed(2)} s`);
       const del = await s.call('DELETE', `/image/v2/images/${id}`);
       if (del.status !== 204) throw new Error(`delete: ${del.status} ${del.text}`);
       created.pop();

@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -331,4 +331,44 @@ export function cpuMeter(serverPid: number): { stop(): { elapsedS: number; serve
       };
     },
   };
+}
+
+// ---- CPU per thread ----
+/** CPU seconds of each thread of `pid` (utime + stime from /proc/PID/task/TID/stat, 100 ticks/s). */
+export function threadCpuSeconds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), (Number(fields[11]) + Number(fields[12])) / 100);
+    } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+export function threadCpuDelta(before: Map<number, number>, after: Map<number, number>): Map<number, number> {
+  const delta = new Map<number, number>();
+  for (const [tid, s] of after) delta.set(tid, s - (before.get(tid) ?? 0));
+  return delta;
+}
+
+/**
+ * Where the server's CPU went per GiB uploaded: the main thread (HTTP, copies into batches),
+ * the two busiest other threads (the md5 and sha512 workers: each hashes every byte) and the
+ * rest (`restIs`: libuv's pool doing the file writes, GC helpers; or librbd's threads). Threads
+ * are told apart by CPU only: Node 20 gives worker threads no name of their own.
+ */
+export function threadCpuText(delta: Map<number, number>, pid: number, bytes: number, restIs = "file writes on libuv's pool, GC helpers"): string {
+  const gib = bytes / (1 << 30);
+  const main = delta.get(pid) ?? 0;
+  const others = [...delta].filter(([tid]) => tid !== pid).map(([, s]) => s).sort((a, b) => b - a);
+  const [first = 0, second = 0] = others;
+  const rest = others.slice(2).reduce((a, b) => a + b, 0);
+  const f = (x: number) => (x / gib).toFixed(2);
+  // Each thread's rank in creation order (TIDs grow): V8's platform threads are made at start-up, libuv's pool at its first use.
+  const order = [...delta.keys()].sort((a, b) => a - b);
+  const restEach = [...delta].filter(([tid]) => tid !== pid).sort((a, b) => b[1] - a[1]).slice(2)
+    .filter(([, s]) => s / gib >= 0.05).map(([tid, s]) => `${f(s)} (thread #${order.indexOf(tid)})`).join(' + ');
+  return `main thread ${f(main)} s, busiest two other threads (hash workers) ${f(first)} + ${f(second)} s, the rest (${restIs}) ${f(rest)} s (${restEach || 'none over 0.05 s'})`;
 }
