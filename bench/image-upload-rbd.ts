@@ -15,11 +15,10 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, createReadStream, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
-import http from 'node:http';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, cleanupOnSignal, cpuMeter, login, now, sampleRss, sleep, startServer, threadCpuDelta, threadCpuSeconds, threadCpuText, type Server, type Session, makeRandomFile } from './lib.ts';
+import { arg, cleanupOnSignal, cpuMeter, login, measuredImageUpload, now, sleep, startServer, threadCpuText, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 4096) * MiB;
@@ -48,22 +47,6 @@ function warm(path: string, bytes: number): void {
   const block = Buffer.allocUnsafe(blockBytes);
   for (let offset = 0; offset < bytes; offset += blockBytes) readSync(fd, block, 0, blockBytes, offset);
   closeSync(fd);
-}
-
-function upload(s: Session, id: string, path: string, bytes: number): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${s.url}/image/v2/images/${id}/file`, {
-      method: 'PUT',
-      headers: { 'X-Auth-Token': s.token, 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes) },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    createReadStream(path, { highWaterMark: 4 * MiB }).on('error', reject).pipe(req);
-  });
 }
 
 function rbd(user: string, args: string[]): string {
@@ -104,18 +87,9 @@ rbd_store_chunk_size = 8
       if (r.status !== 201) throw new Error(`create image: ${r.status} ${r.text}`);
       const id = r.json<{ id: string }>().id;
       created.push(id);
-      const rss = sampleRss(server.pid, 100);
-      let meter = cpuMeter(server.pid);
-      const threads0 = threadCpuSeconds(server.pid);
-      t0 = now();
-      const up = await upload(s, id, file, sizeBytes);
-      const upS = (now() - t0) / 1000;
-      let cpu = meter.stop();
-      const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
-      const mem = rss.stop();
-      if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
-      const row = (await s.call('GET', `/image/v2/images/${id}`)).json<{ status: string; size: number; checksum: string }>();
-      if (row.status !== 'active' || row.size !== sizeBytes || row.checksum !== md5) throw new Error(`image after upload: ${JSON.stringify(row)}, expected md5 ${md5}`);
+      const measured = await measuredImageUpload(s, server.pid, id, file, sizeBytes, md5, 4 * MiB);
+      const { seconds: upS, threads, mem } = measured;
+      let { cpu } = measured;
       uploads.push(mbps(sizeBytes, upS));
       console.log(`round ${round} pumice_upload: ${fmt(mbps(sizeBytes, upS))} (${upS.toFixed(2)} s, PUT to 204 incl. snapshot; image active, size and md5 checked)`);
       console.log(`round ${round} pumice_upload_rss_peak: ${mem.peakMiB.toFixed(1)} MiB; cpu: ${cpu.text}`);
@@ -125,7 +99,7 @@ rbd_store_chunk_size = 8
       created.pop();
 
       // ---- rbd import of the same file, same pool, same object size and features ----
-      meter = cpuMeter(server.pid);
+      const meter = cpuMeter(server.pid);
       t0 = now();
       rbd('glance', ['import', '--image-format', '2', '--object-size', '8M', '--image-feature', 'layering,exclusive-lock,object-map,fast-diff,deep-flatten', '--no-progress', file, `${pool}/${importName}`]);
       const importS = (now() - t0) / 1000;

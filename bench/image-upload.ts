@@ -21,11 +21,11 @@
  */
 import { execFileSync } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, createReadStream, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arg, argString, cleanupOnSignal, flag, cpuMeter, login, now, rssMiB, sampleRss, sleep, startServer, threadCpuDelta, threadCpuSeconds, threadCpuText, type Server, type Session, makeRandomFile } from './lib.ts';
+import { arg, argString, cleanupOnSignal, flag, cpuMeter, login, measuredImageUpload, now, putImageFile, rssMiB, sampleRss, sleep, startServer, threadCpuText, type Server, type Session, makeRandomFile } from './lib.ts';
 
 const MiB = 1024 * 1024;
 const sizeBytes = arg('size-mib', 1024) * MiB;
@@ -65,22 +65,6 @@ function makeSparseFile(path: string, bytes: number, dataBlocks: number): { md5:
   }
   closeSync(read);
   return { md5: md5.digest('hex'), dataBytes: dataBlocks * MiB };
-}
-
-function upload(s: Session, id: string, path: string, bytes: number): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${s.url}/image/v2/images/${id}/file`, {
-      method: 'PUT',
-      headers: { 'X-Auth-Token': s.token, 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes) },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    createReadStream(path, { highWaterMark: MiB }).on('error', reject).pipe(req);
-  });
 }
 
 /** Downloads the image data, hashing it (md5) and discarding it. */
@@ -145,18 +129,7 @@ async function main(): Promise<void> {
     for (let round = 1; round <= uploadRounds; round++) {
       if (id) await s.call('DELETE', `/image/v2/images/${id}`);
       id = await createImage(s, 'bench-random');
-      const rss = sampleRss(server.pid, 100);
-      const meter = cpuMeter(server.pid);
-      const threads0 = threadCpuSeconds(server.pid);
-      t0 = now();
-      const up = await upload(s, id, file, sizeBytes);
-      const upS = (now() - t0) / 1000;
-      const cpu = meter.stop();
-      const threads = threadCpuDelta(threads0, threadCpuSeconds(server.pid));
-      const mem = rss.stop();
-      if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
-      const row = await imageRow(s, id);
-      if (row.status !== 'active' || row.size !== sizeBytes || row.checksum !== md5) throw new Error(`image after upload: ${JSON.stringify(row)}, expected md5 ${md5}`);
+      const { seconds: upS, cpu, threads, mem } = await measuredImageUpload(s, server.pid, id, file, sizeBytes, md5, MiB);
       const tag = uploadRounds > 1 ? `[round ${round}, load ${readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}]` : '';
       console.log(`upload${tag}: ${mbps(sizeBytes, upS)} (${upS.toFixed(2)} s, PUT to 204; image active, size and md5 match)`);
       console.log(`upload_rss_peak${tag}: ${mem.peakMiB.toFixed(1)} MiB (${mem.samples} samples every 100 ms, end ${mem.lastMiB.toFixed(1)} MiB)`);
@@ -191,7 +164,7 @@ async function main(): Promise<void> {
     rss = sampleRss(server.pid, 100);
     meter = cpuMeter(server.pid);
     t0 = now();
-    const sup = await upload(s, sparseId, sparse, sparseBytes);
+    const sup = await putImageFile(s, sparseId, sparse, sparseBytes, MiB);
     const supS = (now() - t0) / 1000;
     cpu = meter.stop();
     mem = rss.stop();

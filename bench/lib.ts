@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomFillSync } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
@@ -371,4 +371,43 @@ export function threadCpuText(delta: Map<number, number>, pid: number, bytes: nu
   const restEach = [...delta].filter(([tid]) => tid !== pid).sort((a, b) => b[1] - a[1]).slice(2)
     .filter(([, s]) => s / gib >= 0.05).map(([tid, s]) => `${f(s)} (thread #${order.indexOf(tid)})`).join(' + ');
   return `main thread ${f(main)} s, busiest two other threads (hash workers) ${f(first)} + ${f(second)} s, the rest (${restIs}) ${f(rest)} s (${restEach || 'none over 0.05 s'})`;
+}
+
+// ---- image uploads ----
+/** PUT of a file as an image's data (raw body with its Content-Length), read in `chunkBytes` pieces. */
+export function putImageFile(s: Session, id: string, path: string, bytes: number, chunkBytes: number): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${s.url}/image/v2/images/${id}/file`, {
+      method: 'PUT',
+      headers: { 'X-Auth-Token': s.token, 'Content-Type': 'application/octet-stream', 'Content-Length': String(bytes) },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => (text += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    createReadStream(path, { highWaterMark: chunkBytes }).on('error', reject).pipe(req);
+  });
+}
+
+/**
+ * One upload of `path` into image `id`, measured: seconds from PUT to its answer, the server's CPU
+ * (whole, and per thread) and its peak RSS. Throws unless the PUT answered 204 and the image is
+ * then active with `bytes` bytes and md5 `md5`.
+ */
+export async function measuredImageUpload(s: Session, serverPid: number, id: string, path: string, bytes: number, md5: string, chunkBytes: number) {
+  const rss = sampleRss(serverPid, 100);
+  const meter = cpuMeter(serverPid);
+  const threads0 = threadCpuSeconds(serverPid);
+  const t0 = now();
+  const up = await putImageFile(s, id, path, bytes, chunkBytes);
+  const seconds = (now() - t0) / 1000;
+  const cpu = meter.stop();
+  const threads = threadCpuDelta(threads0, threadCpuSeconds(serverPid));
+  const mem = rss.stop();
+  if (up.status !== 204) throw new Error(`upload: ${up.status} ${up.text}`);
+  const row = (await s.call('GET', `/image/v2/images/${id}`)).json<{ status: string; size: number; checksum: string }>();
+  if (row.status !== 'active' || row.size !== bytes || row.checksum !== md5) throw new Error(`image after upload: ${JSON.stringify(row)}, expected md5 ${md5}`);
+  return { seconds, cpu, threads, mem };
 }

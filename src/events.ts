@@ -110,7 +110,7 @@ export function emitEvent(event: string, fields: Record<string, unknown> = {}): 
   if (sink) sink.info(context ? { event, request_id: context.requestId, ...fields } : { event, ...fields });
   const line = eventLogLine(event, fields);
   // Most events are DEBUG lines (a request answered 2xx, a task queued or claimed): built only when written.
-  if (line && logEnabled(line.level)) writeLog(line.level, line.module, typeof line.message === 'string' ? line.message : line.message(), context);
+  if (line && logEnabled(line.level)) writeLog(line.level, line.module, line.message(), context);
   for (const listener of listeners) {
     try {
       listener(event, fields);
@@ -132,10 +132,10 @@ export function flushEvents(): void {
 
 /**
  * The log line an event becomes: state changes INFO, retries and rejections WARNING, failures ERROR;
- * bookkeeping DEBUG. The message is a function where building it costs and the line is often not
- * written (DEBUG without `[DEFAULT] debug`).
+ * bookkeeping DEBUG. The message is a function: most lines are DEBUG and not written without
+ * `[DEFAULT] debug`, so it is built only for a line that is.
  */
-function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLevel; module: string; message: string | (() => string) } | null {
+function eventLogLine(event: string, f: Record<string, unknown>): { level: LogLevel; module: string; message: () => string } | null {
   const resource = () => `${String(f['resource'] ?? f['kind'] ?? '')} ${String(f['id'] ?? f['resource_id'] ?? '')}`.trim();
   const task = () => `task ${String(f['task_id'])} (${String(f['kind'])} ${String(f['resource_id'])}, attempt ${String(f['attempts'])})`;
   switch (event) {

@@ -261,7 +261,7 @@ export class Db {
     if (this.pg) return this.pgQuery(sql, params).rows as T[];
     const statement = this.statement(sql);
     const rows = statement.all(...params) as T[];
-    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
+    this.afterStatement(statement);
     return rows;
   }
 
@@ -269,7 +269,7 @@ export class Db {
     if (this.pg) return this.pgQuery(sql, params).rows[0] as T | undefined;
     const statement = this.statement(sql);
     const row = statement.get(...params) as T | undefined;
-    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
+    this.afterStatement(statement);
     return row;
   }
 
@@ -277,9 +277,13 @@ export class Db {
     if (this.pg) return { changes: this.pgQuery(sql, params).rowCount };
     const statement = this.statement(sql);
     const result = statement.run(...params);
-    // A write outside `transaction` is committed when it returns, as it would be on its own: with the group it joined.
-    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
+    this.afterStatement(statement);
     return { changes: result.changes };
+  }
+
+  /** A write outside `transaction` is committed when it returns, as it would be on its own: with the group it joined. */
+  private afterStatement(statement: Database.Statement): void {
+    if (this.groupOpen && this.sqliteDepth === 0 && !statement.readonly) this.commitGroup();
   }
 
   /** True inside `transaction` (not in one opened some other way): `afterCommit` can be used. */

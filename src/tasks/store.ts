@@ -133,7 +133,7 @@ const claimableSql = `SELECT t.id FROM tasks t WHERE t.queue = ? AND t.state = '
  * The tasks that write `resource_id` (first and second parameter: the same id): those whose
  * own resource it is, and those that name it as a write lock.
  */
-export const writersOfResourceSql = "SELECT id FROM tasks WHERE resource_id = ? UNION SELECT task_id FROM task_locks WHERE resource_id = ? AND mode = 'write'";
+const writersOfResourceSql = "SELECT id FROM tasks WHERE resource_id = ? UNION SELECT task_id FROM task_locks WHERE resource_id = ? AND mode = 'write'";
 
 /**
  * PostgreSQL's claim: the same choice, but a row another host is claiming right now is
@@ -279,10 +279,9 @@ export class SqliteTaskStore implements TaskStore {
   fenceResource(resourceId: string, reason: string): { cancelled: number; fenced: number } {
     const now = new Date().toISOString();
     return this.db.transaction(() => {
-      const writers = writersOfResourceSql;
-      const queued = this.db.all<{ id: number }>(`SELECT id FROM tasks WHERE state = 'queued' AND id IN (${writers})`, resourceId, resourceId);
+      const queued = this.db.all<{ id: number }>(`SELECT id FROM tasks WHERE state = 'queued' AND id IN (${writersOfResourceSql})`, resourceId, resourceId);
       for (const { id } of queued) this.cancel(id, reason);
-      const fenced = this.db.run(`UPDATE tasks SET fenced = 1, last_error = ?, updated_at = ? WHERE state = 'running' AND fenced = 0 AND id IN (${writers})`, reason, now, resourceId, resourceId).changes;
+      const fenced = this.db.run(`UPDATE tasks SET fenced = 1, last_error = ?, updated_at = ? WHERE state = 'running' AND fenced = 0 AND id IN (${writersOfResourceSql})`, reason, now, resourceId, resourceId).changes;
       return { cancelled: queued.length, fenced };
     });
   }

@@ -123,7 +123,7 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
         throw new PumiceError('BackendUnavailable', `Cannot upload the volume: ${error.message}`);
       }
       if (!storeIds.includes(storeId)) {
-        const typeName = service.typesById().get(row.volume_type_id!)?.name ?? row.volume_type_id;
+        const typeName = service.typeNames([row.volume_type_id]).get(row.volume_type_id!) ?? row.volume_type_id;
         throw errors.badRequest(`Volume type '${typeName}' has ${imageStoreSpec} = '${storeId.slice(0, 64)}', which is not a store of the image service (its stores: ${storeIds.join(', ')}): set the extra spec to one of them (openstack volume type set --property ${imageStoreSpec}=STORE ${typeName}).`);
       }
     }
@@ -165,7 +165,7 @@ export function volumeActionRoutes(deps: VolumeRouteDeps): AnyRouteSpec[] {
       status: started.status,
       display_description: started.description,
       size: started.size_gib,
-      volume_type: started.volume_type_id ? { id: started.volume_type_id, name: service.typesById().get(started.volume_type_id)?.name ?? null } : null,
+      volume_type: started.volume_type_id ? { id: started.volume_type_id, name: service.typeNames([started.volume_type_id]).get(started.volume_type_id) ?? null } : null,
       image_id: image.id,
       container_format: containerFormat,
       disk_format: diskFormat,
